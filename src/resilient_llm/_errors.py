@@ -1,0 +1,168 @@
+"""The exception tree of resilient-llm.
+
+```
+ResilientLLMError
+├── ConfigError (also ValueError)        bad setting: names the variable, the value, what is accepted
+├── DeadlineExceeded (also TimeoutError)  the call's one wall-clock budget ran out
+├── AllTargetsFailed                      every target of a fallback chain failed
+├── CircuitOpen                           the target's breaker is open and nothing else may serve
+├── RetryBudgetExhausted                  retries would multiply load beyond the target's budget
+├── StreamInterrupted                     a stream failed after output reached the caller
+├── IdempotencyConflict                   same idempotency key, different arguments
+├── IdempotencyStoreUnavailable           the ledger cannot be reached; the side effect did not run
+└── ResidencyViolation                    routing would leave the allowed regions
+```
+
+Provider errors (``openai.RateLimitError``, ``anthropic.BadRequestError``, ...) keep their official
+types: a drop-in client raises them exactly where the official client would, once the retries the
+policy allows are spent. Every resilient-llm error that ends a call carries the attempts made so
+far; none carries a credential or prompt text in its message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._outcome import AttemptInfo
+
+__all__ = [
+    "AllTargetsFailed",
+    "CircuitOpen",
+    "ConfigError",
+    "DeadlineExceeded",
+    "IdempotencyConflict",
+    "IdempotencyStoreUnavailable",
+    "ResidencyViolation",
+    "ResilientLLMError",
+    "RetryBudgetExhausted",
+    "StreamInterrupted",
+]
+
+
+class ResilientLLMError(Exception):
+    """Base class of every error resilient-llm raises itself."""
+
+    attempts: tuple[AttemptInfo, ...]
+
+    def __init__(self, message: str, *, attempts: Sequence[AttemptInfo] = ()) -> None:
+        super().__init__(message)
+        self.attempts = tuple(attempts)
+
+
+class ConfigError(ResilientLLMError, ValueError):
+    """A setting is invalid. The message names the variable, the value and what is accepted."""
+
+    def __init__(self, variable: str, value: object, accepted: str) -> None:
+        shown = value if isinstance(value, str) else repr(value)
+        if isinstance(shown, str) and len(shown) > 200:
+            shown = shown[:200] + "…"
+        super().__init__(f"{variable}={shown!r} is invalid: {accepted}")
+        self.variable = variable
+        self.value = value
+        self.accepted = accepted
+        self.field: str | None = None
+
+
+class DeadlineExceeded(ResilientLLMError, TimeoutError):
+    """The call's wall-clock deadline ran out, or the next wait would have ended past it.
+
+    ``cause`` is the last underlying failure (a provider error, a transport error, a 429), or
+    ``None`` when the budget ran out before any attempt failed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cause: BaseException | None = None,
+        attempts: Sequence[AttemptInfo] = (),
+        budget: float | None = None,
+    ) -> None:
+        super().__init__(message, attempts=attempts)
+        self.cause = cause
+        self.budget = budget
+        if cause is not None:
+            self.__cause__ = cause
+
+
+class AllTargetsFailed(ResilientLLMError):
+    """Every target of the fallback chain failed; ``causes`` maps each target to its last error."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        causes: dict[str, BaseException],
+        attempts: Sequence[AttemptInfo] = (),
+    ) -> None:
+        super().__init__(message, attempts=attempts)
+        self.causes = dict(causes)
+
+
+class CircuitOpen(ResilientLLMError):
+    """The target's circuit breaker is open and no other target may serve the call."""
+
+    def __init__(
+        self, message: str, *, target: str, retry_at: float | None = None,
+        attempts: Sequence[AttemptInfo] = (),
+    ) -> None:
+        super().__init__(message, attempts=attempts)
+        self.target = target
+        self.retry_at = retry_at
+
+
+class RetryBudgetExhausted(ResilientLLMError):
+    """A retry would exceed the target's retry budget, so the call fails instead of adding load."""
+
+    def __init__(
+        self, message: str, *, cause: BaseException | None = None,
+        attempts: Sequence[AttemptInfo] = (),
+    ) -> None:
+        super().__init__(message, attempts=attempts)
+        self.cause = cause
+        if cause is not None:
+            self.__cause__ = cause
+
+
+class StreamInterrupted(ResilientLLMError):
+    """A stream failed after output had reached the caller.
+
+    ``partial_text`` holds the text delivered before the fault, so nothing is lost; a truncated
+    answer is never presented as complete. ``failure`` names the failure class (``stream_cut``,
+    ``stream_stall``, ``stream_incomplete``, ...).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        partial_text: str,
+        failure: str,
+        cause: BaseException | None = None,
+        attempts: Sequence[AttemptInfo] = (),
+    ) -> None:
+        super().__init__(message, attempts=attempts)
+        self.partial_text = partial_text
+        self.failure = failure
+        self.cause = cause
+        if cause is not None:
+            self.__cause__ = cause
+
+
+class IdempotencyConflict(ResilientLLMError):
+    """The same idempotency key was used with different arguments."""
+
+
+class IdempotencyStoreUnavailable(ResilientLLMError):
+    """The idempotency ledger could not be reached, so the side effect was not run (fail closed)."""
+
+
+class ResidencyViolation(ResilientLLMError):
+    """Serving the call would route it outside ``RESILIENT_LLM_ALLOWED_REGIONS``."""
+
+    def __init__(self, message: str, *, target: str, region: str | None) -> None:
+        super().__init__(message)
+        self.target = target
+        self.region = region

@@ -1,0 +1,402 @@
+"""``Policy``: the immutable resilience settings of a client, a decorator scope or a call.
+
+Values come from three places, in rising precedence: the defaults below, ``RESILIENT_LLM_*``
+environment variables (read by :meth:`Policy.from_env`), and keyword arguments. Invalid values
+raise :class:`ConfigError` naming the variable (or argument), the value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
+
+from ._errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Policy", "Priority", "Source"]
+
+ENV_PREFIX = "RESILIENT_LLM_"
+Priority = Literal["interactive", "batch"]
+Source = Literal["default", "environment", "argument"]
+
+_MAX_DEADLINE = 24 * 3600.0
+_STORE_SCHEMES = ("memory", "sqlite:///", "redis://", "rediss://")
+
+# What each setting accepts, in words: used in every ConfigError.
+_ACCEPTED: dict[str, str] = {
+    "enabled": "expected true or false",
+    "deadline": f"expected seconds, a number > 0 and ≤ {_MAX_DEADLINE:g}",
+    "max_attempts": "expected a whole number from 1 to 20 (attempts per call across all targets)",
+    "fallbacks": (
+        'expected a JSON object mapping a model to a list of fallback models, e.g. '
+        '{"gpt-4.1": ["gpt-4.1-mini"]}, with no cycles'
+    ),
+    "context_fallbacks": (
+        'expected a JSON object mapping a model to a list of larger-context models, e.g. '
+        '{"gpt-4.1-mini": ["gpt-4.1"]}, with no cycles'
+    ),
+    "first_token_timeout": "expected seconds, a number > 0",
+    "stream_idle_timeout": "expected seconds, a number > 0",
+    "priority": "expected interactive or batch",
+    "idempotency_store": "expected memory, sqlite:///PATH or redis://HOST:PORT/DB",
+    "redis_url": "expected redis://HOST:PORT/DB or rediss://...",
+    "cache_namespace": "expected a non-empty tenant name of at most 128 characters",
+    "allowed_regions": "expected a comma-separated list of region names, e.g. us,eu",
+    "max_backoff": "expected seconds, a number > 0 and ≤ 300",
+    "idempotency_secret": "expected a secret of at least 16 characters",
+    "idempotency_on_expired_lease": "expected at_most_once or at_least_once",
+    "idempotency_fail_open": "expected true or false",
+    "tool_reserve": "expected seconds, a number ≥ 0",
+    "cache_secret": "expected a secret of at least 16 characters",
+    "prompt_cache_key": "expected true or false",
+    "cache_breakpoint": "expected true or false",
+    "lint_prompts": "expected off, warn or strict",
+    "stable_tool_order": "expected true or false",
+    "response_cache": "expected true or false",
+    "response_cache_ttl": "expected seconds, a number > 0",
+    "response_cache_size": "expected a whole number from 1 to 1000000",
+}
+
+
+def _seconds(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value
+
+
+def _positive_finite(value: float) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be > 0 and finite")
+    return value
+
+
+def _parse_chain_map(value: Any) -> Any:
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, Mapping):
+        raise ValueError("not a mapping")
+    chains: dict[str, tuple[str, ...]] = {}
+    for model, chain in value.items():
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError("model names must be non-empty strings")
+        if isinstance(chain, str) or not isinstance(chain, (list, tuple)):
+            raise ValueError(f"the chain of {model!r} must be a list of model names")
+        if not all(isinstance(m, str) and m.strip() for m in chain):
+            raise ValueError(f"the chain of {model!r} holds an empty or non-string name")
+        if model in chain or len(set(chain)) != len(chain):
+            raise ValueError(f"the chain of {model!r} repeats a model")
+        chains[model] = tuple(chain)
+    _reject_cycles(chains)
+    return chains
+
+
+def _reject_cycles(chains: Mapping[str, tuple[str, ...]]) -> None:
+    """A chain may not lead back to where it started through other chains."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(model: str, path: list[str]) -> None:
+        if state.get(model) == 2:
+            return
+        if state.get(model) == 1:
+            cycle = " → ".join([*path[path.index(model):], model])
+            raise ValueError(f"fallback cycle {cycle}")
+        state[model] = 1
+        for nxt in chains.get(model, ()):
+            visit(nxt, [*path, model])
+        state[model] = 2
+
+    for model in chains:
+        visit(model, [])
+
+
+class Policy(BaseModel):
+    """Immutable resilience settings.
+
+    ``deadline`` is the total wall-clock budget of one call, across every attempt, backoff,
+    fallback and stream read. ``max_attempts`` counts attempts across all targets.
+    ``first_token_timeout`` bounds the wait for a stream's first output: the default of 300 s
+    lets reasoning models that think for minutes before their first token pass, while the
+    deadline still bounds the whole call. ``stream_idle_timeout`` bounds the silence between
+    stream events once output flows (providers send keep-alive pings well inside 60 s).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False)
+
+    enabled: bool = True
+    deadline: float = 600.0
+    max_attempts: int = 4
+    fallbacks: Mapping[str, tuple[str, ...]] = {}
+    context_fallbacks: Mapping[str, tuple[str, ...]] = {}
+    first_token_timeout: float = 300.0
+    stream_idle_timeout: float = 90.0
+    priority: Priority = "interactive"
+    idempotency_store: str = "memory"
+    redis_url: str | None = None
+    cache_namespace: str | None = None
+    allowed_regions: frozenset[str] | None = None
+    max_backoff: float = 8.0
+    # Idempotent side effects (``@side_effect``).
+    idempotency_secret: str | None = None
+    idempotency_on_expired_lease: Literal["at_most_once", "at_least_once"] = "at_most_once"
+    idempotency_fail_open: bool = False
+    tool_reserve: float = 1.0
+    # Prompt caching.
+    cache_secret: str | None = None
+    prompt_cache_key: bool = True
+    cache_breakpoint: bool = True
+    lint_prompts: Literal["off", "warn", "strict"] = "warn"
+    stable_tool_order: bool = False
+    response_cache: bool = False
+    response_cache_ttl: float = 300.0
+    response_cache_size: int = 1024
+
+    _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
+
+    ENV_PREFIX: ClassVar[str] = ENV_PREFIX
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _config_error(exc, values) from None
+        self._sources = {name: "argument" for name in values}
+
+    @field_validator("deadline", "first_token_timeout", "stream_idle_timeout", "max_backoff",
+                     mode="before")
+    @classmethod
+    def _accept_timedelta(cls, value: Any) -> Any:
+        return _seconds(value)
+
+    @field_validator("deadline")
+    @classmethod
+    def _check_deadline(cls, value: float) -> float:
+        _positive_finite(value)
+        if value > _MAX_DEADLINE:
+            raise ValueError("too large")
+        return value
+
+    @field_validator("first_token_timeout", "stream_idle_timeout")
+    @classmethod
+    def _check_timeout(cls, value: float) -> float:
+        return _positive_finite(value)
+
+    @field_validator("max_backoff")
+    @classmethod
+    def _check_backoff(cls, value: float) -> float:
+        _positive_finite(value)
+        if value > 300:
+            raise ValueError("too large")
+        return value
+
+    @field_validator("tool_reserve", "response_cache_ttl", mode="before")
+    @classmethod
+    def _accept_timedelta_2(cls, value: Any) -> Any:
+        return _seconds(value)
+
+    @field_validator("tool_reserve")
+    @classmethod
+    def _check_reserve(cls, value: float) -> float:
+        if not math.isfinite(value) or value < 0:
+            raise ValueError("must be ≥ 0")
+        return value
+
+    @field_validator("response_cache_ttl")
+    @classmethod
+    def _check_ttl(cls, value: float) -> float:
+        return _positive_finite(value)
+
+    @field_validator("response_cache_size")
+    @classmethod
+    def _check_size(cls, value: int) -> int:
+        if not 1 <= value <= 1_000_000:
+            raise ValueError("out of range")
+        return value
+
+    @field_validator("idempotency_secret", "cache_secret")
+    @classmethod
+    def _check_secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("too short")
+        return value
+
+    @field_validator("max_attempts")
+    @classmethod
+    def _check_attempts(cls, value: int) -> int:
+        if not 1 <= value <= 20:
+            raise ValueError("out of range")
+        return value
+
+    @field_validator("fallbacks", "context_fallbacks", mode="before")
+    @classmethod
+    def _check_chains(cls, value: Any) -> Any:
+        return _parse_chain_map(value)
+
+    @field_validator("idempotency_store")
+    @classmethod
+    def _check_store(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(_STORE_SCHEMES[1:]):
+            raise ValueError("unknown store")
+        if value.startswith("sqlite:///") and len(value) == len("sqlite:///"):
+            raise ValueError("missing path")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("not a redis URL")
+        return value
+
+    @field_validator("cache_namespace")
+    @classmethod
+    def _check_namespace(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip() or len(value) > 128:
+            raise ValueError("bad namespace")
+        return value
+
+    @field_validator("allowed_regions", mode="before")
+    @classmethod
+    def _check_regions(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        items = value.split(",") if isinstance(value, str) else list(value)
+        regions = frozenset(str(r).strip().lower() for r in items)
+        if not regions or "" in regions:
+            raise ValueError("empty region")
+        return regions
+
+    # --- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Policy:
+        """Defaults, overridden by ``RESILIENT_LLM_*`` variables, overridden by ``overrides``."""
+        env = _read_env()
+        values: dict[str, Any] = dict(env)
+        values.update(overrides)
+        try:
+            policy = cls(**values)
+        except ConfigError as exc:
+            field = getattr(exc, "field", None)
+            if field in env and field not in overrides:
+                raise ConfigError(env_var(field), exc.value, exc.accepted) from None
+            raise
+        sources: dict[str, Source] = {f: "environment" for f in env}
+        sources.update({f: "argument" for f in overrides})
+        policy._sources = sources
+        return policy
+
+    def replace(self, **changes: Any) -> Policy:
+        """A copy with ``changes`` applied and validated; the copy remembers where values came from."""
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        values.update(changes)
+        new = type(self)(**values)
+        new._sources = {**self._sources, **{name: "argument" for name in changes}}
+        return new
+
+    def source(self, field: str) -> Source:
+        """Where the value of ``field`` came from: ``default``, ``environment`` or ``argument``."""
+        if field not in type(self).model_fields:
+            raise KeyError(field)
+        return self._sources.get(field, "default")
+
+    def describe(self) -> list[tuple[str, str, str, Source]]:
+        """Rows of (environment variable, field, shown value, source) for ``config`` output."""
+        rows = []
+        for field in type(self).model_fields:
+            value = getattr(self, field)
+            if isinstance(value, frozenset):
+                shown = ",".join(sorted(value))
+            elif isinstance(value, Mapping):
+                shown = json.dumps({k: list(v) for k, v in value.items()}) if value else "{}"
+            elif field == "redis_url" and value:
+                shown = _redact_url(value)
+            elif field.endswith("_secret") and value:
+                shown = "*** (set)"
+            else:
+                shown = "" if value is None else str(value).lower() if isinstance(value, bool) \
+                    else str(value)
+            rows.append((env_var(field), field, shown or "(none)", self.source(field)))
+        return rows
+
+    def __repr__(self) -> str:
+        changed = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in type(self).model_fields
+            if name in self._sources
+        )
+        return f"Policy({changed})"
+
+
+def env_var(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    return ENV_PREFIX + field.upper()
+
+
+def _redact_url(url: str) -> str:
+    """Hide a password in a URL (``redis://:secret@host`` → ``redis://:***@host``)."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
+_settings_cls: Any = None
+
+
+def _read_env() -> dict[str, str]:
+    """The ``RESILIENT_LLM_*`` variables that are set, read through pydantic-settings.
+
+    Every field is read as a string here; :class:`Policy` parses and validates it, so the
+    environment and keyword arguments share one set of rules.
+    """
+    global _settings_cls
+    if _settings_cls is None:
+        from pydantic import create_model
+        from pydantic_settings import BaseSettings, SettingsConfigDict
+
+        fields: Any = {name: (str | None, None) for name in Policy.model_fields}
+        _settings_cls = create_model(
+            "_PolicyEnvironment",
+            __base__=BaseSettings,
+            __config__=None,
+            **fields,
+        )
+        _settings_cls.model_config = SettingsConfigDict(
+            env_prefix=ENV_PREFIX, extra="ignore", case_sensitive=False
+        )
+        _settings_cls.model_rebuild(force=True)
+    settings = _settings_cls()
+    return {
+        name: getattr(settings, name)
+        for name in settings.model_fields_set
+        if getattr(settings, name) is not None
+    }
+
+
+def _config_error(exc: ValidationError, values: Mapping[str, Any]) -> ConfigError:
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "?"
+    if first["type"] == "extra_forbidden":
+        known = ", ".join(Policy.model_fields)
+        error = ConfigError(f"Policy({field}=...)", values.get(field), f"unknown setting; known: {known}")
+    else:
+        accepted = _ACCEPTED.get(field, first["msg"])
+        ctx = first.get("ctx") or {}
+        detail = str(ctx.get("error", ""))
+        if detail and detail not in accepted and first["type"] == "value_error":
+            accepted = f"{accepted} ({detail})"
+        error = ConfigError(f"Policy({field}=...)", values.get(field), accepted)
+    error.field = field
+    return error

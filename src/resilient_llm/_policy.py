@@ -397,6 +397,9 @@ def _config_error(exc: ValidationError, values: Mapping[str, Any]) -> ConfigErro
         detail = str(ctx.get("error", ""))
         if detail and detail not in accepted and first["type"] == "value_error":
             accepted = f"{accepted} ({detail})"
-        error = ConfigError(f"Policy({field}=...)", values.get(field), accepted)
+        value = values.get(field)
+        if field.endswith("_secret") or field == "redis_url":
+            value = "***"  # never echo a credential
+        error = ConfigError(f"Policy({field}=...)", value, accepted)
     error.field = field
     return error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._classify import Failure, FailureClass
 from ._deadline import deadline, remaining
 from ._errors import (
     AllTargetsFailed,
@@ -15,24 +16,38 @@ from ._errors import (
     RetryBudgetExhausted,
     StreamInterrupted,
 )
+from ._events import Event, subscribe
+from ._outcome import AttemptInfo, Outcome, outcome
 from ._policy import Policy
+from ._scope import resilient
+from ._transport import AsyncResilientTransport, ResilientTransport
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AllTargetsFailed",
+    "AsyncResilientTransport",
+    "AttemptInfo",
     "CircuitOpen",
     "ConfigError",
     "DeadlineExceeded",
+    "Event",
+    "Failure",
+    "FailureClass",
     "IdempotencyConflict",
     "IdempotencyStoreUnavailable",
+    "Outcome",
     "Policy",
     "ResidencyViolation",
     "ResilientLLMError",
+    "ResilientTransport",
     "RetryBudgetExhausted",
     "StreamInterrupted",
     "deadline",
+    "outcome",
     "remaining",
+    "resilient",
+    "subscribe",
 ]
 
 for _name in __all__:

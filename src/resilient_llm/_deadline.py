@@ -14,10 +14,10 @@ import contextvars
 import functools
 import inspect
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, TypeVar, cast, overload
+from typing import Any, TypeVar, cast
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import DeadlineExceeded
@@ -160,12 +160,7 @@ class Deadline:
                 f"deadline of {self._seconds:g} s exceeded", budget=self._seconds
             ) from None
 
-    @overload
-    def __call__(self, func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]: ...
-    @overload
-    def __call__(self, func: F) -> F: ...
-
-    def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def __call__(self, func: F) -> F:
         seconds = self._seconds
         if inspect.iscoroutinefunction(func):
 
@@ -174,7 +169,7 @@ class Deadline:
                 async with Deadline(seconds):
                     return await func(*args, **kwargs)
 
-            return async_wrapper
+            return cast(F, async_wrapper)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:

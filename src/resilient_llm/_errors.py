@@ -2,7 +2,7 @@
 
 ```
 ResilientLLMError
-├── ConfigError (also ValueError)        bad setting: names the variable, the value, what is accepted
+├── ConfigError (also ValueError)        bad setting: names the variable, value, what is accepted
 ├── DeadlineExceeded (also TimeoutError)  the call's one wall-clock budget ran out
 ├── AllTargetsFailed                      every target of a fallback chain failed
 ├── CircuitOpen                           the target's breaker is open and nothing else may serve

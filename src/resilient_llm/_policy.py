@@ -165,7 +165,7 @@ class Policy(BaseModel):
             super().__init__(**values)
         except ValidationError as exc:
             raise _config_error(exc, values) from None
-        self._sources = {name: "argument" for name in values}
+        self._sources = dict.fromkeys(values, "argument")
 
     @field_validator("deadline", "first_token_timeout", "stream_idle_timeout", "max_backoff",
                      mode="before")
@@ -291,17 +291,17 @@ class Policy(BaseModel):
             if field in env and field not in overrides:
                 raise ConfigError(env_var(field), exc.value, exc.accepted) from None
             raise
-        sources: dict[str, Source] = {f: "environment" for f in env}
-        sources.update({f: "argument" for f in overrides})
+        sources: dict[str, Source] = dict.fromkeys(env, "environment")
+        sources.update(dict.fromkeys(overrides, "argument"))
         policy._sources = sources
         return policy
 
     def replace(self, **changes: Any) -> Policy:
-        """A copy with ``changes`` applied and validated; the copy remembers where values came from."""
+        """A validated copy with ``changes`` applied; it remembers where each value came from."""
         values = {name: getattr(self, name) for name in type(self).model_fields}
         values.update(changes)
         new = type(self)(**values)
-        new._sources = {**self._sources, **{name: "argument" for name in changes}}
+        new._sources = {**self._sources, **dict.fromkeys(changes, "argument")}
         return new
 
     def source(self, field: str) -> Source:
@@ -366,7 +366,7 @@ def _read_env() -> dict[str, str]:
         from pydantic import create_model
         from pydantic_settings import BaseSettings, SettingsConfigDict
 
-        fields: Any = {name: (str | None, None) for name in Policy.model_fields}
+        fields: Any = dict.fromkeys(Policy.model_fields, (str | None, None))
         _settings_cls = create_model(
             "_PolicyEnvironment",
             __base__=BaseSettings,
@@ -390,7 +390,9 @@ def _config_error(exc: ValidationError, values: Mapping[str, Any]) -> ConfigErro
     field = str(first["loc"][0]) if first["loc"] else "?"
     if first["type"] == "extra_forbidden":
         known = ", ".join(Policy.model_fields)
-        error = ConfigError(f"Policy({field}=...)", values.get(field), f"unknown setting; known: {known}")
+        error = ConfigError(
+            f"Policy({field}=...)", values.get(field), f"unknown setting; known: {known}"
+        )
     else:
         accepted = _ACCEPTED.get(field, first["msg"])
         ctx = first.get("ctx") or {}

@@ -1,0 +1,47 @@
+"""How long to wait before retry ``n``: full jitter, floored by what the provider asked for."""
+
+from __future__ import annotations
+
+from ._classify import Failure
+from ._clock import RandomSource
+
+__all__ = ["THROTTLE_BASE", "TRANSIENT_BASE", "backoff_delay"]
+
+#: Base of the exponential for throttles (429/529/503): the provider is short of capacity.
+THROTTLE_BASE = 1.0
+#: Base for transient errors (5xx, resets, timeouts): usually gone on the next try.
+TRANSIENT_BASE = 0.25
+#: Widest positive spread added after a server-directed delay.
+_HINT_SPREAD = 5.0
+
+
+def backoff_delay(
+    *,
+    retry: int,
+    failure: Failure,
+    rng: RandomSource,
+    max_backoff: float,
+    pressure: float = 0.0,
+    floor: float = 0.0,
+) -> float:
+    """Seconds to wait before retry number ``retry`` (1 = first retry).
+
+    ``cap = min(max_backoff, base · 2^(retry−1)) · (1 + pressure)`` with ``base`` 1 s for
+    throttles and 0.25 s otherwise; ``jitter = U(0, cap)`` (AWS "full jitter").
+
+    ``hint = max(Retry-After, floor)`` where ``floor`` is the pacer's time until capacity. With a
+    hint the wait is ``max(jitter, hint + U(0, min(cap, 5)))``: never sooner than asked, and
+    spread after it so clients released by the same reset do not retry in one wave. Without
+    one it is ``jitter``. ``pressure`` ≥ 0 (0 = calm) widens the window when the target is
+    under load. The caller bounds the result by the deadline; this function does not sleep.
+    """
+    if retry < 1:
+        raise ValueError("retry numbers start at 1")
+    base = THROTTLE_BASE if failure.throttle else TRANSIENT_BASE
+    exponent = min(retry - 1, 32)
+    cap = min(max_backoff, base * (2.0**exponent)) * (1.0 + max(pressure, 0.0))
+    jitter = rng.uniform(0.0, cap)
+    hint = max(failure.retry_after or 0.0, floor)
+    if hint > 0:
+        return max(jitter, hint + rng.uniform(0.0, min(cap, _HINT_SPREAD)))
+    return jitter

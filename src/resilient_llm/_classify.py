@@ -1,0 +1,286 @@
+"""Classification: every way an attempt can fail, mapped to one failure class, in one place.
+
+Retry, fallback, breaker and pressure code read :class:`Failure`, never raw statuses. The
+mapping follows the providers' documented semantics (see docs/errors.md):
+
+==========================  ===========================================  =========
+class                       from                                         retryable
+==========================  ===========================================  =========
+rate_limited                429 (not a quota/spend cap)                  yes
+quota_exhausted             429 ``insufficient_quota``, spend caps       no
+overloaded                  529, 503, ``overloaded_error``               yes
+server_error                500, 502, other 5xx, ``api_error``           yes
+timeout                     408, 504, read/write timeout                 yes
+connect_error               connect error/timeout, pool timeout          yes
+connection_reset            reset or protocol error before a response    yes
+conflict                    409                                          yes
+context_length              ``context_length_exceeded``, prompt too long no
+content_policy              content-policy rejections                    no
+auth                        401, 403                                     no
+invalid_request             other 4xx                                    no
+first_token_timeout         no stream output within the first-token limit yes (before output)
+stream_stall                no stream event within the idle limit        yes (before output)
+stream_cut                  the stream's connection dropped              yes (before output)
+stream_malformed            an event that does not parse                 yes (before output)
+stream_incomplete           the stream ended without its terminal event  yes (before output)
+==========================  ===========================================  =========
+
+``x-should-retry: true|false`` overrides the retryable column, as in the official SDKs.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+__all__ = [
+    "Failure",
+    "FailureClass",
+    "classify_error_body",
+    "classify_exception",
+    "classify_status",
+    "parse_retry_after",
+]
+
+ProviderName = Literal["openai", "anthropic"]
+
+
+class FailureClass(str, enum.Enum):
+    """Why an attempt failed; the value is the stable name used in outcomes and telemetry."""
+
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    OVERLOADED = "overloaded"
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    CONNECT_ERROR = "connect_error"
+    CONNECTION_RESET = "connection_reset"
+    CONFLICT = "conflict"
+    CONTEXT_LENGTH = "context_length"
+    CONTENT_POLICY = "content_policy"
+    AUTH = "auth"
+    INVALID_REQUEST = "invalid_request"
+    FIRST_TOKEN_TIMEOUT = "first_token_timeout"
+    STREAM_STALL = "stream_stall"
+    STREAM_CUT = "stream_cut"
+    STREAM_MALFORMED = "stream_malformed"
+    STREAM_INCOMPLETE = "stream_incomplete"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_RETRYABLE = frozenset({
+    FailureClass.RATE_LIMITED,
+    FailureClass.OVERLOADED,
+    FailureClass.SERVER_ERROR,
+    FailureClass.TIMEOUT,
+    FailureClass.CONNECT_ERROR,
+    FailureClass.CONNECTION_RESET,
+    FailureClass.CONFLICT,
+    FailureClass.FIRST_TOKEN_TIMEOUT,
+    FailureClass.STREAM_STALL,
+    FailureClass.STREAM_CUT,
+    FailureClass.STREAM_MALFORMED,
+    FailureClass.STREAM_INCOMPLETE,
+})
+#: Classes that mean "the provider is short of capacity": they feed pressure and use the
+#: longer backoff base.
+THROTTLES = frozenset({FailureClass.RATE_LIMITED, FailureClass.OVERLOADED})
+#: Classes a fallback target cannot fix: they propagate at once.
+NEVER_FALL_BACK = frozenset({
+    FailureClass.AUTH, FailureClass.CONTENT_POLICY, FailureClass.INVALID_REQUEST,
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One classified failure of one attempt.
+
+    ``message`` is short and safe to log: it holds the status, the provider's error type and
+    code, never request content. ``retry_after`` is the server-directed delay in seconds.
+    """
+
+    kind: FailureClass
+    retryable: bool
+    status: int | None = None
+    code: str | None = None
+    retry_after: float | None = None
+    message: str = ""
+
+    @property
+    def throttle(self) -> bool:
+        """True when the provider said it is short of capacity (429, 529, 503)."""
+        return self.kind in THROTTLES
+
+    def describe(self) -> str:
+        """A one-line human description without any request content."""
+        parts = [self.kind.value]
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.code:
+            parts.append(self.code)
+        if self.retry_after is not None:
+            parts.append(f"retry-after {self.retry_after:g}s")
+        return ", ".join(parts)
+
+
+def parse_retry_after(
+    headers: Mapping[str, str], *, wall_clock: Callable[[], float] = time.time
+) -> float | None:
+    """The server-directed delay in seconds, or ``None``.
+
+    Order as in the official SDKs: ``retry-after-ms`` (milliseconds), then ``retry-after`` as
+    seconds, then as an HTTP date. Zero, negative, NaN and unparseable values mean "no hint".
+    """
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            value = float(raw_ms) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value > 0:
+            return value
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        value = when.timestamp() - wall_clock()
+    if not math.isfinite(value) or value <= 0:
+        return None
+    return value
+
+
+def _should_retry_header(headers: Mapping[str, str]) -> bool | None:
+    value = headers.get("x-should-retry")
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    return None
+
+
+def _error_fields(body: Any) -> tuple[str | None, str | None, str]:
+    """(type, code, message) from an OpenAI or Anthropic error body."""
+    if not isinstance(body, Mapping):
+        return None, None, ""
+    error = body.get("error", body)
+    if not isinstance(error, Mapping):
+        return None, None, str(error) if isinstance(error, str) else ""
+    etype = error.get("type")
+    code = error.get("code")
+    details = error.get("details")
+    if code is None and isinstance(details, Mapping):
+        code = details.get("error_code")
+    message = error.get("message")
+    return (
+        etype if isinstance(etype, str) else None,
+        code if isinstance(code, str) else None,
+        message if isinstance(message, str) else "",
+    )
+
+
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+_POLICY_CODES = frozenset({
+    "content_policy_violation", "content_filter", "moderation_blocked", "invalid_prompt",
+})
+_QUOTA_CODES = frozenset({
+    "insufficient_quota", "billing_hard_limit_reached", "contract_spend_limit_reached",
+    "enforced_spend_limit_reached", "spend_limit_reached",
+})
+
+
+def classify_error_body(
+    status: int | None, body: Any, headers: Mapping[str, str] | None = None
+) -> Failure:
+    """Classify an error from its status, headers and parsed JSON body (either provider's shape).
+
+    ``status`` is ``None`` for an error that arrived inside a 200 stream: it is classified like
+    its HTTP twin (``overloaded_error`` like a 529).
+    """
+    headers = headers or {}
+    etype, code, message = _error_fields(body)
+    retry_after = parse_retry_after(headers) if headers else None
+    lowered = message.lower()
+    kind: FailureClass
+    if code in _CONTEXT_CODES or (etype == "invalid_request_error" and (
+        "prompt is too long" in lowered or "context length" in lowered
+        or "context window" in lowered
+    )):
+        kind = FailureClass.CONTEXT_LENGTH
+    elif code in _POLICY_CODES or etype in ("content_policy_violation",):
+        kind = FailureClass.CONTENT_POLICY
+    elif code in _QUOTA_CODES or etype in _QUOTA_CODES:
+        kind = FailureClass.QUOTA_EXHAUSTED
+    elif etype == "overloaded_error" or status in (503, 529):
+        kind = FailureClass.OVERLOADED
+    elif status == 429 or etype == "rate_limit_error" or code == "rate_limit_exceeded":
+        kind = FailureClass.RATE_LIMITED
+    elif status in (401, 403) or etype in ("authentication_error", "permission_error"):
+        kind = FailureClass.AUTH
+    elif status in (408, 504) or etype == "timeout_error":
+        kind = FailureClass.TIMEOUT
+    elif status == 409:
+        kind = FailureClass.CONFLICT
+    elif status is None or status >= 500 or etype in ("api_error", "server_error"):
+        kind = FailureClass.SERVER_ERROR
+    else:
+        kind = FailureClass.INVALID_REQUEST
+    retryable = kind in _RETRYABLE
+    forced = _should_retry_header(headers)
+    if forced is not None:
+        retryable = forced
+    parts = [p for p in (etype, code) if p]
+    return Failure(
+        kind=kind,
+        retryable=retryable,
+        status=status,
+        code=code or etype,
+        retry_after=retry_after,
+        message="/".join(parts),
+    )
+
+
+def classify_status(status: int, headers: Mapping[str, str], body: bytes | None) -> Failure | None:
+    """Classify an HTTP response; ``None`` for success (1xx–3xx)."""
+    if status < 400:
+        return None
+    parsed: Any = None
+    if body:
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+    return classify_error_body(status, parsed, headers)
+
+
+def classify_exception(exc: BaseException) -> Failure | None:
+    """Classify a transport exception; ``None`` for anything that is not a transport failure.
+
+    Application errors (``RuntimeError`` from a hook, cancellation, ``KeyboardInterrupt``) are
+    not failures of the provider: they propagate unchanged and are never retried.
+    """
+    import httpx2
+
+    if not isinstance(exc, httpx2.TransportError):
+        return None
+    name = type(exc).__name__
+    if isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)):
+        kind = FailureClass.CONNECT_ERROR
+    elif isinstance(exc, httpx2.TimeoutException):
+        kind = FailureClass.TIMEOUT
+    else:
+        kind = FailureClass.CONNECTION_RESET
+    return Failure(kind=kind, retryable=True, message=name)

@@ -1,0 +1,172 @@
+"""What both drop-in clients share: transport wrapping, call scoping, error translation.
+
+The drop-in classes subclass the official ones and touch them through their seams:
+
+* the ``http_client`` transport (public): every request runs through
+  :class:`~resilient_llm._transport.ResilientTransport`;
+* ``request()`` (the SDKs' low-level public method): starts the logical call (deadline clock,
+  policy, attempt cap), turns the SDK's own retries off for it, and registers the result for
+  ``outcome()``;
+* ``httpx2.Client._transport`` / ``_mounts`` (private to httpx2, stable across its 2.x line):
+  wrapped in place so the SDK's default client keeps its limits, proxies and socket options.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import httpx2
+
+from ._classify import FailureClass
+from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
+from ._engine import Call, end_call, start_call
+from ._errors import DeadlineExceeded, ResilientLLMError
+from ._outcome import register
+from ._policy import Policy
+from ._scope import effective_policy
+from ._transport import AsyncResilientTransport, ResilientTransport
+
+__all__ = ["CallScope", "merged_signature", "translate_error", "wrap_http_client"]
+
+T = TypeVar("T")
+
+
+def wrap_http_client(
+    client: httpx2.Client | httpx2.AsyncClient,
+    *,
+    policy: Policy,
+    provider: str,
+    clock: Clock = SYSTEM_CLOCK,
+    rng: RandomSource = SYSTEM_RANDOM,
+) -> None:
+    """Put a resilient transport under every transport of ``client`` (idempotent)."""
+    if isinstance(client, httpx2.AsyncClient):
+        def wrap_async(inner: Any) -> Any:
+            if inner is None or isinstance(inner, AsyncResilientTransport):
+                return inner
+            return AsyncResilientTransport(
+                inner, policy=policy, provider=provider, clock=clock, rng=rng
+            )
+
+        client._transport = wrap_async(client._transport)
+        client._mounts = {pattern: wrap_async(t) for pattern, t in client._mounts.items()}
+        return
+
+    def wrap(inner: Any) -> Any:
+        if inner is None or isinstance(inner, ResilientTransport):
+            return inner
+        return ResilientTransport(inner, policy=policy, provider=provider, clock=clock, rng=rng)
+
+    client._transport = wrap(client._transport)
+    client._mounts = {pattern: wrap(t) for pattern, t in client._mounts.items()}
+
+
+def merged_signature(official: Callable[..., Any], extra: Callable[..., Any]) -> inspect.Signature:
+    """The official signature plus ``extra``'s keyword-only parameters (for ``inspect``)."""
+    sig = inspect.signature(official)
+    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    names = {p.name for p in params}
+    params.extend(
+        p for p in inspect.signature(extra).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.name not in names
+    )
+    return sig.replace(parameters=params)
+
+
+def model_of(options: Any) -> str | None:
+    body = getattr(options, "json_data", None)
+    if isinstance(body, dict):
+        model = body.get("model")
+        if isinstance(model, str):
+            return model
+    return None
+
+
+class CallScope:
+    """Start a call when a drop-in client method is entered; end it when it returns."""
+
+    __slots__ = ("_token", "call")
+
+    def __init__(
+        self,
+        policy: Policy,
+        target: str | None,
+        max_attempts: int | None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: RandomSource = SYSTEM_RANDOM,
+    ) -> None:
+        self.call: Call
+        self.call, self._token = start_call(
+            effective_policy(policy), target=target, max_attempts=max_attempts,
+            clock=clock, rng=rng,
+        )
+
+    def close(self) -> None:
+        end_call(self._token)
+
+    def finish(self, result: T) -> T:
+        record = self.call.record
+        usage = getattr(result, "usage", None)
+        if usage is not None:
+            record.usage = usage
+        register(result, record)
+        return result
+
+
+def explicit_attempts(options: Any, client_max_retries: int, client_explicit: bool) -> int | None:
+    """Attempts the caller asked for through the SDK's ``max_retries`` (``None`` = policy's)."""
+    per_call = getattr(options, "max_retries", None)
+    if isinstance(per_call, int) and not isinstance(per_call, bool):
+        return per_call + 1
+    if client_explicit:
+        return client_max_retries + 1
+    return None
+
+
+def translate_error(
+    exc: BaseException,
+    *,
+    status_error: Callable[[httpx2.Response], BaseException],
+    timeout_error: Callable[[httpx2.Request], BaseException],
+    connection_error: Callable[[httpx2.Request], BaseException],
+) -> BaseException:
+    """Our error with its cause in the provider's own exception type, or ``exc`` unchanged.
+
+    The transport raises resilient-llm errors; some SDKs wrap foreign exceptions (anthropic
+    turns them into ``APIConnectionError``): unwrap those so users see ours.
+    """
+    ours = exc
+    if not isinstance(ours, ResilientLLMError):
+        cause = exc.__cause__
+        if isinstance(cause, ResilientLLMError):
+            ours = cause
+        else:
+            return exc
+    if isinstance(ours, DeadlineExceeded):
+        cause = ours.cause
+        mapped: BaseException | None = None
+        if isinstance(cause, httpx2.HTTPStatusError):
+            mapped = status_error(cause.response)
+        elif isinstance(cause, httpx2.TimeoutException) and _has_request(cause):
+            mapped = timeout_error(cause.request)
+        elif isinstance(cause, httpx2.TransportError) and _has_request(cause):
+            mapped = connection_error(cause.request)
+        if mapped is not None:
+            mapped.__cause__ = cause
+            ours.cause = mapped
+            ours.__cause__ = mapped
+    return ours
+
+
+def _has_request(exc: httpx2.RequestError) -> bool:
+    try:
+        exc.request  # noqa: B018 - raises RuntimeError when unset
+    except RuntimeError:
+        return False
+    return True
+
+
+__all__ += ["FailureClass", "explicit_attempts", "model_of"]

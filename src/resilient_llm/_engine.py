@@ -1,0 +1,276 @@
+"""The decision core: what to do next in a call, decided without I/O.
+
+A logical call is a :class:`Call`: the policy in force, one absolute deadline, the attempts so
+far. The drivers in ``_transport`` (sync and async) ask it two questions and perform the
+answer:
+
+* :meth:`Call.next_attempt` → :class:`Send` (with every timeout clipped to the time left) or
+  :class:`GiveUp`;
+* :meth:`Call.after_failure` → :class:`Wait` (a jittered backoff that fits in the deadline) or
+  :class:`GiveUp`.
+
+Both are pure functions of the call's state, the injected clock and the injected random
+source; every transition is emitted as one event (``_events``), which ``outcome()`` and
+telemetry read. Nothing here sleeps, reads a socket or imports a provider SDK.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from ._backoff import backoff_delay
+from ._classify import Failure
+from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
+from ._deadline import current_deadline
+from ._errors import DeadlineExceeded
+from ._events import Event, EventKind, emit
+from ._outcome import CallRecord
+from ._policy import Policy
+
+__all__ = [
+    "MIN_ATTEMPT",
+    "Call",
+    "GiveUp",
+    "Send",
+    "Wait",
+    "clip_timeouts",
+    "current_call",
+    "start_call",
+]
+
+#: An attempt with less time than this left is not started: it could not finish.
+MIN_ATTEMPT = 0.05
+
+_PHASES = ("connect", "read", "write", "pool")
+
+GiveUpReason = Literal["deadline", "attempts", "not_retryable", "not_replayable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send attempt ``attempt`` with these timeouts (seconds; each already fits the deadline)."""
+
+    attempt: int
+    timeouts: dict[str, float | None]
+    first_token_timeout: float
+    idle_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Sleep ``seconds`` before the next attempt."""
+
+    seconds: float
+    reason: str = "backoff"
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """Stop: ``deadline`` (no time for another attempt or wait), ``attempts`` (cap reached),
+    ``not_retryable`` (the failure class forbids a retry), ``not_replayable`` (the request body
+    was a one-shot stream)."""
+
+    reason: GiveUpReason
+    failure: Failure | None = None
+
+
+def clip_timeouts(
+    requested: Mapping[str, float | None] | None, remaining: float | None
+) -> dict[str, float | None]:
+    """Each phase timeout (connect, read, write, pool) clipped to ``remaining`` seconds.
+
+    ``None`` (no limit) becomes ``remaining``: inside a deadline nothing waits unbounded.
+    """
+    result: dict[str, float | None] = {}
+    for phase in _PHASES:
+        value = requested.get(phase) if requested else None
+        if remaining is not None:
+            value = remaining if value is None else min(value, remaining)
+        result[phase] = value
+    return result
+
+
+class Call:
+    """The state of one logical call, and the decisions over it.
+
+    Created by :func:`start_call` when a drop-in client method is entered (that is when the
+    deadline's clock starts), or by the transport for a request made outside a drop-in client.
+    """
+
+    __slots__ = (
+        "_last_attempt_end",
+        "attempts",
+        "clock",
+        "deadline_at",
+        "last_error",
+        "last_failure",
+        "max_attempts",
+        "policy",
+        "record",
+        "rng",
+        "started_at",
+        "target",
+    )
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        target: str | None,
+        deadline_at: float | None,
+        max_attempts: int,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: RandomSource = SYSTEM_RANDOM,
+        record: CallRecord | None = None,
+        started_at: float | None = None,
+    ) -> None:
+        self.policy = policy
+        self.target = target
+        self.clock = clock
+        self.rng = rng
+        self.started_at = clock.now() if started_at is None else started_at
+        self.deadline_at = deadline_at
+        self.max_attempts = max_attempts
+        self.attempts = 0
+        self.last_failure: Failure | None = None
+        self.last_error: BaseException | None = None
+        self._last_attempt_end = self.started_at
+        budget = None if deadline_at is None else max(0.0, deadline_at - self.started_at)
+        self.record = record or CallRecord(requested=target, deadline_budget=budget)
+        self.emit("call_started", target=target)
+
+    # --- time ---------------------------------------------------------------------------------
+
+    def remaining(self) -> float | None:
+        """Seconds left on the call's deadline, or ``None`` when unbounded."""
+        if self.deadline_at is None:
+            return None
+        return self.deadline_at - self.clock.now()
+
+    def elapsed(self) -> float:
+        return self.clock.now() - self.started_at
+
+    def emit(self, kind: EventKind, **fields: object) -> None:
+        emit(self.record, Event(kind, self.elapsed(), **fields))  # type: ignore[arg-type]
+
+    # --- decisions ----------------------------------------------------------------------------
+
+    def next_attempt(self, requested: Mapping[str, float | None] | None) -> Send | GiveUp:
+        """Plan the next attempt, or give up when the deadline or the attempt cap forbids one."""
+        if self.attempts >= self.max_attempts:
+            return GiveUp("attempts", self.last_failure)
+        left = self.remaining()
+        if left is not None and left < MIN_ATTEMPT:
+            return GiveUp("deadline", self.last_failure)
+        policy = self.policy
+        first = policy.first_token_timeout
+        idle = policy.stream_idle_timeout
+        if left is not None:
+            first = min(first, left)
+            idle = min(idle, left)
+        self.attempts += 1
+        return Send(self.attempts, clip_timeouts(requested, left), first, idle)
+
+    def after_failure(
+        self,
+        failure: Failure,
+        error: BaseException | None = None,
+        *,
+        replayable: bool = True,
+        pressure: float = 0.0,
+        floor: float = 0.0,
+    ) -> Wait | GiveUp:
+        """Decide what follows a failed attempt: a bounded backoff, or the end of the call."""
+        self.last_failure = failure
+        if error is not None:
+            self.last_error = error
+        if not failure.retryable:
+            return GiveUp("not_retryable", failure)
+        if not replayable:
+            return GiveUp("not_replayable", failure)
+        if self.attempts >= self.max_attempts:
+            return GiveUp("attempts", failure)
+        delay = backoff_delay(
+            retry=self.attempts,
+            failure=failure,
+            rng=self.rng,
+            max_backoff=self.policy.max_backoff,
+            pressure=pressure,
+            floor=floor,
+        )
+        left = self.remaining()
+        if left is not None and delay + MIN_ATTEMPT > left:
+            return GiveUp("deadline", failure)
+        return Wait(delay)
+
+    # --- events the drivers report ------------------------------------------------------------
+
+    def attempt_started(self, send: Send) -> None:
+        self.emit("attempt_started", attempt=send.attempt, target=self.target)
+
+    def attempt_finished(self, failure: Failure | None, status: int | None) -> None:
+        self.emit(
+            "attempt_finished", attempt=self.attempts, target=self.target,
+            failure=failure, status=status,
+        )
+
+    def waited(self, seconds: float, reason: str = "backoff") -> None:
+        self.emit("waited", seconds=seconds, detail=reason)
+
+    def deadline_error(self, cause: BaseException | None = None) -> DeadlineExceeded:
+        """The error that ends a call whose budget cannot cover what comes next."""
+        cause = cause if cause is not None else self.last_error
+        budget = self.record.deadline_budget
+        what = f" after {self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+        last = f"; last failure: {self.last_failure.describe()}" if self.last_failure else ""
+        shown = f" of {budget:.3g} s" if budget is not None else ""
+        self.emit("gave_up", failure=self.last_failure, detail="deadline")
+        return DeadlineExceeded(
+            f"deadline{shown} exceeded{what}{last}",
+            cause=cause,
+            attempts=self.record.attempts,
+            budget=budget,
+        )
+
+
+_CALL: contextvars.ContextVar[Call | None] = contextvars.ContextVar(
+    "resilient_llm_call", default=None
+)
+
+
+def current_call() -> Call | None:
+    """The call a drop-in client method is running, if any (read by the transport)."""
+    return _CALL.get()
+
+
+def start_call(
+    policy: Policy,
+    *,
+    target: str | None,
+    max_attempts: int | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    rng: RandomSource = SYSTEM_RANDOM,
+) -> tuple[Call, contextvars.Token[Call | None]]:
+    """Begin a logical call: its deadline is the earlier of the policy's budget and any scope."""
+    now = clock.now()
+    at = now + policy.deadline
+    scoped = current_deadline(clock=clock)
+    if scoped is not None:
+        at = min(at, scoped)
+    call = Call(
+        policy=policy,
+        target=target,
+        deadline_at=at,
+        max_attempts=max_attempts or policy.max_attempts,
+        clock=clock,
+        rng=rng,
+        started_at=now,
+    )
+    return call, _CALL.set(call)
+
+
+def end_call(token: contextvars.Token[Call | None]) -> None:
+    _CALL.reset(token)

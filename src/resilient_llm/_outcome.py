@@ -1,0 +1,203 @@
+"""What happened to a call: ``outcome(response)``.
+
+Works on the official SDK's own return values (``ChatCompletion``, ``Message``, streams, raw
+responses) without changing their types: the drop-in clients register each result here against
+the call's record, which the engine's events keep current. For a stream the outcome is
+``finished=False`` until the stream has been read to its end (or failed).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._events import Event
+
+__all__ = ["AttemptInfo", "CallRecord", "Outcome", "outcome", "register"]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptInfo:
+    """One attempt: its target, how it ended, and when (seconds since the call started)."""
+
+    number: int
+    target: str | None
+    failure: str | None
+    status: int | None
+    started_at: float
+    duration: float
+    waited_before: float
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the attempt produced the answer."""
+        return self.failure is None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The resilience facts of one logical call.
+
+    ``served_by`` is the model that produced the answer; ``degraded`` is true when that is not
+    the model asked for. ``elapsed`` and ``time_to_first_token`` are seconds.
+    """
+
+    requested: str | None
+    served_by: str | None
+    attempts: tuple[AttemptInfo, ...]
+    degraded: bool
+    reason: str | None
+    finished: bool
+    error: str | None
+    elapsed: float
+    time_to_first_token: float | None
+    queue_wait: float
+    deadline_budget: float | None
+    idempotency_key: str | None
+    usage: Mapping[str, Any] | None
+    findings: tuple[Any, ...] = ()
+
+    @property
+    def retries(self) -> int:
+        """Attempts beyond the first."""
+        return max(0, len(self.attempts) - 1)
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """The mutable per-call state the engine's events update; snapshot it with :meth:`outcome`."""
+
+    requested: str | None
+    deadline_budget: float | None
+    idempotency_key: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    attempts: list[AttemptInfo] = field(default_factory=list)
+    served_by: str | None = None
+    reason: str | None = None
+    finished: bool = False
+    error: str | None = None
+    elapsed: float = 0.0
+    time_to_first_token: float | None = None
+    queue_wait: float = 0.0
+    usage: Mapping[str, Any] | None = None
+    findings: list[Any] = field(default_factory=list)
+    _pending: dict[int, tuple[str | None, float, float]] = field(default_factory=dict)
+    _waited: float = 0.0
+
+    def apply(self, event: Event) -> None:
+        """Fold one event into the record."""
+        kind = event.kind
+        if kind == "attempt_started":
+            self._pending[event.attempt] = (event.target, event.at, self._waited)
+            self._waited = 0.0
+        elif kind == "attempt_finished":
+            target, started, waited = self._pending.pop(
+                event.attempt, (event.target, event.at, 0.0)
+            )
+            failure = event.failure
+            self.attempts.append(AttemptInfo(
+                number=event.attempt,
+                target=event.target or target,
+                failure=failure.kind.value if failure else None,
+                status=event.status,
+                started_at=started,
+                duration=max(0.0, event.at - started),
+                waited_before=waited,
+                detail=failure.describe() if failure else "",
+            ))
+            if failure is None:
+                self.served_by = event.target or target
+        elif kind == "waited":
+            self._waited += event.seconds
+            if event.detail == "admission":
+                self.queue_wait += event.seconds
+        elif kind == "stream_committed":
+            self.time_to_first_token = event.at
+        elif kind == "succeeded":
+            self.elapsed = event.at
+            self.served_by = event.target or self.served_by
+            self.finished = event.detail != "stream"
+        elif kind == "stream_finished":
+            self.elapsed = event.at
+            self.finished = True
+        elif kind in ("gave_up", "stream_interrupted"):
+            self.elapsed = event.at
+            self.finished = True
+            self.error = event.detail or (event.failure.describe() if event.failure else None)
+            if event.detail:
+                self.reason = event.detail
+
+    def outcome(self) -> Outcome:
+        """An immutable snapshot."""
+        served = self.served_by
+        degraded = bool(served and self.requested and served != self.requested)
+        return Outcome(
+            requested=self.requested,
+            served_by=served,
+            attempts=tuple(self.attempts),
+            degraded=degraded,
+            reason=self.reason,
+            finished=self.finished,
+            error=self.error,
+            elapsed=self.elapsed,
+            time_to_first_token=self.time_to_first_token,
+            queue_wait=self.queue_wait,
+            deadline_budget=self.deadline_budget,
+            idempotency_key=self.idempotency_key,
+            usage=self.usage,
+            findings=tuple(self.findings),
+        )
+
+
+_registry: dict[int, tuple[weakref.ref[Any], CallRecord]] = {}
+_registry_lock = threading.Lock()
+
+
+def register(result: Any, record: CallRecord) -> None:
+    """Remember which call produced ``result`` (kept only as long as ``result`` lives)."""
+    key = id(result)
+
+    def forget(ref: weakref.ref[Any]) -> None:
+        _forget(key, ref)
+
+    try:
+        ref = weakref.ref(result, forget)
+    except TypeError:  # not weak-referenceable (e.g. a plain str): nothing to attach to
+        return
+    with _registry_lock:
+        _registry[key] = (ref, record)
+
+
+def _forget(key: int, ref: weakref.ref[Any]) -> None:
+    with _registry_lock:
+        entry = _registry.get(key)
+        if entry is not None and entry[0] is ref:
+            del _registry[key]
+
+
+def lookup(result: Any) -> CallRecord | None:
+    """The record registered for ``result``, if any."""
+    entry = _registry.get(id(result))
+    if entry is None or entry[0]() is not result:
+        return None
+    return entry[1]
+
+
+def outcome(result: Any) -> Outcome:
+    """What happened to the call that produced ``result``: attempts, timings, who served it.
+
+    ``result`` is what a drop-in client returned (a parsed response, a stream, or a raw
+    response). Raises ``LookupError`` for objects no resilient-llm call produced, e.g. when
+    ``RESILIENT_LLM_ENABLED=false``.
+    """
+    record = lookup(result)
+    if record is None:
+        raise LookupError(
+            f"no resilient-llm call produced this {type(result).__name__}: outcome() works on "
+            "what a resilient_llm drop-in client returned while RESILIENT_LLM_ENABLED is true"
+        )
+    return record.outcome()

@@ -1,0 +1,183 @@
+"""``@resilient(...)``: override the policy for every call made inside a function or block."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+from ._deadline import Deadline
+from ._policy import Policy, Priority
+
+__all__ = ["effective_policy", "resilient"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_OVERRIDES: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = contextvars.ContextVar(
+    "resilient_llm_overrides", default=()
+)
+_derived: dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[Policy, Policy]] = {}
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def effective_policy(base: Policy) -> Policy:
+    """``base`` with the overrides of every enclosing ``@resilient`` scope applied (cached)."""
+    overrides = _OVERRIDES.get()
+    if not overrides:
+        return base
+    key = (id(base), overrides)
+    hit = _derived.get(key)
+    if hit is not None and hit[0] is base:
+        return hit[1]
+    derived = base.replace(**dict(overrides))
+    if len(_derived) > 1024:
+        _derived.clear()
+    _derived[key] = (base, derived)
+    return derived
+
+
+def _push(frozen: tuple[tuple[str, Any], ...]) -> contextvars.Token[tuple[tuple[str, Any], ...]]:
+    if not frozen:
+        return _OVERRIDES.set(_OVERRIDES.get())
+    merged = dict(_OVERRIDES.get())
+    merged.update(frozen)
+    return _OVERRIDES.set(tuple(sorted(merged.items())))
+
+
+class _Resilient:
+    """The scope object behind :func:`resilient`."""
+
+    __slots__ = ("_changes", "_deadline", "_frozen", "_scope", "_token", "_tool",
+                 "_tool_reserve")
+
+    def __init__(self, changes: dict[str, Any], seconds: float | None,
+                 tool: bool = False, tool_reserve: float | None = None) -> None:
+        # Validate now, at decoration time, not on the first call.
+        if changes:
+            Policy(**changes)
+        self._changes = changes
+        self._frozen = tuple(sorted((k, _freeze(v)) for k, v in changes.items()))
+        self._deadline = seconds
+        self._tool = tool
+        self._tool_reserve = tool_reserve
+        self._token: contextvars.Token[tuple[tuple[str, Any], ...]] | None = None
+        self._scope: Deadline | None = None
+
+    def _push(self) -> None:
+        self._token = _push(self._frozen)
+
+    def _pop(self) -> None:
+        if self._token is not None:
+            _OVERRIDES.reset(self._token)
+            self._token = None
+
+    def __enter__(self) -> _Resilient:
+        self._push()
+        if self._deadline is not None:
+            self._scope = Deadline(self._deadline).__enter__()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        scope, self._scope = self._scope, None
+        try:
+            if scope is not None:
+                scope.__exit__(et, e, tb)
+        finally:
+            self._pop()
+
+    async def __aenter__(self) -> _Resilient:
+        self._push()
+        if self._deadline is not None:
+            self._scope = await Deadline(self._deadline).__aenter__()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        scope, self._scope = self._scope, None
+        try:
+            if scope is not None:
+                await scope.__aexit__(et, e, tb)
+        finally:
+            self._pop()
+
+    def __call__(self, func: F) -> F:
+        frozen, seconds = self._frozen, self._deadline
+        if self._tool:
+            from ._tools import tool
+
+            func = cast(F, tool(reserve=self._tool_reserve)(func))
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                token = _push(frozen)
+                try:
+                    if seconds is None:
+                        return await func(*args, **kwargs)
+                    async with Deadline(seconds):
+                        return await func(*args, **kwargs)
+                finally:
+                    _OVERRIDES.reset(token)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = _push(frozen)
+            try:
+                if seconds is None:
+                    return func(*args, **kwargs)
+                with Deadline(seconds):
+                    return func(*args, **kwargs)
+            finally:
+                _OVERRIDES.reset(token)
+
+        return cast(F, wrapper)
+
+
+def resilient(
+    *,
+    deadline: float | timedelta | None = None,
+    fallbacks: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+    priority: Priority | None = None,
+    max_attempts: int | None = None,
+    tool: bool = False,
+    tool_reserve: float | None = None,
+    **policy_changes: Any,
+) -> _Resilient:
+    """Override the policy for every drop-in client call inside (decorator or ``with`` block).
+
+    ``deadline`` opens a deadline scope (nested scopes take the earlier deadline);
+    ``fallbacks`` is a list (applies to any model the calls ask for) or a model → chain map;
+    ``priority`` is ``interactive`` or ``batch``; any other :class:`Policy` field may be passed
+    by name. ``tool=True`` runs the decorated function as a deadline-aware tool: it gets the
+    caller's remaining time minus ``tool_reserve`` (default ``Policy.tool_reserve``), see
+    :func:`resilient_llm.tool`. Invalid values raise :class:`ConfigError` at decoration time.
+    """
+    changes = dict(policy_changes)
+    if priority is not None:
+        changes["priority"] = priority
+    if max_attempts is not None:
+        changes["max_attempts"] = max_attempts
+    if fallbacks is not None:
+        changes["fallbacks"] = (
+            {"*": list(fallbacks)} if not isinstance(fallbacks, Mapping) else dict(fallbacks)
+        )
+    seconds = None
+    if deadline is not None:
+        from ._deadline import to_seconds
+
+        seconds = to_seconds(deadline, name="deadline")
+    return _Resilient(changes, seconds, tool or tool_reserve is not None, tool_reserve)

@@ -1,0 +1,731 @@
+"""The drivers: httpx2 transports that run every request through the engine.
+
+This is the public seam the drop-in clients use (``http_client=`` with a custom transport), so
+one retry layer sits under the official SDKs, whose own retries are turned off. The sync and
+async drivers perform I/O only; every decision comes from :class:`~resilient_llm._engine.Call`.
+
+Deadlines are enforced where the time is spent:
+
+* before the response: each phase timeout (connect, write, pool, read) is clipped to the time
+  left, so a hung upstream costs at most the deadline;
+* while a body or a stream is read: in async code a cancel scope bounds every read; in sync
+  code a watchdog thread shuts the socket down when the deadline, the first-token limit or the
+  idle limit passes, so a server that drips bytes cannot hold a call past its deadline.
+
+Streams are inspected with the same bytes the SDK parses: a failure before the first output
+(error event, cut, stall, malformed event) is retried; after it, the caller gets
+:class:`StreamInterrupted` with the partial text, and a stream that ends without its terminal
+event never looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx2
+
+from ._classify import Failure, FailureClass, classify_exception, classify_status
+from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
+from ._engine import Call, GiveUp, Send, Wait, current_call
+from ._errors import StreamInterrupted
+from ._outcome import CallRecord
+from ._policy import Policy
+from .providers import StreamScanner, Wire, wire_for
+
+__all__ = ["AsyncResilientTransport", "ResilientTransport"]
+
+_IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+# --- shared, I/O-free helpers -----------------------------------------------------------------
+
+
+def _is_event_stream(response: httpx2.Response) -> bool:
+    return response.headers.get("content-type", "").startswith("text/event-stream")
+
+
+def _is_json(response: httpx2.Response) -> bool:
+    return "json" in response.headers.get("content-type", "")
+
+
+def _replayable(request: httpx2.Request) -> bool:
+    """Bytes bodies can be sent again; one-shot streams cannot (as in the official SDKs)."""
+    return isinstance(request.stream, httpx2.ByteStream)
+
+
+def _target_of(request: httpx2.Request) -> str | None:
+    """The model a raw request asks for (only used outside a drop-in client)."""
+    if request.method != "POST" or not _replayable(request):
+        return None
+    try:
+        body = json.loads(request.content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def _prepare(request: httpx2.Request, call: Call, send: Send) -> None:
+    """Per-attempt request edits: clipped timeouts, the attempt number, one idempotency key."""
+    request.extensions["timeout"] = send.timeouts
+    if "x-stainless-retry-count" in request.headers:
+        request.headers["x-stainless-retry-count"] = str(send.attempt - 1)
+    if request.method != "GET":
+        key = request.headers.get(_IDEMPOTENCY_HEADER)
+        if key is None:
+            key = call.record.idempotency_key or f"rllm-{uuid.uuid4().hex}"
+            request.headers[_IDEMPOTENCY_HEADER] = key
+        call.record.idempotency_key = key
+
+
+def _status_error(response: httpx2.Response, failure: Failure) -> httpx2.HTTPStatusError:
+    return httpx2.HTTPStatusError(
+        f"{failure.describe()}", request=response.request, response=response
+    )
+
+
+def _exhausted(call: Call, decision: GiveUp, last: httpx2.Response | BaseException) -> Any:
+    """The call ends on a provider failure: hand the SDK what the official client would see."""
+    if decision.reason == "deadline":
+        cause = last if isinstance(last, BaseException) else _status_error(last, decision.failure
+                                                                           or _unknown_failure())
+        raise call.deadline_error(cause)
+    call.emit("gave_up", failure=decision.failure, detail=decision.reason)
+    if isinstance(last, BaseException):
+        raise last
+    return last
+
+
+def _unknown_failure() -> Failure:
+    return Failure(kind=FailureClass.SERVER_ERROR, retryable=False)
+
+
+def _interrupted(call: Call, scanner: StreamScanner, failure: FailureClass, message: str,
+                 cause: BaseException | None = None) -> StreamInterrupted:
+    error = StreamInterrupted(
+        f"stream interrupted after output had started ({failure.value}: {message}); "
+        f"{len(scanner.text)} characters of partial text are on the exception",
+        partial_text=scanner.text,
+        failure=failure.value,
+        cause=cause,
+        attempts=call.record.attempts,
+    )
+    call.emit("stream_interrupted", failure=Failure(kind=failure, retryable=False),
+              detail=failure.value)
+    return error
+
+
+def _stream_failure_exception(failure: Failure, request: httpx2.Request) -> Exception:
+    """What the SDK sees when a stream fails before any output and no retry is left."""
+    if failure.kind in (FailureClass.FIRST_TOKEN_TIMEOUT, FailureClass.STREAM_STALL):
+        return httpx2.ReadTimeout(f"no stream output in time ({failure.kind.value})",
+                                  request=request)
+    return httpx2.RemoteProtocolError(
+        f"stream failed before any output ({failure.kind.value})", request=request
+    )
+
+
+class _Base:
+    """Configuration shared by both drivers."""
+
+    def __init__(
+        self,
+        *,
+        policy: Policy | None,
+        provider: str,
+        clock: Clock,
+        rng: RandomSource,
+    ) -> None:
+        self._policy = policy
+        self._wire: Wire = wire_for(provider)
+        self._clock = clock
+        self._rng = rng
+
+    @property
+    def policy(self) -> Policy:
+        """The policy for requests made outside a drop-in client call."""
+        if self._policy is None:
+            self._policy = Policy.from_env()
+        return self._policy
+
+    def _call_for(self, request: httpx2.Request) -> Call:
+        call = current_call()
+        if call is not None:
+            return call
+        from ._engine import start_call
+
+        policy = self.policy
+        call, token = start_call(
+            policy, target=_target_of(request), clock=self._clock, rng=self._rng
+        )
+        from ._engine import end_call
+
+        end_call(token)
+        return call
+
+
+# --- sync driver --------------------------------------------------------------------------------
+
+
+class _Watch:
+    """One guarded read phase: the instant it must end by, and why."""
+
+    __slots__ = ("done", "expires_at", "fired", "limit", "sock")
+
+    def __init__(self, sock: socket.socket, expires_at: float, limit: str) -> None:
+        self.sock = sock
+        self.expires_at = expires_at
+        self.limit = limit
+        self.fired = False
+        self.done = False
+
+
+class _Watchdog:
+    """One daemon thread that shuts down sockets whose reads outlive their limit.
+
+    Readers extend a watch by assigning ``expires_at`` (no lock, no wake-up): the thread
+    re-checks an entry when it comes due. Shortening a watch goes through :meth:`reschedule`.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, sock: socket.socket, expires_at: float, limit: str) -> _Watch:
+        entry = _Watch(sock, expires_at, limit)
+        self.reschedule(entry)
+        return entry
+
+    def reschedule(self, entry: _Watch) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (entry.expires_at, next(self._seq), entry))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="resilient-llm-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                at, _, entry = self._heap[0]
+                if entry.done or entry.fired:
+                    heapq.heappop(self._heap)
+                    continue
+                if entry.expires_at > at:  # extended since it was scheduled
+                    heapq.heapreplace(self._heap, (entry.expires_at, next(self._seq), entry))
+                    continue
+                now = time.monotonic()
+                if at > now:
+                    self._cond.wait(at - now)
+                    continue
+                heapq.heappop(self._heap)
+                entry.fired = True
+            with contextlib.suppress(OSError):
+                entry.sock.shutdown(socket.SHUT_RDWR)
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _socket_of(response: httpx2.Response) -> socket.socket | None:
+    stream = response.extensions.get("network_stream")
+    if stream is None:
+        return None
+    try:
+        sock = stream.get_extra_info("socket")
+    except Exception:
+        return None
+    return sock if isinstance(sock, socket.socket) else None
+
+
+class _SyncGuard:
+    """Bounds blocking reads of one response by wall-clock limits, via the watchdog."""
+
+    __slots__ = ("_watch",)
+
+    def __init__(self, response: httpx2.Response, expires_at: float | None, limit: str) -> None:
+        sock = _socket_of(response)
+        self._watch: _Watch | None = None
+        if sock is not None and expires_at is not None:
+            self._watch = _WATCHDOG.watch(sock, expires_at, limit)
+
+    def set(self, expires_at: float | None, limit: str, *, shorter: bool = False) -> None:
+        watch = self._watch
+        if watch is None or expires_at is None:
+            return
+        watch.limit = limit
+        watch.expires_at = expires_at
+        if shorter:
+            _WATCHDOG.reschedule(watch)
+
+    @property
+    def fired(self) -> str | None:
+        watch = self._watch
+        return watch.limit if watch is not None and watch.fired else None
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.done = True
+
+
+def _real_deadline(call: Call) -> float | None:
+    """The call's deadline on the real monotonic clock (the watchdog's clock)."""
+    left = call.remaining()
+    return None if left is None else time.monotonic() + left
+
+
+class _SyncStream(httpx2.SyncByteStream):
+    """A committed stream: replays the peeked bytes, then guards every read."""
+
+    def __init__(
+        self,
+        call: Call,
+        scanner: StreamScanner,
+        buffered: list[bytes],
+        chunks: Iterator[bytes],
+        inner: httpx2.SyncByteStream,
+        guard: _SyncGuard,
+    ) -> None:
+        self._call = call
+        self._scanner = scanner
+        self._buffered = buffered
+        self._chunks = chunks
+        self._inner = inner
+        self._guard = guard
+
+    def __iter__(self) -> Iterator[bytes]:
+        call, scanner, guard = self._call, self._scanner, self._guard
+        idle = call.policy.stream_idle_timeout
+        deadline = _real_deadline(call)
+        yield from self._buffered
+        self._buffered = []
+
+        def limit() -> tuple[float | None, str]:
+            at = time.monotonic() + idle
+            if deadline is not None and deadline <= at:
+                return deadline, "deadline"
+            return at, "idle"
+
+        guard.set(*limit(), shorter=True)
+        try:
+            for chunk in self._chunks:
+                scanner.feed(chunk)
+                if scanner.failure is not None:
+                    raise _interrupted(call, scanner, scanner.failure.kind,
+                                       scanner.failure.describe())
+                guard.set(*limit())
+                yield chunk
+            scanner.finish()
+            if scanner.failure is not None:
+                raise _interrupted(call, scanner, scanner.failure.kind, scanner.failure.describe())
+            if not scanner.terminal:
+                raise _interrupted(call, scanner, FailureClass.STREAM_INCOMPLETE,
+                                   "the stream ended without its terminal event")
+        except httpx2.TransportError as exc:
+            raise _translate_stream_error(call, scanner, guard.fired, exc) from exc
+        finally:
+            guard.close()
+        if scanner.usage is not None:
+            call.record.usage = scanner.usage
+        call.emit("stream_finished")
+
+    def close(self) -> None:
+        self._guard.close()
+        self._inner.close()
+
+
+def _translate_stream_error(
+    call: Call, scanner: StreamScanner, fired: str | None, exc: BaseException
+) -> BaseException:
+    """A transport error while reading a committed stream, in resilient-llm's terms."""
+    if fired == "deadline" or (call.remaining() is not None and (call.remaining() or 0) <= 0):
+        interrupted = _interrupted(call, scanner, FailureClass.STREAM_STALL,
+                                   "the call's deadline passed", exc)
+        return call.deadline_error(interrupted)
+    if fired == "idle" or isinstance(exc, httpx2.TimeoutException):
+        return _interrupted(call, scanner, FailureClass.STREAM_STALL,
+                            "no event within the idle limit", exc)
+    return _interrupted(call, scanner, FailureClass.STREAM_CUT, type(exc).__name__, exc)
+
+
+class ResilientTransport(httpx2.BaseTransport):
+    """A sync httpx2 transport that retries, paces and bounds each request by one deadline.
+
+    Wraps ``inner`` (default: a plain ``httpx2.HTTPTransport``). Inside a drop-in client call the
+    call's policy and deadline apply; requests made directly through an ``httpx2.Client`` with
+    this transport each form their own call under ``policy`` (default ``Policy.from_env()``).
+    """
+
+    def __init__(
+        self,
+        inner: httpx2.BaseTransport | None = None,
+        *,
+        policy: Policy | None = None,
+        provider: str = "openai",
+        clock: Clock = SYSTEM_CLOCK,
+        rng: RandomSource = SYSTEM_RANDOM,
+    ) -> None:
+        self._inner = inner if inner is not None else httpx2.HTTPTransport()
+        self._base = _Base(policy=policy, provider=provider, clock=clock, rng=rng)
+
+    @property
+    def inner(self) -> httpx2.BaseTransport:
+        """The wrapped transport."""
+        return self._inner
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        base = self._base
+        call = base._call_for(request)
+        requested = dict(request.extensions.get("timeout") or {})
+        replayable = _replayable(request)
+        while True:
+            action = call.next_attempt(requested)
+            if isinstance(action, GiveUp):
+                raise call.deadline_error()
+            _prepare(request, call, action)
+            call.attempt_started(action)
+            result = self._attempt(request, call, action)
+            if isinstance(result, httpx2.Response):
+                return result
+            failure, last = result
+            decision = call.after_failure(
+                failure, last if isinstance(last, BaseException) else None, replayable=replayable
+            )
+            if isinstance(decision, GiveUp):
+                return _exhausted(call, decision, last)  # type: ignore[no-any-return]
+            assert isinstance(decision, Wait)
+            if isinstance(last, httpx2.Response):
+                call.last_error = _status_error(last, failure)
+            call.clock.sleep(decision.seconds)
+            call.waited(decision.seconds)
+
+    def _attempt(
+        self, request: httpx2.Request, call: Call, send: Send
+    ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
+        try:
+            response = self._inner.handle_request(request)
+            response.request = request
+        except Exception as exc:
+            failure = classify_exception(exc)
+            if failure is None:
+                call.attempt_finished(None, None)
+                raise
+            call.attempt_finished(failure, None)
+            return failure, exc
+        status = response.status_code
+        if status >= 400:
+            guard = _SyncGuard(response, _real_deadline(call), "deadline")
+            try:
+                body = response.read()
+            except httpx2.TransportError as exc:
+                return self._read_failed(call, guard, exc, status)
+            finally:
+                guard.close()
+            failure = classify_status(status, response.headers, body)
+            assert failure is not None
+            call.attempt_finished(failure, status)
+            return failure, response
+        if _is_event_stream(response):
+            return self._peek_stream(request, response, call, send)
+        guard = _SyncGuard(response, _real_deadline(call), "deadline")
+        try:
+            if _is_json(response):
+                response.read()
+        except httpx2.TransportError as exc:
+            return self._read_failed(call, guard, exc, status)
+        finally:
+            guard.close()
+        call.attempt_finished(None, status)
+        call.emit("succeeded", target=call.target)
+        return response
+
+    @staticmethod
+    def _read_failed(
+        call: Call, guard: _SyncGuard, exc: httpx2.TransportError, status: int
+    ) -> tuple[Failure, BaseException]:
+        if guard.fired == "deadline":
+            call.attempt_finished(Failure(kind=FailureClass.TIMEOUT, retryable=True), status)
+            raise call.deadline_error(exc) from exc
+        failure = classify_exception(exc) or Failure(FailureClass.CONNECTION_RESET, True)
+        call.attempt_finished(failure, status)
+        return failure, exc
+
+    def _peek_stream(
+        self, request: httpx2.Request, response: httpx2.Response, call: Call, send: Send
+    ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
+        """Read until the first output, so a failure before it can still be retried."""
+        scanner = StreamScanner(self._base._wire)
+        now = time.monotonic()
+        first_by = now + send.first_token_timeout
+        guard = _SyncGuard(response, first_by, "first_token")
+        inner = response.stream
+        assert isinstance(inner, httpx2.SyncByteStream)
+        chunks = iter(inner)
+        buffered: list[bytes] = []
+        failure: Failure | None = None
+        error: BaseException | None = None
+        try:
+            for chunk in chunks:
+                buffered.append(chunk)
+                scanner.feed(chunk)
+                if scanner.failure is not None or scanner.committed or scanner.terminal:
+                    break
+            else:
+                scanner.finish()
+                if scanner.failure is None and not scanner.committed and not scanner.terminal:
+                    failure = Failure(FailureClass.STREAM_INCOMPLETE, True,
+                                      message="stream ended before any output")
+        except httpx2.TransportError as exc:
+            error = exc
+            fired = guard.fired
+            if fired == "first_token":
+                failure = Failure(FailureClass.FIRST_TOKEN_TIMEOUT, True,
+                                  message="no output within the first-token limit")
+            elif isinstance(exc, httpx2.TimeoutException):
+                failure = Failure(FailureClass.STREAM_STALL, True, message=type(exc).__name__)
+            else:
+                failure = Failure(FailureClass.STREAM_CUT, True, message=type(exc).__name__)
+        failure = failure or scanner.failure
+        if failure is not None:
+            guard.close()
+            response.close()
+            call.attempt_finished(failure, response.status_code)
+            left = call.remaining()
+            if left is not None and left <= 0:
+                raise call.deadline_error(error)
+            if scanner.failure is not None and error is None:
+                # An error event: replay the bytes so the SDK raises its own error type.
+                response.stream = httpx2.ByteStream(b"".join(buffered))
+                return failure, response
+            return failure, error or _stream_failure_exception(failure, request)
+        call.attempt_finished(None, response.status_code)
+        call.emit("stream_committed")
+        call.emit("succeeded", target=call.target, detail="stream")
+        response.stream = _SyncStream(call, scanner, buffered, chunks, inner, guard)
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+# --- async driver -------------------------------------------------------------------------------
+
+
+class _AsyncStream(httpx2.AsyncByteStream):
+    """A committed async stream: replays the peeked bytes, then bounds every read."""
+
+    def __init__(
+        self,
+        call: Call,
+        scanner: StreamScanner,
+        buffered: list[bytes],
+        chunks: AsyncIterator[bytes],
+        inner: httpx2.AsyncByteStream,
+    ) -> None:
+        self._call = call
+        self._scanner = scanner
+        self._buffered = buffered
+        self._chunks = chunks
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        import anyio
+
+        call, scanner = self._call, self._scanner
+        idle = call.policy.stream_idle_timeout
+        for chunk in self._buffered:
+            yield chunk
+        self._buffered = []
+        while True:
+            left = call.remaining()
+            limit = idle if left is None else min(idle, left)
+            by_deadline = left is not None and left <= idle
+            chunk: bytes | None = None
+            try:
+                with anyio.move_on_after(max(limit, 0.0)) as scope:
+                    chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except httpx2.TransportError as exc:
+                raise _translate_stream_error(call, scanner, None, exc) from exc
+            if scope.cancelled_caught or chunk is None:
+                stall = httpx2.ReadTimeout("stream read exceeded its limit")
+                raise _translate_stream_error(
+                    call, scanner, "deadline" if by_deadline else "idle", stall
+                )
+            scanner.feed(chunk)
+            if scanner.failure is not None:
+                raise _interrupted(call, scanner, scanner.failure.kind, scanner.failure.describe())
+            yield chunk
+        scanner.finish()
+        if scanner.failure is not None:
+            raise _interrupted(call, scanner, scanner.failure.kind, scanner.failure.describe())
+        if not scanner.terminal:
+            raise _interrupted(call, scanner, FailureClass.STREAM_INCOMPLETE,
+                               "the stream ended without its terminal event")
+        if scanner.usage is not None:
+            call.record.usage = scanner.usage
+        call.emit("stream_finished")
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class AsyncResilientTransport(httpx2.AsyncBaseTransport):
+    """The async twin of :class:`ResilientTransport` (anyio: asyncio and trio)."""
+
+    def __init__(
+        self,
+        inner: httpx2.AsyncBaseTransport | None = None,
+        *,
+        policy: Policy | None = None,
+        provider: str = "openai",
+        clock: Clock = SYSTEM_CLOCK,
+        rng: RandomSource = SYSTEM_RANDOM,
+    ) -> None:
+        self._inner = inner if inner is not None else httpx2.AsyncHTTPTransport()
+        self._base = _Base(policy=policy, provider=provider, clock=clock, rng=rng)
+
+    @property
+    def inner(self) -> httpx2.AsyncBaseTransport:
+        """The wrapped transport."""
+        return self._inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        base = self._base
+        call = base._call_for(request)
+        requested = dict(request.extensions.get("timeout") or {})
+        replayable = _replayable(request)
+        while True:
+            action = call.next_attempt(requested)
+            if isinstance(action, GiveUp):
+                raise call.deadline_error()
+            _prepare(request, call, action)
+            call.attempt_started(action)
+            result = await self._attempt(request, call, action)
+            if isinstance(result, httpx2.Response):
+                return result
+            failure, last = result
+            decision = call.after_failure(
+                failure, last if isinstance(last, BaseException) else None, replayable=replayable
+            )
+            if isinstance(decision, GiveUp):
+                return _exhausted(call, decision, last)  # type: ignore[no-any-return]
+            if isinstance(last, httpx2.Response):
+                call.last_error = _status_error(last, failure)
+            await call.clock.asleep(decision.seconds)
+            call.waited(decision.seconds)
+
+    async def _attempt(
+        self, request: httpx2.Request, call: Call, send: Send
+    ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
+        import anyio
+
+        left = call.remaining()
+        response: httpx2.Response | None = None
+        try:
+            with anyio.move_on_after(left if left is not None else float("inf")) as scope:
+                response = await self._inner.handle_async_request(request)
+                response.request = request
+                status = response.status_code
+                if status >= 400:
+                    body = await response.aread()
+                elif _is_json(response):
+                    await response.aread()
+        except Exception as exc:
+            failure = classify_exception(exc)
+            if failure is None:
+                call.attempt_finished(None, None)
+                raise
+            call.attempt_finished(failure, response.status_code if response else None)
+            return failure, exc
+        if scope.cancelled_caught or response is None:
+            if response is not None:
+                await response.aclose()
+            timeout = Failure(FailureClass.TIMEOUT, True, message="deadline")
+            call.attempt_finished(timeout, None)
+            raise call.deadline_error(httpx2.ReadTimeout("deadline reached during the attempt",
+                                                         request=request))
+        if status >= 400:
+            failure = classify_status(status, response.headers, body)
+            assert failure is not None
+            call.attempt_finished(failure, status)
+            return failure, response
+        if _is_event_stream(response):
+            return await self._peek_stream(request, response, call, send)
+        call.attempt_finished(None, status)
+        call.emit("succeeded", target=call.target)
+        return response
+
+    async def _peek_stream(
+        self, request: httpx2.Request, response: httpx2.Response, call: Call, send: Send
+    ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
+        import anyio
+
+        scanner = StreamScanner(self._base._wire)
+        inner = response.stream
+        assert isinstance(inner, httpx2.AsyncByteStream)
+        chunks = inner.__aiter__()
+        buffered: list[bytes] = []
+        failure: Failure | None = None
+        error: BaseException | None = None
+        try:
+            with anyio.move_on_after(send.first_token_timeout) as scope:
+                async for chunk in chunks:
+                    buffered.append(chunk)
+                    scanner.feed(chunk)
+                    if scanner.failure is not None or scanner.committed or scanner.terminal:
+                        break
+                else:
+                    scanner.finish()
+                    if scanner.failure is None and not scanner.committed \
+                            and not scanner.terminal:
+                        failure = Failure(FailureClass.STREAM_INCOMPLETE, True,
+                                          message="stream ended before any output")
+            if scope.cancelled_caught:
+                failure = Failure(FailureClass.FIRST_TOKEN_TIMEOUT, True,
+                                  message="no output within the first-token limit")
+        except httpx2.TransportError as exc:
+            error = exc
+            kind = (FailureClass.STREAM_STALL if isinstance(exc, httpx2.TimeoutException)
+                    else FailureClass.STREAM_CUT)
+            failure = Failure(kind, True, message=type(exc).__name__)
+        failure = failure or scanner.failure
+        if failure is not None:
+            await response.aclose()
+            call.attempt_finished(failure, response.status_code)
+            left = call.remaining()
+            if left is not None and left <= 0:
+                raise call.deadline_error(error)
+            if scanner.failure is not None and error is None:
+                response.stream = httpx2.ByteStream(b"".join(buffered))
+                return failure, response
+            return failure, error or _stream_failure_exception(failure, request)
+        call.attempt_finished(None, response.status_code)
+        call.emit("stream_committed")
+        call.emit("succeeded", target=call.target, detail="stream")
+        response.stream = _AsyncStream(call, scanner, buffered, chunks, inner)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def new_record(target: str | None, budget: float | None) -> CallRecord:
+    """A fresh record (used by callers that build a :class:`Call` themselves)."""
+    return CallRecord(requested=target, deadline_budget=budget)

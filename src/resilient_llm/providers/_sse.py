@@ -1,0 +1,103 @@
+"""An incremental server-sent-events scanner that tracks what a stream has delivered.
+
+It sees the same bytes the SDK will parse and answers the questions the engine needs: has
+output started (the commit point, after which a failure cannot be retried transparently), did
+the stream end with its terminal event, did an error event or a malformed event arrive, and what
+text had been delivered when it failed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .._classify import Failure, FailureClass
+
+__all__ = ["StreamScanner", "Wire"]
+
+
+class Wire(Protocol):
+    """What a provider's stream events mean."""
+
+    name: str
+
+    def inspect(self, event: str | None, data: str, scanner: StreamScanner) -> None:
+        """Update ``scanner`` for one event (mark content, terminal, failure, text, usage)."""
+        ...
+
+
+@dataclass(slots=True)
+class StreamScanner:
+    """Feed it the stream's bytes; read ``committed``, ``terminal``, ``failure``, ``text``."""
+
+    wire: Wire
+    committed: bool = False
+    terminal: bool = False
+    failure: Failure | None = None
+    usage: Any = None
+    events: int = 0
+    _text: list[str] = field(default_factory=list)
+    _buffer: bytes = b""
+
+    def feed(self, chunk: bytes) -> None:
+        """Parse every complete event in ``chunk`` (plus what was buffered before)."""
+        data = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *blocks, self._buffer = data.split(b"\n\n")
+        for block in blocks:
+            if block:
+                self._event(block)
+            if self.failure is not None:
+                return
+
+    def _event(self, block: bytes) -> None:
+        name: str | None = None
+        lines: list[str] = []
+        try:
+            text = block.decode("utf-8")
+        except UnicodeDecodeError:
+            self.fail(FailureClass.STREAM_MALFORMED, "event is not UTF-8")
+            return
+        for line in text.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            key, _, value = line.partition(":")
+            if value.startswith(" "):
+                value = value[1:]
+            if key == "data":
+                lines.append(value)
+            elif key == "event":
+                name = value
+        if not lines:
+            return
+        self.events += 1
+        self.wire.inspect(name, "\n".join(lines), self)
+
+    # --- used by the wires --------------------------------------------------------------------
+
+    def add_text(self, text: str) -> None:
+        self._text.append(text)
+
+    def fail(self, kind: FailureClass, message: str) -> None:
+        self.failure = Failure(kind=kind, retryable=True, message=message)
+
+    def parse(self, data: str) -> Any:
+        """JSON of one event's data, or ``None`` after marking the stream malformed."""
+        try:
+            return json.loads(data)
+        except ValueError:
+            self.fail(FailureClass.STREAM_MALFORMED, "event data is not valid JSON")
+            return None
+
+    @property
+    def text(self) -> str:
+        """All text delivered so far."""
+        return "".join(self._text)
+
+    def finish(self) -> None:
+        """The byte stream ended: parse what is left and note a missing terminal event."""
+        if self._buffer.strip() and self.failure is None:
+            rest, self._buffer = self._buffer, b""
+            self._event(rest)

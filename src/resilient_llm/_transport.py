@@ -124,6 +124,29 @@ def _interrupted(call: Call, scanner: StreamScanner, failure: FailureClass, mess
     return error
 
 
+_STREAM_FAULTS = frozenset({
+    FailureClass.STREAM_MALFORMED, FailureClass.STREAM_INCOMPLETE, FailureClass.STREAM_CUT,
+    FailureClass.STREAM_STALL, FailureClass.FIRST_TOKEN_TIMEOUT,
+})
+
+
+def _from_error_event(scanner: StreamScanner, error: BaseException | None) -> bool:
+    """True when the provider itself sent an error event (as opposed to a broken stream)."""
+    failure = scanner.failure
+    return error is None and failure is not None and failure.kind not in _STREAM_FAULTS
+
+
+def _replay(response: httpx2.Response, buffered: list[bytes]) -> httpx2.Response:
+    """The peeked bytes as a fresh response, so the SDK raises its own error for them."""
+    return httpx2.Response(
+        response.status_code,
+        headers=response.headers,
+        stream=httpx2.ByteStream(b"".join(buffered)),
+        request=response.request,
+        extensions=response.extensions,
+    )
+
+
 def _stream_failure_exception(failure: Failure, request: httpx2.Request) -> Exception:
     """What the SDK sees when a stream fails before any output and no retry is left."""
     if failure.kind in (FailureClass.FIRST_TOKEN_TIMEOUT, FailureClass.STREAM_STALL):
@@ -508,10 +531,8 @@ class ResilientTransport(httpx2.BaseTransport):
             left = call.remaining()
             if left is not None and left <= 0:
                 raise call.deadline_error(error)
-            if scanner.failure is not None and error is None:
-                # An error event: replay the bytes so the SDK raises its own error type.
-                response.stream = httpx2.ByteStream(b"".join(buffered))
-                return failure, response
+            if _from_error_event(scanner, error):
+                return failure, _replay(response, buffered)
             return failure, error or _stream_failure_exception(failure, request)
         call.attempt_finished(None, response.status_code)
         call.emit("stream_committed")
@@ -548,8 +569,8 @@ class _AsyncStream(httpx2.AsyncByteStream):
 
         call, scanner = self._call, self._scanner
         idle = call.policy.stream_idle_timeout
-        for chunk in self._buffered:
-            yield chunk
+        for early in self._buffered:
+            yield early
         self._buffered = []
         while True:
             left = call.remaining()
@@ -712,9 +733,8 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             left = call.remaining()
             if left is not None and left <= 0:
                 raise call.deadline_error(error)
-            if scanner.failure is not None and error is None:
-                response.stream = httpx2.ByteStream(b"".join(buffered))
-                return failure, response
+            if _from_error_event(scanner, error):
+                return failure, _replay(response, buffered)
             return failure, error or _stream_failure_exception(failure, request)
         call.attempt_finished(None, response.status_code)
         call.emit("stream_committed")

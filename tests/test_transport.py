@@ -1,0 +1,339 @@
+"""The sync and async drivers over an in-process mock transport, on an injected clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from resilient_llm import (
+    AsyncResilientTransport,
+    DeadlineExceeded,
+    Policy,
+    ResilientTransport,
+    StreamInterrupted,
+)
+from resilient_llm.testing import FakeClock, FakeRandom
+
+BODY = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]}
+OK = {"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4.1",
+      "choices": [{"index": 0, "finish_reason": "stop",
+                   "message": {"role": "assistant", "content": "hello"}}]}
+
+
+def error(status: int, code: str | None = None, headers: dict[str, str] | None = None,
+          etype: str = "server_error") -> httpx2.Response:
+    return httpx2.Response(status, headers=headers,
+                           json={"error": {"message": "m", "type": etype, "code": code}})
+
+
+def sse(*events: str) -> bytes:
+    return "".join(f"data: {e}\n\n" for e in events).encode()
+
+
+def chunk(text: str | None = None, role: str | None = None) -> str:
+    delta: dict[str, Any] = {}
+    if role:
+        delta["role"] = role
+    if text is not None:
+        delta["content"] = text
+    return json.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1,
+                       "model": "gpt-4.1", "choices": [{"index": 0, "delta": delta}]})
+
+
+def stream_response(parts: list[bytes], fail: Exception | None = None) -> httpx2.Response:
+    def body() -> Iterator[bytes]:
+        yield from parts
+        if fail is not None:
+            raise fail
+
+    return httpx2.Response(200, headers={"content-type": "text/event-stream"},
+                           content=body())
+
+
+class Script:
+    """Answers requests from a list of factories; records every request it saw."""
+
+    def __init__(self, *answers: Callable[[httpx2.Request], httpx2.Response]) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx2.Request] = []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return answer(request)
+
+
+def client_for(script: Script, *, clock: FakeClock, **policy: Any) -> httpx2.Client:
+    transport = ResilientTransport(
+        httpx2.MockTransport(script), policy=Policy(**policy), clock=clock,
+        rng=FakeRandom(fixed=0.5),
+    )
+    return httpx2.Client(transport=transport, base_url="http://provider.test")
+
+
+def post(client: httpx2.Client, body: Any = BODY) -> httpx2.Response:
+    return client.post("/v1/chat/completions", json=body)
+
+
+# --- statuses and transport errors -------------------------------------------------------------
+
+
+def test_retry_after_is_honoured_and_the_key_is_stable() -> None:
+    clock = FakeClock()
+    script = Script(lambda r: error(429, "rate_limit_exceeded", {"retry-after": "1"}),
+                    lambda r: httpx2.Response(200, json=OK))
+    with client_for(script, clock=clock) as client:
+        response = post(client)
+    assert response.status_code == 200
+    assert len(script.requests) == 2
+    assert clock.sleeps and clock.sleeps[0] >= 1.0
+    keys = {r.headers["idempotency-key"] for r in script.requests}
+    assert len(keys) == 1 and next(iter(keys)).startswith("rllm-")
+
+
+def test_invalid_request_is_sent_exactly_once() -> None:
+    clock = FakeClock()
+    script = Script(lambda r: error(400, None, etype="invalid_request_error"))
+    with client_for(script, clock=clock) as client:
+        response = post(client)
+    assert response.status_code == 400
+    assert len(script.requests) == 1 and clock.sleeps == []
+
+
+def test_retry_after_beyond_the_deadline_fails_at_once() -> None:
+    clock = FakeClock()
+    script = Script(lambda r: error(429, "rate_limit_exceeded", {"retry-after": "30"}))
+    with client_for(script, clock=clock, deadline=2) as client, \
+            pytest.raises(DeadlineExceeded) as info:
+        post(client)
+    assert clock.sleeps == []
+    assert len(script.requests) == 1
+    assert isinstance(info.value.cause, httpx2.HTTPStatusError)
+    assert info.value.cause.response.status_code == 429
+
+
+def test_attempt_cap_returns_the_last_failure() -> None:
+    clock = FakeClock()
+    script = Script(lambda r: error(503))
+    with client_for(script, clock=clock, max_attempts=3) as client:
+        response = post(client)
+    assert response.status_code == 503
+    assert len(script.requests) == 3 and len(clock.sleeps) == 2
+
+
+def test_backoff_grows_and_stays_inside_the_deadline() -> None:
+    clock = FakeClock()
+    script = Script(lambda r: error(500))
+    with client_for(script, clock=clock, max_attempts=20, deadline=5) as client, \
+            pytest.raises(DeadlineExceeded):
+        post(client)
+    assert sum(clock.sleeps) <= 5.0
+    assert clock.sleeps == sorted(clock.sleeps)  # fixed U=0.5: the window doubles
+
+
+def test_connection_errors_are_retried() -> None:
+    clock = FakeClock()
+
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("refused", request=request)
+
+    script = Script(refuse, lambda r: httpx2.Response(200, json=OK))
+    with client_for(script, clock=clock) as client:
+        assert post(client).status_code == 200
+    assert len(script.requests) == 2
+
+
+def test_read_timeout_at_the_deadline_raises_deadline_exceeded() -> None:
+    clock = FakeClock()
+
+    def slow(request: httpx2.Request) -> httpx2.Response:
+        clock.advance(2.0)  # the attempt used the whole budget
+        raise httpx2.ReadTimeout("slow", request=request)
+
+    with client_for(Script(slow), clock=clock, deadline=2) as client, \
+            pytest.raises(DeadlineExceeded) as info:
+        post(client)
+    assert isinstance(info.value.cause, httpx2.ReadTimeout)
+
+
+def test_timeouts_sent_are_clipped() -> None:
+    clock = FakeClock()
+    script = Script(lambda r: httpx2.Response(200, json=OK))
+    with client_for(script, clock=clock, deadline=3) as client:
+        client.post("/v1/chat/completions", json=BODY, timeout=600)
+    sent = script.requests[0].extensions["timeout"]
+    assert all(value is not None and value <= 3.0 for value in sent.values())
+
+
+def test_application_errors_propagate_unretried() -> None:
+    clock = FakeClock()
+
+    def broken(request: httpx2.Request) -> httpx2.Response:
+        raise RuntimeError("a bug in a hook")
+
+    script = Script(broken)
+    with client_for(script, clock=clock) as client, pytest.raises(RuntimeError, match="bug"):
+        post(client)
+    assert len(script.requests) == 1
+
+
+def test_one_shot_bodies_are_not_retried() -> None:
+    clock = FakeClock()
+    script = Script(lambda r: error(503))
+    with client_for(script, clock=clock) as client:
+        response = client.post("/v1/files", content=iter([b"part1", b"part2"]))
+    assert response.status_code == 503 and len(script.requests) == 1
+
+
+# --- streams ----------------------------------------------------------------------------------
+
+
+def test_error_event_before_output_is_retried() -> None:
+    clock = FakeClock()
+    overloaded = json.dumps({"error": {"type": "overloaded_error", "message": "busy"}})
+    script = Script(
+        lambda r: stream_response([sse(chunk(role="assistant")), sse(overloaded)]),
+        lambda r: stream_response([sse(chunk(role="assistant"), chunk("Hel"), chunk("lo"),
+                                       "[DONE]")]),
+    )
+    with client_for(script, clock=clock) as client, \
+            client.stream("POST", "/v1/chat/completions", json=BODY) as response:
+        text = b"".join(response.iter_bytes())
+    assert b"Hel" in text and b"[DONE]" in text
+    assert len(script.requests) == 2
+
+
+def test_cut_after_output_raises_stream_interrupted_with_partial_text() -> None:
+    clock = FakeClock()
+    script = Script(lambda r: stream_response(
+        [sse(chunk(role="assistant"), chunk("Hel"), chunk("lo wor"))],
+        fail=httpx2.RemoteProtocolError("peer closed connection"),
+    ))
+    with client_for(script, clock=clock) as client, \
+            client.stream("POST", "/v1/chat/completions", json=BODY) as response, \
+            pytest.raises(StreamInterrupted) as info:
+        for _ in response.iter_bytes():
+            pass
+    assert info.value.partial_text == "Hello wor"
+    assert info.value.failure == "stream_cut"
+    assert len(script.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("tail", "failure"),
+    [([], "stream_incomplete"), (["{not json"], "stream_malformed")],
+)
+def test_truncated_or_malformed_stream_never_looks_complete(tail: list[str], failure: str) -> None:
+    clock = FakeClock()
+    parts = [sse(chunk("Hi"))] + ([sse(*tail)] if tail else [])
+    script = Script(lambda r: stream_response(parts))
+    with client_for(script, clock=clock) as client, \
+            client.stream("POST", "/v1/chat/completions", json=BODY) as response, \
+            pytest.raises(StreamInterrupted) as info:
+        for _ in response.iter_bytes():
+            pass
+    assert info.value.failure == failure and info.value.partial_text == "Hi"
+
+
+def test_malformed_event_before_output_is_retried() -> None:
+    clock = FakeClock()
+    script = Script(
+        lambda r: stream_response([sse(chunk(role="assistant"), "{oops")]),
+        lambda r: stream_response([sse(chunk("ok"), "[DONE]")]),
+    )
+    with client_for(script, clock=clock) as client, \
+            client.stream("POST", "/v1/chat/completions", json=BODY) as response:
+        assert b"[DONE]" in b"".join(response.iter_bytes())
+    assert len(script.requests) == 2
+
+
+def test_cut_before_output_is_retried() -> None:
+    clock = FakeClock()
+    script = Script(
+        lambda r: stream_response([sse(chunk(role="assistant"))],
+                                  fail=httpx2.ReadError("reset")),
+        lambda r: stream_response([sse(chunk("ok"), "[DONE]")]),
+    )
+    with client_for(script, clock=clock) as client, \
+            client.stream("POST", "/v1/chat/completions", json=BODY) as response:
+        assert b"[DONE]" in b"".join(response.iter_bytes())
+    assert len(script.requests) == 2
+
+
+# --- async driver -----------------------------------------------------------------------------
+
+
+def async_client_for(handler: Callable[[httpx2.Request], Any], *, clock: FakeClock,
+                     **policy: Any) -> httpx2.AsyncClient:
+    transport = AsyncResilientTransport(
+        httpx2.MockTransport(handler), policy=Policy(**policy), clock=clock,
+        rng=FakeRandom(fixed=0.5),
+    )
+    return httpx2.AsyncClient(transport=transport, base_url="http://provider.test")
+
+
+@pytest.mark.anyio
+async def test_async_retry_after_then_success() -> None:
+    clock = FakeClock()
+    script = Script(lambda r: error(429, "rate_limit_exceeded", {"retry-after": "1"}),
+                    lambda r: httpx2.Response(200, json=OK))
+    async with async_client_for(script, clock=clock) as client:
+        response = await client.post("/v1/chat/completions", json=BODY)
+    assert response.status_code == 200 and len(script.requests) == 2
+    assert clock.sleeps[0] >= 1.0
+
+
+@pytest.mark.anyio
+async def test_async_deadline_fails_fast() -> None:
+    clock = FakeClock()
+    script = Script(lambda r: error(429, "rate_limit_exceeded", {"retry-after": "30"}))
+    async with async_client_for(script, clock=clock, deadline=2) as client:
+        with pytest.raises(DeadlineExceeded):
+            await client.post("/v1/chat/completions", json=BODY)
+    assert clock.sleeps == [] and len(script.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_async_stream_cut_after_output() -> None:
+    clock = FakeClock()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield sse(chunk("par"), chunk("tial"))
+        raise httpx2.RemoteProtocolError("peer closed connection")
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+
+    async with async_client_for(handler, clock=clock) as client:
+        async with client.stream("POST", "/v1/chat/completions", json=BODY) as response:
+            with pytest.raises(StreamInterrupted) as info:
+                async for _ in response.aiter_bytes():
+                    pass
+    assert info.value.partial_text == "partial" and info.value.failure == "stream_cut"
+
+
+@pytest.mark.anyio
+async def test_async_error_event_before_output_is_retried() -> None:
+    clock = FakeClock()
+    answers = [
+        sse(json.dumps({"error": {"type": "overloaded_error", "message": "busy"}})),
+        sse(chunk("fine"), "[DONE]"),
+    ]
+    seen: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+
+        async def body(data: bytes = answers[len(seen) - 1]) -> AsyncIterator[bytes]:
+            yield data
+
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+
+    async with async_client_for(handler, clock=clock) as client:
+        async with client.stream("POST", "/v1/chat/completions", json=BODY) as response:
+            data = b"".join([part async for part in response.aiter_bytes()])
+    assert b"fine" in data and len(seen) == 2

@@ -58,8 +58,9 @@ class Outcome:
     queue_wait: float
     deadline_budget: float | None
     idempotency_key: str | None
-    usage: Mapping[str, Any] | None
+    usage: Any
     findings: tuple[Any, ...] = ()
+    pressure: float | None = None
 
     @property
     def retries(self) -> int:
@@ -75,6 +76,11 @@ class CallRecord:
     deadline_budget: float | None
     idempotency_key: str | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)
+    provider: str | None = None
+    server_address: str | None = None
+    server_port: int | None = None
+    path: str | None = None
+    pressure: float | None = None
     attempts: list[AttemptInfo] = field(default_factory=list)
     served_by: str | None = None
     reason: str | None = None
@@ -83,7 +89,7 @@ class CallRecord:
     elapsed: float = 0.0
     time_to_first_token: float | None = None
     queue_wait: float = 0.0
-    usage: Mapping[str, Any] | None = None
+    usage: Any = None
     findings: list[Any] = field(default_factory=list)
     _pending: dict[int, tuple[str | None, float, float]] = field(default_factory=dict)
     _waited: float = 0.0
@@ -150,6 +156,7 @@ class CallRecord:
             idempotency_key=self.idempotency_key,
             usage=self.usage,
             findings=tuple(self.findings),
+            pressure=self.pressure,
         )
 
 

@@ -74,9 +74,16 @@ def _target_of(request: httpx2.Request) -> str | None:
     return model if isinstance(model, str) else None
 
 
-def _prepare(request: httpx2.Request, call: Call, send: Send) -> None:
+def _prepare(request: httpx2.Request, call: Call, send: Send, provider: str) -> None:
     """Per-attempt request edits: clipped timeouts, the attempt number, one idempotency key."""
     request.extensions["timeout"] = send.timeouts
+    record = call.record
+    if record.server_address is None:
+        url = request.url
+        record.provider = provider
+        record.server_address = url.host
+        record.server_port = url.port or (443 if url.scheme == "https" else 80)
+        record.path = url.path
     if "x-stainless-retry-count" in request.headers:
         request.headers["x-stainless-retry-count"] = str(send.attempt - 1)
     if request.method != "GET":
@@ -420,7 +427,7 @@ class ResilientTransport(httpx2.BaseTransport):
             action = call.next_attempt(requested)
             if isinstance(action, GiveUp):
                 raise call.deadline_error()
-            _prepare(request, call, action)
+            _prepare(request, call, action, base._wire.name)
             call.attempt_started(action)
             result = self._attempt(request, call, action)
             if isinstance(result, httpx2.Response):
@@ -636,7 +643,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             action = call.next_attempt(requested)
             if isinstance(action, GiveUp):
                 raise call.deadline_error()
-            _prepare(request, call, action)
+            _prepare(request, call, action, base._wire.name)
             call.attempt_started(action)
             result = await self._attempt(request, call, action)
             if isinstance(result, httpx2.Response):

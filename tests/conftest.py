@@ -19,3 +19,13 @@ def _clean_resilient_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pressure_state() -> Iterator[None]:
+    """Each test starts with no learned pressure (limits, budgets) from earlier tests."""
+    from resilient_llm._pressure import registry
+
+    registry.clear()
+    yield
+    registry.clear()

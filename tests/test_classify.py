@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from email.utils import format_datetime
 from datetime import datetime, timezone
+from email.utils import format_datetime
 
 import httpx2
 import pytest
@@ -19,7 +19,8 @@ from resilient_llm._classify import (
 
 
 def _openai_body(code: str | None = None, etype: str = "invalid_request_error") -> bytes:
-    return json.dumps({"error": {"message": "m", "type": etype, "param": None, "code": code}}).encode()
+    error = {"message": "m", "type": etype, "param": None, "code": code}
+    return json.dumps({"error": error}).encode()
 
 
 def _anthropic_body(etype: str, message: str = "m") -> bytes:
@@ -30,7 +31,8 @@ def _anthropic_body(etype: str, message: str = "m") -> bytes:
     ("status", "body", "kind", "retryable"),
     [
         (429, _openai_body("rate_limit_exceeded", "requests"), FailureClass.RATE_LIMITED, True),
-        (429, _openai_body("insufficient_quota", "insufficient_quota"), FailureClass.QUOTA_EXHAUSTED, False),
+        (429, _openai_body("insufficient_quota", "insufficient_quota"),
+         FailureClass.QUOTA_EXHAUSTED, False),
         (429, _anthropic_body("rate_limit_error"), FailureClass.RATE_LIMITED, True),
         (529, _anthropic_body("overloaded_error"), FailureClass.OVERLOADED, True),
         (503, b"", FailureClass.OVERLOADED, True),
@@ -40,7 +42,7 @@ def _anthropic_body(etype: str, message: str = "m") -> bytes:
         (408, b"", FailureClass.TIMEOUT, True),
         (409, b"", FailureClass.CONFLICT, True),
         (400, _openai_body("context_length_exceeded"), FailureClass.CONTEXT_LENGTH, False),
-        (400, _anthropic_body("invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum"),
+        (400, _anthropic_body("invalid_request_error", "prompt is too long: 210000 > 200000"),
          FailureClass.CONTEXT_LENGTH, False),
         (400, _openai_body("content_policy_violation"), FailureClass.CONTENT_POLICY, False),
         (400, _openai_body(None), FailureClass.INVALID_REQUEST, False),

@@ -7,6 +7,7 @@ import sys
 from datetime import timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from resilient_llm import ConfigError, Policy
 
@@ -73,14 +74,14 @@ def test_secrets_are_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as info:
         Policy.from_env()
     assert "tiny-secret" not in str(info.value)
-    shown = dict((row[1], row[2]) for row in Policy(cache_secret="s" * 32).describe())
+    shown = {row[1]: row[2] for row in Policy(cache_secret="s" * 32).describe()}
     assert "s" * 32 not in shown["cache_secret"]
 
 
 def test_timedelta_and_immutability() -> None:
     policy = Policy(deadline=timedelta(seconds=90))
     assert policy.deadline == 90.0
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         policy.deadline = 1  # type: ignore[misc]
     changed = policy.replace(max_attempts=2)
     assert changed.max_attempts == 2 and policy.max_attempts == 4

@@ -46,7 +46,7 @@ MIN_ATTEMPT = 0.05
 
 _PHASES = ("connect", "read", "write", "pool")
 
-GiveUpReason = Literal["deadline", "attempts", "not_retryable", "not_replayable"]
+GiveUpReason = Literal["deadline", "attempts", "not_retryable", "not_replayable", "budget"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ class Wait:
 class GiveUp:
     """Stop: ``deadline`` (no time for another attempt or wait), ``attempts`` (cap reached),
     ``not_retryable`` (the failure class forbids a retry), ``not_replayable`` (the request body
-    was a one-shot stream)."""
+    was a one-shot stream), ``budget`` (the target's retry budget is spent)."""
 
     reason: GiveUpReason
     failure: Failure | None = None
@@ -182,8 +182,13 @@ class Call:
         replayable: bool = True,
         pressure: float = 0.0,
         floor: float = 0.0,
+        budget_ok: bool = True,
     ) -> Wait | GiveUp:
-        """Decide what follows a failed attempt: a bounded backoff, or the end of the call."""
+        """Decide what follows a failed attempt: a bounded backoff, or the end of the call.
+
+        ``pressure`` (0–1) widens the backoff window; ``floor`` is the pacer's time until
+        capacity (the wait is never shorter); ``budget_ok`` is the target's retry budget.
+        """
         self.last_failure = failure
         if error is not None:
             self.last_error = error
@@ -193,6 +198,8 @@ class Call:
             return GiveUp("not_replayable", failure)
         if self.attempts >= self.max_attempts:
             return GiveUp("attempts", failure)
+        if not budget_ok:
+            return GiveUp("budget", failure)
         delay = backoff_delay(
             retry=self.attempts,
             failure=failure,

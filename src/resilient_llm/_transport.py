@@ -35,11 +35,13 @@ import httpx2
 
 from ._classify import Failure, FailureClass, classify_exception, classify_status
 from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
-from ._engine import Call, GiveUp, Send, Wait, current_call
-from ._errors import StreamInterrupted
+from ._engine import MIN_ATTEMPT, Call, GiveUp, Send, Wait, current_call
+from ._errors import RetryBudgetExhausted, StreamInterrupted
 from ._outcome import CallRecord
 from ._policy import Policy
+from ._pressure import TargetKey, TargetPressure, estimate_tokens, registry
 from .providers import StreamScanner, Wire, wire_for
+from .providers._ratelimits import parse_rate_limits
 
 __all__ = ["AsyncResilientTransport", "ResilientTransport"]
 
@@ -110,6 +112,20 @@ def _exhausted(call: Call, decision: GiveUp, last: httpx2.Response | BaseExcepti
     if isinstance(last, BaseException):
         raise last
     return last
+
+
+def _budget_error(call: Call, state: TargetPressure, decision: GiveUp,
+                  last: httpx2.Response | BaseException) -> RetryBudgetExhausted:
+    cause = last if isinstance(last, BaseException) else _status_error(
+        last, decision.failure or _unknown_failure())
+    call.emit("gave_up", failure=decision.failure, detail="retry_budget")
+    return RetryBudgetExhausted(
+        f"retry budget of {state.key.model or 'the target'} is spent "
+        f"({state.budget.retries} retries for {state.budget.requests} requests); "
+        f"last failure: {decision.failure.describe() if decision.failure else 'unknown'}",
+        cause=cause,
+        attempts=call.record.attempts,
+    )
 
 
 def _unknown_failure() -> Failure:
@@ -201,6 +217,55 @@ class _Base:
 
         end_call(token)
         return call
+
+    # pressure (shared by both drivers; no I/O)
+
+    def pressure_for(self, request: httpx2.Request, call: Call) -> TargetPressure:
+        url = request.url
+        endpoint = f"{url.scheme}://{url.host}:{url.port or ''}"
+        credential = request.headers.get("authorization") or request.headers.get("x-api-key")
+        return registry.get(TargetKey.of(endpoint, credential, call.target), call.clock.now())
+
+    def observe(self, state: TargetPressure, call: Call, response: httpx2.Response) -> None:
+        requests, tokens = parse_rate_limits(self._wire.name, response.headers)
+        if requests is not None or tokens is not None:
+            state.observe(requests, tokens, call.clock.now())
+
+    @staticmethod
+    def release(state: TargetPressure, call: Call, started: float,
+                failure: Failure | None) -> None:
+        state.release(
+            call.clock.now(),
+            priority=call.policy.priority,
+            latency=None if failure is not None else call.clock.now() - started,
+            throttled=failure is not None and failure.throttle,
+            dropped=failure is not None and failure.kind is FailureClass.TIMEOUT,
+            succeeded=failure is None or not failure.retryable,
+        )
+
+    @staticmethod
+    def decide(state: TargetPressure, call: Call, failure: Failure,
+               last: httpx2.Response | BaseException, replayable: bool) -> Wait | GiveUp:
+        now = call.clock.now()
+        budget_ok = not failure.retryable or state.record_retry(now)
+        return call.after_failure(
+            failure,
+            last if isinstance(last, BaseException) else None,
+            replayable=replayable,
+            pressure=state.pressure(now),
+            floor=state.time_until_available(now),
+            budget_ok=budget_ok,
+        )
+
+    @staticmethod
+    def admission_failed(call: Call, state: TargetPressure, wait: float | None) -> BaseException:
+        """Admission cannot happen before the deadline: fail now, not at the deadline."""
+        why = f"the pacer needs {wait:.3g} s" if wait is not None else "no slot freed in time"
+        if call.last_error is None:
+            call.last_error = TimeoutError(
+                f"admission to {state.key.model or 'the target'} failed: {why}"
+            )
+        return call.deadline_error()
 
 
 # --- sync driver --------------------------------------------------------------------------------
@@ -423,33 +488,70 @@ class ResilientTransport(httpx2.BaseTransport):
         call = base._call_for(request)
         requested = dict(request.extensions.get("timeout") or {})
         replayable = _replayable(request)
+        state = base.pressure_for(request, call)
+        cost = estimate_tokens(request.content) if replayable else 0.0
         while True:
             action = call.next_attempt(requested)
             if isinstance(action, GiveUp):
                 raise call.deadline_error()
+            self._admit(state, call, cost)
             _prepare(request, call, action, base._wire.name)
             call.attempt_started(action)
-            result = self._attempt(request, call, action)
+            started = call.clock.now()
+            try:
+                result = self._attempt(request, call, action, state, started)
+            except BaseException:
+                base.release(state, call, started, _unknown_failure())
+                raise
             if isinstance(result, httpx2.Response):
                 return result
             failure, last = result
-            decision = call.after_failure(
-                failure, last if isinstance(last, BaseException) else None, replayable=replayable
-            )
+            base.release(state, call, started, failure)
+            decision = base.decide(state, call, failure, last, replayable)
             if isinstance(decision, GiveUp):
+                if decision.reason == "budget":
+                    raise _budget_error(call, state, decision, last)
                 return _exhausted(call, decision, last)  # type: ignore[no-any-return]
-            assert isinstance(decision, Wait)
             if isinstance(last, httpx2.Response):
                 call.last_error = _status_error(last, failure)
             call.clock.sleep(decision.seconds)
             call.waited(decision.seconds)
 
+    def _admit(self, state: TargetPressure, call: Call, cost: float) -> None:
+        """Wait (bounded by the deadline) until the target's pacer and limit admit us."""
+        clock = call.clock
+        waiter = state.enqueue(call.policy.priority, cost)
+        began = clock.now()
+        try:
+            while True:
+                admission = state.try_admit(waiter, clock.now())
+                if admission.granted:
+                    break
+                left = call.remaining()
+                wait = admission.wait
+                if left is not None and (left <= MIN_ATTEMPT or (wait is not None and wait > left)):
+                    raise self._base.admission_failed(call, state, wait)
+                if wait is not None:
+                    clock.sleep(wait)
+                else:
+                    waiter.event.wait(0.05 if left is None else min(0.05, left))
+                    waiter.event.clear()
+        except BaseException:
+            state.cancel(waiter)
+            raise
+        call.record.pressure = admission.pressure
+        waited = clock.now() - began
+        if waited > 0:
+            call.waited(waited, "admission")
+
     def _attempt(
-        self, request: httpx2.Request, call: Call, send: Send
+        self, request: httpx2.Request, call: Call, send: Send, state: TargetPressure,
+        started: float,
     ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
         try:
             response = self._inner.handle_request(request)
             response.request = request
+            self._base.observe(state, call, response)
         except Exception as exc:
             failure = classify_exception(exc)
             if failure is None:
@@ -471,7 +573,7 @@ class ResilientTransport(httpx2.BaseTransport):
             call.attempt_finished(failure, status)
             return failure, response
         if _is_event_stream(response):
-            return self._peek_stream(request, response, call, send)
+            return self._peek_stream(request, response, call, send, state, started)
         guard = _SyncGuard(response, _real_deadline(call), "deadline")
         try:
             if _is_json(response):
@@ -481,6 +583,7 @@ class ResilientTransport(httpx2.BaseTransport):
         finally:
             guard.close()
         call.attempt_finished(None, status)
+        self._base.release(state, call, started, None)
         call.emit("succeeded", target=call.target)
         return response
 
@@ -496,7 +599,8 @@ class ResilientTransport(httpx2.BaseTransport):
         return failure, exc
 
     def _peek_stream(
-        self, request: httpx2.Request, response: httpx2.Response, call: Call, send: Send
+        self, request: httpx2.Request, response: httpx2.Response, call: Call, send: Send,
+        state: TargetPressure, started: float,
     ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
         """Read until the first output, so a failure before it can still be retried."""
         scanner = StreamScanner(self._base._wire)
@@ -542,6 +646,7 @@ class ResilientTransport(httpx2.BaseTransport):
                 return failure, _replay(response, buffered)
             return failure, error or _stream_failure_exception(failure, request)
         call.attempt_finished(None, response.status_code)
+        self._base.release(state, call, started, None)  # latency = time to first output
         call.emit("stream_committed")
         call.emit("succeeded", target=call.target, detail="stream")
         response.stream = _SyncStream(call, scanner, buffered, chunks, inner, guard)
@@ -639,28 +744,73 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         call = base._call_for(request)
         requested = dict(request.extensions.get("timeout") or {})
         replayable = _replayable(request)
+        state = base.pressure_for(request, call)
+        cost = estimate_tokens(request.content) if replayable else 0.0
         while True:
             action = call.next_attempt(requested)
             if isinstance(action, GiveUp):
                 raise call.deadline_error()
+            await self._admit(state, call, cost)
             _prepare(request, call, action, base._wire.name)
             call.attempt_started(action)
-            result = await self._attempt(request, call, action)
+            started = call.clock.now()
+            try:
+                result = await self._attempt(request, call, action, state, started)
+            except BaseException:
+                base.release(state, call, started, _unknown_failure())
+                raise
             if isinstance(result, httpx2.Response):
                 return result
             failure, last = result
-            decision = call.after_failure(
-                failure, last if isinstance(last, BaseException) else None, replayable=replayable
-            )
+            base.release(state, call, started, failure)
+            decision = base.decide(state, call, failure, last, replayable)
             if isinstance(decision, GiveUp):
+                if decision.reason == "budget":
+                    raise _budget_error(call, state, decision, last)
                 return _exhausted(call, decision, last)  # type: ignore[no-any-return]
             if isinstance(last, httpx2.Response):
                 call.last_error = _status_error(last, failure)
             await call.clock.asleep(decision.seconds)
             call.waited(decision.seconds)
 
+    async def _admit(self, state: TargetPressure, call: Call, cost: float) -> None:
+        """The async twin of ``ResilientTransport._admit``."""
+        import anyio
+
+        clock = call.clock
+        waiter = state.enqueue(call.policy.priority, cost)
+        waiter.loop_thread = threading.get_ident()
+        began = clock.now()
+        try:
+            while True:
+                waiter.async_event = anyio.Event()
+                admission = state.try_admit(waiter, clock.now())
+                if admission.granted:
+                    break
+                left = call.remaining()
+                wait = admission.wait
+                if left is not None and (left <= MIN_ATTEMPT or (wait is not None and wait > left)):
+                    raise self._base.admission_failed(call, state, wait)
+                if wait is not None:
+                    await clock.asleep(wait)
+                else:
+                    # Woken at once by a release on this loop; other threads' releases are
+                    # noticed within 50 ms.
+                    with anyio.move_on_after(0.05 if left is None else min(0.05, left)):
+                        await waiter.async_event.wait()
+        except BaseException:
+            state.cancel(waiter)
+            raise
+        finally:
+            waiter.async_event = None
+        call.record.pressure = admission.pressure
+        waited = clock.now() - began
+        if waited > 0:
+            call.waited(waited, "admission")
+
     async def _attempt(
-        self, request: httpx2.Request, call: Call, send: Send
+        self, request: httpx2.Request, call: Call, send: Send, state: TargetPressure,
+        started: float,
     ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
         import anyio
 
@@ -670,6 +820,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             with anyio.move_on_after(left if left is not None else float("inf")) as scope:
                 response = await self._inner.handle_async_request(request)
                 response.request = request
+                self._base.observe(state, call, response)
                 status = response.status_code
                 if status >= 400:
                     body = await response.aread()
@@ -695,13 +846,15 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             call.attempt_finished(failure, status)
             return failure, response
         if _is_event_stream(response):
-            return await self._peek_stream(request, response, call, send)
+            return await self._peek_stream(request, response, call, send, state, started)
         call.attempt_finished(None, status)
+        self._base.release(state, call, started, None)
         call.emit("succeeded", target=call.target)
         return response
 
     async def _peek_stream(
-        self, request: httpx2.Request, response: httpx2.Response, call: Call, send: Send
+        self, request: httpx2.Request, response: httpx2.Response, call: Call, send: Send,
+        state: TargetPressure, started: float,
     ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
         import anyio
 
@@ -744,6 +897,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                 return failure, _replay(response, buffered)
             return failure, error or _stream_failure_exception(failure, request)
         call.attempt_finished(None, response.status_code)
+        self._base.release(state, call, started, None)  # latency = time to first output
         call.emit("stream_committed")
         call.emit("succeeded", target=call.target, detail="stream")
         response.stream = _AsyncStream(call, scanner, buffered, chunks, inner)

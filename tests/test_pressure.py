@@ -1,0 +1,293 @@
+"""Pressure controllers on injected time: pacer, CUBIC, concurrency, budget, priority."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from resilient_llm._pressure import (
+    BATCH_SHARE,
+    ConcurrencyLimit,
+    Cubic,
+    PressureRegistry,
+    RateLimits,
+    RetryBudget,
+    TargetKey,
+    TargetPressure,
+    TokenBucket,
+    estimate_tokens,
+)
+from resilient_llm.providers._ratelimits import (
+    parse_anthropic,
+    parse_go_duration,
+    parse_openai,
+)
+
+KEY = TargetKey.of("https://api.test:443", "sk-secret", "gpt-4.1")
+
+
+# --- header parsing ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1s", 1.0), ("6m0s", 360.0), ("12ms", 0.012), ("1h2m3s", 3723.0), ("0.5s", 0.5),
+     ("20us", 2e-5), ("7", 7.0), ("", None), ("1x", None), ("-1", None), ("s1", None)],
+)
+def test_go_durations(text: str, seconds: float | None) -> None:
+    result = parse_go_duration(text)
+    assert result == (pytest.approx(seconds) if seconds is not None else None)
+
+
+def test_openai_headers() -> None:
+    requests, tokens = parse_openai({
+        "x-ratelimit-limit-requests": "10000", "x-ratelimit-remaining-requests": "9999",
+        "x-ratelimit-reset-requests": "6ms",
+        "x-ratelimit-limit-tokens": "2000000", "x-ratelimit-remaining-tokens": "1990000",
+        "x-ratelimit-reset-tokens": "300ms",
+    })
+    assert requests == RateLimits(10000, 9999, pytest.approx(0.006))
+    assert tokens == RateLimits(2_000_000, 1_990_000, pytest.approx(0.3))
+
+
+def test_bad_openai_values_are_ignored_with_a_debug_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="resilient_llm")
+    requests, tokens = parse_openai({
+        "x-ratelimit-limit-requests": "lots", "x-ratelimit-remaining-requests": "1",
+        "x-ratelimit-limit-tokens": "100", "x-ratelimit-remaining-tokens": "-1",
+    })
+    assert requests is None and tokens is None
+    assert any("not a number" in r.getMessage() for r in caplog.records)
+
+
+def test_anthropic_headers_use_rfc3339_resets() -> None:
+    now = datetime(2026, 11, 22, 12, 0, 0, tzinfo=timezone.utc)
+    reset = (now + timedelta(seconds=30)).isoformat().replace("+00:00", "Z")
+    requests, tokens = parse_anthropic({
+        "anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-requests-remaining": "10",
+        "anthropic-ratelimit-requests-reset": reset,
+        "anthropic-ratelimit-input-tokens-limit": "40000",
+        "anthropic-ratelimit-input-tokens-remaining": "39000",
+        "anthropic-ratelimit-input-tokens-reset": "not a time",
+    }, wall_clock=now.timestamp)
+    assert requests == RateLimits(50, 10, pytest.approx(30))
+    assert tokens == RateLimits(40000, 39000, 0.0)
+
+
+def test_anthropic_reset_is_measured_against_the_server_date_when_clocks_disagree() -> None:
+    server = datetime(2026, 11, 22, 12, 0, 0, tzinfo=timezone.utc)
+    requests, _ = parse_anthropic({
+        "date": "Sun, 22 Nov 2026 12:00:00 GMT",
+        "anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": (server + timedelta(seconds=5)).isoformat(),
+    }, wall_clock=lambda: server.timestamp() + 3600)  # local clock an hour fast
+    assert requests is not None and requests.reset == pytest.approx(5)
+
+
+def test_token_estimate_counts_prompt_and_output_allowance() -> None:
+    body = b'{"model":"m","messages":[{"role":"user","content":"' + b"x" * 400 + \
+        b'"}],"max_tokens": 256}'
+    assert estimate_tokens(body) == pytest.approx(len(body) / 4 + 256)
+    assert estimate_tokens(b'{"max_completion_tokens":1000}') > 1000
+
+
+# --- controllers ------------------------------------------------------------------------------
+
+
+def test_token_bucket_seeded_from_headers() -> None:
+    bucket = TokenBucket(rate=0.5, capacity=1, level=1, updated=0.0)
+    bucket.observe(RateLimits(limit=60, remaining=0, reset=30.0), now=0.0)
+    assert bucket.rate == pytest.approx(2.0)  # 60 missing tokens back in 30 s
+    assert bucket.wait_for(1, now=0.0) == pytest.approx(0.5)
+    assert bucket.wait_for(1, now=0.5) == 0.0
+    bucket.take(1, now=0.5)
+    assert bucket.level == pytest.approx(0.0)
+
+
+def test_cubic_decreases_on_throttle_then_recovers_cubically() -> None:
+    cubic = Cubic()
+    for i in range(40):  # 10 sends per second for 4 s
+        cubic.record_send(i * 0.1)
+    measured = cubic.measured
+    assert measured > 5
+    cut = cubic.on_throttle(now=4.0, current_rate=None)
+    assert cut == pytest.approx(0.7 * measured)
+    early, at_k, later = cubic.rate(4.1), cubic.rate(4.0 + cubic.k), cubic.rate(4.0 + 3 * cubic.k)
+    assert early is not None and at_k is not None and later is not None
+    assert early < at_k <= measured + 1e-9 < later or later == pytest.approx(2 * measured)
+    assert at_k == pytest.approx(measured)
+
+
+def test_concurrency_cuts_on_drops_and_grows_only_when_used() -> None:
+    limit = ConcurrencyLimit(limit=20)
+    limit.on_drop()
+    assert limit.limit == pytest.approx(18)
+    now = 0.0
+    for _ in range(3):  # three calm windows, fully used
+        for _ in range(10):
+            now += 0.11
+            limit.on_sample(0.2, now, inflight=18, may_grow=True)
+    grown = limit.limit
+    assert grown > 18
+    for _ in range(3):  # app-limited: no growth
+        for _ in range(10):
+            now += 0.11
+            limit.on_sample(0.2, now, inflight=2, may_grow=True)
+    assert limit.limit <= grown
+
+
+def test_latency_inflation_shrinks_the_limit() -> None:
+    limit = ConcurrencyLimit(limit=40)
+    now = 0.0
+    for rtt in [0.2] * 30 + [1.0] * 30:
+        now += 0.11
+        limit.on_sample(rtt, now, inflight=40, may_grow=True)
+    assert limit.limit < 40
+
+
+def test_retry_budget_allows_about_ten_percent() -> None:
+    budget = RetryBudget()
+    allowed = 0
+    for _ in range(100):  # sustained failure: every attempt fails
+        budget.on_failure()
+        if budget.can_retry():
+            allowed += 1
+    assert allowed == 4
+    for _ in range(10):
+        budget.on_success()
+    assert budget.tokens == pytest.approx(1.0)
+
+
+def test_budget_reserve_allows_one_retry_per_second() -> None:
+    state = TargetPressure(KEY, now=0.0)
+    for _ in range(10):
+        state.budget.on_failure()
+    assert state.record_retry(now=10.0) is True
+    assert state.record_retry(now=10.5) is False
+    assert state.record_retry(now=11.1) is True
+
+
+# --- admission --------------------------------------------------------------------------------
+
+
+def admit(state: TargetPressure, priority: str = "interactive", now: float = 0.0) -> bool:
+    waiter = state.enqueue(priority, 0.0)  # type: ignore[arg-type]
+    granted = state.try_admit(waiter, now).granted
+    if not granted:
+        state.cancel(waiter)
+    return granted
+
+
+def test_concurrency_limit_bounds_admission() -> None:
+    state = TargetPressure(KEY, now=0.0)
+    state.concurrency.limit = 3
+    assert [admit(state) for _ in range(4)] == [True, True, True, False]
+    state.release(1.0, priority="interactive", latency=0.2, throttled=False, dropped=False,
+                  succeeded=True)
+    assert admit(state, now=1.0)
+
+
+def test_batch_keeps_headroom_for_interactive() -> None:
+    state = TargetPressure(KEY, now=0.0)
+    state.concurrency.limit = 8
+    batch = sum(admit(state, "batch") for _ in range(8))
+    assert batch == int(8 * BATCH_SHARE)
+    assert admit(state, "interactive") and admit(state, "interactive")
+    assert not admit(state, "interactive")
+
+
+def test_interactive_waiters_go_first() -> None:
+    state = TargetPressure(KEY, now=0.0)
+    state.concurrency.limit = 1
+    assert admit(state)
+    batch = state.enqueue("batch", 0.0)
+    interactive = state.enqueue("interactive", 0.0)
+    state.release(0.5, priority="interactive", latency=0.2, throttled=False, dropped=False,
+                  succeeded=True)
+    assert not state.try_admit(batch, 0.5).granted
+    assert state.try_admit(interactive, 0.5).granted
+
+
+def test_pacer_wait_is_known_and_exact() -> None:
+    state = TargetPressure(KEY, now=0.0)
+    state.observe(RateLimits(limit=10, remaining=0, reset=2.0), None, now=0.0)  # 5/s
+    waiter = state.enqueue("interactive", 0.0)
+    admission = state.try_admit(waiter, 0.0)
+    assert not admission.granted and admission.wait == pytest.approx(0.2)
+    assert state.try_admit(waiter, 0.2).granted
+
+
+def test_token_limit_paces_large_requests() -> None:
+    state = TargetPressure(KEY, now=0.0)
+    state.observe(None, RateLimits(limit=60_000, remaining=1_000, reset=59.0), now=0.0)
+    waiter = state.enqueue("interactive", 5_000.0)
+    admission = state.try_admit(waiter, 0.0)
+    assert not admission.granted and admission.wait == pytest.approx(4.0, rel=0.01)
+
+
+def test_throttle_raises_pressure_which_decays() -> None:
+    state = TargetPressure(KEY, now=0.0)
+    assert state.pressure(0.0) == 0.0
+    assert admit(state)
+    state.release(1.0, priority="interactive", latency=None, throttled=True, dropped=False,
+                  succeeded=False)
+    assert state.pressure(1.0) == pytest.approx(1.0)
+    assert state.pressure(6.0) == pytest.approx(0.5)
+    assert state.concurrency.limit == pytest.approx(18)
+    assert state.snapshot(6.0).throttles == 1
+
+
+def test_registry_is_bounded_and_keys_hide_credentials() -> None:
+    reg = PressureRegistry(maxsize=16)
+    for i in range(100):
+        reg.get(TargetKey.of("https://api.test:443", f"sk-{i}", "m"), 0.0)
+    assert len(reg) == 16
+    assert "sk-secret" not in str(KEY)
+
+
+def test_concurrent_threads_and_tasks_never_exceed_the_limit() -> None:
+    """Stress: 8 threads and 64 tasks hammer one target; in-flight never passes the limit."""
+    state = TargetPressure(KEY, now=0.0)
+    state.concurrency.limit = 5
+    state.concurrency.window = 1e9  # hold the limit still for the assertion
+    peak = 0
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def cycle() -> None:
+        nonlocal peak
+        waiter = state.enqueue("interactive", 0.0)
+        while not state.try_admit(waiter, 0.0).granted:
+            waiter.event.wait(0.01)
+            waiter.event.clear()
+        with lock:
+            peak = max(peak, state.inflight)
+        state.release(0.0, priority="interactive", latency=0.01, throttled=False,
+                      dropped=False, succeeded=True)
+
+    def worker() -> None:
+        try:
+            for _ in range(200):
+                cycle()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    async def tasks() -> None:
+        async def one() -> None:
+            for _ in range(20):
+                await asyncio.to_thread(cycle)
+
+        await asyncio.gather(*(one() for _ in range(64)))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    asyncio.run(tasks())
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    assert peak <= 5
+    assert state.inflight == 0

@@ -22,7 +22,13 @@ import httpx2
 from ._classify import FailureClass
 from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from ._engine import Call, end_call, start_call
-from ._errors import DeadlineExceeded, ResilientLLMError
+from ._errors import (
+    AllTargetsFailed,
+    CircuitOpen,
+    DeadlineExceeded,
+    ResilientLLMError,
+    RetryBudgetExhausted,
+)
 from ._outcome import register
 from ._policy import Policy
 from ._scope import effective_policy
@@ -145,8 +151,7 @@ def translate_error(
             ours = cause
         else:
             return exc
-    if isinstance(ours, DeadlineExceeded):
-        cause = ours.cause
+    def sdk_error(cause: BaseException | None) -> BaseException | None:
         mapped: BaseException | None = None
         if isinstance(cause, httpx2.HTTPStatusError):
             mapped = status_error(cause.response)
@@ -156,8 +161,19 @@ def translate_error(
             mapped = connection_error(cause.request)
         if mapped is not None:
             mapped.__cause__ = cause
+        return mapped
+
+    if isinstance(ours, (DeadlineExceeded, RetryBudgetExhausted)):
+        mapped = sdk_error(ours.cause)
+        if mapped is not None:
             ours.cause = mapped
             ours.__cause__ = mapped
+    elif isinstance(ours, AllTargetsFailed):
+        ours.causes = {t: sdk_error(c) or c for t, c in ours.causes.items()}
+        last = next(reversed(ours.causes.values()), None)
+        ours.__cause__ = last
+    elif isinstance(ours, CircuitOpen):
+        ours.__cause__ = sdk_error(ours.__cause__) or ours.__cause__
     return ours
 
 

@@ -158,13 +158,21 @@ class Call:
 
     # --- decisions ----------------------------------------------------------------------------
 
-    def next_attempt(self, requested: Mapping[str, float | None] | None) -> Send | GiveUp:
-        """Plan the next attempt, or give up when the deadline or the attempt cap forbids one."""
+    def next_attempt(
+        self, requested: Mapping[str, float | None] | None, *, share: float = 1.0
+    ) -> Send | GiveUp:
+        """Plan the next attempt, or give up when the deadline or the attempt cap forbids one.
+
+        ``share`` < 1 caps this attempt to that share of the time left (a fallback remains and
+        must keep a budget of its own).
+        """
         if self.attempts >= self.max_attempts:
             return GiveUp("attempts", self.last_failure)
         left = self.remaining()
         if left is not None and left < MIN_ATTEMPT:
             return GiveUp("deadline", self.last_failure)
+        if left is not None:
+            left *= share
         policy = self.policy
         first = policy.first_token_timeout
         idle = policy.stream_idle_timeout

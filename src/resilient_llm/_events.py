@@ -26,6 +26,7 @@ EventKind = Literal[
     "attempt_started",
     "attempt_finished",
     "waited",
+    "fell_back",
     "stream_committed",
     "succeeded",
     "gave_up",

@@ -121,6 +121,9 @@ class CallRecord:
             self._waited += event.seconds
             if event.detail == "admission":
                 self.queue_wait += event.seconds
+        elif kind == "fell_back":
+            if self.reason is None:
+                self.reason = event.detail
         elif kind == "stream_committed":
             self.time_to_first_token = event.at
         elif kind == "succeeded":

@@ -46,6 +46,11 @@ _ACCEPTED: dict[str, str] = {
     "redis_url": "expected redis://HOST:PORT/DB or rediss://...",
     "cache_namespace": "expected a non-empty tenant name of at most 128 characters",
     "allowed_regions": "expected a comma-separated list of region names, e.g. us,eu",
+    "region": "expected a region name such as us or eu (where this client's endpoint is)",
+    "region_endpoints": (
+        'expected a JSON object mapping a region to a base URL, e.g. '
+        '{"eu": "https://eu.api.openai.com/v1"}'
+    ),
     "max_backoff": "expected seconds, a number > 0 and ≤ 300",
     "idempotency_secret": "expected a secret of at least 16 characters",
     "idempotency_on_expired_lease": "expected at_most_once or at_least_once",
@@ -140,6 +145,8 @@ class Policy(BaseModel):
     redis_url: str | None = None
     cache_namespace: str | None = None
     allowed_regions: frozenset[str] | None = None
+    region: str | None = None
+    region_endpoints: Mapping[str, str] = {}
     max_backoff: float = 8.0
     # Idempotent side effects (``@side_effect``).
     idempotency_secret: str | None = None
@@ -264,6 +271,31 @@ class Policy(BaseModel):
         if not value.strip() or len(value) > 128:
             raise ValueError("bad namespace")
         return value
+
+    @field_validator("region", mode="before")
+    @classmethod
+    def _check_region(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or not value.strip() or "," in value:
+            raise ValueError("bad region")
+        return value.strip().lower()
+
+    @field_validator("region_endpoints", mode="before")
+    @classmethod
+    def _check_endpoints(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return {}
+        if isinstance(value, str):
+            value = json.loads(value)
+        if not isinstance(value, Mapping):
+            raise ValueError("not a mapping")
+        endpoints = {}
+        for region, url in value.items():
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise ValueError(f"the endpoint of {region!r} is not an http(s) URL")
+            endpoints[str(region).strip().lower()] = url.rstrip("/")
+        return endpoints
 
     @field_validator("allowed_regions", mode="before")
     @classmethod

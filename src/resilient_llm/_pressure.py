@@ -38,6 +38,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
+from ._breaker import Breaker
 from ._policy import Priority
 
 __all__ = [
@@ -298,6 +299,7 @@ class TargetPressure:
         self._baseline: float | None = None
         self._recent: float | None = None
         self._last_reserve_retry = -math.inf
+        self.breaker = Breaker()
         self.touched = now
 
     # admission
@@ -428,6 +430,10 @@ class TargetPressure:
                     self.tokens = TokenBucket(_MIN_RATE, max(tokens.limit, 1.0),
                                               tokens.remaining, now)
                 self.tokens.observe(tokens, now)
+
+    def expected_latency(self) -> float | None:
+        """Recent latency of successful attempts (time to first output for streams)."""
+        return self._recent
 
     def record_retry(self, now: float) -> bool:
         """Count one retry if the budget allows it; ``False`` when it does not.

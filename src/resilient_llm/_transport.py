@@ -36,10 +36,11 @@ import httpx2
 from ._classify import Failure, FailureClass, classify_exception, classify_status
 from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from ._engine import MIN_ATTEMPT, Call, GiveUp, Send, Wait, current_call
-from ._errors import RetryBudgetExhausted, StreamInterrupted
+from ._errors import AllTargetsFailed, CircuitOpen, RetryBudgetExhausted, StreamInterrupted
 from ._outcome import CallRecord
 from ._policy import Policy
 from ._pressure import TargetKey, TargetPressure, estimate_tokens, registry
+from ._routing import Router, Target
 from .providers import StreamScanner, Wire, wire_for
 from .providers._ratelimits import parse_rate_limits
 
@@ -268,6 +269,200 @@ class _Base:
         return call.deadline_error()
 
 
+class _Plan:
+    """One request's walk through its call: targets, attempts, waits. No I/O.
+
+    Both drivers run the same loop: ``next_attempt`` (pick a target, plan the attempt),
+    admission (I/O), ``prepare`` (the request for that target), the attempt (I/O), then
+    ``handle``, which returns the response to hand back, or the seconds to sleep before the
+    next attempt (0 = move on at once), or raises the error that ends the call.
+    """
+
+    def __init__(self, base: _Base, request: httpx2.Request) -> None:
+        self.base = base
+        self.request = request
+        self.call = call = base._call_for(request)
+        self.requested = dict(request.extensions.get("timeout") or {})
+        self.replayable = _replayable(request)
+        self.cost = estimate_tokens(request.content) if self.replayable else 0.0
+        self.router = Router.for_call(call.policy, call.target)
+        self.requested_model = call.target
+        self.target = self.router.current
+        self.state = base.pressure_for(request, call)
+        self._bodies: dict[str, httpx2.Request] = {}
+        self._last: httpx2.Response | BaseException | None = None
+
+    # --- before an attempt
+
+    def next_attempt(self) -> Send | httpx2.Response:
+        """The next attempt to make, or (when the call cannot make one) its final response."""
+        call, router = self.call, self.router
+        while True:
+            target = router.current
+            if target.model:
+                call.target = target.model
+            state = self.base.pressure_for(self.request, call)
+            now = call.clock.now()
+            reason = router.skip_reason(
+                circuit_open=False,
+                expected_latency=state.expected_latency(),
+                remaining=call.remaining(),
+                saturated=state.pressure(now) >= 0.9,
+                batch=call.policy.priority == "batch",
+            )
+            if reason is None and not state.breaker.allow(now):
+                reason = "circuit_open"
+            if reason is None:
+                break
+            if not router.move(reason):
+                raise self._unservable(reason, state)
+            call.emit("fell_back", target=router.current.model, detail=reason)
+        self.target, self.state = target, state
+        action = call.next_attempt(self.requested, share=router.attempt_share())
+        if isinstance(action, GiveUp):
+            self.abandon()
+            if action.reason == "deadline" or self._last is None:
+                raise call.deadline_error()
+            return self._end(action, self._last)
+        return action
+
+    def abandon(self) -> None:
+        """The planned attempt will not be made (admission failed): free a probe slot."""
+        self.state.breaker.cancel_probe()
+
+    def prepare(self, send: Send) -> httpx2.Request:
+        outgoing = self._request_for(self.target)
+        _prepare(outgoing, self.call, send, self.base._wire.name)
+        self.call.attempt_started(send)
+        return outgoing
+
+    def _request_for(self, target: Target) -> httpx2.Request:
+        request = self.request
+        endpoint = self.call.policy.region_endpoints.get(target.region or "")
+        if (not target.model or target.model == self.requested_model) and endpoint is None:
+            return request
+        cached = self._bodies.get(str(target))
+        if cached is not None:
+            return cached
+        content = request.content
+        if target.model and target.model != self.requested_model:
+            body = json.loads(content)
+            body["model"] = target.model
+            content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        url = request.url
+        if endpoint is not None:
+            origin = httpx2.URL(endpoint)
+            url = url.copy_with(scheme=origin.scheme, host=origin.host, port=origin.port)
+        headers = httpx2.Headers(request.headers)
+        headers["content-length"] = str(len(content))
+        if endpoint is not None:
+            headers["host"] = url.netloc.decode("ascii")
+        rewritten = httpx2.Request(
+            request.method, url, headers=headers, content=content,
+            extensions=dict(request.extensions),
+        )
+        self._bodies[str(target)] = rewritten
+        return rewritten
+
+    # --- after an attempt
+
+    def crashed(self, started: float) -> None:
+        self.base.release(self.state, self.call, started, _unknown_failure())
+        self.state.breaker.cancel_probe()
+
+    def handle(
+        self,
+        result: httpx2.Response | tuple[Failure, httpx2.Response | BaseException],
+        started: float,
+    ) -> httpx2.Response | float:
+        call, router, state = self.call, self.router, self.state
+        now = call.clock.now()
+        if isinstance(result, httpx2.Response):
+            state.breaker.record(now, None, call.rng)
+            call.record.reason = router.reason
+            return result
+        failure, last = result
+        self._last = last
+        self.base.release(state, call, started, failure)
+        state.breaker.record(now, failure, call.rng)
+        router.causes[str(router.current)] = _as_exception(last, failure)
+        router.tries_here += 1
+        if isinstance(last, httpx2.Response):
+            call.last_error = _status_error(last, failure)
+        step = router.after_failure(failure)
+        if step == "move":
+            if router.move(failure.kind.value, failure):
+                call.emit("fell_back", target=router.current.model, detail=failure.kind.value)
+                return 0.0
+            step = "stop"
+        if step == "retry":
+            decision = self.base.decide(state, call, failure, last, self.replayable)
+            if isinstance(decision, Wait):
+                return decision.seconds
+            if decision.reason == "budget" and router.move("retry_budget"):
+                call.emit("fell_back", target=router.current.model, detail="retry_budget")
+                return 0.0
+            if decision.reason == "budget":
+                raise _budget_error(call, state, decision, last)
+            return self._end(decision, last)
+        return self._end(GiveUp("not_retryable", failure), last)
+
+    def _end(self, decision: GiveUp, last: httpx2.Response | BaseException) -> httpx2.Response:
+        if decision.reason != "deadline":
+            residency = self.router.residency_error()
+            if residency is not None:
+                self.call.emit("gave_up", failure=decision.failure, detail="residency")
+                raise residency
+            if self.router.index > 0 or len(self.router.causes) > 1:
+                raise self._all_failed(decision)
+        return _exhausted(self.call, decision, last)  # type: ignore[no-any-return]
+
+    def _all_failed(self, decision: GiveUp) -> Exception:
+        router, call = self.router, self.call
+        call.emit("gave_up", failure=decision.failure, detail="all_targets_failed")
+        names = ", ".join(router.causes) or str(router.current)
+        return AllTargetsFailed(
+            f"every target failed ({names}); last failure: "
+            f"{decision.failure.describe() if decision.failure else decision.reason}",
+            causes=router.causes,
+            attempts=call.record.attempts,
+        )
+
+    def _unservable(self, reason: str, state: TargetPressure) -> Exception:
+        """No target of the chain may be tried (all skipped or spent)."""
+        call, router = self.call, self.router
+        residency = router.residency_error()
+        if residency is not None:
+            call.emit("gave_up", detail="residency")
+            return residency
+        if router.index > 0 or len(router.causes) > 1:
+            return self._all_failed(GiveUp("attempts", call.last_failure))
+        snapshot = state.breaker.snapshot(call.clock.now())
+        call.emit("gave_up", failure=call.last_failure, detail=reason)
+        error = CircuitOpen(
+            f"the circuit of {router.current} is open after repeated failures and no "
+            "fallback is configured; it will be probed again shortly",
+            target=str(router.current),
+            retry_at=snapshot.open_until,
+            attempts=call.record.attempts,
+        )
+        error.__cause__ = router.causes.get(str(router.current))
+        return error
+
+
+def _attach_request(exc: BaseException, request: httpx2.Request) -> None:
+    """Transport errors raised below the client carry no request yet; the SDKs need one."""
+    if isinstance(exc, httpx2.RequestError):
+        try:
+            exc.request  # noqa: B018 - raises RuntimeError when unset
+        except RuntimeError:
+            exc.request = request
+
+
+def _as_exception(last: httpx2.Response | BaseException, failure: Failure) -> BaseException:
+    return last if isinstance(last, BaseException) else _status_error(last, failure)
+
+
 # --- sync driver --------------------------------------------------------------------------------
 
 
@@ -484,38 +679,30 @@ class ResilientTransport(httpx2.BaseTransport):
         return self._inner
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        base = self._base
-        call = base._call_for(request)
-        requested = dict(request.extensions.get("timeout") or {})
-        replayable = _replayable(request)
-        state = base.pressure_for(request, call)
-        cost = estimate_tokens(request.content) if replayable else 0.0
+        plan = _Plan(self._base, request)
+        call = plan.call
         while True:
-            action = call.next_attempt(requested)
-            if isinstance(action, GiveUp):
-                raise call.deadline_error()
-            self._admit(state, call, cost)
-            _prepare(request, call, action, base._wire.name)
-            call.attempt_started(action)
+            send = plan.next_attempt()
+            if isinstance(send, httpx2.Response):
+                return send
+            try:
+                self._admit(plan.state, call, plan.cost)
+            except BaseException:
+                plan.abandon()
+                raise
+            outgoing = plan.prepare(send)
             started = call.clock.now()
             try:
-                result = self._attempt(request, call, action, state, started)
+                result = self._attempt(outgoing, call, send, plan.state, started)
             except BaseException:
-                base.release(state, call, started, _unknown_failure())
+                plan.crashed(started)
                 raise
-            if isinstance(result, httpx2.Response):
-                return result
-            failure, last = result
-            base.release(state, call, started, failure)
-            decision = base.decide(state, call, failure, last, replayable)
-            if isinstance(decision, GiveUp):
-                if decision.reason == "budget":
-                    raise _budget_error(call, state, decision, last)
-                return _exhausted(call, decision, last)  # type: ignore[no-any-return]
-            if isinstance(last, httpx2.Response):
-                call.last_error = _status_error(last, failure)
-            call.clock.sleep(decision.seconds)
-            call.waited(decision.seconds)
+            step = plan.handle(result, started)
+            if isinstance(step, httpx2.Response):
+                return step
+            if step > 0:
+                call.clock.sleep(step)
+                call.waited(step)
 
     def _admit(self, state: TargetPressure, call: Call, cost: float) -> None:
         """Wait (bounded by the deadline) until the target's pacer and limit admit us."""
@@ -557,6 +744,7 @@ class ResilientTransport(httpx2.BaseTransport):
             if failure is None:
                 call.attempt_finished(None, None)
                 raise
+            _attach_request(exc, request)
             call.attempt_finished(failure, None)
             return failure, exc
         status = response.status_code
@@ -740,38 +928,30 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         return self._inner
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        base = self._base
-        call = base._call_for(request)
-        requested = dict(request.extensions.get("timeout") or {})
-        replayable = _replayable(request)
-        state = base.pressure_for(request, call)
-        cost = estimate_tokens(request.content) if replayable else 0.0
+        plan = _Plan(self._base, request)
+        call = plan.call
         while True:
-            action = call.next_attempt(requested)
-            if isinstance(action, GiveUp):
-                raise call.deadline_error()
-            await self._admit(state, call, cost)
-            _prepare(request, call, action, base._wire.name)
-            call.attempt_started(action)
+            send = plan.next_attempt()
+            if isinstance(send, httpx2.Response):
+                return send
+            try:
+                await self._admit(plan.state, call, plan.cost)
+            except BaseException:
+                plan.abandon()
+                raise
+            outgoing = plan.prepare(send)
             started = call.clock.now()
             try:
-                result = await self._attempt(request, call, action, state, started)
+                result = await self._attempt(outgoing, call, send, plan.state, started)
             except BaseException:
-                base.release(state, call, started, _unknown_failure())
+                plan.crashed(started)
                 raise
-            if isinstance(result, httpx2.Response):
-                return result
-            failure, last = result
-            base.release(state, call, started, failure)
-            decision = base.decide(state, call, failure, last, replayable)
-            if isinstance(decision, GiveUp):
-                if decision.reason == "budget":
-                    raise _budget_error(call, state, decision, last)
-                return _exhausted(call, decision, last)  # type: ignore[no-any-return]
-            if isinstance(last, httpx2.Response):
-                call.last_error = _status_error(last, failure)
-            await call.clock.asleep(decision.seconds)
-            call.waited(decision.seconds)
+            step = plan.handle(result, started)
+            if isinstance(step, httpx2.Response):
+                return step
+            if step > 0:
+                await call.clock.asleep(step)
+                call.waited(step)
 
     async def _admit(self, state: TargetPressure, call: Call, cost: float) -> None:
         """The async twin of ``ResilientTransport._admit``."""
@@ -831,6 +1011,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             if failure is None:
                 call.attempt_finished(None, None)
                 raise
+            _attach_request(exc, request)
             call.attempt_finished(failure, response.status_code if response else None)
             return failure, exc
         if scope.cancelled_caught or response is None:

@@ -1,0 +1,140 @@
+"""Circuit breakers per target: stop sending to a target that is down, probe it, come back.
+
+Closed → open when, over the last ``window`` seconds, at least ``min_calls`` attempts were
+seen and the failure ratio is ≥ ``failure_ratio``. Open for ``break_for · U(1, 1.5)`` seconds
+(jittered, so a fleet does not probe in one wave), then half-open: exactly one probe is let
+through; its success closes the circuit, its failure opens it again. Defaults follow Polly's
+anchor scaled to LLM traffic: 50 % over 30 s with at least 5 attempts, 5 s breaks.
+
+Only failures that say something about the target's health count: overload, 5xx, timeouts,
+connection faults and stream faults. 4xx answers and 429 (the caller's own quota, paced by
+the pressure controller) do not.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from ._classify import Failure, FailureClass
+from ._clock import RandomSource
+
+__all__ = ["Breaker", "BreakerSnapshot", "BreakerState", "counts_for_health"]
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+_HEALTH = frozenset({
+    FailureClass.OVERLOADED, FailureClass.SERVER_ERROR, FailureClass.TIMEOUT,
+    FailureClass.CONNECT_ERROR, FailureClass.CONNECTION_RESET,
+    FailureClass.FIRST_TOKEN_TIMEOUT, FailureClass.STREAM_STALL, FailureClass.STREAM_CUT,
+    FailureClass.STREAM_MALFORMED, FailureClass.STREAM_INCOMPLETE,
+})
+
+
+def counts_for_health(failure: Failure | None) -> bool:
+    """True when ``failure`` is evidence about the target's health."""
+    return failure is not None and failure.kind in _HEALTH
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSnapshot:
+    """A read-only view of one breaker."""
+
+    state: BreakerState
+    failures: int
+    calls: int
+    open_until: float | None
+
+
+class Breaker:
+    """One target's circuit; every method takes ``now`` and does no I/O."""
+
+    def __init__(
+        self,
+        *,
+        window: float = 30.0,
+        min_calls: int = 5,
+        failure_ratio: float = 0.5,
+        break_for: float = 5.0,
+    ) -> None:
+        self.window = window
+        self.min_calls = min_calls
+        self.failure_ratio = failure_ratio
+        self.break_for = break_for
+        self._events: deque[tuple[float, bool]] = deque(maxlen=1024)
+        self._state: BreakerState = "closed"
+        self._open_until = 0.0
+        self._probe_out = False
+        self._lock = threading.Lock()
+        self.transitions = 0
+
+    def state(self, now: float) -> BreakerState:
+        with self._lock:
+            return self._current(now)
+
+    def _current(self, now: float) -> BreakerState:
+        if self._state == "open" and now >= self._open_until:
+            self._state = "half_open"
+            self._probe_out = False
+            self.transitions += 1
+        return self._state
+
+    def allow(self, now: float) -> bool:
+        """May an attempt go to this target now? In half-open, only the first caller may."""
+        with self._lock:
+            state = self._current(now)
+            if state == "closed":
+                return True
+            if state == "half_open" and not self._probe_out:
+                self._probe_out = True
+                return True
+            return False
+
+    def cancel_probe(self) -> None:
+        """The probe that :meth:`allow` let through was never sent: let another caller probe."""
+        with self._lock:
+            self._probe_out = False
+
+    def record(self, now: float, failure: Failure | None, rng: RandomSource) -> None:
+        """The outcome of an attempt that :meth:`allow` let through."""
+        healthy = not counts_for_health(failure)
+        if failure is not None and healthy and failure.kind is not FailureClass.RATE_LIMITED:
+            healthy = True  # a 4xx answer proves the target is up
+        elif failure is not None and failure.kind is FailureClass.RATE_LIMITED:
+            return  # says nothing about health
+        with self._lock:
+            state = self._current(now)
+            if state == "half_open":
+                self._probe_out = False
+                if healthy:
+                    self._state = "closed"
+                    self._events.clear()
+                else:
+                    self._trip(now, rng)
+                self.transitions += 1
+                return
+            self._events.append((now, healthy))
+            while self._events and self._events[0][0] < now - self.window:
+                self._events.popleft()
+            if state == "closed" and not healthy:
+                calls = len(self._events)
+                failures = sum(1 for _, ok in self._events if not ok)
+                if calls >= self.min_calls and failures >= self.failure_ratio * calls:
+                    self._trip(now, rng)
+                    self.transitions += 1
+
+    def _trip(self, now: float, rng: RandomSource) -> None:
+        self._state = "open"
+        self._open_until = now + self.break_for * rng.uniform(1.0, 1.5)
+
+    def snapshot(self, now: float) -> BreakerSnapshot:
+        with self._lock:
+            state = self._current(now)
+            return BreakerSnapshot(
+                state=state,
+                failures=sum(1 for _, ok in self._events if not ok),
+                calls=len(self._events),
+                open_until=self._open_until if state == "open" else None,
+            )

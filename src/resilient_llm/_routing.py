@@ -1,0 +1,192 @@
+"""Routing: which target serves the next attempt of a call, decided without I/O.
+
+A call's chain is the model it asked for followed by its fallbacks (``Policy.fallbacks``,
+keyed by model, or ``"*"`` for any model). A target is ``model`` or ``model@region``;
+``Policy.region_endpoints`` maps a region to the base URL that serves it, so a chain can fail
+over across regions too. When to move on, and when not:
+
+* never for auth, content-policy or invalid-request failures: a fallback cannot fix them;
+* ``context_length`` goes to the next model of ``Policy.context_fallbacks`` (a larger window),
+  never to the same model again;
+* overload, timeouts and first-token timeouts move on at once; server errors, resets, stream
+  faults and short rate limits get one retry on the same target first;
+* a target whose circuit is open, whose expected latency exceeds the time left, or which is
+  saturated while the call is ``batch`` is skipped without an attempt (the last target of a
+  chain is never skipped for latency or saturation: it is the last chance);
+* while a fallback remains, one attempt may use at most half of the time left, so a target
+  that never answers cannot take the fallback's budget with it.
+
+With ``RESILIENT_LLM_ALLOWED_REGIONS`` set, a target whose region is outside the set (or
+unknown) is never used: if the chain has nothing else left, the call fails closed with
+:class:`ResidencyViolation` naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ._classify import NEVER_FALL_BACK, Failure, FailureClass
+from ._errors import ResidencyViolation
+from ._policy import Policy
+
+__all__ = ["BUDGET_SHARE", "Router", "Step", "Target"]
+
+#: Share of the remaining time one attempt may use while a fallback remains.
+BUDGET_SHARE = 0.5
+
+_MOVE_AT_ONCE = frozenset({
+    FailureClass.OVERLOADED, FailureClass.TIMEOUT, FailureClass.FIRST_TOKEN_TIMEOUT,
+    FailureClass.QUOTA_EXHAUSTED,
+})
+#: A rate limit whose Retry-After is at most this is worth waiting for on the same target.
+_SHORT_RETRY_AFTER = 2.0
+
+Step = Literal["retry", "move", "stop"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A model, optionally pinned to a region (``gpt-4.1@eu``)."""
+
+    model: str
+    region: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str, *, default_region: str | None = None) -> Target:
+        model, sep, region = spec.partition("@")
+        return cls(model.strip(), region.strip().lower() if sep else default_region)
+
+    def __str__(self) -> str:
+        return self.model if self.region is None else f"{self.model}@{self.region}"
+
+
+@dataclass(slots=True)
+class Router:
+    """The chain of one call and where it stands."""
+
+    chain: list[Target]
+    context_chain: list[Target]
+    blocked: list[Target]
+    index: int = 0
+    tries_here: int = 0
+    reason: str | None = None
+    causes: dict[str, BaseException] = field(default_factory=dict)
+    on_context_chain: bool = False
+
+    @classmethod
+    def for_call(cls, policy: Policy, model: str | None) -> Router:
+        """Build the chain for ``model``; raises ResidencyViolation if it cannot start."""
+        if model is None:
+            return cls([Target("", policy.region)], [], [])
+        primary = Target.parse(model, default_region=policy.region)
+        chain = [primary, *_targets(_chain_of(policy.fallbacks, primary.model), policy)]
+        context = _targets(policy.context_fallbacks.get(primary.model, ()), policy)
+        allowed = policy.allowed_regions
+        blocked: list[Target] = []
+        if allowed is not None:
+            blocked = [t for t in chain + context if t.region not in allowed]
+            if primary in blocked:
+                raise ResidencyViolation(
+                    f"target {primary} is outside RESILIENT_LLM_ALLOWED_REGIONS "
+                    f"({', '.join(sorted(allowed))}); set RESILIENT_LLM_REGION or pin the "
+                    "model to an allowed region (model@region)",
+                    target=str(primary), region=primary.region,
+                )
+            chain = [t for t in chain if t not in blocked]
+            context = [t for t in context if t not in blocked]
+        return cls(chain, context, blocked)
+
+    @property
+    def current(self) -> Target:
+        return self.chain[self.index]
+
+    @property
+    def has_fallback(self) -> bool:
+        return self.index + 1 < len(self.chain)
+
+    def attempt_share(self) -> float:
+        """Share of the remaining time the next attempt may use."""
+        return BUDGET_SHARE if self.has_fallback else 1.0
+
+    def skip_reason(
+        self,
+        *,
+        circuit_open: bool,
+        expected_latency: float | None,
+        remaining: float | None,
+        saturated: bool,
+        batch: bool,
+    ) -> str | None:
+        """Why the current target should be skipped without an attempt, or ``None``."""
+        if circuit_open:
+            return "circuit_open"
+        if not self.has_fallback:
+            return None
+        if expected_latency is not None and remaining is not None \
+                and expected_latency > remaining * self.attempt_share():
+            return "too_slow_for_deadline"
+        if batch and saturated:
+            return "saturated"
+        return None
+
+    def after_failure(self, failure: Failure) -> Step:
+        """Retry the same target, move to the next, or stop (the caller decides what stop means)."""
+        kind = failure.kind
+        if kind is FailureClass.CONTEXT_LENGTH:
+            return "move" if self.context_chain else "stop"
+        if kind in NEVER_FALL_BACK or kind is FailureClass.QUOTA_EXHAUSTED and not \
+                self.has_fallback:
+            return "stop"
+        if not failure.retryable and kind is not FailureClass.QUOTA_EXHAUSTED:
+            return "stop"
+        if not self.has_fallback:
+            return "retry"
+        if kind in _MOVE_AT_ONCE:
+            return "move"
+        if kind is FailureClass.RATE_LIMITED and (failure.retry_after or 0) > _SHORT_RETRY_AFTER:
+            return "move"
+        return "retry" if self.tries_here < 2 else "move"
+
+    def move(self, reason: str, failure: Failure | None = None) -> bool:
+        """Advance to the next target; ``False`` when the chain is exhausted."""
+        if failure is not None and failure.kind is FailureClass.CONTEXT_LENGTH:
+            if not self.context_chain:
+                return False
+            nxt = self.context_chain.pop(0)
+            self.chain = [*self.chain[: self.index + 1], nxt]
+            self.on_context_chain = True
+        if not self.has_fallback:
+            return False
+        self.index += 1
+        self.tries_here = 0
+        if self.reason is None:
+            self.reason = reason
+        return True
+
+    def residency_error(self) -> ResidencyViolation | None:
+        """When every allowed target failed and only blocked ones remain, fail closed."""
+        if not self.blocked:
+            return None
+        target = self.blocked[0]
+        return ResidencyViolation(
+            f"every allowed target failed; the next target {target} is outside "
+            "RESILIENT_LLM_ALLOWED_REGIONS, so it was not used",
+            target=str(target), region=target.region,
+        )
+
+
+def _chain_of(fallbacks: object, model: str) -> Sequence[str]:
+    from collections.abc import Mapping
+
+    if not isinstance(fallbacks, Mapping):
+        return ()
+    chain = fallbacks.get(model)
+    if chain is None:
+        chain = fallbacks.get("*", ())
+    return [m for m in chain if m != model]
+
+
+def _targets(specs: Sequence[str], policy: Policy) -> list[Target]:
+    return [Target.parse(spec, default_region=policy.region) for spec in specs]

@@ -38,7 +38,6 @@ BUDGET_SHARE = 0.5
 
 _MOVE_AT_ONCE = frozenset({
     FailureClass.OVERLOADED, FailureClass.TIMEOUT, FailureClass.FIRST_TOKEN_TIMEOUT,
-    FailureClass.QUOTA_EXHAUSTED,
 })
 #: A rate limit whose Retry-After is at most this is worth waiting for on the same target.
 _SHORT_RETRY_AFTER = 2.0
@@ -136,11 +135,8 @@ class Router:
         kind = failure.kind
         if kind is FailureClass.CONTEXT_LENGTH:
             return "move" if self.context_chain else "stop"
-        if kind in NEVER_FALL_BACK or kind is FailureClass.QUOTA_EXHAUSTED and not \
-                self.has_fallback:
-            return "stop"
-        if not failure.retryable and kind is not FailureClass.QUOTA_EXHAUSTED:
-            return "stop"
+        if kind in NEVER_FALL_BACK or not failure.retryable:
+            return "stop"  # includes quota exhaustion: the account, not the model, is out
         if not self.has_fallback:
             return "retry"
         if kind in _MOVE_AT_ONCE:

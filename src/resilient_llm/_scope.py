@@ -17,7 +17,9 @@ __all__ = ["effective_policy", "resilient"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_OVERRIDES: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = contextvars.ContextVar(
+# Each override is (field, hashable form, original value); sorted by field.
+_Overrides = tuple[tuple[str, Any, Any], ...]
+_OVERRIDES: contextvars.ContextVar[_Overrides] = contextvars.ContextVar(
     "resilient_llm_overrides", default=()
 )
 _derived: dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[Policy, Policy]] = {}
@@ -36,23 +38,23 @@ def effective_policy(base: Policy) -> Policy:
     overrides = _OVERRIDES.get()
     if not overrides:
         return base
-    key = (id(base), overrides)
+    key = (id(base), tuple((name, frozen) for name, frozen, _ in overrides))
     hit = _derived.get(key)
     if hit is not None and hit[0] is base:
         return hit[1]
-    derived = base.replace(**dict(overrides))
+    derived = base.replace(**{name: value for name, _, value in overrides})
     if len(_derived) > 1024:
         _derived.clear()
     _derived[key] = (base, derived)
     return derived
 
 
-def _push(frozen: tuple[tuple[str, Any], ...]) -> contextvars.Token[tuple[tuple[str, Any], ...]]:
-    if not frozen:
+def _push(changes: _Overrides) -> contextvars.Token[_Overrides]:
+    if not changes:
         return _OVERRIDES.set(_OVERRIDES.get())
-    merged = dict(_OVERRIDES.get())
-    merged.update(frozen)
-    return _OVERRIDES.set(tuple(sorted(merged.items())))
+    merged = {name: (frozen, value) for name, frozen, value in _OVERRIDES.get()}
+    merged.update({name: (frozen, value) for name, frozen, value in changes})
+    return _OVERRIDES.set(tuple((name, *merged[name]) for name in sorted(merged)))
 
 
 class _Resilient:
@@ -67,11 +69,13 @@ class _Resilient:
         if changes:
             Policy(**changes)
         self._changes = changes
-        self._frozen = tuple(sorted((k, _freeze(v)) for k, v in changes.items()))
+        self._frozen: _Overrides = tuple(
+            (k, _freeze(v), v) for k, v in sorted(changes.items())
+        )
         self._deadline = seconds
         self._tool = tool
         self._tool_reserve = tool_reserve
-        self._token: contextvars.Token[tuple[tuple[str, Any], ...]] | None = None
+        self._token: contextvars.Token[_Overrides] | None = None
         self._scope: Deadline | None = None
 
     def _push(self) -> None:

@@ -637,6 +637,17 @@ class _SyncStream(httpx2.SyncByteStream):
     def close(self) -> None:
         self._guard.close()
         self._inner.close()
+        _closed(self._call, self._scanner)
+
+
+def _closed(call: Call, scanner: StreamScanner) -> None:
+    """The caller closed the stream (read to its end, or stopped early): the call is over."""
+    record = call.record
+    if record.finished:
+        return
+    if scanner.usage is not None:
+        record.usage = scanner.usage
+    call.emit("stream_finished", detail="" if scanner.terminal else "closed_by_caller")
 
 
 def _translate_stream_error(
@@ -905,6 +916,7 @@ class _AsyncStream(httpx2.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+        _closed(self._call, self._scanner)
 
 
 class AsyncResilientTransport(httpx2.AsyncBaseTransport):

@@ -1,0 +1,334 @@
+"""Graceful degradation: chains, when to move on and when not, breakers, residency."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from resilient_llm import (
+    AllTargetsFailed,
+    CircuitOpen,
+    Failure,
+    FailureClass,
+    Policy,
+    ResidencyViolation,
+    outcome,
+    resilient,
+)
+from resilient_llm._breaker import Breaker
+from resilient_llm._routing import Router, Target
+from resilient_llm.openai import OpenAI
+from resilient_llm.testing import FakeClock, FakeRandom, Fault, FaultProvider, FaultServer
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def failure(kind: FailureClass, *, retryable: bool = True, retry_after: float | None = None,
+            status: int | None = None) -> Failure:
+    return Failure(kind, retryable, status=status, retry_after=retry_after)
+
+
+# --- the router, pure -------------------------------------------------------------------------
+
+
+def test_chain_from_policy_and_wildcard() -> None:
+    policy = Policy(fallbacks={"gpt-4.1": ["gpt-4.1-mini", "gpt-4o-mini"], "*": ["cheap"]})
+    assert [t.model for t in Router.for_call(policy, "gpt-4.1").chain] == [
+        "gpt-4.1", "gpt-4.1-mini", "gpt-4o-mini"]
+    assert [t.model for t in Router.for_call(policy, "other").chain] == ["other", "cheap"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "step"),
+    [
+        (FailureClass.OVERLOADED, "move"),
+        (FailureClass.TIMEOUT, "move"),
+        (FailureClass.FIRST_TOKEN_TIMEOUT, "move"),
+        (FailureClass.SERVER_ERROR, "retry"),
+        (FailureClass.CONNECTION_RESET, "retry"),
+        (FailureClass.STREAM_CUT, "retry"),
+    ],
+)
+def test_when_to_move_on(kind: FailureClass, step: str) -> None:
+    router = Router.for_call(Policy(fallbacks={"a": ["b"]}), "a")
+    assert router.after_failure(failure(kind)) == step
+
+
+def test_errors_a_fallback_cannot_fix_stop_at_once() -> None:
+    router = Router.for_call(Policy(fallbacks={"a": ["b"]}), "a")
+    for kind in (FailureClass.AUTH, FailureClass.CONTENT_POLICY, FailureClass.INVALID_REQUEST,
+                 FailureClass.QUOTA_EXHAUSTED):
+        assert router.after_failure(failure(kind, retryable=False)) == "stop"
+
+
+def test_long_rate_limit_moves_short_one_retries() -> None:
+    router = Router.for_call(Policy(fallbacks={"a": ["b"]}), "a")
+    assert router.after_failure(failure(FailureClass.RATE_LIMITED, retry_after=1)) == "retry"
+    assert router.after_failure(failure(FailureClass.RATE_LIMITED, retry_after=30)) == "move"
+
+
+def test_one_retry_per_target_then_move() -> None:
+    router = Router.for_call(Policy(fallbacks={"a": ["b"]}), "a")
+    router.tries_here = 2
+    assert router.after_failure(failure(FailureClass.SERVER_ERROR)) == "move"
+
+
+def test_context_length_goes_to_the_context_chain_only() -> None:
+    policy = Policy(fallbacks={"small": ["other"]}, context_fallbacks={"small": ["large"]})
+    router = Router.for_call(policy, "small")
+    ctx = failure(FailureClass.CONTEXT_LENGTH, retryable=False)
+    assert router.after_failure(ctx) == "move"
+    assert router.move("context_length", ctx)
+    assert router.current.model == "large"
+    no_chain = Router.for_call(Policy(fallbacks={"small": ["other"]}), "small")
+    assert no_chain.after_failure(ctx) == "stop"
+
+
+def test_skip_rules() -> None:
+    router = Router.for_call(Policy(fallbacks={"a": ["b"]}), "a")
+    assert router.skip_reason(circuit_open=True, expected_latency=None, remaining=None,
+                              saturated=False, batch=False) == "circuit_open"
+    assert router.skip_reason(circuit_open=False, expected_latency=6.0, remaining=10.0,
+                              saturated=False, batch=False) == "too_slow_for_deadline"
+    assert router.skip_reason(circuit_open=False, expected_latency=1.0, remaining=10.0,
+                              saturated=True, batch=True) == "saturated"
+    assert router.skip_reason(circuit_open=False, expected_latency=1.0, remaining=10.0,
+                              saturated=True, batch=False) is None
+    router.move("x")
+    # The last target is never skipped for latency or saturation.
+    assert router.skip_reason(circuit_open=False, expected_latency=60.0, remaining=1.0,
+                              saturated=True, batch=True) is None
+
+
+def test_residency_filters_and_fails_closed() -> None:
+    policy = Policy(region="eu", allowed_regions="eu",
+                    fallbacks={"gpt-4.1": ["gpt-4.1@us", "gpt-4.1-mini"]})
+    router = Router.for_call(policy, "gpt-4.1")
+    assert [str(t) for t in router.chain] == ["gpt-4.1@eu", "gpt-4.1-mini@eu"]
+    assert [str(t) for t in router.blocked] == ["gpt-4.1@us"]
+    error = router.residency_error()
+    assert error is not None and error.target == "gpt-4.1@us"
+    with pytest.raises(ResidencyViolation, match="outside RESILIENT_LLM_ALLOWED_REGIONS"):
+        Router.for_call(Policy(allowed_regions="eu"), "gpt-4.1")  # own region unknown
+
+
+def test_target_parsing() -> None:
+    assert Target.parse("m@EU") == Target("m", "eu")
+    assert Target.parse("m", default_region="us") == Target("m", "us")
+    assert str(Target("m", "eu")) == "m@eu"
+
+
+# --- breakers, pure -------------------------------------------------------------------------------
+
+
+def test_breaker_opens_probes_once_and_closes() -> None:
+    rng = FakeRandom(fixed=0.0)
+    breaker = Breaker(min_calls=5, failure_ratio=0.5, break_for=5.0)
+    down = failure(FailureClass.OVERLOADED, status=503)
+    for second in range(5):
+        assert breaker.allow(float(second))
+        breaker.record(float(second), down, rng)
+    assert breaker.state(4.0) == "open"
+    assert not breaker.allow(8.9)
+    assert breaker.allow(9.0)  # half-open: one probe
+    assert not breaker.allow(9.1)  # ...and only one
+    breaker.record(9.5, down, rng)
+    assert breaker.state(9.5) == "open" and not breaker.allow(14.4)
+    assert breaker.allow(14.5)
+    breaker.record(14.6, None, rng)
+    assert breaker.state(14.6) == "closed" and breaker.allow(14.7)
+
+
+def test_breaker_ignores_rate_limits_and_counts_4xx_as_healthy() -> None:
+    rng = FakeRandom(fixed=0.0)
+    breaker = Breaker(min_calls=5)
+    for second in range(10):
+        breaker.record(float(second), failure(FailureClass.RATE_LIMITED), rng)
+        breaker.record(float(second), failure(FailureClass.INVALID_REQUEST, retryable=False), rng)
+    assert breaker.state(10.0) == "closed"
+
+
+def test_break_interval_is_jittered() -> None:
+    opened = []
+    for u in (0.0, 0.999):
+        breaker = Breaker(min_calls=1, break_for=5.0)
+        breaker.record(0.0, failure(FailureClass.SERVER_ERROR), FakeRandom(fixed=u))
+        opened.append(breaker.snapshot(0.0).open_until)
+    assert opened[0] == pytest.approx(5.0) and opened[1] == pytest.approx(7.4975)
+
+
+# --- through the drop-in client, in process ----------------------------------------------------
+
+
+def completion(model: str) -> dict[str, Any]:
+    return {"id": "c", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": f"from {model}"}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+class ByModel:
+    """A mock provider whose answer depends on the requested model."""
+
+    def __init__(self, **answers: Any) -> None:
+        self.answers = answers
+        self.models: list[str] = []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        model = json.loads(request.content)["model"]
+        self.models.append(model)
+        answer = self.answers.get(model, 200)
+        if answer == 200:
+            return httpx2.Response(200, json=completion(model))
+        status, code = answer
+        return httpx2.Response(status, json={"error": {"message": f"reason {code}",
+                                                       "type": "x", "code": code}})
+
+
+def client(handler: ByModel, clock: FakeClock | None = None, **policy: Any) -> OpenAI:
+    c = OpenAI(api_key="sk-test", base_url="http://provider.test/v1", policy=Policy(**policy),
+               http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
+    c._resilient_clock = clock or FakeClock()
+    c._resilient_rng = FakeRandom(fixed=0.5)
+    return c
+
+
+def test_persistent_overload_is_answered_by_the_fallback() -> None:
+    handler = ByModel(**{"gpt-4.1": (503, None)})
+    with client(handler, fallbacks={"gpt-4.1": ["gpt-4.1-mini"]}) as c:
+        answer = c.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+    assert answer.model == "gpt-4.1-mini"
+    assert handler.models == ["gpt-4.1", "gpt-4.1-mini"]
+    report = outcome(answer)
+    assert report.degraded and report.served_by == "gpt-4.1-mini"
+    assert report.reason == "overloaded"
+    assert [(a.target, a.failure) for a in report.attempts] == [
+        ("gpt-4.1", "overloaded"), ("gpt-4.1-mini", None)]
+
+
+def test_context_length_goes_to_the_larger_model_after_one_attempt() -> None:
+    handler = ByModel(**{"gpt-4.1-mini": (400, "context_length_exceeded")})
+    with client(handler, context_fallbacks={"gpt-4.1-mini": ["gpt-4.1"]}) as c:
+        answer = c.chat.completions.create(model="gpt-4.1-mini", messages=MESSAGES)
+    assert handler.models == ["gpt-4.1-mini", "gpt-4.1"]
+    assert outcome(answer).reason == "context_length"
+
+
+def test_content_policy_propagates_with_the_providers_reason() -> None:
+    handler = ByModel(**{"gpt-4.1": (400, "content_policy_violation")})
+    with client(handler, fallbacks={"gpt-4.1": ["gpt-4.1-mini"]}) as c, \
+            pytest.raises(openai.BadRequestError, match="reason content_policy_violation"):
+        c.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+    assert handler.models == ["gpt-4.1"]
+
+
+def test_all_targets_failed_carries_each_cause_as_the_sdk_error() -> None:
+    handler = ByModel(a=(503, None), b=(500, None))
+    with client(handler, fallbacks={"a": ["b"]}, max_attempts=4) as c, \
+            pytest.raises(AllTargetsFailed) as info:
+        c.chat.completions.create(model="a", messages=MESSAGES)
+    assert set(info.value.causes) == {"a", "b"}
+    assert isinstance(info.value.causes["a"], openai.InternalServerError)
+    assert len(handler.models) == 4
+
+
+def test_open_circuit_sends_calls_straight_to_the_fallback() -> None:
+    clock = FakeClock()
+    handler = ByModel(a=(503, None))
+    with client(handler, clock, fallbacks={"a": ["b"]}) as c:
+        for _ in range(5):
+            c.chat.completions.create(model="a", messages=MESSAGES)
+        assert handler.models.count("a") == 5  # the breaker opened on the fifth failure
+        handler.models.clear()
+        answer = c.chat.completions.create(model="a", messages=MESSAGES)
+        assert handler.models == ["b"] and outcome(answer).reason == "circuit_open"
+        clock.advance(8.0)  # past the (jittered) break: one probe, which succeeds
+        handler.answers.clear()
+        handler.models.clear()
+        answer = c.chat.completions.create(model="a", messages=MESSAGES)
+        assert handler.models == ["a"] and not outcome(answer).degraded
+
+
+def test_single_target_with_open_circuit_fails_fast() -> None:
+    handler = ByModel(a=(503, None))
+    with client(handler, max_attempts=1) as c:
+        for _ in range(5):
+            with pytest.raises(openai.InternalServerError):
+                c.chat.completions.create(model="a", messages=MESSAGES)
+        handler.models.clear()
+        with pytest.raises(CircuitOpen) as info:
+            c.chat.completions.create(model="a", messages=MESSAGES)
+    assert handler.models == [] and info.value.target == "a"
+
+
+def test_residency_violation_when_only_the_outside_target_is_left() -> None:
+    handler = ByModel(**{"gpt-4.1": (503, None)})
+    with client(handler, region="eu", allowed_regions="eu",
+                fallbacks={"gpt-4.1": ["gpt-4.1@us"]}) as c, \
+            pytest.raises(ResidencyViolation) as info:
+        c.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+    assert info.value.target == "gpt-4.1@us"
+    assert set(handler.models) == {"gpt-4.1"}  # the outside target saw nothing
+
+
+def test_resilient_decorator_scopes_fallbacks() -> None:
+    handler = ByModel(a=(503, None))
+
+    @resilient(fallbacks=["b"])
+    def ask(c: OpenAI) -> str:
+        answer = c.chat.completions.create(model="a", messages=MESSAGES)
+        return str(answer.model)
+
+    with client(handler, max_attempts=2) as c:
+        assert ask(c) == "b"
+        with pytest.raises(openai.InternalServerError):
+            c.chat.completions.create(model="a", messages=MESSAGES)
+
+
+# --- end to end over loopback HTTP ----------------------------------------------------------
+
+
+@pytest.fixture
+def provider() -> FaultProvider:
+    return FaultProvider()
+
+
+@pytest.fixture
+def server(provider: FaultProvider) -> Iterator[FaultServer]:
+    with provider.serve() as running:
+        yield running
+
+
+def test_primary_that_never_answers_is_cut_at_a_budget_share(
+    provider: FaultProvider, server: FaultServer
+) -> None:
+    provider.set_default(Fault.hang(), model="gpt-4.1")
+    policy = Policy(deadline=4, fallbacks={"gpt-4.1": ["gpt-4.1-mini"]})
+    with OpenAI(base_url=server.openai_base_url, api_key="sk-test", policy=policy) as c:
+        start = time.monotonic()
+        answer = c.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+        took = time.monotonic() - start
+    assert answer.model == "gpt-4.1-mini"
+    assert 1.8 <= took <= 3.0  # the primary got half the budget, not all of it
+
+
+def test_slow_first_token_on_the_primary_streams_from_the_fallback(
+    provider: FaultProvider, server: FaultServer
+) -> None:
+    provider.set_default(Fault.first_token_delay(8.0), model="gpt-4.1")
+    policy = Policy(deadline=10, first_token_timeout=1.0,
+                    fallbacks={"gpt-4.1": ["gpt-4.1-mini"]})
+    with OpenAI(base_url=server.openai_base_url, api_key="sk-test", policy=policy) as c:
+        start = time.monotonic()
+        stream = c.chat.completions.create(model="gpt-4.1", messages=MESSAGES, stream=True)
+        chunks = list(stream)
+        took = time.monotonic() - start
+    assert {chunk.model for chunk in chunks} == {"gpt-4.1-mini"}
+    assert took < 3.0
+    assert outcome(stream).reason == "first_token_timeout" and outcome(stream).finished

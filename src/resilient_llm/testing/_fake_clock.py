@@ -44,7 +44,7 @@ class FakeClock:
 
 
 class FakeRandom(random.Random):
-    """A seeded ``random.Random``; ``FakeRandom(fixed=0.5)`` always returns 0.5 from ``random()``."""
+    """A seeded ``random.Random``; ``FakeRandom(fixed=0.5)`` makes ``random()`` always 0.5."""
 
     def __init__(self, seed: int = 0, *, fixed: float | None = None) -> None:
         super().__init__(seed)

@@ -1,0 +1,55 @@
+"""Test helpers: a fault-injecting OpenAI/Anthropic provider, a fake clock and a fake random.
+
+``FaultProvider`` speaks both providers' wire formats (JSON and SSE) well enough for the
+official SDKs to parse, and misbehaves on script: error statuses with real headers, latency,
+hangs, resets, cut/stalled/malformed streams, capacity and rate limits. Run it in-process with
+``provider.transport()`` or as a loopback server with ``provider.serve()``. See docs/testing.md.
+"""
+
+from __future__ import annotations
+
+from ._fake_clock import FakeClock, FakeRandom
+from ._faults import (
+    ErrorEvent,
+    Fault,
+    FirstTokenDelay,
+    Hang,
+    MalformedChunk,
+    MissingTerminator,
+    Ok,
+    Reset,
+    Status,
+    StreamCut,
+    StreamStall,
+    Usage,
+)
+from ._provider import FaultProvider, RecordedRequest
+from ._server import FaultServer
+from ._transport import FaultTransport
+
+__all__ = [
+    "ErrorEvent",
+    "FakeClock",
+    "FakeRandom",
+    "Fault",
+    "FaultProvider",
+    "FaultServer",
+    "FaultTransport",
+    "FirstTokenDelay",
+    "Hang",
+    "MalformedChunk",
+    "MissingTerminator",
+    "Ok",
+    "RecordedRequest",
+    "Reset",
+    "Status",
+    "StreamCut",
+    "StreamStall",
+    "Usage",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("resilient_llm.testing._"):
+        _obj.__module__ = "resilient_llm.testing"
+del _name, _obj

@@ -1,0 +1,678 @@
+"""The fault-injecting provider: scripted faults, capacity limits and the request log.
+
+One ``FaultProvider`` decides what happens to each request (``_begin`` returns a ``Plan``) and
+records it; two drivers carry plans out: the in-process transport (``_transport.py``) and the
+loopback HTTP server (``_server.py``). Deciding here keeps both drivers byte-for-byte alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from . import _wire
+from ._faults import (
+    ErrorEvent,
+    Fault,
+    FirstTokenDelay,
+    Hang,
+    MalformedChunk,
+    MissingTerminator,
+    Ok,
+    Reset,
+    Status,
+    StreamCut,
+    StreamStall,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from ._server import FaultServer
+    from ._transport import FaultTransport
+
+__all__ = ["FaultProvider", "RecordedRequest"]
+
+
+class _Cut:
+    """Step marker: drop the connection here."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "CUT"
+
+
+CUT: Final = _Cut()
+Step = bytes | float | _Cut
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request as the provider saw it: what tests assert on after the fact.
+
+    ``status`` is what was answered (``None`` when nothing was: hang, reset, timeout before
+    headers); ``client_disconnected`` is True when the client closed the connection before the
+    response was complete, which is how a test proves that abandoning a stream closes upstream.
+    """
+
+    index: int
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+    model: str | None
+    stream: bool
+    started_at: float
+    ended_at: float | None
+    status: int | None
+    fault: str
+    client_disconnected: bool
+
+    @property
+    def finished(self) -> bool:
+        """True once the exchange is over, whichever way it ended."""
+        return self.ended_at is not None
+
+
+@dataclass(slots=True)
+class _Entry:
+    index: int
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+    model: str | None
+    stream: bool
+    started_at: float
+    fault: str = "ok"
+    ended_at: float | None = None
+    status: int | None = None
+    client_disconnected: bool = False
+
+    def snapshot(self) -> RecordedRequest:
+        return RecordedRequest(
+            index=self.index,
+            method=self.method,
+            path=self.path,
+            headers=self.headers,
+            json=self.json,
+            model=self.model,
+            stream=self.stream,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            status=self.status,
+            fault=self.fault,
+            client_disconnected=self.client_disconnected,
+        )
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a driver must do for one request. ``steps`` is a streamed body, else ``body``."""
+
+    entry: _Entry
+    action: str  # "respond" | "hang" | "reset"
+    delay: float
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    steps: list[Step] | None = None
+    chunked: bool = False  # framing of ``steps``: chunked (SSE) or Content-Length (cut JSON)
+    release: threading.Event | None = None  # set when ``FaultProvider.reset`` frees hangs
+    finished: bool = False
+
+
+@dataclass(slots=True)
+class _RateView:
+    limit: int
+    remaining: int
+    reset: float
+
+
+_NOMINAL_REQUESTS = _RateView(10_000, 9_999, 0.006)
+_NOMINAL_TOKENS = 2_000_000
+
+
+class _Limits:
+    """Capacity, request-rate and token-rate limits; used only under the provider lock."""
+
+    def __init__(
+        self,
+        *,
+        capacity: int | None,
+        rps: float | None,
+        tpm: int | None,
+        now: float,
+    ) -> None:
+        self.capacity = capacity
+        self.rps = rps
+        self.tpm = tpm
+        self.inflight: dict[int, float] = {}  # entry index -> expected end (monotonic)
+        self.burst = max(1.0, rps) if rps else 0.0
+        self.req_tokens = self.burst
+        self.tok_tokens = float(tpm or 0)
+        self.last = now
+
+    def _refill(self, now: float) -> None:
+        elapsed = max(0.0, now - self.last)
+        self.last = now
+        if self.rps:
+            self.req_tokens = min(self.burst, self.req_tokens + elapsed * self.rps)
+        if self.tpm:
+            self.tok_tokens = min(float(self.tpm), self.tok_tokens + elapsed * self.tpm / 60.0)
+
+    def _capacity_view(self, now: float) -> _RateView:
+        assert self.capacity is not None
+        remaining = max(0, self.capacity - len(self.inflight))
+        ends = [end for end in self.inflight.values() if math.isfinite(end)]
+        reset = max(0.0, min(ends) - now) if ends else 0.0
+        return _RateView(self.capacity, remaining, reset)
+
+    def _rps_view(self) -> _RateView:
+        assert self.rps
+        missing = self.burst - self.req_tokens
+        return _RateView(int(self.burst), int(self.req_tokens), missing / self.rps)
+
+    def requests_view(self, now: float) -> _RateView:
+        views = []
+        if self.capacity is not None:
+            views.append(self._capacity_view(now))
+        if self.rps:
+            views.append(self._rps_view())
+        if not views:
+            return _NOMINAL_REQUESTS
+        return min(views, key=lambda v: v.remaining / max(1, v.limit))
+
+    def tokens_view(self, cost: int) -> _RateView:
+        if not self.tpm:
+            return _RateView(_NOMINAL_TOKENS, _NOMINAL_TOKENS - min(cost, _NOMINAL_TOKENS), 0.0)
+        missing = self.tpm - self.tok_tokens
+        return _RateView(self.tpm, int(self.tok_tokens), missing / (self.tpm / 60.0))
+
+    def admit(self, index: int, now: float, cost: int, expected: float) -> tuple[str, float] | None:
+        """Admit the request (and hold a slot) or return (fault name, seconds to wait)."""
+        self._refill(now)
+        if self.capacity is not None and len(self.inflight) >= self.capacity:
+            ends = [end for end in self.inflight.values() if math.isfinite(end)]
+            return "capacity", (max(0.0, min(ends) - now) if ends else 1.0)
+        if self.rps and self.req_tokens < 1.0:
+            return "rate_limit", (1.0 - self.req_tokens) / self.rps
+        if self.tpm and self.tok_tokens < cost:
+            rate = self.tpm / 60.0
+            return "token_limit", (min(cost, self.tpm) - self.tok_tokens) / rate
+        if self.rps:
+            self.req_tokens -= 1.0
+        if self.tpm:
+            self.tok_tokens -= cost
+        if self.capacity is not None:
+            self.inflight[index] = now + expected
+        return None
+
+
+_APIS: Final = (
+    ("/chat/completions", "chat", "openai"),
+    ("/responses", "responses", "openai"),
+    ("/embeddings", "embeddings", "openai"),
+    ("/messages", "messages", "anthropic"),
+)
+
+
+class FaultProvider:
+    """A scriptable fake of the OpenAI and Anthropic HTTP APIs for testing resilience.
+
+    Each request takes the next fault from the per-model queue (matched on the body's
+    ``model``), else the global queue, else the per-model default, else ``default``. Capacity
+    and rate limits (when configured) are checked first and answer 429 without consuming a
+    scripted fault. Use ``transport()`` in-process or ``serve()`` for a real loopback server.
+    Thread-safe: both drivers and many client threads may share one provider.
+
+    Args:
+        capacity: requests admitted in flight at once; beyond that 429 with rate-limit headers.
+        service_time: seconds each admitted request takes before its headers (added to delay).
+        retry_after_header: send ``retry-after`` (whole seconds) on limit 429s.
+        rate_limit_rps: token-bucket request rate (burst = rate), 429 when empty.
+        tokens_per_minute: token-bucket on estimated tokens (body bytes / 4 + max tokens).
+        default: what to answer when every queue is empty.
+        log_limit: keep only the latest N requests in the log (long benchmarks); indexes
+            keep counting.
+    """
+
+    def __init__(
+        self,
+        *,
+        capacity: int | None = None,
+        service_time: float = 0.0,
+        retry_after_header: bool = False,
+        rate_limit_rps: float | None = None,
+        tokens_per_minute: int | None = None,
+        default: Fault | None = None,
+        log_limit: int | None = None,
+    ) -> None:
+        if log_limit is not None and log_limit < 1:
+            raise ValueError(f"log_limit must be >= 1, got {log_limit!r}")
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity!r}")
+        if not (math.isfinite(service_time) and service_time >= 0):
+            raise ValueError(f"service_time must be finite and >= 0, got {service_time!r}")
+        if rate_limit_rps is not None and not rate_limit_rps > 0:
+            raise ValueError(f"rate_limit_rps must be > 0, got {rate_limit_rps!r}")
+        if tokens_per_minute is not None and tokens_per_minute < 1:
+            raise ValueError(f"tokens_per_minute must be >= 1, got {tokens_per_minute!r}")
+        self.default: Fault = default if default is not None else Fault.ok()
+        self.service_time = service_time
+        self.retry_after_header = retry_after_header
+        self._config = (capacity, rate_limit_rps, tokens_per_minute)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._queue: deque[Fault] = deque()
+        self._model_queues: dict[str, deque[Fault]] = {}
+        self._model_defaults: dict[str, Fault] = {}
+        self._log: deque[_Entry] = deque(maxlen=log_limit)
+        self._count = 0
+        self._release = threading.Event()
+        self._limits = self._new_limits()
+
+    def _new_limits(self) -> _Limits:
+        capacity, rps, tpm = self._config
+        return _Limits(capacity=capacity, rps=rps, tpm=tpm, now=time.monotonic())
+
+    def __repr__(self) -> str:
+        capacity, rps, tpm = self._config
+        return (
+            f"FaultProvider(capacity={capacity!r}, rate_limit_rps={rps!r}, "
+            f"tokens_per_minute={tpm!r}, requests={self._count})"
+        )
+
+    # ------------------------------------------------------------------ scripting
+
+    def script(self, *faults: Fault, model: str | None = None) -> None:
+        """Queue faults, one per request in order; with ``model`` only for that model."""
+        for fault in faults:
+            _check_fault(fault)
+        with self._lock:
+            if model is None:
+                self._queue.extend(faults)
+            else:
+                self._model_queues.setdefault(model, deque()).extend(faults)
+
+    def set_default(self, fault: Fault, *, model: str | None = None) -> None:
+        """What to answer when the queues are empty (for one model, or for all)."""
+        _check_fault(fault)
+        with self._lock:
+            if model is None:
+                self.default = fault
+            else:
+                self._model_defaults[model] = fault
+
+    def pending(self, *, model: str | None = None) -> int:
+        """How many scripted faults are still queued (global, or for ``model``)."""
+        with self._lock:
+            queue = self._queue if model is None else self._model_queues.get(model, ())
+            return len(queue)
+
+    def reset(self) -> None:
+        """Clear queues, per-model defaults, limits and the log; free in-process hangs."""
+        with self._lock:
+            self._queue.clear()
+            self._model_queues.clear()
+            self._model_defaults.clear()
+            self._log.clear()
+            self._count = 0
+            self._limits = self._new_limits()
+            self._release.set()
+            self._release = threading.Event()
+            self._changed.notify_all()
+
+    # ------------------------------------------------------------------ the log
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request so far, in arrival order."""
+        with self._lock:
+            return [entry.snapshot() for entry in self._log]
+
+    def wait_for(
+        self,
+        condition: Callable[[list[RecordedRequest]], bool],
+        *,
+        timeout: float = 2.0,
+    ) -> list[RecordedRequest]:
+        """Block until ``condition(requests)`` holds, then return that snapshot.
+
+        Server-side events (a disconnect noticed, a stream finished) happen after the client
+        call returns; this waits for them without sleeping in a loop. Raises ``TimeoutError``.
+        """
+        end = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                snapshot = [entry.snapshot() for entry in self._log]
+                if condition(snapshot):
+                    return snapshot
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"condition not met within {timeout} s: {snapshot!r}")
+                self._changed.wait(left)
+
+    # ------------------------------------------------------------------ drivers
+
+    def transport(self) -> FaultTransport:
+        """An httpx2 transport (sync and async) answering from this provider, no sockets."""
+        from ._transport import FaultTransport
+
+        return FaultTransport(self)
+
+    def serve(self, *, host: str = "127.0.0.1", port: int = 0) -> FaultServer:
+        """Start a real HTTP/1.1 server on a background thread; use as a context manager."""
+        from ._server import FaultServer
+
+        return FaultServer(self, host=host, port=port)
+
+    # ------------------------------------------------------------------ planning (drivers only)
+
+    def _begin(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Plan:
+        """Record a request and decide what to do with it."""
+        now = time.monotonic()
+        path = path.split("?", 1)[0]
+        api, flavor = "unknown", "anthropic" if "anthropic-version" in headers else "openai"
+        for suffix, name, fl in _APIS:
+            if path.endswith(suffix):
+                api, flavor = name, fl
+                break
+        data: Any = None
+        bad_json = False
+        if body:
+            try:
+                data = json.loads(body)
+            except ValueError:
+                bad_json = True
+        obj: Mapping[str, Any] = data if isinstance(data, dict) else {}
+        model = obj.get("model")
+        model = model if isinstance(model, str) else None
+        stream = obj.get("stream") is True
+        options = obj.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        cost = len(body) // 4 + _max_tokens(obj)
+
+        with self._lock:
+            entry = _Entry(
+                index=self._count,
+                method=method,
+                path=path,
+                headers=headers,
+                json=data,
+                model=model,
+                stream=stream,
+                started_at=now,
+            )
+            self._log.append(entry)
+            self._count += 1
+            x = _wire.Exchange(
+                api=api,
+                flavor=flavor,
+                model=model or "unknown-model",
+                index=entry.index,
+                stream=stream and api != "embeddings",
+                include_usage=include_usage,
+                body_size=len(body),
+                body=data,
+            )
+            if method != "POST" or api == "unknown":
+                entry.fault = "not_found"
+                fault: Fault = Status(
+                    code=404,
+                    error_type=None,
+                    message=f"Unknown request URL: {method} {path}.",
+                    error_code="unknown_url" if flavor == "openai" else None,
+                )
+                plan = self._plan(entry, x, fault, 0.0, self._limits.requests_view(now), cost)
+            elif bad_json:
+                entry.fault = "bad_request"
+                fault = Status(
+                    code=400, message="We could not parse the JSON body of your request."
+                )
+                plan = self._plan(entry, x, fault, 0.0, self._limits.requests_view(now), cost)
+            else:
+                fault, source = self._next_fault(model)
+                expected = (
+                    math.inf
+                    if isinstance(fault, Hang)
+                    else fault.delay + self.service_time + _stream_time(fault)
+                )
+                rejected = self._limits.admit(entry.index, now, cost, expected)
+                if rejected is not None:
+                    if source is not None:  # a limit 429 must not consume the script
+                        source.appendleft(fault)
+                    entry.fault = rejected[0]
+                    plan = self._limit_plan(entry, x, rejected, now, cost)
+                else:
+                    entry.fault = fault.kind
+                    view = self._limits.requests_view(now)
+                    plan = self._plan(entry, x, fault, self.service_time, view, cost)
+            plan.release = self._release
+            self._changed.notify_all()
+        return plan
+
+    def _default_for(self, model: str | None) -> Fault:
+        if model is not None and model in self._model_defaults:
+            return self._model_defaults[model]
+        return self.default
+
+    def _next_fault(self, model: str | None) -> tuple[Fault, deque[Fault] | None]:
+        """The fault for this request and the queue it came from (None for a default)."""
+        if model is not None:
+            queue = self._model_queues.get(model)
+            if queue:
+                return queue.popleft(), queue
+        if self._queue:
+            return self._queue.popleft(), self._queue
+        return self._default_for(model), None
+
+    def _finish(self, plan: Plan, *, answered: bool, disconnected: bool) -> None:
+        """Called once by a driver when the exchange is over, whichever way."""
+        with self._lock:
+            if plan.finished:
+                return
+            plan.finished = True
+            entry = plan.entry
+            entry.ended_at = time.monotonic()
+            if answered:
+                entry.status = plan.status
+            entry.client_disconnected = disconnected
+            self._limits.inflight.pop(entry.index, None)
+            self._changed.notify_all()
+
+    # ------------------------------------------------------------------ plans
+
+    def _headers(
+        self,
+        x: _wire.Exchange,
+        *,
+        sse: bool,
+        delay: float,
+        requests: _RateView,
+        tokens: _RateView,
+    ) -> list[tuple[str, str]]:
+        ctype = "text/event-stream; charset=utf-8" if sse else "application/json"
+        headers = [("content-type", ctype)]
+        if sse:
+            headers.append(("cache-control", "no-cache"))
+        if x.flavor == "anthropic":
+            headers += [
+                ("request-id", x.request_id),
+                ("anthropic-organization-id", "00000000-0000-4000-8000-00000000fa17"),
+                ("anthropic-ratelimit-requests-limit", str(requests.limit)),
+                ("anthropic-ratelimit-requests-remaining", str(requests.remaining)),
+                ("anthropic-ratelimit-requests-reset", _wire.rfc3339_after(requests.reset)),
+                ("anthropic-ratelimit-tokens-limit", str(tokens.limit)),
+                ("anthropic-ratelimit-tokens-remaining", str(tokens.remaining)),
+                ("anthropic-ratelimit-tokens-reset", _wire.rfc3339_after(tokens.reset)),
+            ]
+        else:
+            headers += [
+                ("x-request-id", x.request_id),
+                ("openai-organization", "org-fault"),
+                ("openai-processing-ms", str(int(delay * 1000))),
+                ("openai-version", "2020-10-01"),
+                ("x-ratelimit-limit-requests", str(requests.limit)),
+                ("x-ratelimit-limit-tokens", str(tokens.limit)),
+                ("x-ratelimit-remaining-requests", str(requests.remaining)),
+                ("x-ratelimit-remaining-tokens", str(tokens.remaining)),
+                ("x-ratelimit-reset-requests", _wire.go_duration(requests.reset)),
+                ("x-ratelimit-reset-tokens", _wire.go_duration(tokens.reset)),
+            ]
+        return headers
+
+    def _limit_plan(
+        self,
+        entry: _Entry,
+        x: _wire.Exchange,
+        rejected: tuple[str, float],
+        now: float,
+        cost: int,
+    ) -> Plan:
+        reason, wait = rejected
+        requests = self._limits.requests_view(now)
+        tokens = self._limits.tokens_view(cost)
+        if reason == "token_limit":
+            tokens = _RateView(tokens.limit, 0, max(tokens.reset, wait))
+            what = "tokens per min (TPM)"
+        else:
+            requests = _RateView(requests.limit, 0, max(wait, 0.001))
+            what = "requests per min (RPM)"
+        headers = self._headers(x, sse=False, delay=0.0, requests=requests, tokens=tokens)
+        if self.retry_after_header:
+            headers.append(("retry-after", str(max(1, math.ceil(wait)))))
+        if x.flavor == "anthropic":
+            message = (
+                "This request would exceed the rate limit for your organization. "
+                f"Please try again in {wait:.3f}s."
+            )
+            fault = Status(code=429, message=message)
+        else:
+            message = (
+                f"Rate limit reached for {x.model} in organization org-fault on {what}: "
+                f"Limit {tokens.limit if reason == 'token_limit' else requests.limit}. "
+                f"Please try again in {_wire.go_duration(wait)}."
+            )
+            error_type = "tokens" if reason == "token_limit" else "requests"
+            fault = Status(
+                code=429, error_type=error_type, error_code="rate_limit_exceeded", message=message
+            )
+        return Plan(entry, "respond", 0.0, 429, headers, _wire.error_body(x, fault))
+
+    def _plan(
+        self,
+        entry: _Entry,
+        x: _wire.Exchange,
+        fault: Fault,
+        extra_delay: float,
+        requests: _RateView,
+        cost: int,
+    ) -> Plan:
+        delay = fault.delay + extra_delay
+        if isinstance(fault, Hang):
+            return Plan(entry, "hang", delay)
+        if isinstance(fault, Reset):
+            return Plan(entry, "reset", delay)
+
+        tokens = self._limits.tokens_view(cost)
+        if isinstance(fault, ErrorEvent) and not x.stream:
+            # No stream to break: the same failure arrives as an HTTP error status.
+            etype = fault.error_type
+            code = 529 if x.flavor == "anthropic" and etype in (None, "overloaded_error") else 500
+            fault = Status(code=code, error_type=etype, message=fault.message, delay=fault.delay)
+        if isinstance(fault, Status):
+            headers = self._headers(x, sse=False, delay=delay, requests=requests, tokens=tokens)
+            if fault.headers:
+                names = {name.lower() for name, _ in fault.headers}
+                headers = [h for h in headers if h[0] not in names]
+                headers += [(name.lower(), value) for name, value in fault.headers]
+            return Plan(entry, "respond", delay, fault.code, headers, _wire.error_body(x, fault))
+        if not isinstance(
+            fault,
+            (
+                Ok,
+                StreamCut,
+                StreamStall,
+                MalformedChunk,
+                MissingTerminator,
+                FirstTokenDelay,
+                ErrorEvent,
+            ),
+        ):
+            raise TypeError(f"unsupported fault {fault!r}; build faults with Fault.*")
+
+        text = fault.text if fault.text is not None else _wire.DEFAULT_TEXT
+        usage: Usage | None = fault.usage if isinstance(fault, Ok) else None
+        headers = self._headers(x, sse=x.stream, delay=delay, requests=requests, tokens=tokens)
+        if not x.stream:
+            body = _wire.json_body(x, text, usage)
+            if isinstance(fault, FirstTokenDelay):
+                return Plan(entry, "respond", delay + fault.seconds, 200, headers, body)
+            if isinstance(fault, StreamCut):
+                headers.append(("content-length", str(len(body))))
+                steps: list[Step] = [body[: len(body) // 2], CUT]
+                return Plan(entry, "respond", delay, 200, headers, steps=steps)
+            if isinstance(fault, StreamStall):
+                headers.append(("content-length", str(len(body))))
+                steps = [fault.seconds, body]
+                return Plan(entry, "respond", delay, 200, headers, steps=steps)
+            if isinstance(fault, MalformedChunk):
+                body = body[: len(body) // 2]
+            return Plan(entry, "respond", delay, 200, headers, body)
+
+        script = _wire.sse_script(x, text, usage)
+        events = script.events
+        after = fault.after_events if not isinstance(fault, Ok) else None
+        n = len(events) if after is None else min(after, len(events))
+        if isinstance(fault, Ok):
+            if fault.chunk_delay > 0:
+                steps = []
+                for i, event in enumerate(events):
+                    if i:
+                        steps.append(fault.chunk_delay)
+                    steps.append(event)
+            else:
+                steps = list(events)
+        elif isinstance(fault, StreamCut):
+            steps = [*events[:n], CUT]
+        elif isinstance(fault, StreamStall):
+            steps = [*events[:n], fault.seconds, *events[n:]]
+        elif isinstance(fault, MalformedChunk):
+            steps = [*events[:n], _wire.malformed_event(x), *events[n:]]
+        elif isinstance(fault, MissingTerminator):
+            body_events = events[: len(events) - script.terminal]
+            steps = list(body_events[:n])
+        elif isinstance(fault, ErrorEvent):
+            steps = [*events[:n], _wire.error_event(x, fault.error_type, fault.message, n)]
+        else:
+            first = script.first_content
+            steps = [*events[:first], fault.seconds, *events[first:]]
+        return Plan(entry, "respond", delay, 200, headers, steps=steps, chunked=True)
+
+
+def _check_fault(fault: object) -> None:
+    if not isinstance(fault, Fault) or fault.kind == "fault":
+        raise TypeError(f"expected a fault built with Fault.*(), got {fault!r}")
+
+
+def _max_tokens(obj: Mapping[str, Any]) -> int:
+    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+        value = obj.get(name)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 16
+
+
+def _stream_time(fault: Fault) -> float:
+    if isinstance(fault, StreamStall):
+        return fault.seconds
+    if isinstance(fault, FirstTokenDelay):
+        return fault.seconds
+    return 0.0

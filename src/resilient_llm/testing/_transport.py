@@ -1,0 +1,267 @@
+"""In-process driver: an httpx2 transport that carries out the provider's plans without sockets.
+
+Streamed bodies are real generators that sleep between events, so stalls and slow first tokens
+behave as over a network. Socket-level faults raise the exceptions httpcore would raise, and the
+request's read timeout is honoured the way a real transport honours it (``ReadTimeout`` after
+waiting that long), so timeout handling can be tested without a server.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from typing import TYPE_CHECKING
+
+import anyio
+import httpx2
+
+from ._provider import Plan
+
+if TYPE_CHECKING:
+    from ._provider import FaultProvider
+
+__all__ = ["FaultTransport"]
+
+_RESET_MESSAGE = "[Errno 104] Connection reset by peer"
+_NO_RESPONSE = "Server disconnected without sending a response."
+_CUT_MESSAGE = (
+    "peer closed connection without sending complete message body (incomplete chunked read)"
+)
+_CUT_LENGTH = (
+    "peer closed connection without sending complete message body (received {} bytes, expected {})"
+)
+_POLL = 0.05  # how often an async infinite wait checks whether the provider freed it
+
+
+def _read_timeout(request: httpx2.Request) -> float | None:
+    timeout = request.extensions.get("timeout")
+    if isinstance(timeout, dict):
+        read = timeout.get("read")
+        if isinstance(read, (int, float)):
+            return float(read)
+    return None
+
+
+class _Waits:
+    """Waiting rules shared by the sync and async paths: the read timeout bounds every wait."""
+
+    __slots__ = ("plan", "read_timeout", "request")
+
+    def __init__(self, plan: Plan, request: httpx2.Request) -> None:
+        self.plan = plan
+        self.request = request
+        self.read_timeout = _read_timeout(request)
+
+    def budget(self, seconds: float) -> tuple[float, bool]:
+        """(how long to wait, whether the read timeout fires at the end of it)."""
+        if self.read_timeout is not None and seconds > self.read_timeout:
+            return self.read_timeout, True
+        return seconds, False
+
+    def timed_out(self) -> httpx2.ReadTimeout:
+        return httpx2.ReadTimeout("timed out", request=self.request)
+
+    def freed(self) -> httpx2.RemoteProtocolError:
+        return httpx2.RemoteProtocolError(_NO_RESPONSE, request=self.request)
+
+    def wait_sync(self, seconds: float) -> None:
+        wait, fires = self.budget(seconds)
+        release = self.plan.release
+        if math.isinf(wait) or fires:
+            if release is not None and release.wait(None if math.isinf(wait) else wait):
+                raise self.freed()
+            if math.isinf(wait):  # pragma: no cover - an event always exists
+                raise self.freed()
+            raise self.timed_out()
+        time.sleep(wait)
+
+    async def wait_async(self, seconds: float) -> None:
+        wait, fires = self.budget(seconds)
+        release = self.plan.release
+        if math.isinf(wait):
+            # A threading.Event cannot be awaited; a 50 ms poll frees hangs on provider.reset().
+            while release is None or not release.is_set():  # noqa: ASYNC110
+                await anyio.sleep(_POLL)
+            raise self.freed()
+        await anyio.sleep(wait)
+        if fires:
+            raise self.timed_out()
+
+
+def _cut_error(plan: Plan, sent: int, request: httpx2.Request) -> httpx2.RemoteProtocolError:
+    if plan.chunked:
+        return httpx2.RemoteProtocolError(_CUT_MESSAGE, request=request)
+    expected = next((v for k, v in plan.headers if k == "content-length"), "?")
+    return httpx2.RemoteProtocolError(_CUT_LENGTH.format(sent, expected), request=request)
+
+
+def _response_headers(plan: Plan) -> list[tuple[str, str]]:
+    if plan.steps is None or plan.chunked:
+        return plan.headers
+    # A cut JSON body announces its full length; httpx2 must not see it or it re-checks it.
+    return [h for h in plan.headers if h[0] != "content-length"]
+
+
+class _SyncBody(httpx2.SyncByteStream):
+    """A streamed body for sync clients; records whether the client left before the end."""
+
+    def __init__(self, provider: FaultProvider, waits: _Waits) -> None:
+        self._provider = provider
+        self._waits = waits
+        self._pos = 0
+        self._gen = self._run()
+
+    def _run(self) -> Generator[bytes, None, None]:
+        plan = self._waits.plan
+        steps = plan.steps or []
+        sent = 0
+        try:
+            for step in steps:
+                if isinstance(step, bytes):
+                    self._pos += 1
+                    sent += len(step)
+                    yield step
+                elif isinstance(step, float):
+                    self._waits.wait_sync(step)
+                    self._pos += 1
+                else:
+                    self._provider._finish(plan, answered=True, disconnected=False)
+                    raise _cut_error(plan, sent, self._waits.request)
+        except httpx2.ReadTimeout:
+            self._provider._finish(plan, answered=True, disconnected=True)
+            raise
+        except GeneratorExit:
+            self._close()
+            raise
+        self._provider._finish(plan, answered=True, disconnected=False)
+
+    def _close(self) -> None:
+        plan = self._waits.plan
+        steps = plan.steps or []
+        left = any(not isinstance(s, float) for s in steps[self._pos :])
+        self._provider._finish(plan, answered=True, disconnected=left)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._gen
+
+    def close(self) -> None:
+        self._gen.close()
+        self._close()
+
+
+class _AsyncBody(httpx2.AsyncByteStream):
+    """A streamed body for async clients; cancellation counts as the client leaving."""
+
+    def __init__(self, provider: FaultProvider, waits: _Waits) -> None:
+        self._provider = provider
+        self._waits = waits
+        self._pos = 0
+        self._gen = self._run()
+
+    async def _run(self) -> AsyncGenerator[bytes, None]:
+        plan = self._waits.plan
+        steps = plan.steps or []
+        sent = 0
+        try:
+            for step in steps:
+                if isinstance(step, bytes):
+                    self._pos += 1
+                    sent += len(step)
+                    yield step
+                elif isinstance(step, float):
+                    await self._waits.wait_async(step)
+                    self._pos += 1
+                else:
+                    self._provider._finish(plan, answered=True, disconnected=False)
+                    raise _cut_error(plan, sent, self._waits.request)
+        except (httpx2.ReadTimeout, anyio.get_cancelled_exc_class()):
+            self._provider._finish(plan, answered=True, disconnected=True)
+            raise
+        except GeneratorExit:
+            self._close()
+            raise
+        self._provider._finish(plan, answered=True, disconnected=False)
+
+    def _close(self) -> None:
+        plan = self._waits.plan
+        steps = plan.steps or []
+        left = any(not isinstance(s, float) for s in steps[self._pos :])
+        self._provider._finish(plan, answered=True, disconnected=left)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._gen
+
+    async def aclose(self) -> None:
+        await self._gen.aclose()
+        self._close()
+
+
+class FaultTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
+    """An httpx2 transport answering from a ``FaultProvider``; works in sync and async clients.
+
+    Pass it as ``httpx2.Client(transport=...)`` / ``httpx2.AsyncClient(transport=...)`` and hand
+    that client to the official SDK as ``http_client=``. Any base URL works: requests are routed
+    by path suffix (``/chat/completions``, ``/responses``, ``/embeddings``, ``/messages``).
+    """
+
+    def __init__(self, provider: FaultProvider) -> None:
+        self.provider = provider
+
+    def _begin(self, request: httpx2.Request, body: bytes) -> tuple[Plan, _Waits]:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        plan = self.provider._begin(request.method, request.url.path, headers, body)
+        return plan, _Waits(plan, request)
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Carry out the next plan for a sync client (blocking sleeps)."""
+        plan, waits = self._begin(request, request.read())
+        try:
+            if plan.delay > 0:
+                waits.wait_sync(plan.delay)
+            if plan.action == "hang":
+                waits.wait_sync(math.inf)
+        except httpx2.ReadTimeout:
+            self.provider._finish(plan, answered=False, disconnected=True)
+            raise
+        except BaseException:
+            self.provider._finish(plan, answered=False, disconnected=False)
+            raise
+        return self._respond(plan, waits, _SyncBody)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Carry out the next plan for an async client (anyio sleeps, cancellable)."""
+        plan, waits = self._begin(request, await request.aread())
+        try:
+            if plan.delay > 0:
+                await waits.wait_async(plan.delay)
+            if plan.action == "hang":
+                await waits.wait_async(math.inf)
+        except (httpx2.ReadTimeout, anyio.get_cancelled_exc_class()):
+            self.provider._finish(plan, answered=False, disconnected=True)
+            raise
+        except BaseException:
+            self.provider._finish(plan, answered=False, disconnected=False)
+            raise
+        return self._respond(plan, waits, _AsyncBody)
+
+    def _respond(
+        self, plan: Plan, waits: _Waits, body_cls: type[_SyncBody] | type[_AsyncBody]
+    ) -> httpx2.Response:
+        if plan.action == "reset":
+            self.provider._finish(plan, answered=False, disconnected=False)
+            raise httpx2.ReadError(_RESET_MESSAGE, request=waits.request)
+        if plan.steps is None:
+            self.provider._finish(plan, answered=True, disconnected=False)
+            return httpx2.Response(
+                plan.status, headers=plan.headers, content=plan.body, request=waits.request
+            )
+        return httpx2.Response(
+            plan.status,
+            headers=_response_headers(plan),
+            stream=body_cls(self.provider, waits),
+            request=waits.request,
+        )
+
+    def __repr__(self) -> str:
+        return f"FaultTransport({self.provider!r})"

@@ -11,12 +11,13 @@ from collections.abc import Iterator
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from resilient_llm import DeadlineExceeded, Policy, StreamInterrupted, deadline, outcome
 from resilient_llm.openai import AsyncOpenAI, OpenAI
 from resilient_llm.testing import Fault, FaultProvider, FaultServer
 
-MESSAGES = [{"role": "user", "content": "hello"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 SLACK = 0.3  # the acceptance bound: deadline + 0.3 s
 
 

@@ -82,7 +82,7 @@ def test_timedelta_and_immutability() -> None:
     policy = Policy(deadline=timedelta(seconds=90))
     assert policy.deadline == 90.0
     with pytest.raises(ValidationError, match="frozen"):
-        policy.deadline = 1  # type: ignore[misc]
+        policy.deadline = 1
     changed = policy.replace(max_attempts=2)
     assert changed.max_attempts == 2 and policy.max_attempts == 4
     assert changed.source("deadline") == "argument" and changed.source("max_attempts") == "argument"

@@ -49,8 +49,11 @@ def test_openai_headers() -> None:
         "x-ratelimit-limit-tokens": "2000000", "x-ratelimit-remaining-tokens": "1990000",
         "x-ratelimit-reset-tokens": "300ms",
     })
-    assert requests == RateLimits(10000, 9999, pytest.approx(0.006))
-    assert tokens == RateLimits(2_000_000, 1_990_000, pytest.approx(0.3))
+    assert requests is not None and tokens is not None
+    assert (requests.limit, requests.remaining) == (10000, 9999)
+    assert requests.reset == pytest.approx(0.006)
+    assert (tokens.limit, tokens.remaining) == (2_000_000, 1_990_000)
+    assert tokens.reset == pytest.approx(0.3)
 
 
 def test_bad_openai_values_are_ignored_with_a_debug_log(caplog: pytest.LogCaptureFixture) -> None:
@@ -73,7 +76,8 @@ def test_anthropic_headers_use_rfc3339_resets() -> None:
         "anthropic-ratelimit-input-tokens-remaining": "39000",
         "anthropic-ratelimit-input-tokens-reset": "not a time",
     }, wall_clock=now.timestamp)
-    assert requests == RateLimits(50, 10, pytest.approx(30))
+    assert requests is not None and (requests.limit, requests.remaining) == (50, 10)
+    assert requests.reset == pytest.approx(30)
     assert tokens == RateLimits(40000, 39000, 0.0)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from resilient_llm import (
     AllTargetsFailed,
@@ -26,7 +27,7 @@ from resilient_llm._routing import Router, Target
 from resilient_llm.openai import OpenAI
 from resilient_llm.testing import FakeClock, FakeRandom, Fault, FaultProvider, FaultServer
 
-MESSAGES = [{"role": "user", "content": "hi"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 def failure(kind: FailureClass, *, retryable: bool = True, retry_after: float | None = None,

@@ -19,6 +19,7 @@ from ._errors import (
 from ._events import Event, subscribe
 from ._outcome import AttemptInfo, Outcome, outcome
 from ._policy import Policy
+from ._pressure import PressureSnapshot, pressure_snapshot
 from ._scope import resilient
 from ._transport import AsyncResilientTransport, ResilientTransport
 
@@ -38,6 +39,7 @@ __all__ = [
     "IdempotencyStoreUnavailable",
     "Outcome",
     "Policy",
+    "PressureSnapshot",
     "ResidencyViolation",
     "ResilientLLMError",
     "ResilientTransport",
@@ -45,6 +47,7 @@ __all__ = [
     "StreamInterrupted",
     "deadline",
     "outcome",
+    "pressure_snapshot",
     "remaining",
     "resilient",
     "subscribe",

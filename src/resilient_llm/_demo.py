@@ -50,7 +50,7 @@ def brownout(seed: int, count: int) -> list[Any]:
     from .testing import Fault
 
     rng = random.Random(seed)
-    faults = []
+    faults: list[Any] = []
     for _ in range(count):
         roll = rng.random()
         if roll < 0.50:

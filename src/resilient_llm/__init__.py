@@ -10,17 +10,21 @@ from ._errors import (
     ConfigError,
     DeadlineExceeded,
     IdempotencyConflict,
+    IdempotencyOutcomeUnknown,
     IdempotencyStoreUnavailable,
     ResidencyViolation,
     ResilientLLMError,
     RetryBudgetExhausted,
+    SideEffectFailed,
     StreamInterrupted,
 )
 from ._events import Event, subscribe
+from ._idempotency import SideEffect, current_idempotency_key, run, side_effect
 from ._outcome import AttemptInfo, Outcome, outcome
 from ._policy import Policy
 from ._pressure import PressureSnapshot, pressure_snapshot
 from ._scope import resilient
+from ._tools import deadline_headers, tool
 from ._transport import AsyncResilientTransport, ResilientTransport
 
 __version__ = "0.1.0"
@@ -36,6 +40,7 @@ __all__ = [
     "Failure",
     "FailureClass",
     "IdempotencyConflict",
+    "IdempotencyOutcomeUnknown",
     "IdempotencyStoreUnavailable",
     "Outcome",
     "Policy",
@@ -44,13 +49,20 @@ __all__ = [
     "ResilientLLMError",
     "ResilientTransport",
     "RetryBudgetExhausted",
+    "SideEffect",
+    "SideEffectFailed",
     "StreamInterrupted",
+    "current_idempotency_key",
     "deadline",
+    "deadline_headers",
     "outcome",
     "pressure_snapshot",
     "remaining",
     "resilient",
+    "run",
+    "side_effect",
     "subscribe",
+    "tool",
 ]
 
 for _name in __all__:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import sys
+from asyncio import _get_running_loop as _asyncio_running_loop
 import inspect
 import math
 from collections.abc import Callable
@@ -45,6 +47,8 @@ def to_seconds(value: float | timedelta, *, name: str = "seconds") -> float:
 
 def _anyio_deadline(clock: Clock) -> float | None:
     """anyio's effective deadline translated onto ``clock``, when running inside an event loop."""
+    if _asyncio_running_loop() is None and "trio" not in sys.modules:
+        return None  # plain sync code: the fast path, no exception raised and caught
     try:
         import sniffio
 

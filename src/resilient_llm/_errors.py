@@ -9,7 +9,9 @@ ResilientLLMError
 ├── RetryBudgetExhausted                  retries would multiply load beyond the target's budget
 ├── StreamInterrupted                     a stream failed after output reached the caller
 ├── IdempotencyConflict                   same idempotency key, different arguments
+├── IdempotencyOutcomeUnknown             a run's lease expired without an outcome (at-most-once)
 ├── IdempotencyStoreUnavailable           the ledger cannot be reached; the side effect did not run
+├── SideEffectFailed                      a recorded failure whose type cannot be rebuilt here
 └── ResidencyViolation                    routing would leave the allowed regions
 ```
 
@@ -22,7 +24,7 @@ far; none carries a credential or prompt text in its message.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._outcome import AttemptInfo
@@ -33,10 +35,12 @@ __all__ = [
     "ConfigError",
     "DeadlineExceeded",
     "IdempotencyConflict",
+    "IdempotencyOutcomeUnknown",
     "IdempotencyStoreUnavailable",
     "ResidencyViolation",
     "ResilientLLMError",
     "RetryBudgetExhausted",
+    "SideEffectFailed",
     "StreamInterrupted",
 ]
 
@@ -166,3 +170,29 @@ class ResidencyViolation(ResilientLLMError):
         super().__init__(message)
         self.target = target
         self.region = region
+
+
+class IdempotencyOutcomeUnknown(ResilientLLMError):
+    """An earlier execution's lease expired before it recorded an outcome (at-most-once).
+
+    Its owner crashed, was killed or was cancelled at its limit: the effect may or may not
+    have happened, so it is not run again. Check it, then ``forget(...)`` the key to allow a
+    new execution, or choose ``idempotency_on_expired_lease="at_least_once"``.
+    """
+
+    def __init__(self, message: str, *, key: str, attempt: int) -> None:
+        super().__init__(message)
+        self.key = key
+        self.attempt = attempt
+
+
+class SideEffectFailed(ResilientLLMError):
+    """A recorded failure is replayed, but its exception type cannot be rebuilt in this process.
+
+    ``error_type`` is the original ``module:qualname``; ``error_args`` its JSON arguments.
+    """
+
+    def __init__(self, message: str, *, error_type: str, error_args: Sequence[Any]) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.error_args = list(error_args)

@@ -122,7 +122,9 @@ class TokenBucket:
         self.refill(now)
         self.capacity = max(limits.limit, 1.0)
         missing = limits.limit - limits.remaining
-        if limits.reset > 0 and missing > 0:
+        # A few missing tokens over a short reset say little about the rate: only learn it
+        # when at least 10 % of the limit (and 2 tokens) is in use.
+        if limits.reset > 0 and missing >= max(2.0, 0.1 * limits.limit):
             self.rate = max(missing / limits.reset, _MIN_RATE)
         self.level = min(self.level, limits.remaining)
 

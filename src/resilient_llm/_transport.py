@@ -196,6 +196,7 @@ class _Base:
         self._wire: Wire = wire_for(provider)
         self._clock = clock
         self._rng = rng
+        self._digests: dict[str | None, str] = {}
 
     @property
     def policy(self) -> Policy:
@@ -225,7 +226,13 @@ class _Base:
         url = request.url
         endpoint = f"{url.scheme}://{url.host}:{url.port or ''}"
         credential = request.headers.get("authorization") or request.headers.get("x-api-key")
-        return registry.get(TargetKey.of(endpoint, credential, call.target), call.clock.now())
+        digest = self._digests.get(credential)
+        if digest is None:
+            digest = TargetKey.of(endpoint, credential, None).credential
+            if len(self._digests) > 64:
+                self._digests.clear()
+            self._digests[credential] = digest
+        return registry.get(TargetKey(endpoint, digest, call.target), call.clock.now())
 
     def observe(self, state: TargetPressure, call: Call, response: httpx2.Response) -> None:
         requests, tokens = parse_rate_limits(self._wire.name, response.headers)
@@ -288,7 +295,8 @@ class _Plan:
         self.router = Router.for_call(call.policy, call.target)
         self.requested_model = call.target
         self.target = self.router.current
-        self.state = base.pressure_for(request, call)
+        self._states: dict[str | None, TargetPressure] = {}
+        self.state = self._state_for(call.target)
         self._bodies: dict[str, httpx2.Request] = {}
         self._last: httpx2.Response | BaseException | None = None
 
@@ -301,7 +309,7 @@ class _Plan:
             target = router.current
             if target.model:
                 call.target = target.model
-            state = self.base.pressure_for(self.request, call)
+            state = self._state_for(call.target)
             now = call.clock.now()
             reason = router.skip_reason(
                 circuit_open=False,
@@ -325,6 +333,12 @@ class _Plan:
                 raise call.deadline_error()
             return self._end(action, self._last)
         return action
+
+    def _state_for(self, model: str | None) -> TargetPressure:
+        state = self._states.get(model)
+        if state is None:
+            state = self._states[model] = self.base.pressure_for(self.request, self.call)
+        return state
 
     def abandon(self) -> None:
         """The planned attempt will not be made (admission failed): free a probe slot."""
@@ -499,13 +513,19 @@ class _Watchdog:
 
     def reschedule(self, entry: _Watch) -> None:
         with self._cond:
-            heapq.heappush(self._heap, (entry.expires_at, next(self._seq), entry))
+            heap = self._heap
+            if len(heap) > 4096:  # finished watches wait for their instant: drop them early
+                heap[:] = [item for item in heap if not item[2].done]
+                heapq.heapify(heap)
+            earliest = heap[0][0] if heap else None
+            heapq.heappush(heap, (entry.expires_at, next(self._seq), entry))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="resilient-llm-watchdog", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            if earliest is None or entry.expires_at < earliest:
+                self._cond.notify()  # the thread sleeps until the earliest instant only
 
     def _run(self) -> None:
         while True:
@@ -683,6 +703,12 @@ class ResilientTransport(httpx2.BaseTransport):
     ) -> None:
         self._inner = inner if inner is not None else httpx2.HTTPTransport()
         self._base = _Base(policy=policy, provider=provider, clock=clock, rng=rng)
+        # --- telemetry seam (owner: _telemetry.py): subscribe the event listener and tap each
+        # attempt's exact request/response under this transport (nothing when telemetry=False).
+        from ._telemetry import attach
+
+        self._inner = attach(self._inner, policy, asynchronous=False)
+        # --- end of telemetry seam
 
     @property
     def inner(self) -> httpx2.BaseTransport:
@@ -933,6 +959,12 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
     ) -> None:
         self._inner = inner if inner is not None else httpx2.AsyncHTTPTransport()
         self._base = _Base(policy=policy, provider=provider, clock=clock, rng=rng)
+        # --- telemetry seam (owner: _telemetry.py): subscribe the event listener and tap each
+        # attempt's exact request/response under this transport (nothing when telemetry=False).
+        from ._telemetry import attach
+
+        self._inner = attach(self._inner, policy, asynchronous=True)
+        # --- end of telemetry seam
 
     @property
     def inner(self) -> httpx2.AsyncBaseTransport:

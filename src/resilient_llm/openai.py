@@ -43,7 +43,10 @@ def _errors(client: Any) -> dict[str, Any]:
 
 
 def _no_sdk_retries(options: Any) -> Any:
-    return options.model_copy(update={"max_retries": 0})
+    # The SDK builds a fresh options object for every request and copies it again inside
+    # request(), so turning its retries off in place is safe and saves a model copy.
+    options.max_retries = 0
+    return options
 
 
 class OpenAI(_openai.OpenAI):

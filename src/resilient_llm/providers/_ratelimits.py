@@ -31,12 +31,11 @@ _GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e
 def parse_go_duration(value: str) -> float | None:
     """Seconds in a Go duration (``1h2m3.5s``) or a plain number of seconds; else ``None``."""
     value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    # Fast paths for the common single-unit forms ("6ms", "1s", "20") seen on every response.
+    number, unit = (value[:-2], 1e-3) if value.endswith("ms") else (
+        (value[:-1], 1.0) if value.endswith("s") and value[-2:-1].isdigit() else (value, 1.0))
+    if number.replace(".", "", 1).isdigit():
+        return float(number) * unit
     total, position = 0.0, 0
     for match in _GO_PART.finditer(value):
         if match.start() != position:

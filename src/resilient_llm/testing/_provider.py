@@ -170,8 +170,10 @@ class _Limits:
     def _capacity_view(self, now: float) -> _RateView:
         assert self.capacity is not None
         remaining = max(0, self.capacity - len(self.inflight))
+        # As OpenAI documents its reset: the time until the limit is back to its initial
+        # state, here when every request in flight has finished.
         ends = [end for end in self.inflight.values() if math.isfinite(end)]
-        reset = max(0.0, min(ends) - now) if ends else 0.0
+        reset = max(0.0, max(ends) - now) if ends else 0.0
         return _RateView(self.capacity, remaining, reset)
 
     def _rps_view(self) -> _RateView:

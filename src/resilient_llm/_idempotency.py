@@ -1,0 +1,857 @@
+"""Side effects that happen once: ``@side_effect``, the ``run`` scope and idempotency keys.
+
+Agents retry: a model call times out and the step is replayed, a crashed job restarts, two
+workers pick up the same job. ``@side_effect`` makes the tool's effect happen once per key, and
+the key comes from durable identities only, never from the clock or a fresh UUID (a key minted
+at execution time is new on every replay, so it protects nothing)::
+
+    key         = HMAC-SHA256(secret, frame("resilient-llm/idempotency/v1", "run", run…,
+                                            "tool", name, kind, identity))
+    identity    = the tool-call id                       (kind "call": when one is supplied)
+                | key(*args, **kwargs)                   (kind "key": explicit override)
+                | SHA-256(canonical arguments)           (kind "args": otherwise)
+    fingerprint = HMAC-SHA256(secret, frame(…, "fingerprint", name, SHA-256(canonical args)))
+
+``frame`` length-prefixes every part, so no two different inputs share a message. The run is
+the path of enclosing :func:`run` scopes (or ``with_options(run_id=...)``). When the identity is
+a tool-call id or a custom key, the same key with other arguments raises
+:class:`IdempotencyConflict`, as Stripe and the IETF draft do; when it is the arguments
+themselves, other arguments are simply another action.
+
+``secret`` is ``Policy.idempotency_secret`` (``RESILIENT_LLM_IDEMPOTENCY_SECRET``) or, when
+unset, a random 256-bit secret the store creates once and keeps (per process for ``memory``, in
+the file for SQLite, in Redis for Redis), so every worker sharing a store derives the same keys
+and a key forwarded downstream reveals nothing about the arguments.
+
+Canonical arguments: the call is bound to the signature with defaults applied (``f(1)`` and
+``f(x=1)`` agree), then every value is reduced to its JSON form: dict keys in any order are
+the same; ``list`` and ``tuple`` are the same; numbers compare by exact value (``1``, ``1.0``,
+``Decimal("1.00")`` and ``Fraction(2, 2)`` agree; ``0.1`` and ``Decimal("0.1")`` do not, as in
+Python; ``-0.0`` is ``0``; ``bool`` is not a number; NaN equals NaN); strings are NFC-normalised
+(a precomposed ``é`` and ``e`` + combining accent agree; compatibility forms such as ``ﬁ`` do
+not, since NFKC would change meaning); pydantic models, dataclasses and enums reduce to their
+JSON values; ``datetime``, ``date``, ``time`` and ``UUID`` to their ISO/str form; sets are
+unordered. Anything else raises ``TypeError``: pass ``key=`` or ``ignore=``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import dataclasses
+import datetime as _dt
+import enum
+import functools
+import hashlib
+import hmac
+import inspect
+import json
+import logging
+import math
+import numbers
+import sys
+import typing
+import unicodedata
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
+from decimal import Decimal
+from fractions import Fraction
+from types import TracebackType
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from ._clock import Clock
+from ._errors import (
+    DeadlineExceeded,
+    IdempotencyConflict,
+    IdempotencyOutcomeUnknown,
+    IdempotencyStoreUnavailable,
+    SideEffectFailed,
+)
+from ._policy import Policy
+from ._tools import _TOOL_KEY, Budget, _seconds_or_none, current_policy
+from .stores import Begin, Ledger, open_store
+
+__all__ = [
+    "DEFAULT_LEASE",
+    "ExpiredLeasePolicy",
+    "IdempotencyOutcomeUnknown",
+    "Run",
+    "SideEffect",
+    "SideEffectFailed",
+    "arguments_digest",
+    "canonical_arguments",
+    "canonical_json",
+    "current_idempotency_key",
+    "current_run",
+    "derive_key",
+    "run",
+    "side_effect",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+logger = logging.getLogger("resilient_llm.idempotency")
+
+_VERSION = b"resilient-llm/idempotency/v1"
+#: Lease of an execution with no deadline in force (seconds). Inside a deadline the lease is
+#: the tool's limit plus ``LEASE_GRACE``.
+DEFAULT_LEASE = 300.0
+LEASE_GRACE = 10.0
+_FIRST_POLL = 0.005
+_MAX_POLL = 0.25
+
+ExpiredLeasePolicy = Literal["at_most_once", "at_least_once"]
+
+
+# --- the run scope -------------------------------------------------------------------------------
+
+_RUN: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "resilient_llm_run", default=()
+)
+
+
+def _check_id(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    value = unicodedata.normalize("NFC", value)
+    if not value.strip():
+        raise ValueError(f"{what} must not be empty")
+    if len(value) > 1024:
+        raise ValueError(f"{what} must be at most 1024 characters")
+    return value
+
+
+class Run:
+    """A durable run scope: ``with run("order-1234"):`` (also ``async with``).
+
+    Idempotency keys of side effects inside derive from the run id, so a replay of the same
+    run (a retried step, a restarted job, a second worker) reuses them. Use an id that
+    survives restarts: a job id, an order id, a workflow run id, never ``uuid4()``. Nested
+    scopes extend the identity: ``run("order-1234")`` then ``run("refund")`` is the run
+    ``("order-1234", "refund")``.
+    """
+
+    __slots__ = ("_run_id", "_token")
+
+    def __init__(self, run_id: str) -> None:
+        self._run_id = _check_id(run_id, "run_id")
+        self._token: contextvars.Token[tuple[str, ...]] | None = None
+
+    @property
+    def run_id(self) -> str:
+        """This scope's own id (normalised to NFC)."""
+        return self._run_id
+
+    def __enter__(self) -> Run:
+        if self._token is not None:
+            raise RuntimeError("a run scope cannot be entered twice; create a new one")
+        self._token = _RUN.set((*_RUN.get(), self._run_id))
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._token is not None:
+            _RUN.reset(self._token)
+            self._token = None
+
+    async def __aenter__(self) -> Run:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        return f"run({self._run_id!r})"
+
+
+def run(run_id: str) -> Run:
+    """Scope idempotency keys to a durable run: ``with resilient_llm.run("order-1234"):``."""
+    return Run(run_id)
+
+
+def current_run() -> tuple[str, ...]:
+    """The ids of the enclosing run scopes, outermost first (empty outside any)."""
+    return _RUN.get()
+
+
+def current_idempotency_key() -> str | None:
+    """The idempotency key of the side effect executing here, to pass to an API that takes one."""
+    return _TOOL_KEY.get()
+
+
+# --- canonical arguments -------------------------------------------------------------------------
+
+
+def _number(value: Any) -> str:
+    """The exact value of a real number as text: ``12``, ``125e-2``, ``1/3``, ``NaN``."""
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, Decimal):
+        if value.is_nan():
+            return "NaN"
+        if value.is_infinite():
+            return "-Infinity" if value < 0 else "Infinity"
+        frac = Fraction(value)
+    elif isinstance(value, numbers.Rational):
+        frac = Fraction(int(value.numerator), int(value.denominator))
+    else:
+        real = float(value)
+        if math.isnan(real):
+            return "NaN"
+        if math.isinf(real):
+            return "-Infinity" if real < 0 else "Infinity"
+        frac = Fraction(real)
+    if frac.denominator == 1:
+        return str(frac.numerator)
+    rest, twos, fives = frac.denominator, 0, 0
+    while rest % 2 == 0:
+        rest, twos = rest // 2, twos + 1
+    while rest % 5 == 0:
+        rest, fives = rest // 5, fives + 1
+    if rest != 1:
+        return f"{frac.numerator}/{frac.denominator}"
+    digits = max(twos, fives)
+    return f"{frac.numerator * 10**digits // frac.denominator}e-{digits}"
+
+
+def _canon(value: Any, where: str) -> Any:
+    """``value`` as a tagged JSON structure: strings stay strings, everything else is tagged."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value)
+    if isinstance(value, enum.Enum):
+        return _canon(value.value, where)
+    if isinstance(value, numbers.Real):
+        return ["n", _number(value)]
+    if isinstance(value, Decimal):
+        return ["n", _number(value)]
+    if isinstance(value, BaseModel):
+        return _canon(value.model_dump(mode="json"), where)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _canon({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, where)
+    if isinstance(value, Mapping):
+        pairs = []
+        seen = set()
+        for key, item in value.items():
+            encoded = _dumps(_canon(key, where))
+            if encoded in seen:
+                raise ValueError(
+                    f"argument {where!r} holds two keys that are equal once canonicalised "
+                    "(e.g. 1 and 1.0, or the NFC and NFD forms of a string)"
+                )
+            seen.add(encoded)
+            pairs.append((encoded, _canon(item, where)))
+        pairs.sort(key=lambda pair: pair[0])
+        return ["d", [[json.loads(k), v] for k, v in pairs]]
+    if isinstance(value, (list, tuple)):
+        return ["l", [_canon(item, where) for item in value]]
+    if isinstance(value, Set):
+        items = sorted(_dumps(_canon(item, where)) for item in value)
+        return ["s", [json.loads(item) for item in items]]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return ["b", base64.b64encode(bytes(value)).decode("ascii")]
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(
+        f"argument {where!r} holds a {type(value).__qualname__}, which has no canonical form; "
+        "pass key= to derive the key yourself, or ignore= to leave the argument out"
+    )
+
+
+def _dumps(structure: Any) -> str:
+    return json.dumps(structure, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def canonical_json(value: Any) -> str:
+    """The canonical text of one value (rules in the module docstring): stable across runs."""
+    return _dumps(_canon(value, "value"))
+
+
+def canonical_arguments(
+    signature: inspect.Signature, args: Sequence[Any], kwargs: Mapping[str, Any],
+    *, ignore: Set[str] = frozenset(),
+) -> str:
+    """The canonical text of a call's arguments, bound by name with defaults applied."""
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    named = {
+        name: _canon(value, name)
+        for name, value in bound.arguments.items()
+        if name not in ignore
+    }
+    return _dumps(["d", [[name, named[name]] for name in sorted(named)]])
+
+
+def arguments_digest(
+    signature: inspect.Signature, args: Sequence[Any], kwargs: Mapping[str, Any],
+    *, ignore: Set[str] = frozenset(),
+) -> str:
+    """SHA-256 (hex) of :func:`canonical_arguments`."""
+    text = canonical_arguments(signature, args, kwargs, ignore=ignore)
+    return hashlib.sha256(_VERSION + b"\0args\0" + text.encode("utf-8")).hexdigest()
+
+
+def _frame(*parts: str | bytes) -> bytes:
+    out = bytearray()
+    for part in parts:
+        data = part.encode("utf-8") if isinstance(part, str) else part
+        out += len(data).to_bytes(4, "big") + data
+    return bytes(out)
+
+
+def derive_key(
+    secret: bytes, *, run: Sequence[str], tool: str,
+    kind: Literal["call", "key", "args"], identity: str,
+) -> str:
+    """The idempotency key (64 hex characters) for one action; formula in the module docstring."""
+    message = _frame(_VERSION, "run", str(len(run)), *run, "tool", tool, kind, identity)
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def _fingerprint(secret: bytes, tool: str, digest: str) -> str:
+    message = _frame(_VERSION, "fingerprint", tool, digest)
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+# --- stored outcomes ----------------------------------------------------------------------------
+
+
+def _encode_error(exc: BaseException) -> str:
+    cls = type(exc)
+    args: list[Any] = list(exc.args)
+    try:
+        json.dumps(args, allow_nan=False)
+    except (TypeError, ValueError):
+        args = [str(exc)]
+    return json.dumps({"type": f"{cls.__module__}:{cls.__qualname__}", "args": args})
+
+
+def _decode_error(payload: str | None, name: str) -> BaseException:
+    """Rebuild a recorded error. Only classes already imported are used: nothing is imported."""
+    try:
+        data = json.loads(payload or "{}")
+    except ValueError:
+        data = {}
+    type_name = str(data.get("type", "?"))
+    args = data.get("args")
+    args = args if isinstance(args, list) else []
+    module_name, _, qualname = type_name.partition(":")
+    found: Any = sys.modules.get(module_name)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    exc: BaseException | None = None
+    if isinstance(found, type) and issubclass(found, Exception):
+        try:
+            exc = found(*args)
+        except Exception:
+            exc = None
+    if exc is None:
+        exc = SideEffectFailed(
+            f"side effect {name!r} failed earlier with {type_name}; that failure is replayed",
+            error_type=type_name, error_args=args,
+        )
+    if hasattr(exc, "add_note"):
+        exc.add_note(
+            f"replayed by resilient-llm: side effect {name!r} already failed with this error "
+            "under the same idempotency key"
+        )
+    return exc
+
+
+# --- the decorator -------------------------------------------------------------------------------
+
+Retryable = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
+
+
+@dataclasses.dataclass(slots=True)
+class _Plan:
+    """One invocation's settings, resolved before any I/O."""
+
+    ledger: Ledger
+    budget: Budget
+    secret: bytes | None
+    run: tuple[str, ...]
+    kind: Literal["call", "key", "args"]
+    identity: str | None
+    digest: str
+    lease: float
+    takeover: bool
+    fail_open: bool
+    store_name: str
+    key: str = ""
+    fingerprint: str = ""
+
+    def identify(self, secret: bytes, tool: str) -> None:
+        identity = self.identity if self.identity is not None else self.digest
+        self.key = derive_key(secret, run=self.run, tool=tool, kind=self.kind, identity=identity)
+        self.fingerprint = _fingerprint(secret, tool, self.digest)
+
+
+class SideEffect(Protocol[P, R_co]):
+    """What :func:`side_effect` returns: the function itself (sync stays sync, async stays
+    async, signature and docstring kept), plus the methods below."""
+
+    #: The tool name folded into every key.
+    name: str
+    __name__: str
+    __qualname__: str
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    @overload
+    def __get__(self, instance: None, owner: type, /) -> SideEffect[P, R_co]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None, /) -> Callable[..., R_co]: ...
+    def __get__(self, instance: object, owner: type | None = None, /) -> Any:
+        """Decorated methods bind like functions (pass ``ignore=("self",)``)."""
+        ...
+
+    def with_options(
+        self, *, run_id: str | None = None, tool_call_id: str | None = None
+    ) -> Callable[P, R_co]:
+        """This side effect with explicit ids: ``send.with_options(tool_call_id=c.id)(...)``.
+
+        ``run_id`` replaces the enclosing :func:`run` scopes; ``tool_call_id`` (the id the model
+        gave this tool call) makes the key independent of the arguments, so the same call id
+        with other arguments raises :class:`IdempotencyConflict`.
+        """
+        ...
+
+    def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The idempotency key a call with these arguments would use here (may touch the store)."""
+        ...
+
+    def forget(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Delete the ledger entry of these arguments, so the next call executes again."""
+        ...
+
+
+class _Engine:
+    """Everything behind one ``@side_effect`` function: planning, the ledger protocol, drivers."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        key: Callable[..., str] | None,
+        store: str | Ledger | None,
+        name: str | None,
+        on_expired_lease: ExpiredLeasePolicy | None,
+        fail_open: bool | None,
+        reserve: float | None,
+        timeout: float | None,
+        lease: float | None,
+        retryable: Retryable,
+        ignore: Sequence[str],
+        clock: Clock | None,
+    ) -> None:
+        self._func = func
+        self._is_async = inspect.iscoroutinefunction(func)
+        self._signature = inspect.signature(func)
+        unknown = set(ignore) - set(self._signature.parameters)
+        if unknown:
+            raise ValueError(
+                f"ignore= names no parameter of {func.__qualname__}: {sorted(unknown)}"
+            )
+        if on_expired_lease not in (None, "at_most_once", "at_least_once"):
+            raise ValueError("on_expired_lease must be 'at_most_once' or 'at_least_once'")
+        self.name = name or f"{func.__module__}.{func.__qualname__}"
+        self._key = key
+        self._store = store
+        self._on_expired_lease = on_expired_lease
+        self._fail_open = fail_open
+        self._reserve = reserve
+        self._timeout = timeout
+        self._lease = lease
+        self._retryable = retryable
+        self._ignore = frozenset(ignore)
+        self._clock = clock
+        self._adapter: TypeAdapter[Any] | None = None
+
+    # --- the public surface --------------------------------------------------------------------
+
+    def function(self, run_id: str | None, call_id: str | None) -> Callable[..., Any]:
+        """The wrapped function: ``async def`` for coroutine functions, so introspection holds."""
+        if self._is_async:
+
+            @functools.wraps(self._func)
+            async def async_call(*args: Any, **kwargs: Any) -> Any:
+                return await self._acall(run_id, call_id, args, kwargs)
+
+            return async_call
+
+        @functools.wraps(self._func)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._call(run_id, call_id, args, kwargs)
+
+        return call
+
+    def with_options(
+        self, *, run_id: str | None = None, tool_call_id: str | None = None
+    ) -> Callable[..., Any]:
+        """See :meth:`SideEffect.with_options`."""
+        rid = None if run_id is None else _check_id(run_id, "run_id")
+        cid = None if tool_call_id is None else _check_id(tool_call_id, "tool_call_id")
+        return self.function(rid, cid)
+
+    def key_for(self, *args: Any, **kwargs: Any) -> str:
+        """See :meth:`SideEffect.key_for`."""
+        plan = self._plan(None, None, args, kwargs, budget=False)
+        plan.identify(plan.secret or plan.ledger.secret(), self.name)
+        return plan.key
+
+    def forget(self, *args: Any, **kwargs: Any) -> None:
+        """See :meth:`SideEffect.forget`."""
+        plan = self._plan(None, None, args, kwargs, budget=False)
+        plan.identify(plan.secret or plan.ledger.secret(), self.name)
+        plan.ledger.forget(plan.key)
+
+    # --- planning (pure) -----------------------------------------------------------------------
+
+    def _adapter_for_result(self) -> TypeAdapter[Any]:
+        if self._adapter is None:
+            try:
+                hints = typing.get_type_hints(self._func)
+            except Exception as exc:
+                raise TypeError(
+                    f"cannot resolve the return annotation of side effect {self.name!r} "
+                    f"({type(exc).__name__}); its result could not be stored"
+                ) from exc
+            self._adapter = TypeAdapter(hints.get("return", Any))
+        return self._adapter
+
+    def _plan(self, run_id: str | None, call_id: str | None, args: Sequence[Any],
+              kwargs: Mapping[str, Any], *, budget: bool = True) -> _Plan:
+        policy: Policy = current_policy()
+        reserve = self._reserve if self._reserve is not None else policy.tool_reserve
+        tool_budget = Budget(self.name, reserve=reserve if budget else 0.0,
+                             timeout=self._timeout if budget else None, clock=self._clock)
+        if isinstance(self._store, str) or self._store is None:
+            url = self._store if self._store is not None else policy.idempotency_store
+            ledger = open_store(url)
+            store_name = url.split("://", 1)[0] if "://" in url else url
+        else:
+            ledger = self._store
+            store_name = type(ledger).__name__
+        self._adapter_for_result()
+        digest = arguments_digest(self._signature, args, kwargs, ignore=self._ignore)
+        kind: Literal["call", "key", "args"]
+        identity: str | None
+        if call_id is not None:
+            kind, identity = "call", call_id
+        elif self._key is not None:
+            custom = self._key(*args, **kwargs)
+            if not isinstance(custom, str) or not custom:
+                raise TypeError(f"key= of side effect {self.name!r} must return a non-empty str")
+            kind, identity = "key", custom
+        else:
+            kind, identity = "args", None
+        if self._lease is not None:
+            lease = self._lease
+        elif tool_budget.limit is not None:
+            lease = tool_budget.limit + LEASE_GRACE
+        else:
+            lease = DEFAULT_LEASE
+        secret = policy.idempotency_secret
+        on_expired = self._on_expired_lease or policy.idempotency_on_expired_lease
+        return _Plan(
+            ledger=ledger, budget=tool_budget,
+            secret=secret.encode("utf-8") if secret else None,
+            run=(run_id,) if run_id is not None else _RUN.get(),
+            kind=kind, identity=identity, digest=digest, lease=lease,
+            takeover=on_expired == "at_least_once",
+            fail_open=(self._fail_open if self._fail_open is not None
+                       else policy.idempotency_fail_open),
+            store_name=store_name,
+        )
+
+    def _next_poll(self, plan: _Plan, delay: float) -> float:
+        """How long to sleep before asking again, or raise once the budget is spent."""
+        left = plan.budget.left_now()
+        if left is not None and left <= 0:
+            raise DeadlineExceeded(
+                f"side effect {self.name!r} gave up waiting for a concurrent execution under the "
+                f"same idempotency key: its limit of {plan.budget.limit or 0.0:.3f} s ran out",
+                budget=plan.budget.limit,
+            )
+        return delay if left is None else min(delay, left)
+
+    def _settle(self, plan: _Plan, begun: Begin) -> Any:
+        """Turn a non-run answer into the replayed result, or raise."""
+        short = plan.key[:12]
+        if begun.action == "replay":
+            if not begun.succeeded:
+                raise _decode_error(begun.payload, self.name)
+            try:
+                return self._adapter_for_result().validate_json(begun.payload or "null")
+            except ValidationError as exc:
+                raise TypeError(
+                    f"the stored result of side effect {self.name!r} (key {short}…) no longer "
+                    f"matches its return annotation ({exc.error_count()} errors)"
+                ) from exc
+        if begun.action == "conflict":
+            raise IdempotencyConflict(
+                f"side effect {self.name!r} was called again under idempotency key {short}… "
+                "with different arguments; the first call stands. Use a new run or tool-call id "
+                "for a new action"
+            )
+        if begun.action == "expired":
+            raise IdempotencyOutcomeUnknown(
+                f"side effect {self.name!r} (key {short}…, attempt {begun.attempt}) lost its "
+                "owner before an outcome was recorded: it may or may not have happened. "
+                "Policy at_most_once does not run it again; check the effect, then call "
+                ".forget(...) with the same arguments, or use "
+                "idempotency_on_expired_lease='at_least_once'",
+                key=plan.key, attempt=begun.attempt,
+            )
+        raise AssertionError(f"unexpected ledger action {begun.action!r}")  # pragma: no cover
+
+    def _encode_result(self, result: Any) -> tuple[str | None, TypeError | None]:
+        try:
+            return self._adapter_for_result().dump_json(result, warnings="error").decode(), None
+        except Exception as exc:
+            error = TypeError(
+                f"the result of side effect {self.name!r} cannot be stored as JSON "
+                f"({type(exc).__name__}); annotate the return type with one pydantic can serialise"
+            )
+            error.__cause__ = exc
+            return None, error
+
+    def _is_retryable(self, exc: BaseException) -> bool:
+        if isinstance(self._retryable, tuple):
+            return isinstance(exc, self._retryable)
+        return bool(self._retryable(exc))
+
+    def _unavailable(self, plan: _Plan, exc: IdempotencyStoreUnavailable) -> None:
+        if not plan.fail_open:
+            raise IdempotencyStoreUnavailable(
+                f"{exc}; side effect {self.name!r} did not run (fail closed: set "
+                "idempotency_fail_open=true to run it without a ledger)"
+            ) from exc
+        logger.warning(
+            "idempotency store %s unavailable; running side effect %r without a ledger "
+            "(idempotency_fail_open)", plan.store_name, self.name,
+        )
+
+    def _store_failed(self, plan: _Plan, what: str, exc: IdempotencyStoreUnavailable) -> None:
+        logger.warning(
+            "side effect %r ran but its %s could not be recorded (key %s…, store %s): %s",
+            self.name, what, plan.key[:12], plan.store_name, type(exc).__name__,
+        )
+
+    # --- drivers -------------------------------------------------------------------------------
+
+    def _call(self, run_id: str | None, call_id: str | None, args: Sequence[Any],
+              kwargs: Mapping[str, Any]) -> Any:
+        plan = self._plan(run_id, call_id, args, kwargs)
+        clock = plan.budget.clock
+        ledger = plan.ledger
+        try:
+            plan.identify(plan.secret or ledger.secret(), self.name)
+            delay = _FIRST_POLL
+            while True:
+                begun = ledger.begin(plan.key, plan.fingerprint, lease=plan.lease,
+                                     takeover=plan.takeover)
+                if begun.action != "wait":
+                    break
+                clock.sleep(self._next_poll(plan, delay))
+                delay = min(delay * 2, _MAX_POLL)
+        except IdempotencyStoreUnavailable as exc:
+            self._unavailable(plan, exc)
+            return plan.budget.call(self._func, *args, **kwargs)
+        if begun.action != "run":
+            return self._settle(plan, begun)
+        token = cast(str, begun.token)
+        left = plan.budget.left_now()
+        if left is not None and left <= 0:
+            self._quietly(plan, "release", ledger.fail, plan.key, token, "", retryable=True)
+            raise plan.budget.exceeded()
+        key_token = _TOOL_KEY.set(plan.key)
+        try:
+            result = plan.budget.call(self._func, *args, **kwargs)
+        except DeadlineExceeded:
+            self._quietly(plan, "lease", ledger.abandon, plan.key, token)
+            raise
+        except Exception as exc:
+            self._quietly(plan, "failure", ledger.fail, plan.key, token, _encode_error(exc),
+                          retryable=self._is_retryable(exc))
+            raise
+        except BaseException:
+            self._quietly(plan, "lease", ledger.abandon, plan.key, token)
+            raise
+        finally:
+            _TOOL_KEY.reset(key_token)
+        payload, error = self._encode_result(result)
+        if error is not None:
+            self._quietly(plan, "failure", ledger.fail, plan.key, token, _encode_error(error),
+                          retryable=False)
+            raise error
+        self._quietly(plan, "result", ledger.complete, plan.key, token, cast(str, payload))
+        return result
+
+    def _quietly(self, plan: _Plan, what: str, op: Callable[..., Any], *args: Any,
+                 **kwargs: Any) -> None:
+        try:
+            op(*args, **kwargs)
+        except IdempotencyStoreUnavailable as exc:
+            self._store_failed(plan, what, exc)
+
+    async def _io(self, plan: _Plan, op: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if plan.ledger.blocking:
+            import anyio.to_thread
+
+            return await anyio.to_thread.run_sync(functools.partial(op, *args, **kwargs))
+        return op(*args, **kwargs)
+
+    async def _aquietly(self, plan: _Plan, what: str, op: Callable[..., Any], *args: Any,
+                        **kwargs: Any) -> None:
+        import anyio
+
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._io(plan, op, *args, **kwargs)
+            except IdempotencyStoreUnavailable as exc:
+                self._store_failed(plan, what, exc)
+
+    async def _acall(self, run_id: str | None, call_id: str | None, args: Sequence[Any],
+                     kwargs: Mapping[str, Any]) -> Any:
+        plan = self._plan(run_id, call_id, args, kwargs)
+        clock = plan.budget.clock
+        ledger = plan.ledger
+        import anyio.lowlevel
+
+        func = cast(Callable[..., Awaitable[Any]], self._func)
+        try:
+            secret = plan.secret or await self._io(plan, ledger.secret)
+            plan.identify(secret, self.name)
+            delay = _FIRST_POLL
+            while True:
+                begun = await self._io(plan, ledger.begin, plan.key, plan.fingerprint,
+                                       lease=plan.lease, takeover=plan.takeover)
+                if begun.action != "wait":
+                    break
+                await clock.asleep(self._next_poll(plan, delay))
+                await anyio.lowlevel.checkpoint()
+                delay = min(delay * 2, _MAX_POLL)
+        except IdempotencyStoreUnavailable as exc:
+            self._unavailable(plan, exc)
+            return await plan.budget.acall(func, *args, **kwargs)
+        if begun.action != "run":
+            return self._settle(plan, begun)
+        token = cast(str, begun.token)
+        left = plan.budget.left_now()
+        if left is not None and left <= 0:
+            await self._aquietly(plan, "release", ledger.fail, plan.key, token, "",
+                                 retryable=True)
+            raise plan.budget.exceeded()
+        key_token = _TOOL_KEY.set(plan.key)
+        try:
+            result = await plan.budget.acall(func, *args, **kwargs)
+        except DeadlineExceeded:
+            await self._aquietly(plan, "lease", ledger.abandon, plan.key, token)
+            raise
+        except Exception as exc:
+            await self._aquietly(plan, "failure", ledger.fail, plan.key, token,
+                                 _encode_error(exc), retryable=self._is_retryable(exc))
+            raise
+        except BaseException:
+            await self._aquietly(plan, "lease", ledger.abandon, plan.key, token)
+            raise
+        finally:
+            _TOOL_KEY.reset(key_token)
+        payload, error = self._encode_result(result)
+        if error is not None:
+            await self._aquietly(plan, "failure", ledger.fail, plan.key, token,
+                                 _encode_error(error), retryable=False)
+            raise error
+        await self._aquietly(plan, "result", ledger.complete, plan.key, token,
+                             cast(str, payload))
+        return result
+
+
+@overload
+def side_effect(func: Callable[P, R], /) -> SideEffect[P, R]: ...
+@overload
+def side_effect(
+    *,
+    key: Callable[..., str] | None = None,
+    store: str | Ledger | None = None,
+    name: str | None = None,
+    on_expired_lease: ExpiredLeasePolicy | None = None,
+    fail_open: bool | None = None,
+    reserve: float | _dt.timedelta | None = None,
+    timeout: float | _dt.timedelta | None = None,
+    lease: float | _dt.timedelta | None = None,
+    retryable: Retryable = (ConnectionRefusedError,),
+    ignore: Sequence[str] = (),
+    clock: Clock | None = None,
+) -> Callable[[Callable[P, R]], SideEffect[P, R]]: ...
+
+
+def side_effect(
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    key: Callable[..., str] | None = None,
+    store: str | Ledger | None = None,
+    name: str | None = None,
+    on_expired_lease: ExpiredLeasePolicy | None = None,
+    fail_open: bool | None = None,
+    reserve: float | _dt.timedelta | None = None,
+    timeout: float | _dt.timedelta | None = None,
+    lease: float | _dt.timedelta | None = None,
+    retryable: Retryable = (ConnectionRefusedError,),
+    ignore: Sequence[str] = (),
+    clock: Clock | None = None,
+) -> SideEffect[P, R] | Callable[[Callable[P, R]], SideEffect[P, R]]:
+    """Run a sync or async function at most once per idempotency key: ``@side_effect``.
+
+    Concurrent duplicates wait for the first execution and get its result; later calls replay
+    the stored result (validated back into the return annotation's type) or re-raise the
+    recorded error. The function runs under the caller's deadline minus ``reserve`` like a
+    :func:`~resilient_llm.tool`. Options (``None`` = the policy's value):
+
+    - ``key``: ``key(*args, **kwargs) -> str`` replaces the arguments (or tool-call id) as the
+      action's identity; arguments still form the fingerprint checked for conflicts.
+    - ``store``: ``memory``, ``sqlite:///PATH``, ``redis://...`` or a ledger instance
+      (``RESILIENT_LLM_IDEMPOTENCY_STORE``).
+    - ``name``: the tool name in the key; pin it so keys survive renaming the function.
+    - ``on_expired_lease``: ``at_most_once`` raises :class:`IdempotencyOutcomeUnknown` when a
+      crashed owner's lease expired; ``at_least_once`` runs again.
+    - ``fail_open``: run without a ledger when the store is down (default: refuse).
+    - ``retryable``: errors that free the key instead of being replayed; by default only
+      ``ConnectionRefusedError`` (the request never reached the server).
+    - ``lease``: how long an execution holds the key (default: its limit + 10 s, or 300 s).
+    - ``ignore``: parameter names left out of the arguments (clients, loggers, ``self``).
+    - ``clock``: for tests.
+    """
+    reserve_s = _seconds_or_none(reserve, "reserve", zero_ok=True)
+    timeout_s = _seconds_or_none(timeout, "timeout", zero_ok=False)
+    lease_s = _seconds_or_none(lease, "lease", zero_ok=False)
+
+    def decorate(fn: Callable[P, R]) -> SideEffect[P, R]:
+        engine = _Engine(
+            fn, key=key, store=store, name=name, on_expired_lease=on_expired_lease,
+            fail_open=fail_open, reserve=reserve_s, timeout=timeout_s, lease=lease_s,
+            retryable=retryable, ignore=ignore, clock=clock,
+        )
+        wrapper: Any = engine.function(None, None)
+        wrapper.name = engine.name
+        wrapper.with_options = engine.with_options
+        wrapper.key_for = engine.key_for
+        wrapper.forget = engine.forget
+        wrapper.__side_effect__ = engine
+        return cast(SideEffect[P, R], wrapper)
+
+    if func is not None:
+        return decorate(func)
+    return decorate
+

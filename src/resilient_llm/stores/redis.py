@@ -1,0 +1,214 @@
+"""The Redis ledger: one ledger for a fleet of workers.
+
+Each key is a hash ``PREFIX{KEY}`` (state, fingerprint, owner token, attempt, payload) kept for
+the retention period, plus a lease ``PREFIX{KEY}:lease`` created with ``SET NX PX``: the lease
+expires on the Redis server, so clients' clocks never matter. ``begin`` is one Lua script
+(create-if-absent plus lease, or replay, or conflict, or takeover), so it is atomic across the
+fleet. The ``{KEY}`` hash tag keeps both keys in one Redis Cluster slot.
+
+``redis`` is imported when a ``RedisLedger`` is created, never by ``import resilient_llm``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .._errors import IdempotencyStoreUnavailable
+from . import DEFAULT_RETENTION, Begin, redact_url
+
+__all__ = ["RedisLedger"]
+
+_T = TypeVar("_T")
+
+# KEYS: record, lease.  ARGV: fingerprint, token, lease ms, retention ms, takeover (0/1).
+_BEGIN = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'fp', ARGV[1], 'token', ARGV[2], 'attempt', 1)
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3])
+  return {'run', 1, ''}
+end
+local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt'))
+if redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] then
+  return {'conflict', attempt, ''}
+end
+if state ~= 'running' then
+  return {state, attempt, redis.call('HGET', KEYS[1], 'payload')}
+end
+if redis.call('HGET', KEYS[1], 'token') == ARGV[2] then
+  return {'run', attempt, ''}
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {'wait', attempt, ''}
+end
+if ARGV[5] ~= '1' then
+  return {'expired', attempt, ''}
+end
+redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3])
+attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'token', ARGV[2])
+return {'run', attempt, ''}
+"""
+
+# KEYS: record, lease.  ARGV: token, new state ('' deletes the key), payload, retention ms.
+_FINISH = """
+local state = redis.call('HGET', KEYS[1], 'state')
+local token = redis.call('HGET', KEYS[1], 'token')
+if token ~= ARGV[1] then
+  return 0
+end
+if state ~= 'running' then
+  return 1
+end
+redis.call('DEL', KEYS[2])
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'payload', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+# KEYS: record, lease.  ARGV: token.
+_ABANDON = """
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1]
+   and redis.call('HGET', KEYS[1], 'state') == 'running' then
+  redis.call('DEL', KEYS[2])
+end
+return 0
+"""
+
+
+class RedisLedger:
+    """A ledger in Redis (``RESILIENT_LLM_IDEMPOTENCY_STORE=redis://HOST:PORT/DB``).
+
+    Pass a URL, or an existing ``redis.Redis`` client as ``client=``. A connection failure
+    is retried twice within about 0.1 s, then the store counts as unavailable.
+    """
+
+    blocking = True
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: Any = None,
+        prefix: str = "resilient_llm:idem:",
+        retention: float = DEFAULT_RETENTION,
+        socket_timeout: float = 5.0,
+    ) -> None:
+        if (url is None) == (client is None):
+            raise ValueError("pass exactly one of url= or client=")
+        self._url = redact_url(url) if url is not None else repr(client)
+        if url is not None:
+            import redis
+            from redis.backoff import ExponentialBackoff
+            from redis.retry import Retry
+
+            client = redis.Redis.from_url(
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=min(socket_timeout, 2.0),
+                retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), retries=2),
+                decode_responses=True,
+                protocol=2,  # RESP2: also served by Redis < 6, which lacks HELLO
+            )
+        self._client = client
+        self._prefix = prefix
+        self._retention_ms = max(1, int(retention * 1000))
+        self._begin = client.register_script(_BEGIN)
+        self._finish_script = client.register_script(_FINISH)
+        self._abandon = client.register_script(_ABANDON)
+        self._secret: bytes | None = None
+
+    def _keys(self, key: str) -> list[str]:
+        record = f"{self._prefix}{{{key}}}"
+        return [record, record + ":lease"]
+
+    def _call(self, work: Callable[[], _T]) -> _T:
+        from redis.exceptions import RedisError
+
+        try:
+            return work()
+        except RedisError as exc:
+            raise IdempotencyStoreUnavailable(
+                f"idempotency store {self._url} is unavailable ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    def begin(self, key: str, fingerprint: str, *, lease: float, takeover: bool) -> Begin:
+        """See :meth:`~resilient_llm.stores.Ledger.begin`."""
+        token = secrets.token_hex(16)
+        lease_ms = max(1, int(lease * 1000))
+        action, attempt, payload = self._call(lambda: self._begin(
+            keys=self._keys(key),
+            args=[fingerprint, token, lease_ms, self._retention_ms, "1" if takeover else "0"],
+        ))
+        attempt = int(attempt)
+        if action == "run":
+            return Begin("run", token=token, attempt=attempt)
+        if action in ("succeeded", "failed"):
+            return Begin("replay", succeeded=action == "succeeded", payload=_text(payload),
+                         attempt=attempt)
+        if action in ("wait", "conflict", "expired"):
+            return Begin(action, attempt=attempt)
+        raise IdempotencyStoreUnavailable(f"idempotency store {self._url} answered {action!r}")
+
+    def _finish(self, key: str, token: str, state: str, payload: str) -> bool:
+        done = self._call(lambda: self._finish_script(
+            keys=self._keys(key), args=[token, state, payload, self._retention_ms]
+        ))
+        return bool(int(done))
+
+    def complete(self, key: str, token: str, result: str) -> bool:
+        """See :meth:`~resilient_llm.stores.Ledger.complete`."""
+        return self._finish(key, token, "succeeded", result)
+
+    def fail(self, key: str, token: str, error: str, *, retryable: bool) -> bool:
+        """See :meth:`~resilient_llm.stores.Ledger.fail`."""
+        return self._finish(key, token, "" if retryable else "failed", error)
+
+    def abandon(self, key: str, token: str) -> None:
+        """See :meth:`~resilient_llm.stores.Ledger.abandon`."""
+        self._call(lambda: self._abandon(keys=self._keys(key), args=[token]))
+
+    def forget(self, key: str) -> None:
+        """See :meth:`~resilient_llm.stores.Ledger.forget`."""
+        self._call(lambda: self._client.delete(*self._keys(key)))
+
+    def secret(self) -> bytes:
+        """See :meth:`~resilient_llm.stores.Ledger.secret`: created once, kept in Redis."""
+        if self._secret is None:
+            name = self._prefix + "secret"
+
+            def work() -> Any:
+                self._client.set(name, secrets.token_hex(32), nx=True)
+                return self._client.get(name)
+
+            value = _text(self._call(work))
+            if not value:
+                raise IdempotencyStoreUnavailable(
+                    f"idempotency store {self._url} lost its secret"
+                )
+            self._secret = bytes.fromhex(value)
+        return self._secret
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        with contextlib.suppress(Exception):  # closing is best effort
+            self._client.close()
+
+    def __repr__(self) -> str:
+        return f"RedisLedger({self._url!r})"
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value is False:
+        return None
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)

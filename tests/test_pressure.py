@@ -295,3 +295,15 @@ def test_concurrent_threads_and_tasks_never_exceed_the_limit() -> None:
     assert not errors
     assert peak <= 5
     assert state.inflight == 0
+
+
+def test_rate_limits_from_raw_headers_pick_the_providers_prefix() -> None:
+    from resilient_llm.providers._ratelimits import parse_rate_limits
+
+    raw = [(b"Content-Type", b"application/json"),
+           (b"X-RateLimit-Limit-Requests", b"100"), (b"x-ratelimit-remaining-requests", b"40"),
+           (b"x-ratelimit-reset-requests", b"30s")]
+    requests, tokens = parse_rate_limits("openai", raw)
+    assert requests == RateLimits(100, 40, 30.0) and tokens is None
+    assert parse_rate_limits("anthropic", raw) == (None, None)
+    assert parse_rate_limits("openai", [(b"content-type", b"text/plain")]) == (None, None)

@@ -235,7 +235,7 @@ class _Base:
         return registry.get(TargetKey(endpoint, digest, call.target), call.clock.now())
 
     def observe(self, state: TargetPressure, call: Call, response: httpx2.Response) -> None:
-        requests, tokens = parse_rate_limits(self._wire.name, response.headers)
+        requests, tokens = parse_rate_limits(self._wire.name, response.headers.raw)
         if requests is not None or tokens is not None:
             state.observe(requests, tokens, call.clock.now())
 

@@ -14,7 +14,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
@@ -132,9 +132,21 @@ def parse_anthropic(
 
 
 def parse_rate_limits(
-    provider: str, headers: Mapping[str, str]
+    provider: str, raw: Iterable[tuple[bytes, bytes]]
 ) -> tuple[RateLimits | None, RateLimits | None]:
-    """Dispatch on the provider name."""
+    """Rate limits from a response's raw headers, for ``provider``.
+
+    One pass over the raw header list picks out the few rate-limit headers (and ``date``),
+    so a response without them costs a scan, not a dozen case-insensitive lookups.
+    """
+    prefix = b"anthropic-ratelimit-" if provider == "anthropic" else b"x-ratelimit-"
+    found: dict[str, str] = {}
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered.startswith(prefix) or lowered == b"date":
+            found[lowered.decode("latin-1")] = value.decode("latin-1")
+    if len(found) < 2:
+        return None, None
     if provider == "anthropic":
-        return parse_anthropic(headers)
-    return parse_openai(headers)
+        return parse_anthropic(found)
+    return parse_openai(found)

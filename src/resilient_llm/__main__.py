@@ -1,4 +1,5 @@
-"""``python -m resilient_llm``: ``demo`` (the main job) and ``config`` (effective settings)."""
+"""``python -m resilient_llm``: ``demo`` (the main job), ``config`` (effective settings) and
+``replay`` (re-send captured calls to another model)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,24 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(calls=args.calls, deadline=args.deadline)
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from ._replay import replay
+
+    try:
+        summary = replay(args.file, model=args.model, out=args.out, base_url=args.base_url,
+                         limit=args.limit)
+    except (OSError, ValueError) as exc:  # ConfigError is a ValueError
+        print(f"resilient-llm replay: {exc}", file=sys.stderr)
+        return 2
+    print(f"replayed {summary.replayed} call(s) against {args.model}: "
+          f"{summary.replayed - summary.failed} answered, {summary.failed} failed, "
+          f"{summary.skipped} line(s) skipped")
+    for note in summary.notes[:10]:
+        print(f"  skipped {note}")
+    print(f"side-by-side results: {summary.out}")
+    return 0 if summary.replayed else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the command line."""
     parser = argparse.ArgumentParser(prog="python -m resilient_llm", description=__doc__)
@@ -47,6 +66,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.set_defaults(func=_demo)
     config = sub.add_parser("config", help="print the effective settings and where each came from")
     config.set_defaults(func=_config)
+    replay = sub.add_parser(
+        "replay",
+        help="re-send the calls of a capture file (RESILIENT_LLM_CAPTURE_FILE) to another model "
+             "and write original/replay pairs side by side",
+    )
+    replay.add_argument("file", help="a JSONL capture file")
+    replay.add_argument("--model", required=True, help="the model to replay against")
+    replay.add_argument("--out", help="result file (default: FILE.replay-MODEL.jsonl)")
+    replay.add_argument("--base-url", help="send to this origin instead of the recorded one")
+    replay.add_argument("--limit", type=int, help="replay at most this many calls")
+    replay.set_defaults(func=_replay)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -64,6 +64,15 @@ _ACCEPTED: dict[str, str] = {
     "response_cache": "expected true or false",
     "response_cache_ttl": "expected seconds, a number > 0",
     "response_cache_size": "expected a whole number from 1 to 1000000",
+    # Telemetry (owner: _telemetry.py, _capture.py, _pricing.py).
+    "telemetry": "expected true or false",
+    "capture_content": "expected true or false",
+    "capture_file": "expected a file path in an existing directory (JSON lines are appended)",
+    "prices": (
+        'expected a JSON object of USD prices per million tokens, e.g. '
+        '{"gpt-4.1": {"input": 2.0, "output": 8.0, "cache_read": 0.5}}'
+    ),
+    "prices_file": "expected the path of a readable JSON price file (same format as PRICES)",
 }
 
 
@@ -162,6 +171,14 @@ class Policy(BaseModel):
     response_cache: bool = False
     response_cache_ttl: float = 300.0
     response_cache_size: int = 1024
+    # Telemetry: spans, metrics and log lines on by default (false: none from resilient-llm);
+    # prompt/completion text only with capture_content; capture_file appends a replayable JSON
+    # line per call; prices (inline JSON, wins) or prices_file turn usage into cost.
+    telemetry: bool = True
+    capture_content: bool = False
+    capture_file: str | None = None
+    prices: str | None = None
+    prices_file: str | None = None
 
     _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
 
@@ -307,6 +324,39 @@ class Policy(BaseModel):
         if not regions or "" in regions:
             raise ValueError("empty region")
         return regions
+
+    @field_validator("capture_file")
+    @classmethod
+    def _check_capture_file(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        import os
+
+        path = os.path.abspath(os.path.expanduser(value))
+        if not os.path.isdir(os.path.dirname(path)):
+            raise ValueError("the directory does not exist")
+        if os.path.isdir(path):
+            raise ValueError("a directory, not a file")
+        return path
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _check_prices(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        from ._pricing import canonical_prices
+
+        return canonical_prices(value)
+
+    @field_validator("prices_file")
+    @classmethod
+    def _check_prices_file(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from ._pricing import read_prices_file
+
+        read_prices_file(value)  # fail at construction, not at the first call
+        return value
 
     # --- construction -------------------------------------------------------------------------
 

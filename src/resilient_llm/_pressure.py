@@ -496,7 +496,8 @@ class PressureRegistry:
         self._targets: LRUCache[TargetKey, TargetPressure] = LRUCache(maxsize=maxsize)
         self._lock = threading.Lock()
 
-    def get(self, key: TargetKey, now: float) -> TargetPressure:
+    def get(self, key: TargetKey, now: float, *, redis_url: str | None = None) -> TargetPressure:
+        """The state of ``key``; with ``redis_url`` (the fleet setting) it is fleet-backed."""
         with self._lock:
             state = self._targets.get(key)
             if state is None:

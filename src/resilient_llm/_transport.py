@@ -232,7 +232,8 @@ class _Base:
             if len(self._digests) > 64:
                 self._digests.clear()
             self._digests[credential] = digest
-        return registry.get(TargetKey(endpoint, digest, call.target), call.clock.now())
+        return registry.get(TargetKey(endpoint, digest, call.target), call.clock.now(),
+                            redis_url=call.policy.redis_url)
 
     def observe(self, state: TargetPressure, call: Call, response: httpx2.Response) -> None:
         requests, tokens = parse_rate_limits(self._wire.name, response.headers.raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -338,3 +339,59 @@ async def test_async_error_event_before_output_is_retried() -> None:
         async with client.stream("POST", "/v1/chat/completions", json=BODY) as response:
             data = b"".join([part async for part in response.aiter_bytes()])
     assert b"fine" in data and len(seen) == 2
+
+
+# --- every failure class through both drivers -------------------------------------------------
+
+CLASS_CASES = [
+    # (name, response factory or exception, attempts with max_attempts=2)
+    ("rate_limited", lambda r: error(429, "rate_limit_exceeded"), 2),
+    ("quota_exhausted", lambda r: error(429, "insufficient_quota", etype="insufficient_quota"), 1),
+    ("overloaded", lambda r: error(529, etype="overloaded_error"), 2),
+    ("server_error", lambda r: error(500), 2),
+    ("timeout", lambda r: error(504), 2),
+    ("conflict", lambda r: error(409), 2),
+    ("context_length", lambda r: error(400, "context_length_exceeded"), 1),
+    ("content_policy", lambda r: error(400, "content_policy_violation"), 1),
+    ("auth", lambda r: error(401, etype="authentication_error"), 1),
+    ("invalid_request", lambda r: error(422, etype="invalid_request_error"), 1),
+    ("connect_error", httpx2.ConnectError("refused"), 2),
+    ("connection_reset", httpx2.RemoteProtocolError("reset"), 2),
+    ("read_timeout", httpx2.ReadTimeout("slow"), 2),
+]
+
+
+def _handler(case: Any, seen: list[httpx2.Request]) -> Callable[[httpx2.Request], httpx2.Response]:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        if isinstance(case, httpx2.TransportError):
+            raise type(case)(str(case), request=request)
+        return case(request)  # type: ignore[no-any-return]
+
+    return handler
+
+
+@pytest.mark.parametrize(("name", "case", "attempts"), CLASS_CASES, ids=[c[0] for c in CLASS_CASES])
+def test_failure_class_sync(name: str, case: Any, attempts: int) -> None:
+    seen: list[httpx2.Request] = []
+    clock = FakeClock()
+    transport = ResilientTransport(httpx2.MockTransport(_handler(case, seen)),
+                                   policy=Policy(max_attempts=2), clock=clock,
+                                   rng=FakeRandom(fixed=0.5))
+    with httpx2.Client(transport=transport, base_url="http://provider.test") as client:
+        with contextlib.suppress(httpx2.TransportError):
+            post(client)
+    assert len(seen) == attempts
+    assert len(clock.sleeps) == attempts - 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("name", "case", "attempts"), CLASS_CASES, ids=[c[0] for c in CLASS_CASES])
+async def test_failure_class_async(name: str, case: Any, attempts: int) -> None:
+    seen: list[httpx2.Request] = []
+    clock = FakeClock()
+    async with async_client_for(_handler(case, seen), clock=clock, max_attempts=2) as client:
+        with contextlib.suppress(httpx2.TransportError):
+            await client.post("/v1/chat/completions", json=BODY)
+    assert len(seen) == attempts
+    assert len(clock.sleeps) == attempts - 1

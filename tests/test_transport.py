@@ -395,3 +395,58 @@ async def test_failure_class_async(name: str, case: Any, attempts: int) -> None:
             await client.post("/v1/chat/completions", json=BODY)
     assert len(seen) == attempts
     assert len(clock.sleeps) == attempts - 1
+
+
+# --- pressure in the drivers -----------------------------------------------------------------
+
+
+def test_admission_that_cannot_happen_before_the_deadline_fails_at_once() -> None:
+    clock = FakeClock()
+    paced = {"x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "0",
+             "x-ratelimit-reset-requests": "20s"}  # 0.5 requests per second, none left
+    script = Script(lambda r: httpx2.Response(200, json=OK, headers=paced))
+    with client_for(script, clock=clock, deadline=10) as client:
+        assert post(client).status_code == 200
+    with client_for(script, clock=clock, deadline=1) as client, \
+            pytest.raises(DeadlineExceeded, match="deadline"):
+        post(client)
+    assert len(script.requests) == 1  # the second call never reached the provider
+    assert clock.sleeps == []
+
+
+def test_pacer_wait_that_fits_is_waited_and_reported_as_queue_wait() -> None:
+    from resilient_llm._engine import start_call
+
+    clock = FakeClock()
+    paced = {"x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "0",
+             "x-ratelimit-reset-requests": "20s"}
+    script = Script(lambda r: httpx2.Response(200, json=OK, headers=paced))
+    with client_for(script, clock=clock, deadline=10) as client:
+        post(client)
+        call, token = start_call(Policy(deadline=10), target="gpt-4.1", clock=clock)
+        try:
+            post(client)
+        finally:
+            from resilient_llm._engine import end_call
+
+            end_call(token)
+    assert clock.sleeps and clock.sleeps[0] == pytest.approx(2.0)
+    assert call.record.queue_wait == pytest.approx(2.0)
+
+
+def test_spent_retry_budget_fails_instead_of_adding_load() -> None:
+    from resilient_llm import RetryBudgetExhausted
+    from resilient_llm._pressure import registry
+
+    clock = FakeClock()
+    script = Script(lambda r: httpx2.Response(200, json=OK), lambda r: error(503))
+    with client_for(script, clock=clock, max_attempts=4) as client:
+        assert post(client).status_code == 200
+        (state,) = registry._targets.values()
+        state.budget.tokens = 5.0  # sustained failures elsewhere spent it down to the floor
+        state._last_reserve_retry = clock.now()  # ...and the reserve retry of this second
+        with pytest.raises(RetryBudgetExhausted) as info:
+            post(client)
+    assert len(script.requests) == 2 and clock.sleeps == []
+    assert isinstance(info.value.cause, httpx2.HTTPStatusError)
+    assert "retry budget" in str(info.value)

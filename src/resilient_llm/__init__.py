@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._cache_keys import prompt_cache_key
 from ._classify import Failure, FailureClass
 from ._deadline import deadline, remaining
 from ._errors import (
@@ -12,6 +13,7 @@ from ._errors import (
     IdempotencyConflict,
     IdempotencyOutcomeUnknown,
     IdempotencyStoreUnavailable,
+    PromptLintError,
     ResidencyViolation,
     ResilientLLMError,
     RetryBudgetExhausted,
@@ -23,6 +25,7 @@ from ._idempotency import SideEffect, current_idempotency_key, run, side_effect
 from ._outcome import AttemptInfo, Outcome, outcome
 from ._policy import Policy
 from ._pressure import PressureSnapshot, pressure_snapshot
+from ._prompt_lint import Finding, lint_prompt
 from ._scope import resilient
 from ._tools import deadline_headers, tool
 from ._transport import AsyncResilientTransport, ResilientTransport
@@ -39,12 +42,14 @@ __all__ = [
     "Event",
     "Failure",
     "FailureClass",
+    "Finding",
     "IdempotencyConflict",
     "IdempotencyOutcomeUnknown",
     "IdempotencyStoreUnavailable",
     "Outcome",
     "Policy",
     "PressureSnapshot",
+    "PromptLintError",
     "ResidencyViolation",
     "ResilientLLMError",
     "ResilientTransport",
@@ -55,8 +60,10 @@ __all__ = [
     "current_idempotency_key",
     "deadline",
     "deadline_headers",
+    "lint_prompt",
     "outcome",
     "pressure_snapshot",
+    "prompt_cache_key",
     "remaining",
     "resilient",
     "run",

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import sys
-from asyncio import _get_running_loop as _asyncio_running_loop
 import inspect
 import math
+import sys
+from asyncio import _get_running_loop as _asyncio_running_loop
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType

@@ -99,7 +99,7 @@ def _run(
         calls=calls,
         succeeded=sum(r.ok for r in results),
         p50=statistics.median(latencies),
-        p99=latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))],
+        p99=latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))],
         worst_overshoot=max(0.0, latencies[-1] - deadline),
         attempts_per_call=(len(provider.requests) - requests_before) / calls,
         degraded=sum(r.degraded for r in results),
@@ -139,8 +139,8 @@ def _table(rows: list[Summary], deadline: float) -> str:
     header = ("client", "success", "p50 s", "p99 s", f"worst overshoot of {deadline:g} s",
               "attempts/call", "served by fallback")
     lines = [header]
-    for row in rows:
-        lines.append((
+    lines.extend(
+        (
             row.name,
             f"{row.succeeded}/{row.calls} ({100 * row.succeeded / row.calls:.0f} %)",
             f"{row.p50:.2f}",
@@ -148,7 +148,9 @@ def _table(rows: list[Summary], deadline: float) -> str:
             f"{row.worst_overshoot:.2f} s",
             f"{row.attempts_per_call:.2f}",
             str(row.degraded),
-        ))
+        )
+        for row in rows
+    )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
     for n, line in enumerate(lines):

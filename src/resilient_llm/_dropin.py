@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx2
 
@@ -88,6 +88,83 @@ def model_of(options: Any) -> str | None:
         if isinstance(model, str):
             return model
     return None
+
+
+_CACHEABLE_PATHS: dict[str, Literal["chat", "responses"]] = {
+    "/chat/completions": "chat", "/responses": "responses",
+}
+#: Prompts shorter than this are never cached by either provider: no health to track.
+_MIN_CACHED_PROMPT = 1024
+_health: Any = None
+
+
+def _cache_health() -> Any:
+    global _health
+    if _health is None:
+        from ._cache_health import CacheHealth
+
+        _health = CacheHealth()
+    return _health
+
+
+def prepare_body(
+    provider: Literal["openai", "anthropic"], options: Any, policy: Policy, record: Any
+) -> None:
+    """Prompt-cache placement and prefix lint on the body the SDK is about to send.
+
+    OpenAI: set a deterministic, tenant-scoped ``prompt_cache_key`` unless the caller set one
+    (or ``user``); Anthropic: add a ``cache_control`` breakpoint at the end of the stable prefix
+    unless the caller placed any. Lint findings go to ``outcome().findings``; in strict mode a
+    finding raises :class:`PromptLintError` before anything is sent.
+    """
+    body = getattr(options, "json_data", None)
+    if not isinstance(body, dict) or getattr(options, "method", "post").lower() != "post":
+        return
+    url = str(getattr(options, "url", ""))
+    if not url.endswith(("/chat/completions", "/responses", "/messages")):
+        return
+    if policy.lint_prompts != "off":  # on the caller's body: our own key is not volatile
+        from ._prompt_lint import check_prompt
+
+        record.findings.extend(check_prompt(body, policy.lint_prompts, provider=provider))
+    if provider == "openai":
+        api = next((kind for suffix, kind in _CACHEABLE_PATHS.items() if url.endswith(suffix)),
+                   None)
+        if api is None:
+            return
+        if policy.prompt_cache_key or policy.stable_tool_order:
+            from ._cache_keys import prepare_openai_body
+
+            body = prepare_openai_body(body, policy, api=api, namespace=policy.cache_namespace)
+    else:
+        if not url.endswith("/messages"):
+            return
+        if policy.cache_breakpoint or policy.stable_tool_order:
+            from ._cache_keys import prepare_anthropic_body
+
+            body = prepare_anthropic_body(body, policy)
+    options.json_data = body
+
+
+def observe_cache(
+    provider: Literal["openai", "anthropic"], options: Any, policy: Policy, record: Any,
+    usage: Any,
+) -> None:
+    """Track cached tokens per conversation; flag cold mid-session turns and prefix drift."""
+    if usage is None:
+        return
+    prompt = getattr(usage, "prompt_tokens", None) or getattr(usage, "input_tokens", None) or 0
+    cached_anthropic = (getattr(usage, "cache_read_input_tokens", None) or 0) + \
+        (getattr(usage, "cache_creation_input_tokens", None) or 0)
+    if prompt + cached_anthropic < _MIN_CACHED_PROMPT:
+        return
+    body = getattr(options, "json_data", None)
+    if not isinstance(body, dict):
+        return
+    record.findings.extend(_cache_health().observe_exchange(
+        body, usage, provider=provider, namespace=policy.cache_namespace,
+        secret=policy.cache_secret,
+    ))
 
 
 class CallScope:

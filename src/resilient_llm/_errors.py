@@ -12,6 +12,7 @@ ResilientLLMError
 ├── IdempotencyOutcomeUnknown             a run's lease expired without an outcome (at-most-once)
 ├── IdempotencyStoreUnavailable           the ledger cannot be reached; the side effect did not run
 ├── SideEffectFailed                      a recorded failure whose type cannot be rebuilt here
+├── PromptLintError                       strict lint found volatile content in the cacheable prefix
 └── ResidencyViolation                    routing would leave the allowed regions
 ```
 
@@ -37,6 +38,7 @@ __all__ = [
     "IdempotencyConflict",
     "IdempotencyOutcomeUnknown",
     "IdempotencyStoreUnavailable",
+    "PromptLintError",
     "ResidencyViolation",
     "ResilientLLMError",
     "RetryBudgetExhausted",
@@ -196,3 +198,19 @@ class SideEffectFailed(ResilientLLMError):
         super().__init__(message)
         self.error_type = error_type
         self.error_args = list(error_args)
+
+
+class PromptLintError(ResilientLLMError):
+    """``lint_prompts="strict"`` found volatile content in the cacheable prefix; nothing was sent.
+
+    ``findings`` lists them; the message names kinds and locations only, never prompt text.
+    """
+
+    def __init__(self, findings: Sequence[Any]) -> None:
+        shown = ", ".join(f"{f.kind} at {f.location}" for f in findings[:5])
+        more = f" and {len(findings) - 5} more" if len(findings) > 5 else ""
+        super().__init__(
+            f"volatile content in the cacheable prefix would defeat prompt caching: {shown}{more} "
+            "(lint_prompts=strict; each finding carries a fix hint, see docs/prompt-caching.md)"
+        )
+        self.findings = tuple(findings)

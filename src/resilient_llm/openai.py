@@ -13,7 +13,7 @@ is always off, so attempts never multiply.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 try:
     import openai as _openai
@@ -25,13 +25,21 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
-from ._dropin import CallScope, explicit_attempts, merged_signature, model_of, translate_error
+from ._dropin import (
+    CallScope,
+    explicit_attempts,
+    merged_signature,
+    model_of,
+    observe_cache,
+    prepare_body,
+    translate_error,
+)
 from ._dropin import wrap_http_client as _wrap
 from ._policy import Policy
 
 __all__ = ["AsyncOpenAI", "OpenAI"]
 
-_PROVIDER = "openai"
+_PROVIDER: Literal["openai"] = "openai"
 
 
 def _errors(client: Any) -> dict[str, Any]:
@@ -91,6 +99,7 @@ class OpenAI(_openai.OpenAI):
             clock=self._resilient_clock, rng=self._resilient_rng,
         )
         try:
+            prepare_body(_PROVIDER, options, scope.call.policy, scope.call.record)
             result = super().request(
                 cast_to, _no_sdk_retries(options), stream=stream, stream_cls=stream_cls
             )
@@ -101,6 +110,8 @@ class OpenAI(_openai.OpenAI):
             raise translated from translated.__cause__
         finally:
             scope.close()
+        observe_cache(_PROVIDER, options, scope.call.policy, scope.call.record,
+                      getattr(result, "usage", None))
         return scope.finish(result)
 
 
@@ -146,6 +157,7 @@ class AsyncOpenAI(_openai.AsyncOpenAI):
             clock=self._resilient_clock, rng=self._resilient_rng,
         )
         try:
+            prepare_body(_PROVIDER, options, scope.call.policy, scope.call.record)
             result = await super().request(
                 cast_to, _no_sdk_retries(options), stream=stream, stream_cls=stream_cls
             )
@@ -156,6 +168,8 @@ class AsyncOpenAI(_openai.AsyncOpenAI):
             raise translated from translated.__cause__
         finally:
             scope.close()
+        observe_cache(_PROVIDER, options, scope.call.policy, scope.call.record,
+                      getattr(result, "usage", None))
         return scope.finish(result)
 
 

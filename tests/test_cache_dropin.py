@@ -103,3 +103,25 @@ def test_turn_four_reading_no_cached_tokens_is_flagged_cold(
                     {"role": "user", "content": f"turn {turn + 1}"}]
     assert findings[:3] == [[], [], []]
     assert findings[3] == ["cold_mid_session"]
+
+
+def test_response_cache_serves_exact_deterministic_repeats_per_tenant(
+    provider: FaultProvider,
+) -> None:
+    def make(namespace: str) -> OpenAI:
+        return OpenAI(base_url="http://provider.test/v1", api_key="sk-test",
+                      http_client=httpx2.Client(transport=provider.transport()),
+                      policy=Policy(response_cache=True, cache_namespace=namespace))
+
+    with make("acme") as acme, make("globex") as globex:
+        first = acme.chat.completions.create(model="gpt-4.1", messages=messages("q"),
+                                             temperature=0)
+        again = acme.chat.completions.create(model="gpt-4.1", messages=messages("q"),
+                                             temperature=0)
+        assert len(provider.requests) == 1
+        assert again.choices[0].message.content == first.choices[0].message.content
+        assert again is not first and outcome(again).attempts == ()
+        globex.chat.completions.create(model="gpt-4.1", messages=messages("q"), temperature=0)
+        assert len(provider.requests) == 2  # never shared across namespaces
+        acme.chat.completions.create(model="gpt-4.1", messages=messages("q"), temperature=0.7)
+        assert len(provider.requests) == 3  # not deterministic: not cached

@@ -167,6 +167,46 @@ def observe_cache(
     ))
 
 
+_response_caches: dict[tuple[int, float], Any] = {}
+
+
+def cached_answer(base_url: object, options: Any, policy: Policy, stream: bool) -> tuple[
+    str | None, Any
+]:
+    """(key, a copy of the cached answer) for a deterministic repeat; (None, None) otherwise.
+
+    Off unless ``RESILIENT_LLM_RESPONSE_CACHE`` is true. Only non-streamed requests with
+    ``temperature=0`` or a ``seed`` qualify; entries are scoped by tenant namespace and endpoint.
+    """
+    if not policy.response_cache or stream:
+        return None, None
+    body = getattr(options, "json_data", None)
+    if not isinstance(body, dict):
+        return None, None
+    from ._cache_keys import ResponseCache
+
+    key = ResponseCache.key_for(body, policy.cache_namespace,
+                                scope=f"{base_url}{getattr(options, 'url', '')}")
+    if key is None:
+        return None, None
+    cache = _response_caches.get((policy.response_cache_size, policy.response_cache_ttl))
+    hit = cache.get(key) if cache is not None else None
+    return key, (hit.model_copy(deep=True) if hit is not None else None)
+
+
+def remember_answer(key: str | None, policy: Policy, result: Any) -> None:
+    """Keep a copy of a successful parsed answer under ``key``."""
+    if key is None or not hasattr(result, "model_copy"):
+        return
+    from ._cache_keys import ResponseCache
+
+    slot = (policy.response_cache_size, policy.response_cache_ttl)
+    cache = _response_caches.get(slot)
+    if cache is None:
+        cache = _response_caches[slot] = ResponseCache.from_policy(policy)
+    cache.put(key, result.model_copy(deep=True))
+
+
 class CallScope:
     """Start a call when a drop-in client method is entered; end it when it returns."""
 

@@ -27,11 +27,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from ._dropin import (
     CallScope,
+    cached_answer,
     explicit_attempts,
     merged_signature,
     model_of,
     observe_cache,
     prepare_body,
+    remember_answer,
     translate_error,
 )
 from ._dropin import wrap_http_client as _wrap
@@ -100,9 +102,14 @@ class OpenAI(_openai.OpenAI):
         )
         try:
             prepare_body(_PROVIDER, options, scope.call.policy, scope.call.record)
+            cache_key, hit = cached_answer(self.base_url, options, scope.call.policy, stream)
+            if hit is not None:
+                scope.call.emit("succeeded", target=scope.call.target, detail="response_cache")
+                return scope.finish(hit)
             result = super().request(
                 cast_to, _no_sdk_retries(options), stream=stream, stream_cls=stream_cls
             )
+            remember_answer(cache_key, scope.call.policy, result)
         except Exception as exc:
             translated = translate_error(exc, **_errors(self))
             if translated is exc:
@@ -158,9 +165,14 @@ class AsyncOpenAI(_openai.AsyncOpenAI):
         )
         try:
             prepare_body(_PROVIDER, options, scope.call.policy, scope.call.record)
+            cache_key, hit = cached_answer(self.base_url, options, scope.call.policy, stream)
+            if hit is not None:
+                scope.call.emit("succeeded", target=scope.call.target, detail="response_cache")
+                return scope.finish(hit)
             result = await super().request(
                 cast_to, _no_sdk_retries(options), stream=stream, stream_cls=stream_cls
             )
+            remember_answer(cache_key, scope.call.policy, result)
         except Exception as exc:
             translated = translate_error(exc, **_errors(self))
             if translated is exc:

@@ -57,6 +57,7 @@ class Send:
     timeouts: dict[str, float | None]
     first_token_timeout: float
     idle_timeout: float
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +181,7 @@ class Call:
             first = min(first, left)
             idle = min(idle, left)
         self.attempts += 1
-        return Send(self.attempts, clip_timeouts(requested, left), first, idle)
+        return Send(self.attempts, clip_timeouts(requested, left), first, idle, self.target)
 
     def after_failure(
         self,
@@ -224,11 +225,16 @@ class Call:
     # --- events the drivers report ------------------------------------------------------------
 
     def attempt_started(self, send: Send) -> None:
-        self.emit("attempt_started", attempt=send.attempt, target=self.target)
+        self.emit("attempt_started", attempt=send.attempt, target=send.target or self.target)
 
-    def attempt_finished(self, failure: Failure | None, status: int | None) -> None:
+    def attempt_finished(
+        self, failure: Failure | None, status: int | None, send: Send | None = None
+    ) -> None:
+        """Report how an attempt ended (``send`` names it when attempts overlap: hedging)."""
         self.emit(
-            "attempt_finished", attempt=self.attempts, target=self.target,
+            "attempt_finished",
+            attempt=send.attempt if send is not None else self.attempts,
+            target=(send.target if send is not None else None) or self.target,
             failure=failure, status=status,
         )
 

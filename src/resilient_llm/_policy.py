@@ -52,6 +52,9 @@ _ACCEPTED: dict[str, str] = {
         '{"eu": "https://eu.api.openai.com/v1"}'
     ),
     "max_backoff": "expected seconds, a number > 0 and ≤ 300",
+    "hedge": "expected true or false",
+    "hedge_budget": "expected a share of requests from 0.001 to 0.5, e.g. 0.05",
+    "hedge_delay": "expected seconds, a number > 0 (unset: the p95 time to first token)",
     "idempotency_secret": "expected a secret of at least 16 characters",
     "idempotency_on_expired_lease": "expected at_most_once or at_least_once",
     "idempotency_fail_open": "expected true or false",
@@ -157,6 +160,10 @@ class Policy(BaseModel):
     region: str | None = None
     region_endpoints: Mapping[str, str] = {}
     max_backoff: float = 8.0
+    # Hedged first token (streams, async clients): opt-in, budgeted.
+    hedge: bool = False
+    hedge_budget: float = 0.05
+    hedge_delay: float | None = None
     # Idempotent side effects (``@side_effect``).
     idempotency_secret: str | None = None
     idempotency_on_expired_lease: Literal["at_most_once", "at_least_once"] = "at_most_once"
@@ -248,6 +255,20 @@ class Policy(BaseModel):
         if value is not None and len(value) < 16:
             raise ValueError("too short")
         return value
+
+    @field_validator("hedge_budget")
+    @classmethod
+    def _check_hedge_budget(cls, value: float) -> float:
+        if not 0.001 <= value <= 0.5:
+            raise ValueError("out of range")
+        return value
+
+    @field_validator("hedge_delay", mode="before")
+    @classmethod
+    def _check_hedge_delay(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        return _positive_finite(float(_seconds(value)))
 
     @field_validator("max_attempts")
     @classmethod

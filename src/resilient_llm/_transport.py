@@ -37,6 +37,7 @@ from ._classify import Failure, FailureClass, classify_exception, classify_statu
 from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from ._engine import MIN_ATTEMPT, Call, GiveUp, Send, Wait, current_call
 from ._errors import AllTargetsFailed, CircuitOpen, RetryBudgetExhausted, StreamInterrupted
+from ._hedge import hedge_stats
 from ._outcome import CallRecord
 from ._policy import Policy
 from ._pressure import TargetKey, TargetPressure, estimate_tokens, registry
@@ -58,6 +59,14 @@ def _is_event_stream(response: httpx2.Response) -> bool:
 
 def _is_json(response: httpx2.Response) -> bool:
     return "json" in response.headers.get("content-type", "")
+
+
+def _streaming(request: httpx2.Request) -> bool:
+    """Does this request ask for a server-sent-event stream?"""
+    if not _replayable(request):
+        return False
+    body = request.content
+    return b'"stream":true' in body or b'"stream": true' in body
 
 
 def _replayable(request: httpx2.Request) -> bool:
@@ -222,7 +231,8 @@ class _Base:
 
     # pressure (shared by both drivers; no I/O)
 
-    def pressure_for(self, request: httpx2.Request, call: Call) -> TargetPressure:
+    def pressure_for(self, request: httpx2.Request, call: Call,
+                     model: str | None = None) -> TargetPressure:
         url = request.url
         endpoint = f"{url.scheme}://{url.host}:{url.port or ''}"
         credential = request.headers.get("authorization") or request.headers.get("x-api-key")
@@ -232,7 +242,7 @@ class _Base:
             if len(self._digests) > 64:
                 self._digests.clear()
             self._digests[credential] = digest
-        return registry.get(TargetKey(endpoint, digest, call.target), call.clock.now(),
+        return registry.get(TargetKey(endpoint, digest, model or call.target), call.clock.now(),
                             redis_url=call.policy.redis_url)
 
     def observe(self, state: TargetPressure, call: Call, response: httpx2.Response) -> None:
@@ -338,8 +348,37 @@ class _Plan:
     def _state_for(self, model: str | None) -> TargetPressure:
         state = self._states.get(model)
         if state is None:
-            state = self._states[model] = self.base.pressure_for(self.request, self.call)
+            state = self._states[model] = self.base.pressure_for(self.request, self.call, model)
         return state
+
+    def hedge_attempt(self) -> tuple[httpx2.Request, Send, TargetPressure] | None:
+        """A second, concurrent attempt: the next target of the chain, else the same target.
+
+        ``None`` when the attempt cap, the deadline or the target's admission forbids it now
+        (a hedge never waits for admission: it would only add load to a busy target).
+        """
+        call, router = self.call, self.router
+        target = router.chain[router.index + 1] if router.has_fallback else router.current
+        model = target.model or call.target
+        state = self._state_for(model)
+        saved, call.target = call.target, model
+        try:
+            action = call.next_attempt(self.requested)
+        finally:
+            call.target = saved
+        if isinstance(action, GiveUp):
+            return None
+        waiter = state.enqueue(call.policy.priority, self.cost)
+        if not state.try_admit(waiter, call.clock.now()).granted:
+            state.cancel(waiter)
+            call.attempts -= 1  # planned, never made
+            return None
+        source = self._request_for(target)
+        request = httpx2.Request(source.method, source.url, headers=httpx2.Headers(source.headers),
+                                 content=source.content, extensions=dict(source.extensions))
+        _prepare(request, call, action, self.base._wire.name)
+        call.attempt_started(action)
+        return request, action, state
 
     def abandon(self) -> None:
         """The planned attempt will not be made (admission failed): free a probe slot."""
@@ -394,7 +433,6 @@ class _Plan:
         now = call.clock.now()
         if isinstance(result, httpx2.Response):
             state.breaker.record(now, None, call.rng)
-            call.record.reason = router.reason
             return result
         failure, last = result
         self._last = last
@@ -810,7 +848,7 @@ class ResilientTransport(httpx2.BaseTransport):
             guard.close()
         call.attempt_finished(None, status)
         self._base.release(state, call, started, None)
-        call.emit("succeeded", target=call.target)
+        call.emit("succeeded", target=send.target or call.target)
         return response
 
     @staticmethod
@@ -874,7 +912,7 @@ class ResilientTransport(httpx2.BaseTransport):
         call.attempt_finished(None, response.status_code)
         self._base.release(state, call, started, None)  # latency = time to first output
         call.emit("stream_committed")
-        call.emit("succeeded", target=call.target, detail="stream")
+        call.emit("succeeded", target=send.target or call.target, detail="stream")
         response.stream = _SyncStream(call, scanner, buffered, chunks, inner, guard)
         return response
 
@@ -987,7 +1025,10 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             outgoing = plan.prepare(send)
             started = call.clock.now()
             try:
-                result = await self._attempt(outgoing, call, send, plan.state, started)
+                if call.policy.hedge and _streaming(outgoing):
+                    result = await self._hedged(plan, outgoing, send, started)
+                else:
+                    result = await self._attempt(outgoing, call, send, plan.state, started)
             except BaseException:
                 plan.crashed(started)
                 raise
@@ -997,6 +1038,78 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             if step > 0:
                 await call.clock.asleep(step)
                 call.waited(step)
+
+    async def _hedged(
+        self, plan: _Plan, outgoing: httpx2.Request, send: Send, started: float
+    ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
+        """Run the attempt; if no output arrives within the hedge delay, race a second one.
+
+        The first attempt to produce output wins; the other is cancelled and its connection
+        closed. See ``_hedge`` for the delay and the budget.
+        """
+        import anyio
+
+        call = plan.call
+        stats = hedge_stats(plan.state.key)
+        stats.deposit(call.policy.hedge_budget)
+        delay = stats.delay(call.policy.hedge_delay)
+        if delay is None:
+            result = await self._attempt(outgoing, call, send, plan.state, started)
+            if isinstance(result, httpx2.Response):
+                stats.record(call.clock.now() - started)
+            return result
+        finished: list[tuple[int, Any]] = []
+        changed = anyio.Event()
+        events = [changed]
+        running = 1
+
+        async def run(index: int, request: httpx2.Request, attempt: Send,
+                      state: TargetPressure, began: float) -> None:
+            outcome: Any = None
+            try:
+                outcome = await self._attempt(request, call, attempt, state, began)
+            except Exception as exc:
+                outcome = exc
+            finally:
+                if outcome is None:  # cancelled: it lost the race; free its slot
+                    state.release(call.clock.now(), priority=call.policy.priority, latency=None,
+                                  throttled=False, dropped=False, succeeded=True)
+                elif index == 1 and not isinstance(outcome, httpx2.Response):
+                    failure = outcome[0] if isinstance(outcome, tuple) else _unknown_failure()
+                    self._base.release(state, call, began, failure)
+            finished.append((index, outcome))
+            events[0].set()
+
+        winner: Any = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(run, 0, outgoing, send, plan.state, started)
+            with anyio.move_on_after(delay):
+                await changed.wait()
+            if not finished:
+                hedge = plan.hedge_attempt()
+                if hedge is not None and stats.try_spend():
+                    request2, send2, state2 = hedge
+                    call.emit("fell_back", target=send2.target, detail="hedge")
+                    group.start_soon(run, 1, request2, send2, state2, call.clock.now())
+                    running = 2
+            while True:
+                done = [item for item in finished if isinstance(item[1], httpx2.Response)]
+                if done or len(finished) == running:
+                    break
+                events[0] = anyio.Event()
+                await events[0].wait()
+            winner = done[0] if done else None
+            group.cancel_scope.cancel()
+        for index, outcome in finished:
+            if isinstance(outcome, httpx2.Response) and (winner is None or index != winner[0]):
+                await outcome.aclose()
+        if winner is not None:
+            stats.record(call.clock.now() - started)
+            return winner[1]  # type: ignore[no-any-return]
+        primary = next(outcome for index, outcome in finished if index == 0)
+        if isinstance(primary, BaseException):
+            raise primary
+        return primary  # type: ignore[no-any-return]
 
     async def _admit(self, state: TargetPressure, call: Call, cost: float) -> None:
         """The async twin of ``ResilientTransport._admit``."""
@@ -1054,28 +1167,28 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         except Exception as exc:
             failure = classify_exception(exc)
             if failure is None:
-                call.attempt_finished(None, None)
+                call.attempt_finished(None, None, send)
                 raise
             _attach_request(exc, request)
-            call.attempt_finished(failure, response.status_code if response else None)
+            call.attempt_finished(failure, response.status_code if response else None, send)
             return failure, exc
         if scope.cancelled_caught or response is None:
             if response is not None:
                 await response.aclose()
             timeout = Failure(FailureClass.TIMEOUT, True, message="deadline")
-            call.attempt_finished(timeout, None)
+            call.attempt_finished(timeout, None, send)
             raise call.deadline_error(httpx2.ReadTimeout("deadline reached during the attempt",
                                                          request=request))
         if status >= 400:
             failure = classify_status(status, response.headers, body)
             assert failure is not None
-            call.attempt_finished(failure, status)
+            call.attempt_finished(failure, status, send)
             return failure, response
         if _is_event_stream(response):
             return await self._peek_stream(request, response, call, send, state, started)
-        call.attempt_finished(None, status)
+        call.attempt_finished(None, status, send)
         self._base.release(state, call, started, None)
-        call.emit("succeeded", target=call.target)
+        call.emit("succeeded", target=send.target or call.target)
         return response
 
     async def _peek_stream(
@@ -1115,17 +1228,17 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         failure = failure or scanner.failure
         if failure is not None:
             await response.aclose()
-            call.attempt_finished(failure, response.status_code)
+            call.attempt_finished(failure, response.status_code, send)
             left = call.remaining()
             if left is not None and left <= 0:
                 raise call.deadline_error(error)
             if _from_error_event(scanner, error):
                 return failure, _replay(response, buffered)
             return failure, error or _stream_failure_exception(failure, request)
-        call.attempt_finished(None, response.status_code)
+        call.attempt_finished(None, response.status_code, send)
         self._base.release(state, call, started, None)  # latency = time to first output
         call.emit("stream_committed")
-        call.emit("succeeded", target=call.target, detail="stream")
+        call.emit("succeeded", target=send.target or call.target, detail="stream")
         response.stream = _AsyncStream(call, scanner, buffered, chunks, inner)
         return response
 

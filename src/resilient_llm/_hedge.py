@@ -1,0 +1,91 @@
+"""Hedged first token: when a stream's first output is late, race a second attempt.
+
+Opt-in (``RESILIENT_LLM_HEDGE=true``; async clients, streaming calls). After the hedge delay
+without a first output, a second attempt starts on the next target of the chain (or the same
+target when there is none); the first to produce output wins and the other is cancelled, its
+connection closed. Semantics follow gRPC hedging: the call's deadline covers both, hedges spend
+budget, losers are cancelled.
+
+* **Delay**: ``Policy.hedge_delay``, else the p90 of the target's recent times to first output
+  (at least 10 samples); with fewer samples no hedge is sent — a guess could double the load.
+  p90 rather than p95 so a slow tail of about 5 % sits above the delay; the budget, not the
+  quantile, bounds the extra load.
+* **Budget**: the budget starts with one hedge; each streaming call deposits
+  ``Policy.hedge_budget`` tokens (default 0.05, cap 3) and a hedge spends 1, so extra attempts
+  stay ≤ 1 + 5 % of calls however slow the tail gets.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from cachetools import LRUCache
+
+from ._pressure import TargetKey
+
+__all__ = ["HedgeStats", "hedge_stats"]
+
+_MIN_SAMPLES = 10
+_TOKEN_CAP = 3.0
+
+
+class HedgeStats:
+    """Time-to-first-output samples and the hedge budget of one target (thread-safe)."""
+
+    __slots__ = ("_lock", "_samples", "hedges", "requests", "tokens")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._samples: deque[float] = deque(maxlen=200)
+        self.tokens = 1.0
+        self.requests = 0
+        self.hedges = 0
+
+    def record(self, time_to_first_output: float) -> None:
+        with self._lock:
+            self._samples.append(time_to_first_output)
+
+    def delay(self, configured: float | None) -> float | None:
+        """Seconds to wait before hedging, or ``None`` when too little is known to hedge."""
+        if configured is not None:
+            return configured
+        with self._lock:
+            if len(self._samples) < _MIN_SAMPLES:
+                return None
+            ordered = sorted(self._samples)
+        return ordered[min(len(ordered) - 1, int(0.90 * len(ordered)))]
+
+    def deposit(self, share: float) -> None:
+        """One streaming call: earn ``share`` of a hedge."""
+        with self._lock:
+            self.requests += 1
+            self.tokens = min(_TOKEN_CAP, self.tokens + share)
+
+    def try_spend(self) -> bool:
+        """Take one hedge from the budget, if there is one."""
+        with self._lock:
+            if self.tokens < 1.0:
+                return False
+            self.tokens -= 1.0
+            self.hedges += 1
+            return True
+
+
+_stats: LRUCache[TargetKey, HedgeStats] = LRUCache(maxsize=1024)
+_stats_lock = threading.Lock()
+
+
+def hedge_stats(key: TargetKey) -> HedgeStats:
+    """The hedge state of ``key`` (bounded: least recently used targets are dropped)."""
+    with _stats_lock:
+        stats = _stats.get(key)
+        if stats is None:
+            stats = _stats[key] = HedgeStats()
+        return stats
+
+
+def clear() -> None:
+    """Forget every target's samples and budget (tests, reconfiguration)."""
+    with _stats_lock:
+        _stats.clear()

@@ -7,12 +7,15 @@ The drop-in classes subclass the official ones and touch them through their seam
 * ``request()`` (the SDKs' low-level public method): starts the logical call (deadline clock,
   policy, attempt cap), turns the SDK's own retries off for it, and registers the result for
   ``outcome()``;
-* ``httpx2.Client._transport`` / ``_mounts`` (private to httpx2, stable across its 2.x line):
-  wrapped in place so the SDK's default client keeps its limits, proxies and socket options.
+* ``httpx2.Client._mounts`` (private to httpx2, stable across its 2.x line): the wrapped default
+  transport becomes the catch-all ``all://`` mount and proxy mounts are wrapped in place, so the
+  SDK's default client keeps its limits, proxies and socket options and ``_transport`` stays
+  the httpx2 transport code may inspect.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
@@ -34,9 +37,90 @@ from ._policy import Policy
 from ._scope import effective_policy
 from ._transport import AsyncResilientTransport, ResilientTransport
 
-__all__ = ["CallScope", "merged_signature", "translate_error", "wrap_http_client"]
+__all__ = [
+    "CallScope",
+    "ForeignTransportError",
+    "merged_signature",
+    "translate_error",
+    "wrap_http_client",
+]
 
 T = TypeVar("T")
+
+
+class ForeignTransportError(httpx2.TransportError):
+    """A non-httpx2 exception from the transport that the official SDK would retry.
+
+    The engine classifies transport failures by their httpx2 type; an SDK may also retry
+    other exceptions raised while sending (openai 3.54: ``ssl.SSLError`` and
+    ``anyio.EndOfStream``; anthropic: anything that is not an ``AnthropicError``). Wrapping them
+    lets the one retry layer retry them; ``original`` is what the caller finally sees as the
+    ``__cause__`` of the SDK's ``APIConnectionError``, exactly as with the official client.
+    """
+
+    def __init__(self, original: Exception, request: httpx2.Request) -> None:
+        super().__init__(f"{type(original).__name__}: {original}", request=request)
+        self.original = original
+
+
+def _foreign_retryable(provider: str) -> Callable[[Exception], bool]:
+    """Which non-httpx2 exceptions the provider's official SDK retries (see providers.md §2.3)."""
+    if provider == "anthropic":
+        from anthropic import AnthropicError
+
+        return lambda exc: not isinstance(exc, AnthropicError)
+    import ssl
+
+    import anyio
+
+    retried = (ssl.SSLError, anyio.EndOfStream)
+    return lambda exc: isinstance(exc, retried)
+
+
+class _ForeignErrors(httpx2.BaseTransport):
+    """Below the resilient transport: turns SDK-retried foreign exceptions into transport errors."""
+
+    def __init__(self, inner: httpx2.BaseTransport, retryable: Callable[[Exception], bool]):
+        self.inner = inner
+        self._retryable = retryable
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            return self.inner.handle_request(request)
+        except httpx2.TransportError:
+            raise
+        except Exception as exc:
+            if self._retryable(exc):
+                raise ForeignTransportError(exc, request) from exc
+            raise
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _AsyncForeignErrors(httpx2.AsyncBaseTransport):
+    """The async twin of :class:`_ForeignErrors`."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, retryable: Callable[[Exception], bool]):
+        self.inner = inner
+        self._retryable = retryable
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            return await self.inner.handle_async_request(request)
+        except httpx2.TransportError:
+            raise
+        except Exception as exc:
+            if self._retryable(exc):
+                raise ForeignTransportError(exc, request) from exc
+            raise
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+#: The mount under which the resilient transport serves every URL no narrower mount claims.
+_ALL = "all://"
 
 
 def wrap_http_client(
@@ -47,26 +131,38 @@ def wrap_http_client(
     clock: Clock = SYSTEM_CLOCK,
     rng: RandomSource = SYSTEM_RANDOM,
 ) -> None:
-    """Put a resilient transport under every transport of ``client`` (idempotent)."""
-    if isinstance(client, httpx2.AsyncClient):
-        def wrap_async(inner: Any) -> Any:
-            if inner is None or isinstance(inner, AsyncResilientTransport):
-                return inner
-            return AsyncResilientTransport(
-                inner, policy=policy, provider=provider, clock=clock, rng=rng
-            )
+    """Route every request of ``client`` through a resilient transport (idempotent).
 
-        client._transport = wrap_async(client._transport)
-        client._mounts = {pattern: wrap_async(t) for pattern, t in client._mounts.items()}
+    The wrapped default transport is added as the catch-all ``all://`` mount, and every other
+    mount (proxies, the caller's own) is wrapped in place; ``client._transport`` itself stays
+    the SDK's, so code that inspects it (connection-pool checks, as in the SDKs' own tests)
+    keeps seeing the httpx2 transport and its pool. A ``None`` mount (a ``NO_PROXY`` host)
+    means "the default transport", so it gets the wrapped default too.
+    """
+    from httpx2._utils import URLPattern
+
+    retryable = _foreign_retryable(provider)
+    mounts: dict[Any, Any] = dict(client._mounts)
+    is_async = isinstance(client, httpx2.AsyncClient)
+    ours_type: type = AsyncResilientTransport if is_async else ResilientTransport
+    if any(isinstance(t, ours_type) for t in mounts.values()):
         return
 
     def wrap(inner: Any) -> Any:
-        if inner is None or isinstance(inner, ResilientTransport):
-            return inner
-        return ResilientTransport(inner, policy=policy, provider=provider, clock=clock, rng=rng)
+        if is_async:
+            return AsyncResilientTransport(
+                _AsyncForeignErrors(inner, retryable), policy=policy, provider=provider,
+                clock=clock, rng=rng,
+            )
+        return ResilientTransport(
+            _ForeignErrors(inner, retryable), policy=policy, provider=provider,
+            clock=clock, rng=rng,
+        )
 
-    client._transport = wrap(client._transport)
-    client._mounts = {pattern: wrap(t) for pattern, t in client._mounts.items()}
+    default = wrap(client._transport)
+    wrapped = {pattern: default if t is None else wrap(t) for pattern, t in mounts.items()}
+    wrapped[URLPattern(_ALL)] = default
+    client._mounts = dict(sorted(wrapped.items()))
 
 
 def merged_signature(official: Callable[..., Any], extra: Callable[..., Any]) -> inspect.Signature:
@@ -123,6 +219,55 @@ def prepare_body(
     url = str(getattr(options, "url", ""))
     if not url.endswith(("/chat/completions", "/responses", "/messages")):
         return
+    memo = _memo_key(provider, url, body, policy)
+    if memo is not None:
+        hit = _prepared.get(memo)
+        if hit is not None:
+            key, findings = hit
+            if key is not None:
+                options.json_data = {**body, "prompt_cache_key": key}
+            record.findings.extend(findings)
+            return
+        before = len(record.findings)
+        _prepare_body(provider, url, options, body, policy, record)
+        if len(_prepared) >= 512:
+            _prepared.clear()
+        _prepared[memo] = (options.json_data.get("prompt_cache_key"),
+                           tuple(record.findings[before:]))
+        return
+    _prepare_body(provider, url, options, body, policy, record)
+
+
+#: Bodies whose every field is one of these (and whose system prompt is plain text) have a
+#: cache key and lint findings that depend only on model, tenant and system prompt: memoised.
+_PLAIN_CHAT_FIELDS = frozenset({
+    "model", "messages", "stream", "stream_options", "temperature", "top_p", "max_tokens",
+    "max_completion_tokens", "n", "stop", "seed", "metadata", "store", "logprobs",
+    "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias", "service_tier",
+})
+_prepared: dict[tuple[Any, ...], tuple[str | None, tuple[Any, ...]]] = {}
+
+
+def _memo_key(
+    provider: str, url: str, body: dict[str, Any], policy: Policy
+) -> tuple[Any, ...] | None:
+    if provider != "openai" or not url.endswith("/chat/completions") \
+            or not _PLAIN_CHAT_FIELDS.issuperset(body):
+        return None
+    system: list[str] = []
+    for message in body.get("messages") or ():
+        if not isinstance(message, dict) or message.get("role") not in ("system", "developer"):
+            break
+        content = message.get("content")
+        if not isinstance(content, str):
+            return None
+        system.append(content)
+    return (body.get("model"), tuple(system), policy.cache_namespace, policy.cache_secret,
+            policy.prompt_cache_key, policy.lint_prompts, policy.stable_tool_order)
+
+
+def _prepare_body(provider: Literal["openai", "anthropic"], url: str, options: Any,
+                  body: dict[str, Any], policy: Policy, record: Any) -> None:
     if policy.lint_prompts != "off":  # on the caller's body: our own key is not volatile
         from ._prompt_lint import check_prompt
 
@@ -232,6 +377,11 @@ class CallScope:
 
     def finish(self, result: T) -> T:
         record = self.call.record
+        close_when_dropped(result)
+        if hasattr(result, "retries_taken") and hasattr(result, "http_response"):
+            # Raw responses (``with_raw_response`` / ``with_streaming_response``) report the
+            # retries of the one retry layer, as the official client reports its own.
+            result.retries_taken = max(0, self.call.attempts - 1)
         usage = getattr(result, "usage", None)
         if usage is not None:
             record.usage = usage
@@ -239,14 +389,57 @@ class CallScope:
         return result
 
 
+def close_when_dropped(stream: Any) -> None:
+    """Make a stream that is dropped mid-way close its upstream connection at once.
+
+    openai's ``Stream``/``AsyncStream`` keep the generator that reads the body on themselves
+    (``self._iterator = self.__stream__()``), a reference cycle: a stream the caller abandons
+    (``for chunk in client...create(stream=True): break``) is closed only when the garbage
+    collector runs, and until then the provider keeps generating, and billing, into a socket
+    nobody reads. The generator is rebuilt on a shallow copy, as anthropic's SDK does, so the
+    last reference going away closes the response. Only a stream not yet iterated is touched;
+    anything else (anthropic's streams, parsed models) is left alone.
+    """
+    state: dict[str, Any] | None = getattr(stream, "__dict__", None)
+    if state is None or not hasattr(type(stream), "__stream__"):
+        return
+    iterator = state.get("_iterator")
+    if inspect.isgenerator(iterator):
+        if inspect.getgeneratorstate(iterator) != inspect.GEN_CREATED:
+            return  # already read from: not ours to replace
+    elif not inspect.isasyncgen(iterator) or iterator.ag_frame is None or iterator.ag_running:
+        return  # called right after request() returns, before anyone can iterate it
+    twin = copy.copy(stream)
+    del twin.__dict__["_iterator"]
+    state["_iterator"] = twin.__stream__()
+    if hasattr(iterator, "close"):
+        iterator.close()  # never started: closing runs no code of the SDK
+
+
 def explicit_attempts(options: Any, client_max_retries: int, client_explicit: bool) -> int | None:
     """Attempts the caller asked for through the SDK's ``max_retries`` (``None`` = policy's)."""
-    per_call = getattr(options, "max_retries", None)
+    per_call = getattr(options, "max_retries", _MISSING)
+    if per_call is None or not (isinstance(per_call, int) or per_call is _MISSING
+                                or _is_not_given(per_call)):
+        # As the official SDK does before any attempt (openai ``_validate_max_retries``):
+        # turning the SDK's retries off must not hide an invalid value.
+        raise TypeError("max_retries must be a non-negative integer, not "
+                        f"{type(per_call).__name__}")
     if isinstance(per_call, int) and not isinstance(per_call, bool):
+        if per_call < 0:
+            raise ValueError("max_retries must be a non-negative integer")
         return per_call + 1
     if client_explicit:
         return client_max_retries + 1
     return None
+
+
+_MISSING: Any = object()
+
+
+def _is_not_given(value: object) -> bool:
+    """The SDKs' ``NotGiven`` sentinel (``options.max_retries`` when the caller set none)."""
+    return type(value).__name__ == "NotGiven"
 
 
 def translate_error(
@@ -267,6 +460,8 @@ def translate_error(
         if isinstance(cause, ResilientLLMError):
             ours = cause
         else:
+            if isinstance(cause, ForeignTransportError):
+                exc.__cause__ = cause.original
             return exc
     def sdk_error(cause: BaseException | None) -> BaseException | None:
         mapped: BaseException | None = None
@@ -277,7 +472,8 @@ def translate_error(
         elif isinstance(cause, httpx2.TransportError) and _has_request(cause):
             mapped = connection_error(cause.request)
         if mapped is not None:
-            mapped.__cause__ = cause
+            mapped.__cause__ = (cause.original if isinstance(cause, ForeignTransportError)
+                                else cause)
         return mapped
 
     if isinstance(ours, (DeadlineExceeded, RetryBudgetExhausted)):

@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 try:
     import openai as _openai
-    from openai._constants import DEFAULT_MAX_RETRIES as _DEFAULT_MAX_RETRIES
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "resilient_llm.openai needs the official openai package: "
@@ -71,8 +70,9 @@ class OpenAI(_openai.OpenAI):
     def __init__(self, *, policy: Policy | None = None, **kwargs: Any) -> None:
         policy = policy if policy is not None else Policy.from_env()
         self._resilient_policy = policy
-        retries = kwargs.get("max_retries", _DEFAULT_MAX_RETRIES)
-        self._resilient_explicit_retries = retries != _DEFAULT_MAX_RETRIES
+        # Any max_retries the caller passes counts, the SDK's default value included; copy()
+        # passes one always and corrects the flag afterwards.
+        self._resilient_explicit_retries = "max_retries" in kwargs
         super().__init__(**kwargs)
         if policy.enabled:
             _wrap(self._client, policy=policy, provider=_PROVIDER)
@@ -86,7 +86,11 @@ class OpenAI(_openai.OpenAI):
         """As the official ``copy``/``with_options``; ``policy`` replaces this client's policy."""
         extra = dict(kwargs.pop("_extra_kwargs", None) or {})
         extra["policy"] = policy if policy is not None else self._resilient_policy
-        return super().copy(_extra_kwargs=extra, **kwargs)
+        client = super().copy(_extra_kwargs=extra, **kwargs)
+        client._resilient_explicit_retries = self._resilient_explicit_retries or isinstance(
+            kwargs.get("max_retries"), int)
+        client._resilient_clock, client._resilient_rng = self._resilient_clock, self._resilient_rng
+        return client
 
     with_options = copy
 
@@ -134,8 +138,9 @@ class AsyncOpenAI(_openai.AsyncOpenAI):
     def __init__(self, *, policy: Policy | None = None, **kwargs: Any) -> None:
         policy = policy if policy is not None else Policy.from_env()
         self._resilient_policy = policy
-        retries = kwargs.get("max_retries", _DEFAULT_MAX_RETRIES)
-        self._resilient_explicit_retries = retries != _DEFAULT_MAX_RETRIES
+        # Any max_retries the caller passes counts, the SDK's default value included; copy()
+        # passes one always and corrects the flag afterwards.
+        self._resilient_explicit_retries = "max_retries" in kwargs
         super().__init__(**kwargs)
         if policy.enabled:
             _wrap(self._client, policy=policy, provider=_PROVIDER)
@@ -149,7 +154,11 @@ class AsyncOpenAI(_openai.AsyncOpenAI):
         """As the official ``copy``/``with_options``; ``policy`` replaces this client's policy."""
         extra = dict(kwargs.pop("_extra_kwargs", None) or {})
         extra["policy"] = policy if policy is not None else self._resilient_policy
-        return super().copy(_extra_kwargs=extra, **kwargs)
+        client = super().copy(_extra_kwargs=extra, **kwargs)
+        client._resilient_explicit_retries = self._resilient_explicit_retries or isinstance(
+            kwargs.get("max_retries"), int)
+        client._resilient_clock, client._resilient_rng = self._resilient_clock, self._resilient_rng
+        return client
 
     with_options = copy
 

@@ -1,14 +1,21 @@
-"""OpenAI wire knowledge: chat-completion chunks, Responses API events, error events."""
+"""OpenAI wire knowledge: chat-completion chunks, Responses API events, errors, rate limits.
+
+``x-ratelimit-*`` headers: see :func:`rate_limits` (resets are Go durations such as ``6m0s``;
+Azure OpenAI sends the same names with integer seconds).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from .._classify import classify_error_body
+from .._pressure import RateLimits as RateLimit
+from ._ratelimits import parse_go_duration
 from ._sse import StreamScanner
 
-__all__ = ["OPENAI", "OpenAIWire"]
+__all__ = ["OPENAI", "RATE_LIMIT_DIMENSIONS", "OpenAIWire", "RateLimit", "rate_limits"]
 
 _DELTA_OUTPUT_KEYS = ("tool_calls", "function_call", "refusal", "reasoning_content", "audio")
 
@@ -74,3 +81,44 @@ class OpenAIWire:
 
 
 OPENAI = OpenAIWire()
+
+
+# --- rate-limit headers ---------------------------------------------------------------------
+
+#: Dimensions of ``x-ratelimit-{limit,remaining,reset}-{dimension}``, keyed by result name.
+RATE_LIMIT_DIMENSIONS: Mapping[str, str] = {
+    "requests": "requests",
+    "tokens": "tokens",
+    "project_tokens": "project-tokens",
+}
+
+
+def _count(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def rate_limits(headers: Mapping[str, str]) -> dict[str, RateLimit]:
+    """Every rate-limit dimension present in an OpenAI (or Azure OpenAI) response's headers.
+
+    ``headers`` must be case-insensitive (``httpx2.Headers``) or lower-case. ``reset`` is the
+    Go duration (``1s``, ``6m0s``, ``12ms``, ``1h2m3.5s``) or plain seconds until the bucket is
+    back to its initial state, which is not necessarily the wait for one more request. A
+    dimension with a missing or non-count limit/remaining (Azure's ``-1``) is left out, and an
+    unreadable reset counts as 0: a garbled header must never break a call.
+    """
+    found: dict[str, RateLimit] = {}
+    for name, suffix in RATE_LIMIT_DIMENSIONS.items():
+        limit = _count(headers.get(f"x-ratelimit-limit-{suffix}"))
+        remaining = _count(headers.get(f"x-ratelimit-remaining-{suffix}"))
+        if limit is None or remaining is None or limit <= 0:
+            continue
+        raw_reset = headers.get(f"x-ratelimit-reset-{suffix}")
+        reset = parse_go_duration(raw_reset) if raw_reset is not None else None
+        found[name] = RateLimit(limit=limit, remaining=min(remaining, limit), reset=reset or 0.0)
+    return found

@@ -1,0 +1,319 @@
+"""The drop-in ``OpenAI`` / ``AsyncOpenAI`` against the official SDK's own behaviour.
+
+What changes when the import is swapped (one retry layer with jitter, one idempotency key,
+``outcome()``, resilient-llm errors carrying the SDK's error as their cause) and what does not
+(return and error types, explicit ``max_retries``, ``RESILIENT_LLM_ENABLED=false``). Engine
+behaviour runs in-process on an injected clock; closing upstream runs over loopback.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx2
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from resilient_llm import (
+    DeadlineExceeded,
+    Policy,
+    ResilientTransport,
+    StreamInterrupted,
+    outcome,
+)
+from resilient_llm.openai import AsyncOpenAI, OpenAI
+from resilient_llm.providers.openai import rate_limits
+from resilient_llm.testing import FakeClock, FakeRandom, Fault, FaultProvider, FaultServer, Usage
+
+GPT = "gpt-4.1"
+MSGS: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+TEXT = "The quick brown fox jumps over the lazy dog again and again."
+
+
+def inproc(provider: FaultProvider, **kwargs: Any) -> OpenAI:
+    client = OpenAI(base_url="http://fault.test/v1", api_key="sk-test",
+                    http_client=httpx2.Client(transport=provider.transport()), **kwargs)
+    client._resilient_clock = FakeClock()
+    client._resilient_rng = FakeRandom(0)
+    return client
+
+
+def ainproc(provider: FaultProvider, **kwargs: Any) -> AsyncOpenAI:
+    client = AsyncOpenAI(base_url="http://fault.test/v1", api_key="sk-test",
+                         http_client=httpx2.AsyncClient(transport=provider.transport()),
+                         **kwargs)
+    client._resilient_clock = FakeClock()
+    client._resilient_rng = FakeRandom(0)
+    return client
+
+
+def chat_text(stream: Any) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+@pytest.fixture
+def provider() -> FaultProvider:
+    return FaultProvider()
+
+
+@pytest.fixture
+def server(provider: FaultProvider) -> Iterator[FaultServer]:
+    with provider.serve() as running:
+        yield running
+
+
+# --- what the swap adds ---------------------------------------------------------------------------
+
+
+def test_outcome_of_a_retried_call(provider: FaultProvider) -> None:
+    provider.script(Fault.status(500), Fault.ok(text=TEXT, usage=Usage(input_tokens=9,
+                                                                       output_tokens=4)))
+    with inproc(provider) as client:
+        completion = client.chat.completions.create(model=GPT, messages=MSGS)
+    assert completion.choices[0].message.content == TEXT
+    result = outcome(completion)
+    assert [a.failure for a in result.attempts] == ["server_error", None]
+    assert result.served_by == GPT and not result.degraded and result.finished
+    assert result.usage.prompt_tokens == 9
+    keys = {r.headers["idempotency-key"] for r in provider.requests}
+    assert keys == {result.idempotency_key}
+
+
+def test_raw_responses_report_the_retries_of_the_one_retry_layer(
+    provider: FaultProvider,
+) -> None:
+    provider.script(Fault.status(503), Fault.status(503), Fault.ok())
+    with inproc(provider) as client:
+        raw = client.chat.completions.with_raw_response.create(model=GPT, messages=MSGS)
+    assert raw.retries_taken == 2
+    assert raw.http_request.headers["x-stainless-retry-count"] == "2"
+    assert raw.parse().choices[0].message.content
+
+
+def test_stream_outcome_finishes_when_the_stream_does(provider: FaultProvider) -> None:
+    provider.script(Fault.stream_cut(after_events=1), Fault.ok(text=TEXT))
+    with inproc(provider) as client:
+        stream = client.chat.completions.create(model=GPT, messages=MSGS, stream=True)
+        assert outcome(stream).finished is False
+        assert chat_text(stream) == TEXT
+    result = outcome(stream)
+    assert result.finished and result.error is None
+    assert [a.failure for a in result.attempts] == ["stream_cut", None]
+
+
+def test_stream_cut_after_output_keeps_the_partial_text(provider: FaultProvider) -> None:
+    provider.set_default(Fault.stream_cut(after_events=4, text=TEXT))
+    with inproc(provider) as client:
+        stream = client.chat.completions.create(model=GPT, messages=MSGS, stream=True)
+        with pytest.raises(StreamInterrupted) as info:
+            chat_text(stream)
+    assert info.value.partial_text and TEXT.startswith(info.value.partial_text)
+    assert len(provider.requests) == 1
+
+
+def test_deadline_exceeded_carries_the_sdk_error(provider: FaultProvider) -> None:
+    provider.set_default(Fault.status(429, headers={"retry-after": "30"}))
+    with inproc(provider, policy=Policy(deadline=5)) as client, \
+            pytest.raises(DeadlineExceeded) as info:
+        client.chat.completions.create(model=GPT, messages=MSGS)
+    assert isinstance(info.value.cause, openai.RateLimitError)
+    assert info.value.cause.status_code == 429
+    assert isinstance(info.value, TimeoutError)
+
+
+def test_a_final_provider_error_keeps_its_official_type(provider: FaultProvider) -> None:
+    provider.set_default(Fault.status(500))
+    with inproc(provider, policy=Policy(max_attempts=2)) as client, \
+            pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model=GPT, messages=MSGS)
+    assert len(provider.requests) == 2
+    provider.reset()
+    provider.set_default(Fault.status(400))
+    with inproc(provider) as client, pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=GPT, messages=MSGS)
+    assert len(provider.requests) == 1
+
+
+def test_the_http_clients_own_transport_stays_in_place(provider: FaultProvider) -> None:
+    """Code that inspects ``client._client._transport`` (pool checks) still sees httpx2's."""
+    with OpenAI(api_key="k") as client:
+        transport = client._client._transport
+        assert type(transport) is httpx2.HTTPTransport
+        routed = client._client._transport_for_url(httpx2.URL("https://api.openai.com/v1/x"))
+        assert isinstance(routed, ResilientTransport)
+        assert len(transport._pool._requests) == 0
+
+
+# --- what the swap keeps --------------------------------------------------------------------------
+
+
+def test_disabled_is_the_official_client_sdk_retries_and_all(provider: FaultProvider) -> None:
+    fast = {"retry-after-ms": "1"}
+    provider.script(Fault.status(500, headers=fast), Fault.status(500, headers=fast), Fault.ok())
+    with inproc(provider, policy=Policy(enabled=False)) as client:
+        completion = client.chat.completions.create(model=GPT, messages=MSGS)
+        raw = client.chat.completions.with_raw_response.create(model=GPT, messages=MSGS)
+    requests = provider.requests
+    assert len(requests) == 4, "the SDK's own two retries, then one more call"
+    assert all("idempotency-key" not in r.headers for r in requests)
+    assert [r.headers["x-stainless-retry-count"] for r in requests] == ["0", "1", "2", "0"]
+    assert raw.retries_taken == 0
+    with pytest.raises(LookupError):
+        outcome(completion)
+
+
+def test_disabled_from_the_environment(provider: FaultProvider,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESILIENT_LLM_ENABLED", "false")
+    with inproc(provider) as client:
+        client.chat.completions.create(model=GPT, messages=MSGS)
+    assert "idempotency-key" not in provider.requests[0].headers
+
+
+@pytest.mark.parametrize(("max_retries", "attempts"), [(0, 1), (2, 3), (5, 6)])
+def test_explicit_max_retries_is_honoured(provider: FaultProvider, max_retries: int,
+                                          attempts: int) -> None:
+    provider.set_default(Fault.status(429))  # retried, and no breaker cuts the call short
+    with inproc(provider, max_retries=max_retries) as client, \
+            pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model=GPT, messages=MSGS)
+    assert len(provider.requests) == attempts
+
+
+def test_per_request_max_retries_and_copies(provider: FaultProvider) -> None:
+    provider.set_default(Fault.status(429))
+    with inproc(provider, policy=Policy(max_attempts=4)) as client:
+        with pytest.raises(openai.RateLimitError):
+            client.with_options(max_retries=1).chat.completions.create(model=GPT,
+                                                                       messages=MSGS)
+        assert len(provider.requests) == 2
+        copy = client.with_options(timeout=5)  # no max_retries: the policy's 4 attempts
+        with pytest.raises(openai.RateLimitError):
+            copy.chat.completions.create(model=GPT, messages=MSGS)
+        assert len(provider.requests) == 6
+        assert type(copy) is OpenAI and copy.policy is client.policy
+
+
+@pytest.mark.parametrize("value", [None, "2", -1, 2.5])
+def test_invalid_per_request_max_retries_is_rejected_before_sending(
+    provider: FaultProvider, value: Any
+) -> None:
+    error = ValueError if isinstance(value, int) else TypeError
+    with inproc(provider) as client, pytest.raises(error, match="max_retries"):
+        client.get("/models", cast_to=object, options={"max_retries": value})
+    assert provider.requests == []
+
+
+@pytest.mark.parametrize("exc", [ssl.SSLError("bad record mac"), anyio.EndOfStream()])
+def test_transport_errors_the_sdk_retries_are_retried(exc: Exception) -> None:
+    calls: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            raise exc
+        return httpx2.Response(200, json={"ok": True})
+
+    client = OpenAI(api_key="k", http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
+    client._resilient_clock = FakeClock()
+    with client:
+        assert client.get("/test", cast_to=object) == {"ok": True}
+    assert len(calls) == 2
+
+
+def test_other_application_errors_propagate_unretried() -> None:
+    calls: list[httpx2.Request] = []
+    bug = RuntimeError("a bug in a hook")
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        calls.append(request)
+        raise bug
+
+    client = OpenAI(api_key="k", http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
+    with client, pytest.raises(RuntimeError) as info:
+        client.get("/test", cast_to=object)
+    assert info.value is bug and len(calls) == 1  # as openai 3.54 does
+
+
+# --- async ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_async_retry_outcome_and_translated_deadline(provider: FaultProvider) -> None:
+    provider.script(Fault.status(529), Fault.ok(text=TEXT),
+                    Fault.status(429, headers={"retry-after": "60"}))
+    async with ainproc(provider, policy=Policy(deadline=10)) as client:
+        completion = await client.chat.completions.create(model=GPT, messages=MSGS)
+        assert [a.failure for a in outcome(completion).attempts] == ["overloaded", None]
+        with pytest.raises(DeadlineExceeded) as info:
+            await client.chat.completions.create(model=GPT, messages=MSGS)
+    assert isinstance(info.value.cause, openai.RateLimitError)
+
+
+# --- closing upstream (loopback) ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_breaking_out_of_a_stream_closes_the_upstream_connection(
+    provider: FaultProvider, server: FaultServer
+) -> None:
+    provider.set_default(Fault.ok(text=TEXT, chunk_delay=0.05))
+    with OpenAI(base_url=server.openai_base_url, api_key="k") as client:
+        with client.chat.completions.create(model=GPT, messages=MSGS, stream=True) as stream:
+            for _ in stream:
+                break
+        for _ in client.chat.completions.create(model=GPT, messages=MSGS, stream=True):
+            break  # the stream object is dropped here, unreferenced
+        records = provider.wait_for(
+            lambda rs: len(rs) == 2 and all(r.finished for r in rs), timeout=2.0)
+    assert [r.client_disconnected for r in records] == [True, True]
+    assert outcome(stream).finished
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_async_early_exit_closes_the_upstream_connection(
+    provider: FaultProvider, server: FaultServer
+) -> None:
+    provider.set_default(Fault.ok(text=TEXT, chunk_delay=0.05))
+    async with AsyncOpenAI(base_url=server.openai_base_url, api_key="k") as client:
+        async with await client.chat.completions.create(model=GPT, messages=MSGS,
+                                                        stream=True) as stream:
+            async for _ in stream:
+                break
+        records = await anyio.to_thread.run_sync(lambda: provider.wait_for(
+            lambda rs: len(rs) == 1 and rs[0].finished, timeout=2.0))
+    assert records[0].client_disconnected
+
+
+# --- rate-limit headers ---------------------------------------------------------------------------
+
+
+def test_rate_limit_headers_are_parsed_per_dimension() -> None:
+    found = rate_limits(httpx2.Headers({
+        "x-ratelimit-limit-requests": "500",
+        "x-ratelimit-remaining-requests": "499",
+        "x-ratelimit-reset-requests": "120ms",
+        "x-ratelimit-limit-tokens": "30000",
+        "x-ratelimit-remaining-tokens": "29000",
+        "x-ratelimit-reset-tokens": "1h2m3.5s",
+        "x-ratelimit-limit-project-tokens": "-1",  # Azure: no such limit
+        "x-ratelimit-remaining-project-tokens": "5",
+    }))
+    assert set(found) == {"requests", "tokens"}
+    assert found["requests"].reset == pytest.approx(0.12)
+    assert found["tokens"].reset == pytest.approx(3723.5)
+    assert found["tokens"].remaining == 29000
+
+
+def test_azure_integer_resets_and_garbage() -> None:
+    found = rate_limits({
+        "x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "7",
+        "x-ratelimit-limit-tokens": "lots", "x-ratelimit-remaining-tokens": "1",
+    })
+    assert found == {"requests": found["requests"]} and found["requests"].reset == 7.0

@@ -253,8 +253,14 @@ def classify_error_body(
     )
 
 
-def classify_status(status: int, headers: Mapping[str, str], body: bytes | None) -> Failure | None:
-    """Classify an HTTP response; ``None`` for success (1xx–3xx)."""
+def classify_status(
+    status: int, headers: Mapping[str, str], body: bytes | None, provider: str | None = None
+) -> Failure | None:
+    """Classify an HTTP response; ``None`` for success (1xx–3xx).
+
+    Anthropic's 504 (``timeout_error``) is classified as overload: it reports a provider that
+    could not finish in time, not a slow network, and moves on like a 529.
+    """
     if status < 400:
         return None
     parsed: Any = None
@@ -263,7 +269,12 @@ def classify_status(status: int, headers: Mapping[str, str], body: bytes | None)
             parsed = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             parsed = None
-    return classify_error_body(status, parsed, headers)
+    failure = classify_error_body(status, parsed, headers)
+    if provider == "anthropic" and status == 504:
+        return Failure(FailureClass.OVERLOADED, failure.retryable, status=status,
+                       code=failure.code, retry_after=failure.retry_after,
+                       message=failure.message)
+    return failure
 
 
 def classify_exception(exc: BaseException) -> Failure | None:

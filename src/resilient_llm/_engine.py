@@ -43,6 +43,7 @@ __all__ = [
 
 #: An attempt with less time than this left is not started: it could not finish.
 MIN_ATTEMPT = 0.05
+_CLIP_TOLERANCE = 0.05
 
 _PHASES = ("connect", "read", "write", "pool")
 
@@ -83,13 +84,16 @@ def clip_timeouts(
 ) -> dict[str, float | None]:
     """Each phase timeout (connect, read, write, pool) clipped to ``remaining`` seconds.
 
-    ``None`` (no limit) becomes ``remaining``: inside a deadline nothing waits unbounded.
+    ``None`` (no limit) becomes ``remaining``: inside a deadline nothing waits unbounded. A
+    requested value within 50 ms of ``remaining`` is kept as it is, so the SDK's own timeout
+    (600 s under a 600 s deadline) reaches the transport unchanged; the overshoot it allows is
+    bounded by those 50 ms.
     """
     result: dict[str, float | None] = {}
     for phase in _PHASES:
         value = requested.get(phase) if requested else None
-        if remaining is not None:
-            value = remaining if value is None else min(value, remaining)
+        if remaining is not None and (value is None or value > remaining + _CLIP_TOLERANCE):
+            value = remaining
         result[phase] = value
     return result
 

@@ -190,10 +190,11 @@ def _forget(key: int, ref: weakref.ref[Any]) -> None:
 
 
 def lookup(result: Any) -> CallRecord | None:
-    """The record registered for ``result``, if any."""
+    """The record registered for ``result``, if any (stream helpers: their raw stream's)."""
     entry = _registry.get(id(result))
     if entry is None or entry[0]() is not result:
-        return None
+        raw = getattr(result, "_raw_stream", None)  # MessageStream, ChatCompletionStream
+        return lookup(raw) if raw is not None and raw is not result else None
     return entry[1]
 
 

@@ -127,7 +127,7 @@ def test_cubic_decreases_on_throttle_then_recovers_cubically() -> None:
 
 def test_concurrency_cuts_on_drops_and_grows_only_when_used() -> None:
     limit = ConcurrencyLimit(limit=20)
-    limit.on_drop()
+    limit.on_drop(0.0)
     assert limit.limit == pytest.approx(18)
     now = 0.0
     for _ in range(3):  # three calm windows, fully used
@@ -146,10 +146,31 @@ def test_concurrency_cuts_on_drops_and_grows_only_when_used() -> None:
 def test_latency_inflation_shrinks_the_limit() -> None:
     limit = ConcurrencyLimit(limit=40)
     now = 0.0
-    for rtt in [0.2] * 30 + [1.0] * 30:
+    for _ in range(30):
         now += 0.11
-        limit.on_sample(rtt, now, inflight=40, may_grow=True)
-    assert limit.limit < 40
+        limit.on_sample(0.2, now, inflight=40, may_grow=True)
+    peak = limit.limit
+    for _ in range(30):
+        now += 0.11
+        limit.on_sample(1.0, now, inflight=40, may_grow=True)
+    assert limit.limit < peak * 0.9
+
+
+def test_slow_start_doubles_until_the_first_drop_then_grows_additively() -> None:
+    limit = ConcurrencyLimit(limit=20)
+    now = 0.0
+    for _ in range(15):  # one full window: 1 s, at least 10 samples
+        now += 0.1
+        limit.on_sample(0.2, now, inflight=int(limit.limit), may_grow=True)
+    assert limit.limit == 40
+    for _ in range(10):  # a burst of drops inside one window halves the limit at most
+        limit.on_drop(now)
+    assert limit.limit == 20
+    before = limit.limit
+    for _ in range(11):
+        now += 0.1
+        limit.on_sample(0.2, now, inflight=int(limit.limit), may_grow=True)
+    assert before < limit.limit < before * 1.5
 
 
 def test_retry_budget_allows_about_ten_percent() -> None:

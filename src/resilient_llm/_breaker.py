@@ -103,7 +103,9 @@ class Breaker:
         if failure is not None and healthy and failure.kind is not FailureClass.RATE_LIMITED:
             healthy = True  # a 4xx answer proves the target is up
         elif failure is not None and failure.kind is FailureClass.RATE_LIMITED:
-            return  # says nothing about health
+            with self._lock:  # says nothing about health; a rate-limited probe may be retried
+                self._probe_out = False
+            return
         with self._lock:
             state = self._current(now)
             if state == "half_open":

@@ -24,6 +24,10 @@ on. For each target:
 
 Every method takes ``now`` (an injected monotonic time) and does no I/O; a per-target lock
 makes it safe for threads and tasks alike (no lock is held across a wait).
+
+With ``RESILIENT_LLM_REDIS_URL`` set, :meth:`PressureRegistry.get` returns
+``_fleet.FleetPressure`` instead: the same interface, whose pacer (``_admit_wait``/``_take``)
+and breaker consult state shared by the fleet through Redis (docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -34,12 +38,15 @@ import math
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
 
 from ._breaker import Breaker
 from ._policy import Priority
+
+if TYPE_CHECKING:
+    from ._fleet import FleetSnapshot
 
 __all__ = [
     "BATCH_SHARE",
@@ -117,16 +124,19 @@ class TokenBucket:
         self.refill(now)
         self.level -= min(cost, self.capacity)
 
-    def observe(self, limits: RateLimits, now: float) -> None:
-        """Re-seed from headers: the provider's view of the bucket wins over ours."""
+    def observe(self, limits: RateLimits, now: float, *, floor: float = 0.0) -> None:
+        """Re-seed from headers: the provider's view of the bucket wins, in both directions.
+
+        The fill rate is learnt only while the bucket is nearly empty (remaining < 10 % of the
+        limit) — the only time it matters, and the only time (L − R)/T is a sound estimate —
+        and never below ``floor``, the send rate the provider has been accepting.
+        """
         self.refill(now)
         self.capacity = max(limits.limit, 1.0)
         missing = limits.limit - limits.remaining
-        # A few missing tokens over a short reset say little about the rate: only learn it
-        # when at least 10 % of the limit (and 2 tokens) is in use.
-        if limits.reset > 0 and missing >= max(2.0, 0.1 * limits.limit):
-            self.rate = max(missing / limits.reset, _MIN_RATE)
-        self.level = min(self.level, limits.remaining)
+        if limits.reset > 0 and missing >= max(2.0, 0.9 * limits.limit):
+            self.rate = max(missing / limits.reset, floor, _MIN_RATE)
+        self.level = min(limits.remaining, self.capacity)
 
 
 @dataclass(slots=True)
@@ -182,9 +192,21 @@ class ConcurrencyLimit:
     long_rtt: float | None = None
     _samples: list[float] = field(default_factory=list)
     _window_start: float | None = None
+    _dropped: bool = False
+    _cut_since: float | None = None
+    _cut_floor: float = 0.0
 
-    def on_drop(self) -> None:
-        self.limit = max(self.minimum, self.limit * 0.9)
+    def on_drop(self, now: float = 0.0) -> None:
+        """Multiplicative decrease (× 0.9 per drop), but at most halving within one window.
+
+        A burst of throttles answering one overshoot is one signal: without the floor, the 20
+        rejections of a first wave would cut the limit to an eighth of what the provider holds.
+        """
+        self._dropped = True
+        if self._cut_since is None or now - self._cut_since >= self.window:
+            self._cut_since = now
+            self._cut_floor = self.limit * 0.5
+        self.limit = max(self.minimum, self._cut_floor, self.limit * 0.9)
 
     def on_sample(self, rtt: float, now: float, inflight: int, may_grow: bool) -> None:
         if self._window_start is None:
@@ -202,7 +224,15 @@ class ConcurrencyLimit:
             if self.long_rtt / short > 2:
                 self.long_rtt *= 0.95
         gradient = max(0.5, min(1.0, 1.5 * self.long_rtt / max(short, 1e-9)))
-        grown = self.limit * gradient + (4 if may_grow and inflight * 2 >= self.limit else 0)
+        saturated = may_grow and inflight * 2 >= self.limit
+        if gradient < 1.0:
+            self._dropped = True  # latency is rising: slow start is over
+        if saturated and not self._dropped:
+            # Slow start: until the first drop, double per window while the slots are used
+            # and latency holds, so a large quota is reached in seconds, not minutes.
+            self.limit = min(self.maximum, self.limit * 2)
+            return
+        grown = self.limit * gradient + (4 if saturated else 0)
         self.limit = max(self.minimum, min(self.maximum, 0.8 * self.limit + 0.2 * grown))
 
 
@@ -252,6 +282,8 @@ class PressureSnapshot:
     retry_tokens: float
     throttles: int
     latency_baseline: float | None
+    #: The fleet view (mode, shared rate, lease, counters) when ``RESILIENT_LLM_REDIS_URL`` is set.
+    fleet: FleetSnapshot | None = None
 
 
 class _Waiter:
@@ -302,6 +334,8 @@ class TargetPressure:
         self._recent: float | None = None
         self._last_reserve_retry = -math.inf
         self.breaker = Breaker()
+        #: Successes whose rate-limit headers may be skipped (plenty of headroom last time).
+        self.headroom_skips = 0
         self.touched = now
 
     # admission
@@ -319,6 +353,32 @@ class TargetPressure:
                 self._waiting.remove(waiter)
             self._wake_head()
 
+    def admit_now(self, priority: Priority, cost: float, now: float) -> Admission | None:
+        """Admit at once when nobody waits, a slot is free and the pacer allows; else ``None``.
+
+        The common, uncontended case: no waiter object, no queue, one short critical section.
+        """
+        with self._lock:
+            if self._waiting:
+                return None
+            limit = self.concurrency.limit
+            if priority == "interactive":
+                if self.inflight >= max(1.0, limit):
+                    return None
+            elif self.inflight >= limit or self.inflight_batch >= max(1.0, limit * BATCH_SHARE):
+                return None
+            wait = self._admit_wait(cost, now, priority)
+            if wait is None or wait > 0:
+                return None
+            self.touched = now
+            self.inflight += 1
+            if priority == "batch":
+                self.inflight_batch += 1
+            self._take(cost, now, priority)
+            self.cubic.record_send(now)
+            self.budget.requests += 1
+            return Admission(True, 0.0, self._pressure(now))
+
     def try_admit(self, waiter: _Waiter, now: float) -> Admission:
         """Admit ``waiter`` if it is first in line and capacity allows; else say how long."""
         with self._lock:
@@ -334,21 +394,31 @@ class TargetPressure:
                     # Let the next interactive waiter, if any, use the free slot.
                     self._wake_next_interactive()
                 return Admission(False, None, pressure)
-            wait = self._pacer_wait(waiter.cost, now)
-            if wait > 0:
+            wait = self._admit_wait(waiter.cost, now, waiter.priority)
+            if wait is None or wait > 0:
                 return Admission(False, wait, pressure)
             self._waiting.pop(0)
             self.inflight += 1
             if waiter.priority == "batch":
                 self.inflight_batch += 1
-            if self.requests is not None:
-                self.requests.take(1, now)
-            if self.tokens is not None:
-                self.tokens.take(waiter.cost, now)
+            self._take(waiter.cost, now, waiter.priority)
             self.cubic.record_send(now)
             self.budget.requests += 1
             self._wake_head()
             return Admission(True, 0.0, pressure)
+
+    # pacer hooks (lock held): the fleet-backed subclass in ``_fleet`` replaces these
+
+    def _admit_wait(self, cost: float, now: float, priority: Priority) -> float | None:
+        """Seconds until the pacer admits this call; ``None`` = unknown (wait to be woken)."""
+        return self._pacer_wait(cost, now)
+
+    def _take(self, cost: float, now: float, priority: Priority) -> None:
+        """Debit an admitted call from the pacer."""
+        if self.requests is not None:
+            self.requests.take(1, now)
+        if self.tokens is not None:
+            self.tokens.take(cost, now)
 
     def _pacer_wait(self, cost: float, now: float) -> float:
         wait = 0.0
@@ -403,7 +473,7 @@ class TargetPressure:
                 current = self.requests.rate if self.requests is not None else None
                 self.cubic_rate = self.cubic.on_throttle(now, current)
             if dropped or throttled:
-                self.concurrency.on_drop()
+                self.concurrency.on_drop(now)
             elif latency is not None:
                 may_grow = self._remaining_fraction is None or self._remaining_fraction >= 0.1
                 self.concurrency.on_sample(latency, now, self.inflight + 1, may_grow)
@@ -424,7 +494,7 @@ class TargetPressure:
                 if self.requests is None:
                     self.requests = TokenBucket(_MIN_RATE, max(requests.limit, 1.0),
                                                 requests.remaining, now)
-                self.requests.observe(requests, now)
+                self.requests.observe(requests, now, floor=self.cubic.measured)
                 if requests.limit > 0:
                     self._remaining_fraction = requests.remaining / requests.limit
             if tokens is not None:
@@ -493,16 +563,27 @@ class PressureRegistry:
     """All targets' state in one process: bounded (least recently used targets are dropped)."""
 
     def __init__(self, maxsize: int = 1024) -> None:
-        self._targets: LRUCache[TargetKey, TargetPressure] = LRUCache(maxsize=maxsize)
+        self._targets: LRUCache[TargetKey | tuple[TargetKey, str], TargetPressure] = LRUCache(
+            maxsize=maxsize)
         self._lock = threading.Lock()
 
     def get(self, key: TargetKey, now: float, *, redis_url: str | None = None) -> TargetPressure:
-        """The state of ``key``; with ``redis_url`` (the fleet setting) it is fleet-backed."""
+        """The state of ``key``; with ``redis_url`` (the fleet setting) it is fleet-backed.
+
+        Fleet-backed state (``_fleet.FleetPressure``) has the same interface; ``redis`` is
+        imported only when the first one is built.
+        """
+        slot: TargetKey | tuple[TargetKey, str] = key if redis_url is None else (key, redis_url)
         with self._lock:
-            state = self._targets.get(key)
+            state = self._targets.get(slot)
             if state is None:
-                state = TargetPressure(key, now)
-                self._targets[key] = state
+                if redis_url is None:
+                    state = TargetPressure(key, now)
+                else:
+                    from ._fleet import fleet_pressure
+
+                    state = fleet_pressure(key, now, redis_url)
+                self._targets[slot] = state
             return state
 
     def __len__(self) -> int:

@@ -24,10 +24,10 @@ import contextlib
 import heapq
 import itertools
 import json
+import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -96,12 +96,14 @@ def _prepare(request: httpx2.Request, call: Call, send: Send, provider: str) -> 
         record.server_address = url.host
         record.server_port = url.port or (443 if url.scheme == "https" else 80)
         record.path = url.path
-    if "x-stainless-retry-count" in request.headers:
+    # The SDK numbers attempts in this header; its loop is off, so number ours, but never
+    # overwrite a value the caller set themselves.
+    if send.attempt > 1 and request.headers.get("x-stainless-retry-count") == str(send.attempt - 2):
         request.headers["x-stainless-retry-count"] = str(send.attempt - 1)
     if request.method != "GET":
         key = request.headers.get(_IDEMPOTENCY_HEADER)
         if key is None:
-            key = call.record.idempotency_key or f"rllm-{uuid.uuid4().hex}"
+            key = call.record.idempotency_key or f"rllm-{os.urandom(16).hex()}"
             request.headers[_IDEMPOTENCY_HEADER] = key
         call.record.idempotency_key = key
 
@@ -246,9 +248,17 @@ class _Base:
                             redis_url=call.policy.redis_url)
 
     def observe(self, state: TargetPressure, call: Call, response: httpx2.Response) -> None:
+        """Learn from rate-limit headers: every error response, and every 8th success while
+        the last headers showed more than half of each limit left (nothing to pace then)."""
+        if response.status_code < 400 and state.headroom_skips > 0:
+            state.headroom_skips -= 1
+            return
         requests, tokens = parse_rate_limits(self._wire.name, response.headers.raw)
-        if requests is not None or tokens is not None:
-            state.observe(requests, tokens, call.clock.now())
+        if requests is None and tokens is None:
+            return
+        state.observe(requests, tokens, call.clock.now())
+        roomy = all(d is None or d.remaining > 0.5 * d.limit for d in (requests, tokens))
+        state.headroom_skips = 7 if roomy else 0
 
     @staticmethod
     def release(state: TargetPressure, call: Call, started: float,
@@ -259,7 +269,10 @@ class _Base:
             latency=None if failure is not None else call.clock.now() - started,
             throttled=failure is not None and failure.throttle,
             dropped=failure is not None and failure.kind is FailureClass.TIMEOUT,
-            succeeded=failure is None or not failure.retryable,
+            # 429s are answered by pacing and Retry-After, not by spending the retry budget,
+            # whose job is to stop retries multiplying load on a failing target.
+            succeeded=failure is None or not failure.retryable
+            or failure.kind is FailureClass.RATE_LIMITED,
         )
 
     @staticmethod
@@ -783,13 +796,19 @@ class ResilientTransport(httpx2.BaseTransport):
     def _admit(self, state: TargetPressure, call: Call, cost: float) -> None:
         """Wait (bounded by the deadline) until the target's pacer and limit admit us."""
         clock = call.clock
-        waiter = state.enqueue(call.policy.priority, cost)
         began = clock.now()
+        fast = state.admit_now(call.policy.priority, cost, began)
+        if fast is not None:
+            call.record.pressure = fast.pressure
+            return
+        waiter = state.enqueue(call.policy.priority, cost)
+        queued = False
         try:
             while True:
                 admission = state.try_admit(waiter, clock.now())
                 if admission.granted:
                     break
+                queued = True
                 left = call.remaining()
                 wait = admission.wait
                 if left is not None and (left <= MIN_ATTEMPT or (wait is not None and wait > left)):
@@ -803,9 +822,8 @@ class ResilientTransport(httpx2.BaseTransport):
             state.cancel(waiter)
             raise
         call.record.pressure = admission.pressure
-        waited = clock.now() - began
-        if waited > 0:
-            call.waited(waited, "admission")
+        if queued:
+            call.waited(clock.now() - began, "admission")
 
     def _attempt(
         self, request: httpx2.Request, call: Call, send: Send, state: TargetPressure,
@@ -832,7 +850,7 @@ class ResilientTransport(httpx2.BaseTransport):
                 return self._read_failed(call, guard, exc, status)
             finally:
                 guard.close()
-            failure = classify_status(status, response.headers, body)
+            failure = classify_status(status, response.headers, body, self._base._wire.name)
             assert failure is not None
             call.attempt_finished(failure, status)
             return failure, response
@@ -1116,15 +1134,21 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         import anyio
 
         clock = call.clock
+        began = clock.now()
+        fast = state.admit_now(call.policy.priority, cost, began)
+        if fast is not None:
+            call.record.pressure = fast.pressure
+            return
         waiter = state.enqueue(call.policy.priority, cost)
         waiter.loop_thread = threading.get_ident()
-        began = clock.now()
+        queued = False
         try:
             while True:
                 waiter.async_event = anyio.Event()
                 admission = state.try_admit(waiter, clock.now())
                 if admission.granted:
                     break
+                queued = True
                 left = call.remaining()
                 wait = admission.wait
                 if left is not None and (left <= MIN_ATTEMPT or (wait is not None and wait > left)):
@@ -1142,9 +1166,8 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         finally:
             waiter.async_event = None
         call.record.pressure = admission.pressure
-        waited = clock.now() - began
-        if waited > 0:
-            call.waited(waited, "admission")
+        if queued:
+            call.waited(clock.now() - began, "admission")
 
     async def _attempt(
         self, request: httpx2.Request, call: Call, send: Send, state: TargetPressure,
@@ -1180,7 +1203,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             raise call.deadline_error(httpx2.ReadTimeout("deadline reached during the attempt",
                                                          request=request))
         if status >= 400:
-            failure = classify_status(status, response.headers, body)
+            failure = classify_status(status, response.headers, body, self._base._wire.name)
             assert failure is not None
             call.attempt_finished(failure, status, send)
             return failure, response

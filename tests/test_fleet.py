@@ -1,0 +1,400 @@
+"""Fleet coordination through a real ``redis-server`` (no mock Redis for any fleet claim).
+
+Pure parts (leases, sizing, learning, keys) run on injected times. Shared state is checked
+with several simulated workers in this process (each with its own Redis link, hence its own
+worker id), then end to end with 4 worker processes against the fault provider on loopback
+(``benchmarks.fleet.run_fleet``: workers forked from a forkserver that imported the SDKs).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from benchmarks.fleet import RedisProcess, run_fleet
+
+from resilient_llm import _fleet
+from resilient_llm._classify import Failure, FailureClass
+from resilient_llm._fleet import (
+    IDLE_TTL,
+    FleetBreaker,
+    FleetPressure,
+    Lease,
+    _learned_rate,
+    _Link,
+    fleet_keys,
+    lease_size,
+)
+from resilient_llm._pressure import RateLimits, TargetKey, registry
+from resilient_llm.testing import Fault, FaultProvider
+from tests.redis_server import redis_url  # noqa: F401
+
+OUTAGE = Failure(kind=FailureClass.SERVER_ERROR, retryable=True, status=500)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_links() -> Iterator[None]:
+    _fleet._reset_links()
+    yield
+    _fleet._reset_links()
+
+
+@pytest.fixture
+def links() -> Iterator[list[_Link]]:
+    made: list[_Link] = []
+    yield made
+    for link in made:
+        link.close()
+
+
+def _key(name: str, model: str = "gpt-4.1") -> TargetKey:
+    return TargetKey.of("http://127.0.0.1:1", f"sk-{name}-{random.random()}", model)
+
+
+def _worker(url: str, key: TargetKey, links: list[_Link]) -> FleetPressure:
+    link = _Link(url)
+    links.append(link)
+    return FleetPressure(key, time.monotonic(), link)
+
+
+def _admit_now(state: FleetPressure, priority: Any = "interactive", cost: float = 0.0) -> bool:
+    """One admission attempt that does not wait: True when granted at once."""
+    waiter = state.enqueue(priority, cost)
+    admission = state.try_admit(waiter, time.monotonic())
+    if not admission.granted:
+        state.cancel(waiter)
+        return False
+    state.release(time.monotonic(), priority=priority, latency=0.01, throttled=False,
+                  dropped=False, succeeded=True)
+    return True
+
+
+# --- pure parts ----------------------------------------------------------------------------------
+
+
+def test_lease_permits_follow_their_schedule_and_void_after_tau() -> None:
+    lease = Lease(granted=3, start=10.0, void_start=9.9, spacing=0.1, void_spacing=0.1, tau=0.5,
+                  tokens=30.0, per_call=10.0)
+    assert lease.wait(9.95, 10) == pytest.approx(0.05)  # permit 0 from 10.0
+    lease.take(10.0, 10)
+    assert lease.wait(10.0, 10) == pytest.approx(0.1)  # permit 1 from 10.1
+    assert lease.wait(10.0, 25) is None  # 20 tokens left
+    # permit 1 is void after 9.9 + 0.1 + 0.5 = 10.5, permit 2 after 10.6
+    assert lease.left(10.55) == 1
+    assert lease.wait(10.55, 10) == 0.0
+    lease.take(10.55, 10)
+    assert lease.left(10.55) == 0 and lease.wait(10.55, 1) is None
+
+
+def test_unpaced_lease_voids_as_a_whole() -> None:
+    lease = Lease(granted=4, start=0.0, void_start=0.0, tau=0.25, tokens=math.inf)
+    assert lease.wait(0.2, 1000) == 0.0
+    assert lease.wait(0.3, 0) is None
+
+
+def test_lease_size_covers_one_validity_window_of_demand() -> None:
+    assert lease_size(0.0, 0, 1.0) == 1
+    assert lease_size(10.0, 0, 0.92) == 10  # ⌈9.2⌉: one round trip per ~10 calls
+    assert lease_size(1.0, 7, 0.5) == 7  # everyone already waiting
+    assert lease_size(1e9, 0, 10.0) == _fleet.MAX_LEASE
+
+
+def test_rates_are_learned_only_from_headers_that_say_enough() -> None:
+    assert _learned_rate(RateLimits(40, 20, 0.5)) == pytest.approx(39.0)  # (20 − ½)/0.5
+    assert _learned_rate(RateLimits(40, 39, 0.025)) is None  # one unit: rounding dominates
+    assert _learned_rate(RateLimits(40, 0, 0.02)) is None  # empty: reset may mean "next unit"
+    assert _learned_rate(RateLimits(10_000, 9_000, 0.003)) is None  # sub-5 ms reset
+
+
+def test_pooled_headers_average_out_rounding() -> None:
+    dim = _fleet._Dimension()
+    # a 40/s bucket seen with 3.2 … 6.8 units truly missing, `remaining` rounded down
+    for true_missing in (3.2, 4.5, 5.9, 6.8, 3.7, 4.1):
+        dim.observe(RateLimits(40, math.floor(40 - true_missing), true_missing / 40), 0.0)
+    assert dim.rate == pytest.approx(40.0, rel=0.06)
+
+
+def test_keys_share_one_cluster_slot_per_credential() -> None:
+    from redis.crc import key_slot
+
+    key = TargetKey.of("https://api.openai.com:443", "sk-a", "gpt-4.1")
+    other_model = TargetKey.of("https://api.openai.com:443", "sk-a", "gpt-4.1-mini")
+    keys = fleet_keys(key) + fleet_keys(other_model)
+    assert all(k.startswith(f"rllm:v1:{{{key.credential}}}:") for k in keys)
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+    assert fleet_keys(key)[0] != fleet_keys(other_model)[0]
+    assert "sk-a" not in "".join(keys)
+
+
+def test_importing_the_package_does_not_import_redis() -> None:
+    code = ("import sys, resilient_llm, resilient_llm.openai; "
+            "assert 'redis' not in sys.modules, 'redis'; "
+            "assert 'resilient_llm._fleet' not in sys.modules, '_fleet'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# --- shared state, several workers in this process -----------------------------------------------
+
+
+def test_registry_builds_fleet_state_only_with_a_redis_url(redis_url: str) -> None:  # noqa: F811
+    key = _key("registry")
+    plain = registry.get(key, 0.0)
+    fleet = registry.get(key, 0.0, redis_url=redis_url)
+    assert type(plain).__name__ == "TargetPressure"
+    assert isinstance(fleet, FleetPressure) and isinstance(fleet.breaker, FleetBreaker)
+    assert registry.get(key, 1.0, redis_url=redis_url) is fleet
+
+
+def test_fleet_admissions_stay_within_the_lease_window_bound(
+    redis_url: str, links: list[_Link],  # noqa: F811
+) -> None:
+    """4 workers admitting as fast as allowed for 1 s: at most r·(w + τ) + 1 permits (the
+    fleet starts without credit, so about r·w), most of them without a round trip."""
+    key = _key("bound")
+    workers = [_worker(redis_url, key, links) for _ in range(4)]
+    for w in workers:  # limit 100, rate learned (10 − ½)/0.095 = 100/s, 90 remaining
+        w.observe(RateLimits(100, 90, 0.095), None, time.monotonic())
+    before = _fleet.fleet_stats()
+    began = time.monotonic()
+    admitted = 0
+    while time.monotonic() - began < 1.0:
+        for w in workers:
+            admitted += _admit_now(w)
+    after = _fleet.fleet_stats()
+    rate, tau = 0.95 * 100, (0.9 * 100 - 1) / (0.95 * 100)
+    assert rate * 0.8 <= admitted <= rate * (1.0 + tau) + 1
+    trips = after.round_trips - before.round_trips
+    assert trips / (after.admissions - before.admissions) <= 0.2
+    snapshot = workers[0].snapshot(time.monotonic())
+    assert snapshot.fleet is not None and snapshot.fleet.mode == "fleet"
+    assert snapshot.fleet.rate == pytest.approx(95.0, rel=0.05)
+    assert snapshot.fleet.active_workers == 4
+
+
+def test_a_throttle_seen_by_one_worker_slows_the_fleet_once(
+    redis_url: str, links: list[_Link],  # noqa: F811
+) -> None:
+    key = _key("throttle")
+    a, b = (_worker(redis_url, key, links) for _ in range(2))
+    for w in (a, b):
+        w.observe(RateLimits(100, 50, 0.495), None, time.monotonic())  # 100/s
+        _admit_now(w)
+    shared = _fleet.fleet_stats().throttles_shared
+    for _ in range(2):  # the same overshoot seen twice within the cooldown: one cut
+        a.release(time.monotonic(), priority="interactive", latency=None, throttled=True,
+                  dropped=False, succeeded=False)
+        time.sleep(0.3)
+    assert _fleet.fleet_stats().throttles_shared == shared + 1
+    for pool in b._pools.values():
+        pool.lease.drop()
+    _admit_now(b)  # b's next lease carries the fleet's CUBIC rate
+    fleet = b.snapshot(time.monotonic()).fleet
+    assert fleet is not None and fleet.rate is not None
+    assert 0.6 * 95 < fleet.rate < 0.85 * 95  # β·W_max, then growing along the cubic
+
+
+def test_batch_cannot_take_the_interactive_reserve(
+    redis_url: str, links: list[_Link],  # noqa: F811
+) -> None:
+    key = _key("priority")
+    batch, interactive = _worker(redis_url, key, links), _worker(redis_url, key, links)
+    for w in (batch, interactive):  # 40/s, bucket 20, 17 remaining: τ = 0.45 s, 17 permits
+        w.observe(RateLimits(20, 17, 0.0625), None, time.monotonic())
+    assert not _admit_now(batch, "batch")  # a new fleet state starts without credit
+    time.sleep(0.5)  # the credit of a full window accrues
+    burst = 0.95 * 40 * (0.9 * 20 - 1) / (0.95 * 40)  # r·τ permits
+    taken = 0
+    while _admit_now(batch, "batch"):
+        taken += 1
+    assert taken <= math.ceil((1 - _fleet.INTERACTIVE_RESERVE) * burst) + 1
+    got = sum(_admit_now(interactive) for _ in range(3))
+    assert got == 3  # the reserve is there at once for interactive calls
+    assert not _admit_now(batch, "batch")  # and batch still waits
+
+
+def test_an_open_circuit_is_open_for_every_worker_with_one_probe(
+    redis_url: str, links: list[_Link],  # noqa: F811
+) -> None:
+    key = _key("breaker")
+    keys = fleet_keys(key)
+    a, b, c = (_worker(redis_url, key, links).breaker for _ in range(3))
+    for br in (a, b, c):
+        br.break_for = 0.3
+    rng = random.Random(1)
+    assert a.allow(time.monotonic()) and b.allow(time.monotonic())  # b's view: closed, fresh
+    for _ in range(5):
+        a.record(time.monotonic(), OUTAGE, rng)
+    assert a.state(time.monotonic()) == "open"
+    assert not c.allow(time.monotonic())  # c never failed: it read the fleet's state
+    # b's view is fresh (< view_ttl): one attempt may still go; its failure report says open
+    b.record(time.monotonic(), OUTAGE, rng)
+    assert not b.allow(time.monotonic())
+    time.sleep(0.5)  # past break_for · U(1, 1.5)
+    grants = [br.allow(time.monotonic()) for br in (a, b, c, a, b, c)]
+    assert grants.count(True) == 1  # one probe for the whole fleet
+    prober = (a, b, c)[grants.index(True)]
+    prober.record(time.monotonic(), None, rng)  # the probe succeeds: closed for all
+    time.sleep(_fleet.PROBE_POLL + 0.05)
+    assert all(br.allow(time.monotonic()) for br in (a, b, c))
+    client = links[0]._client
+    assert int(client.hget(keys[1], "probes")) == 1
+    assert int(client.hget(keys[1], "opens")) == 1
+    assert 0 < client.pttl(keys[1]) <= IDLE_TTL * 1000
+
+
+def test_keys_expire_when_the_target_is_idle(redis_url: str, links: list[_Link]) -> None:  # noqa: F811
+    key = _key("ttl")
+    w = _worker(redis_url, key, links)
+    assert _admit_now(w)
+    client = links[0]._client
+    for name in fleet_keys(key)[::2]:  # rate, who (brk exists once something was recorded)
+        assert 0 < client.pttl(name) <= IDLE_TTL * 1000
+
+
+# --- Redis failure -------------------------------------------------------------------------------
+
+
+def test_unreachable_redis_falls_back_with_one_warning(
+    links: list[_Link], caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    w = _worker(f"redis://127.0.0.1:{port}/0", _key("down"), links)
+    w.observe(RateLimits(40, 20, 0.5), None, time.monotonic())
+    with caplog.at_level(logging.WARNING, logger="resilient_llm"):
+        assert all(_admit_now(w) for _ in range(3))
+    warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(warnings) == 1
+    stats = _fleet.fleet_stats()
+    assert stats.fallbacks == 1 and stats.errors == 1 and stats.local_admissions == 3
+    fleet = w.snapshot(time.monotonic()).fleet
+    assert fleet is not None and fleet.mode == "local"
+
+
+def test_a_hung_redis_costs_at_most_the_operation_timeout(links: list[_Link]) -> None:
+    """A server that accepts connections and never answers: bounded by OP_TIMEOUT."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        w = _worker(f"redis://127.0.0.1:{server.getsockname()[1]}/0", _key("hung"), links)
+        began = time.monotonic()
+        assert _admit_now(w)
+        assert time.monotonic() - began < 4 * _fleet.OP_TIMEOUT + 0.1
+        began = time.monotonic()
+        assert _admit_now(w)  # while down: no Redis at all
+        assert time.monotonic() - began < 0.02
+
+
+def test_redis_is_not_asked_when_the_call_has_less_than_the_timeout_left(
+    redis_url: str, links: list[_Link],  # noqa: F811
+) -> None:
+    from resilient_llm import deadline
+
+    link = _Link(redis_url)
+    links.append(link)
+    with deadline(_fleet.OP_TIMEOUT / 2):
+        assert link.call("state", [fleet_keys(_key("short"))[1]], ["30"]) is None
+    assert link.up and _fleet.fleet_stats().skipped == 1
+
+
+# --- end to end: 4 worker processes, the fault provider, a real redis-server ------------------
+
+
+def _workers(base_url: str, key: str, redis: str | None, **options: Any) -> dict[str, Any]:
+    cfg = {"base_url": base_url, "api_key": key, "redis_url": redis, "client": "resilient",
+           "threads": 3, "duration": 4.0, "deadline": 10.0}
+    cfg.update(options)
+    return cfg
+
+
+def test_four_workers_share_one_limit_without_429s(redis_url: str) -> None:  # noqa: F811
+    rps = 40.0
+    provider = FaultProvider(rate_limit_rps=rps, tokens_per_minute=200_000, service_time=0.05)
+    with provider.serve() as server:
+        start, results = run_fleet([_workers(server.openai_base_url, "sk-e2e", redis_url)] * 4)
+    log = provider.requests
+    assert all(not r["errors"] and r["late"] == 0 for r in results), [r["errors"] for r in results]
+    throttled = sum(1 for e in log if e.status == 429)
+    assert throttled <= 0.01 * len(log)
+    steady = [e for e in log if e.status == 200 and start + 2.0 <= e.started_at < start + 4.0]
+    assert len(steady) <= rps * 2.0 + 2  # sustained admitted rate <= R
+    assert len(steady) >= 0.8 * rps * 2.0  # and the fleet uses what it has
+    trips = sum(r["stats"]["round_trips"] - r["half"]["round_trips"] for r in results)
+    admissions = sum(r["stats"]["admissions"] - r["half"]["admissions"] for r in results)
+    assert trips / admissions <= 0.2
+
+
+def test_a_batch_flood_does_not_slow_interactive_calls(redis_url: str) -> None:  # noqa: F811
+    from benchmarks._common import percentile
+
+    provider = FaultProvider(rate_limit_rps=40.0, service_time=0.1)
+    with provider.serve() as server:
+        interactive = _workers(server.openai_base_url, "sk-prio", redis_url, threads=1,
+                               interval=0.05, duration=3.5)
+        batch = dict(interactive, threads=4, interval=0.0, priority="batch")
+        alone_start, alone = run_fleet([interactive])
+        flood_start, flood = run_fleet([interactive, batch, batch, batch])
+
+    def p99(result: dict[str, Any], start: float) -> float:
+        return percentile([x for x, t in zip(result["latencies"], result["starts"], strict=True)
+                           if t >= start + 1.0], 99)
+
+    assert sum(len(r["latencies"]) for r in flood[1:]) > 50  # the flood is real
+    assert p99(flood[0], flood_start) <= 2 * p99(alone[0], alone_start)
+    assert not flood[0]["errors"]
+
+
+def test_a_circuit_opened_by_one_worker_stops_the_others(redis_url: str) -> None:  # noqa: F811
+    provider = FaultProvider(default=Fault.status(500))
+    break_for = 0.5
+    with provider.serve() as server:
+        cfg = _workers(server.openai_base_url, "sk-breaker", redis_url, threads=1,
+                       interval=0.02, duration=2.6, break_for=break_for)
+        _, results = run_fleet([cfg] * 4)
+    times = sorted(e.started_at for e in provider.requests)
+    # Trip phase: the fleet needs 5 failures, not 5 per worker (plus what was in flight).
+    trip = next(i for i in range(1, len(times)) if times[i] - times[i - 1] > 0.3)
+    assert trip <= 5 + 3
+    # Then exactly one probe per open interval (break_for · U(1, 1.5)), fleet-wide.
+    probes = times[trip:]
+    assert 2 <= len(probes) <= math.ceil(2.6 / break_for)
+    assert all(b - a >= 0.9 * break_for for a, b in itertools.pairwise(probes))
+    opened = sum(r["errors"].get("CircuitOpen", 0) for r in results)
+    assert opened > 10 and all(r["errors"].get("CircuitOpen", 0) for r in results)
+
+
+def test_killing_redis_mid_run_fails_no_call() -> None:
+    provider = FaultProvider(rate_limit_rps=40.0, tokens_per_minute=200_000, service_time=0.05)
+    with RedisProcess() as redis_server, provider.serve() as server:
+
+        def chaos(start: float) -> None:
+            def run() -> None:
+                time.sleep(max(0.0, start + 1.5 - time.monotonic()))
+                redis_server.kill()
+                time.sleep(1.5)
+                redis_server.start()
+
+            threading.Thread(target=run, daemon=True).start()
+
+        _, results = run_fleet([_workers(server.openai_base_url, "sk-chaos", redis_server.url,
+                                         duration=5.0, threads=2)] * 4, on_start=chaos)
+    assert all(not r["errors"] and r["late"] == 0 for r in results), [r["errors"] for r in results]
+    for r in results:
+        stats = r["stats"]
+        assert stats["fallbacks"] >= 1 and stats["rejoins"] == stats["fallbacks"]  # rejoined
+        assert stats["local_admissions"] > 0  # paced locally meanwhile
+        assert stats["admissions"] - r["half"]["admissions"] > 0  # coordinated again after
+        assert sum("unreachable" in m for m in r["warnings"]) == stats["fallbacks"]  # per outage
+    throttled = sum(1 for e in provider.requests if e.status == 429)
+    assert throttled <= 0.05 * len(provider.requests)  # a few around the two transitions

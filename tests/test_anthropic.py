@@ -275,11 +275,12 @@ def test_low_level_options_are_not_modified(provider: FaultProvider) -> None:
     system = "You are terse. " * 400  # long enough for an automatic cache breakpoint
     body = {"model": CLAUDE, "max_tokens": 8, "system": system, "messages": MSGS}
     options = FinalRequestOptions.construct(method="post", url="/v1/messages", json_data=body)
-    given = options.json_data
+    given: Any = options.json_data
     with inproc(provider) as client:
         for _ in range(2):  # reused, as the SDK allows
             client.request(httpx2.Response, options)
-    assert options.json_data is given and given["system"] == system
+    assert options.json_data is given
+    assert isinstance(given, dict) and given["system"] == system
     assert not isinstance(options.max_retries, int)
     sent = [r.json for r in provider.requests]
     assert all("cache_control" in str(b["system"]) for b in sent)  # edits reach the wire only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._attributes import attributes
 from ._cache_keys import prompt_cache_key
 from ._classify import Failure, FailureClass
 from ._deadline import deadline, remaining
@@ -57,6 +58,7 @@ __all__ = [
     "SideEffect",
     "SideEffectFailed",
     "StreamInterrupted",
+    "attributes",
     "current_idempotency_key",
     "deadline",
     "deadline_headers",

@@ -61,6 +61,7 @@ class Outcome:
     usage: Any
     findings: tuple[Any, ...] = ()
     pressure: float | None = None
+    cost: Any = None  # a resilient_llm._pricing.Cost when a price table is configured
 
     @property
     def retries(self) -> int:
@@ -90,6 +91,7 @@ class CallRecord:
     time_to_first_token: float | None = None
     queue_wait: float = 0.0
     usage: Any = None
+    cost: Any = None
     findings: list[Any] = field(default_factory=list)
     _pending: dict[int, tuple[str | None, float, float]] = field(default_factory=dict)
     _waited: float = 0.0
@@ -160,6 +162,7 @@ class CallRecord:
             usage=self.usage,
             findings=tuple(self.findings),
             pressure=self.pressure,
+            cost=self.cost,
         )
 
 

@@ -566,6 +566,7 @@ class PressureRegistry:
         self._targets: LRUCache[TargetKey | tuple[TargetKey, str], TargetPressure] = LRUCache(
             maxsize=maxsize)
         self._lock = threading.Lock()
+        self.generation = 0
 
     def get(self, key: TargetKey, now: float, *, redis_url: str | None = None) -> TargetPressure:
         """The state of ``key``; with ``redis_url`` (the fleet setting) it is fleet-backed.
@@ -596,8 +597,10 @@ class PressureRegistry:
         return [state.snapshot(now) for state in states]
 
     def clear(self) -> None:
+        """Forget every target (tests, reconfiguration); cached lookups notice by generation."""
         with self._lock:
             self._targets.clear()
+            self.generation += 1
 
 
 registry = PressureRegistry()

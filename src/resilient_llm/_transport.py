@@ -207,7 +207,7 @@ class _Base:
         self._wire: Wire = wire_for(provider)
         self._clock = clock
         self._rng = rng
-        self._digests: dict[str | None, str] = {}
+        self._states: dict[tuple[Any, ...], tuple[int, TargetPressure]] = {}
 
     @property
     def policy(self) -> Policy:
@@ -236,16 +236,22 @@ class _Base:
     def pressure_for(self, request: httpx2.Request, call: Call,
                      model: str | None = None) -> TargetPressure:
         url = request.url
-        endpoint = f"{url.scheme}://{url.host}:{url.port or ''}"
         credential = request.headers.get("authorization") or request.headers.get("x-api-key")
-        digest = self._digests.get(credential)
-        if digest is None:
-            digest = TargetKey.of(endpoint, credential, None).credential
-            if len(self._digests) > 64:
-                self._digests.clear()
-            self._digests[credential] = digest
-        return registry.get(TargetKey(endpoint, digest, model or call.target), call.clock.now(),
-                            redis_url=call.policy.redis_url)
+        model = model or call.target
+        redis_url = call.policy.redis_url
+        # Hot path: this transport's recent targets, while the registry has not been cleared.
+        memo = (url.scheme, url.host, url.port, credential, model, redis_url)
+        hit = self._states.get(memo)
+        if hit is not None and hit[0] == registry.generation:
+            return hit[1]
+        endpoint = f"{url.scheme}://{url.host}:{url.port or ''}"
+        digest = TargetKey.of(endpoint, credential, None).credential
+        state = registry.get(TargetKey(endpoint, digest, model), call.clock.now(),
+                             redis_url=redis_url)
+        if len(self._states) > 256:
+            self._states.clear()
+        self._states[memo] = (registry.generation, state)
+        return state
 
     def observe(self, state: TargetPressure, call: Call, response: httpx2.Response) -> None:
         """Learn from rate-limit headers: every error response, and every 8th success while

@@ -67,6 +67,8 @@ __all__ = [
 #: Share of the concurrency limit ``batch`` calls may hold.
 BATCH_SHARE = 0.75
 _MIN_RATE = 0.5
+#: The fill rate of a bucket whose rate is not known yet: it never makes anyone wait.
+UNPACED = 1e9
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,14 +129,15 @@ class TokenBucket:
     def observe(self, limits: RateLimits, now: float, *, floor: float = 0.0) -> None:
         """Re-seed from headers: the provider's view of the bucket wins, in both directions.
 
-        The fill rate is learnt only while the bucket is nearly empty (remaining < 10 % of the
-        limit) — the only time it matters, and the only time (L − R)/T is a sound estimate —
-        and never below ``floor``, the send rate the provider has been accepting.
+        The fill rate is learnt once at least half the bucket is in use — before that the
+        estimate (L − R)/T rests on a token or two and a limiter that is not a token bucket
+        (a concurrency cap) would make it absurdly low — and never below ``floor``, the send
+        rate the provider has been accepting. Until a rate is learnt the bucket does not pace.
         """
         self.refill(now)
         self.capacity = max(limits.limit, 1.0)
         missing = limits.limit - limits.remaining
-        if limits.reset > 0 and missing >= max(2.0, 0.9 * limits.limit):
+        if limits.reset > 0 and missing >= max(2.0, 0.5 * limits.limit):
             self.rate = max(missing / limits.reset, floor, _MIN_RATE)
         self.level = min(limits.remaining, self.capacity)
 
@@ -492,14 +495,14 @@ class TargetPressure:
         with self._lock:
             if requests is not None:
                 if self.requests is None:
-                    self.requests = TokenBucket(_MIN_RATE, max(requests.limit, 1.0),
+                    self.requests = TokenBucket(UNPACED, max(requests.limit, 1.0),
                                                 requests.remaining, now)
                 self.requests.observe(requests, now, floor=self.cubic.measured)
                 if requests.limit > 0:
                     self._remaining_fraction = requests.remaining / requests.limit
             if tokens is not None:
                 if self.tokens is None:
-                    self.tokens = TokenBucket(_MIN_RATE, max(tokens.limit, 1.0),
+                    self.tokens = TokenBucket(UNPACED, max(tokens.limit, 1.0),
                                               tokens.remaining, now)
                 self.tokens.observe(tokens, now)
 

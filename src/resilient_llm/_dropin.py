@@ -223,17 +223,18 @@ def prepare_body(
     if memo is not None:
         hit = _prepared.get(memo)
         if hit is not None:
-            key, findings = hit
-            if key is not None:
-                options.json_data = {**body, "prompt_cache_key": key}
+            changes, findings = hit
+            if changes:
+                options.json_data = {**body, **changes}
             record.findings.extend(findings)
             return
         before = len(record.findings)
         _prepare_body(provider, url, options, body, policy, record)
         if len(_prepared) >= 512:
             _prepared.clear()
-        _prepared[memo] = (options.json_data.get("prompt_cache_key"),
-                           tuple(record.findings[before:]))
+        after = options.json_data
+        changes = {k: v for k, v in after.items() if body.get(k) is not v}
+        _prepared[memo] = (changes, tuple(record.findings[before:]))
         return
     _prepare_body(provider, url, options, body, policy, record)
 
@@ -245,14 +246,30 @@ _PLAIN_CHAT_FIELDS = frozenset({
     "max_completion_tokens", "n", "stop", "seed", "metadata", "store", "logprobs",
     "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias", "service_tier",
 })
-_prepared: dict[tuple[Any, ...], tuple[str | None, tuple[Any, ...]]] = {}
+_PLAIN_MESSAGES_FIELDS = frozenset({
+    "model", "messages", "max_tokens", "stream", "temperature", "top_p", "top_k",
+    "stop_sequences", "metadata", "system", "service_tier",
+})
+_prepared: dict[tuple[Any, ...], tuple[dict[str, Any], tuple[Any, ...]]] = {}
 
 
 def _memo_key(
     provider: str, url: str, body: dict[str, Any], policy: Policy
 ) -> tuple[Any, ...] | None:
-    if provider != "openai" or not url.endswith("/chat/completions") \
-            or not _PLAIN_CHAT_FIELDS.issuperset(body):
+    """A key for bodies whose cache placement and lint depend only on model, tenant and a
+    plain-text system prompt (no tools, no content blocks, no caller breakpoints)."""
+    policy_part = (policy.cache_namespace, policy.cache_secret, policy.prompt_cache_key,
+                   policy.cache_breakpoint, policy.lint_prompts, policy.stable_tool_order)
+    if provider == "anthropic":
+        prompt = body.get("system")
+        if not url.endswith("/messages") or not _PLAIN_MESSAGES_FIELDS.issuperset(body) \
+                or not isinstance(prompt, (str, type(None))):
+            return None
+        for message in body.get("messages") or ():
+            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+                return None
+        return ("anthropic", body.get("model"), prompt, *policy_part)
+    if not url.endswith("/chat/completions") or not _PLAIN_CHAT_FIELDS.issuperset(body):
         return None
     system: list[str] = []
     for message in body.get("messages") or ():
@@ -262,8 +279,7 @@ def _memo_key(
         if not isinstance(content, str):
             return None
         system.append(content)
-    return (body.get("model"), tuple(system), policy.cache_namespace, policy.cache_secret,
-            policy.prompt_cache_key, policy.lint_prompts, policy.stable_tool_order)
+    return ("openai", body.get("model"), tuple(system), *policy_part)
 
 
 def _prepare_body(provider: Literal["openai", "anthropic"], url: str, options: Any,

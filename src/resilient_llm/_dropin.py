@@ -515,3 +515,206 @@ def _has_request(exc: httpx2.RequestError) -> bool:
 
 
 __all__ += ["FailureClass", "explicit_attempts", "model_of"]
+
+
+# --- the drop-in classes' shared body ---------------------------------------------------------
+
+
+def _drop_omitted(options: Any) -> None:
+    """Remove the SDKs' ``omit`` / ``NOT_GIVEN`` placeholders from the top of the body.
+
+    Some SDK paths (anthropic ``messages.create(stream=True)``) hand ``request()`` a body that
+    still holds them; the SDK drops them itself when it prepares the request, so dropping them
+    first changes nothing it sends, and the body the cache-key and lint code read is plain data.
+    """
+    body = getattr(options, "json_data", None)
+    if isinstance(body, dict) and any(type(v).__name__ in _PLACEHOLDERS for v in body.values()):
+        options.json_data = {k: v for k, v in body.items()
+                             if type(v).__name__ not in _PLACEHOLDERS}
+
+
+_PLACEHOLDERS = frozenset({"Omit", "NotGiven"})
+
+
+def _refresh_credentials(client: Any, exc: Exception, resent: bool) -> bool:
+    """True when a 401 should be re-sent once with a fresh token, as the official client does.
+
+    The SDK does this inside its retry loop, which is off here; only clients with a credentials
+    cache (``_token_cache``) qualify, and only once per call.
+    """
+    cache = getattr(client, "_token_cache", None)
+    if resent or cache is None or not isinstance(exc, client._resilient_auth_error):
+        return False
+    cache.invalidate()
+    return True
+
+
+def own_function(func: Callable[..., Any]) -> Any:
+    """A distinct function object with ``func``'s code, so each drop-in class can carry its
+    own ``__signature__`` (the official constructor's parameters plus ``policy``)."""
+    import types
+
+    clone = types.FunctionType(func.__code__, func.__globals__, func.__name__,
+                               func.__defaults__, func.__closure__)
+    clone.__kwdefaults__ = func.__kwdefaults__
+    clone.__doc__, clone.__qualname__ = func.__doc__, func.__qualname__
+    return clone
+
+
+class DropIn:
+    """Shared by the four drop-in classes: construction, ``policy``, ``copy``, call set-up.
+
+    Each class lists this mixin before the official class, so ``super()`` here reaches the
+    official implementation; the provider module supplies the ``_resilient_*`` class attributes.
+    """
+
+    _resilient_provider: Literal["openai", "anthropic"]
+    _resilient_timeout_error: type[Exception]
+    _resilient_connection_error: type[Exception]
+    _resilient_auth_error: type[Exception]
+    _resilient_policy: Policy
+    _resilient_explicit_retries: bool
+    # Injected by tests (FakeClock / FakeRandom); the real clock otherwise.
+    _resilient_clock: Clock = SYSTEM_CLOCK
+    _resilient_rng: RandomSource = SYSTEM_RANDOM
+
+    def __init__(self, *, policy: Policy | None = None, **kwargs: Any) -> None:
+        policy = policy if policy is not None else Policy.from_env()
+        self._resilient_policy = policy
+        # Any max_retries the caller passes counts, the SDK's default value included; copy()
+        # passes one always and corrects the flag afterwards.
+        self._resilient_explicit_retries = "max_retries" in kwargs
+        super().__init__(**kwargs)
+        if policy.enabled:
+            wrap_http_client(self._client, policy=policy,  # type: ignore[attr-defined]
+                             provider=self._resilient_provider)
+
+    @property
+    def policy(self) -> Policy:
+        """The resilience policy of this client."""
+        return self._resilient_policy
+
+    def copy(self, *, policy: Policy | None = None, **kwargs: Any) -> Any:
+        """As the official ``copy``/``with_options``; ``policy`` replaces this client's policy."""
+        extra = dict(kwargs.pop("_extra_kwargs", None) or {})
+        extra["policy"] = policy if policy is not None else self._resilient_policy
+        client = super().copy(_extra_kwargs=extra, **kwargs)  # type: ignore[misc]
+        client._resilient_explicit_retries = self._resilient_explicit_retries or isinstance(
+            kwargs.get("max_retries"), int)
+        client._resilient_clock, client._resilient_rng = self._resilient_clock, self._resilient_rng
+        return client
+
+    with_options = copy
+
+    def _resilient_errors(self) -> dict[str, Any]:
+        timeout_error, connection_error = (
+            self._resilient_timeout_error, self._resilient_connection_error)
+        return {
+            "status_error": self._make_status_error_from_response,  # type: ignore[attr-defined]
+            "timeout_error": lambda request: timeout_error(request=request),  # type: ignore[call-arg]
+            "connection_error": lambda request: connection_error(request=request),  # type: ignore[call-arg]
+        }
+
+    def _resilient_begin(
+        self, options: Any, stream: bool
+    ) -> tuple[CallScope, Any, str | None, Any]:
+        """Open the call; returns (scope, this call's options, response-cache key, cache hit)."""
+        policy = self._resilient_policy
+        scope = CallScope(
+            policy, model_of(options),
+            explicit_attempts(options, self.max_retries,  # type: ignore[attr-defined]
+                              self._resilient_explicit_retries),
+            clock=self._resilient_clock, rng=self._resilient_rng,
+        )
+        try:
+            # A shallow copy (about 2 µs): the caller's options stay as given, as the SDKs
+            # promise (low-level ``request(cast_to, options)`` may reuse them).
+            options = options.model_copy()
+            _drop_omitted(options)
+            prepare_body(self._resilient_provider, options, scope.call.policy, scope.call.record)
+            key, hit = cached_answer(self.base_url, options,  # type: ignore[attr-defined]
+                                     scope.call.policy, stream)
+            if hit is not None:
+                scope.call.emit("succeeded", target=scope.call.target, detail="response_cache")
+            options.max_retries = 0  # one retry layer: ours
+        except BaseException:
+            scope.close()
+            raise
+        return scope, options, key, hit
+
+    def _resilient_failed(self, exc: Exception, resent: bool) -> bool:
+        """After a failed SDK request: True to re-send once (401 refresh); else raise ours."""
+        if _refresh_credentials(self, exc, resent):
+            return True
+        translated = translate_error(exc, **self._resilient_errors())
+        if translated is exc:
+            raise exc
+        raise translated from translated.__cause__
+
+    def _resilient_end(self, scope: CallScope, options: Any, key: str | None, result: T) -> T:
+        remember_answer(key, scope.call.policy, result)
+        observe_cache(self._resilient_provider, options, scope.call.policy, scope.call.record,
+                      getattr(result, "usage", None))
+        return scope.finish(result)
+
+
+class SyncDropIn(DropIn):
+    """``request()`` of the sync drop-ins: the logical call around the SDK's one attempt."""
+
+    def request(self, cast_to: Any, options: Any, *, stream: bool = False,
+                stream_cls: Any = None) -> Any:
+        if not self._resilient_policy.enabled:
+            return super().request(  # type: ignore[misc]
+                cast_to, options, stream=stream, stream_cls=stream_cls)
+        scope, options, key, hit = self._resilient_begin(options, stream)
+        if hit is not None:
+            scope.close()
+            return scope.finish(hit)
+        resent = False
+        try:
+            while True:
+                try:
+                    result = super().request(  # type: ignore[misc]
+                        cast_to, options, stream=stream, stream_cls=stream_cls)
+                    break
+                except Exception as exc:
+                    resent = self._resilient_failed(exc, resent)
+        finally:
+            scope.close()
+        return self._resilient_end(scope, options, key, result)
+
+
+class AsyncDropIn(DropIn):
+    """``request()`` of the async drop-ins."""
+
+    async def request(self, cast_to: Any, options: Any, *, stream: bool = False,
+                      stream_cls: Any = None) -> Any:
+        if not self._resilient_policy.enabled:
+            return await super().request(  # type: ignore[misc]
+                cast_to, options, stream=stream, stream_cls=stream_cls)
+        scope, options, key, hit = self._resilient_begin(options, stream)
+        if hit is not None:
+            scope.close()
+            return scope.finish(hit)
+        resent = False
+        try:
+            while True:
+                try:
+                    result = await super().request(  # type: ignore[misc]
+                        cast_to, options, stream=stream, stream_cls=stream_cls)
+                    break
+                except Exception as exc:
+                    resent = self._resilient_failed(exc, resent)
+        finally:
+            scope.close()
+        return self._resilient_end(scope, options, key, result)
+
+
+def finish_class(cls: type, official: type) -> None:
+    """Give ``cls`` its own ``__init__``/``copy`` functions carrying the official signature plus
+    ``policy`` (``inspect.signature`` and the SDKs' ``test_copy_signature`` read them)."""
+    for name in ("__init__", "copy"):
+        method = own_function(getattr(DropIn, name))
+        method.__signature__ = merged_signature(getattr(official, name), method)
+        setattr(cls, name, method)
+    cls.with_options = cls.copy  # type: ignore[attr-defined]

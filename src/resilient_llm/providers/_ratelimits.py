@@ -15,8 +15,6 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 
 from .._pressure import RateLimits
 
@@ -47,8 +45,8 @@ def parse_go_duration(value: str) -> float | None:
     return total
 
 
-def _number(headers: Mapping[str, str], name: str) -> float | None:
-    raw = headers.get(name)
+def count(raw: str | None, name: str) -> float | None:
+    """A rate-limit count from a header value; ``None`` (with a DEBUG line) when it is not one."""
     if raw is None:
         return None
     try:
@@ -62,73 +60,25 @@ def _number(headers: Mapping[str, str], name: str) -> float | None:
     return value
 
 
-def _dimension(
-    headers: Mapping[str, str], limit: str, remaining: str, reset: str,
-    parse_reset: Callable[[str], float | None],
-) -> RateLimits | None:
-    lim = _number(headers, limit)
-    rem = _number(headers, remaining)
-    raw_reset = headers.get(reset)
-    if lim is None or rem is None or lim <= 0:
-        return None
-    seconds = parse_reset(raw_reset) if raw_reset is not None else 0.0
-    if seconds is None:
-        log.debug("ignoring rate-limit header %s: unparseable reset", reset)
-        seconds = 0.0
-    return RateLimits(limit=lim, remaining=min(rem, lim), reset=seconds)
-
-
 def parse_openai(
     headers: Mapping[str, str],
 ) -> tuple[RateLimits | None, RateLimits | None]:
-    """(requests, tokens) from OpenAI / Azure OpenAI headers."""
-    requests = _dimension(
-        headers, "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-        "x-ratelimit-reset-requests", parse_go_duration,
-    )
-    tokens = _dimension(
-        headers, "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
-        "x-ratelimit-reset-tokens", parse_go_duration,
-    )
-    return requests, tokens
+    """(requests, tokens) from OpenAI / Azure OpenAI headers (see ``providers.openai``)."""
+    from .openai import rate_limits
+
+    found = rate_limits(headers)
+    return found.get("requests"), found.get("tokens")
 
 
 def parse_anthropic(
     headers: Mapping[str, str], *, wall_clock: Callable[[], float] = time.time
 ) -> tuple[RateLimits | None, RateLimits | None]:
-    """(requests, tokens) from Anthropic headers; tokens is the most restrictive token limit."""
-    now = wall_clock()
-    date = headers.get("date")
-    if date:
-        try:
-            server_now = parsedate_to_datetime(date).timestamp()
-        except (TypeError, ValueError, IndexError):
-            server_now = now
-        if abs(server_now - now) > 2.0:
-            now = server_now
+    """(requests, tokens) from Anthropic headers; tokens is the most restrictive token limit,
+    else the input-token limit (see ``providers.anthropic``)."""
+    from .anthropic import rate_limits
 
-    def reset(value: str) -> float | None:
-        try:
-            when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        if when.tzinfo is None:
-            return None
-        return max(0.0, when.timestamp() - now)
-
-    requests = _dimension(
-        headers, "anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining",
-        "anthropic-ratelimit-requests-reset", reset,
-    )
-    tokens = _dimension(
-        headers, "anthropic-ratelimit-tokens-limit", "anthropic-ratelimit-tokens-remaining",
-        "anthropic-ratelimit-tokens-reset", reset,
-    ) or _dimension(
-        headers, "anthropic-ratelimit-input-tokens-limit",
-        "anthropic-ratelimit-input-tokens-remaining", "anthropic-ratelimit-input-tokens-reset",
-        reset,
-    )
-    return requests, tokens
+    found = rate_limits(headers, wall_clock=wall_clock)
+    return found.get("requests"), found.get("tokens") or found.get("input_tokens")
 
 
 def parse_rate_limits(

@@ -17,7 +17,6 @@ No SDK import here: this module reads bytes and headers as the API sends them.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -27,6 +26,7 @@ from typing import Any
 
 from .._classify import Failure, classify_error_body
 from .._pressure import RateLimits as RateLimit
+from ._ratelimits import count
 from ._sse import StreamScanner
 
 __all__ = [
@@ -135,16 +135,6 @@ def reset_seconds(value: str, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def _count(raw: str | None) -> float | None:
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
-
-
 def rate_limits(
     headers: Mapping[str, str], *, wall_clock: Callable[[], float] = time.time
 ) -> dict[str, RateLimit]:
@@ -167,8 +157,8 @@ def rate_limits(
             now = server_now
     found: dict[str, RateLimit] = {}
     for name, prefix in RATE_LIMIT_DIMENSIONS.items():
-        limit = _count(headers.get(f"{prefix}-limit"))
-        remaining = _count(headers.get(f"{prefix}-remaining"))
+        limit = count(headers.get(f"{prefix}-limit"), f"{prefix}-limit")
+        remaining = count(headers.get(f"{prefix}-remaining"), f"{prefix}-remaining")
         if limit is None or remaining is None or limit <= 0:
             continue
         raw_reset = headers.get(f"{prefix}-reset")

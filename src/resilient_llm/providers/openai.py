@@ -6,13 +6,12 @@ Azure OpenAI sends the same names with integer seconds).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from .._classify import classify_error_body
 from .._pressure import RateLimits as RateLimit
-from ._ratelimits import parse_go_duration
+from ._ratelimits import count, parse_go_duration
 from ._sse import StreamScanner
 
 __all__ = ["OPENAI", "RATE_LIMIT_DIMENSIONS", "OpenAIWire", "RateLimit", "rate_limits"]
@@ -93,16 +92,6 @@ RATE_LIMIT_DIMENSIONS: Mapping[str, str] = {
 }
 
 
-def _count(raw: str | None) -> float | None:
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
-
-
 def rate_limits(headers: Mapping[str, str]) -> dict[str, RateLimit]:
     """Every rate-limit dimension present in an OpenAI (or Azure OpenAI) response's headers.
 
@@ -114,8 +103,10 @@ def rate_limits(headers: Mapping[str, str]) -> dict[str, RateLimit]:
     """
     found: dict[str, RateLimit] = {}
     for name, suffix in RATE_LIMIT_DIMENSIONS.items():
-        limit = _count(headers.get(f"x-ratelimit-limit-{suffix}"))
-        remaining = _count(headers.get(f"x-ratelimit-remaining-{suffix}"))
+        limit_name = f"x-ratelimit-limit-{suffix}"
+        remaining_name = f"x-ratelimit-remaining-{suffix}"
+        limit = count(headers.get(limit_name), limit_name)
+        remaining = count(headers.get(remaining_name), remaining_name)
         if limit is None or remaining is None or limit <= 0:
             continue
         raw_reset = headers.get(f"x-ratelimit-reset-{suffix}")

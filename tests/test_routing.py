@@ -333,3 +333,32 @@ def test_slow_first_token_on_the_primary_streams_from_the_fallback(
     assert {chunk.model for chunk in chunks} == {"gpt-4.1-mini"}
     assert took < 3.0
     assert outcome(stream).reason == "first_token_timeout" and outcome(stream).finished
+
+
+def test_thirty_second_outage_probes_once_per_interval_and_recovers_within_ten_seconds() -> None:
+    """Primary down for the first 30 s of one request per second (fake clock, real SDK)."""
+    provider = FaultProvider()
+    provider.set_default(Fault.status(503), model="gpt-4.1")
+    clock = FakeClock()
+    policy = Policy(fallbacks={"gpt-4.1": ["gpt-4.1-mini"]})
+    with OpenAI(base_url="http://provider.test/v1", api_key="sk-test", policy=policy,
+                http_client=httpx2.Client(transport=provider.transport())) as c:
+        c._resilient_clock, c._resilient_rng = clock, FakeRandom(fixed=0.5)
+        served = []
+        primary_hits = []
+        for second in range(45):
+            if second == 30:
+                provider.set_default(Fault.ok(), model="gpt-4.1")  # the primary recovers
+            before = sum(1 for r in provider.requests if r.model == "gpt-4.1")
+            answer = c.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+            served.append(answer.model)
+            if sum(1 for r in provider.requests if r.model == "gpt-4.1") > before:
+                primary_hits.append(second)
+            clock.advance(1.0)
+    assert len(served) == 45  # every request answered
+    probes = [s for s in primary_hits if 5 <= s < 30]  # after the breaker opened
+    gaps = [b - a for a, b in zip(probes, probes[1:])]
+    assert all(gap >= 5 for gap in gaps)  # at most one probe per (≥ 5 s) open interval
+    back = next(s for s in range(30, 45) if served[s] == "gpt-4.1")
+    assert back - 30 <= 10
+    assert all(model == "gpt-4.1" for model in served[back:])

@@ -217,7 +217,7 @@ class ConcurrencyLimit:
         self._samples.append(rtt)
         if now - self._window_start < self.window or len(self._samples) < self.min_samples:
             return
-        short = sum(self._samples) / len(self._samples)
+        short = max(sum(self._samples) / len(self._samples), 1e-6)  # a zero RTT is a clock artefact
         self._samples.clear()
         self._window_start = now
         if self.long_rtt is None:
@@ -226,7 +226,7 @@ class ConcurrencyLimit:
             self.long_rtt = 0.9 * self.long_rtt + 0.1 * short
             if self.long_rtt / short > 2:
                 self.long_rtt *= 0.95
-        gradient = max(0.5, min(1.0, 1.5 * self.long_rtt / max(short, 1e-9)))
+        gradient = max(0.5, min(1.0, 1.5 * self.long_rtt / short))
         saturated = may_grow and inflight * 2 >= self.limit
         if gradient < 1.0:
             self._dropped = True  # latency is rising: slow start is over

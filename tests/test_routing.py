@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -357,7 +358,7 @@ def test_thirty_second_outage_probes_once_per_interval_and_recovers_within_ten_s
             clock.advance(1.0)
     assert len(served) == 45  # every request answered
     probes = [s for s in primary_hits if 5 <= s < 30]  # after the breaker opened
-    gaps = [b - a for a, b in zip(probes, probes[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
     assert all(gap >= 5 for gap in gaps)  # at most one probe per (≥ 5 s) open interval
     back = next(s for s in range(30, 45) if served[s] == "gpt-4.1")
     assert back - 30 <= 10

@@ -146,7 +146,7 @@ def test_every_call_inside_carries_them_on_its_span_metrics_and_record(
 ) -> None:
     exporter, reader = exporters
     provider = FaultProvider()
-    client = OpenAI(api_key="sk-test-attributes", base_url="http://attributes.test/v1",
+    client = OpenAI(api_key="sk-attr", base_url="http://attributes.test/v1",
                     http_client=httpx2.Client(transport=provider.transport()))
     client._resilient_clock = FakeClock()
 

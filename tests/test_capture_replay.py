@@ -132,7 +132,7 @@ def test_replay_pairs_every_original_with_its_replay(tmp_path: Path) -> None:
     target = FaultProvider()
     target.set_default(Fault.ok(text="nano says hi", usage=Usage(input_tokens=9,
                                                                  output_tokens=3)))
-    summary = replay(str(path), model="gpt-4.1-nano", api_key="sk-replay-key",
+    summary = replay(str(path), model="gpt-4.1-nano", api_key="sk-replay",
                      transport=target.transport(),
                      policy=Policy(prices={"gpt-4.1-nano": {"input": 0.1, "output": 0.4}}))
     assert (summary.replayed, summary.skipped, summary.failed) == (20, 0, 0)
@@ -156,7 +156,7 @@ def test_replay_pairs_every_original_with_its_replay(tmp_path: Path) -> None:
             assert pair["original"]["text"]
     sent = target.requests
     assert len(sent) == 20 and {r.model for r in sent} == {"gpt-4.1-nano"}
-    assert all(r.headers["authorization"] == "Bearer sk-replay-key" for r in sent)
+    assert all(r.headers["authorization"] == "Bearer sk-replay" for r in sent)
     original_keys = {line["request"]["headers"]["idempotency-key"] for line in originals}
     assert not original_keys & {r.headers["idempotency-key"] for r in sent}
     assert [r.json["messages"] for r in sent] == [

@@ -101,7 +101,7 @@ def otel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Otel]:
 
 
 def make_client(provider: FaultProvider, **policy: Any) -> OpenAI:
-    client = OpenAI(api_key="sk-test-telemetry", base_url=BASE_URL, policy=Policy(**policy),
+    client = OpenAI(api_key="sk-telem", base_url=BASE_URL, policy=Policy(**policy),
                     http_client=httpx2.Client(transport=provider.transport()))
     client._resilient_clock = FakeClock()
     client._resilient_rng = FakeRandom(fixed=0.5)
@@ -378,7 +378,7 @@ def test_an_exception_no_class_covers_still_ends_the_span(otel: Otel) -> None:
     def broken(request: httpx2.Request) -> httpx2.Response:
         raise RuntimeError("a bug below the transport")
 
-    client = OpenAI(api_key="sk-test-telemetry", base_url=BASE_URL,
+    client = OpenAI(api_key="sk-telem", base_url=BASE_URL,
                     http_client=httpx2.Client(transport=httpx2.MockTransport(broken)))
     client._resilient_clock = FakeClock()
     with client, pytest.raises((RuntimeError, openai.APIConnectionError)):
@@ -393,7 +393,7 @@ def test_async_calls_produce_the_same_spans(otel: Otel) -> None:
     provider.script(Fault.status(429), Fault.ok(usage=Usage(input_tokens=5, output_tokens=1)))
 
     async def main() -> Any:
-        client = AsyncOpenAI(api_key="sk-test-telemetry", base_url=BASE_URL,
+        client = AsyncOpenAI(api_key="sk-telem", base_url=BASE_URL,
                              http_client=httpx2.AsyncClient(transport=provider.transport()))
         client._resilient_clock = FakeClock()
         client._resilient_rng = FakeRandom(fixed=0.5)
@@ -488,7 +488,7 @@ def test_price_file_from_the_environment(
     monkeypatch.setenv("RESILIENT_LLM_PRICES", json.dumps({"gpt-4.1": {"input": 1, "output": 4}}))
     provider = FaultProvider()
     provider.script(Fault.ok(usage=Usage(input_tokens=1000, output_tokens=100)))
-    client = OpenAI(api_key="sk-test-telemetry", base_url=BASE_URL,
+    client = OpenAI(api_key="sk-telem", base_url=BASE_URL,
                     http_client=httpx2.Client(transport=provider.transport()))
     client._resilient_clock = FakeClock()
     with client:

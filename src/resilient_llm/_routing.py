@@ -79,6 +79,9 @@ class Router:
         """Build the chain for ``model``; raises ResidencyViolation if it cannot start."""
         if model is None:
             return cls([Target("", policy.region)], [], [])
+        if not policy.fallbacks and not policy.context_fallbacks \
+                and policy.allowed_regions is None and "@" not in model:
+            return cls([Target(model, policy.region)], [], [])  # the common case, cheaply
         primary = Target.parse(model, default_region=policy.region)
         chain = [primary, *_targets(_chain_of(policy.fallbacks, primary.model), policy)]
         context = _targets(policy.context_fallbacks.get(primary.model, ()), policy)

@@ -341,13 +341,15 @@ class _Plan:
                 call.target = target.model
             state = self._state_for(call.target)
             now = call.clock.now()
-            reason = router.skip_reason(
-                circuit_open=False,
-                expected_latency=state.expected_latency(),
-                remaining=call.remaining(),
-                saturated=state.pressure(now) >= 0.9,
-                batch=call.policy.priority == "batch",
-            )
+            reason = None
+            if router.has_fallback:  # latency and saturation only matter with somewhere to go
+                reason = router.skip_reason(
+                    circuit_open=False,
+                    expected_latency=state.expected_latency(),
+                    remaining=call.remaining(),
+                    saturated=state.pressure(now) >= 0.9,
+                    batch=call.policy.priority == "batch",
+                )
             if reason is None and not state.breaker.allow(now):
                 reason = "circuit_open"
             if reason is None:

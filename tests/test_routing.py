@@ -363,3 +363,23 @@ def test_thirty_second_outage_probes_once_per_interval_and_recovers_within_ten_s
     back = next(s for s in range(30, 45) if served[s] == "gpt-4.1")
     assert back - 30 <= 10
     assert all(model == "gpt-4.1" for model in served[back:])
+
+
+def test_circuit_changes_are_reported_as_events() -> None:
+    from resilient_llm import subscribe
+
+    seen: list[tuple[str | None, str]] = []
+    unsubscribe = subscribe(lambda record, event: seen.append((event.target, event.detail))
+                            if event.kind == "breaker_changed" else None)
+    clock = FakeClock()
+    handler = ByModel(a=(503, None))
+    try:
+        with client(handler, clock, fallbacks={"a": ["b"]}) as c:
+            for _ in range(5):
+                c.chat.completions.create(model="a", messages=MESSAGES)
+            clock.advance(8.0)
+            handler.answers.clear()
+            c.chat.completions.create(model="a", messages=MESSAGES)
+    finally:
+        unsubscribe()
+    assert seen == [("a", "open"), ("a", "half_open"), ("a", "closed")]

@@ -27,6 +27,7 @@ EventKind = Literal[
     "attempt_finished",
     "waited",
     "fell_back",
+    "breaker_changed",
     "stream_committed",
     "succeeded",
     "gave_up",

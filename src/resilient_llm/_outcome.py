@@ -92,6 +92,7 @@ class CallRecord:
     queue_wait: float = 0.0
     usage: Any = None
     cost: Any = None
+    breaker_state: str | None = None
     findings: list[Any] = field(default_factory=list)
     _pending: dict[int, tuple[str | None, float, float]] = field(default_factory=dict)
     _waited: float = 0.0
@@ -123,6 +124,8 @@ class CallRecord:
             self._waited += event.seconds
             if event.detail == "admission":
                 self.queue_wait += event.seconds
+        elif kind == "breaker_changed":
+            self.breaker_state = event.detail
         elif kind == "fell_back":
             if self.reason is None:
                 self.reason = event.detail

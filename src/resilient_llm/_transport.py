@@ -350,8 +350,10 @@ class _Plan:
                     saturated=state.pressure(now) >= 0.9,
                     batch=call.policy.priority == "batch",
                 )
+            seen = state.breaker.transitions
             if reason is None and not state.breaker.allow(now):
                 reason = "circuit_open"
+            self._breaker_moved(state, seen, now)
             if reason is None:
                 break
             if not router.move(reason):
@@ -452,13 +454,16 @@ class _Plan:
     ) -> httpx2.Response | float:
         call, router, state = self.call, self.router, self.state
         now = call.clock.now()
+        seen = state.breaker.transitions
         if isinstance(result, httpx2.Response):
             state.breaker.record(now, None, call.rng)
+            self._breaker_moved(state, seen, now)
             return result
         failure, last = result
         self._last = last
         self.base.release(state, call, started, failure)
         state.breaker.record(now, failure, call.rng)
+        self._breaker_moved(state, seen, now)
         router.causes[str(router.current)] = _as_exception(last, failure)
         router.tries_here += 1
         if isinstance(last, httpx2.Response):
@@ -501,6 +506,12 @@ class _Plan:
             causes=router.causes,
             attempts=call.record.attempts,
         )
+
+    def _breaker_moved(self, state: TargetPressure, seen: int, now: float) -> None:
+        """Report a circuit that changed state (open, half-open, closed) as one event."""
+        if state.breaker.transitions != seen:
+            self.call.emit("breaker_changed", target=state.key.model,
+                           detail=state.breaker.state(now))
 
     def _unservable(self, reason: str, state: TargetPressure) -> Exception:
         """No target of the chain may be tried (all skipped or spent)."""

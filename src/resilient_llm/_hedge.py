@@ -6,13 +6,13 @@ target when there is none); the first to produce output wins and the other is ca
 connection closed. Semantics follow gRPC hedging: the call's deadline covers both, hedges spend
 budget, losers are cancelled.
 
-* **Delay**: ``Policy.hedge_delay``, else the p90 of the target's recent times to first output
-  (at least 10 samples); with fewer samples no hedge is sent — a guess could double the load.
-  p90 rather than p95 so a slow tail of about 5 % sits above the delay; the budget, not the
-  quantile, bounds the extra load.
-* **Budget**: the budget starts with one hedge; each streaming call deposits
-  ``Policy.hedge_budget`` tokens (default 0.05, cap 3) and a hedge spends 1, so extra attempts
-  stay ≤ 1 + 5 % of calls however slow the tail gets.
+* **Delay**: ``Policy.hedge_delay``, else twice the p90 of the target's recent times to first
+  output (at least 10 samples; with fewer no hedge is sent — a guess could double the load).
+  Twice the p90 keeps the fast mass of calls from spending the budget, so it goes to the slow
+  tail; the budget, not the quantile, bounds the extra load.
+* **Budget**: like gRPC retry throttling it starts full (3 hedges, for bursts of slow calls);
+  each streaming call deposits ``Policy.hedge_budget`` tokens (default 0.05) and a hedge spends
+  1, so extra attempts stay ≤ 3 + 5 % of calls however slow the tail gets.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class HedgeStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._samples: deque[float] = deque(maxlen=200)
-        self.tokens = 1.0
+        self.tokens = _TOKEN_CAP
         self.requests = 0
         self.hedges = 0
 
@@ -54,7 +54,7 @@ class HedgeStats:
             if len(self._samples) < _MIN_SAMPLES:
                 return None
             ordered = sorted(self._samples)
-        return ordered[min(len(ordered) - 1, int(0.90 * len(ordered)))]
+        return 2.0 * ordered[min(len(ordered) - 1, int(0.90 * len(ordered)))]
 
     def deposit(self, share: float) -> None:
         """One streaming call: earn ``share`` of a hedge."""

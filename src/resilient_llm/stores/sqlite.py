@@ -103,15 +103,31 @@ class SQLiteLedger:
                 f"idempotency store {self._describe()} is unavailable: directory {parent} "
                 "does not exist"
             )
-        try:
-            conn = sqlite3.connect(self._path, timeout=self._busy_timeout,
-                                   isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from exc
+        # Two processes opening a new ledger at once race to switch it to WAL and create the
+        # schema; SQLite answers "database is locked" there without consulting the busy
+        # handler, so the set-up is retried (briefly, within busy_timeout) before giving up.
+        give_up_at = time.monotonic() + self._busy_timeout
+        pause = 0.005
+        while True:
+            try:
+                conn = sqlite3.connect(self._path, timeout=self._busy_timeout,
+                                       isolation_level=None, check_same_thread=False)
+                try:
+                    conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    conn.execute("PRAGMA synchronous = FULL")
+                    conn.executescript(_SCHEMA)
+                except BaseException:
+                    conn.close()
+                    raise
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > give_up_at:
+                    raise self._unavailable(exc) from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 0.2)
+            except sqlite3.Error as exc:
+                raise self._unavailable(exc) from exc
         self._local.conn = (os.getpid(), conn)
         with self._lock:
             self._connections.append(conn)

@@ -61,10 +61,10 @@ class ConfigError(ResilientLLMError, ValueError):
     """A setting is invalid. The message names the variable, the value and what is accepted."""
 
     def __init__(self, variable: str, value: object, accepted: str) -> None:
-        shown = value if isinstance(value, str) else repr(value)
-        if isinstance(shown, str) and len(shown) > 200:
+        shown = repr(value)
+        if len(shown) > 200:
             shown = shown[:200] + "…"
-        super().__init__(f"{variable}={shown!r} is invalid: {accepted}")
+        super().__init__(f"{variable}={shown} is invalid: {accepted}")
         self.variable = variable
         self.value = value
         self.accepted = accepted

@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from ._errors import ConfigError
 
@@ -132,6 +139,23 @@ def _reject_cycles(chains: Mapping[str, tuple[str, ...]]) -> None:
         visit(model, [])
 
 
+#: Settings given in seconds (a number or a ``timedelta``).
+_SECONDS_FIELDS = ("deadline", "first_token_timeout", "stream_idle_timeout", "max_backoff",
+                   "tool_reserve", "response_cache_ttl")
+#: Numeric ranges: (low, high, low excluded). Infinity means "no upper bound" but a finite value.
+_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "deadline": (0.0, _MAX_DEADLINE, True),
+    "first_token_timeout": (0.0, math.inf, True),
+    "stream_idle_timeout": (0.0, math.inf, True),
+    "max_backoff": (0.0, 300.0, True),
+    "tool_reserve": (0.0, math.inf, False),
+    "response_cache_ttl": (0.0, math.inf, True),
+    "response_cache_size": (1, 1_000_000, False),
+    "hedge_budget": (0.001, 0.5, False),
+    "max_attempts": (1, 20, False),
+}
+
+
 class Policy(BaseModel):
     """Immutable resilience settings.
 
@@ -198,54 +222,16 @@ class Policy(BaseModel):
             raise _config_error(exc, values) from None
         self._sources = dict.fromkeys(values, "argument")
 
-    @field_validator("deadline", "first_token_timeout", "stream_idle_timeout", "max_backoff",
-                     mode="before")
+    @field_validator(*_SECONDS_FIELDS, mode="before")
     @classmethod
     def _accept_timedelta(cls, value: Any) -> Any:
         return _seconds(value)
 
-    @field_validator("deadline")
+    @field_validator(*_BOUNDS)
     @classmethod
-    def _check_deadline(cls, value: float) -> float:
-        _positive_finite(value)
-        if value > _MAX_DEADLINE:
-            raise ValueError("too large")
-        return value
-
-    @field_validator("first_token_timeout", "stream_idle_timeout")
-    @classmethod
-    def _check_timeout(cls, value: float) -> float:
-        return _positive_finite(value)
-
-    @field_validator("max_backoff")
-    @classmethod
-    def _check_backoff(cls, value: float) -> float:
-        _positive_finite(value)
-        if value > 300:
-            raise ValueError("too large")
-        return value
-
-    @field_validator("tool_reserve", "response_cache_ttl", mode="before")
-    @classmethod
-    def _accept_timedelta_2(cls, value: Any) -> Any:
-        return _seconds(value)
-
-    @field_validator("tool_reserve")
-    @classmethod
-    def _check_reserve(cls, value: float) -> float:
-        if not math.isfinite(value) or value < 0:
-            raise ValueError("must be ≥ 0")
-        return value
-
-    @field_validator("response_cache_ttl")
-    @classmethod
-    def _check_ttl(cls, value: float) -> float:
-        return _positive_finite(value)
-
-    @field_validator("response_cache_size")
-    @classmethod
-    def _check_size(cls, value: int) -> int:
-        if not 1 <= value <= 1_000_000:
+    def _check_bounds(cls, value: float, info: ValidationInfo) -> float:
+        low, high, low_open = _BOUNDS[str(info.field_name)]
+        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
             raise ValueError("out of range")
         return value
 
@@ -256,26 +242,12 @@ class Policy(BaseModel):
             raise ValueError("too short")
         return value
 
-    @field_validator("hedge_budget")
-    @classmethod
-    def _check_hedge_budget(cls, value: float) -> float:
-        if not 0.001 <= value <= 0.5:
-            raise ValueError("out of range")
-        return value
-
     @field_validator("hedge_delay", mode="before")
     @classmethod
     def _check_hedge_delay(cls, value: Any) -> Any:
         if value is None or value == "":
             return None
         return _positive_finite(float(_seconds(value)))
-
-    @field_validator("max_attempts")
-    @classmethod
-    def _check_attempts(cls, value: int) -> int:
-        if not 1 <= value <= 20:
-            raise ValueError("out of range")
-        return value
 
     @field_validator("fallbacks", "context_fallbacks", mode="before")
     @classmethod

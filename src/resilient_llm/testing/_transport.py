@@ -103,13 +103,27 @@ def _response_headers(plan: Plan) -> list[tuple[str, str]]:
     return [h for h in plan.headers if h[0] != "content-length"]
 
 
-class _SyncBody(httpx2.SyncByteStream):
-    """A streamed body for sync clients; records whether the client left before the end."""
+class _Body:
+    """What both streamed bodies share: the plan, the position in it, and the close record."""
 
     def __init__(self, provider: FaultProvider, waits: _Waits) -> None:
         self._provider = provider
         self._waits = waits
         self._pos = 0
+
+    def _close(self) -> None:
+        """The client closed the body: it left early if anything but pauses was still unsent."""
+        plan = self._waits.plan
+        steps = plan.steps or []
+        left = any(not isinstance(s, float) for s in steps[self._pos :])
+        self._provider._finish(plan, answered=True, disconnected=left)
+
+
+class _SyncBody(_Body, httpx2.SyncByteStream):
+    """A streamed body for sync clients; records whether the client left before the end."""
+
+    def __init__(self, provider: FaultProvider, waits: _Waits) -> None:
+        super().__init__(provider, waits)
         self._gen = self._run()
 
     def _run(self) -> Generator[bytes, None, None]:
@@ -136,12 +150,6 @@ class _SyncBody(httpx2.SyncByteStream):
             raise
         self._provider._finish(plan, answered=True, disconnected=False)
 
-    def _close(self) -> None:
-        plan = self._waits.plan
-        steps = plan.steps or []
-        left = any(not isinstance(s, float) for s in steps[self._pos :])
-        self._provider._finish(plan, answered=True, disconnected=left)
-
     def __iter__(self) -> Iterator[bytes]:
         return self._gen
 
@@ -150,13 +158,11 @@ class _SyncBody(httpx2.SyncByteStream):
         self._close()
 
 
-class _AsyncBody(httpx2.AsyncByteStream):
+class _AsyncBody(_Body, httpx2.AsyncByteStream):
     """A streamed body for async clients; cancellation counts as the client leaving."""
 
     def __init__(self, provider: FaultProvider, waits: _Waits) -> None:
-        self._provider = provider
-        self._waits = waits
-        self._pos = 0
+        super().__init__(provider, waits)
         self._gen = self._run()
 
     async def _run(self) -> AsyncGenerator[bytes, None]:
@@ -182,12 +188,6 @@ class _AsyncBody(httpx2.AsyncByteStream):
             self._close()
             raise
         self._provider._finish(plan, answered=True, disconnected=False)
-
-    def _close(self) -> None:
-        plan = self._waits.plan
-        steps = plan.steps or []
-        left = any(not isinstance(s, float) for s in steps[self._pos :])
-        self._provider._finish(plan, answered=True, disconnected=left)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._gen

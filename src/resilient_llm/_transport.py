@@ -711,24 +711,29 @@ class _SyncStream(httpx2.SyncByteStream):
                                        scanner.failure.describe())
                 guard.set(*limit())
                 yield chunk
-            scanner.finish()
-            if scanner.failure is not None:
-                raise _interrupted(call, scanner, scanner.failure.kind, scanner.failure.describe())
-            if not scanner.terminal:
-                raise _interrupted(call, scanner, FailureClass.STREAM_INCOMPLETE,
-                                   "the stream ended without its terminal event")
+            _stream_ended(call, scanner)
         except httpx2.TransportError as exc:
             raise _translate_stream_error(call, scanner, guard.fired, exc) from exc
         finally:
             guard.close()
-        if scanner.usage is not None:
-            call.record.usage = scanner.usage
-        call.emit("stream_finished")
 
     def close(self) -> None:
         self._guard.close()
         self._inner.close()
         _closed(self._call, self._scanner)
+
+
+def _stream_ended(call: Call, scanner: StreamScanner) -> None:
+    """The upstream body ended: it must end with the provider's terminal event to count."""
+    scanner.finish()
+    if scanner.failure is not None:
+        raise _interrupted(call, scanner, scanner.failure.kind, scanner.failure.describe())
+    if not scanner.terminal:
+        raise _interrupted(call, scanner, FailureClass.STREAM_INCOMPLETE,
+                           "the stream ended without its terminal event")
+    if scanner.usage is not None:
+        call.record.usage = scanner.usage
+    call.emit("stream_finished")
 
 
 def _closed(call: Call, scanner: StreamScanner) -> None:
@@ -1006,15 +1011,7 @@ class _AsyncStream(httpx2.AsyncByteStream):
             if scanner.failure is not None:
                 raise _interrupted(call, scanner, scanner.failure.kind, scanner.failure.describe())
             yield chunk
-        scanner.finish()
-        if scanner.failure is not None:
-            raise _interrupted(call, scanner, scanner.failure.kind, scanner.failure.describe())
-        if not scanner.terminal:
-            raise _interrupted(call, scanner, FailureClass.STREAM_INCOMPLETE,
-                               "the stream ended without its terminal event")
-        if scanner.usage is not None:
-            call.record.usage = scanner.usage
-        call.emit("stream_finished")
+        _stream_ended(call, scanner)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -1,15 +1,17 @@
-"""Hedged first token: when a stream's first output is late, race a second attempt.
+"""Hedged first token: when a stream's first output is late, race another attempt.
 
 Opt-in (``RESILIENT_LLM_HEDGE=true``; async clients, streaming calls). After the hedge delay
 without a first output, a second attempt starts on the next target of the chain (or the same
-target when there is none); the first to produce output wins and the other is cancelled, its
-connection closed. Semantics follow gRPC hedging: the call's deadline covers both, hedges spend
-budget, losers are cancelled.
+target when there is none); if neither has output one delay later, a third may start
+(``MAX_RACERS``), since a hedge on the same slow tail is itself slow once in twenty. The first
+to produce output wins and the others are cancelled, their connections closed. Semantics follow
+gRPC hedging: the call's deadline covers all, hedges spend budget, losers are cancelled.
 
 * **Delay**: ``Policy.hedge_delay``, else twice the p90 of the target's recent times to first
-  output (at least 10 samples; with fewer no hedge is sent — a guess could double the load).
-  Twice the p90 keeps the fast mass of calls from spending the budget, so it goes to the slow
-  tail; the budget, not the quantile, bounds the extra load.
+  output, from at least 5 samples (with fewer no hedge is sent: a guess could double the load;
+  with few samples the p90 index is the maximum, a cautious estimate). Twice the p90 keeps the
+  fast mass of calls from spending the budget, so it goes to the slow tail; the budget, not the
+  quantile, bounds the extra load.
 * **Budget**: like gRPC retry throttling it starts full (3 hedges, for bursts of slow calls);
   each streaming call deposits ``Policy.hedge_budget`` tokens (default 0.05) and a hedge spends
   1, so extra attempts stay ≤ 3 + 5 % of calls however slow the tail gets.
@@ -24,10 +26,12 @@ from cachetools import LRUCache
 
 from ._pressure import TargetKey
 
-__all__ = ["HedgeStats", "hedge_stats"]
+__all__ = ["MAX_RACERS", "HedgeStats", "hedge_stats"]
 
-_MIN_SAMPLES = 10
-_TOKEN_CAP = 3.0
+MAX_RACERS = 3
+"""Attempts racing for one first output: the original and at most two hedges."""
+_MIN_SAMPLES = 5
+_TOKEN_CAP = 10.0
 
 
 class HedgeStats:
@@ -70,6 +74,12 @@ class HedgeStats:
             self.tokens -= 1.0
             self.hedges += 1
             return True
+
+    def refund(self) -> None:
+        """Return a hedge taken by ``try_spend`` that could not be sent after all."""
+        with self._lock:
+            self.tokens = min(_TOKEN_CAP, self.tokens + 1.0)
+            self.hedges -= 1
 
 
 _stats: LRUCache[TargetKey, HedgeStats] = LRUCache(maxsize=1024)

@@ -61,7 +61,7 @@ _ACCEPTED: dict[str, str] = {
     "max_backoff": "expected seconds, a number > 0 and ≤ 300",
     "hedge": "expected true or false",
     "hedge_budget": "expected a share of requests from 0.001 to 0.5, e.g. 0.05",
-    "hedge_delay": "expected seconds, a number > 0 (unset: the p95 time to first token)",
+    "hedge_delay": "expected seconds, a number > 0 (unset: twice the p90 time to first output)",
     "idempotency_secret": "expected a secret of at least 16 characters",
     "idempotency_on_expired_lease": "expected at_most_once or at_least_once",
     "idempotency_fail_open": "expected true or false",

@@ -37,7 +37,7 @@ from ._classify import Failure, FailureClass, classify_exception, classify_statu
 from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from ._engine import MIN_ATTEMPT, Call, GiveUp, Send, Wait, current_call
 from ._errors import AllTargetsFailed, CircuitOpen, RetryBudgetExhausted, StreamInterrupted
-from ._hedge import hedge_stats
+from ._hedge import MAX_RACERS, hedge_stats
 from ._outcome import CallRecord
 from ._policy import Policy
 from ._pressure import TargetKey, TargetPressure, estimate_tokens, registry
@@ -1093,8 +1093,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                 stats.record(call.clock.now() - started)
             return result
         finished: list[tuple[int, Any]] = []
-        changed = anyio.Event()
-        events = [changed]
+        changed = [anyio.Event()]
         running = 1
 
         async def run(index: int, request: httpx2.Request, attempt: Send,
@@ -1108,30 +1107,42 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                 if outcome is None:  # cancelled: it lost the race; free its slot
                     state.release(call.clock.now(), priority=call.policy.priority, latency=None,
                                   throttled=False, dropped=False, succeeded=True)
-                elif index == 1 and not isinstance(outcome, httpx2.Response):
+                elif index > 0 and not isinstance(outcome, httpx2.Response):
                     failure = outcome[0] if isinstance(outcome, tuple) else _unknown_failure()
                     self._base.release(state, call, began, failure)
             finished.append((index, outcome))
-            events[0].set()
+            changed[0].set()
 
         winner: Any = None
         async with anyio.create_task_group() as group:
             group.start_soon(run, 0, outgoing, send, plan.state, started)
-            with anyio.move_on_after(delay):
-                await changed.wait()
-            if not finished:
-                hedge = plan.hedge_attempt()
-                if hedge is not None and stats.try_spend():
-                    request2, send2, state2 = hedge
-                    call.emit("fell_back", target=send2.target, detail="hedge")
-                    group.start_soon(run, 1, request2, send2, state2, call.clock.now())
-                    running = 2
+            may_hedge = True
             while True:
                 done = [item for item in finished if isinstance(item[1], httpx2.Response)]
                 if done or len(finished) == running:
                     break
-                events[0] = anyio.Event()
-                await events[0].wait()
+                changed[0] = anyio.Event()
+                if not may_hedge:
+                    await changed[0].wait()
+                    continue
+                with anyio.move_on_after(delay) as waited:
+                    await changed[0].wait()
+                if not waited.cancelled_caught:
+                    continue
+                # Still no output after the delay: race one more attempt, budget permitting.
+                hedge = None
+                if stats.try_spend():
+                    hedge = plan.hedge_attempt()
+                    if hedge is None:
+                        stats.refund()
+                if hedge is None:
+                    may_hedge = False
+                    continue
+                request2, send2, state2 = hedge
+                call.emit("fell_back", target=send2.target, detail="hedge")
+                group.start_soon(run, running, request2, send2, state2, call.clock.now())
+                running += 1
+                may_hedge = running < MAX_RACERS
             winner = done[0] if done else None
             group.cancel_scope.cancel()
         for index, outcome in finished:

@@ -105,9 +105,10 @@ class _Conn(asyncio.Protocol):
             raise _ClientGone
 
     def write(self, data: bytes) -> None:
-        if self.gone.done():
+        # A failed send closes the transport before ``connection_lost`` runs; writing on
+        # would only make asyncio log "socket.send() raised exception".
+        if self.gone.done() or self.transport is None or self.transport.is_closing():
             raise _ClientGone
-        assert self.transport is not None
         self.transport.write(data)
 
     async def drain(self) -> None:

@@ -450,3 +450,12 @@ def test_spent_retry_budget_fails_instead_of_adding_load() -> None:
     assert len(script.requests) == 2 and clock.sleeps == []
     assert isinstance(info.value.cause, httpx2.HTTPStatusError)
     assert "retry budget" in str(info.value)
+
+
+def test_the_single_pass_header_lookup_agrees_with_httpx2() -> None:
+    from resilient_llm._transport import _header
+
+    headers = httpx2.Headers([(b"Content-Type", b"application/json"), (b"X-Twice", b"a"),
+                              (b"x-twice", b"b"), (b"Authorization", "Bearer é".encode())])
+    for name in ("content-type", "x-twice", "authorization", "absent"):
+        assert _header(headers, name.encode()) == headers.get(name)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 import httpx2
+from pydantic import BaseModel
 
 from ._classify import FailureClass
 from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
@@ -314,9 +315,9 @@ def observe_cache(
     """Track cached tokens per conversation; flag cold mid-session turns and prefix drift."""
     if usage is None:
         return
-    prompt = getattr(usage, "prompt_tokens", None) or getattr(usage, "input_tokens", None) or 0
-    cached_anthropic = (getattr(usage, "cache_read_input_tokens", None) or 0) + \
-        (getattr(usage, "cache_creation_input_tokens", None) or 0)
+    prompt = _field(usage, "prompt_tokens") or _field(usage, "input_tokens") or 0
+    cached_anthropic = (_field(usage, "cache_read_input_tokens") or 0) + \
+        (_field(usage, "cache_creation_input_tokens") or 0)
     if prompt + cached_anthropic < _MIN_CACHED_PROMPT:
         return
     body = getattr(options, "json_data", None)
@@ -326,6 +327,28 @@ def observe_cache(
         body, usage, provider=provider, namespace=policy.cache_namespace,
         secret=policy.cache_secret,
     ))
+
+
+#: (class, name) -> whether the class itself has the attribute (a field never does).
+_class_has: dict[tuple[type, str], bool] = {}
+
+
+def _field(obj: Any, name: str) -> Any:
+    """``getattr(obj, name, None)`` without pydantic's slow miss (two ``__getattr__`` hooks and
+    two exceptions) when a model lacks the field: for a pydantic model whose class has no such
+    attribute, pydantic itself only looks in ``__dict__`` and ``__pydantic_extra__``."""
+    cls = type(obj)
+    key = (cls, name)
+    has = _class_has.get(key)
+    if has is None:
+        has = _class_has[key] = hasattr(cls, name) or not isinstance(obj, BaseModel)
+    if has:
+        return getattr(obj, name, None)
+    value = obj.__dict__.get(name, _MISSING)
+    if value is not _MISSING:
+        return value
+    extra = obj.__pydantic_extra__
+    return extra.get(name) if extra else None
 
 
 _response_caches: dict[tuple[int, float], Any] = {}
@@ -393,12 +416,16 @@ class CallScope:
 
     def finish(self, result: T) -> T:
         record = self.call.record
-        close_when_dropped(result)
-        if hasattr(result, "retries_taken") and hasattr(result, "http_response"):
+        # A parsed model is neither a stream nor a raw response: skip both checks, whose
+        # misses cost pydantic two ``__getattr__`` hooks and two exceptions each.
+        model = isinstance(result, BaseModel)
+        if not model:
+            close_when_dropped(result)
+        if not model and hasattr(result, "retries_taken") and hasattr(result, "http_response"):
             # Raw responses (``with_raw_response`` / ``with_streaming_response``) report the
             # retries of the one retry layer, as the official client reports its own.
             result.retries_taken = max(0, self.call.attempts - 1)
-        usage = getattr(result, "usage", None)
+        usage = _field(result, "usage")
         if usage is not None:
             record.usage = usage
         register(result, record)
@@ -654,7 +681,7 @@ class DropIn:
     def _resilient_end(self, scope: CallScope, options: Any, key: str | None, result: T) -> T:
         remember_answer(key, scope.call.policy, result)
         observe_cache(self._resilient_provider, options, scope.call.policy, scope.call.record,
-                      getattr(result, "usage", None))
+                      _field(result, "usage"))
         return scope.finish(result)
 
 

@@ -27,6 +27,7 @@ from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from ._deadline import current_deadline
 from ._errors import DeadlineExceeded
 from ._events import Event, EventKind, emit
+from ._fastinit import fast_frozen_init
 from ._outcome import CallRecord
 from ._policy import Policy
 
@@ -59,6 +60,9 @@ class Send:
     first_token_timeout: float
     idle_timeout: float
     target: str | None = None
+
+
+fast_frozen_init(Send)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +149,7 @@ class Call:
         self._last_attempt_end = self.started_at
         budget = None if deadline_at is None else max(0.0, deadline_at - self.started_at)
         self.record = record or CallRecord(requested=target, deadline_budget=budget)
-        self.emit("call_started", target=target)
+        emit(self.record, Event("call_started", clock.now() - self.started_at, 0, target))
 
     # --- time ---------------------------------------------------------------------------------
 
@@ -160,6 +164,10 @@ class Call:
 
     def emit(self, kind: EventKind, **fields: object) -> None:
         emit(self.record, Event(kind, self.elapsed(), **fields))  # type: ignore[arg-type]
+
+    def succeeded(self, target: str | None) -> None:
+        """``emit("succeeded", target=target)`` without the keyword dict (hot path)."""
+        emit(self.record, Event("succeeded", self.clock.now() - self.started_at, 0, target))
 
     # --- decisions ----------------------------------------------------------------------------
 
@@ -229,18 +237,18 @@ class Call:
     # --- events the drivers report ------------------------------------------------------------
 
     def attempt_started(self, send: Send) -> None:
-        self.emit("attempt_started", attempt=send.attempt, target=send.target or self.target)
+        emit(self.record, Event("attempt_started", self.clock.now() - self.started_at,
+                                send.attempt, send.target or self.target))
 
     def attempt_finished(
         self, failure: Failure | None, status: int | None, send: Send | None = None
     ) -> None:
         """Report how an attempt ended (``send`` names it when attempts overlap: hedging)."""
-        self.emit(
-            "attempt_finished",
-            attempt=send.attempt if send is not None else self.attempts,
-            target=(send.target if send is not None else None) or self.target,
-            failure=failure, status=status,
-        )
+        emit(self.record, Event(
+            "attempt_finished", self.clock.now() - self.started_at,
+            send.attempt if send is not None else self.attempts,
+            (send.target if send is not None else None) or self.target, failure, status,
+        ))
 
     def waited(self, seconds: float, reason: str = "backoff") -> None:
         self.emit("waited", seconds=seconds, detail=reason)

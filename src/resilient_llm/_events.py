@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from ._fastinit import fast_frozen_init
+
 if TYPE_CHECKING:
     from ._classify import Failure
     from ._outcome import CallRecord
@@ -49,6 +51,8 @@ class Event:
     seconds: float = 0.0
     detail: str = ""
 
+
+fast_frozen_init(Event)
 
 Listener = Callable[["CallRecord", Event], None]
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._events import Event
+from ._fastinit import fast_frozen_init
 
 __all__ = ["AttemptInfo", "CallRecord", "Outcome", "outcome", "register"]
 
@@ -36,6 +37,9 @@ class AttemptInfo:
     def ok(self) -> bool:
         """True when the attempt produced the answer."""
         return self.failure is None
+
+
+fast_frozen_init(AttemptInfo)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from cachetools import LRUCache
 
 from ._breaker import Breaker
+from ._fastinit import fast_frozen_init
 from ._policy import Priority
 
 if TYPE_CHECKING:
@@ -269,6 +270,9 @@ class Admission:
     granted: bool
     wait: float | None = None
     pressure: float = 0.0
+
+
+fast_frozen_init(Admission)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from typing import Literal
 
 from ._classify import NEVER_FALL_BACK, Failure, FailureClass
 from ._errors import ResidencyViolation
+from ._fastinit import fast_frozen_init
 from ._policy import Policy
 
 __all__ = ["BUDGET_SHARE", "Router", "Step", "Target"]
@@ -59,6 +60,9 @@ class Target:
 
     def __str__(self) -> str:
         return self.model if self.region is None else f"{self.model}@{self.region}"
+
+
+fast_frozen_init(Target)
 
 
 @dataclass(slots=True)

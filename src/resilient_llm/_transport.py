@@ -53,12 +53,33 @@ _IDEMPOTENCY_HEADER = "Idempotency-Key"
 # --- shared, I/O-free helpers -----------------------------------------------------------------
 
 
-def _is_event_stream(response: httpx2.Response) -> bool:
-    return response.headers.get("content-type", "").startswith("text/event-stream")
+def _header(headers: httpx2.Headers, name: bytes) -> str | None:
+    """``headers.get(name)`` for a lower-case ``name``, in one pass and without the KeyError a
+    miss costs ``Headers.get`` (same value: repeated headers joined with ", ").
+
+    Reads httpx2's private ``Headers._list`` (stable across its 2.x line, like ``_mounts``);
+    should that ever change, the public lookup is used instead.
+    """
+    raw = getattr(headers, "_list", None)
+    if raw is None:
+        return headers.get(name.decode("ascii"))
+    found = [value for _, key, value in raw if key == name]
+    if not found:
+        return None
+    encoding = headers.encoding
+    return ", ".join(value.decode(encoding) for value in found)
 
 
-def _is_json(response: httpx2.Response) -> bool:
-    return "json" in response.headers.get("content-type", "")
+def _is_event_stream(response: httpx2.Response, content_type: str | None = None) -> bool:
+    if content_type is None:
+        content_type = response.headers.get("content-type", "")
+    return content_type.startswith("text/event-stream")
+
+
+def _is_json(response: httpx2.Response, content_type: str | None = None) -> bool:
+    if content_type is None:
+        content_type = response.headers.get("content-type", "")
+    return "json" in content_type
 
 
 def _streaming(request: httpx2.Request) -> bool:
@@ -101,10 +122,11 @@ def _prepare(request: httpx2.Request, call: Call, send: Send, provider: str) -> 
     if send.attempt > 1 and request.headers.get("x-stainless-retry-count") == str(send.attempt - 2):
         request.headers["x-stainless-retry-count"] = str(send.attempt - 1)
     if request.method != "GET":
-        key = request.headers.get(_IDEMPOTENCY_HEADER)
+        headers = request.headers
+        key = _header(headers, b"idempotency-key")
         if key is None:
             key = call.record.idempotency_key or f"rllm-{os.urandom(16).hex()}"
-            request.headers[_IDEMPOTENCY_HEADER] = key
+            headers[_IDEMPOTENCY_HEADER] = key
         call.record.idempotency_key = key
 
 
@@ -236,7 +258,8 @@ class _Base:
     def pressure_for(self, request: httpx2.Request, call: Call,
                      model: str | None = None) -> TargetPressure:
         url = request.url
-        credential = request.headers.get("authorization") or request.headers.get("x-api-key")
+        headers = request.headers
+        credential = _header(headers, b"authorization") or _header(headers, b"x-api-key")
         model = model or call.target
         redis_url = call.policy.redis_url
         # Hot path: this transport's recent targets, while the registry has not been cleared.
@@ -269,10 +292,11 @@ class _Base:
     @staticmethod
     def release(state: TargetPressure, call: Call, started: float,
                 failure: Failure | None) -> None:
+        now = call.clock.now()
         state.release(
-            call.clock.now(),
+            now,
             priority=call.policy.priority,
-            latency=None if failure is not None else call.clock.now() - started,
+            latency=None if failure is not None else now - started,
             throttled=failure is not None and failure.throttle,
             dropped=failure is not None and failure.kind is FailureClass.TIMEOUT,
             # 429s are answered by pacing and Retry-After, not by spending the retry budget,
@@ -878,11 +902,12 @@ class ResilientTransport(httpx2.BaseTransport):
             assert failure is not None
             call.attempt_finished(failure, status)
             return failure, response
-        if _is_event_stream(response):
+        content_type = _header(response.headers, b"content-type") or ""
+        if _is_event_stream(response, content_type):
             return self._peek_stream(request, response, call, send, state, started)
         guard = _SyncGuard(response, _real_deadline(call), "deadline")
         try:
-            if _is_json(response):
+            if _is_json(response, content_type):
                 response.read()
         except httpx2.TransportError as exc:
             return self._read_failed(call, guard, exc, status)
@@ -890,7 +915,7 @@ class ResilientTransport(httpx2.BaseTransport):
             guard.close()
         call.attempt_finished(None, status)
         self._base.release(state, call, started, None)
-        call.emit("succeeded", target=send.target or call.target)
+        call.succeeded(send.target or call.target)
         return response
 
     @staticmethod
@@ -1210,9 +1235,10 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                 response.request = request
                 self._base.observe(state, call, response)
                 status = response.status_code
+                content_type = _header(response.headers, b"content-type") or ""
                 if status >= 400:
                     body = await response.aread()
-                elif _is_json(response):
+                elif _is_json(response, content_type):
                     await response.aread()
         except Exception as exc:
             failure = classify_exception(exc)
@@ -1234,11 +1260,11 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             assert failure is not None
             call.attempt_finished(failure, status, send)
             return failure, response
-        if _is_event_stream(response):
+        if _is_event_stream(response, content_type):
             return await self._peek_stream(request, response, call, send, state, started)
         call.attempt_finished(None, status, send)
         self._base.release(state, call, started, None)
-        call.emit("succeeded", target=send.target or call.target)
+        call.succeeded(send.target or call.target)
         return response
 
     async def _peek_stream(

@@ -153,3 +153,17 @@ def test_events_build_the_outcome() -> None:
     assert result.attempts[0].duration == pytest.approx(0.2)
     assert result.served_by == "gpt-4.1" and not result.degraded and result.finished
     assert result.retries == 1
+
+
+def test_fast_frozen_init_keeps_the_dataclass_contract() -> None:
+    import dataclasses
+
+    from resilient_llm._events import Event
+
+    event = Event("succeeded", 1.5, 2, "gpt-4.1")
+    assert (event.kind, event.at, event.attempt, event.target) == ("succeeded", 1.5, 2, "gpt-4.1")
+    assert event == Event("succeeded", 1.5, 2, "gpt-4.1")
+    assert event.detail == ""  # defaults kept
+    assert Event("waited", 0.0, seconds=3.0).seconds == 3.0  # keywords still work
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.at = 2.0  # type: ignore[misc]

@@ -49,15 +49,9 @@ def _anyio_deadline(clock: Clock) -> float | None:
     """anyio's effective deadline translated onto ``clock``, when running inside an event loop."""
     if _asyncio_running_loop() is None and "trio" not in sys.modules:
         return None  # plain sync code: the fast path, no exception raised and caught
-    try:
-        import sniffio
-
-        sniffio.current_async_library()
-    except Exception:
-        return None
     import anyio
 
-    try:
+    try:  # outside a task of a supported backend (sniffio finds none) this raises
         effective = anyio.current_effective_deadline()
         if effective == math.inf:
             return None

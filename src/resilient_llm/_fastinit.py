@@ -12,10 +12,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
+__all__ = ["fast_frozen_init"]
+
 C = TypeVar("C", bound=type)
 
 
 def fast_frozen_init(cls: C) -> C:
+    """Replace ``cls.__init__`` with one that writes through the slot descriptors.
+
+    Classes with default factories, keyword-only fields or ``__post_init__`` keep theirs.
+    """
     fields = [f for f in dataclasses.fields(cls) if f.init]
     if any(f.default_factory is not dataclasses.MISSING or f.kw_only for f in fields) \
             or hasattr(cls, "__post_init__"):

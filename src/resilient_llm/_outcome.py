@@ -104,6 +104,8 @@ class CallRecord:
     def apply(self, event: Event) -> None:
         """Fold one event into the record."""
         kind = event.kind
+        if kind == "call_started":
+            return
         if kind == "attempt_started":
             self._pending[event.attempt] = (event.target, event.at, self._waited)
             self._waited = 0.0

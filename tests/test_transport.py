@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -459,3 +460,35 @@ def test_the_single_pass_header_lookup_agrees_with_httpx2() -> None:
                               (b"x-twice", b"b"), (b"Authorization", "Bearer é".encode())])
     for name in ("content-type", "x-twice", "authorization", "absent"):
         assert _header(headers, name.encode()) == headers.get(name)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_the_attempt_timeout_expires_and_says_so(anyio_backend: str) -> None:
+    import anyio
+
+    from resilient_llm._transport import _AttemptTimeout
+
+    async with _AttemptTimeout(0.02) as scope:
+        await anyio.sleep(5)
+    assert scope.cancelled_caught
+    async with _AttemptTimeout(math.inf) as quiet:
+        await anyio.sleep(0.001)
+    assert not quiet.cancelled_caught
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_an_outer_cancellation_is_not_taken_for_the_attempt_timeout(
+    anyio_backend: str,
+) -> None:
+    import anyio
+
+    from resilient_llm._transport import _AttemptTimeout
+
+    ran_on = False
+    with anyio.move_on_after(0.02) as outer:
+        async with _AttemptTimeout(10) as inner:
+            await anyio.sleep(5)
+        ran_on = True  # must not run: the cancellation belongs to the outer scope
+    assert outer.cancelled_caught and not inner.cancelled_caught and not ran_on

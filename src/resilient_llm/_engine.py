@@ -148,7 +148,11 @@ class Call:
         self.last_error: BaseException | None = None
         self._last_attempt_end = self.started_at
         budget = None if deadline_at is None else max(0.0, deadline_at - self.started_at)
-        self.record = record or CallRecord(requested=target, deadline_budget=budget)
+        if record is None:
+            record = CallRecord(requested=target, deadline_budget=budget, policy=policy)
+        elif record.policy is None:
+            record.policy = policy
+        self.record = record
         emit(self.record, Event("call_started", clock.now() - self.started_at, 0, target))
 
     # --- time ---------------------------------------------------------------------------------

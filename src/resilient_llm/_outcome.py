@@ -98,6 +98,10 @@ class CallRecord:
     cost: Any = None
     breaker_state: str | None = None
     findings: list[Any] = field(default_factory=list)
+    #: The call's policy (read by listeners such as telemetry; set by the engine).
+    policy: Any = None
+    #: Scratch for the telemetry listener: how much work this call gets (0 = not decided yet).
+    telemetry: int = 0
     _pending: dict[int, tuple[str | None, float, float]] = field(default_factory=dict)
     _waited: float = 0.0
 

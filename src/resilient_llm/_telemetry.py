@@ -482,20 +482,8 @@ class _CallState:
 
 
 _states: dict[int, _CallState] = {}
-_RECORD_HAS_POLICY = "policy" in getattr(CallRecord, "__slots__", ())  # a seam asked of the engine
-# Calls between their first event and their second, when the policy becomes known.
-_starts: dict[int, CallRecord] = {}
-# Calls whose policy says telemetry=False, until their last event.
-_off: dict[int, CallRecord] = {}
-
-
-def _is_last(event: Event) -> bool:
-    kind = event.kind
-    if kind == "succeeded":
-        return event.detail != "stream"
-    if kind == "attempt_finished":
-        return event.failure is None and event.status is None
-    return kind in ("gave_up", "stream_finished", "stream_interrupted")
+# ``CallRecord.telemetry``: what the listener decided for a call at its first event.
+_UNDECIDED, _LEAN, _OFF, _DEEP = 0, 1, 2, 3
 
 
 def _operation(path: str | None) -> str:
@@ -521,12 +509,12 @@ def _short_hash(value: str) -> str:
 
 
 def _open(record: CallRecord, event: Event) -> tuple[bool, _CallState | None]:
-    """Decide, at the call's second event, how much work it gets.
+    """Decide, at the call's first event, how much work it gets.
 
     Returns (enabled, state): no state when nothing but log lines is needed (the lean path,
     which is all that runs without an OpenTelemetry SDK, prices or capture).
     """
-    policy = cast(Any, record).policy if _RECORD_HAS_POLICY else None
+    policy = record.policy
     if policy is None:
         call = _current_call()
         policy = call.policy if call is not None and call.record is record \
@@ -597,27 +585,26 @@ def _later(state: _CallState, work: Callable[[], None]) -> None:
 
 
 def _on_event(record: CallRecord, event: Event) -> None:
-    key = id(record)
-    state = _states.get(key)
-    if state is None or state.record is not record:
-        if event.kind == "call_started":
-            _begin(record, event)
-            return
-        if _starts.pop(key, None) is not record:
-            if _off and _off.get(key) is record:  # telemetry=False: silent to the end
-                if _is_last(event):
-                    del _off[key]
-            else:
-                _lean(record, event)
-            return
+    mode = record.telemetry
+    if mode == _LEAN:
+        _lean(record, event)
+        return
+    if mode == _OFF:
+        return
+    if mode == _UNDECIDED:
+        _begin(record)
         enabled, state = _open(record, event)
         if state is None:
+            record.telemetry = _LEAN if enabled else _OFF
             if enabled:
                 _lean(record, event)
-            elif not _is_last(event):
-                if len(_off) >= _MAX_OPEN_CALLS:
-                    _trim(_off)
-                _off[key] = record
+            return
+        record.telemetry = _DEEP
+    else:
+        state = _states.get(id(record))
+        if state is None or state.record is not record:  # evicted: log lines only, from now on
+            record.telemetry = _LEAN
+            _lean(record, event)
             return
     handler = _HANDLERS.get(event.kind)
     if handler is not None:
@@ -653,18 +640,10 @@ def _lean(record: CallRecord, event: Event) -> None:
                   event.detail)
 
 
-def _begin(record: CallRecord, event: Event) -> None:
+def _begin(record: CallRecord) -> None:
     attrs = current_attributes()
     if attrs and not record.attributes:
         record.attributes = attrs
-    if len(_starts) >= _MAX_OPEN_CALLS:  # calls that never reported a second event
-        _trim(_starts)
-    _starts[id(record)] = record
-
-
-def _trim(table: dict[int, Any]) -> None:
-    for key in list(table)[: _MAX_OPEN_CALLS // 10]:
-        table.pop(key, None)
 
 
 def _evict() -> None:
@@ -1310,8 +1289,6 @@ def uninstall() -> None:
             _unsubscribe()
             _unsubscribe = None
         _states.clear()
-        _starts.clear()
-        _off.clear()
 
 
 def attach(inner: Any, policy: Policy | None, *, asynchronous: bool) -> Any:

@@ -1,0 +1,163 @@
+"""Per-call overhead as CPU instructions: a noise-free companion to ``overhead.py``.
+
+Wall and CPU time on a shared VM move by ±10 % from run to run, more than the effect being
+measured. Instructions executed do not: this script runs the official client and the drop-in
+side by side in one process under valgrind's callgrind, against the in-process fault
+transport (no sockets, no server process), and reports instructions per call and their ratio.
+Each client's timed calls run inside its own C-level marker function (``functools.reduce`` for
+the official client, ``itertools.dropwhile`` for the drop-in), whose inclusive count callgrind
+reports. The in-process provider's own work is in both counts, so the ratio understates the
+client-only ratio a little; the added instructions per call are exact.
+
+    python benchmarks/overhead_instructions.py [--calls 200] [--kinds sync-openai,...]
+
+Needs ``valgrind`` (``apt-get install valgrind``); ≈ 1 minute per kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import gc
+import itertools
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+KINDS = ("sync-openai", "sync-anthropic", "async-openai", "async-anthropic")
+MESSAGES: Any = [{"role": "user", "content": "Say hello."}]
+WARMUP = 60
+
+
+def _clients(kind: str) -> tuple[Any, Any]:
+    import anthropic
+    import httpx2
+    import openai
+
+    import resilient_llm.anthropic as rl_anthropic
+    import resilient_llm.openai as rl_openai
+    from resilient_llm.testing import FaultProvider
+
+    transport = FaultProvider(log_limit=100).transport()
+    asynchronous = kind.startswith("async")
+    http: Any = httpx2.AsyncClient if asynchronous else httpx2.Client
+    pair: tuple[Any, Any]
+    if kind.endswith("openai"):
+        pair = (openai.AsyncOpenAI, rl_openai.AsyncOpenAI) if asynchronous \
+            else (openai.OpenAI, rl_openai.OpenAI)
+        base = "http://fault.test/v1"
+    else:
+        pair = (anthropic.AsyncAnthropic, rl_anthropic.AsyncAnthropic) if asynchronous \
+            else (anthropic.Anthropic, rl_anthropic.Anthropic)
+        base = "http://fault.test"
+    official, ours = (cls(base_url=base, api_key="sk-bench", http_client=http(transport=transport))
+                      for cls in pair)
+    return official, ours
+
+
+def _request(client: Any) -> Any:
+    if hasattr(client, "messages"):
+        return client.messages.create(model="claude-sonnet-4-6", max_tokens=100,
+                                      messages=MESSAGES)
+    return client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+
+
+def _measure(kind: str, calls: int) -> None:
+    """Child mode (under callgrind): warm both clients, then run each inside its marker."""
+    official, ours = _clients(kind)
+    if kind.startswith("async"):
+        loop = asyncio.new_event_loop()
+
+        def make(client: Any) -> Callable[[], Any]:
+            async def many(n: int) -> None:
+                for _ in range(n):
+                    await _request(client)
+
+            return lambda: loop.run_until_complete(many(calls))
+
+        for client in (official, ours):
+            loop.run_until_complete(_warm_async(client))
+        run_official, run_ours = make(official), make(ours)
+        gc.collect()
+        gc.disable()
+        functools.reduce(lambda _acc, _i: run_official(), range(1), None)
+        gc.collect()
+        for _ in itertools.dropwhile(lambda _i: (run_ours(), True)[1], range(1)):
+            pass
+        return
+    for client in (official, ours):
+        for _ in range(WARMUP):
+            _request(client)
+    gc.collect()
+    gc.disable()
+    functools.reduce(lambda _acc, _i: _request(official), range(calls), None)
+    gc.collect()
+    for _ in itertools.dropwhile(lambda _i: (_request(ours), True)[1], range(calls)):
+        pass
+
+
+async def _warm_async(client: Any) -> None:
+    for _ in range(WARMUP):
+        await _request(client)
+
+
+def _inclusive(annotated: str, symbol: str) -> int:
+    for line in annotated.splitlines():
+        if symbol in line:
+            match = re.match(r"\s*([\d,]+)", line)
+            if match:
+                return int(match.group(1).replace(",", ""))
+    raise RuntimeError(f"callgrind reported no {symbol}: did the run fail?")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _measure(args.child, args.calls)
+        return 0
+    if shutil.which("valgrind") is None or shutil.which("callgrind_annotate") is None:
+        print("valgrind is not installed: apt-get install valgrind", file=sys.stderr)
+        return 2
+    kinds = [k for k in args.kinds.split(",") if k]
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        print(f"unknown kind {', '.join(unknown)}; choose from {', '.join(KINDS)}",
+              file=sys.stderr)
+        return 2
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESILIENT_LLM_")}
+    env["PYTHONHASHSEED"] = "0"
+    print(f"instructions per call, {args.calls} calls per client, in-process fault transport")
+    print(f"{'kind':<16} {'official':>11} {'resilient':>11} {'added':>9} {'ratio':>6}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in kinds:
+            out = Path(tmp) / f"{kind}.out"
+            subprocess.run(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+                 __file__, "--child", kind, "--calls", str(args.calls)],
+                check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                timeout=1800,
+            )
+            annotated = subprocess.run(
+                ["callgrind_annotate", "--inclusive=yes", str(out)],
+                check=True, capture_output=True, text=True,
+            ).stdout
+            official = _inclusive(annotated, "functools_reduce") / args.calls
+            ours = _inclusive(annotated, "dropwhile_next") / args.calls
+            print(f"{kind:<16} {official:11,.0f} {ours:11,.0f} {ours - official:+9,.0f} "
+                  f"{ours / official:6.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

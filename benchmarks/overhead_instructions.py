@@ -5,9 +5,10 @@ measured. Instructions executed do not: this script runs the official client and
 side by side in one process under valgrind's callgrind, against the in-process fault
 transport (no sockets, no server process), and reports instructions per call and their ratio.
 Each client's timed calls run inside its own C-level marker function (``functools.reduce`` for
-the official client, ``itertools.dropwhile`` for the drop-in), whose inclusive count callgrind
-reports. The in-process provider's own work is in both counts, so the ratio understates the
-client-only ratio a little; the added instructions per call are exact.
+the official client, ``itertools.dropwhile`` for the drop-in, ``itertools.takewhile`` for the
+provider alone answering the same request), whose inclusive count callgrind reports. The
+in-process provider's work is in both clients' counts; the "client-only" ratio takes it out of
+both, which is what a client costs against a provider in another process.
 
     python benchmarks/overhead_instructions.py [--calls 200] [--kinds sync-openai,...]
 
@@ -36,7 +37,7 @@ MESSAGES: Any = [{"role": "user", "content": "Say hello."}]
 WARMUP = 60
 
 
-def _clients(kind: str) -> tuple[Any, Any]:
+def _clients(kind: str) -> tuple[Any, Any, Any]:
     import anthropic
     import httpx2
     import openai
@@ -59,7 +60,29 @@ def _clients(kind: str) -> tuple[Any, Any]:
         base = "http://fault.test"
     official, ours = (cls(base_url=base, api_key="sk-bench", http_client=http(transport=transport))
                       for cls in pair)
-    return official, ours
+    return official, ours, transport
+
+
+def _provider_only(client: Any, transport: Any) -> Callable[[], Any]:
+    """The provider answering one request like the client's, with no client around it."""
+    import httpx2
+
+    if hasattr(client, "messages"):
+        url, body = "http://fault.test/v1/messages", {
+            "model": "claude-sonnet-4-6", "max_tokens": 100, "messages": MESSAGES}
+        headers = {"x-api-key": "sk-bench", "anthropic-version": "2023-06-01"}
+    else:
+        url, body = "http://fault.test/v1/chat/completions", {
+            "model": "gpt-4.1", "messages": MESSAGES}
+        headers = {"authorization": "Bearer sk-bench"}
+
+    request = httpx2.Request("POST", url, json=body, headers=headers)  # built once: client work
+
+    def once() -> Any:
+        response = transport.handle_request(request)
+        return response.read()
+
+    return once
 
 
 def _request(client: Any) -> Any:
@@ -71,7 +94,15 @@ def _request(client: Any) -> Any:
 
 def _measure(kind: str, calls: int) -> None:
     """Child mode (under callgrind): warm both clients, then run each inside its marker."""
-    official, ours = _clients(kind)
+    official, ours, transport = _clients(kind)
+    provider = _provider_only(official, transport)
+    for _ in range(WARMUP):
+        provider()
+    gc.collect()
+    gc.disable()
+    for _ in itertools.takewhile(lambda _i: (provider(), True)[1], range(calls)):
+        pass
+    gc.enable()
     if kind.startswith("async"):
         loop = asyncio.new_event_loop()
 
@@ -138,7 +169,8 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESILIENT_LLM_")}
     env["PYTHONHASHSEED"] = "0"
     print(f"instructions per call, {args.calls} calls per client, in-process fault transport")
-    print(f"{'kind':<16} {'official':>11} {'resilient':>11} {'added':>9} {'ratio':>6}")
+    print(f"{'kind':<16} {'official':>11} {'resilient':>11} {'added':>9} {'ratio':>6} "
+          f"{'provider':>10} {'client-only ratio':>18}")
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
             out = Path(tmp) / f"{kind}.out"
@@ -149,13 +181,15 @@ def main() -> int:
                 timeout=1800,
             )
             annotated = subprocess.run(
-                ["callgrind_annotate", "--inclusive=yes", str(out)],
+                ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(out)],
                 check=True, capture_output=True, text=True,
             ).stdout
             official = _inclusive(annotated, "functools_reduce") / args.calls
             ours = _inclusive(annotated, "dropwhile_next") / args.calls
+            provider = _inclusive(annotated, "takewhile_next") / args.calls
             print(f"{kind:<16} {official:11,.0f} {ours:11,.0f} {ours - official:+9,.0f} "
-                  f"{ours / official:6.3f}")
+                  f"{ours / official:6.3f} {provider:10,.0f} "
+                  f"{(ours - provider) / (official - provider):18.3f}")
     return 0
 
 

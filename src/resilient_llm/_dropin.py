@@ -391,6 +391,9 @@ def remember_answer(key: str | None, policy: Policy, result: Any) -> None:
     cache.put(key, result.model_copy(deep=True))
 
 
+_MISSING: Any = object()
+
+
 class CallScope:
     """Start a call when a drop-in client method is entered; end it when it returns."""
 
@@ -414,7 +417,8 @@ class CallScope:
     def close(self) -> None:
         end_call(self._token)
 
-    def finish(self, result: T) -> T:
+    def finish(self, result: T, usage: Any = _MISSING) -> T:
+        """Hand ``result`` back with its record registered (``usage``: already read from it)."""
         record = self.call.record
         # A parsed model is neither a stream nor a raw response: skip both checks, whose
         # misses cost pydantic two ``__getattr__`` hooks and two exceptions each.
@@ -425,7 +429,8 @@ class CallScope:
             # Raw responses (``with_raw_response`` / ``with_streaming_response``) report the
             # retries of the one retry layer, as the official client reports its own.
             result.retries_taken = max(0, self.call.attempts - 1)
-        usage = _field(result, "usage")
+        if usage is _MISSING:
+            usage = _field(result, "usage")
         if usage is not None:
             record.usage = usage
         register(result, record)
@@ -477,7 +482,6 @@ def explicit_attempts(options: Any, client_max_retries: int, client_explicit: bo
     return None
 
 
-_MISSING: Any = object()
 
 
 def _is_not_given(value: object) -> bool:
@@ -680,9 +684,10 @@ class DropIn:
 
     def _resilient_end(self, scope: CallScope, options: Any, key: str | None, result: T) -> T:
         remember_answer(key, scope.call.policy, result)
+        usage = _field(result, "usage")
         observe_cache(self._resilient_provider, options, scope.call.policy, scope.call.record,
-                      _field(result, "usage"))
-        return scope.finish(result)
+                      usage)
+        return scope.finish(result, usage)
 
 
 class SyncDropIn(DropIn):

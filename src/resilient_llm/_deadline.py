@@ -45,6 +45,20 @@ def to_seconds(value: float | timedelta, *, name: str = "seconds") -> float:
     return seconds
 
 
+def on_asyncio() -> bool:
+    """True inside a running asyncio loop (and not inside trio)."""
+    if _asyncio_running_loop() is None:
+        return False
+    if "trio" not in sys.modules:
+        return True
+    import sniffio
+
+    try:
+        return bool(sniffio.current_async_library() == "asyncio")
+    except sniffio.AsyncLibraryNotFoundError:
+        return False
+
+
 def _anyio_deadline(clock: Clock) -> float | None:
     """anyio's effective deadline translated onto ``clock``, when running inside an event loop."""
     if _asyncio_running_loop() is None and "trio" not in sys.modules:

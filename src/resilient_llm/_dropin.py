@@ -482,8 +482,6 @@ def explicit_attempts(options: Any, client_max_retries: int, client_explicit: bo
     return None
 
 
-
-
 def _is_not_given(value: object) -> bool:
     """The SDKs' ``NotGiven`` sentinel (``options.max_retries`` when the caller set none)."""
     return type(value).__name__ == "NotGiven"

@@ -153,7 +153,7 @@ class Call:
         elif record.policy is None:
             record.policy = policy
         self.record = record
-        emit(self.record, Event("call_started", clock.now() - self.started_at, 0, target))
+        emit(self.record, Event("call_started", self.elapsed(), 0, target))
 
     # --- time ---------------------------------------------------------------------------------
 
@@ -171,7 +171,7 @@ class Call:
 
     def succeeded(self, target: str | None) -> None:
         """``emit("succeeded", target=target)`` without the keyword dict (hot path)."""
-        emit(self.record, Event("succeeded", self.clock.now() - self.started_at, 0, target))
+        emit(self.record, Event("succeeded", self.elapsed(), 0, target))
 
     # --- decisions ----------------------------------------------------------------------------
 
@@ -241,15 +241,15 @@ class Call:
     # --- events the drivers report ------------------------------------------------------------
 
     def attempt_started(self, send: Send) -> None:
-        emit(self.record, Event("attempt_started", self.clock.now() - self.started_at,
-                                send.attempt, send.target or self.target))
+        emit(self.record, Event("attempt_started", self.elapsed(), send.attempt,
+                                send.target or self.target))
 
     def attempt_finished(
         self, failure: Failure | None, status: int | None, send: Send | None = None
     ) -> None:
         """Report how an attempt ended (``send`` names it when attempts overlap: hedging)."""
         emit(self.record, Event(
-            "attempt_finished", self.clock.now() - self.started_at,
+            "attempt_finished", self.elapsed(),
             send.attempt if send is not None else self.attempts,
             (send.target if send is not None else None) or self.target, failure, status,
         ))

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -38,6 +37,7 @@ import httpx2
 
 from ._classify import Failure, FailureClass, classify_exception, classify_status
 from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
+from ._deadline import on_asyncio
 from ._engine import MIN_ATTEMPT, Call, GiveUp, Send, Wait, current_call
 from ._errors import AllTargetsFailed, CircuitOpen, RetryBudgetExhausted, StreamInterrupted
 from ._hedge import MAX_RACERS, hedge_stats
@@ -73,15 +73,15 @@ def _header(headers: httpx2.Headers, name: bytes) -> str | None:
     return ", ".join(value.decode(encoding) for value in found)
 
 
-def _is_event_stream(response: httpx2.Response, content_type: str | None = None) -> bool:
-    if content_type is None:
-        content_type = response.headers.get("content-type", "")
+def _content_type(response: httpx2.Response) -> str:
+    return _header(response.headers, b"content-type") or ""
+
+
+def _is_event_stream(content_type: str) -> bool:
     return content_type.startswith("text/event-stream")
 
 
-def _is_json(response: httpx2.Response, content_type: str | None = None) -> bool:
-    if content_type is None:
-        content_type = response.headers.get("content-type", "")
+def _is_json(content_type: str) -> bool:
     return "json" in content_type
 
 
@@ -905,12 +905,12 @@ class ResilientTransport(httpx2.BaseTransport):
             assert failure is not None
             call.attempt_finished(failure, status)
             return failure, response
-        content_type = _header(response.headers, b"content-type") or ""
-        if _is_event_stream(response, content_type):
+        content_type = _content_type(response)
+        if _is_event_stream(content_type):
             return self._peek_stream(request, response, call, send, state, started)
         guard = _SyncGuard(response, _real_deadline(call), "deadline")
         try:
-            if _is_json(response, content_type):
+            if _is_json(content_type):
                 response.read()
         except httpx2.TransportError as exc:
             return self._read_failed(call, guard, exc, status)
@@ -1006,7 +1006,7 @@ class _AttemptTimeout:
 
     def __init__(self, seconds: float) -> None:
         self.cancelled_caught = False
-        self._native = _NATIVE_TIMEOUT is not None and _on_asyncio()
+        self._native = _NATIVE_TIMEOUT is not None and on_asyncio()
         if self._native:
             assert _NATIVE_TIMEOUT is not None
             self._scope: Any = _NATIVE_TIMEOUT(None if math.isinf(seconds) else seconds)
@@ -1038,22 +1038,6 @@ class _AttemptTimeout:
 
 
 _NATIVE_TIMEOUT: Any = getattr(asyncio, "timeout", None)  # Python ≥ 3.11
-
-
-def _on_asyncio() -> bool:
-    """True inside a running asyncio loop (and not inside trio)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    if "trio" not in sys.modules:
-        return True
-    import sniffio
-
-    try:
-        return sniffio.current_async_library() == "asyncio"
-    except sniffio.AsyncLibraryNotFoundError:
-        return False
 
 
 class _AsyncStream(httpx2.AsyncByteStream):
@@ -1213,20 +1197,16 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                 if done or len(finished) == running:
                     break
                 changed[0] = anyio.Event()
-                if not may_hedge:
-                    await changed[0].wait()
-                    continue
-                with anyio.move_on_after(delay) as waited:
+                with anyio.move_on_after(delay if may_hedge else math.inf) as waited:
                     await changed[0].wait()
                 if not waited.cancelled_caught:
                     continue
                 # Still no output after the delay: race one more attempt, budget permitting.
-                hedge = None
-                if stats.try_spend():
-                    hedge = plan.hedge_attempt()
-                    if hedge is None:
-                        stats.refund()
+                spent = stats.try_spend()
+                hedge = plan.hedge_attempt() if spent else None
                 if hedge is None:
+                    if spent:
+                        stats.refund()
                     may_hedge = False
                     continue
                 request2, send2, state2 = hedge
@@ -1299,10 +1279,10 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                 response.request = request
                 self._base.observe(state, call, response)
                 status = response.status_code
-                content_type = _header(response.headers, b"content-type") or ""
+                content_type = _content_type(response)
                 if status >= 400:
                     body = await response.aread()
-                elif _is_json(response, content_type):
+                elif _is_json(content_type):
                     await response.aread()
         except Exception as exc:
             failure = classify_exception(exc)
@@ -1324,7 +1304,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             assert failure is not None
             call.attempt_finished(failure, status, send)
             return failure, response
-        if _is_event_stream(response, content_type):
+        if _is_event_stream(content_type):
             return await self._peek_stream(request, response, call, send, state, started)
         call.attempt_finished(None, status, send)
         self._base.release(state, call, started, None)

@@ -12,9 +12,9 @@ gRPC hedging: the call's deadline covers all, hedges spend budget, losers are ca
   with few samples the p90 index is the maximum, a cautious estimate). Twice the p90 keeps the
   fast mass of calls from spending the budget, so it goes to the slow tail; the budget, not the
   quantile, bounds the extra load.
-* **Budget**: like gRPC retry throttling it starts full (3 hedges, for bursts of slow calls);
-  each streaming call deposits ``Policy.hedge_budget`` tokens (default 0.05) and a hedge spends
-  1, so extra attempts stay ≤ 3 + 5 % of calls however slow the tail gets.
+* **Budget**: like gRPC retry throttling it starts full (10 hedges, for bursts of slow
+  calls); each streaming call deposits ``Policy.hedge_budget`` tokens (default 0.05) and a hedge
+  spends 1, so extra attempts stay ≤ 10 + 5 % of calls however slow the tail gets.
 """
 
 from __future__ import annotations

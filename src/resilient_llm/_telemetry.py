@@ -38,7 +38,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import _capture
 from ._attributes import current_attributes
-from ._engine import current_call as _current_call
 from ._events import Event, subscribe
 from ._outcome import CallRecord
 from ._pricing import Cost, PriceTable, TokenUsage, load_prices, token_usage
@@ -514,11 +513,8 @@ def _open(record: CallRecord, event: Event) -> tuple[bool, _CallState | None]:
     Returns (enabled, state): no state when nothing but log lines is needed (the lean path,
     which is all that runs without an OpenTelemetry SDK, prices or capture).
     """
-    policy = record.policy
-    if policy is None:
-        call = _current_call()
-        policy = call.policy if call is not None and call.record is record \
-            else _policy_from_env()
+    # Every Call puts its policy on its record; a bare record (built by hand) reads the env.
+    policy = record.policy if record.policy is not None else _policy_from_env()
     settings = _settings(policy)
     if not settings.enabled:
         return False, None

@@ -41,7 +41,6 @@ from ._deadline import on_asyncio
 from ._engine import MIN_ATTEMPT, Call, GiveUp, Send, Wait, current_call
 from ._errors import AllTargetsFailed, CircuitOpen, RetryBudgetExhausted, StreamInterrupted
 from ._hedge import MAX_RACERS, hedge_stats
-from ._outcome import CallRecord
 from ._policy import Policy
 from ._pressure import TargetKey, TargetPressure, estimate_tokens, registry
 from ._routing import Router, Target
@@ -1364,8 +1363,3 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
-
-
-def new_record(target: str | None, budget: float | None) -> CallRecord:
-    """A fresh record (used by callers that build a :class:`Call` themselves)."""
-    return CallRecord(requested=target, deadline_budget=budget)

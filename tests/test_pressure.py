@@ -253,6 +253,49 @@ def test_token_limit_paces_large_requests() -> None:
     assert not admission.granted and admission.wait == pytest.approx(4.0, rel=0.01)
 
 
+class _GenericPacer(TargetPressure):
+    """The same state with the fused admission pass switched off (the hooks' general path)."""
+
+    _local_pacer = False
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fused_admission_agrees_with_the_general_pacer_path(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    fused, generic = TargetPressure(KEY, now=0.0), _GenericPacer(KEY, now=0.0)
+    now, seen = 0.0, set()
+    for step in range(300):
+        now += rng.choice((0.0, 0.001, 0.05, 0.3))
+        if step % 40 == 0:  # fresh headers: a request bucket, a token bucket, or both
+            requests = RateLimits(limit=20, remaining=rng.randint(0, 20), reset=2.0) \
+                if rng.random() < 0.8 else None
+            tokens = RateLimits(limit=5_000, remaining=rng.randint(0, 5_000), reset=10.0) \
+                if rng.random() < 0.6 else None
+            for state in (fused, generic):
+                state.observe(requests, tokens, now)
+        cost = rng.choice((0.0, 10.0, 400.0, 9_000.0))
+        priority = rng.choice(("interactive", "batch"))
+        answers = [state.admit_now(priority, cost, now) for state in (fused, generic)]  # type: ignore[arg-type]
+        assert answers[0] == pytest.approx(answers[1])
+        seen.add(answers[0] is None)
+        if answers[0] is not None and rng.random() < 0.7:
+            for state in (fused, generic):
+                state.release(now, priority=priority, latency=0.1,  # type: ignore[arg-type]
+                              throttled=False, dropped=False, succeeded=True)
+        for bucket in ("requests", "tokens"):
+            ours, theirs = getattr(fused, bucket), getattr(generic, bucket)
+            assert (ours is None) == (theirs is None)
+            if ours is not None:
+                ours.refill(now)
+                theirs.refill(now)
+                assert ours.level == pytest.approx(theirs.level)
+        assert (fused.inflight, fused.inflight_batch) == (generic.inflight, generic.inflight_batch)
+    assert fused.budget.requests == generic.budget.requests > 0
+    assert seen == {True, False}  # both admissions and refusals were compared
+
+
 def test_throttle_raises_pressure_which_decays() -> None:
     state = TargetPressure(KEY, now=0.0)
     assert state.pressure(0.0) == 0.0

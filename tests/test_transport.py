@@ -435,6 +435,28 @@ def test_pacer_wait_that_fits_is_waited_and_reported_as_queue_wait() -> None:
     assert call.record.queue_wait == pytest.approx(2.0)
 
 
+def test_a_token_limit_paces_by_the_size_of_each_request() -> None:
+    from resilient_llm._pressure import estimate_tokens, registry
+
+    clock = FakeClock()
+    # 6 000 tokens a minute (100/s) with 1 000 left: a small request goes at once, a large one
+    # waits for the tokens it needs, which the driver learns only from the request body.
+    paced = {"x-ratelimit-limit-tokens": "6000", "x-ratelimit-remaining-tokens": "1000",
+             "x-ratelimit-reset-tokens": "50s"}
+    script = Script(lambda r: httpx2.Response(200, json=OK, headers=paced))
+    big = {**BODY, "messages": [{"role": "user", "content": "x" * 8_000}]}
+    with client_for(script, clock=clock, deadline=60) as client:
+        post(client)  # learns the limit
+        (state,) = registry._targets.values()
+        assert state.paces_tokens
+        post(client)
+        assert clock.sleeps == []  # a small request fits in what is left
+        client.post("/v1/chat/completions", json=big)
+    need = estimate_tokens(json.dumps(big).encode())
+    assert need > 1_000 and len(clock.sleeps) == 1
+    assert clock.sleeps[0] == pytest.approx((need - 1_000) / 100, rel=0.05)
+
+
 def test_spent_retry_budget_fails_instead_of_adding_load() -> None:
     from resilient_llm import RetryBudgetExhausted
     from resilient_llm._pressure import registry
@@ -460,6 +482,19 @@ def test_the_single_pass_header_lookup_agrees_with_httpx2() -> None:
                               (b"x-twice", b"b"), (b"Authorization", "Bearer é".encode())])
     for name in ("content-type", "x-twice", "authorization", "absent"):
         assert _header(headers, name.encode()) == headers.get(name)
+    assert _header(headers, b"absent", b"x-twice", b"content-type") == "a, b"
+    assert _header(headers, b"absent", b"missing") is None
+
+
+def test_adding_an_absent_header_matches_httpx2_setitem() -> None:
+    from resilient_llm._transport import _add_header
+
+    ours = httpx2.Headers({"Accept": "application/json"})
+    theirs = httpx2.Headers({"Accept": "application/json"})
+    _add_header(ours, "Idempotency-Key", "k-é1")
+    theirs["Idempotency-Key"] = "k-é1"
+    assert ours.raw == theirs.raw
+    assert ours["idempotency-key"] == theirs["idempotency-key"] == "k-é1"
 
 
 @pytest.mark.anyio

@@ -834,10 +834,13 @@ class FleetPressure(TargetPressure):
         self._local_share = 1.0
         self._last_throttle_sent = -math.inf
         self._rng = random.Random()
+        self.paces_tokens = True  # a lease's size follows the calls' token estimates
 
     # admission
 
-    def admit_now(self, priority: Priority, cost: float, now: float) -> Any:
+    _local_pacer = False  # leases, not the local buckets, pace admissions
+
+    def admit_now(self, priority: Priority, cost: float, now: float) -> float | None:
         self._sync_mode()
         if self._mode == "local" and self._link.usable():
             return None  # time to try Redis again: the queued path refills (and so probes)

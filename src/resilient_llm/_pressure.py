@@ -343,6 +343,8 @@ class TargetPressure:
         self.breaker = Breaker()
         #: Successes whose rate-limit headers may be skipped (plenty of headroom last time).
         self.headroom_skips = 0
+        #: Admission reads the request's token estimate (a token bucket exists).
+        self.paces_tokens = False
         self.touched = now
 
     # admission
@@ -360,8 +362,9 @@ class TargetPressure:
                 self._waiting.remove(waiter)
             self._wake_head()
 
-    def admit_now(self, priority: Priority, cost: float, now: float) -> Admission | None:
-        """Admit at once when nobody waits, a slot is free and the pacer allows; else ``None``.
+    def admit_now(self, priority: Priority, cost: float, now: float) -> float | None:
+        """Admit at once when nobody waits, a slot is free and the pacer allows: the pressure
+        at admission, else ``None``.
 
         The common, uncontended case: no waiter object, no queue, one short critical section.
         """
@@ -374,17 +377,44 @@ class TargetPressure:
                     return None
             elif self.inflight >= limit or self.inflight_batch >= max(1.0, limit * BATCH_SHARE):
                 return None
-            wait = self._admit_wait(cost, now, priority)
-            if wait is None or wait > 0:
-                return None
+            pacing: float | None = None
+            if self._local_pacer and self.cubic_rate is None:
+                pacing = self._admit_local(cost, now)
+                if pacing is None:
+                    return None
+            else:
+                wait = self._admit_wait(cost, now, priority)
+                if wait is None or wait > 0:
+                    return None
+                self._take(cost, now, priority)
             self.touched = now
             self.inflight += 1
             if priority == "batch":
                 self.inflight_batch += 1
-            self._take(cost, now, priority)
             self.cubic.record_send(now)
             self.budget.requests += 1
-            return Admission(True, 0.0, self._pressure(now))
+            return self._pressure(now, pacing)
+
+    def _admit_local(self, cost: float, now: float) -> float | None:
+        """``_admit_wait``, ``_take`` and the pacing term of ``_pressure`` in one pass, for the
+        local buckets without a CUBIC cap: ``None`` when a bucket is short, else (after the
+        debit) the requests bucket's wait for the next call."""
+        requests, tokens = self.requests, self.tokens
+        if requests is not None:
+            requests.refill(now)
+            if requests.level < min(1.0, requests.capacity):
+                return None
+        if tokens is not None:
+            tokens.refill(now)
+            debit = min(cost, tokens.capacity)
+            if debit > 0 and tokens.level < debit:
+                return None
+            tokens.level -= debit
+        if requests is None:
+            return 0.0
+        need = min(1.0, requests.capacity)
+        requests.level -= need
+        return 0.0 if requests.level >= need else (need - requests.level) / max(requests.rate, 1e-9)
 
     def try_admit(self, waiter: _Waiter, now: float) -> Admission:
         """Admit ``waiter`` if it is first in line and capacity allows; else say how long."""
@@ -415,6 +445,9 @@ class TargetPressure:
             return Admission(True, 0.0, pressure)
 
     # pacer hooks (lock held): the fleet-backed subclass in ``_fleet`` replaces these
+
+    #: Admission may use the fused local-bucket pass (``_admit_local``) for these hooks.
+    _local_pacer = True
 
     def _admit_wait(self, cost: float, now: float, priority: Priority) -> float | None:
         """Seconds until the pacer admits this call; ``None`` = unknown (wait to be woken)."""
@@ -508,6 +541,7 @@ class TargetPressure:
                 if self.tokens is None:
                     self.tokens = TokenBucket(UNPACED, max(tokens.limit, 1.0),
                                               tokens.remaining, now)
+                    self.paces_tokens = True
                 self.tokens.observe(tokens, now)
 
     def expected_latency(self) -> float | None:
@@ -534,7 +568,7 @@ class TargetPressure:
 
     # reading
 
-    def _pressure(self, now: float) -> float:
+    def _pressure(self, now: float, pacing: float | None = None) -> float:
         limit = max(self.concurrency.limit, 1.0)
         utilisation = max(0.0, (self.inflight + len(self._waiting)) / limit - 0.5) * 2
         throttle = 0.0
@@ -543,7 +577,8 @@ class TargetPressure:
         inflation = 0.0
         if self._baseline and self._recent:
             inflation = max(0.0, self._recent / self._baseline - 1.0) / 2
-        pacing = self._pacer_wait(0.0, now) if self.requests is not None else 0.0
+        if pacing is None:
+            pacing = self._pacer_wait(0.0, now) if self.requests is not None else 0.0
         return min(1.0, max(utilisation, throttle, inflation, pacing))
 
     def pressure(self, now: float) -> float:

@@ -26,6 +26,7 @@ import heapq
 import itertools
 import json
 import math
+import operator
 import os
 import socket
 import threading
@@ -55,21 +56,45 @@ _IDEMPOTENCY_HEADER = "Idempotency-Key"
 # --- shared, I/O-free helpers -----------------------------------------------------------------
 
 
-def _header(headers: httpx2.Headers, name: bytes) -> str | None:
-    """``headers.get(name)`` for a lower-case ``name``, in one pass and without the KeyError a
-    miss costs ``Headers.get`` (same value: repeated headers joined with ", ").
+def _header(headers: httpx2.Headers, *names: bytes) -> str | None:
+    """``headers.get(name)`` for the first lower-case ``name`` present, found by C-level scans
+    and without the KeyError a miss costs ``Headers.get`` (same value: repeated headers joined
+    with ", ").
 
     Reads httpx2's private ``Headers._list`` (stable across its 2.x line, like ``_mounts``);
     should that ever change, the public lookup is used instead.
     """
     raw = getattr(headers, "_list", None)
     if raw is None:
-        return headers.get(name.decode("ascii"))
-    found = [value for _, key, value in raw if key == name]
-    if not found:
+        for name in names:
+            value = headers.get(name.decode("ascii"))
+            if value is not None:
+                return value
         return None
-    encoding = headers.encoding
-    return ", ".join(value.decode(encoding) for value in found)
+    keys = list(map(_LOWER_KEY, raw))
+    for name in names:
+        count = keys.count(name)
+        if count == 1:
+            return raw[keys.index(name)][2].decode(headers.encoding)  # type: ignore[no-any-return]
+        if count:
+            encoding = headers.encoding
+            return ", ".join(value.decode(encoding) for _, key, value in raw if key == name)
+    return None
+
+
+def _add_header(headers: httpx2.Headers, name: str, value: str) -> None:
+    """``headers[name] = value`` for a header known to be absent, without the rescan
+    ``Headers.__setitem__`` makes to remove duplicates (same private ``_list`` as above)."""
+    raw = getattr(headers, "_list", None)
+    if raw is None:
+        headers[name] = value
+        return
+    encoding = getattr(headers, "_encoding", None) or "utf-8"  # as __setitem__ encodes
+    key = name.encode(encoding)
+    raw.append((key, key.lower(), value.encode(encoding)))
+
+
+_LOWER_KEY = operator.itemgetter(1)  # httpx2 keeps (raw key, lower-case key, value)
 
 
 def _content_type(response: httpx2.Response) -> str:
@@ -128,7 +153,7 @@ def _prepare(request: httpx2.Request, call: Call, send: Send, provider: str) -> 
         key = _header(headers, b"idempotency-key")
         if key is None:
             key = call.record.idempotency_key or f"rllm-{os.urandom(16).hex()}"
-            headers[_IDEMPOTENCY_HEADER] = key
+            _add_header(headers, _IDEMPOTENCY_HEADER, key)
         call.record.idempotency_key = key
 
 
@@ -261,7 +286,7 @@ class _Base:
                      model: str | None = None) -> TargetPressure:
         url = request.url
         headers = request.headers
-        credential = _header(headers, b"authorization") or _header(headers, b"x-api-key")
+        credential = _header(headers, b"authorization", b"x-api-key")
         model = model or call.target
         redis_url = call.policy.redis_url
         # Hot path: this transport's recent targets, while the registry has not been cleared.
@@ -347,7 +372,7 @@ class _Plan:
         self.call = call = base._call_for(request)
         self.requested = dict(request.extensions.get("timeout") or {})
         self.replayable = _replayable(request)
-        self.cost = estimate_tokens(request.content) if self.replayable else 0.0
+        self._cost: float | None = None
         self.router = Router.for_call(call.policy, call.target)
         self.requested_model = call.target
         self.target = self.router.current
@@ -399,6 +424,14 @@ class _Plan:
         if state is None:
             state = self._states[model] = self.base.pressure_for(self.request, self.call, model)
         return state
+
+    @property
+    def cost(self) -> float:
+        """The request's token estimate, computed when first asked for (a token bucket or a
+        queue reads it; the uncontended admission of an unpaced target does not)."""
+        if self._cost is None:
+            self._cost = estimate_tokens(self.request.content) if self.replayable else 0.0
+        return self._cost
 
     def hedge_attempt(self) -> tuple[httpx2.Request, Send, TargetPressure] | None:
         """A second, concurrent attempt: the next target of the chain, else the same target.
@@ -825,7 +858,7 @@ class ResilientTransport(httpx2.BaseTransport):
             if isinstance(send, httpx2.Response):
                 return send
             try:
-                self._admit(plan.state, call, plan.cost)
+                self._admit(plan.state, call, plan)
             except BaseException:
                 plan.abandon()
                 raise
@@ -843,15 +876,16 @@ class ResilientTransport(httpx2.BaseTransport):
                 call.clock.sleep(step)
                 call.waited(step)
 
-    def _admit(self, state: TargetPressure, call: Call, cost: float) -> None:
+    def _admit(self, state: TargetPressure, call: Call, plan: _Plan) -> None:
         """Wait (bounded by the deadline) until the target's pacer and limit admit us."""
         clock = call.clock
         began = clock.now()
-        fast = state.admit_now(call.policy.priority, cost, began)
-        if fast is not None:
-            call.record.pressure = fast.pressure
+        pressure = state.admit_now(call.policy.priority,
+                                   plan.cost if state.paces_tokens else 0.0, began)
+        if pressure is not None:
+            call.record.pressure = pressure
             return
-        waiter = state.enqueue(call.policy.priority, cost)
+        waiter = state.enqueue(call.policy.priority, plan.cost)
         queued = False
         try:
             while True:
@@ -1126,7 +1160,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             if isinstance(send, httpx2.Response):
                 return send
             try:
-                await self._admit(plan.state, call, plan.cost)
+                await self._admit(plan.state, call, plan)
             except BaseException:
                 plan.abandon()
                 raise
@@ -1226,17 +1260,18 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             raise primary
         return primary  # type: ignore[no-any-return]
 
-    async def _admit(self, state: TargetPressure, call: Call, cost: float) -> None:
+    async def _admit(self, state: TargetPressure, call: Call, plan: _Plan) -> None:
         """The async twin of ``ResilientTransport._admit``."""
         import anyio
 
         clock = call.clock
         began = clock.now()
-        fast = state.admit_now(call.policy.priority, cost, began)
-        if fast is not None:
-            call.record.pressure = fast.pressure
+        pressure = state.admit_now(call.policy.priority,
+                                   plan.cost if state.paces_tokens else 0.0, began)
+        if pressure is not None:
+            call.record.pressure = pressure
             return
-        waiter = state.enqueue(call.policy.priority, cost)
+        waiter = state.enqueue(call.policy.priority, plan.cost)
         waiter.loop_thread = threading.get_ident()
         queued = False
         try:

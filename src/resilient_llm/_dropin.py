@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
@@ -315,10 +316,13 @@ def observe_cache(
     """Track cached tokens per conversation; flag cold mid-session turns and prefix drift."""
     if usage is None:
         return
-    prompt = _field(usage, "prompt_tokens") or _field(usage, "input_tokens") or 0
-    cached_anthropic = (_field(usage, "cache_read_input_tokens") or 0) + \
-        (_field(usage, "cache_creation_input_tokens") or 0)
-    if prompt + cached_anthropic < _MIN_CACHED_PROMPT:
+    if provider == "anthropic":  # its input_tokens leaves out what the cache read or wrote
+        prompt = (_field(usage, "input_tokens") or 0) \
+            + (_field(usage, "cache_read_input_tokens") or 0) \
+            + (_field(usage, "cache_creation_input_tokens") or 0)
+    else:  # chat completions, or the Responses API
+        prompt = _field(usage, "prompt_tokens") or _field(usage, "input_tokens") or 0
+    if prompt < _MIN_CACHED_PROMPT:
         return
     body = getattr(options, "json_data", None)
     if not isinstance(body, dict):
@@ -552,17 +556,31 @@ __all__ += ["FailureClass", "explicit_attempts", "model_of"]
 def _drop_omitted(options: Any) -> None:
     """Remove the SDKs' ``omit`` / ``NOT_GIVEN`` placeholders from the top of the body.
 
-    Some SDK paths (anthropic ``messages.create(stream=True)``) hand ``request()`` a body that
-    still holds them; the SDK drops them itself when it prepares the request, so dropping them
-    first changes nothing it sends, and the body the cache-key and lint code read is plain data.
+    Some SDK paths (anthropic ``messages.create``) hand ``request()`` a body that still holds
+    them, about twenty per call; the SDK drops them itself when it prepares the request, so
+    dropping them first changes nothing it sends, and the body the cache-key and lint code read
+    is plain data. The scan runs in C (``map`` over a type → keep table), not per key in Python.
     """
     body = getattr(options, "json_data", None)
-    if isinstance(body, dict) and any(type(v).__name__ in _PLACEHOLDERS for v in body.values()):
-        options.json_data = {k: v for k, v in body.items()
-                             if type(v).__name__ not in _PLACEHOLDERS}
+    if not isinstance(body, dict):
+        return
+    keep = list(map(_KEEP.__getitem__, map(type, body.values())))
+    if not all(keep):
+        options.json_data = dict(itertools.compress(body.items(), keep))
+
+
+class _KeepTable(dict[type, bool]):
+    """Value type → False for the SDKs' placeholder types (known by name), True otherwise."""
+
+    def __missing__(self, kind: type) -> bool:
+        if len(self) > 256:
+            self.clear()
+        keep = self[kind] = kind.__name__ not in _PLACEHOLDERS
+        return keep
 
 
 _PLACEHOLDERS = frozenset({"Omit", "NotGiven"})
+_KEEP = _KeepTable()
 
 
 def _refresh_credentials(client: Any, exc: Exception, resent: bool) -> bool:

@@ -34,6 +34,12 @@ def test_timeouts_are_clipped_to_the_time_left() -> None:
     assert clip_timeouts({"connect": 1.0, "read": None}, None) == {
         "connect": 1.0, "read": None, "write": None, "pool": None,
     }
+    # within the 50 ms tolerance the SDK's own value passes unchanged; beyond it, clipped
+    assert clip_timeouts({"connect": 1.0, "read": 2.04, "write": 2.06}, 2.0) == {
+        "connect": 1.0, "read": 2.04, "write": 2.0, "pool": 2.0,
+    }
+    assert clip_timeouts(None, None) == {"connect": None, "read": None, "write": None,
+                                         "pool": None}
 
 
 def test_first_attempt_gets_clipped_stream_limits() -> None:

@@ -46,7 +46,6 @@ __all__ = [
 MIN_ATTEMPT = 0.05
 _CLIP_TOLERANCE = 0.05
 
-_PHASES = ("connect", "read", "write", "pool")
 
 GiveUpReason = Literal["deadline", "attempts", "not_retryable", "not_replayable", "budget"]
 
@@ -93,13 +92,23 @@ def clip_timeouts(
     (600 s under a 600 s deadline) reaches the transport unchanged; the overshoot it allows is
     bounded by those 50 ms.
     """
-    result: dict[str, float | None] = {}
-    for phase in _PHASES:
-        value = requested.get(phase) if requested else None
-        if remaining is not None and (value is None or value > remaining + _CLIP_TOLERANCE):
-            value = remaining
-        result[phase] = value
-    return result
+    given = requested or _NO_TIMEOUTS  # unrolled: this runs on every attempt
+    connect, read = given.get("connect"), given.get("read")
+    write, pool = given.get("write"), given.get("pool")
+    if remaining is not None:
+        limit = remaining + _CLIP_TOLERANCE
+        if connect is None or connect > limit:
+            connect = remaining
+        if read is None or read > limit:
+            read = remaining
+        if write is None or write > limit:
+            write = remaining
+        if pool is None or pool > limit:
+            pool = remaining
+    return {"connect": connect, "read": read, "write": write, "pool": pool}
+
+
+_NO_TIMEOUTS: Mapping[str, float | None] = {}
 
 
 class Call:

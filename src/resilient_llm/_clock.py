@@ -38,8 +38,8 @@ class SystemClock:
 
     __slots__ = ()
 
-    def now(self) -> float:
-        return time.monotonic()
+    #: ``time.monotonic`` itself: read a dozen times per call, so no Python frame around it.
+    now = staticmethod(time.monotonic)
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:

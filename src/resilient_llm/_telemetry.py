@@ -583,7 +583,8 @@ def _later(state: _CallState, work: Callable[[], None]) -> None:
 def _on_event(record: CallRecord, event: Event) -> None:
     mode = record.telemetry
     if mode == _LEAN:
-        _lean(record, event)
+        if event.kind in _LEAN_KINDS:
+            _lean(record, event)
         return
     if mode == _OFF:
         return
@@ -605,6 +606,11 @@ def _on_event(record: CallRecord, event: Event) -> None:
     handler = _HANDLERS.get(event.kind)
     if handler is not None:
         handler(state, event)
+
+
+#: The only events the lean path can write a log line for; the rest skip the call.
+_LEAN_KINDS = frozenset({"attempt_finished", "succeeded", "gave_up", "stream_interrupted",
+                         "fell_back"})
 
 
 def _lean(record: CallRecord, event: Event) -> None:

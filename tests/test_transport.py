@@ -184,6 +184,45 @@ def test_application_errors_propagate_unretried() -> None:
     assert len(script.requests) == 1
 
 
+class _Foreign(Exception):
+    """An exception some SDK retries although httpx2 does not raise it."""
+
+
+def test_exceptions_the_rule_accepts_are_retried_as_connection_failures() -> None:
+    from resilient_llm._transport import ForeignTransportError
+
+    clock = FakeClock()
+
+    def foreign(request: httpx2.Request) -> httpx2.Response:
+        raise _Foreign("tls record layer failure")
+
+    script = Script(foreign, lambda r: httpx2.Response(200, json=OK))
+    transport = ResilientTransport(httpx2.MockTransport(script), policy=Policy(max_attempts=2),
+                                   clock=clock, rng=FakeRandom(fixed=0.5),
+                                   retry_exceptions=lambda exc: isinstance(exc, _Foreign))
+    with httpx2.Client(transport=transport, base_url="http://provider.test") as client:
+        assert post(client).status_code == 200
+        assert len(script.requests) == 2 and len(clock.sleeps) == 1
+        script.answers = [foreign]  # every attempt fails: the caller sees the wrapped error
+        with pytest.raises(ForeignTransportError) as info:
+            post(client)
+    assert len(script.requests) == 4  # two attempts each
+    assert isinstance(info.value.original, _Foreign)
+    assert info.value.__cause__ is info.value.original
+    assert info.value.request.url.path == "/v1/chat/completions"
+
+    def other(request: httpx2.Request) -> httpx2.Response:
+        raise ValueError("not for the rule")
+
+    script = Script(other)
+    transport = ResilientTransport(httpx2.MockTransport(script), policy=Policy(), clock=clock,
+                                   retry_exceptions=lambda exc: isinstance(exc, _Foreign))
+    with httpx2.Client(transport=transport, base_url="http://provider.test") as client, \
+            pytest.raises(ValueError, match="not for the rule"):
+        post(client)
+    assert len(script.requests) == 1
+
+
 def test_one_shot_bodies_are_not_retried() -> None:
     clock = FakeClock()
     script = Script(lambda r: error(503))

@@ -63,13 +63,15 @@ def _anyio_deadline(clock: Clock) -> float | None:
     """anyio's effective deadline translated onto ``clock``, when running inside an event loop."""
     if _asyncio_running_loop() is None and "trio" not in sys.modules:
         return None  # plain sync code: the fast path, no exception raised and caught
-    import anyio
-
+    anyio = sys.modules.get("anyio")
+    if anyio is None:
+        return None  # never imported: no anyio scope can be open
     try:  # outside a task of a supported backend (sniffio finds none) this raises
-        effective = anyio.current_effective_deadline()
+        effective: float = anyio.current_effective_deadline()
         if effective == math.inf:
             return None
-        return clock.now() + (effective - anyio.current_time())
+        now: float = anyio.current_time()
+        return clock.now() + (effective - now)
     except Exception:  # not inside a task of a supported backend
         return None
 

@@ -37,7 +37,7 @@ from ._errors import (
 from ._outcome import register
 from ._policy import Policy
 from ._scope import effective_policy
-from ._transport import AsyncResilientTransport, ResilientTransport
+from ._transport import AsyncResilientTransport, ForeignTransportError, ResilientTransport
 
 __all__ = [
     "CallScope",
@@ -48,21 +48,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-class ForeignTransportError(httpx2.TransportError):
-    """A non-httpx2 exception from the transport that the official SDK would retry.
-
-    The engine classifies transport failures by their httpx2 type; an SDK may also retry
-    other exceptions raised while sending (openai 3.54: ``ssl.SSLError`` and
-    ``anyio.EndOfStream``; anthropic: anything that is not an ``AnthropicError``). Wrapping them
-    lets the one retry layer retry them; ``original`` is what the caller finally sees as the
-    ``__cause__`` of the SDK's ``APIConnectionError``, exactly as with the official client.
-    """
-
-    def __init__(self, original: Exception, request: httpx2.Request) -> None:
-        super().__init__(f"{type(original).__name__}: {original}", request=request)
-        self.original = original
 
 
 def _foreign_retryable(provider: str) -> Callable[[Exception], bool]:
@@ -77,48 +62,6 @@ def _foreign_retryable(provider: str) -> Callable[[Exception], bool]:
 
     retried = (ssl.SSLError, anyio.EndOfStream)
     return lambda exc: isinstance(exc, retried)
-
-
-class _ForeignErrors(httpx2.BaseTransport):
-    """Below the resilient transport: turns SDK-retried foreign exceptions into transport errors."""
-
-    def __init__(self, inner: httpx2.BaseTransport, retryable: Callable[[Exception], bool]):
-        self.inner = inner
-        self._retryable = retryable
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        try:
-            return self.inner.handle_request(request)
-        except httpx2.TransportError:
-            raise
-        except Exception as exc:
-            if self._retryable(exc):
-                raise ForeignTransportError(exc, request) from exc
-            raise
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class _AsyncForeignErrors(httpx2.AsyncBaseTransport):
-    """The async twin of :class:`_ForeignErrors`."""
-
-    def __init__(self, inner: httpx2.AsyncBaseTransport, retryable: Callable[[Exception], bool]):
-        self.inner = inner
-        self._retryable = retryable
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        try:
-            return await self.inner.handle_async_request(request)
-        except httpx2.TransportError:
-            raise
-        except Exception as exc:
-            if self._retryable(exc):
-                raise ForeignTransportError(exc, request) from exc
-            raise
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 #: The mount under which the resilient transport serves every URL no narrower mount claims.
@@ -151,15 +94,8 @@ def wrap_http_client(
         return
 
     def wrap(inner: Any) -> Any:
-        if is_async:
-            return AsyncResilientTransport(
-                _AsyncForeignErrors(inner, retryable), policy=policy, provider=provider,
-                clock=clock, rng=rng,
-            )
-        return ResilientTransport(
-            _ForeignErrors(inner, retryable), policy=policy, provider=provider,
-            clock=clock, rng=rng,
-        )
+        return ours_type(inner, policy=policy, provider=provider, clock=clock, rng=rng,
+                         retry_exceptions=retryable)
 
     default = wrap(client._transport)
     wrapped = {pattern: default if t is None else wrap(t) for pattern, t in mounts.items()}

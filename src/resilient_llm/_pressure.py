@@ -503,10 +503,11 @@ class TargetPressure:
             self.inflight = max(0, self.inflight - 1)
             if priority == "batch":
                 self.inflight_batch = max(0, self.inflight_batch - 1)
-            if succeeded:
-                self.budget.on_success()
+            budget = self.budget
+            if succeeded:  # RetryBudget.on_success, inline: this runs after every attempt
+                budget.tokens = min(budget.max_tokens, budget.tokens + budget.ratio)
             else:
-                self.budget.on_failure()
+                budget.on_failure()
             if throttled:
                 self.throttles += 1
                 self._last_throttle = now
@@ -518,7 +519,8 @@ class TargetPressure:
                 may_grow = self._remaining_fraction is None or self._remaining_fraction >= 0.1
                 self.concurrency.on_sample(latency, now, self.inflight + 1, may_grow)
                 self._learn_latency(latency)
-            self._wake_head()
+            if self._waiting:
+                self._waiting[0].wake()
 
     def _learn_latency(self, latency: float) -> None:
         self._recent = latency if self._recent is None else 0.8 * self._recent + 0.2 * latency

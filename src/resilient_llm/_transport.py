@@ -31,7 +31,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx2
@@ -48,7 +48,7 @@ from ._routing import Router, Target
 from .providers import StreamScanner, Wire, wire_for
 from .providers._ratelimits import parse_rate_limits
 
-__all__ = ["AsyncResilientTransport", "ResilientTransport"]
+__all__ = ["AsyncResilientTransport", "ForeignTransportError", "ResilientTransport"]
 
 _IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -241,6 +241,21 @@ def _stream_failure_exception(failure: Failure, request: httpx2.Request) -> Exce
     )
 
 
+class ForeignTransportError(httpx2.TransportError):
+    """A non-httpx2 exception from the transport that the official SDK would retry.
+
+    The engine classifies transport failures by their httpx2 type; an SDK may also retry
+    other exceptions raised while sending (openai 3.54: ``ssl.SSLError`` and
+    ``anyio.EndOfStream``; anthropic: anything that is not an ``AnthropicError``). Wrapping them
+    lets the one retry layer retry them; ``original`` is what the caller finally sees as the
+    ``__cause__`` of the SDK's ``APIConnectionError``, exactly as with the official client.
+    """
+
+    def __init__(self, original: Exception, request: httpx2.Request) -> None:
+        super().__init__(f"{type(original).__name__}: {original}", request=request)
+        self.original = original
+
+
 class _Base:
     """Configuration shared by both drivers."""
 
@@ -251,12 +266,33 @@ class _Base:
         provider: str,
         clock: Clock,
         rng: RandomSource,
+        retry_exceptions: Callable[[Exception], bool] | None,
     ) -> None:
         self._policy = policy
         self._wire: Wire = wire_for(provider)
         self._clock = clock
         self._rng = rng
+        self._retry_exceptions = retry_exceptions
         self._states: dict[tuple[Any, ...], tuple[int, TargetPressure]] = {}
+
+    def classify(self, exc: Exception, request: httpx2.Request) -> tuple[Failure, Exception] | None:
+        """An exception from below as (failure, the error to report), or ``None`` when it is
+        not a provider failure (it propagates unchanged, never retried).
+
+        httpx2 transport errors classify by type; another exception that ``retry_exceptions``
+        accepts becomes a :class:`ForeignTransportError` (a connection failure), as the
+        official SDK would retry it.
+        """
+        failure = classify_exception(exc)
+        if failure is None:
+            rule = self._retry_exceptions
+            if rule is None or isinstance(exc, httpx2.TransportError) or not rule(exc):
+                return None
+            wrapped = ForeignTransportError(exc, request)
+            wrapped.__cause__ = exc
+            return classify_exception(wrapped) or _unknown_failure(), wrapped
+        _attach_request(exc, request)
+        return failure, exc
 
     @property
     def policy(self) -> Policy:
@@ -401,10 +437,12 @@ class _Plan:
                     saturated=state.pressure(now) >= 0.9,
                     batch=call.policy.priority == "batch",
                 )
-            seen = state.breaker.transitions
-            if reason is None and not state.breaker.allow(now):
+            breaker = state.breaker
+            seen = breaker.transitions
+            if reason is None and not breaker.allow(now):
                 reason = "circuit_open"
-            self._breaker_moved(state, seen, now)
+            if breaker.transitions != seen:
+                self._breaker_moved(state, now)
             if reason is None:
                 break
             if not router.move(reason):
@@ -462,6 +500,16 @@ class _Plan:
         call.attempt_started(action)
         return request, action, state
 
+    def admit_now(self) -> bool:
+        """Admission without waiting, the uncontended case; ``False``: queue for it."""
+        state, call = self.state, self.call
+        pressure = state.admit_now(call.policy.priority,
+                                   self.cost if state.paces_tokens else 0.0, call.clock.now())
+        if pressure is None:
+            return False
+        call.record.pressure = pressure
+        return True
+
     def abandon(self) -> None:
         """The planned attempt will not be made (admission failed): free a probe slot."""
         self.state.breaker.cancel_probe()
@@ -516,13 +564,15 @@ class _Plan:
         seen = state.breaker.transitions
         if isinstance(result, httpx2.Response):
             state.breaker.record(now, None, call.rng)
-            self._breaker_moved(state, seen, now)
+            if state.breaker.transitions != seen:
+                self._breaker_moved(state, now)
             return result
         failure, last = result
         self._last = last
         self.base.release(state, call, started, failure)
         state.breaker.record(now, failure, call.rng)
-        self._breaker_moved(state, seen, now)
+        if state.breaker.transitions != seen:
+            self._breaker_moved(state, now)
         router.causes[str(router.current)] = _as_exception(last, failure)
         router.tries_here += 1
         if isinstance(last, httpx2.Response):
@@ -566,11 +616,9 @@ class _Plan:
             attempts=call.record.attempts,
         )
 
-    def _breaker_moved(self, state: TargetPressure, seen: int, now: float) -> None:
+    def _breaker_moved(self, state: TargetPressure, now: float) -> None:
         """Report a circuit that changed state (open, half-open, closed) as one event."""
-        if state.breaker.transitions != seen:
-            self.call.emit("breaker_changed", target=state.key.model,
-                           detail=state.breaker.state(now))
+        self.call.emit("breaker_changed", target=state.key.model, detail=state.breaker.state(now))
 
     def _unservable(self, reason: str, state: TargetPressure) -> Exception:
         """No target of the chain may be tried (all skipped or spent)."""
@@ -825,6 +873,8 @@ class ResilientTransport(httpx2.BaseTransport):
     Wraps ``inner`` (default: a plain ``httpx2.HTTPTransport``). Inside a drop-in client call the
     call's policy and deadline apply; requests made directly through an ``httpx2.Client`` with
     this transport each form their own call under ``policy`` (default ``Policy.from_env()``).
+    ``retry_exceptions`` accepts exceptions other than httpx2's that ``inner`` may raise and
+    that should be retried as connection failures (the drop-ins pass their SDK's own rule).
     """
 
     def __init__(
@@ -835,9 +885,11 @@ class ResilientTransport(httpx2.BaseTransport):
         provider: str = "openai",
         clock: Clock = SYSTEM_CLOCK,
         rng: RandomSource = SYSTEM_RANDOM,
+        retry_exceptions: Callable[[Exception], bool] | None = None,
     ) -> None:
         self._inner = inner if inner is not None else httpx2.HTTPTransport()
-        self._base = _Base(policy=policy, provider=provider, clock=clock, rng=rng)
+        self._base = _Base(policy=policy, provider=provider, clock=clock, rng=rng,
+                           retry_exceptions=retry_exceptions)
         # --- telemetry seam (owner: _telemetry.py): subscribe the event listener and tap each
         # attempt's exact request/response under this transport (nothing when telemetry=False).
         from ._telemetry import attach
@@ -858,7 +910,8 @@ class ResilientTransport(httpx2.BaseTransport):
             if isinstance(send, httpx2.Response):
                 return send
             try:
-                self._admit(plan.state, call, plan)
+                if not plan.admit_now():
+                    self._queue(plan.state, call, plan)
             except BaseException:
                 plan.abandon()
                 raise
@@ -876,15 +929,10 @@ class ResilientTransport(httpx2.BaseTransport):
                 call.clock.sleep(step)
                 call.waited(step)
 
-    def _admit(self, state: TargetPressure, call: Call, plan: _Plan) -> None:
+    def _queue(self, state: TargetPressure, call: Call, plan: _Plan) -> None:
         """Wait (bounded by the deadline) until the target's pacer and limit admit us."""
         clock = call.clock
         began = clock.now()
-        pressure = state.admit_now(call.policy.priority,
-                                   plan.cost if state.paces_tokens else 0.0, began)
-        if pressure is not None:
-            call.record.pressure = pressure
-            return
         waiter = state.enqueue(call.policy.priority, plan.cost)
         queued = False
         try:
@@ -915,16 +963,15 @@ class ResilientTransport(httpx2.BaseTransport):
     ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
         try:
             response = self._inner.handle_request(request)
-            response.request = request
-            self._base.observe(state, call, response)
         except Exception as exc:
-            failure = classify_exception(exc)
-            if failure is None:
+            classified = self._base.classify(exc, request)
+            if classified is None:
                 call.attempt_finished(None, None)
                 raise
-            _attach_request(exc, request)
-            call.attempt_finished(failure, None)
-            return failure, exc
+            call.attempt_finished(classified[0], None)
+            return classified
+        response.request = request
+        self._base.observe(state, call, response)
         status = response.status_code
         if status >= 400:
             guard = _SyncGuard(response, _real_deadline(call), "deadline")
@@ -1030,47 +1077,63 @@ class _AttemptTimeout:
     """``anyio.move_on_after(seconds)`` for one attempt; natively on asyncio (Python ≥ 3.11).
 
     anyio's cancel scope does task bookkeeping on entry and exit that costs about a tenth of
-    the async drop-in's per-call overhead; ``asyncio.timeout`` does the same job with one timer
-    handle, and with 3.11's cancellation counting an outer cancellation still wins. Under trio,
-    or on Python 3.10, anyio's scope is used.
+    the async drop-in's per-call overhead. On asyncio one timer handle does the job, with
+    ``asyncio.timeout``'s rule (3.11 cancellation counting): the timer's cancellation is
+    swallowed only when no other cancellation was requested meanwhile, so an outer one still
+    wins. Under trio, or on Python 3.10 (no ``Task.uncancel``), anyio's scope is used.
     """
 
-    __slots__ = ("_native", "_scope", "cancelled_caught")
+    __slots__ = ("_cancelling", "_expired", "_handle", "_native", "_scope", "_seconds", "_task",
+                 "cancelled_caught")
 
     def __init__(self, seconds: float) -> None:
         self.cancelled_caught = False
-        self._native = _NATIVE_TIMEOUT is not None and on_asyncio()
-        if self._native:
-            assert _NATIVE_TIMEOUT is not None
-            self._scope: Any = _NATIVE_TIMEOUT(None if math.isinf(seconds) else seconds)
-        else:
+        self._seconds = seconds
+        self._native = _HAS_UNCANCEL and on_asyncio()
+        if not self._native:
             import anyio
 
-            self._scope = anyio.move_on_after(seconds)
+            self._scope: Any = anyio.move_on_after(seconds)
 
     async def __aenter__(self) -> _AttemptTimeout:
-        if self._native:
-            await self._scope.__aenter__()
-        else:
+        if not self._native:
             self._scope.__enter__()
+            return self
+        self._expired = False
+        self._handle: asyncio.TimerHandle | None = None
+        if not math.isinf(self._seconds):
+            loop = asyncio.get_running_loop()
+            task: Any = asyncio.current_task(loop)  # cancelling/uncancel: 3.11+, not in 3.10 stubs
+            if task is None:  # pragma: no cover - httpx2 always awaits inside a task
+                raise RuntimeError("an attempt timeout needs a running asyncio task")
+            self._task = task
+            self._cancelling = task.cancelling()
+            self._handle = loop.call_at(loop.time() + self._seconds, self._expire)
         return self
+
+    def _expire(self) -> None:
+        self._handle = None
+        self._expired = True
+        self._task.cancel()
 
     async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> bool:
         if not self._native:
             suppressed = bool(self._scope.__exit__(kind, exc, tb))
             self.cancelled_caught = bool(self._scope.cancelled_caught)
             return suppressed
-        try:
-            await self._scope.__aexit__(kind, exc, tb)
-        except TimeoutError:
-            if not self._scope.expired():
-                raise
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if not self._expired:
+            return False
+        # Withdraw our cancellation request; swallow the CancelledError only when it was ours.
+        if self._task.uncancel() <= self._cancelling and kind is asyncio.CancelledError:
             self.cancelled_caught = True
             return True
         return False
 
 
-_NATIVE_TIMEOUT: Any = getattr(asyncio, "timeout", None)  # Python ≥ 3.11
+_HAS_UNCANCEL = hasattr(asyncio.Task, "uncancel")  # Python ≥ 3.11
 
 
 class _AsyncStream(httpx2.AsyncByteStream):
@@ -1137,9 +1200,11 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         provider: str = "openai",
         clock: Clock = SYSTEM_CLOCK,
         rng: RandomSource = SYSTEM_RANDOM,
+        retry_exceptions: Callable[[Exception], bool] | None = None,
     ) -> None:
         self._inner = inner if inner is not None else httpx2.AsyncHTTPTransport()
-        self._base = _Base(policy=policy, provider=provider, clock=clock, rng=rng)
+        self._base = _Base(policy=policy, provider=provider, clock=clock, rng=rng,
+                           retry_exceptions=retry_exceptions)
         # --- telemetry seam (owner: _telemetry.py): subscribe the event listener and tap each
         # attempt's exact request/response under this transport (nothing when telemetry=False).
         from ._telemetry import attach
@@ -1160,7 +1225,8 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             if isinstance(send, httpx2.Response):
                 return send
             try:
-                await self._admit(plan.state, call, plan)
+                if not plan.admit_now():
+                    await self._queue(plan.state, call, plan)
             except BaseException:
                 plan.abandon()
                 raise
@@ -1260,17 +1326,12 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             raise primary
         return primary  # type: ignore[no-any-return]
 
-    async def _admit(self, state: TargetPressure, call: Call, plan: _Plan) -> None:
-        """The async twin of ``ResilientTransport._admit``."""
+    async def _queue(self, state: TargetPressure, call: Call, plan: _Plan) -> None:
+        """The async twin of ``ResilientTransport._queue``."""
         import anyio
 
         clock = call.clock
         began = clock.now()
-        pressure = state.admit_now(call.policy.priority,
-                                   plan.cost if state.paces_tokens else 0.0, began)
-        if pressure is not None:
-            call.record.pressure = pressure
-            return
         waiter = state.enqueue(call.policy.priority, plan.cost)
         waiter.loop_thread = threading.get_ident()
         queued = False
@@ -1311,7 +1372,6 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             async with _AttemptTimeout(left if left is not None else math.inf) as scope:
                 response = await self._inner.handle_async_request(request)
                 response.request = request
-                self._base.observe(state, call, response)
                 status = response.status_code
                 content_type = _content_type(response)
                 if status >= 400:
@@ -1319,13 +1379,13 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                 elif _is_json(content_type):
                     await response.aread()
         except Exception as exc:
-            failure = classify_exception(exc)
-            if failure is None:
+            classified = self._base.classify(exc, request)
+            if classified is None:
                 call.attempt_finished(None, None, send)
                 raise
-            _attach_request(exc, request)
-            call.attempt_finished(failure, response.status_code if response else None, send)
-            return failure, exc
+            call.attempt_finished(classified[0], response.status_code if response else None,
+                                  send)
+            return classified
         if scope.cancelled_caught or response is None:
             if response is not None:
                 await response.aclose()
@@ -1333,6 +1393,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             call.attempt_finished(timeout, None, send)
             raise call.deadline_error(httpx2.ReadTimeout("deadline reached during the attempt",
                                                          request=request))
+        self._base.observe(state, call, response)
         if status >= 400:
             failure = classify_status(status, response.headers, body, self._base._wire.name)
             assert failure is not None

@@ -173,3 +173,74 @@ def test_fast_frozen_init_keeps_the_dataclass_contract() -> None:
     assert Event("waited", 0.0, seconds=3.0).seconds == 3.0  # keywords still work
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.at = 2.0  # type: ignore[misc]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_an_enclosing_anyio_deadline_bounds_the_call(anyio_backend: str) -> None:
+    import anyio.lowlevel
+
+    from resilient_llm._engine import end_call, start_call
+
+    with anyio.fail_after(3):
+        inside, token = start_call(Policy(deadline=600), target="m")
+        end_call(token)
+        await anyio.lowlevel.checkpoint()
+    outside, token = start_call(Policy(deadline=600), target="m")
+    end_call(token)
+    left_inside, left_outside = inside.remaining(), outside.remaining()
+    assert left_inside is not None and 2.0 < left_inside <= 3.0
+    assert left_outside is not None and left_outside > 590
+
+
+def _one_attempt(call: Call) -> None:
+    send = call.next_attempt(None)
+    assert isinstance(send, Send)
+    call.attempt_started(send)
+    call.clock.sleep(0.25)  # type: ignore[attr-defined]
+    call.attempt_finished(None, 200)
+    call.succeeded("gpt-4.1")
+
+
+def test_events_the_builtin_listener_does_not_need_are_only_folded_into_the_record() -> None:
+    from resilient_llm import _events, _telemetry
+
+    seen: list[str] = []
+    _events.set_builtin(lambda record, event: seen.append(event.kind),
+                        lambda record: frozenset({"call_started", "attempt_started"}))
+    try:
+        call = make_call()
+        _one_attempt(call)
+        assert seen == ["attempt_finished", "succeeded"]
+        (attempt,) = call.record.outcome().attempts  # the skipped start still timed it
+        assert attempt.number == 1 and attempt.duration == pytest.approx(0.25)
+        # A subscribed listener gets every event, and the built-in one still only its own.
+        everything: list[str] = []
+        unsubscribe = _events.subscribe(lambda record, event: everything.append(event.kind))
+        try:
+            seen.clear()
+            _one_attempt(make_call())
+        finally:
+            unsubscribe()
+        assert everything == ["call_started", "attempt_started", "attempt_finished",
+                              "succeeded"]
+        assert seen == ["attempt_finished", "succeeded"]
+    finally:
+        _events.set_builtin(None)
+        _telemetry.uninstall()
+        _telemetry.install()
+
+
+def test_without_any_listener_a_call_still_has_its_outcome() -> None:
+    from resilient_llm import _events, _telemetry
+
+    _telemetry.uninstall()
+    try:
+        call = make_call()
+        assert call.record.quiet == _events.ALL_KINDS
+        _one_attempt(call)
+        outcome = call.record.outcome()
+        assert outcome.served_by == "gpt-4.1" and outcome.finished
+        assert [a.duration for a in outcome.attempts] == [pytest.approx(0.25)]
+    finally:
+        _telemetry.install()

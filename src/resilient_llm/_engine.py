@@ -26,7 +26,7 @@ from ._classify import Failure
 from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from ._deadline import current_deadline
 from ._errors import DeadlineExceeded
-from ._events import Event, EventKind, emit
+from ._events import Event, EventKind, emit, needed, start
 from ._fastinit import fast_frozen_init
 from ._outcome import CallRecord
 from ._policy import Policy
@@ -162,7 +162,9 @@ class Call:
         elif record.policy is None:
             record.policy = policy
         self.record = record
-        emit(self.record, Event("call_started", self.elapsed(), 0, target))
+        start(record)
+        if needed(record, "call_started"):
+            emit(record, Event("call_started", self.elapsed(), 0, target))
 
     # --- time ---------------------------------------------------------------------------------
 
@@ -176,7 +178,11 @@ class Call:
         return self.clock.now() - self.started_at
 
     def emit(self, kind: EventKind, **fields: object) -> None:
-        emit(self.record, Event(kind, self.elapsed(), **fields))  # type: ignore[arg-type]
+        event = Event(kind, self.elapsed(), **fields)  # type: ignore[arg-type]
+        if needed(self.record, kind):
+            emit(self.record, event)
+        else:
+            self.record.apply(event)
 
     def succeeded(self, target: str | None) -> None:
         """``emit("succeeded", target=target)`` without the keyword dict (hot path)."""
@@ -250,8 +256,11 @@ class Call:
     # --- events the drivers report ------------------------------------------------------------
 
     def attempt_started(self, send: Send) -> None:
-        emit(self.record, Event("attempt_started", self.elapsed(), send.attempt,
-                                send.target or self.target))
+        record, target = self.record, send.target or self.target
+        if needed(record, "attempt_started"):
+            emit(record, Event("attempt_started", self.elapsed(), send.attempt, target))
+        else:
+            record.attempt_began(send.attempt, target, self.elapsed())
 
     def attempt_finished(
         self, failure: Failure | None, status: int | None, send: Send | None = None

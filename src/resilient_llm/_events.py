@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from ._classify import Failure
     from ._outcome import CallRecord
 
-__all__ = ["Event", "EventKind", "Listener", "emit", "subscribe"]
+__all__ = ["ALL_KINDS", "Event", "EventKind", "Listener", "emit", "needed", "set_builtin", "start",
+           "subscribe"]
 
 log = logging.getLogger("resilient_llm")
 
@@ -56,7 +57,13 @@ fast_frozen_init(Event)
 
 Listener = Callable[["CallRecord", Event], None]
 
+#: Every event kind (a call's ``quiet`` set may name any of them).
+ALL_KINDS: frozenset[str] = frozenset(EventKind.__args__)  # type: ignore[attr-defined]
+
 _listeners: tuple[Listener, ...] = ()
+# The built-in listener (telemetry) and its per-call decision of which kinds it needs.
+_builtin: Listener | None = None
+_quiet_for: Callable[[CallRecord], frozenset[str]] | None = None
 _lock = threading.Lock()
 
 
@@ -74,9 +81,46 @@ def subscribe(listener: Listener) -> Callable[[], None]:
     return unsubscribe
 
 
+def set_builtin(listener: Listener | None,
+                quiet_for: Callable[[CallRecord], frozenset[str]] | None = None) -> None:
+    """Install (or remove, with ``None``) the built-in listener.
+
+    Unlike a subscribed listener it decides, when a call starts, which event kinds it can do
+    without for that call (``quiet_for``): an event that no listener needs is folded into the
+    call's record without an :class:`Event` being built.
+    """
+    global _builtin, _quiet_for
+    with _lock:
+        _builtin, _quiet_for = listener, quiet_for
+
+
+def start(record: CallRecord) -> None:
+    """A call begins: let the built-in listener say which of its events it needs."""
+    quiet_for = _quiet_for
+    if quiet_for is not None:
+        try:
+            record.quiet = quiet_for(record)
+        except Exception:
+            log.exception("resilient_llm built-in listener failed to open a call")
+    elif _builtin is None:
+        record.quiet = ALL_KINDS
+
+
+def needed(record: CallRecord, kind: str) -> bool:
+    """Does any listener want this event of this call? (Else the caller only folds it into
+    the record.)"""
+    return bool(_listeners) or (_builtin is not None and kind not in record.quiet)
+
+
 def emit(record: CallRecord, event: Event) -> None:
-    """Apply ``event`` to its call record, then tell the listeners."""
+    """Apply ``event`` to its call record, then tell the listeners that want it."""
     record.apply(event)
+    builtin = _builtin
+    if builtin is not None and event.kind not in record.quiet:
+        try:
+            builtin(record, event)
+        except Exception:
+            log.exception("resilient_llm built-in listener failed; event dropped for it")
     for listener in _listeners:
         try:
             listener(record, event)

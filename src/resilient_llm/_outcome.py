@@ -102,6 +102,8 @@ class CallRecord:
     policy: Any = None
     #: Scratch for the telemetry listener: how much work this call gets (0 = not decided yet).
     telemetry: int = 0
+    #: Event kinds the built-in listener does not need for this call (see ``_events.start``).
+    quiet: frozenset[str] = frozenset()
     _pending: dict[int, tuple[str | None, float, float]] = field(default_factory=dict)
     _waited: float = 0.0
 
@@ -111,8 +113,7 @@ class CallRecord:
         if kind == "call_started":
             return
         if kind == "attempt_started":
-            self._pending[event.attempt] = (event.target, event.at, self._waited)
-            self._waited = 0.0
+            self.attempt_began(event.attempt, event.target, event.at)
         elif kind == "attempt_finished":
             target, started, waited = self._pending.pop(
                 event.attempt, (event.target, event.at, 0.0)
@@ -154,6 +155,11 @@ class CallRecord:
             self.error = event.detail or (event.failure.describe() if event.failure else None)
             if event.detail:
                 self.reason = event.detail
+
+    def attempt_began(self, attempt: int, target: str | None, at: float) -> None:
+        """Fold an ``attempt_started`` (also called directly when nobody needs the event)."""
+        self._pending[attempt] = (target, at, self._waited)
+        self._waited = 0.0
 
     def outcome(self) -> Outcome:
         """An immutable snapshot."""

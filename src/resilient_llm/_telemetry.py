@@ -38,7 +38,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import _capture
 from ._attributes import current_attributes
-from ._events import Event, subscribe
+from ._events import ALL_KINDS, Event, set_builtin
 from ._outcome import CallRecord
 from ._pricing import Cost, PriceTable, TokenUsage, load_prices, token_usage
 
@@ -507,8 +507,8 @@ def _short_hash(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
 
 
-def _open(record: CallRecord, event: Event) -> tuple[bool, _CallState | None]:
-    """Decide, at the call's first event, how much work it gets.
+def _open(record: CallRecord, at: float) -> tuple[bool, _CallState | None]:
+    """Decide, when the call starts (or at its first event), how much work it gets.
 
     Returns (enabled, state): no state when nothing but log lines is needed (the lean path,
     which is all that runs without an OpenTelemetry SDK, prices or capture).
@@ -528,7 +528,7 @@ def _open(record: CallRecord, event: Event) -> tuple[bool, _CallState | None]:
     live = tracer_provider is not None or meter_provider is not None
     if not (live or tee or settings.prices is not None):
         return True, None
-    state = _CallState(record, time.time_ns() - int(event.at * 1e9), settings)
+    state = _CallState(record, time.time_ns() - int(at * 1e9), settings)
     state.deep = True
     state.tee = tee
     if live:
@@ -580,6 +580,15 @@ def _later(state: _CallState, work: Callable[[], None]) -> None:
 # --- the listener --------------------------------------------------------------------------------
 
 
+def _quiet_for(record: CallRecord) -> frozenset[str]:
+    """Decide a call's path when it starts; the events that path never reads are not sent."""
+    if record.telemetry == _UNDECIDED:
+        _begin(record)
+        enabled, state = _open(record, 0.0)
+        record.telemetry = _DEEP if state is not None else _LEAN if enabled else _OFF
+    return _QUIET[record.telemetry]
+
+
 def _on_event(record: CallRecord, event: Event) -> None:
     mode = record.telemetry
     if mode == _LEAN:
@@ -588,12 +597,12 @@ def _on_event(record: CallRecord, event: Event) -> None:
         return
     if mode == _OFF:
         return
-    if mode == _UNDECIDED:
+    if mode == _UNDECIDED:  # a record that did not go through a Call's start
         _begin(record)
-        enabled, state = _open(record, event)
+        enabled, state = _open(record, event.at)
         if state is None:
             record.telemetry = _LEAN if enabled else _OFF
-            if enabled:
+            if enabled and event.kind in _LEAN_KINDS:
                 _lean(record, event)
             return
         record.telemetry = _DEEP
@@ -608,7 +617,7 @@ def _on_event(record: CallRecord, event: Event) -> None:
         handler(state, event)
 
 
-#: The only events the lean path can write a log line for; the rest skip the call.
+#: The only events the lean path can write a log line for.
 _LEAN_KINDS = frozenset({"attempt_finished", "succeeded", "gave_up", "stream_interrupted",
                          "fell_back"})
 
@@ -855,6 +864,12 @@ _HANDLERS: dict[str, Callable[[_CallState, Event], None]] = {
     "gave_up": _gave_up,
     "breaker_changed": _breaker_changed,
     "call_finished": _call_finished,
+}
+#: Per path, the events the listener never reads (no handler reads ``call_started``).
+_QUIET = {
+    _LEAN: ALL_KINDS - _LEAN_KINDS,
+    _OFF: ALL_KINDS,
+    _DEEP: ALL_KINDS - frozenset(_HANDLERS),
 }
 
 
@@ -1280,7 +1295,12 @@ def install() -> None:
     global _unsubscribe
     with _install_lock:
         if _unsubscribe is None:
-            _unsubscribe = subscribe(_on_event)
+            set_builtin(_on_event, _quiet_for)
+            _unsubscribe = _remove_builtin
+
+
+def _remove_builtin() -> None:
+    set_builtin(None)
 
 
 def uninstall() -> None:

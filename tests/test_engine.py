@@ -197,7 +197,7 @@ def _one_attempt(call: Call) -> None:
     send = call.next_attempt(None)
     assert isinstance(send, Send)
     call.attempt_started(send)
-    call.clock.sleep(0.25)  # type: ignore[attr-defined]
+    call.clock.sleep(0.25)
     call.attempt_finished(None, 200)
     call.succeeded("gpt-4.1")
 

@@ -612,3 +612,26 @@ def test_rate_limit_resets_follow_the_server_date_when_clocks_disagree() -> None
 @pytest.mark.parametrize("value", ["", "tomorrow", "2030-03-17T17:46:45"])
 def test_unreadable_resets_are_ignored(value: str) -> None:
     assert reset_seconds(value, 0.0) is None
+
+
+def test_explicit_attempts_reads_the_sdks_max_retries_as_the_official_clients_do() -> None:
+    import types
+
+    import openai
+
+    from resilient_llm._dropin import explicit_attempts
+
+    def given(value: Any) -> Any:
+        return types.SimpleNamespace(max_retries=value)
+
+    for sentinel in (anthropic.NOT_GIVEN, openai.NOT_GIVEN, anthropic.NOT_GIVEN):
+        assert explicit_attempts(given(sentinel), 2, False) is None  # the policy decides
+        assert explicit_attempts(given(sentinel), 2, True) == 3  # the client's own value
+    assert explicit_attempts(given(0), 2, True) == 1
+    assert explicit_attempts(given(4), 2, False) == 5
+    assert explicit_attempts(types.SimpleNamespace(), 2, False) is None
+    with pytest.raises(ValueError, match="non-negative"):
+        explicit_attempts(given(-1), 2, False)
+    for bad in ("3", None, 2.5):
+        with pytest.raises(TypeError, match="max_retries must be a non-negative integer"):
+            explicit_attempts(given(bad), 2, False)

@@ -407,6 +407,8 @@ def close_when_dropped(stream: Any) -> None:
 def explicit_attempts(options: Any, client_max_retries: int, client_explicit: bool) -> int | None:
     """Attempts the caller asked for through the SDK's ``max_retries`` (``None`` = policy's)."""
     per_call = getattr(options, "max_retries", _MISSING)
+    if type(per_call) in _NOT_GIVEN_TYPES:  # the common case: the caller set none
+        return client_max_retries + 1 if client_explicit else None
     if per_call is None or not (isinstance(per_call, int) or per_call is _MISSING
                                 or _is_not_given(per_call)):
         # As the official SDK does before any attempt (openai ``_validate_max_retries``):
@@ -424,7 +426,14 @@ def explicit_attempts(options: Any, client_max_retries: int, client_explicit: bo
 
 def _is_not_given(value: object) -> bool:
     """The SDKs' ``NotGiven`` sentinel (``options.max_retries`` when the caller set none)."""
-    return type(value).__name__ == "NotGiven"
+    if type(value).__name__ == "NotGiven":
+        _NOT_GIVEN_TYPES.add(type(value))
+        return True
+    return False
+
+
+#: The ``NotGiven`` classes seen so far (one per SDK), for an identity test on the hot path.
+_NOT_GIVEN_TYPES: set[type] = set()
 
 
 def translate_error(
@@ -615,8 +624,10 @@ class DropIn:
             options = options.model_copy()
             _drop_omitted(options)
             prepare_body(self._resilient_provider, options, scope.call.policy, scope.call.record)
-            key, hit = cached_answer(self.base_url, options,  # type: ignore[attr-defined]
-                                     scope.call.policy, stream)
+            key, hit = None, None
+            if scope.call.policy.response_cache:  # off by default: no call at all then
+                key, hit = cached_answer(self.base_url, options,  # type: ignore[attr-defined]
+                                         scope.call.policy, stream)
             if hit is not None:
                 scope.call.emit("succeeded", target=scope.call.target, detail="response_cache")
             options.max_retries = 0  # one retry layer: ours
@@ -635,7 +646,8 @@ class DropIn:
         raise translated from translated.__cause__
 
     def _resilient_end(self, scope: CallScope, options: Any, key: str | None, result: T) -> T:
-        remember_answer(key, scope.call.policy, result)
+        if key is not None:
+            remember_answer(key, scope.call.policy, result)
         usage = _field(result, "usage")
         observe_cache(self._resilient_provider, options, scope.call.policy, scope.call.record,
                       usage)

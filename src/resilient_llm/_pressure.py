@@ -111,8 +111,9 @@ class TokenBucket:
     updated: float
 
     def refill(self, now: float) -> None:
-        if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        if now > self.updated:  # (min/max spelled out in the hot paths: no builtin call)
+            level = self.level + (now - self.updated) * self.rate
+            self.level = level if level < self.capacity else self.capacity
             self.updated = now
 
     def wait_for(self, cost: float, now: float) -> float:
@@ -400,19 +401,21 @@ class TargetPressure:
         local buckets without a CUBIC cap: ``None`` when a bucket is short, else (after the
         debit) the requests bucket's wait for the next call."""
         requests, tokens = self.requests, self.tokens
+        need = 1.0
         if requests is not None:
             requests.refill(now)
-            if requests.level < min(1.0, requests.capacity):
+            if requests.capacity < need:
+                need = requests.capacity
+            if requests.level < need:
                 return None
         if tokens is not None:
             tokens.refill(now)
-            debit = min(cost, tokens.capacity)
+            debit = cost if cost < tokens.capacity else tokens.capacity
             if debit > 0 and tokens.level < debit:
                 return None
             tokens.level -= debit
         if requests is None:
             return 0.0
-        need = min(1.0, requests.capacity)
         requests.level -= need
         return 0.0 if requests.level >= need else (need - requests.level) / max(requests.rate, 1e-9)
 
@@ -500,12 +503,14 @@ class TargetPressure:
     ) -> None:
         """An admitted attempt ended: free its slot and learn from how it went."""
         with self._lock:
-            self.inflight = max(0, self.inflight - 1)
+            if self.inflight > 0:
+                self.inflight -= 1
             if priority == "batch":
                 self.inflight_batch = max(0, self.inflight_batch - 1)
             budget = self.budget
             if succeeded:  # RetryBudget.on_success, inline: this runs after every attempt
-                budget.tokens = min(budget.max_tokens, budget.tokens + budget.ratio)
+                tokens = budget.tokens + budget.ratio
+                budget.tokens = tokens if tokens < budget.max_tokens else budget.max_tokens
             else:
                 budget.on_failure()
             if throttled:
@@ -571,8 +576,10 @@ class TargetPressure:
     # reading
 
     def _pressure(self, now: float, pacing: float | None = None) -> float:
-        limit = max(self.concurrency.limit, 1.0)
-        utilisation = max(0.0, (self.inflight + len(self._waiting)) / limit - 0.5) * 2
+        limit = self.concurrency.limit
+        if limit < 1.0:
+            limit = 1.0
+        utilisation = ((self.inflight + len(self._waiting)) / limit - 0.5) * 2  # < 0: idle
         throttle = 0.0
         if self._last_throttle is not None:
             throttle = max(0.0, 1.0 - (now - self._last_throttle) / 10.0)
@@ -581,7 +588,7 @@ class TargetPressure:
             inflation = max(0.0, self._recent / self._baseline - 1.0) / 2
         if pacing is None:
             pacing = self._pacer_wait(0.0, now) if self.requests is not None else 0.0
-        return min(1.0, max(utilisation, throttle, inflation, pacing))
+        return min(1.0, max(0.0, utilisation, throttle, inflation, pacing))
 
     def pressure(self, now: float) -> float:
         with self._lock:

@@ -406,7 +406,8 @@ class _Plan:
         self.base = base
         self.request = request
         self.call = call = base._call_for(request)
-        self.requested = dict(request.extensions.get("timeout") or {})
+        # The SDK's timeouts; ``_prepare`` replaces (never edits) the extension per attempt.
+        self.requested: dict[str, float | None] | None = request.extensions.get("timeout")
         self.replayable = _replayable(request)
         self._cost: float | None = None
         self.router = Router.for_call(call.policy, call.target)

@@ -288,24 +288,19 @@ def test_low_level_options_are_not_modified(provider: FaultProvider) -> None:
 
 def test_placeholders_are_dropped_from_the_body_before_caching_and_lint() -> None:
     import openai
-    from anthropic._models import FinalRequestOptions
 
-    from resilient_llm._dropin import _drop_omitted
+    from resilient_llm._dropin import _without_placeholders
 
     body = {"model": CLAUDE, "system": anthropic.omit, "max_tokens": 8,
             "temperature": anthropic.NOT_GIVEN, "metadata": None, "top_k": openai.omit,
             "messages": MSGS, "stop_sequences": openai.NOT_GIVEN}
-    options = FinalRequestOptions.construct(method="post", url="/v1/messages", json_data=body)
-    _drop_omitted(options)
-    assert options.json_data == {"model": CLAUDE, "max_tokens": 8, "metadata": None,
-                                 "messages": MSGS}
-    assert list(options.json_data) == ["model", "max_tokens", "metadata", "messages"]
+    plain = _without_placeholders(body)
+    assert plain == {"model": CLAUDE, "max_tokens": 8, "metadata": None, "messages": MSGS}
+    assert list(plain) == ["model", "max_tokens", "metadata", "messages"]
     assert len(body) == 8  # the caller's body is left as it was
-    plain = {"model": CLAUDE, "max_tokens": 8}
-    options = FinalRequestOptions.construct(method="post", url="/v1/messages", json_data=plain)
-    given = options.json_data
-    _drop_omitted(options)
-    assert options.json_data is given  # nothing to drop: no copy
+    already = {"model": CLAUDE, "max_tokens": 8}
+    assert _without_placeholders(already) is already  # nothing to drop: no copy
+    assert _without_placeholders(None) is None
 
 
 def test_user_middleware_wraps_the_call_and_the_transport_retries_below_it(

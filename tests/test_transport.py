@@ -189,7 +189,7 @@ class _Foreign(Exception):
 
 
 def test_exceptions_the_rule_accepts_are_retried_as_connection_failures() -> None:
-    from resilient_llm._transport import ForeignTransportError
+    from resilient_llm import ForeignTransportError
 
     clock = FakeClock()
 

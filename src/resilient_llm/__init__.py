@@ -29,7 +29,7 @@ from ._pressure import PressureSnapshot, pressure_snapshot
 from ._prompt_lint import Finding, lint_prompt
 from ._scope import resilient
 from ._tools import deadline_headers, tool
-from ._transport import AsyncResilientTransport, ResilientTransport
+from ._transport import AsyncResilientTransport, ForeignTransportError, ResilientTransport
 
 __version__ = "0.1.0"
 
@@ -44,6 +44,7 @@ __all__ = [
     "Failure",
     "FailureClass",
     "Finding",
+    "ForeignTransportError",
     "IdempotencyConflict",
     "IdempotencyOutcomeUnknown",
     "IdempotencyStoreUnavailable",

@@ -142,39 +142,37 @@ def _cache_health() -> Any:
 
 
 def prepare_body(
-    provider: Literal["openai", "anthropic"], options: Any, policy: Policy, record: Any
-) -> None:
-    """Prompt-cache placement and prefix lint on the body the SDK is about to send.
+    provider: Literal["openai", "anthropic"], options: Any, body: Any, policy: Policy,
+    record: Any,
+) -> Any:
+    """Prompt-cache placement and prefix lint on ``body``, which ``options`` is about to send;
+    returns the body to send (``body`` itself when nothing changes; never edited in place).
 
     OpenAI: set a deterministic, tenant-scoped ``prompt_cache_key`` unless the caller set one
     (or ``user``); Anthropic: add a ``cache_control`` breakpoint at the end of the stable prefix
     unless the caller placed any. Lint findings go to ``outcome().findings``; in strict mode a
     finding raises :class:`PromptLintError` before anything is sent.
     """
-    body = getattr(options, "json_data", None)
     if not isinstance(body, dict) or getattr(options, "method", "post").lower() != "post":
-        return
+        return body
     url = str(getattr(options, "url", ""))
     if not url.endswith(("/chat/completions", "/responses", "/messages")):
-        return
+        return body
     memo = _memo_key(provider, url, body, policy)
-    if memo is not None:
-        hit = _prepared.get(memo)
-        if hit is not None:
-            changes, findings = hit
-            if changes:
-                options.json_data = {**body, **changes}
-            record.findings.extend(findings)
-            return
-        before = len(record.findings)
-        _prepare_body(provider, url, options, body, policy, record)
-        if len(_prepared) >= 512:
-            _prepared.clear()
-        after = options.json_data
-        changes = {k: v for k, v in after.items() if body.get(k) is not v}
-        _prepared[memo] = (changes, tuple(record.findings[before:]))
-        return
-    _prepare_body(provider, url, options, body, policy, record)
+    if memo is None:
+        return _prepare_body(provider, url, body, policy, record)
+    hit = _prepared.get(memo)
+    if hit is not None:
+        changes, findings = hit
+        record.findings.extend(findings)
+        return {**body, **changes} if changes else body
+    before = len(record.findings)
+    after = _prepare_body(provider, url, body, policy, record)
+    if len(_prepared) >= 512:
+        _prepared.clear()
+    changes = {k: v for k, v in after.items() if body.get(k) is not v}
+    _prepared[memo] = (changes, tuple(record.findings[before:]))
+    return after
 
 
 #: Bodies whose every field is one of these (and whose system prompt is plain text) have a
@@ -220,8 +218,8 @@ def _memo_key(
     return ("openai", body.get("model"), tuple(system), *policy_part)
 
 
-def _prepare_body(provider: Literal["openai", "anthropic"], url: str, options: Any,
-                  body: dict[str, Any], policy: Policy, record: Any) -> None:
+def _prepare_body(provider: Literal["openai", "anthropic"], url: str, body: dict[str, Any],
+                  policy: Policy, record: Any) -> dict[str, Any]:
     if policy.lint_prompts != "off":  # on the caller's body: our own key is not volatile
         from ._prompt_lint import check_prompt
 
@@ -229,20 +227,15 @@ def _prepare_body(provider: Literal["openai", "anthropic"], url: str, options: A
     if provider == "openai":
         api = next((kind for suffix, kind in _CACHEABLE_PATHS.items() if url.endswith(suffix)),
                    None)
-        if api is None:
-            return
-        if policy.prompt_cache_key or policy.stable_tool_order:
+        if api is not None and (policy.prompt_cache_key or policy.stable_tool_order):
             from ._cache_keys import prepare_openai_body
 
-            body = prepare_openai_body(body, policy, api=api, namespace=policy.cache_namespace)
-    else:
-        if not url.endswith("/messages"):
-            return
-        if policy.cache_breakpoint or policy.stable_tool_order:
-            from ._cache_keys import prepare_anthropic_body
+            return prepare_openai_body(body, policy, api=api, namespace=policy.cache_namespace)
+    elif url.endswith("/messages") and (policy.cache_breakpoint or policy.stable_tool_order):
+        from ._cache_keys import prepare_anthropic_body
 
-            body = prepare_anthropic_body(body, policy)
-    options.json_data = body
+        return prepare_anthropic_body(body, policy)
+    return body
 
 
 def observe_cache(
@@ -498,20 +491,19 @@ __all__ += ["FailureClass", "explicit_attempts", "model_of"]
 # --- the drop-in classes' shared body ---------------------------------------------------------
 
 
-def _drop_omitted(options: Any) -> None:
-    """Remove the SDKs' ``omit`` / ``NOT_GIVEN`` placeholders from the top of the body.
+def _without_placeholders(body: Any) -> Any:
+    """``body`` without the SDKs' top-level ``omit`` / ``NOT_GIVEN`` placeholders (a new dict;
+    ``body`` itself when it holds none).
 
     Some SDK paths (anthropic ``messages.create``) hand ``request()`` a body that still holds
     them, about twenty per call; the SDK drops them itself when it prepares the request, so
     dropping them first changes nothing it sends, and the body the cache-key and lint code read
     is plain data. The scan runs in C (``map`` over a type → keep table), not per key in Python.
     """
-    body = getattr(options, "json_data", None)
     if not isinstance(body, dict):
-        return
+        return body
     keep = list(map(_KEEP.__getitem__, map(type, body.values())))
-    if not all(keep):
-        options.json_data = dict(itertools.compress(body.items(), keep))
+    return body if all(keep) else dict(itertools.compress(body.items(), keep))
 
 
 class _KeepTable(dict[type, bool]):
@@ -619,18 +611,22 @@ class DropIn:
             clock=self._resilient_clock, rng=self._resilient_rng,
         )
         try:
-            # A shallow copy (about 2 µs): the caller's options stay as given, as the SDKs
-            # promise (low-level ``request(cast_to, options)`` may reuse them).
-            options = options.model_copy()
-            _drop_omitted(options)
-            prepare_body(self._resilient_provider, options, scope.call.policy, scope.call.record)
+            call = scope.call
+            body = getattr(options, "json_data", None)
+            sent = prepare_body(self._resilient_provider, options, _without_placeholders(body),
+                                call.policy, call.record)
+            update: dict[str, Any] = {"max_retries": 0}  # one retry layer: ours
+            if sent is not body:
+                update["json_data"] = sent
+            # A shallow copy (about 2 µs) with the edits: the caller's options stay as given, as
+            # the SDKs promise (low-level ``request(cast_to, options)`` may reuse them).
+            options = options.model_copy(update=update)
             key, hit = None, None
-            if scope.call.policy.response_cache:  # off by default: no call at all then
+            if call.policy.response_cache:  # off by default: no call at all then
                 key, hit = cached_answer(self.base_url, options,  # type: ignore[attr-defined]
-                                         scope.call.policy, stream)
+                                         call.policy, stream)
             if hit is not None:
-                scope.call.emit("succeeded", target=scope.call.target, detail="response_cache")
-            options.max_retries = 0  # one retry layer: ours
+                call.emit("succeeded", target=call.target, detail="response_cache")
         except BaseException:
             scope.close()
             raise

@@ -108,7 +108,7 @@ class CallRecord:
     _waited: float = 0.0
 
     def apply(self, event: Event) -> None:
-        """Fold one event into the record."""
+        """Fold one event into the record (the kinds every call has come first)."""
         kind = event.kind
         if kind == "call_started":
             return
@@ -131,6 +131,10 @@ class CallRecord:
             ))
             if failure is None:
                 self.served_by = event.target or target
+        elif kind == "succeeded":
+            self.elapsed = event.at
+            self.served_by = event.target or self.served_by
+            self.finished = event.detail != "stream"
         elif kind == "waited":
             self._waited += event.seconds
             if event.detail == "admission":
@@ -142,10 +146,6 @@ class CallRecord:
                 self.reason = event.detail
         elif kind == "stream_committed":
             self.time_to_first_token = event.at
-        elif kind == "succeeded":
-            self.elapsed = event.at
-            self.served_by = event.target or self.served_by
-            self.finished = event.detail != "stream"
         elif kind == "stream_finished":
             self.elapsed = event.at
             self.finished = True

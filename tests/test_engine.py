@@ -205,6 +205,8 @@ def _one_attempt(call: Call) -> None:
 def test_events_the_builtin_listener_does_not_need_are_only_folded_into_the_record() -> None:
     from resilient_llm import _events, _telemetry
 
+    was_installed = _telemetry.installed()
+    _telemetry.uninstall()
     seen: list[str] = []
     _events.set_builtin(lambda record, event: seen.append(event.kind),
                         lambda record: frozenset({"call_started", "attempt_started"}))
@@ -227,13 +229,14 @@ def test_events_the_builtin_listener_does_not_need_are_only_folded_into_the_reco
         assert seen == ["attempt_finished", "succeeded"]
     finally:
         _events.set_builtin(None)
-        _telemetry.uninstall()
-        _telemetry.install()
+        if was_installed:
+            _telemetry.install()
 
 
 def test_without_any_listener_a_call_still_has_its_outcome() -> None:
     from resilient_llm import _events, _telemetry
 
+    was_installed = _telemetry.installed()
     _telemetry.uninstall()
     try:
         call = make_call()
@@ -243,4 +246,44 @@ def test_without_any_listener_a_call_still_has_its_outcome() -> None:
         assert outcome.served_by == "gpt-4.1" and outcome.finished
         assert [a.duration for a in outcome.attempts] == [pytest.approx(0.25)]
     finally:
-        _telemetry.install()
+        if was_installed:
+            _telemetry.install()
+
+
+def test_a_failing_quiet_decision_is_logged_and_every_event_delivered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from resilient_llm import _events, _telemetry
+
+    def broken(record: object) -> frozenset[str]:
+        raise RuntimeError("a bug in the built-in listener")
+
+    was_installed = _telemetry.installed()
+    _telemetry.uninstall()
+    seen: list[str] = []
+    _events.set_builtin(lambda record, event: seen.append(event.kind), broken)
+    try:
+        _one_attempt(make_call())
+    finally:
+        _events.set_builtin(None)
+        if was_installed:
+            _telemetry.install()
+    assert seen == ["call_started", "attempt_started", "attempt_finished", "succeeded"]
+    assert "failed to open a call" in caplog.text
+
+
+def test_a_native_trio_scope_counts_before_anyio_is_ever_imported() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, trio, resilient_llm\n"
+        "assert 'anyio' not in sys.modules, 'the premise: nothing imported anyio yet'\n"
+        "async def main():\n"
+        "    with trio.move_on_after(5):\n"
+        "        print(resilient_llm.remaining())\n"
+        "trio.run(main)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert 4.0 < float(result.stdout) <= 5.0

@@ -223,6 +223,82 @@ def test_exceptions_the_rule_accepts_are_retried_as_connection_failures() -> Non
     assert len(script.requests) == 1
 
 
+def _anything(exc: Exception) -> bool:
+    """The anthropic SDK's rule: every exception that is not its own is retried."""
+    return True
+
+
+def _foreign_transport(handler: Callable[[httpx2.Request], Any], clock: FakeClock,
+                       asynchronous: bool, **policy: Any) -> Any:
+    kind: Any = AsyncResilientTransport if asynchronous else ResilientTransport
+    return kind(httpx2.MockTransport(handler), policy=Policy(**policy), clock=clock,
+                rng=FakeRandom(fixed=0.5), retry_exceptions=_anything)
+
+
+async def _post_with(transport: Any, asynchronous: bool) -> httpx2.Response:
+    if asynchronous:
+        async with httpx2.AsyncClient(transport=transport, base_url="http://provider.test") as ac:
+            return await ac.post("/v1/chat/completions", json=BODY)
+    with httpx2.Client(transport=transport, base_url="http://provider.test") as client:
+        return post(client)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_the_rule_covers_the_wrapped_transport_not_resilient_llms_own_code(
+    asynchronous: bool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from resilient_llm import ForeignTransportError
+    from resilient_llm._transport import _Base
+
+    clock = FakeClock()
+
+    def foreign(request: httpx2.Request) -> httpx2.Response:
+        raise _Foreign("from below")
+
+    script = Script(foreign, lambda r: httpx2.Response(200, json=OK))
+    transport = _foreign_transport(script, clock, asynchronous)
+    assert (await _post_with(transport, asynchronous)).status_code == 200
+    assert len(script.requests) == 2  # retried, as the SDK would
+    script = Script(foreign)
+    with pytest.raises(ForeignTransportError):
+        await _post_with(_foreign_transport(script, clock, asynchronous, max_attempts=2),
+                         asynchronous)
+    assert len(script.requests) == 2
+
+    def broken_observe(*args: Any) -> None:
+        raise RuntimeError("a bug in resilient-llm")
+
+    monkeypatch.setattr(_Base, "observe", broken_observe)
+    script = Script(lambda r: httpx2.Response(200, json=OK))
+    with pytest.raises(RuntimeError, match="a bug in resilient-llm"):
+        await _post_with(_foreign_transport(script, clock, asynchronous), asynchronous)
+    assert len(script.requests) == 1  # never retried, never wrapped
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_a_foreign_error_while_reading_the_body_is_not_retried(asynchronous: bool) -> None:
+    clock = FakeClock()
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"id": '
+        raise _Foreign("while reading")
+
+    async def achunks() -> AsyncIterator[bytes]:
+        yield b'{"id": '
+        raise _Foreign("while reading")
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "application/json"},
+                               content=achunks() if asynchronous else chunks())
+
+    script = Script(answer)
+    with pytest.raises(_Foreign):
+        await _post_with(_foreign_transport(script, clock, asynchronous), asynchronous)
+    assert len(script.requests) == 1  # the same in both drivers: only sending is covered
+
+
 def test_one_shot_bodies_are_not_retried() -> None:
     clock = FakeClock()
     script = Script(lambda r: error(503))

@@ -235,6 +235,16 @@ def _is_sse(response: httpx2.Response) -> bool:
     return response.headers.get("content-type", "").startswith("text/event-stream")
 
 
+def _tee_failed() -> None:
+    """The tap's own work failed: log it and hand the response on untouched.
+
+    Only the wrapped transport's exceptions may come out of a tap: the resilient transport above
+    it retries some foreign exceptions as connection failures (``retry_exceptions``), and a
+    telemetry bug must never be mistaken for one, nor break the call.
+    """
+    log.exception("resilient_llm: capture of a streamed response failed; the call goes on")
+
+
 class SyncTap(httpx2.BaseTransport):
     """Wraps the transport under :class:`~resilient_llm.ResilientTransport`; see module doc."""
 
@@ -253,9 +263,13 @@ class SyncTap(httpx2.BaseTransport):
             exchange.error = exc
             raise
         exchange.response = response
-        if owner.tee and _is_sse(response) and isinstance(response.stream, httpx2.SyncByteStream):
-            exchange.stream_bytes = bytearray()
-            response.stream = _SyncTee(response.stream, exchange)
+        try:
+            if owner.tee and _is_sse(response) and isinstance(response.stream,
+                                                               httpx2.SyncByteStream):
+                exchange.stream_bytes = bytearray()
+                response.stream = _SyncTee(response.stream, exchange)
+        except Exception:  # see _tee_failed
+            _tee_failed()
         return response
 
     def close(self) -> None:
@@ -280,10 +294,13 @@ class AsyncTap(httpx2.AsyncBaseTransport):
             exchange.error = exc
             raise
         exchange.response = response
-        if owner.tee and _is_sse(response) and isinstance(response.stream,
-                                                           httpx2.AsyncByteStream):
-            exchange.stream_bytes = bytearray()
-            response.stream = _AsyncTee(response.stream, exchange)
+        try:
+            if owner.tee and _is_sse(response) and isinstance(response.stream,
+                                                               httpx2.AsyncByteStream):
+                exchange.stream_bytes = bytearray()
+                response.stream = _AsyncTee(response.stream, exchange)
+        except Exception:  # see _tee_failed
+            _tee_failed()
         return response
 
     async def aclose(self) -> None:

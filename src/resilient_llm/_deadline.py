@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import importlib
 import inspect
 import math
 import sys
@@ -63,9 +64,11 @@ def _anyio_deadline(clock: Clock) -> float | None:
     """anyio's effective deadline translated onto ``clock``, when running inside an event loop."""
     if _asyncio_running_loop() is None and "trio" not in sys.modules:
         return None  # plain sync code: the fast path, no exception raised and caught
-    anyio = sys.modules.get("anyio")
+    anyio: Any = sys.modules.get("anyio")
     if anyio is None:
-        return None  # never imported: no anyio scope can be open
+        if "trio" not in sys.modules:
+            return None  # asyncio without anyio ever imported: no anyio scope can be open
+        anyio = importlib.import_module("anyio")  # trio's own scopes count; anyio reads them
     try:  # outside a task of a supported backend (sniffio finds none) this raises
         effective: float = anyio.current_effective_deadline()
         if effective == math.inf:

@@ -83,11 +83,13 @@ def subscribe(listener: Listener) -> Callable[[], None]:
 
 def set_builtin(listener: Listener | None,
                 quiet_for: Callable[[CallRecord], frozenset[str]] | None = None) -> None:
-    """Install (or remove, with ``None``) the built-in listener.
+    """Install (or remove, with ``None``) the built-in listener (telemetry).
 
     Unlike a subscribed listener it decides, when a call starts, which event kinds it can do
-    without for that call (``quiet_for``): an event that no listener needs is folded into the
-    call's record without an :class:`Event` being built.
+    without for that call (``quiet_for``); those are not delivered to it, and when no subscribed
+    listener exists either, the hottest of them (``call_started``, ``attempt_started``) are
+    folded into the call's record without an :class:`Event` being built. A call that started
+    while no built-in listener was installed stays unseen by one installed later.
     """
     global _builtin, _quiet_for
     with _lock:

@@ -344,7 +344,8 @@ class TargetPressure:
         self.breaker = Breaker()
         #: Successes whose rate-limit headers may be skipped (plenty of headroom last time).
         self.headroom_skips = 0
-        #: Admission reads the request's token estimate (a token bucket exists).
+        #: Admission reads the request's token estimate (a token bucket exists). Read without
+        #: the lock: an admission racing the bucket's creation just is not debited.
         self.paces_tokens = False
         self.touched = now
 
@@ -507,12 +508,10 @@ class TargetPressure:
                 self.inflight -= 1
             if priority == "batch":
                 self.inflight_batch = max(0, self.inflight_batch - 1)
-            budget = self.budget
-            if succeeded:  # RetryBudget.on_success, inline: this runs after every attempt
-                tokens = budget.tokens + budget.ratio
-                budget.tokens = tokens if tokens < budget.max_tokens else budget.max_tokens
+            if succeeded:
+                self.budget.on_success()
             else:
-                budget.on_failure()
+                self.budget.on_failure()
             if throttled:
                 self.throttles += 1
                 self._last_throttle = now

@@ -481,7 +481,8 @@ class _CallState:
 
 
 _states: dict[int, _CallState] = {}
-# ``CallRecord.telemetry``: what the listener decided for a call at its first event.
+# ``CallRecord.telemetry``: what the listener decided for a call when it started (or, for a
+# record that did not go through a Call's start, at its first event).
 _UNDECIDED, _LEAN, _OFF, _DEEP = 0, 1, 2, 3
 
 
@@ -1286,39 +1287,40 @@ def _write_capture(sink: _capture.Sink, state: _CallState, error: str | None, se
 
 # --- wiring --------------------------------------------------------------------------------------
 
-_unsubscribe: Any = None
+_installed = False
 _install_lock = threading.Lock()
 
 
 def install() -> None:
-    """Subscribe the listener (idempotent)."""
-    global _unsubscribe
+    """Install the listener as the engine's built-in one (idempotent)."""
+    global _installed
     with _install_lock:
-        if _unsubscribe is None:
+        if not _installed:
             set_builtin(_on_event, _quiet_for)
-            _unsubscribe = _remove_builtin
+            _installed = True
 
 
-def _remove_builtin() -> None:
-    set_builtin(None)
+def installed() -> bool:
+    """Is the listener installed (tests restore what they found)?"""
+    return _installed
 
 
 def uninstall() -> None:
-    """Unsubscribe the listener and forget every open call (for tests and benchmarks)."""
-    global _unsubscribe
+    """Remove the listener and forget every open call (for tests and benchmarks)."""
+    global _installed
     with _install_lock:
-        if _unsubscribe is not None:
-            _unsubscribe()
-            _unsubscribe = None
+        if _installed:
+            set_builtin(None)
+            _installed = False
         _states.clear()
 
 
 def attach(inner: Any, policy: Policy | None, *, asynchronous: bool) -> Any:
-    """The transport seam: subscribe the listener and put a tap under the resilient transport.
+    """The transport seam: install the listener and put a tap under the resilient transport.
 
     Called when a :class:`~resilient_llm.ResilientTransport` (``asynchronous=False``) or its
     async twin is built, so the listener exists from the first drop-in client on.
-    ``Policy(telemetry=False)`` leaves ``inner`` untouched and subscribes nothing.
+    ``Policy(telemetry=False)`` leaves ``inner`` untouched and installs nothing.
     """
     if policy is not None and not getattr(policy, "telemetry", True):
         return inner

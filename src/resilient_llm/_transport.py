@@ -275,22 +275,23 @@ class _Base:
         self._retry_exceptions = retry_exceptions
         self._states: dict[tuple[Any, ...], tuple[int, TargetPressure]] = {}
 
-    def classify(self, exc: Exception, request: httpx2.Request) -> tuple[Failure, Exception] | None:
-        """An exception from below as (failure, the error to report), or ``None`` when it is
-        not a provider failure (it propagates unchanged, never retried).
+    def foreign(self, exc: Exception, request: httpx2.Request) -> ForeignTransportError | None:
+        """``exc``, raised by the wrapped transport, as a connection failure when it is not
+        httpx2's and ``retry_exceptions`` accepts it (the official SDK would retry it)."""
+        rule = self._retry_exceptions
+        if rule is None or isinstance(exc, httpx2.TransportError) or not rule(exc):
+            return None
+        wrapped = ForeignTransportError(exc, request)
+        wrapped.__cause__ = exc
+        return wrapped
 
-        httpx2 transport errors classify by type; another exception that ``retry_exceptions``
-        accepts becomes a :class:`ForeignTransportError` (a connection failure), as the
-        official SDK would retry it.
-        """
+    @staticmethod
+    def classify(exc: Exception, request: httpx2.Request) -> tuple[Failure, Exception] | None:
+        """A transport failure as (failure, the error to report); ``None`` for anything else,
+        which propagates unchanged and is never retried."""
         failure = classify_exception(exc)
         if failure is None:
-            rule = self._retry_exceptions
-            if rule is None or isinstance(exc, httpx2.TransportError) or not rule(exc):
-                return None
-            wrapped = ForeignTransportError(exc, request)
-            wrapped.__cause__ = exc
-            return classify_exception(wrapped) or _unknown_failure(), wrapped
+            return None
         _attach_request(exc, request)
         return failure, exc
 
@@ -323,6 +324,8 @@ class _Base:
         url = request.url
         headers = request.headers
         credential = _header(headers, b"authorization", b"x-api-key")
+        if not credential:  # an empty Authorization header: the key may be in x-api-key
+            credential = _header(headers, b"x-api-key") or credential
         model = model or call.target
         redis_url = call.policy.redis_url
         # Hot path: this transport's recent targets, while the registry has not been cleared.
@@ -912,7 +915,7 @@ class ResilientTransport(httpx2.BaseTransport):
                 return send
             try:
                 if not plan.admit_now():
-                    self._queue(plan.state, call, plan)
+                    self._queue(plan)
             except BaseException:
                 plan.abandon()
                 raise
@@ -930,8 +933,9 @@ class ResilientTransport(httpx2.BaseTransport):
                 call.clock.sleep(step)
                 call.waited(step)
 
-    def _queue(self, state: TargetPressure, call: Call, plan: _Plan) -> None:
+    def _queue(self, plan: _Plan) -> None:
         """Wait (bounded by the deadline) until the target's pacer and limit admit us."""
+        state, call = plan.state, plan.call
         clock = call.clock
         began = clock.now()
         waiter = state.enqueue(call.policy.priority, plan.cost)
@@ -963,7 +967,15 @@ class ResilientTransport(httpx2.BaseTransport):
         started: float,
     ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
         try:
-            response = self._inner.handle_request(request)
+            try:
+                response = self._inner.handle_request(request)
+            except Exception as exc:  # the rule is for the wrapped transport's errors only
+                wrapped = self._base.foreign(exc, request)
+                if wrapped is None:
+                    raise
+                raise wrapped from exc
+            response.request = request
+            self._base.observe(state, call, response)
         except Exception as exc:
             classified = self._base.classify(exc, request)
             if classified is None:
@@ -971,8 +983,6 @@ class ResilientTransport(httpx2.BaseTransport):
                 raise
             call.attempt_finished(classified[0], None)
             return classified
-        response.request = request
-        self._base.observe(state, call, response)
         status = response.status_code
         if status >= 400:
             guard = _SyncGuard(response, _real_deadline(call), "deadline")
@@ -1128,7 +1138,8 @@ class _AttemptTimeout:
         if not self._expired:
             return False
         # Withdraw our cancellation request; swallow the CancelledError only when it was ours.
-        if self._task.uncancel() <= self._cancelling and kind is asyncio.CancelledError:
+        if self._task.uncancel() <= self._cancelling and kind is not None \
+                and issubclass(kind, asyncio.CancelledError):
             self.cancelled_caught = True
             return True
         return False
@@ -1227,7 +1238,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                 return send
             try:
                 if not plan.admit_now():
-                    await self._queue(plan.state, call, plan)
+                    await self._queue(plan)
             except BaseException:
                 plan.abandon()
                 raise
@@ -1327,10 +1338,11 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             raise primary
         return primary  # type: ignore[no-any-return]
 
-    async def _queue(self, state: TargetPressure, call: Call, plan: _Plan) -> None:
+    async def _queue(self, plan: _Plan) -> None:
         """The async twin of ``ResilientTransport._queue``."""
         import anyio
 
+        state, call = plan.state, plan.call
         clock = call.clock
         began = clock.now()
         waiter = state.enqueue(call.policy.priority, plan.cost)
@@ -1371,8 +1383,15 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         response: httpx2.Response | None = None
         try:
             async with _AttemptTimeout(left if left is not None else math.inf) as scope:
-                response = await self._inner.handle_async_request(request)
+                try:
+                    response = await self._inner.handle_async_request(request)
+                except Exception as exc:  # the rule is for the wrapped transport's errors only
+                    wrapped = self._base.foreign(exc, request)
+                    if wrapped is None:
+                        raise
+                    raise wrapped from exc
                 response.request = request
+                self._base.observe(state, call, response)
                 status = response.status_code
                 content_type = _content_type(response)
                 if status >= 400:
@@ -1394,7 +1413,6 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             call.attempt_finished(timeout, None, send)
             raise call.deadline_error(httpx2.ReadTimeout("deadline reached during the attempt",
                                                          request=request))
-        self._base.observe(state, call, response)
         if status >= 400:
             failure = classify_status(status, response.headers, body, self._base._wire.name)
             assert failure is not None

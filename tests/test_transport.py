@@ -238,7 +238,8 @@ def _foreign_transport(handler: Callable[[httpx2.Request], Any], clock: FakeCloc
 async def _post_with(transport: Any, asynchronous: bool) -> httpx2.Response:
     if asynchronous:
         async with httpx2.AsyncClient(transport=transport, base_url="http://provider.test") as ac:
-            return await ac.post("/v1/chat/completions", json=BODY)
+            response: httpx2.Response = await ac.post("/v1/chat/completions", json=BODY)
+            return response
     with httpx2.Client(transport=transport, base_url="http://provider.test") as client:
         return post(client)
 

@@ -2,7 +2,9 @@
 
 ``outcome()`` and telemetry are both built from these events, so what a user sees and what a
 dashboard shows cannot disagree. Listeners must be fast and must not raise; one that raises is
-logged and dropped from that emission, never allowed to break the call.
+logged and dropped from that emission, never allowed to break the call. When no listener wants
+an event of a call (see :func:`needed`), the engine folds it into the call's record through the
+same ``CallRecord`` code, without building the :class:`Event`.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ both, which is what a client costs against a provider in another process.
 
     python benchmarks/overhead_instructions.py [--calls 200] [--kinds sync-openai,...]
 
+Kinds: ``sync-*`` and ``async-*`` make one call at a time; ``async16-*`` keep 16 in flight on
+one loop (``overhead.py``'s third configuration).
+
 Needs ``valgrind`` (``apt-get install valgrind``); ≈ 1 minute per kind.
 """
 
@@ -32,7 +35,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-KINDS = ("sync-openai", "sync-anthropic", "async-openai", "async-anthropic")
+KINDS = ("sync-openai", "sync-anthropic", "async-openai", "async-anthropic",
+         "async16-openai", "async16-anthropic")
+#: Calls in flight at once for each async kind (``async16-*``: 16, as in ``overhead.py``).
+IN_FLIGHT = 16
 MESSAGES: Any = [{"role": "user", "content": "Say hello."}]
 WARMUP = 60
 
@@ -108,6 +114,10 @@ def _measure(kind: str, calls: int) -> None:
 
         def make(client: Any) -> Callable[[], Any]:
             async def many(n: int) -> None:
+                if kind.startswith("async16"):
+                    for _ in range(n // IN_FLIGHT):
+                        await asyncio.gather(*(_request(client) for _ in range(IN_FLIGHT)))
+                    return
                 for _ in range(n):
                     await _request(client)
 
@@ -160,6 +170,9 @@ def main() -> int:
     if shutil.which("valgrind") is None or shutil.which("callgrind_annotate") is None:
         print("valgrind is not installed: apt-get install valgrind", file=sys.stderr)
         return 2
+    if args.calls < IN_FLIGHT:
+        print(f"--calls must be at least {IN_FLIGHT}", file=sys.stderr)
+        return 2
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
@@ -184,8 +197,10 @@ def main() -> int:
                 ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(out)],
                 check=True, capture_output=True, text=True,
             ).stdout
-            official = _inclusive(annotated, "functools_reduce") / args.calls
-            ours = _inclusive(annotated, "dropwhile_next") / args.calls
+            made = args.calls - args.calls % IN_FLIGHT if kind.startswith("async16") \
+                else args.calls  # async16 kinds run whole batches of IN_FLIGHT calls
+            official = _inclusive(annotated, "functools_reduce") / made
+            ours = _inclusive(annotated, "dropwhile_next") / made
             provider = _inclusive(annotated, "takewhile_next") / args.calls
             print(f"{kind:<16} {official:11,.0f} {ours:11,.0f} {ours - official:+9,.0f} "
                   f"{ours / official:6.3f} {provider:10,.0f} "

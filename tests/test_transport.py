@@ -600,6 +600,10 @@ def test_the_single_pass_header_lookup_agrees_with_httpx2() -> None:
         assert _header(headers, name.encode()) == headers.get(name)
     assert _header(headers, b"absent", b"x-twice", b"content-type") == "a, b"
     assert _header(headers, b"absent", b"missing") is None
+    # like ``get(a) or get(b)``: an empty value gives way to a later name, else is the answer
+    keyed = httpx2.Headers({"Authorization": "", "x-api-key": "sk-k"})
+    assert _header(keyed, b"authorization", b"x-api-key") == "sk-k"
+    assert _header(keyed, b"authorization") == "" == keyed.get("authorization")
 
 
 def test_adding_an_absent_header_matches_httpx2_setitem() -> None:

@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx2
 
@@ -57,29 +57,30 @@ _IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def _header(headers: httpx2.Headers, *names: bytes) -> str | None:
-    """``headers.get(name)`` for the first lower-case ``name`` present, found by C-level scans
-    and without the KeyError a miss costs ``Headers.get`` (same value: repeated headers joined
-    with ", ").
+    """``headers.get(a) or headers.get(b) ...`` for lower-case names, found by C-level scans and
+    without the KeyError a miss costs ``Headers.get`` (same values: repeated headers joined
+    with ", "); an empty value is returned only when no later name has a value.
 
     Reads httpx2's private ``Headers._list`` (stable across its 2.x line, like ``_mounts``);
     should that ever change, the public lookup is used instead.
     """
     raw = getattr(headers, "_list", None)
-    if raw is None:
-        for name in names:
-            value = headers.get(name.decode("ascii"))
-            if value is not None:
-                return value
-        return None
-    keys = list(map(_LOWER_KEY, raw))
+    keys = None if raw is None else list(map(_LOWER_KEY, raw))
+    found: str | None = None
     for name in names:
-        count = keys.count(name)
-        if count == 1:
-            return raw[keys.index(name)][2].decode(headers.encoding)  # type: ignore[no-any-return]
-        if count:
+        if keys is None:
+            value = headers.get(name.decode("ascii"))
+        elif (count := keys.count(name)) == 1:
+            value = raw[keys.index(name)][2].decode(headers.encoding)  # type: ignore[index]
+        elif count:
             encoding = headers.encoding
-            return ", ".join(value.decode(encoding) for _, key, value in raw if key == name)
-    return None
+            value = ", ".join(v.decode(encoding) for _, key, v in raw if key == name)  # type: ignore[union-attr]
+        else:
+            continue
+        if value:
+            return value
+        found = value
+    return found
 
 
 def _add_header(headers: httpx2.Headers, name: str, value: str) -> None:
@@ -275,15 +276,14 @@ class _Base:
         self._retry_exceptions = retry_exceptions
         self._states: dict[tuple[Any, ...], tuple[int, TargetPressure]] = {}
 
-    def foreign(self, exc: Exception, request: httpx2.Request) -> ForeignTransportError | None:
-        """``exc``, raised by the wrapped transport, as a connection failure when it is not
-        httpx2's and ``retry_exceptions`` accepts it (the official SDK would retry it)."""
+    def reraise(self, exc: Exception, request: httpx2.Request) -> NoReturn:
+        """Re-raise ``exc``, raised by the wrapped transport, as a :class:`ForeignTransportError`
+        (a connection failure) when it is not httpx2's and ``retry_exceptions`` accepts it (the
+        official SDK would retry it); unchanged otherwise."""
         rule = self._retry_exceptions
         if rule is None or isinstance(exc, httpx2.TransportError) or not rule(exc):
-            return None
-        wrapped = ForeignTransportError(exc, request)
-        wrapped.__cause__ = exc
-        return wrapped
+            raise exc
+        raise ForeignTransportError(exc, request) from exc
 
     @staticmethod
     def classify(exc: Exception, request: httpx2.Request) -> tuple[Failure, Exception] | None:
@@ -324,8 +324,6 @@ class _Base:
         url = request.url
         headers = request.headers
         credential = _header(headers, b"authorization", b"x-api-key")
-        if not credential:  # an empty Authorization header: the key may be in x-api-key
-            credential = _header(headers, b"x-api-key") or credential
         model = model or call.target
         redis_url = call.policy.redis_url
         # Hot path: this transport's recent targets, while the registry has not been cleared.
@@ -445,8 +443,7 @@ class _Plan:
             seen = breaker.transitions
             if reason is None and not breaker.allow(now):
                 reason = "circuit_open"
-            if breaker.transitions != seen:
-                self._breaker_moved(state, now)
+            self._breaker_moved(state, seen, now)
             if reason is None:
                 break
             if not router.move(reason):
@@ -568,15 +565,13 @@ class _Plan:
         seen = state.breaker.transitions
         if isinstance(result, httpx2.Response):
             state.breaker.record(now, None, call.rng)
-            if state.breaker.transitions != seen:
-                self._breaker_moved(state, now)
+            self._breaker_moved(state, seen, now)
             return result
         failure, last = result
         self._last = last
         self.base.release(state, call, started, failure)
         state.breaker.record(now, failure, call.rng)
-        if state.breaker.transitions != seen:
-            self._breaker_moved(state, now)
+        self._breaker_moved(state, seen, now)
         router.causes[str(router.current)] = _as_exception(last, failure)
         router.tries_here += 1
         if isinstance(last, httpx2.Response):
@@ -620,9 +615,11 @@ class _Plan:
             attempts=call.record.attempts,
         )
 
-    def _breaker_moved(self, state: TargetPressure, now: float) -> None:
+    def _breaker_moved(self, state: TargetPressure, seen: int, now: float) -> None:
         """Report a circuit that changed state (open, half-open, closed) as one event."""
-        self.call.emit("breaker_changed", target=state.key.model, detail=state.breaker.state(now))
+        if state.breaker.transitions != seen:
+            self.call.emit("breaker_changed", target=state.key.model,
+                           detail=state.breaker.state(now))
 
     def _unservable(self, reason: str, state: TargetPressure) -> Exception:
         """No target of the chain may be tried (all skipped or spent)."""
@@ -970,10 +967,7 @@ class ResilientTransport(httpx2.BaseTransport):
             try:
                 response = self._inner.handle_request(request)
             except Exception as exc:  # the rule is for the wrapped transport's errors only
-                wrapped = self._base.foreign(exc, request)
-                if wrapped is None:
-                    raise
-                raise wrapped from exc
+                self._base.reraise(exc, request)
             response.request = request
             self._base.observe(state, call, response)
         except Exception as exc:
@@ -1386,10 +1380,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                 try:
                     response = await self._inner.handle_async_request(request)
                 except Exception as exc:  # the rule is for the wrapped transport's errors only
-                    wrapped = self._base.foreign(exc, request)
-                    if wrapped is None:
-                        raise
-                    raise wrapped from exc
+                    self._base.reraise(exc, request)
                 response.request = request
                 self._base.observe(state, call, response)
                 status = response.status_code

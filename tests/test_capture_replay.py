@@ -199,3 +199,21 @@ def test_replay_refuses_what_it_cannot_replay(tmp_path: Path) -> None:
                         "no replayable JSON request body was recorded"]
     with pytest.raises(ValueError, match="model"):
         replay(str(path), model=" ")
+
+
+def test_a_capture_failure_is_logged_and_the_stream_still_reaches_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    from resilient_llm import _capture
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug in the capture tee")
+
+    monkeypatch.setattr(_capture, "_SyncTee", broken)
+    provider = FaultProvider()
+    with make_client(provider, capture_file=str(tmp_path / "c.jsonl")) as client:
+        stream = client.chat.completions.create(model="gpt-4.1", messages=MESSAGES, stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text  # the call went on, unretried, with its answer
+    assert len(provider.requests) == 1
+    assert "capture of a streamed response failed" in caplog.text

@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import httpx2
@@ -235,14 +235,21 @@ def _is_sse(response: httpx2.Response) -> bool:
     return response.headers.get("content-type", "").startswith("text/event-stream")
 
 
-def _tee_failed() -> None:
-    """The tap's own work failed: log it and hand the response on untouched.
+def _tee(owner: Any, exchange: Exchange, response: httpx2.Response, stream_type: type,
+         tee: Callable[[Any, Exchange], Any]) -> None:
+    """Copy a streamed answer into ``exchange`` as it is read (capture only).
 
     Only the wrapped transport's exceptions may come out of a tap: the resilient transport above
     it retries some foreign exceptions as connection failures (``retry_exceptions``), and a
-    telemetry bug must never be mistaken for one, nor break the call.
+    telemetry bug must never be mistaken for one, nor break the call. So a failure here is
+    logged and the response handed on untouched.
     """
-    log.exception("resilient_llm: capture of a streamed response failed; the call goes on")
+    try:
+        if owner.tee and _is_sse(response) and isinstance(response.stream, stream_type):
+            exchange.stream_bytes = bytearray()
+            response.stream = tee(response.stream, exchange)
+    except Exception:
+        log.exception("resilient_llm: capture of a streamed response failed; the call goes on")
 
 
 class SyncTap(httpx2.BaseTransport):
@@ -263,13 +270,7 @@ class SyncTap(httpx2.BaseTransport):
             exchange.error = exc
             raise
         exchange.response = response
-        try:
-            if owner.tee and _is_sse(response) and isinstance(response.stream,
-                                                               httpx2.SyncByteStream):
-                exchange.stream_bytes = bytearray()
-                response.stream = _SyncTee(response.stream, exchange)
-        except Exception:  # see _tee_failed
-            _tee_failed()
+        _tee(owner, exchange, response, httpx2.SyncByteStream, _SyncTee)
         return response
 
     def close(self) -> None:
@@ -294,13 +295,7 @@ class AsyncTap(httpx2.AsyncBaseTransport):
             exchange.error = exc
             raise
         exchange.response = response
-        try:
-            if owner.tee and _is_sse(response) and isinstance(response.stream,
-                                                               httpx2.AsyncByteStream):
-                exchange.stream_bytes = bytearray()
-                response.stream = _AsyncTee(response.stream, exchange)
-        except Exception:  # see _tee_failed
-            _tee_failed()
+        _tee(owner, exchange, response, httpx2.AsyncByteStream, _AsyncTee)
         return response
 
     async def aclose(self) -> None:

@@ -112,8 +112,8 @@ def start(record: CallRecord) -> None:
 
 def needed(record: CallRecord, kind: str) -> bool:
     """Does any listener want this event of this call? (Else the caller only folds it into
-    the record.)"""
-    return bool(_listeners) or (_builtin is not None and kind not in record.quiet)
+    the record.) A call started with no built-in listener has every kind quiet."""
+    return bool(_listeners) or kind not in record.quiet
 
 
 def emit(record: CallRecord, event: Event) -> None:

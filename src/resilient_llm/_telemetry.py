@@ -584,35 +584,33 @@ def _later(state: _CallState, work: Callable[[], None]) -> None:
 def _quiet_for(record: CallRecord) -> frozenset[str]:
     """Decide a call's path when it starts; the events that path never reads are not sent."""
     if record.telemetry == _UNDECIDED:
-        _begin(record)
-        enabled, state = _open(record, 0.0)
-        record.telemetry = _DEEP if state is not None else _LEAN if enabled else _OFF
+        _decide(record, 0.0)
     return _QUIET[record.telemetry]
+
+
+def _decide(record: CallRecord, at: float) -> None:
+    """Set ``record.telemetry``: deep (state opened), lean (log lines only) or off."""
+    _begin(record)
+    enabled, state = _open(record, at)
+    record.telemetry = _DEEP if state is not None else _LEAN if enabled else _OFF
 
 
 def _on_event(record: CallRecord, event: Event) -> None:
     mode = record.telemetry
+    if mode == _UNDECIDED:  # a record that did not go through a Call's start
+        _decide(record, event.at)
+        mode = record.telemetry
     if mode == _LEAN:
         if event.kind in _LEAN_KINDS:
             _lean(record, event)
         return
     if mode == _OFF:
         return
-    if mode == _UNDECIDED:  # a record that did not go through a Call's start
-        _begin(record)
-        enabled, state = _open(record, event.at)
-        if state is None:
-            record.telemetry = _LEAN if enabled else _OFF
-            if enabled and event.kind in _LEAN_KINDS:
-                _lean(record, event)
-            return
-        record.telemetry = _DEEP
-    else:
-        state = _states.get(id(record))
-        if state is None or state.record is not record:  # evicted: log lines only, from now on
-            record.telemetry = _LEAN
-            _lean(record, event)
-            return
+    state = _states.get(id(record))
+    if state is None or state.record is not record:  # evicted: log lines only, from now on
+        record.telemetry = _LEAN
+        _lean(record, event)
+        return
     handler = _HANDLERS.get(event.kind)
     if handler is not None:
         handler(state, event)

@@ -99,15 +99,6 @@ class Breaker:
 
     def record(self, now: float, failure: Failure | None, rng: RandomSource) -> None:
         """The outcome of an attempt that :meth:`allow` let through."""
-        if failure is None:  # the common case: a success while closed
-            with self._lock:
-                if self._state == "closed":
-                    events = self._events
-                    events.append((now, True))
-                    horizon = now - self.window
-                    while events[0][0] < horizon:
-                        events.popleft()
-                    return
         healthy = not counts_for_health(failure)
         if failure is not None and healthy and failure.kind is not FailureClass.RATE_LIMITED:
             healthy = True  # a 4xx answer proves the target is up

@@ -834,11 +834,15 @@ class FleetPressure(TargetPressure):
         self._local_share = 1.0
         self._last_throttle_sent = -math.inf
         self._rng = random.Random()
-        self.paces_tokens = True  # a lease's size follows the calls' token estimates
 
     # admission
 
     _local_pacer = False  # leases, not the local buckets, pace admissions
+
+    @property
+    def paces_tokens(self) -> bool:
+        """Always: a lease's size follows the calls' token estimates."""
+        return True
 
     def admit_now(self, priority: Priority, cost: float, now: float) -> float | None:
         self._sync_mode()

@@ -111,9 +111,8 @@ class TokenBucket:
     updated: float
 
     def refill(self, now: float) -> None:
-        if now > self.updated:  # (min/max spelled out in the hot paths: no builtin call)
-            level = self.level + (now - self.updated) * self.rate
-            self.level = level if level < self.capacity else self.capacity
+        if now > self.updated:
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
             self.updated = now
 
     def wait_for(self, cost: float, now: float) -> float:
@@ -344,9 +343,6 @@ class TargetPressure:
         self.breaker = Breaker()
         #: Successes whose rate-limit headers may be skipped (plenty of headroom last time).
         self.headroom_skips = 0
-        #: Admission reads the request's token estimate (a token bucket exists). Read without
-        #: the lock: an admission racing the bucket's creation just is not debited.
-        self.paces_tokens = False
         self.touched = now
 
     # admission
@@ -453,6 +449,11 @@ class TargetPressure:
     #: Admission may use the fused local-bucket pass (``_admit_local``) for these hooks.
     _local_pacer = True
 
+    @property
+    def paces_tokens(self) -> bool:
+        """Does admission read the request's token estimate (a token bucket exists)?"""
+        return self.tokens is not None
+
     def _admit_wait(self, cost: float, now: float, priority: Priority) -> float | None:
         """Seconds until the pacer admits this call; ``None`` = unknown (wait to be woken)."""
         return self._pacer_wait(cost, now)
@@ -504,8 +505,7 @@ class TargetPressure:
     ) -> None:
         """An admitted attempt ended: free its slot and learn from how it went."""
         with self._lock:
-            if self.inflight > 0:
-                self.inflight -= 1
+            self.inflight = max(0, self.inflight - 1)
             if priority == "batch":
                 self.inflight_batch = max(0, self.inflight_batch - 1)
             if succeeded:
@@ -523,8 +523,7 @@ class TargetPressure:
                 may_grow = self._remaining_fraction is None or self._remaining_fraction >= 0.1
                 self.concurrency.on_sample(latency, now, self.inflight + 1, may_grow)
                 self._learn_latency(latency)
-            if self._waiting:
-                self._waiting[0].wake()
+            self._wake_head()
 
     def _learn_latency(self, latency: float) -> None:
         self._recent = latency if self._recent is None else 0.8 * self._recent + 0.2 * latency
@@ -547,7 +546,6 @@ class TargetPressure:
                 if self.tokens is None:
                     self.tokens = TokenBucket(UNPACED, max(tokens.limit, 1.0),
                                               tokens.remaining, now)
-                    self.paces_tokens = True
                 self.tokens.observe(tokens, now)
 
     def expected_latency(self) -> float | None:
@@ -575,10 +573,8 @@ class TargetPressure:
     # reading
 
     def _pressure(self, now: float, pacing: float | None = None) -> float:
-        limit = self.concurrency.limit
-        if limit < 1.0:
-            limit = 1.0
-        utilisation = ((self.inflight + len(self._waiting)) / limit - 0.5) * 2  # < 0: idle
+        limit = max(self.concurrency.limit, 1.0)
+        utilisation = max(0.0, (self.inflight + len(self._waiting)) / limit - 0.5) * 2
         throttle = 0.0
         if self._last_throttle is not None:
             throttle = max(0.0, 1.0 - (now - self._last_throttle) / 10.0)
@@ -587,7 +583,7 @@ class TargetPressure:
             inflation = max(0.0, self._recent / self._baseline - 1.0) / 2
         if pacing is None:
             pacing = self._pacer_wait(0.0, now) if self.requests is not None else 0.0
-        return min(1.0, max(0.0, utilisation, throttle, inflation, pacing))
+        return min(1.0, max(utilisation, throttle, inflation, pacing))
 
     def pressure(self, now: float) -> float:
         with self._lock:

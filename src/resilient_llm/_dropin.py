@@ -400,33 +400,23 @@ def close_when_dropped(stream: Any) -> None:
 def explicit_attempts(options: Any, client_max_retries: int, client_explicit: bool) -> int | None:
     """Attempts the caller asked for through the SDK's ``max_retries`` (``None`` = policy's)."""
     per_call = getattr(options, "max_retries", _MISSING)
-    if type(per_call) in _NOT_GIVEN_TYPES:  # the common case: the caller set none
+    if per_call is _MISSING or _is_not_given(per_call):  # the common case: the caller set none
         return client_max_retries + 1 if client_explicit else None
-    if per_call is None or not (isinstance(per_call, int) or per_call is _MISSING
-                                or _is_not_given(per_call)):
+    if per_call is None or not isinstance(per_call, int):
         # As the official SDK does before any attempt (openai ``_validate_max_retries``):
         # turning the SDK's retries off must not hide an invalid value.
         raise TypeError("max_retries must be a non-negative integer, not "
                         f"{type(per_call).__name__}")
-    if isinstance(per_call, int) and not isinstance(per_call, bool):
-        if per_call < 0:
-            raise ValueError("max_retries must be a non-negative integer")
-        return per_call + 1
-    if client_explicit:
-        return client_max_retries + 1
-    return None
+    if isinstance(per_call, bool):  # as before: a bool is no count, the client's value holds
+        return client_max_retries + 1 if client_explicit else None
+    if per_call < 0:
+        raise ValueError("max_retries must be a non-negative integer")
+    return per_call + 1
 
 
 def _is_not_given(value: object) -> bool:
     """The SDKs' ``NotGiven`` sentinel (``options.max_retries`` when the caller set none)."""
-    if type(value).__name__ == "NotGiven":
-        _NOT_GIVEN_TYPES.add(type(value))
-        return True
-    return False
-
-
-#: The ``NotGiven`` classes seen so far (one per SDK), for an identity test on the hot path.
-_NOT_GIVEN_TYPES: set[type] = set()
+    return type(value).__name__ == "NotGiven"
 
 
 def translate_error(

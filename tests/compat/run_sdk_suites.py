@@ -6,9 +6,10 @@
 "Swap the client import" holds only if the swapped client passes the official client's own
 tests, except where resilience is the point. This script:
 
-1. makes a virtualenv in the cache dir (``--system-site-packages``: the installed SDKs, httpx2
-   and resilient-llm are the ones tested) and installs the suites' pinned test dependencies
-   there, so they never leak into the project's own test run;
+1. makes a virtualenv in the cache dir that sees the site-packages of the interpreter running
+   this script (so the SDKs, httpx2 and resilient-llm tested are the ones of the environment
+   that runs the tests, a virtualenv included) and installs the suites' pinned test
+   dependencies there, so they never leak into the project's own test run;
 2. fetches the pinned source distributions with ``pip download --no-deps --no-binary :all:``,
    checks their SHA-256, and extracts them;
 3. runs each suite's ``tests/test_client.py`` with an early plugin (``rebind_openai`` /
@@ -132,16 +133,37 @@ def _run(cmd: list[str]) -> None:
         raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 
+def parent_site_dirs() -> list[str]:
+    """The site-packages folders of the interpreter running this script, in its own order.
+
+    ``venv``'s ``system_site_packages`` would show the *base* interpreter's packages: made from
+    inside a user's virtualenv, the suites would then miss the SDKs installed there.
+    """
+    return [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+
+
 def ensure_venv(cache: Path) -> Path:
-    """The suites' virtualenv (created once, re-installed when the pins change)."""
+    """The suites' virtualenv (created once, re-made when the pins or the parent env change).
+
+    A ``.pth`` file adds the parent's site folders after the venv's own with
+    ``site.addsitedir``, which also reads their ``.pth`` files (editable installs): the suites'
+    pinned test dependencies win, everything else is the parent's.
+    """
     env_dir = cache / "venv"
     python = env_dir / "bin" / "python"
     marker = env_dir / "resilient-llm-compat.txt"
-    wanted = "\n".join(TEST_DEPS)
+    parents = parent_site_dirs()
+    wanted = "\n".join([*TEST_DEPS, *parents])
     if python.exists() and marker.exists() and marker.read_text() == wanted:
         return python
     print(f"compat: preparing {env_dir}", flush=True)
-    venv.EnvBuilder(system_site_packages=True, clear=True, with_pip=True).create(env_dir)
+    venv.EnvBuilder(system_site_packages=False, clear=True, with_pip=True).create(env_dir)
+    own_site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in parents)
+    (Path(own_site) / "zz_resilient_llm_parent_env.pth").write_text(lines)
     _run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
           *TEST_DEPS])
     marker.write_text(wanted)

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 from resilient_llm import Policy
-from resilient_llm._cache_health import conversation_signature
-from resilient_llm._cache_keys import prepare_openai_body, prompt_cache_key
-from resilient_llm._prompt_lint import lint_prompt
+from resilient_llm.caching.health import conversation_signature
+from resilient_llm.caching.keys import prepare_openai_body, prompt_cache_key
+from resilient_llm.caching.lint import lint_prompt
 
 WORDS = " ".join([
     "the customer order refund policy shipping answer politely warehouse invoice",

@@ -115,7 +115,7 @@ def _preset_breaker(cfg: dict[str, Any]) -> None:
     """Give the target's breaker a short break (tests), before the first call creates it."""
     from urllib.parse import urlsplit
 
-    from resilient_llm._pressure import TargetKey, registry
+    from resilient_llm.engine.pressure import TargetKey, registry
 
     url = urlsplit(cfg["base_url"])
     endpoint = f"{url.scheme}://{url.hostname}:{url.port or ''}"
@@ -201,7 +201,7 @@ def worker_main(cfg: dict[str, Any], conn: Any) -> None:
             return {}
         from dataclasses import asdict
 
-        from resilient_llm._fleet import fleet_stats
+        from resilient_llm.fleet.core import fleet_stats
 
         return asdict(fleet_stats())
 

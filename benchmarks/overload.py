@@ -52,7 +52,7 @@ from benchmarks._common import (  # noqa: E402
     write_json,
 )
 from resilient_llm import Policy  # noqa: E402
-from resilient_llm._pressure import registry  # noqa: E402
+from resilient_llm.engine.pressure import registry  # noqa: E402
 
 # Failed calls are counted in the tables; the library's per-call failure log lines would only
 # interleave with them.

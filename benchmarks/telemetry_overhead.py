@@ -33,9 +33,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from resilient_llm import Policy, _telemetry
-from resilient_llm._pressure import registry
+from resilient_llm import Policy
+from resilient_llm.engine.pressure import registry
 from resilient_llm.openai import OpenAI
+from resilient_llm.telemetry import otel as _telemetry
 from resilient_llm.testing import FaultProvider
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
@@ -120,8 +121,8 @@ def listener_cost(repeat: int = 5, calls: int = 20_000) -> dict[str, float]:
     End-to-end timings on a shared machine jitter by more than the effect measured; this
     isolates it. ``api`` is the lean path (no SDK); ``sdk`` builds two spans and ~8 points.
     """
-    from resilient_llm._engine import end_call, start_call
-    from resilient_llm._events import Event, emit
+    from resilient_llm.engine.call import end_call, start_call
+    from resilient_llm.events.bus import Event, emit
 
     policy = Policy()
     events = [Event("waited", 0.0, seconds=1e-5, detail="admission"),

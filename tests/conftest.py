@@ -24,7 +24,7 @@ def anyio_backend() -> str:
 @pytest.fixture(autouse=True)
 def _fresh_pressure_state() -> Iterator[None]:
     """Each test starts with no learned pressure (limits, budgets) from earlier tests."""
-    from resilient_llm._pressure import registry
+    from resilient_llm.engine.pressure import registry
 
     registry.clear()
     yield

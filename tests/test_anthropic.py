@@ -29,9 +29,9 @@ from resilient_llm import (
     StreamInterrupted,
     outcome,
 )
-from resilient_llm._classify import FailureClass
-from resilient_llm._pressure import registry
 from resilient_llm.anthropic import Anthropic, AsyncAnthropic
+from resilient_llm.engine.classify import FailureClass
+from resilient_llm.engine.pressure import registry
 from resilient_llm.providers._sse import StreamScanner
 from resilient_llm.providers.anthropic import (
     ANTHROPIC,
@@ -289,7 +289,7 @@ def test_low_level_options_are_not_modified(provider: FaultProvider) -> None:
 def test_placeholders_are_dropped_from_the_body_before_caching_and_lint() -> None:
     import openai
 
-    from resilient_llm._dropin import _without_placeholders
+    from resilient_llm.dropin.base import _without_placeholders
 
     body = {"model": CLAUDE, "system": anthropic.omit, "max_tokens": 8,
             "temperature": anthropic.NOT_GIVEN, "metadata": None, "top_k": openai.omit,
@@ -614,7 +614,7 @@ def test_explicit_attempts_reads_the_sdks_max_retries_as_the_official_clients_do
 
     import openai
 
-    from resilient_llm._dropin import explicit_attempts
+    from resilient_llm.dropin.base import explicit_attempts
 
     def given(value: Any) -> Any:
         return types.SimpleNamespace(max_retries=value)

@@ -17,16 +17,17 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from resilient_llm import _telemetry, outcome
-from resilient_llm._attributes import (
+from resilient_llm import outcome
+from resilient_llm.context.attributes import (
     MAX_ATTRIBUTES,
     MAX_VALUE_LENGTH,
     Attributes,
     attributes,
     current_attributes,
 )
-from resilient_llm._outcome import lookup
+from resilient_llm.events.outcome import lookup
 from resilient_llm.openai import OpenAI
+from resilient_llm.telemetry import otel as _telemetry
 from resilient_llm.testing import FakeClock, FaultProvider
 
 

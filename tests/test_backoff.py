@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from resilient_llm import Failure, FailureClass
-from resilient_llm._backoff import backoff_delay
+from resilient_llm.engine.backoff import backoff_delay
 from resilient_llm.testing import FakeRandom
 
 THROTTLE = Failure(FailureClass.RATE_LIMITED, True, status=429)

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from resilient_llm import Policy
-from resilient_llm._cache_health import (
+from resilient_llm.caching.health import (
     CacheHealth,
     CacheUsage,
     anthropic_cache_usage,
@@ -20,7 +20,7 @@ from resilient_llm._cache_health import (
     conversation_signature,
     openai_cache_usage,
 )
-from resilient_llm._cache_keys import prepare_anthropic_body, prepare_openai_body
+from resilient_llm.caching.keys import prepare_anthropic_body, prepare_openai_body
 from resilient_llm.testing import FakeClock, Fault, FaultProvider, Usage
 
 SYSTEM = "You are the Acme support agent. " + "Follow the refund policy exactly. " * 200

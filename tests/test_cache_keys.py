@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from resilient_llm import Policy
-from resilient_llm._cache_keys import (
+from resilient_llm.caching.keys import (
     KEY_PREFIX,
     MAX_KEY_LENGTH,
     NAMESPACE_ENV,
@@ -243,7 +243,7 @@ def test_messages_after_the_prefix_never_change_the_key(system: str, u1: str, u2
 
 KEY_SCRIPT = """
 import json, sys
-from resilient_llm._cache_keys import prompt_cache_key, prefix_fingerprint
+from resilient_llm.caching.keys import prompt_cache_key, prefix_fingerprint
 bodies = json.loads(sys.stdin.read())
 out = [[prompt_cache_key(b, namespace="acme", secret="s3cret-for-tests-0123456789", shards=8),
         prefix_fingerprint(b)] for b in bodies]

@@ -13,9 +13,9 @@ import pytest
 
 from resilient_llm import Policy, outcome
 from resilient_llm.__main__ import main
-from resilient_llm._pressure import registry
-from resilient_llm._replay import read_capture, replay
+from resilient_llm.engine.pressure import registry
 from resilient_llm.openai import OpenAI
+from resilient_llm.telemetry.replay import read_capture, replay
 from resilient_llm.testing import FakeClock, FakeRandom, Fault, FaultProvider, Usage
 
 KEY = "sk-capture-test-key-000111222333"
@@ -204,7 +204,7 @@ def test_replay_refuses_what_it_cannot_replay(tmp_path: Path) -> None:
 def test_a_capture_failure_is_logged_and_the_stream_still_reaches_the_caller(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from resilient_llm import _capture
+    from resilient_llm.telemetry import capture as _capture
 
     def broken(*args: Any) -> Any:
         raise RuntimeError("a bug in the capture tee")

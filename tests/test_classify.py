@@ -10,7 +10,7 @@ import httpx2
 import pytest
 
 from resilient_llm import FailureClass
-from resilient_llm._classify import (
+from resilient_llm.engine.classify import (
     classify_error_body,
     classify_exception,
     classify_status,

@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from resilient_llm import DeadlineExceeded, Failure, FailureClass, Policy
-from resilient_llm._engine import MIN_ATTEMPT, Call, GiveUp, Send, Wait, clip_timeouts
+from resilient_llm.engine.call import MIN_ATTEMPT, Call, GiveUp, Send, Wait, clip_timeouts
 from resilient_llm.testing import FakeClock, FakeRandom
 
 OVERLOADED = Failure(FailureClass.OVERLOADED, True, status=503)
@@ -164,7 +164,7 @@ def test_events_build_the_outcome() -> None:
 def test_fast_frozen_init_keeps_the_dataclass_contract() -> None:
     import dataclasses
 
-    from resilient_llm._events import Event
+    from resilient_llm.events.bus import Event
 
     event = Event("succeeded", 1.5, 2, "gpt-4.1")
     assert (event.kind, event.at, event.attempt, event.target) == ("succeeded", 1.5, 2, "gpt-4.1")
@@ -180,7 +180,7 @@ def test_fast_frozen_init_keeps_the_dataclass_contract() -> None:
 async def test_an_enclosing_anyio_deadline_bounds_the_call(anyio_backend: str) -> None:
     import anyio.lowlevel
 
-    from resilient_llm._engine import end_call, start_call
+    from resilient_llm.engine.call import end_call, start_call
 
     with anyio.fail_after(3):
         inside, token = start_call(Policy(deadline=600), target="m")
@@ -203,7 +203,8 @@ def _one_attempt(call: Call) -> None:
 
 
 def test_events_the_builtin_listener_does_not_need_are_only_folded_into_the_record() -> None:
-    from resilient_llm import _events, _telemetry
+    from resilient_llm.events import bus as _events
+    from resilient_llm.telemetry import otel as _telemetry
 
     was_installed = _telemetry.installed()
     _telemetry.uninstall()
@@ -234,7 +235,8 @@ def test_events_the_builtin_listener_does_not_need_are_only_folded_into_the_reco
 
 
 def test_without_any_listener_a_call_still_has_its_outcome() -> None:
-    from resilient_llm import _events, _telemetry
+    from resilient_llm.events import bus as _events
+    from resilient_llm.telemetry import otel as _telemetry
 
     was_installed = _telemetry.installed()
     _telemetry.uninstall()
@@ -253,7 +255,8 @@ def test_without_any_listener_a_call_still_has_its_outcome() -> None:
 def test_a_failing_quiet_decision_is_logged_and_every_event_delivered(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from resilient_llm import _events, _telemetry
+    from resilient_llm.events import bus as _events
+    from resilient_llm.telemetry import otel as _telemetry
 
     def broken(record: object) -> frozenset[str]:
         raise RuntimeError("a bug in the built-in listener")

@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 from benchmarks.fleet import RedisProcess, run_fleet
 
-from resilient_llm import _fleet
-from resilient_llm._classify import Failure, FailureClass
-from resilient_llm._fleet import (
+from resilient_llm.engine.classify import Failure, FailureClass
+from resilient_llm.engine.pressure import RateLimits, TargetKey, registry
+from resilient_llm.fleet import core as _fleet
+from resilient_llm.fleet.core import (
     IDLE_TTL,
     FleetBreaker,
     FleetPressure,
@@ -35,7 +36,6 @@ from resilient_llm._fleet import (
     fleet_keys,
     lease_size,
 )
-from resilient_llm._pressure import RateLimits, TargetKey, registry
 from resilient_llm.testing import Fault, FaultProvider
 from tests.redis_server import redis_url  # noqa: F401
 
@@ -139,7 +139,7 @@ def test_keys_share_one_cluster_slot_per_credential() -> None:
 def test_importing_the_package_does_not_import_redis() -> None:
     code = ("import sys, resilient_llm, resilient_llm.openai; "
             "assert 'redis' not in sys.modules, 'redis'; "
-            "assert 'resilient_llm._fleet' not in sys.modules, '_fleet'")
+            "assert 'resilient_llm.fleet.core' not in sys.modules, '_fleet'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from resilient_llm import Policy, outcome
-from resilient_llm._hedge import HedgeStats
+from resilient_llm.engine.hedge import HedgeStats
 from resilient_llm.openai import AsyncOpenAI
 from resilient_llm.testing import Fault, FaultProvider, FaultServer
 

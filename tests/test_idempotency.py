@@ -24,17 +24,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
-from trio.testing import MockClock  # type: ignore[import-untyped]
+from trio.testing import MockClock  # type: ignore[import-untyped, unused-ignore]
 
 from resilient_llm import (
     DeadlineExceeded,
     IdempotencyConflict,
     IdempotencyStoreUnavailable,
     _clock,
-    _deadline,
     deadline,
 )
-from resilient_llm._idempotency import (
+from resilient_llm.context import deadline as _deadline
+from resilient_llm.idempotency.side_effect import (
     IdempotencyOutcomeUnknown,
     SideEffectFailed,
     arguments_digest,
@@ -737,8 +737,8 @@ def test_decorated_functions_keep_their_shape() -> None:
 
 def test_import_is_lazy_about_redis_and_sqlite() -> None:
     code = (
-        "import sys, resilient_llm, resilient_llm._idempotency, resilient_llm._tools, "
-        "resilient_llm.stores; "
+        "import sys, resilient_llm, resilient_llm.idempotency.side_effect, "
+        "resilient_llm.context.tools, resilient_llm.stores; "
         "assert 'redis' not in sys.modules, 'redis'; assert 'sqlite3' not in sys.modules, 'sqlite3'"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

@@ -18,7 +18,7 @@ from typing import Any, cast
 import pytest
 
 from resilient_llm import IdempotencyStoreUnavailable
-from resilient_llm._idempotency import (
+from resilient_llm.idempotency.side_effect import (
     ExpiredLeasePolicy,
     IdempotencyOutcomeUnknown,
     run,
@@ -262,7 +262,7 @@ def test_asyncio_tasks_on_sqlite_execute_once(tmp_path: Path) -> None:
 
 CHILD = r"""
 import json, os, sys, time
-from resilient_llm._idempotency import run, side_effect
+from resilient_llm.idempotency.side_effect import run, side_effect
 
 store, log, go, mode, policy = sys.argv[1:6]
 

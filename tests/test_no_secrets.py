@@ -23,10 +23,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from resilient_llm import Policy, _telemetry
-from resilient_llm._attributes import attributes
-from resilient_llm._pressure import registry
+from resilient_llm import Policy
+from resilient_llm.context.attributes import attributes
+from resilient_llm.engine.pressure import registry
 from resilient_llm.openai import AsyncOpenAI, OpenAI
+from resilient_llm.telemetry import otel as _telemetry
 from resilient_llm.testing import FakeClock, FakeRandom, Fault, FaultProvider
 
 SENTINEL_KEY = "sk-proj-SENTINELKEY0123456789abcdefXYZ"

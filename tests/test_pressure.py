@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from resilient_llm._pressure import (
+from resilient_llm.engine.pressure import (
     BATCH_SHARE,
     ConcurrencyLimit,
     Cubic,

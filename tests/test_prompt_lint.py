@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resilient_llm import ResilientLLMError
-from resilient_llm._prompt_lint import Finding, PromptLintError, check_prompt, lint_prompt
+from resilient_llm.caching.lint import Finding, PromptLintError, check_prompt, lint_prompt
 from resilient_llm.testing import Fault, FaultProvider
 
 NOW = 1_795_330_000.0  # 2026-11-22

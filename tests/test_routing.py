@@ -23,8 +23,8 @@ from resilient_llm import (
     outcome,
     resilient,
 )
-from resilient_llm._breaker import Breaker
-from resilient_llm._routing import Router, Target
+from resilient_llm.engine.breaker import Breaker
+from resilient_llm.engine.routing import Router, Target
 from resilient_llm.openai import OpenAI
 from resilient_llm.testing import FakeClock, FakeRandom, Fault, FaultProvider, FaultServer
 

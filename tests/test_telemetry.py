@@ -23,13 +23,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from resilient_llm import DeadlineExceeded, Policy, _capture, _events, _telemetry, outcome
-from resilient_llm._attributes import attributes
-from resilient_llm._classify import Failure, FailureClass
-from resilient_llm._outcome import CallRecord
-from resilient_llm._pressure import registry
-from resilient_llm._pricing import PriceTable, TokenUsage, token_usage
+from resilient_llm import DeadlineExceeded, Policy, outcome
+from resilient_llm.context.attributes import attributes
+from resilient_llm.engine.classify import Failure, FailureClass
+from resilient_llm.engine.pressure import registry
+from resilient_llm.events import bus as _events
+from resilient_llm.events.outcome import CallRecord
 from resilient_llm.openai import AsyncOpenAI, OpenAI
+from resilient_llm.telemetry import capture as _capture
+from resilient_llm.telemetry import otel as _telemetry
+from resilient_llm.telemetry.pricing import PriceTable, TokenUsage, token_usage
 from resilient_llm.testing import FakeClock, FakeRandom, Fault, FaultProvider, Usage
 
 BASE_URL = "http://telemetry.test/v1"

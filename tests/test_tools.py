@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from trio.testing import MockClock  # type: ignore[import-untyped]
+from trio.testing import MockClock  # type: ignore[import-untyped, unused-ignore]
 
-from resilient_llm import DeadlineExceeded, _clock, _deadline, deadline, remaining
-from resilient_llm._idempotency import side_effect
-from resilient_llm._tools import deadline_headers, tool, tool_limit
+from resilient_llm import DeadlineExceeded, _clock, deadline, remaining
+from resilient_llm.context import deadline as _deadline
+from resilient_llm.context.tools import deadline_headers, tool, tool_limit
+from resilient_llm.idempotency.side_effect import side_effect
 from resilient_llm.stores import MemoryLedger
 from resilient_llm.testing._fake_clock import FakeClock
 

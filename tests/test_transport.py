@@ -250,7 +250,7 @@ async def test_the_rule_covers_the_wrapped_transport_not_resilient_llms_own_code
     asynchronous: bool, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from resilient_llm import ForeignTransportError
-    from resilient_llm._transport import _Base
+    from resilient_llm.transport.drivers import _Base
 
     clock = FakeClock()
 
@@ -532,7 +532,7 @@ def test_admission_that_cannot_happen_before_the_deadline_fails_at_once() -> Non
 
 
 def test_pacer_wait_that_fits_is_waited_and_reported_as_queue_wait() -> None:
-    from resilient_llm._engine import start_call
+    from resilient_llm.engine.call import start_call
 
     clock = FakeClock()
     paced = {"x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "0",
@@ -544,7 +544,7 @@ def test_pacer_wait_that_fits_is_waited_and_reported_as_queue_wait() -> None:
         try:
             post(client)
         finally:
-            from resilient_llm._engine import end_call
+            from resilient_llm.engine.call import end_call
 
             end_call(token)
     assert clock.sleeps and clock.sleeps[0] == pytest.approx(2.0)
@@ -552,7 +552,7 @@ def test_pacer_wait_that_fits_is_waited_and_reported_as_queue_wait() -> None:
 
 
 def test_a_token_limit_paces_by_the_size_of_each_request() -> None:
-    from resilient_llm._pressure import estimate_tokens, registry
+    from resilient_llm.engine.pressure import estimate_tokens, registry
 
     clock = FakeClock()
     # 6 000 tokens a minute (100/s) with 1 000 left: a small request goes at once, a large one
@@ -575,7 +575,7 @@ def test_a_token_limit_paces_by_the_size_of_each_request() -> None:
 
 def test_spent_retry_budget_fails_instead_of_adding_load() -> None:
     from resilient_llm import RetryBudgetExhausted
-    from resilient_llm._pressure import registry
+    from resilient_llm.engine.pressure import registry
 
     clock = FakeClock()
     script = Script(lambda r: httpx2.Response(200, json=OK), lambda r: error(503))
@@ -592,7 +592,7 @@ def test_spent_retry_budget_fails_instead_of_adding_load() -> None:
 
 
 def test_the_single_pass_header_lookup_agrees_with_httpx2() -> None:
-    from resilient_llm._transport import _header
+    from resilient_llm.transport.drivers import _header
 
     headers = httpx2.Headers([(b"Content-Type", b"application/json"), (b"X-Twice", b"a"),
                               (b"x-twice", b"b"), (b"Authorization", "Bearer é".encode())])
@@ -607,7 +607,7 @@ def test_the_single_pass_header_lookup_agrees_with_httpx2() -> None:
 
 
 def test_adding_an_absent_header_matches_httpx2_setitem() -> None:
-    from resilient_llm._transport import _add_header
+    from resilient_llm.transport.drivers import _add_header
 
     ours = httpx2.Headers({"Accept": "application/json"})
     theirs = httpx2.Headers({"Accept": "application/json"})
@@ -622,7 +622,7 @@ def test_adding_an_absent_header_matches_httpx2_setitem() -> None:
 async def test_the_attempt_timeout_expires_and_says_so(anyio_backend: str) -> None:
     import anyio
 
-    from resilient_llm._transport import _AttemptTimeout
+    from resilient_llm.transport.drivers import _AttemptTimeout
 
     async with _AttemptTimeout(0.02) as scope:
         await anyio.sleep(5)
@@ -639,7 +639,7 @@ async def test_an_outer_cancellation_is_not_taken_for_the_attempt_timeout(
 ) -> None:
     import anyio
 
-    from resilient_llm._transport import _AttemptTimeout
+    from resilient_llm.transport.drivers import _AttemptTimeout
 
     ran_on = False
     with anyio.move_on_after(0.02) as outer:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from ._attributes import attributes
-from ._cache_keys import prompt_cache_key
-from ._classify import Failure, FailureClass
-from ._deadline import deadline, remaining
 from ._errors import (
     AllTargetsFailed,
     CircuitOpen,
@@ -21,15 +17,19 @@ from ._errors import (
     SideEffectFailed,
     StreamInterrupted,
 )
-from ._events import Event, subscribe
-from ._idempotency import SideEffect, current_idempotency_key, run, side_effect
-from ._outcome import AttemptInfo, Outcome, outcome
 from ._policy import Policy
-from ._pressure import PressureSnapshot, pressure_snapshot
-from ._prompt_lint import Finding, lint_prompt
-from ._scope import resilient
-from ._tools import deadline_headers, tool
-from ._transport import AsyncResilientTransport, ForeignTransportError, ResilientTransport
+from .caching.keys import prompt_cache_key
+from .caching.lint import Finding, lint_prompt
+from .context.attributes import attributes
+from .context.deadline import deadline, remaining
+from .context.scope import resilient
+from .context.tools import deadline_headers, tool
+from .engine.classify import Failure, FailureClass
+from .engine.pressure import PressureSnapshot, pressure_snapshot
+from .events.bus import Event, subscribe
+from .events.outcome import AttemptInfo, Outcome, outcome
+from .idempotency.side_effect import SideEffect, current_idempotency_key, run, side_effect
+from .transport.drivers import AsyncResilientTransport, ForeignTransportError, ResilientTransport
 
 __version__ = "0.1.0"
 
@@ -77,6 +77,6 @@ __all__ = [
 
 for _name in __all__:
     _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("resilient_llm._"):
+    if getattr(_obj, "__module__", "").startswith("resilient_llm."):
         _obj.__module__ = "resilient_llm"
 del _name, _obj

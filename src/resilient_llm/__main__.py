@@ -34,7 +34,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from ._replay import replay
+    from .telemetry.replay import replay
 
     try:
         summary = replay(args.file, model=args.model, out=args.out, base_url=args.base_url,

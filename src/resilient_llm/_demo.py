@@ -121,7 +121,7 @@ def _official_call(client: Any) -> Callable[[int], Any]:
 
 
 def _resilient_call(client: Any) -> Callable[[int], Any]:
-    from ._outcome import outcome
+    from .events.outcome import outcome
 
     def call(index: int) -> bool:
         if index % 4 == 3:

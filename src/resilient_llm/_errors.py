@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._outcome import AttemptInfo
+    from .events.outcome import AttemptInfo
 
 __all__ = [
     "AllTargetsFailed",

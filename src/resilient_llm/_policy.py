@@ -337,7 +337,7 @@ class Policy(BaseModel):
     def _check_prices(cls, value: Any) -> Any:
         if value is None or value == "":
             return None
-        from ._pricing import canonical_prices
+        from .telemetry.pricing import canonical_prices
 
         return canonical_prices(value)
 
@@ -346,7 +346,7 @@ class Policy(BaseModel):
     def _check_prices_file(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        from ._pricing import read_prices_file
+        from .telemetry.pricing import read_prices_file
 
         read_prices_file(value)  # fail at construction, not at the first call
         return value

@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'resilient-llm[openai]'"
     ) from exc
 
-from ._dropin import AsyncDropIn, SyncDropIn, finish_class
+from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
 
 __all__ = ["AsyncOpenAI", "OpenAI"]
 

@@ -7,6 +7,6 @@ import pytest
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    from resilient_llm._pressure import registry
+    from resilient_llm.engine.pressure import registry
 
     registry.clear()

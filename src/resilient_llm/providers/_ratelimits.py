@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from .._pressure import RateLimits
+from ..engine.pressure import RateLimits
 
 __all__ = ["parse_anthropic", "parse_go_duration", "parse_openai", "parse_rate_limits"]
 

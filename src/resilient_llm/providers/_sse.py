@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .._classify import Failure, FailureClass
+from ..engine.classify import Failure, FailureClass
 
 __all__ = ["StreamScanner", "Wire"]
 

@@ -24,8 +24,8 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from .._classify import Failure, classify_error_body
-from .._pressure import RateLimits as RateLimit
+from ..engine.classify import Failure, classify_error_body
+from ..engine.pressure import RateLimits as RateLimit
 from ._ratelimits import count
 from ._sse import StreamScanner
 

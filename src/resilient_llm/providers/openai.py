@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._classify import classify_error_body
-from .._pressure import RateLimits as RateLimit
+from ..engine.classify import classify_error_body
+from ..engine.pressure import RateLimits as RateLimit
 from ._ratelimits import count, parse_go_duration
 from ._sse import StreamScanner
 

@@ -28,11 +28,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-from . import _clock
-from ._clock import Clock
-from ._deadline import Deadline, remaining, to_seconds
-from ._errors import DeadlineExceeded
-from ._policy import Policy
+from .. import _clock
+from .._clock import Clock
+from .._errors import DeadlineExceeded
+from .._policy import Policy
+from .deadline import Deadline, remaining, to_seconds
 
 __all__ = ["current_policy", "deadline_headers", "tool", "tool_limit"]
 
@@ -56,7 +56,7 @@ def current_policy() -> Policy:
     if cached is None or cached[0] != env:
         cached = (env, Policy.from_env())
         _env_policy = cached
-    from ._scope import effective_policy
+    from .scope import effective_policy
 
     return effective_policy(cached[1])
 

@@ -3,7 +3,7 @@
 A timestamp, UUID, request id or random nonce in the system prompt (or tools) changes the
 prefix on every request, so the provider's prompt cache never hits and the prompt-cache key
 changes every call. Per-user fields placed before shared instructions make the prefix per
-user. This module finds them in the stable prefix (see :mod:`resilient_llm._cache_keys`), with
+user. This module finds them in the stable prefix (see :mod:`resilient_llm.caching.keys`), with
 a location and a fix hint, and never repeats the prompt beyond a short masked excerpt.
 
 Scanning is done on UTF-8 bytes with literal-anchored searches (``:``, ``id``, runs of token
@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from ._cache_keys import Provider, _head, _Segment, _shape
-from ._errors import PromptLintError
+from .._errors import PromptLintError
+from .keys import Provider, _head, _Segment, _shape
 
 __all__ = ["Finding", "FindingKind", "LintMode", "PromptLintError", "check_prompt", "lint_prompt"]
 

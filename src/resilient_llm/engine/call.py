@@ -21,15 +21,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from ._backoff import backoff_delay
-from ._classify import Failure
-from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
-from ._deadline import current_deadline
-from ._errors import DeadlineExceeded
-from ._events import Event, EventKind, emit, needed, start
-from ._fastinit import fast_frozen_init
-from ._outcome import CallRecord
-from ._policy import Policy
+from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
+from .._errors import DeadlineExceeded
+from .._fastinit import fast_frozen_init
+from .._policy import Policy
+from ..context.deadline import current_deadline
+from ..events.bus import Event, EventKind, emit, needed, start
+from ..events.outcome import CallRecord
+from .backoff import backoff_delay
+from .classify import Failure
 
 __all__ = [
     "MIN_ATTEMPT",

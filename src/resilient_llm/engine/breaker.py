@@ -18,8 +18,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-from ._classify import Failure, FailureClass
-from ._clock import RandomSource
+from .._clock import RandomSource
+from .classify import Failure, FailureClass
 
 __all__ = ["Breaker", "BreakerSnapshot", "BreakerState", "counts_for_health"]
 

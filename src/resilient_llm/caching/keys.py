@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
 
 import cachetools
 
-from ._clock import SYSTEM_CLOCK, Clock
+from .._clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
-    from ._policy import Policy
+    from .._policy import Policy
 
 __all__ = [
     "KEY_PREFIX",

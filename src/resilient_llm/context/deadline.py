@@ -22,8 +22,8 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from ._clock import SYSTEM_CLOCK, Clock
-from ._errors import DeadlineExceeded
+from .._clock import SYSTEM_CLOCK, Clock
+from .._errors import DeadlineExceeded
 
 __all__ = ["Deadline", "current_deadline", "deadline", "remaining", "to_seconds"]
 

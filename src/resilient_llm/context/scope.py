@@ -10,8 +10,8 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from ._deadline import Deadline
-from ._policy import Policy, Priority
+from .._policy import Policy, Priority
+from .deadline import Deadline
 
 __all__ = ["effective_policy", "resilient"]
 
@@ -119,7 +119,7 @@ class _Resilient:
     def __call__(self, func: F) -> F:
         frozen, seconds = self._frozen, self._deadline
         if self._tool:
-            from ._tools import tool
+            from .tools import tool
 
             func = cast(F, tool(reserve=self._tool_reserve)(func))
         if inspect.iscoroutinefunction(func):
@@ -181,7 +181,7 @@ def resilient(
         )
     seconds = None
     if deadline is not None:
-        from ._deadline import to_seconds
+        from .deadline import to_seconds
 
         seconds = to_seconds(deadline, name="deadline")
     return _Resilient(changes, seconds, tool or tool_reserve is not None, tool_reserve)

@@ -24,7 +24,7 @@ from collections import deque
 
 from cachetools import LRUCache
 
-from ._pressure import TargetKey
+from .pressure import TargetKey
 
 __all__ = ["MAX_RACERS", "HedgeStats", "hedge_stats"]
 

@@ -42,12 +42,12 @@ from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
 
-from ._breaker import Breaker
-from ._fastinit import fast_frozen_init
-from ._policy import Priority
+from .._fastinit import fast_frozen_init
+from .._policy import Priority
+from .breaker import Breaker
 
 if TYPE_CHECKING:
-    from ._fleet import FleetSnapshot
+    from ..fleet.core import FleetSnapshot
 
 __all__ = [
     "BATCH_SHARE",
@@ -627,7 +627,7 @@ class PressureRegistry:
                 if redis_url is None:
                     state = TargetPressure(key, now)
                 else:
-                    from ._fleet import fleet_pressure
+                    from ..fleet.core import fleet_pressure
 
                     state = fleet_pressure(key, now, redis_url)
                 self._targets[slot] = state

@@ -1,7 +1,7 @@
 """Fleet-wide pressure state in Redis: one API key, many workers, one well-paced client.
 
 With ``RESILIENT_LLM_REDIS_URL`` set, :func:`fleet_pressure` builds a :class:`FleetPressure`
-per target — a :class:`~resilient_llm._pressure.TargetPressure` whose pacer and breaker
+per target — a :class:`~resilient_llm.engine.pressure.TargetPressure` whose pacer and breaker
 consult Redis — so every process sharing a key behaves like one client. The drivers see the
 same interface as without Redis. What is shared, and why that and no more:
 
@@ -58,11 +58,11 @@ from dataclasses import dataclass
 from string import Template
 from typing import Any
 
-from ._breaker import Breaker, counts_for_health
-from ._classify import Failure, FailureClass
-from ._clock import RandomSource
-from ._policy import Priority
-from ._pressure import RateLimits, TargetKey, TargetPressure
+from .._clock import RandomSource
+from .._policy import Priority
+from ..engine.breaker import Breaker, counts_for_health
+from ..engine.classify import Failure, FailureClass
+from ..engine.pressure import RateLimits, TargetKey, TargetPressure
 
 __all__ = [
     "HEADROOM",
@@ -489,8 +489,8 @@ def fleet_stats() -> FleetStats:
 
 def _call_budget() -> float | None:
     """Seconds the current call has left (the tighter of its own deadline and any scope)."""
-    from ._deadline import remaining
-    from ._engine import current_call
+    from ..context.deadline import remaining
+    from ..engine.call import current_call
 
     left = remaining()
     call = current_call()
@@ -511,7 +511,7 @@ class _Link:
     """
 
     def __init__(self, url: str, *, timeout: float = OP_TIMEOUT) -> None:
-        from .stores import redact_url
+        from ..stores import redact_url
 
         self.url = url
         self.label = redact_url(url)
@@ -531,7 +531,7 @@ class _Link:
             from redis.backoff import NoBackoff
             from redis.retry import Retry
         except ImportError as exc:  # pragma: no cover - the extra is installed in tests
-            from ._errors import ConfigError
+            from .._errors import ConfigError
 
             raise ConfigError("RESILIENT_LLM_REDIS_URL", self.label,
                               "the redis package is needed: pip install 'resilient-llm[redis]'"
@@ -1084,7 +1084,7 @@ def _share_of(limits: RateLimits | None, share: float) -> RateLimits | None:
 
 def _owner() -> int:
     """Who is asking: the current call (drop-in clients) or else the thread."""
-    from ._engine import current_call
+    from ..engine.call import current_call
 
     call = current_call()
     return id(call) if call is not None else threading.get_ident()

@@ -4,7 +4,7 @@ Two signals, from the usage every response already carries (OpenAI ``cached_toke
 Anthropic ``cache_read_input_tokens``):
 
 * ``prefix_drift``: the stable prefix (tools, system prompt, schema; see
-  :mod:`resilient_llm._cache_keys`) of a conversation changed between turns, so the cache built
+  :mod:`resilient_llm.caching.keys`) of a conversation changed between turns, so the cache built
   by earlier turns cannot be reused (a timestamp in the system prompt, tools in another order,
   a per-turn edit).
 * ``cold_mid_session``: a later turn with an unchanged prefix read zero cached tokens although
@@ -14,7 +14,7 @@ Anthropic ``cache_read_input_tokens``):
 **What a conversation is.** Its identity must survive exactly the changes we want to detect,
 so it is not the prompt-cache key. It is an HMAC (scoped by namespace and secret, revealing
 nothing) over the provider, the model, the system text with time values masked (the
-timestamps and epochs :func:`~resilient_llm._prompt_lint.lint_prompt` flags; ids and per-user
+timestamps and epochs :func:`~resilient_llm.caching.lint.lint_prompt` flags; ids and per-user
 fields stay, as they often name the conversation) and the conversation's first message
 (the opener, which stays fixed while turns are appended); a Responses ``conversation`` id is
 used as is. Tools are left out so a tool change shows up as drift. Consequences: two
@@ -35,7 +35,8 @@ from typing import Any, Literal
 
 import cachetools
 
-from ._cache_keys import (
+from .._clock import SYSTEM_CLOCK, Clock
+from .keys import (
     Provider,
     _fingerprint,
     _hashed_text,
@@ -46,8 +47,7 @@ from ._cache_keys import (
     _shape,
     canonical_json,
 )
-from ._clock import SYSTEM_CLOCK, Clock
-from ._prompt_lint import _volatile_spans
+from .lint import _volatile_spans
 
 __all__ = [
     "CacheHealth",

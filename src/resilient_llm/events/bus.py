@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ._fastinit import fast_frozen_init
+from .._fastinit import fast_frozen_init
 
 if TYPE_CHECKING:
-    from ._classify import Failure
-    from ._outcome import CallRecord
+    from ..engine.classify import Failure
+    from .outcome import CallRecord
 
 __all__ = ["ALL_KINDS", "Event", "EventKind", "Listener", "emit", "needed", "set_builtin", "start",
            "subscribe"]

@@ -61,17 +61,17 @@ from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ._clock import Clock
-from ._errors import (
+from .._clock import Clock
+from .._errors import (
     DeadlineExceeded,
     IdempotencyConflict,
     IdempotencyOutcomeUnknown,
     IdempotencyStoreUnavailable,
     SideEffectFailed,
 )
-from ._policy import Policy
-from ._tools import _TOOL_KEY, Budget, _seconds_or_none, current_policy
-from .stores import Begin, Ledger, open_store
+from .._policy import Policy
+from ..context.tools import _TOOL_KEY, Budget, _seconds_or_none, current_policy
+from ..stores import Begin, Ledger, open_store
 
 __all__ = [
     "DEFAULT_LEASE",

@@ -3,7 +3,7 @@
 The drop-in classes subclass the official ones and touch them through their seams:
 
 * the ``http_client`` transport (public): every request runs through
-  :class:`~resilient_llm._transport.ResilientTransport`;
+  :class:`~resilient_llm.transport.drivers.ResilientTransport`;
 * ``request()`` (the SDKs' low-level public method): starts the logical call (deadline clock,
   policy, attempt cap), turns the SDK's own retries off for it, and registers the result for
   ``outcome()``;
@@ -24,20 +24,20 @@ from typing import Any, Literal, TypeVar
 import httpx2
 from pydantic import BaseModel
 
-from ._classify import FailureClass
-from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
-from ._engine import Call, end_call, start_call
-from ._errors import (
+from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
+from .._errors import (
     AllTargetsFailed,
     CircuitOpen,
     DeadlineExceeded,
     ResilientLLMError,
     RetryBudgetExhausted,
 )
-from ._outcome import register
-from ._policy import Policy
-from ._scope import effective_policy
-from ._transport import AsyncResilientTransport, ForeignTransportError, ResilientTransport
+from .._policy import Policy
+from ..context.scope import effective_policy
+from ..engine.call import Call, end_call, start_call
+from ..engine.classify import FailureClass
+from ..events.outcome import register
+from ..transport.drivers import AsyncResilientTransport, ForeignTransportError, ResilientTransport
 
 __all__ = [
     "CallScope",
@@ -135,7 +135,7 @@ _health: Any = None
 def _cache_health() -> Any:
     global _health
     if _health is None:
-        from ._cache_health import CacheHealth
+        from ..caching.health import CacheHealth
 
         _health = CacheHealth()
     return _health
@@ -221,18 +221,18 @@ def _memo_key(
 def _prepare_body(provider: Literal["openai", "anthropic"], url: str, body: dict[str, Any],
                   policy: Policy, record: Any) -> dict[str, Any]:
     if policy.lint_prompts != "off":  # on the caller's body: our own key is not volatile
-        from ._prompt_lint import check_prompt
+        from ..caching.lint import check_prompt
 
         record.findings.extend(check_prompt(body, policy.lint_prompts, provider=provider))
     if provider == "openai":
         api = next((kind for suffix, kind in _CACHEABLE_PATHS.items() if url.endswith(suffix)),
                    None)
         if api is not None and (policy.prompt_cache_key or policy.stable_tool_order):
-            from ._cache_keys import prepare_openai_body
+            from ..caching.keys import prepare_openai_body
 
             return prepare_openai_body(body, policy, api=api, namespace=policy.cache_namespace)
     elif url.endswith("/messages") and (policy.cache_breakpoint or policy.stable_tool_order):
-        from ._cache_keys import prepare_anthropic_body
+        from ..caching.keys import prepare_anthropic_body
 
         return prepare_anthropic_body(body, policy)
     return body
@@ -300,7 +300,7 @@ def cached_answer(base_url: object, options: Any, policy: Policy, stream: bool) 
     body = getattr(options, "json_data", None)
     if not isinstance(body, dict):
         return None, None
-    from ._cache_keys import ResponseCache
+    from ..caching.keys import ResponseCache
 
     key = ResponseCache.key_for(body, policy.cache_namespace,
                                 scope=f"{base_url}{getattr(options, 'url', '')}")
@@ -315,7 +315,7 @@ def remember_answer(key: str | None, policy: Policy, result: Any) -> None:
     """Keep a copy of a successful parsed answer under ``key``."""
     if key is None or not hasattr(result, "model_copy"):
         return
-    from ._cache_keys import ResponseCache
+    from ..caching.keys import ResponseCache
 
     slot = (policy.response_cache_size, policy.response_cache_ttl)
     cache = _response_caches.get(slot)

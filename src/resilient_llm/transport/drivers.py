@@ -2,7 +2,7 @@
 
 This is the public seam the drop-in clients use (``http_client=`` with a custom transport), so
 one retry layer sits under the official SDKs, whose own retries are turned off. The sync and
-async drivers perform I/O only; every decision comes from :class:`~resilient_llm._engine.Call`.
+async drivers perform I/O only; every decision comes from :class:`~resilient_llm.engine.call.Call`.
 
 Deadlines are enforced where the time is spent:
 
@@ -36,17 +36,17 @@ from typing import Any, NoReturn
 
 import httpx2
 
-from ._classify import Failure, FailureClass, classify_exception, classify_status
-from ._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
-from ._deadline import on_asyncio
-from ._engine import MIN_ATTEMPT, Call, GiveUp, Send, Wait, current_call
-from ._errors import AllTargetsFailed, CircuitOpen, RetryBudgetExhausted, StreamInterrupted
-from ._hedge import MAX_RACERS, hedge_stats
-from ._policy import Policy
-from ._pressure import TargetKey, TargetPressure, estimate_tokens, registry
-from ._routing import Router, Target
-from .providers import StreamScanner, Wire, wire_for
-from .providers._ratelimits import parse_rate_limits
+from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
+from .._errors import AllTargetsFailed, CircuitOpen, RetryBudgetExhausted, StreamInterrupted
+from .._policy import Policy
+from ..context.deadline import on_asyncio
+from ..engine.call import MIN_ATTEMPT, Call, GiveUp, Send, Wait, current_call
+from ..engine.classify import Failure, FailureClass, classify_exception, classify_status
+from ..engine.hedge import MAX_RACERS, hedge_stats
+from ..engine.pressure import TargetKey, TargetPressure, estimate_tokens, registry
+from ..engine.routing import Router, Target
+from ..providers import StreamScanner, Wire, wire_for
+from ..providers._ratelimits import parse_rate_limits
 
 __all__ = ["AsyncResilientTransport", "ForeignTransportError", "ResilientTransport"]
 
@@ -306,13 +306,13 @@ class _Base:
         call = current_call()
         if call is not None:
             return call
-        from ._engine import start_call
+        from ..engine.call import start_call
 
         policy = self.policy
         call, token = start_call(
             policy, target=_target_of(request), clock=self._clock, rng=self._rng
         )
-        from ._engine import end_call
+        from ..engine.call import end_call
 
         end_call(token)
         return call
@@ -893,7 +893,7 @@ class ResilientTransport(httpx2.BaseTransport):
                            retry_exceptions=retry_exceptions)
         # --- telemetry seam (owner: _telemetry.py): subscribe the event listener and tap each
         # attempt's exact request/response under this transport (nothing when telemetry=False).
-        from ._telemetry import attach
+        from ..telemetry.otel import attach
 
         self._inner = attach(self._inner, policy, asynchronous=False)
         # --- end of telemetry seam
@@ -1213,7 +1213,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                            retry_exceptions=retry_exceptions)
         # --- telemetry seam (owner: _telemetry.py): subscribe the event listener and tap each
         # attempt's exact request/response under this transport (nothing when telemetry=False).
-        from ._telemetry import attach
+        from ..telemetry.otel import attach
 
         self._inner = attach(self._inner, policy, asynchronous=True)
         # --- end of telemetry seam

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._classify import Failure
-from ._clock import RandomSource
+from .._clock import RandomSource
+from .classify import Failure
 
 __all__ = ["THROTTLE_BASE", "TRANSIENT_BASE", "backoff_delay"]
 

@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ._classify import NEVER_FALL_BACK, Failure, FailureClass
-from ._errors import ResidencyViolation
-from ._fastinit import fast_frozen_init
-from ._policy import Policy
+from .._errors import ResidencyViolation
+from .._fastinit import fast_frozen_init
+from .._policy import Policy
+from .classify import NEVER_FALL_BACK, Failure, FailureClass
 
 __all__ = ["BUDGET_SHARE", "Router", "Step", "Target"]
 

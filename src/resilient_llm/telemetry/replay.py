@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx2
 
-from ._pricing import load_prices, token_usage
+from .pricing import load_prices, token_usage
 
 __all__ = ["ReplaySummary", "read_capture", "replay"]
 
@@ -94,7 +94,7 @@ def _output_text(body: Any) -> str | None:
 
 
 def _stream_facts(provider: str, text: str) -> tuple[str, Any]:
-    from .providers import StreamScanner, wire_for
+    from ..providers import StreamScanner, wire_for
 
     scanner = StreamScanner(wire_for(provider))
     scanner.feed(text.encode("utf-8"))
@@ -153,7 +153,7 @@ class _Replayer:
     def client(self, provider: str) -> httpx2.Client:
         client = self.clients.get(provider)
         if client is None:
-            from ._transport import ResilientTransport
+            from ..transport.drivers import ResilientTransport
 
             inner = self.transport if self.transport is not None else httpx2.HTTPTransport()
             client = httpx2.Client(transport=ResilientTransport(
@@ -182,7 +182,7 @@ class _Replayer:
                               content=json.dumps(body, ensure_ascii=False).encode("utf-8"))
 
     def send(self, line: Mapping[str, Any], provider: str) -> dict[str, Any]:
-        from ._dropin import CallScope
+        from ..dropin.base import CallScope
 
         request = self.request(line, provider)
         stream = bool(line["request"]["body"].get("stream"))
@@ -248,7 +248,7 @@ def replay(
     origin (scheme, host, port; the recorded path is kept); ``transport`` (tests) replaces
     the network. ``policy`` defaults to ``Policy.from_env()`` with capture off.
     """
-    from ._policy import Policy
+    from .._policy import Policy
 
     if not model.strip():
         raise ValueError("replay needs a model name (--model)")

@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING, Any, cast
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from . import _capture
-from ._attributes import current_attributes
-from ._events import ALL_KINDS, Event, set_builtin
-from ._outcome import CallRecord
-from ._pricing import Cost, PriceTable, TokenUsage, load_prices, token_usage
+from ..context.attributes import current_attributes
+from ..events.bus import ALL_KINDS, Event, set_builtin
+from ..events.outcome import CallRecord
+from . import capture as _capture
+from .pricing import Cost, PriceTable, TokenUsage, load_prices, token_usage
 
 if TYPE_CHECKING:
-    from ._policy import Policy
+    from .._policy import Policy
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -213,7 +213,7 @@ _instruments: dict[tuple[int, Conventions], _Instruments] = {}
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -279,7 +279,7 @@ def _tracer(provider: trace.TracerProvider, conv: Conventions) -> trace.Tracer:
 
 def _observe_pressure(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
     """One point per target the engine tracks: ``endpoint|credential hash|model``."""
-    from ._pressure import pressure_snapshot
+    from ..engine.pressure import pressure_snapshot
 
     for snapshot in pressure_snapshot():
         model = snapshot.target.rsplit("|", 1)[-1]
@@ -400,7 +400,7 @@ def _policy_from_env() -> Any:
     global _env_policy
     key = tuple(os.environ.get(name) for name in _ENV_KEYS)
     if _env_policy is None or _env_policy[0] != key:
-        from ._policy import Policy
+        from .._policy import Policy
 
         try:
             policy: Any = Policy.from_env()
@@ -904,7 +904,7 @@ def _answer(state: _CallState) -> _Answer:
     if exchange is None or exchange.response is None:
         return _Answer()
     if exchange.is_stream:  # a copy was kept (capture): its text, for content capture
-        from .providers import StreamScanner, wire_for
+        from ..providers import StreamScanner, wire_for
 
         scanner = StreamScanner(wire_for("anthropic" if state.record.provider == "anthropic"
                                          else "openai"))

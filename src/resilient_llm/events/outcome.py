@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._events import Event
-from ._fastinit import fast_frozen_init
+from .._fastinit import fast_frozen_init
+from .bus import Event
 
 __all__ = ["AttemptInfo", "CallRecord", "Outcome", "outcome", "register"]
 
@@ -65,7 +65,7 @@ class Outcome:
     usage: Any
     findings: tuple[Any, ...] = ()
     pressure: float | None = None
-    cost: Any = None  # a resilient_llm._pricing.Cost when a price table is configured
+    cost: Any = None  # a resilient_llm.telemetry.pricing.Cost when a price table is configured
 
     @property
     def retries(self) -> int:

@@ -1,0 +1,1 @@
+"""What the drop-in client classes share: wrapping the official SDKs through their seams."""

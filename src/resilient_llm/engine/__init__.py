@@ -1,0 +1,2 @@
+"""Decisions without I/O: the call state machine, classification, backoff, routing,
+breakers and pressure."""

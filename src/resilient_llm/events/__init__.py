@@ -1,0 +1,1 @@
+"""The one event stream of a call and the record `outcome()` reads."""

@@ -1,0 +1,1 @@
+"""Side effects that run once: run scopes, keys and the ledger protocol."""

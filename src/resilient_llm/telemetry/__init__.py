@@ -1,0 +1,1 @@
+"""OpenTelemetry spans and metrics, cost, capture and replay."""

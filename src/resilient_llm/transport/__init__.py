@@ -1,0 +1,1 @@
+"""The drivers: perform the engine's actions with sync or async I/O."""

@@ -170,10 +170,14 @@ def worker_main(cfg: dict[str, Any], conn: Any) -> None:
     late = 0
     lock = threading.Lock()
 
+    calls = cfg.get("calls")  # per thread; None: call until ``duration`` ends
+
     def loop(n: int) -> None:
         nonlocal late
         time.sleep(max(0.0, start_at - time.monotonic() + 0.003 * n))
-        while time.monotonic() < stop_at:
+        done = 0
+        while time.monotonic() < stop_at and (calls is None or done < calls):
+            done += 1
             began = time.monotonic()
             try:
                 response = client.chat.completions.create(model=model, messages=MESSAGES,

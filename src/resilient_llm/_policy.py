@@ -261,6 +261,8 @@ class Policy(BaseModel):
             raise ValueError("unknown store")
         if value.startswith("sqlite:///") and len(value) == len("sqlite:///"):
             raise ValueError("missing path")
+        if value.startswith(("redis://", "rediss://", "unix://")):
+            _check_redis_url(value, "RESILIENT_LLM_IDEMPOTENCY_STORE")
         return value
 
     @field_validator("redis_url")
@@ -269,8 +271,7 @@ class Policy(BaseModel):
         if value in (None, ""):
             return None
         assert value is not None
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("not a redis URL")
+        _check_redis_url(value, "RESILIENT_LLM_REDIS_URL")
         return value
 
     @field_validator("cache_namespace")
@@ -458,6 +459,16 @@ def _read_env() -> dict[str, str]:
         for name in settings.model_fields_set
         if getattr(settings, name) is not None
     }
+
+
+def _check_redis_url(url: str, setting: str) -> None:
+    """Parse a Redis URL fully now, so a typo fails here and not on a call."""
+    from ._redis import parse_redis_url
+
+    try:
+        parse_redis_url(url, setting=setting)
+    except ConfigError as exc:
+        raise ValueError(exc.accepted) from None
 
 
 def _config_error(exc: ValidationError, values: Mapping[str, Any]) -> ConfigError:

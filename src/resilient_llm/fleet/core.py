@@ -511,10 +511,11 @@ class _Link:
     """
 
     def __init__(self, url: str, *, timeout: float = OP_TIMEOUT) -> None:
-        from ..stores import redact_url
+        from .._redis import parse_redis_url
 
         self.url = url
-        self.label = redact_url(url)
+        self.target = parse_redis_url(url, setting="RESILIENT_LLM_REDIS_URL")
+        self.label = self.target.label
         self.timeout = timeout
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.up = True
@@ -526,18 +527,15 @@ class _Link:
         self._scripts: dict[str, Any] = {}
 
     def _connect(self) -> None:
-        try:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-        except ImportError as exc:  # pragma: no cover - the extra is installed in tests
-            from .._errors import ConfigError
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-            raise ConfigError("RESILIENT_LLM_REDIS_URL", self.label,
-                              "the redis package is needed: pip install 'resilient-llm[redis]'"
-                              ) from exc
-        client = redis.Redis.from_url(
-            self.url,
+        from .._redis import open_redis
+
+        # One redirection (MOVED/ASK while a slot moves) is followed at once; nothing else is
+        # retried: an operation must fit in ``timeout``.
+        client = open_redis(
+            self.target,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
             retry=Retry(NoBackoff(), 0),
@@ -562,8 +560,6 @@ class _Link:
             return None
         probe = False
         with self._lock:
-            if self._client is None:
-                self._connect()
             if not self.up:
                 if self._probing or time.monotonic() < self._retry_at:
                     return None
@@ -571,7 +567,7 @@ class _Link:
         from redis.exceptions import RedisError
 
         try:
-            result = self._scripts[name](keys=keys, args=args)
+            result = self._connected()[name](keys=keys, args=args)
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return None
@@ -584,6 +580,14 @@ class _Link:
             self._rejoined()
         return list(result) if isinstance(result, list) else [result]
 
+    def _connected(self) -> dict[str, Any]:
+        """The scripts, connecting first if needed (the node is asked whether it is a cluster
+        node, so connecting is I/O and can fail like any operation)."""
+        with self._lock:
+            if self._client is None:
+                self._connect()
+            return self._scripts
+
     def _failed(self, exc: BaseException) -> None:
         _COUNTERS.add("errors")
         now = time.monotonic()
@@ -594,10 +598,12 @@ class _Link:
             self.up = False
             self._down_since = now
         _COUNTERS.add("fallbacks")
+        from .._redis import describe_redis_failure
+
         logger.warning(
-            "resilient-llm: Redis at %s is unreachable (%s: %s); pacing locally at each "
+            "resilient-llm: Redis at %s cannot serve the fleet: %s; pacing locally at each "
             "target's fair share of its limits until it is back (retrying every %.0f s)",
-            self.label, type(exc).__name__, exc, PROBE_EVERY,
+            self.label, describe_redis_failure(exc, self.target), PROBE_EVERY,
         )
 
     def _rejoined(self) -> None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .._errors import IdempotencyStoreUnavailable
-from . import DEFAULT_RETENTION, Begin, redact_url
+from .._redis import describe_redis_failure, parse_redis_url
+from . import DEFAULT_RETENTION, Begin
 
 __all__ = ["RedisLedger"]
 
@@ -87,8 +89,10 @@ return 0
 class RedisLedger:
     """A ledger in Redis (``RESILIENT_LLM_IDEMPOTENCY_STORE=redis://HOST:PORT/DB``).
 
-    Pass a URL, or an existing ``redis.Redis`` client as ``client=``. A connection failure
-    is retried twice within about 0.1 s, then the store counts as unavailable.
+    Pass a URL (a single server, or any node of a Redis Cluster: see :mod:`resilient_llm._redis`),
+    or an existing ``redis.Redis`` / ``redis.cluster.RedisCluster`` client as ``client=``. A
+    connection failure is retried twice within about 0.1 s, then the store counts as
+    unavailable.
     """
 
     blocking = True
@@ -104,27 +108,45 @@ class RedisLedger:
     ) -> None:
         if (url is None) == (client is None):
             raise ValueError("pass exactly one of url= or client=")
-        self._url = redact_url(url) if url is not None else repr(client)
-        if url is not None:
-            import redis
-            from redis.backoff import ExponentialBackoff
-            from redis.retry import Retry
-
-            client = redis.Redis.from_url(
-                url,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=min(socket_timeout, 2.0),
-                retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), retries=2),
-                decode_responses=True,
-                protocol=2,  # RESP2: also served by Redis < 6, which lacks HELLO
-            )
-        self._client = client
+        self._target = (
+            parse_redis_url(url, setting="RESILIENT_LLM_IDEMPOTENCY_STORE")
+            if url is not None else None
+        )
+        self._url = self._target.label if self._target is not None else repr(client)
+        self._socket_timeout = socket_timeout
+        self._client: Any = None
         self._prefix = prefix
         self._retention_ms = max(1, int(retention * 1000))
+        self._secret: bytes | None = None
+        self._connect_lock = threading.Lock()
+        if client is not None:
+            self._use(client)
+
+    def _use(self, client: Any) -> None:
         self._begin = client.register_script(_BEGIN)
         self._finish_script = client.register_script(_FINISH)
         self._abandon = client.register_script(_ABANDON)
-        self._secret: bytes | None = None
+        self._client = client
+
+    def _connect(self) -> None:
+        """Open the client on first use: a cluster node is detected by asking it, which is I/O
+        and fails like any operation (as ``IdempotencyStoreUnavailable``)."""
+        with self._connect_lock:
+            if self._client is not None or self._target is None:
+                return
+            from redis.backoff import ExponentialBackoff
+            from redis.retry import Retry
+
+            from .._redis import open_redis
+
+            self._use(open_redis(
+                self._target,
+                socket_timeout=self._socket_timeout,
+                socket_connect_timeout=min(self._socket_timeout, 2.0),
+                retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), retries=2),
+                decode_responses=True,
+                protocol=2,  # RESP2: also served by Redis < 6, which lacks HELLO
+            ))
 
     def _keys(self, key: str) -> list[str]:
         record = f"{self._prefix}{{{key}}}"
@@ -134,10 +156,15 @@ class RedisLedger:
         from redis.exceptions import RedisError
 
         try:
+            if self._client is None:
+                self._connect()
             return work()
         except RedisError as exc:
+            assert self._target is not None or self._client is not None
+            what = (describe_redis_failure(exc, self._target) if self._target is not None
+                    else f"{type(exc).__name__}: {exc}")
             raise IdempotencyStoreUnavailable(
-                f"idempotency store {self._url} is unavailable ({type(exc).__name__}: {exc})"
+                f"idempotency store {self._url} is unavailable ({what})"
             ) from exc
 
     def begin(self, key: str, fingerprint: str, *, lease: float, takeover: bool) -> Begin:
@@ -199,6 +226,8 @@ class RedisLedger:
 
     def close(self) -> None:
         """Close the connection pool."""
+        if self._client is None:
+            return
         with contextlib.suppress(Exception):  # closing is best effort
             self._client.close()
 

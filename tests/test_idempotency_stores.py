@@ -28,6 +28,7 @@ from resilient_llm.stores import Ledger, MemoryLedger, open_store, redact_url
 from resilient_llm.stores.redis import RedisLedger
 from resilient_llm.stores.sqlite import SQLiteLedger
 from resilient_llm.testing._fake_clock import FakeClock
+from tests.redis_cluster import redis_cluster  # noqa: F401
 from tests.redis_server import redis_url  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ class StoreClock:
         return time.time() + self.offset
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 def ledger_and_expire(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[Ledger, Any]]:
@@ -61,11 +62,12 @@ def ledger_and_expire(
         yield ledger, expire_sqlite
         ledger.close()
     else:
-        url = request.getfixturevalue("redis_url")
+        url = (request.getfixturevalue("redis_url") if request.param == "redis"
+               else request.getfixturevalue("redis_cluster").url())
         fleet = RedisLedger(url, prefix=f"test:{uuid.uuid4().hex}:")
 
         def expire_redis() -> None:
-            client = fleet._client
+            client = fleet._client  # a cluster client scans every master
             for name in client.scan_iter(match=fleet._prefix + "*:lease"):
                 client.delete(name)
 

@@ -23,7 +23,7 @@ from ._faults import (
     StreamStall,
     Usage,
 )
-from ._provider import FaultProvider, RecordedRequest
+from ._provider import FaultProvider, PrefillMode, RecordedRequest
 from ._server import FaultServer
 from ._transport import FaultTransport
 
@@ -40,6 +40,7 @@ __all__ = [
     "MalformedChunk",
     "MissingTerminator",
     "Ok",
+    "PrefillMode",
     "RecordedRequest",
     "Reset",
     "Status",

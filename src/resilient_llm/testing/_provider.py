@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from . import _wire
 from ._faults import (
@@ -36,7 +36,19 @@ if TYPE_CHECKING:
     from ._server import FaultServer
     from ._transport import FaultTransport
 
-__all__ = ["FaultProvider", "RecordedRequest"]
+__all__ = ["FaultProvider", "PrefillMode", "RecordedRequest"]
+
+PrefillMode = Literal["continue", "ignore", "reject"]
+"""What the provider does with a request whose last turn is the assistant's (a prefill).
+
+``continue`` answers only what follows the prefill in the scripted text (Anthropic Messages
+does this; it also rejects a prefill that ends in white space, as the real API does);
+``ignore`` answers the whole text as a new turn (OpenAI chat completions treat a final
+assistant message as context, not a prefix); ``reject`` answers 400, as models that do not
+support prefill do. ``None`` (the default) behaves like the real API of the request's flavor.
+"""
+
+_PREFILL_MODES: Final = ("continue", "ignore", "reject")
 
 
 class _Cut:
@@ -59,6 +71,8 @@ class RecordedRequest:
     ``status`` is what was answered (``None`` when nothing was: hang, reset, timeout before
     headers); ``client_disconnected`` is True when the client closed the connection before the
     response was complete, which is how a test proves that abandoning a stream closes upstream.
+    ``prefill`` is the text of a final assistant turn the request ended with (``None`` when it
+    ended with a user turn), whatever the provider's prefill mode made of it.
     """
 
     index: int
@@ -73,6 +87,7 @@ class RecordedRequest:
     status: int | None
     fault: str
     client_disconnected: bool
+    prefill: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -94,6 +109,7 @@ class _Entry:
     ended_at: float | None = None
     status: int | None = None
     client_disconnected: bool = False
+    prefill: str | None = None
 
     def snapshot(self) -> RecordedRequest:
         return RecordedRequest(
@@ -109,6 +125,7 @@ class _Entry:
             status=self.status,
             fault=self.fault,
             client_disconnected=self.client_disconnected,
+            prefill=self.prefill,
         )
 
 
@@ -241,6 +258,8 @@ class FaultProvider:
         rate_limit_rps: token-bucket request rate (burst = rate), 429 when empty.
         tokens_per_minute: token-bucket on estimated tokens (body bytes / 4 + max tokens).
         default: what to answer when every queue is empty.
+        prefill: what to do with a final assistant turn (see ``PrefillMode``); ``None``
+            behaves like the real API of the request's flavor.
         log_limit: keep only the latest N requests in the log (long benchmarks); indexes
             keep counting.
     """
@@ -254,6 +273,7 @@ class FaultProvider:
         rate_limit_rps: float | None = None,
         tokens_per_minute: int | None = None,
         default: Fault | None = None,
+        prefill: PrefillMode | None = None,
         log_limit: int | None = None,
     ) -> None:
         if log_limit is not None and log_limit < 1:
@@ -266,7 +286,10 @@ class FaultProvider:
             raise ValueError(f"rate_limit_rps must be > 0, got {rate_limit_rps!r}")
         if tokens_per_minute is not None and tokens_per_minute < 1:
             raise ValueError(f"tokens_per_minute must be >= 1, got {tokens_per_minute!r}")
+        _check_prefill(prefill)
         self.default: Fault = default if default is not None else Fault.ok()
+        self.prefill: PrefillMode | None = prefill
+        self._model_prefill: dict[str, PrefillMode | None] = {}
         self.service_time = service_time
         self.retry_after_header = retry_after_header
         self._config = (capacity, rate_limit_rps, tokens_per_minute)
@@ -312,6 +335,15 @@ class FaultProvider:
             else:
                 self._model_defaults[model] = fault
 
+    def set_prefill(self, mode: PrefillMode | None, *, model: str | None = None) -> None:
+        """How requests ending with an assistant turn are answered (for one model, or all)."""
+        _check_prefill(mode)
+        with self._lock:
+            if model is None:
+                self.prefill = mode
+            else:
+                self._model_prefill[model] = mode
+
     def pending(self, *, model: str | None = None) -> int:
         """How many scripted faults are still queued (global, or for ``model``)."""
         with self._lock:
@@ -324,6 +356,7 @@ class FaultProvider:
             self._queue.clear()
             self._model_queues.clear()
             self._model_defaults.clear()
+            self._model_prefill.clear()
             self._log.clear()
             self._count = 0
             self._limits = self._new_limits()
@@ -439,6 +472,11 @@ class FaultProvider:
                     code=400, message="We could not parse the JSON body of your request."
                 )
                 plan = self._plan(entry, x, fault, 0.0, self._limits.requests_view(now), cost)
+            elif (refusal := self._refuse_prefill(entry, x)) is not None:
+                # An invalid request is refused before any scripted fault is consumed.
+                entry.fault = "prefill_rejected"
+                view = self._limits.requests_view(now)
+                plan = self._plan(entry, x, refusal, 0.0, view, cost)
             else:
                 fault, source = self._next_fault(model)
                 expected = (
@@ -459,6 +497,37 @@ class FaultProvider:
             plan.release = self._release
             self._changed.notify_all()
         return plan
+
+    def _prefill_mode(self, x: _wire.Exchange) -> PrefillMode:
+        mode = self._model_prefill.get(x.model, self.prefill)
+        if mode is None:
+            return "continue" if x.flavor == "anthropic" else "ignore"
+        return mode
+
+    def _refuse_prefill(self, entry: _Entry, x: _wire.Exchange) -> Status | None:
+        """Record the request's prefill; the 400 the API would answer for it, if any."""
+        entry.prefill = x.prefill = _wire.prefill_of(x)
+        if x.prefill is None:
+            return None
+        mode = self._prefill_mode(x)
+        if mode == "reject":
+            return Status(
+                code=400,
+                error_type="invalid_request_error",
+                message=(
+                    "This model does not support assistant message prefill. "
+                    "The conversation must end with a user message."
+                ),
+            )
+        if mode == "continue" and x.flavor == "anthropic" and x.prefill != x.prefill.rstrip():
+            return Status(
+                code=400,
+                error_type="invalid_request_error",
+                message="messages: final assistant content cannot end with trailing whitespace",
+            )
+        if mode == "ignore":
+            x.prefill = None  # answered as a new turn
+        return None
 
     def _default_for(self, model: str | None) -> Fault:
         if model is not None and model in self._model_defaults:
@@ -611,6 +680,8 @@ class FaultProvider:
             raise TypeError(f"unsupported fault {fault!r}; build faults with Fault.*")
 
         text = fault.text if fault.text is not None else _wire.DEFAULT_TEXT
+        if x.prefill and text.startswith(x.prefill):
+            text = text[len(x.prefill):]  # continue the answer the prefill began
         usage: Usage | None = fault.usage if isinstance(fault, Ok) else None
         headers = self._headers(x, sse=x.stream, delay=delay, requests=requests, tokens=tokens)
         if not x.stream:
@@ -657,6 +728,11 @@ class FaultProvider:
             first = script.first_content
             steps = [*events[:first], fault.seconds, *events[first:]]
         return Plan(entry, "respond", delay, 200, headers, steps=steps, chunked=True)
+
+
+def _check_prefill(mode: object) -> None:
+    if mode is not None and mode not in _PREFILL_MODES:
+        raise ValueError(f"prefill must be one of {_PREFILL_MODES} or None, got {mode!r}")
 
 
 def _check_fault(fault: object) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "go_duration",
     "json_body",
     "malformed_event",
+    "prefill_of",
     "rfc3339_after",
     "sse_script",
 ]
@@ -48,6 +49,7 @@ class Exchange:
     include_usage: bool
     body_size: int
     body: Any
+    prefill: str | None = None  # set by the provider: the assistant text to continue from
 
     @property
     def request_id(self) -> str:
@@ -61,6 +63,28 @@ class EventScript:
     events: list[bytes]
     first_content: int  # index of the first content delta (or where it would be)
     terminal: int  # number of trailing terminator events
+
+
+def prefill_of(x: Exchange) -> str | None:
+    """The text of the final assistant turn of a chat or Messages request, else ``None``."""
+    if x.api not in ("chat", "messages") or not isinstance(x.body, dict):
+        return None
+    messages = x.body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "assistant":
+        return None
+    content = last.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return None
 
 
 def split_text(text: str) -> list[str]:

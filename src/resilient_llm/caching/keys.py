@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import math
 import os
 import re
@@ -74,6 +75,9 @@ PER_KEY_RPM = 15.0  # OpenAI: above ≈15 requests/min per prefix+key, traffic o
 # still separate namespaces and hide the prompt from a casual reader, but anyone can recompute
 # the key of a guessed prompt. Set RESILIENT_LLM_CACHE_SECRET (≥ 16 characters) in production.
 _PUBLIC_SALT = b"resilient-llm/prompt-cache-key/v1/public-salt-not-a-secret"
+_warned_public_salt = False
+
+logger = logging.getLogger("resilient_llm.caching")
 
 _LONG_TEXT = 1024  # characters; longer texts are hashed on their own (see module docstring)
 _MARKERS = ("cache_control", "prompt_cache_breakpoint")
@@ -396,11 +400,29 @@ def _opener_json(body: Mapping[str, Any], shape: _Shape) -> str | None:
 
 # --- keys -----------------------------------------------------------------------------------------
 
+def _public_salt() -> bytes:
+    """The public salt, with one warning per process: keys made with it can be recomputed."""
+    global _warned_public_salt
+    if not _warned_public_salt:
+        _warned_public_salt = True
+        logger.warning(
+            "prompt-cache keys use a public salt because %s is not set: anyone who guesses a "
+            "prompt can recompute its key. Set %s (at least 16 random characters) in "
+            "production; see the security page of the docs", SECRET_ENV, SECRET_ENV,
+        )
+    return _PUBLIC_SALT
+
+
+def _policy_secret(policy: Policy) -> bytes:
+    secret = policy.cache_secret
+    return secret.get_secret_value().encode("utf-8") if secret else _public_salt()
+
+
 def _secret_bytes(secret: str | bytes | None) -> bytes:
     if secret is None:
         secret = os.environ.get(SECRET_ENV) or None
     if secret is None:
-        return _PUBLIC_SALT
+        return _public_salt()
     if isinstance(secret, str):
         secret = secret.encode("utf-8")
     if not secret:
@@ -531,7 +553,7 @@ def prepare_openai_body(
     if policy.prompt_cache_key and out.get("prompt_cache_key") is None and not out.get("user"):
         ns = namespace if namespace is not None else (policy.cache_namespace or "")
         out["prompt_cache_key"] = prompt_cache_key(
-            out, namespace=ns, secret=policy.cache_secret or _PUBLIC_SALT, shards=shards,
+            out, namespace=ns, secret=_policy_secret(policy), shards=shards,
             provider="openai", shard_key=shard_key,
         )
     return out

@@ -258,7 +258,7 @@ def observe_cache(
         return
     record.findings.extend(_cache_health().observe_exchange(
         body, usage, provider=provider, namespace=policy.cache_namespace,
-        secret=policy.cache_secret,
+        secret=policy.cache_secret.get_secret_value() if policy.cache_secret else None,
     ))
 
 

@@ -511,7 +511,7 @@ class _Link:
     """
 
     def __init__(self, url: str, *, timeout: float = OP_TIMEOUT) -> None:
-        from ..stores import redact_url
+        from .._urls import redact_url
 
         self.url = url
         self.label = redact_url(url)

@@ -560,7 +560,8 @@ class _Engine:
             lease = tool_budget.limit + LEASE_GRACE
         else:
             lease = DEFAULT_LEASE
-        secret = policy.idempotency_secret
+        secret = policy.idempotency_secret.get_secret_value() \
+            if policy.idempotency_secret else None
         on_expired = self._on_expired_lease or policy.idempotency_on_expired_lease
         return _Plan(
             ledger=ledger, budget=tool_budget,

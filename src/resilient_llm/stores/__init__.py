@@ -35,6 +35,8 @@ import threading
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from .._urls import redact_url
+
 __all__ = [
     "DEFAULT_RETENTION",
     "Action",
@@ -117,16 +119,6 @@ class Ledger(Protocol):
 
 _OPEN: dict[str, Ledger] = {}
 _OPEN_LOCK = threading.Lock()
-
-
-def redact_url(url: str) -> str:
-    """``url`` without a password, for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    creds, _, host = rest.partition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
 
 
 def open_store(url: str) -> Ledger:

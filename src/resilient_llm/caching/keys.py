@@ -34,11 +34,7 @@ import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
-
-import cachetools
-
-from .._clock import SYSTEM_CLOCK, Clock
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from .._policy import Policy
@@ -51,7 +47,6 @@ __all__ = [
     "PER_KEY_RPM",
     "SECRET_ENV",
     "Provider",
-    "ResponseCache",
     "canonical_json",
     "min_cacheable_tokens",
     "prefix_fingerprint",
@@ -649,67 +644,3 @@ def prepare_anthropic_body(body: Mapping[str, Any], policy: Policy) -> dict[str,
         if isinstance(tools, (list, tuple)) and tools and isinstance(tools[-1], Mapping):
             out["tools"] = [*tools[:-1], {**tools[-1], "cache_control": dict(_EPHEMERAL)}]
     return out
-
-
-# --- local response cache -------------------------------------------------------------------------
-
-V = TypeVar("V")
-
-
-class ResponseCache(Generic[V]):
-    """In-process TTL/LRU cache of responses to exact repeats of deterministic requests.
-
-    Off by default (``Policy.response_cache``). Only requests with ``temperature`` 0 or a
-    ``seed`` qualify, never streams, background runs or server-side conversations. Keys cover
-    the whole canonical body, the tenant namespace and a scope (method and URL), so two tenants
-    or two endpoints never share an entry. Thread-safe.
-    """
-
-    def __init__(self, *, maxsize: int = 1024, ttl: float = 300.0,
-                 clock: Clock | None = None) -> None:
-        clock = clock or SYSTEM_CLOCK
-        self._cache: cachetools.TTLCache[str, V] = cachetools.TTLCache(
-            maxsize=maxsize, ttl=ttl, timer=clock.now
-        )
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    @classmethod
-    def from_policy(cls, policy: Policy, *, clock: Clock | None = None) -> ResponseCache[Any]:
-        """A cache sized by ``response_cache_size`` and ``response_cache_ttl``."""
-        return ResponseCache(maxsize=policy.response_cache_size, ttl=policy.response_cache_ttl,
-                             clock=clock)
-
-    @staticmethod
-    def key_for(body: Mapping[str, Any], namespace: str | None, *, scope: str = "") -> str | None:
-        """The entry key of ``body``, or None when its answer is not deterministic."""
-        temperature, seed = body.get("temperature"), body.get("seed")
-        deterministic = (
-            isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
-            and temperature == 0
-        ) or (isinstance(seed, int) and not isinstance(seed, bool))
-        if not deterministic or body.get("stream") or body.get("background") \
-                or body.get("conversation") is not None:
-            return None
-        data = canonical_json(["rl-response/1", namespace or "", scope, _hash_form(body)])
-        return "rlr1-" + hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()
-
-    def get(self, key: str) -> V | None:
-        """The cached response, or None."""
-        with self._lock:
-            value = self._cache.get(key)
-            if value is None:
-                self.misses += 1
-            else:
-                self.hits += 1
-            return value
-
-    def put(self, key: str, value: V) -> None:
-        """Store a successful response (never an error or a partial stream)."""
-        with self._lock:
-            self._cache[key] = value
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._cache)

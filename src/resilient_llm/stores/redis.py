@@ -12,12 +12,16 @@ fleet. The ``{KEY}`` hash tag keeps both keys in one Redis Cluster slot.
 from __future__ import annotations
 
 import contextlib
+import math
 import secrets
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .._errors import IdempotencyStoreUnavailable
-from . import DEFAULT_RETENTION, Begin, redact_url
+from .._urls import redact_url
+from .ledger import DEFAULT_RETENTION, Begin, io_timeout
 
 __all__ = ["RedisLedger"]
 
@@ -125,25 +129,62 @@ class RedisLedger:
         self._finish_script = client.register_script(_FINISH)
         self._abandon = client.register_script(_ABANDON)
         self._secret: bytes | None = None
+        self._epoch: str | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
 
     def _keys(self, key: str) -> list[str]:
         record = f"{self._prefix}{{{key}}}"
         return [record, record + ":lease"]
 
     def _call(self, work: Callable[[], _T]) -> _T:
+        """Run ``work`` against Redis, ending by the caller's deadline.
+
+        redis-py's socket timeouts are fixed per connection, so under a deadline the work runs
+        on a helper thread and the caller stops waiting when the deadline comes; the thread
+        ends within the socket timeouts. Every script is safe to send again with its token, so
+        an answer lost this way is recovered by the next call.
+        """
         from redis.exceptions import RedisError
 
+        limit = io_timeout(math.inf)
         try:
-            return work()
+            if limit == math.inf:
+                return work()
+            if limit <= 0:
+                raise IdempotencyStoreUnavailable(
+                    f"idempotency store {self._url} was not asked: no time is left of the "
+                    "caller's deadline"
+                )
+            future: Future[_T] = self._pool().submit(work)
+            try:
+                return future.result(timeout=limit)
+            except TimeoutError:
+                raise IdempotencyStoreUnavailable(
+                    f"idempotency store {self._url} did not answer within the {limit:.2f} s "
+                    "left of the caller's deadline"
+                ) from None
         except RedisError as exc:
             raise IdempotencyStoreUnavailable(
                 f"idempotency store {self._url} is unavailable ({type(exc).__name__}: {exc})"
             ) from exc
 
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=8, thread_name_prefix="resilient-llm-redis-ledger"
+                )
+            return self._executor
+
     def begin(self, key: str, fingerprint: str, *, lease: float, takeover: bool) -> Begin:
         """See :meth:`~resilient_llm.stores.Ledger.begin`."""
         token = secrets.token_hex(16)
         lease_ms = max(1, int(lease * 1000))
+        if not takeover:
+            lost = self._call(self._lost_history)
+            if lost is not None:
+                return Begin("lost", detail=lost)
         action, attempt, payload = self._call(lambda: self._begin(
             keys=self._keys(key),
             args=[fingerprint, token, lease_ms, self._retention_ms, "1" if takeover else "0"],
@@ -157,6 +198,32 @@ class RedisLedger:
         if action in ("wait", "conflict", "expired"):
             return Begin(action, attempt=attempt)
         raise IdempotencyStoreUnavailable(f"idempotency store {self._url} answered {action!r}")
+
+    @property
+    def epoch_key(self) -> str:
+        """The key of the epoch marker (delete it to accept a loss of history)."""
+        return self._prefix + "epoch"
+
+    def _lost_history(self) -> str | None:
+        """Why Redis no longer holds the history this ledger saw, or ``None`` when it does.
+
+        The epoch is a random id written at first use. Redis restarted without persistence
+        (or flushed) has no epoch, or a new one: the first worker that notices writes
+        ``lost`` there, so every worker, new ones too, fails closed until an operator deletes
+        the key after checking the side effects in flight.
+        """
+        client, name = self._client, self.epoch_key
+        stored = _text(client.get(name))
+        if stored is None and self._epoch is None:
+            client.set(name, secrets.token_hex(16), nx=True)
+            stored = _text(client.get(name))
+        if stored == "lost" or stored is None or (self._epoch not in (None, stored)):
+            client.set(name, "lost")
+            self._epoch = None  # adopt the next epoch once an operator deleted the marker
+            return ("Redis lost its history (restarted without persistence, flushed or "
+                    f"replaced): the epoch marker {name} is gone or changed")
+        self._epoch = stored
+        return None
 
     def _finish(self, key: str, token: str, state: str, payload: str) -> bool:
         done = self._call(lambda: self._finish_script(
@@ -201,6 +268,8 @@ class RedisLedger:
         """Close the connection pool."""
         with contextlib.suppress(Exception):  # closing is best effort
             self._client.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
 
     def __repr__(self) -> str:
         return f"RedisLedger({self._url!r})"

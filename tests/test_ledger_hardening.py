@@ -284,3 +284,14 @@ def test_the_lease_follows_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None
         charge(2)
     assert ledger.leases[0] == 30.0
     assert 10.0 < ledger.leases[1] <= 14.0  # the tool's limit (5 s - 1 s reserve) + grace
+
+
+def test_a_corrupt_stored_secret_is_a_clear_error(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "ledger.db"
+    SQLiteLedger(path).secret()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE resilient_llm_meta SET value = 'not hex' WHERE name = 'secret'")
+    with pytest.raises(IdempotencyStoreUnavailable, match="corrupt secret"):
+        SQLiteLedger(path).secret()

@@ -9,7 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
-__all__ = ["DEFAULT_RETENTION", "Action", "Begin", "Ledger", "io_timeout", "within"]
+from .._errors import IdempotencyStoreUnavailable
+
+__all__ = [
+    "DEFAULT_RETENTION", "Action", "Begin", "Ledger", "decode_secret", "io_timeout", "within",
+]
 
 _T = TypeVar("_T")
 
@@ -111,3 +115,17 @@ def io_timeout(default: float) -> float:
     if end is None:
         return default
     return max(0.0, min(default, end - time.monotonic()))
+
+
+def decode_secret(value: str, store: str) -> bytes:
+    """The stored secret, or a clear error when someone edited it into something else."""
+    try:
+        secret = bytes.fromhex(value)
+    except ValueError:
+        secret = b""
+    if len(secret) < 16:
+        raise IdempotencyStoreUnavailable(
+            f"idempotency store {store} holds a corrupt secret (not 16+ bytes of hex); "
+            "restore it, or set RESILIENT_LLM_IDEMPOTENCY_SECRET"
+        )
+    return secret

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from .._errors import IdempotencyStoreUnavailable
 from .._urls import redact_url
-from .ledger import DEFAULT_RETENTION, Begin, io_timeout
+from .ledger import DEFAULT_RETENTION, Begin, decode_secret, io_timeout
 
 __all__ = ["RedisLedger"]
 
@@ -261,7 +261,7 @@ class RedisLedger:
                 raise IdempotencyStoreUnavailable(
                     f"idempotency store {self._url} lost its secret"
                 )
-            self._secret = bytes.fromhex(value)
+            self._secret = decode_secret(value, self._url)
         return self._secret
 
     def close(self) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .._errors import IdempotencyStoreUnavailable
-from .ledger import DEFAULT_RETENTION, Begin, io_timeout
+from .ledger import DEFAULT_RETENTION, Begin, decode_secret, io_timeout
 
 __all__ = ["SQLiteLedger"]
 
@@ -332,7 +332,7 @@ class SQLiteLedger:
                 ).fetchone()
                 return str(row[0])
 
-            self._secret = bytes.fromhex(self._run(work))
+            self._secret = decode_secret(self._run(work), self._describe())
         return self._secret
 
     def close(self) -> None:
@@ -346,4 +346,3 @@ class SQLiteLedger:
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({self._path!r})"
-

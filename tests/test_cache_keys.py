@@ -26,7 +26,6 @@ from resilient_llm.caching.keys import (
     MAX_KEY_LENGTH,
     NAMESPACE_ENV,
     SECRET_ENV,
-    ResponseCache,
     canonical_json,
     min_cacheable_tokens,
     prefix_fingerprint,
@@ -35,6 +34,7 @@ from resilient_llm.caching.keys import (
     prompt_cache_key,
     shards_for_rate,
 )
+from resilient_llm.caching.response import ResponseCache
 from resilient_llm.testing import FakeClock, Fault, FaultProvider
 
 SECRET = "s3cret-for-tests-0123456789"

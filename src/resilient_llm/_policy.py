@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
@@ -17,12 +19,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     PrivateAttr,
+    SecretStr,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
 )
 
 from ._errors import ConfigError
+from ._urls import check_http_url, redact_url
 
 __all__ = ["ENV_PREFIX", "Policy", "Priority", "Source"]
 
@@ -31,31 +36,46 @@ Priority = Literal["interactive", "batch"]
 Source = Literal["default", "environment", "argument"]
 
 _MAX_DEADLINE = 24 * 3600.0
+_MIN_DEADLINE = 0.01
+#: Longest path through fallback chains (a chain's fallback may have its own chain).
+_MAX_CHAIN_DEPTH = 32
+_REGION = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}", re.ASCII)
+_INT_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+#: Fields that hold URLs (or a mapping of URLs): shown only through ``redact_url``.
+_URL_FIELDS = ("idempotency_store", "redis_url", "region_endpoints")
 _STORE_SCHEMES = ("memory", "sqlite:///", "redis://", "rediss://")
 
 # What each setting accepts, in words: used in every ConfigError.
 _ACCEPTED: dict[str, str] = {
     "enabled": "expected true or false",
-    "deadline": f"expected seconds, a number > 0 and ≤ {_MAX_DEADLINE:g}",
+    "deadline": f"expected seconds, a number from {_MIN_DEADLINE:g} to {_MAX_DEADLINE:g}",
     "max_attempts": "expected a whole number from 1 to 20 (attempts per call across all targets)",
     "fallbacks": (
         'expected a JSON object mapping a model to a list of fallback models, e.g. '
-        '{"gpt-4.1": ["gpt-4.1-mini"]}, with no cycles'
+        '{"gpt-4.1": ["gpt-4.1-mini"]} ("*" for any model), with no cycles'
     ),
     "context_fallbacks": (
         'expected a JSON object mapping a model to a list of larger-context models, e.g. '
-        '{"gpt-4.1-mini": ["gpt-4.1"]}, with no cycles'
+        '{"gpt-4.1-mini": ["gpt-4.1"]} ("*" for any model), with no cycles'
     ),
     "first_token_timeout": "expected seconds, a number > 0",
     "stream_idle_timeout": "expected seconds, a number > 0",
     "priority": "expected interactive or batch",
     "idempotency_store": "expected memory, sqlite:///PATH or redis://HOST:PORT/DB",
     "redis_url": "expected redis://HOST:PORT/DB or rediss://...",
-    "cache_namespace": "expected a non-empty tenant name of at most 128 characters",
-    "allowed_regions": "expected a comma-separated list of region names, e.g. us,eu",
-    "region": "expected a region name such as us or eu (where this client's endpoint is)",
+    "cache_namespace": (
+        "expected a non-empty tenant name of at most 128 characters, without control characters"
+    ),
+    "allowed_regions": (
+        "expected a comma-separated list of region names (letters, digits, - and _), e.g. us,eu"
+    ),
+    "region": (
+        "expected a region name of letters, digits, - and _ such as us or eu-west-1 "
+        "(where this client's endpoint is)"
+    ),
     "region_endpoints": (
-        'expected a JSON object mapping a region to a base URL, e.g. '
+        'expected a JSON object mapping a region name to an http(s) base URL with a host, e.g. '
         '{"eu": "https://eu.api.openai.com/v1"}'
     ),
     "max_backoff": "expected seconds, a number > 0 and ≤ 300",
@@ -92,6 +112,14 @@ def _seconds(value: Any) -> Any:
     return value
 
 
+def _ascii_number(value: Any, *, integer: bool) -> Any:
+    """Numbers in text are ASCII decimals: ``float("٣")`` is 3.0, which no one meant."""
+    pattern = _INT_TEXT if integer else _FLOAT_TEXT
+    if isinstance(value, str) and value.strip() and not pattern.fullmatch(value.strip()):
+        raise ValueError("not a plain ASCII decimal number")
+    return value
+
+
 def _positive_finite(value: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError("must be > 0 and finite")
@@ -115,28 +143,53 @@ def _parse_chain_map(value: Any) -> Any:
             raise ValueError(f"the chain of {model!r} holds an empty or non-string name")
         if model in chain or len(set(chain)) != len(chain):
             raise ValueError(f"the chain of {model!r} repeats a model")
+        # Entries that can never apply: chains are looked up by the model name alone.
+        if not chain:
+            raise ValueError(f"the chain of {model!r} is empty, so it would never apply")
+        if "@" in model:
+            raise ValueError(
+                f"{model!r} would never apply: chains are keyed by model name, without @region"
+            )
+        if "*" in chain:
+            raise ValueError(f"the chain of {model!r} names '*', which would never apply")
         chains[model] = tuple(chain)
     _reject_cycles(chains)
     return chains
 
 
 def _reject_cycles(chains: Mapping[str, tuple[str, ...]]) -> None:
-    """A chain may not lead back to where it started through other chains."""
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    """A chain may not lead back to where it started, nor run deeper than ``_MAX_CHAIN_DEPTH``.
 
-    def visit(model: str, path: list[str]) -> None:
-        if state.get(model) == 2:
-            return
-        if state.get(model) == 1:
-            cycle = " → ".join([*path[path.index(model):], model])
-            raise ValueError(f"fallback cycle {cycle}")
-        state[model] = 1
-        for nxt in chains.get(model, ()):
-            visit(nxt, [*path, model])
-        state[model] = 2
-
-    for model in chains:
-        visit(model, [])
+    Iterative, so a hostile chain of any length is a clear error, never a ``RecursionError``.
+    """
+    done: set[str] = set()
+    for start in chains:
+        if start in done:
+            continue
+        path: list[str] = [start]
+        on_path = {start}
+        pending: list[list[str]] = [list(reversed(chains.get(start, ())))]
+        while pending:
+            if not pending[-1]:
+                pending.pop()
+                finished = path.pop()
+                on_path.discard(finished)
+                done.add(finished)
+                continue
+            nxt = pending[-1].pop()
+            if nxt in on_path:
+                cycle = " → ".join([*path[path.index(nxt):], nxt])
+                raise ValueError(f"fallback cycle {cycle}")
+            if nxt in done:
+                continue
+            if len(path) >= _MAX_CHAIN_DEPTH:
+                raise ValueError(
+                    f"fallback chains nest too deep (more than {_MAX_CHAIN_DEPTH} models "
+                    f"from {start!r})"
+                )
+            path.append(nxt)
+            on_path.add(nxt)
+            pending.append(list(reversed(chains.get(nxt, ()))))
 
 
 #: Settings given in seconds (a number or a ``timedelta``).
@@ -144,7 +197,7 @@ _SECONDS_FIELDS = ("deadline", "first_token_timeout", "stream_idle_timeout", "ma
                    "tool_reserve", "response_cache_ttl")
 #: Numeric ranges: (low, high, low excluded). Infinity means "no upper bound" but a finite value.
 _BOUNDS: dict[str, tuple[float, float, bool]] = {
-    "deadline": (0.0, _MAX_DEADLINE, True),
+    "deadline": (_MIN_DEADLINE, _MAX_DEADLINE, False),
     "first_token_timeout": (0.0, math.inf, True),
     "stream_idle_timeout": (0.0, math.inf, True),
     "max_backoff": (0.0, 300.0, True),
@@ -189,12 +242,12 @@ class Policy(BaseModel):
     hedge_budget: float = 0.05
     hedge_delay: float | None = None
     # Idempotent side effects (``@side_effect``).
-    idempotency_secret: str | None = None
+    idempotency_secret: SecretStr | None = None
     idempotency_on_expired_lease: Literal["at_most_once", "at_least_once"] = "at_most_once"
     idempotency_fail_open: bool = False
     tool_reserve: float = 1.0
     # Prompt caching.
-    cache_secret: str | None = None
+    cache_secret: SecretStr | None = None
     prompt_cache_key: bool = True
     cache_breakpoint: bool = True
     lint_prompts: Literal["off", "warn", "strict"] = "warn"
@@ -216,16 +269,25 @@ class Policy(BaseModel):
     ENV_PREFIX: ClassVar[str] = ENV_PREFIX
 
     def __init__(self, **values: Any) -> None:
+        error = None
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise _config_error(exc, values) from None
+            error = _config_error(exc, values)
+        if error is not None:  # raised here, so the error has no context that echoes a value
+            raise error
         self._sources = dict.fromkeys(values, "argument")
 
     @field_validator(*_SECONDS_FIELDS, mode="before")
     @classmethod
     def _accept_timedelta(cls, value: Any) -> Any:
         return _seconds(value)
+
+    @field_validator(*_BOUNDS, mode="before")
+    @classmethod
+    def _ascii_number(cls, value: Any, info: ValidationInfo) -> Any:
+        return _ascii_number(value, integer=info.field_name in ("max_attempts",
+                                                                 "response_cache_size"))
 
     @field_validator(*_BOUNDS)
     @classmethod
@@ -237,8 +299,8 @@ class Policy(BaseModel):
 
     @field_validator("idempotency_secret", "cache_secret")
     @classmethod
-    def _check_secret(cls, value: str | None) -> str | None:
-        if value is not None and len(value) < 16:
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("too short")
         return value
 
@@ -247,7 +309,7 @@ class Policy(BaseModel):
     def _check_hedge_delay(cls, value: Any) -> Any:
         if value is None or value == "":
             return None
-        return _positive_finite(float(_seconds(value)))
+        return _positive_finite(float(_seconds(_ascii_number(value, integer=False))))
 
     @field_validator("fallbacks", "context_fallbacks", mode="before")
     @classmethod
@@ -281,6 +343,8 @@ class Policy(BaseModel):
             return None
         if not value.strip() or len(value) > 128:
             raise ValueError("bad namespace")
+        if any(unicodedata.category(ch).startswith("C") for ch in value):
+            raise ValueError("it holds a control or invisible format character")
         return value
 
     @field_validator("region", mode="before")
@@ -288,9 +352,9 @@ class Policy(BaseModel):
     def _check_region(cls, value: Any) -> Any:
         if value is None or value == "":
             return None
-        if not isinstance(value, str) or not value.strip() or "," in value:
+        if not isinstance(value, str):
             raise ValueError("bad region")
-        return value.strip().lower()
+        return _region(value)
 
     @field_validator("region_endpoints", mode="before")
     @classmethod
@@ -303,9 +367,14 @@ class Policy(BaseModel):
             raise ValueError("not a mapping")
         endpoints = {}
         for region, url in value.items():
-            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                raise ValueError(f"the endpoint of {region!r} is not an http(s) URL")
-            endpoints[str(region).strip().lower()] = url.rstrip("/")
+            name = _region(str(region))
+            if not isinstance(url, str):
+                raise ValueError(f"the endpoint of {name!r} is not an http(s) URL")
+            try:
+                check_http_url(url)
+            except ValueError as exc:
+                raise ValueError(f"the endpoint of {name!r}: {exc}") from None
+            endpoints[name] = url.rstrip("/")
         return endpoints
 
     @field_validator("allowed_regions", mode="before")
@@ -314,8 +383,8 @@ class Policy(BaseModel):
         if value is None or value == "":
             return None
         items = value.split(",") if isinstance(value, str) else list(value)
-        regions = frozenset(str(r).strip().lower() for r in items)
-        if not regions or "" in regions:
+        regions = frozenset(_region(str(r)) for r in items)
+        if not regions:
             raise ValueError("empty region")
         return regions
 
@@ -393,11 +462,12 @@ class Policy(BaseModel):
             value = getattr(self, field)
             if isinstance(value, frozenset):
                 shown = ",".join(sorted(value))
+            elif field in _URL_FIELDS and value:
+                shown = _shown_urls(value) if isinstance(value, str) \
+                    else json.dumps(_shown_urls(value))
             elif isinstance(value, Mapping):
                 shown = json.dumps({k: list(v) for k, v in value.items()}) if value else "{}"
-            elif field == "redis_url" and value:
-                shown = _redact_url(value)
-            elif field.endswith("_secret") and value:
+            elif isinstance(value, SecretStr):
                 shown = "*** (set)"
             else:
                 shown = "" if value is None else str(value).lower() if isinstance(value, bool) \
@@ -405,12 +475,23 @@ class Policy(BaseModel):
             rows.append((env_var(field), field, shown or "(none)", self.source(field)))
         return rows
 
+    @field_serializer(*_URL_FIELDS)
+    def _dump_urls(self, value: Any) -> Any:
+        """``model_dump()`` shows URLs without credentials (secrets dump as ``**********``)."""
+        return _shown_urls(value)
+
+    def __repr_args__(self) -> Any:
+        """What ``repr()``, ``str()`` and pretty-printers show: set fields, URLs redacted."""
+        for name in type(self).model_fields:
+            if name in self._sources:
+                value = getattr(self, name)
+                yield name, _shown_urls(value) if name in _URL_FIELDS else value
+
     def __repr__(self) -> str:
-        changed = ", ".join(
-            f"{name}={getattr(self, name)!r}" for name in type(self).model_fields
-            if name in self._sources
-        )
+        changed = ", ".join(f"{name}={value!r}" for name, value in self.__repr_args__())
         return f"Policy({changed})"
+
+    __str__ = __repr__
 
 
 def env_var(field: str) -> str:
@@ -418,14 +499,20 @@ def env_var(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
 
-def _redact_url(url: str) -> str:
-    """Hide a password in a URL (``redis://:secret@host`` → ``redis://:***@host``)."""
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
+def _shown_urls(value: Any) -> Any:
+    """A URL, or a mapping of URLs, as it may be shown: credentials replaced by ``***``."""
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, Mapping):
+        return {k: redact_url(v) if isinstance(v, str) else v for k, v in value.items()}
+    return value
+
+
+def _region(text: str) -> str:
+    name = text.strip().lower()
+    if not _REGION.fullmatch(name):
+        raise ValueError(f"{name[:40]!r} is not a region name")
+    return name
 
 
 _settings_cls: Any = None
@@ -486,8 +573,10 @@ def _config_error(exc: ValidationError, values: Mapping[str, Any]) -> ConfigErro
         if detail and detail not in accepted and first["type"] == "value_error":
             accepted = f"{accepted} ({detail})"
         value = values.get(field)
-        if field.endswith("_secret") or field == "redis_url":
+        if field.endswith("_secret"):
             value = "***"  # never echo a credential
+        elif field in _URL_FIELDS:
+            value = _shown_urls(value)
         error = ConfigError(f"Policy({field}=...)", value, accepted)
     error.field = field
     return error

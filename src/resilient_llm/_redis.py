@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._errors import ConfigError
+from ._urls import redact_url
 
 __all__ = ["RedisURL", "describe_redis_failure", "open_redis", "parse_redis_url"]
 
@@ -37,7 +38,6 @@ _QUERY_NAMES = frozenset({
     "ssl_keyfile", "ssl_password", "ssl_cert_reqs", "ssl_check_hostname", "ssl_min_version",
     "cluster",
 })
-_SECRET_QUERY_NAMES = frozenset({"ssl_password"})
 _ONLY_DB_0 = ("this node belongs to a Redis Cluster, which has only database 0: use /0 or no "
               "database in the URL")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -59,34 +59,18 @@ class RedisURL:
         return f"RedisURL({self.label!r}, cluster={self.cluster!r})"
 
 
-def redact(url: str) -> str:
-    """``url`` with the password and any ``ssl_password`` hidden, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        creds, _, host = netloc.rpartition("@")
-        user = creds.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in creds else f"{user}@{host}"
-    query = parts.query
-    if query:
-        pairs = [(k, "***" if k in _SECRET_QUERY_NAMES else v)
-                 for k, v in parse_qsl(query, keep_blank_values=True)]
-        query = urlencode(pairs, safe="/*:")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
 def parse_redis_url(url: str, *, setting: str) -> RedisURL:
     """Validate ``url`` fully, so a typo fails at configuration time and not on a call.
 
     Raises :class:`ConfigError` naming ``setting`` and the URL with its secrets hidden.
     """
-    label = redact(url)
+    label = redact_url(url)
 
     def bad(why: str) -> ConfigError:
         return ConfigError(setting, label, why)
+
+    if not url.isascii() or any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise bad("the URL holds spaces, control or non-ASCII characters")
 
     try:
         parts = urlsplit(url)

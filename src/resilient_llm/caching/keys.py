@@ -28,16 +28,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import math
 import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
-
-import cachetools
-
-from .._clock import SYSTEM_CLOCK, Clock
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from .._policy import Policy
@@ -50,7 +47,6 @@ __all__ = [
     "PER_KEY_RPM",
     "SECRET_ENV",
     "Provider",
-    "ResponseCache",
     "canonical_json",
     "min_cacheable_tokens",
     "prefix_fingerprint",
@@ -74,6 +70,9 @@ PER_KEY_RPM = 15.0  # OpenAI: above ≈15 requests/min per prefix+key, traffic o
 # still separate namespaces and hide the prompt from a casual reader, but anyone can recompute
 # the key of a guessed prompt. Set RESILIENT_LLM_CACHE_SECRET (≥ 16 characters) in production.
 _PUBLIC_SALT = b"resilient-llm/prompt-cache-key/v1/public-salt-not-a-secret"
+_warned_public_salt = False
+
+logger = logging.getLogger("resilient_llm.caching")
 
 _LONG_TEXT = 1024  # characters; longer texts are hashed on their own (see module docstring)
 _MARKERS = ("cache_control", "prompt_cache_breakpoint")
@@ -396,11 +395,29 @@ def _opener_json(body: Mapping[str, Any], shape: _Shape) -> str | None:
 
 # --- keys -----------------------------------------------------------------------------------------
 
+def _public_salt() -> bytes:
+    """The public salt, with one warning per process: keys made with it can be recomputed."""
+    global _warned_public_salt
+    if not _warned_public_salt:
+        _warned_public_salt = True
+        logger.warning(
+            "prompt-cache keys use a public salt because %s is not set: anyone who guesses a "
+            "prompt can recompute its key. Set %s (at least 16 random characters) in "
+            "production; see the security page of the docs", SECRET_ENV, SECRET_ENV,
+        )
+    return _PUBLIC_SALT
+
+
+def _policy_secret(policy: Policy) -> bytes:
+    secret = policy.cache_secret
+    return secret.get_secret_value().encode("utf-8") if secret else _public_salt()
+
+
 def _secret_bytes(secret: str | bytes | None) -> bytes:
     if secret is None:
         secret = os.environ.get(SECRET_ENV) or None
     if secret is None:
-        return _PUBLIC_SALT
+        return _public_salt()
     if isinstance(secret, str):
         secret = secret.encode("utf-8")
     if not secret:
@@ -531,7 +548,7 @@ def prepare_openai_body(
     if policy.prompt_cache_key and out.get("prompt_cache_key") is None and not out.get("user"):
         ns = namespace if namespace is not None else (policy.cache_namespace or "")
         out["prompt_cache_key"] = prompt_cache_key(
-            out, namespace=ns, secret=policy.cache_secret or _PUBLIC_SALT, shards=shards,
+            out, namespace=ns, secret=_policy_secret(policy), shards=shards,
             provider="openai", shard_key=shard_key,
         )
     return out
@@ -627,67 +644,3 @@ def prepare_anthropic_body(body: Mapping[str, Any], policy: Policy) -> dict[str,
         if isinstance(tools, (list, tuple)) and tools and isinstance(tools[-1], Mapping):
             out["tools"] = [*tools[:-1], {**tools[-1], "cache_control": dict(_EPHEMERAL)}]
     return out
-
-
-# --- local response cache -------------------------------------------------------------------------
-
-V = TypeVar("V")
-
-
-class ResponseCache(Generic[V]):
-    """In-process TTL/LRU cache of responses to exact repeats of deterministic requests.
-
-    Off by default (``Policy.response_cache``). Only requests with ``temperature`` 0 or a
-    ``seed`` qualify, never streams, background runs or server-side conversations. Keys cover
-    the whole canonical body, the tenant namespace and a scope (method and URL), so two tenants
-    or two endpoints never share an entry. Thread-safe.
-    """
-
-    def __init__(self, *, maxsize: int = 1024, ttl: float = 300.0,
-                 clock: Clock | None = None) -> None:
-        clock = clock or SYSTEM_CLOCK
-        self._cache: cachetools.TTLCache[str, V] = cachetools.TTLCache(
-            maxsize=maxsize, ttl=ttl, timer=clock.now
-        )
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    @classmethod
-    def from_policy(cls, policy: Policy, *, clock: Clock | None = None) -> ResponseCache[Any]:
-        """A cache sized by ``response_cache_size`` and ``response_cache_ttl``."""
-        return ResponseCache(maxsize=policy.response_cache_size, ttl=policy.response_cache_ttl,
-                             clock=clock)
-
-    @staticmethod
-    def key_for(body: Mapping[str, Any], namespace: str | None, *, scope: str = "") -> str | None:
-        """The entry key of ``body``, or None when its answer is not deterministic."""
-        temperature, seed = body.get("temperature"), body.get("seed")
-        deterministic = (
-            isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
-            and temperature == 0
-        ) or (isinstance(seed, int) and not isinstance(seed, bool))
-        if not deterministic or body.get("stream") or body.get("background") \
-                or body.get("conversation") is not None:
-            return None
-        data = canonical_json(["rl-response/1", namespace or "", scope, _hash_form(body)])
-        return "rlr1-" + hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()
-
-    def get(self, key: str) -> V | None:
-        """The cached response, or None."""
-        with self._lock:
-            value = self._cache.get(key)
-            if value is None:
-                self.misses += 1
-            else:
-                self.hits += 1
-            return value
-
-    def put(self, key: str, value: V) -> None:
-        """Store a successful response (never an error or a partial stream)."""
-        with self._lock:
-            self._cache[key] = value
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._cache)

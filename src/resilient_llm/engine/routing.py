@@ -6,8 +6,8 @@ keyed by model, or ``"*"`` for any model). A target is ``model`` or ``model@regi
 over across regions too. When to move on, and when not:
 
 * never for auth, content-policy or invalid-request failures: a fallback cannot fix them;
-* ``context_length`` goes to the next model of ``Policy.context_fallbacks`` (a larger window),
-  never to the same model again;
+* ``context_length`` goes to the next model of ``Policy.context_fallbacks`` (a larger window;
+  keyed like ``fallbacks``, ``"*"`` for any model), never to the same model again;
 * overload, timeouts and first-token timeouts move on at once; server errors, resets, stream
   faults and short rate limits get one retry on the same target first;
 * a target whose circuit is open, whose expected latency exceeds the time left, or which is
@@ -88,7 +88,7 @@ class Router:
             return cls([Target(model, policy.region)], [], [])  # the common case, cheaply
         primary = Target.parse(model, default_region=policy.region)
         chain = [primary, *_targets(_chain_of(policy.fallbacks, primary.model), policy)]
-        context = _targets(policy.context_fallbacks.get(primary.model, ()), policy)
+        context = _targets(_chain_of(policy.context_fallbacks, primary.model), policy)
         allowed = policy.allowed_regions
         blocked: list[Target] = []
         if allowed is not None:

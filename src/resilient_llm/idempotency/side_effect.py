@@ -50,6 +50,7 @@ import logging
 import math
 import numbers
 import sys
+import time
 import typing
 import unicodedata
 import uuid
@@ -72,6 +73,7 @@ from .._errors import (
 from .._policy import Policy
 from ..context.tools import _TOOL_KEY, Budget, _seconds_or_none, current_policy
 from ..stores import Begin, Ledger, open_store
+from ..stores.ledger import within
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -97,10 +99,13 @@ R_co = TypeVar("R_co", covariant=True)
 logger = logging.getLogger("resilient_llm.idempotency")
 
 _VERSION = b"resilient-llm/idempotency/v1"
-#: Lease of an execution with no deadline in force (seconds). Inside a deadline the lease is
-#: the tool's limit plus ``LEASE_GRACE``.
+#: Longest lease of an execution with no deadline in force (seconds): the lease is then
+#: ``Policy.deadline`` capped at this. Inside a deadline the lease is the tool's limit plus
+#: ``LEASE_GRACE``, so a crashed worker's key frees up when its call would have ended anyway.
 DEFAULT_LEASE = 300.0
 LEASE_GRACE = 10.0
+#: Time granted to record an outcome (or release a lease) once the deadline has run out.
+_RECORD_FLOOR = 0.25
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.25
 
@@ -559,8 +564,9 @@ class _Engine:
         elif tool_budget.limit is not None:
             lease = tool_budget.limit + LEASE_GRACE
         else:
-            lease = DEFAULT_LEASE
-        secret = policy.idempotency_secret
+            lease = min(policy.deadline, DEFAULT_LEASE)
+        secret = policy.idempotency_secret.get_secret_value() \
+            if policy.idempotency_secret else None
         on_expired = self._on_expired_lease or policy.idempotency_on_expired_lease
         return _Plan(
             ledger=ledger, budget=tool_budget,
@@ -597,6 +603,12 @@ class _Engine:
                     f"the stored result of side effect {self.name!r} (key {short}…) no longer "
                     f"matches its return annotation ({exc.error_count()} errors)"
                 ) from exc
+        if begun.action == "lost":
+            raise IdempotencyStoreUnavailable(
+                f"side effect {self.name!r} did not run: its idempotency store {plan.store_name} "
+                f"lost its history ({begun.detail}), so whether it already ran is unknown. "
+                "at_most_once fails closed; see the security page of the docs to recover"
+            )
         if begun.action == "conflict":
             raise IdempotencyConflict(
                 f"side effect {self.name!r} was called again under idempotency key {short}… "
@@ -655,11 +667,11 @@ class _Engine:
         clock = plan.budget.clock
         ledger = plan.ledger
         try:
-            plan.identify(plan.secret or ledger.secret(), self.name)
+            plan.identify(plan.secret or within(_io_end(plan), ledger.secret), self.name)
             delay = _FIRST_POLL
             while True:
-                begun = ledger.begin(plan.key, plan.fingerprint, lease=plan.lease,
-                                     takeover=plan.takeover)
+                begun = within(_io_end(plan), ledger.begin, plan.key, plan.fingerprint,
+                               lease=plan.lease, takeover=plan.takeover)
                 if begun.action != "wait":
                     break
                 clock.sleep(self._next_poll(plan, delay))
@@ -700,16 +712,20 @@ class _Engine:
     def _quietly(self, plan: _Plan, what: str, op: Callable[..., Any], *args: Any,
                  **kwargs: Any) -> None:
         try:
-            op(*args, **kwargs)
+            within(_io_end(plan, _RECORD_FLOOR), op, *args, **kwargs)
         except IdempotencyStoreUnavailable as exc:
             self._store_failed(plan, what, exc)
 
-    async def _io(self, plan: _Plan, op: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _io(self, plan: _Plan, op: Callable[..., Any], *args: Any,
+                  floor: float = 0.0, **kwargs: Any) -> Any:
+        end = _io_end(plan, floor)
         if plan.ledger.blocking:
             import anyio.to_thread
 
-            return await anyio.to_thread.run_sync(functools.partial(op, *args, **kwargs))
-        return op(*args, **kwargs)
+            return await anyio.to_thread.run_sync(
+                functools.partial(within, end, op, *args, **kwargs)
+            )
+        return within(end, op, *args, **kwargs)
 
     async def _aquietly(self, plan: _Plan, what: str, op: Callable[..., Any], *args: Any,
                         **kwargs: Any) -> None:
@@ -717,7 +733,7 @@ class _Engine:
 
         with anyio.CancelScope(shield=True):
             try:
-                await self._io(plan, op, *args, **kwargs)
+                await self._io(plan, op, *args, floor=_RECORD_FLOOR, **kwargs)
             except IdempotencyStoreUnavailable as exc:
                 self._store_failed(plan, what, exc)
 
@@ -775,6 +791,13 @@ class _Engine:
         await self._aquietly(plan, "result", ledger.complete, plan.key, token,
                              cast(str, payload))
         return result
+
+
+def _io_end(plan: _Plan, floor: float = 0.0) -> float | None:
+    """When the ledger I/O of ``plan`` must end (``time.monotonic()``): at the tool's limit, or
+    ``floor`` seconds from now when that is later (to record an outcome after the limit)."""
+    left = plan.budget.left_now()
+    return None if left is None else time.monotonic() + max(left, floor)
 
 
 @overload

@@ -22,7 +22,7 @@ __all__ = ["parse_anthropic", "parse_go_duration", "parse_openai", "parse_rate_l
 
 log = logging.getLogger("resilient_llm")
 
-_GO_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s)")
+_GO_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|us|µs|ns|m|s)")
 _GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
 
@@ -32,7 +32,7 @@ def parse_go_duration(value: str) -> float | None:
     # Fast paths for the common single-unit forms ("6ms", "1s", "20") seen on every response.
     number, unit = (value[:-2], 1e-3) if value.endswith("ms") else (
         (value[:-1], 1.0) if value.endswith("s") and value[-2:-1].isdigit() else (value, 1.0))
-    if number.replace(".", "", 1).isdigit():
+    if number.isascii() and number.replace(".", "", 1).isdigit():  # "²".isdigit() is True
         return float(number) * unit
     total, position = 0.0, 0
     for match in _GO_PART.finditer(value):

@@ -11,7 +11,16 @@ succeeded (with its JSON result) or has failed (with its JSON error). ``@side_ef
 - ``replay``: a result or a non-retryable failure is stored: return it or raise it again;
 - ``conflict``: the key is known with a different argument fingerprint;
 - ``expired``: the owner's lease ran out before it recorded an outcome (it crashed or was
-  cancelled) and the caller did not ask to take it over: the outcome is unknown.
+  cancelled) and the caller did not ask to take it over: the outcome is unknown;
+- ``lost``: the store lost its history (a SQLite file truncated or replaced, Redis restarted
+  without persistence or flushed), detected by an epoch marker written at first use; asked
+  only without takeover (at-most-once), which then fails closed.
+
+``@side_effect`` runs every call through :func:`~.ledger.within` with the time left of the
+caller's deadline: the SQLite and Redis stores end their waits (locks, sockets) by then.
+Durability is the store's: SQLite needs a file on a local disk that is not swapped under a
+running ledger; Redis needs persistence (``appendonly yes``; ``appendfsync always`` for an
+outcome that must survive a crash of Redis itself). See ``docs/security.md``.
 
 Stores:
 
@@ -32,8 +41,10 @@ loads a backend the first time its URL is used.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+
+from .._urls import redact_url
+from .ledger import DEFAULT_RETENTION, Action, Begin, Ledger
+from .memory import MemoryLedger
 
 __all__ = [
     "DEFAULT_RETENTION",
@@ -46,87 +57,8 @@ __all__ = [
     "redact_url",
 ]
 
-Action = Literal["run", "wait", "replay", "conflict", "expired"]
-
-#: How long a key's outcome is kept: 24 h, the window Stripe guarantees for its keys.
-DEFAULT_RETENTION = 24 * 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class Begin:
-    """What ``Ledger.begin`` decided for one key; see the module docstring for the actions."""
-
-    action: Action
-    #: Proof of ownership for ``complete``/``fail``/``abandon``; set only when ``action == "run"``.
-    token: str | None = None
-    #: For ``replay``: ``True`` if ``payload`` is a result, ``False`` if it is a recorded error.
-    succeeded: bool = True
-    #: For ``replay``: the stored JSON text.
-    payload: str | None = None
-    #: Executions started under this key so far (more than one after a lease takeover).
-    attempt: int = 0
-
-
-@runtime_checkable
-class Ledger(Protocol):
-    """The one interface every idempotency store implements.
-
-    Every method is atomic with respect to every other caller of the same store, including
-    other threads and, for SQLite and Redis, other processes. Failures to reach the backend
-    raise :class:`~resilient_llm.IdempotencyStoreUnavailable`.
-    """
-
-    #: ``True`` when calls do blocking I/O, so async callers move them to a worker thread.
-    blocking: bool
-
-    def begin(self, key: str, fingerprint: str, *, lease: float, takeover: bool) -> Begin:
-        """Claim ``key`` for ``lease`` seconds, or report why not (see :class:`Begin`).
-
-        ``takeover=True`` claims a key whose owner's lease expired (at-least-once); otherwise
-        such a key answers ``expired`` (at-most-once).
-        """
-        ...
-
-    def complete(self, key: str, token: str, result: str) -> bool:
-        """Store the JSON ``result`` and release the lease; ``False`` if ``token`` lost the key."""
-        ...
-
-    def fail(self, key: str, token: str, error: str, *, retryable: bool) -> bool:
-        """Record the JSON ``error`` for replay, or, when ``retryable``, free the key entirely."""
-        ...
-
-    def abandon(self, key: str, token: str) -> None:
-        """End the lease now without an outcome: the next caller sees an expired lease."""
-        ...
-
-    def forget(self, key: str) -> None:
-        """Delete everything known about ``key`` (after a human reviewed an unknown outcome)."""
-        ...
-
-    def secret(self) -> bytes:
-        """A random secret created once per store and shared by all its users.
-
-        Used to HMAC keys when no ``idempotency_secret`` is configured.
-        """
-        ...
-
-    def close(self) -> None:
-        """Release connections; the ledger may not be used afterwards."""
-        ...
-
-
 _OPEN: dict[str, Ledger] = {}
 _OPEN_LOCK = threading.Lock()
-
-
-def redact_url(url: str) -> str:
-    """``url`` without a password, for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    creds, _, host = rest.partition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
 
 
 def open_store(url: str) -> Ledger:
@@ -170,7 +102,3 @@ def close_stores() -> None:
         _OPEN.clear()
     for ledger in ledgers:
         ledger.close()
-
-
-# Imported last: the backend modules import ``Begin`` from this package.
-from .memory import MemoryLedger  # noqa: E402

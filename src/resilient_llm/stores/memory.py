@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from cachetools import TTLCache
 
 from .._clock import SYSTEM_CLOCK, Clock
-from . import DEFAULT_RETENTION, Begin
+from .ledger import DEFAULT_RETENTION, Begin
 
 __all__ = ["MemoryLedger"]
 

@@ -12,14 +12,16 @@ fleet. The ``{KEY}`` hash tag keeps both keys in one Redis Cluster slot.
 from __future__ import annotations
 
 import contextlib
+import math
 import secrets
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .._errors import IdempotencyStoreUnavailable
 from .._redis import describe_redis_failure, parse_redis_url
-from . import DEFAULT_RETENTION, Begin
+from .ledger import DEFAULT_RETENTION, Begin, decode_secret, io_timeout
 
 __all__ = ["RedisLedger"]
 
@@ -118,6 +120,9 @@ class RedisLedger:
         self._prefix = prefix
         self._retention_ms = max(1, int(retention * 1000))
         self._secret: bytes | None = None
+        self._epoch: str | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
         self._connect_lock = threading.Lock()
         if client is not None:
             self._use(client)
@@ -153,12 +158,38 @@ class RedisLedger:
         return [record, record + ":lease"]
 
     def _call(self, work: Callable[[], _T]) -> _T:
+        """Run ``work`` against Redis, ending by the caller's deadline.
+
+        redis-py's socket timeouts are fixed per connection, so under a deadline the work runs
+        on a helper thread and the caller stops waiting when the deadline comes; the thread
+        ends within the socket timeouts. Every script is safe to send again with its token, so
+        an answer lost this way is recovered by the next call.
+        """
         from redis.exceptions import RedisError
 
-        try:
+        limit = io_timeout(math.inf)
+
+        def connected_work() -> _T:
             if self._client is None:
                 self._connect()
             return work()
+
+        try:
+            if limit == math.inf:
+                return connected_work()
+            if limit <= 0:
+                raise IdempotencyStoreUnavailable(
+                    f"idempotency store {self._url} was not asked: no time is left of the "
+                    "caller's deadline"
+                )
+            future: Future[_T] = self._pool().submit(connected_work)
+            try:
+                return future.result(timeout=limit)
+            except TimeoutError:
+                raise IdempotencyStoreUnavailable(
+                    f"idempotency store {self._url} did not answer within the {limit:.2f} s "
+                    "left of the caller's deadline"
+                ) from None
         except RedisError as exc:
             assert self._target is not None or self._client is not None
             what = (describe_redis_failure(exc, self._target) if self._target is not None
@@ -167,10 +198,22 @@ class RedisLedger:
                 f"idempotency store {self._url} is unavailable ({what})"
             ) from exc
 
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=8, thread_name_prefix="resilient-llm-redis-ledger"
+                )
+            return self._executor
+
     def begin(self, key: str, fingerprint: str, *, lease: float, takeover: bool) -> Begin:
         """See :meth:`~resilient_llm.stores.Ledger.begin`."""
         token = secrets.token_hex(16)
         lease_ms = max(1, int(lease * 1000))
+        if not takeover:
+            lost = self._call(self._lost_history)
+            if lost is not None:
+                return Begin("lost", detail=lost)
         action, attempt, payload = self._call(lambda: self._begin(
             keys=self._keys(key),
             args=[fingerprint, token, lease_ms, self._retention_ms, "1" if takeover else "0"],
@@ -184,6 +227,32 @@ class RedisLedger:
         if action in ("wait", "conflict", "expired"):
             return Begin(action, attempt=attempt)
         raise IdempotencyStoreUnavailable(f"idempotency store {self._url} answered {action!r}")
+
+    @property
+    def epoch_key(self) -> str:
+        """The key of the epoch marker (delete it to accept a loss of history)."""
+        return self._prefix + "epoch"
+
+    def _lost_history(self) -> str | None:
+        """Why Redis no longer holds the history this ledger saw, or ``None`` when it does.
+
+        The epoch is a random id written at first use. Redis restarted without persistence
+        (or flushed) has no epoch, or a new one: the first worker that notices writes
+        ``lost`` there, so every worker, new ones too, fails closed until an operator deletes
+        the key after checking the side effects in flight.
+        """
+        client, name = self._client, self.epoch_key
+        stored = _text(client.get(name))
+        if stored is None and self._epoch is None:
+            client.set(name, secrets.token_hex(16), nx=True)
+            stored = _text(client.get(name))
+        if stored == "lost" or stored is None or (self._epoch not in (None, stored)):
+            client.set(name, "lost")
+            self._epoch = None  # adopt the next epoch once an operator deleted the marker
+            return ("Redis lost its history (restarted without persistence, flushed or "
+                    f"replaced): the epoch marker {name} is gone or changed")
+        self._epoch = stored
+        return None
 
     def _finish(self, key: str, token: str, state: str, payload: str) -> bool:
         done = self._call(lambda: self._finish_script(
@@ -221,15 +290,16 @@ class RedisLedger:
                 raise IdempotencyStoreUnavailable(
                     f"idempotency store {self._url} lost its secret"
                 )
-            self._secret = bytes.fromhex(value)
+            self._secret = decode_secret(value, self._url)
         return self._secret
 
     def close(self) -> None:
         """Close the connection pool."""
-        if self._client is None:
-            return
-        with contextlib.suppress(Exception):  # closing is best effort
-            self._client.close()
+        if self._client is not None:
+            with contextlib.suppress(Exception):  # closing is best effort
+                self._client.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
 
     def __repr__(self) -> str:
         return f"RedisLedger({self._url!r})"

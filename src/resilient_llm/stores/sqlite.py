@@ -5,6 +5,12 @@ before reading, so two processes can never both see a key as free. The database 
 mode (readers never block the writer) with ``synchronous=FULL``: a recorded outcome survives
 a power cut, which is the point of a ledger. Leases are measured on the host's wall clock
 (``time.time``), the one clock every process on the host shares.
+
+Every wait (the write lock of another process, opening the file) ends by the caller's deadline:
+``busy_timeout`` is clipped to what is left of it. A file that lost its history (truncated,
+replaced, restored from an old backup) is detected by an epoch marker kept beside it
+(``PATH.epoch``) and answered with ``lost``, so at-most-once side effects fail closed instead
+of running again.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .._errors import IdempotencyStoreUnavailable
-from . import DEFAULT_RETENTION, Begin
+from .ledger import DEFAULT_RETENTION, Begin, decode_secret, io_timeout
 
 __all__ = ["SQLiteLedger"]
 
@@ -77,6 +83,7 @@ class SQLiteLedger:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._secret: bytes | None = None
+        self._epoch: str | None = None
         self._closed = False
 
     # --- connections --------------------------------------------------------------------------
@@ -106,14 +113,15 @@ class SQLiteLedger:
         # Two processes opening a new ledger at once race to switch it to WAL and create the
         # schema; SQLite answers "database is locked" there without consulting the busy
         # handler, so the set-up is retried (briefly, within busy_timeout) before giving up.
-        give_up_at = time.monotonic() + self._busy_timeout
+        busy = self._wait()
+        give_up_at = time.monotonic() + busy
         pause = 0.005
         while True:
             try:
-                conn = sqlite3.connect(self._path, timeout=self._busy_timeout,
+                conn = sqlite3.connect(self._path, timeout=busy,
                                        isolation_level=None, check_same_thread=False)
                 try:
-                    conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+                    conn.execute(f"PRAGMA busy_timeout = {int(busy * 1000)}")
                     conn.execute("PRAGMA journal_mode = WAL")
                     conn.execute("PRAGMA synchronous = FULL")
                     conn.executescript(_SCHEMA)
@@ -133,10 +141,21 @@ class SQLiteLedger:
             self._connections.append(conn)
         return conn
 
+    def _wait(self) -> float:
+        """How long the next lock wait may last: ``busy_timeout`` clipped to the deadline."""
+        busy = io_timeout(self._busy_timeout)
+        if busy <= 0:
+            raise IdempotencyStoreUnavailable(
+                f"idempotency store {self._describe()} was not asked: no time is left of the "
+                "caller's deadline"
+            )
+        return busy
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self._connection()
         try:
+            conn.execute(f"PRAGMA busy_timeout = {max(1, int(self._wait() * 1000))}")
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
@@ -164,6 +183,9 @@ class SQLiteLedger:
         """See :meth:`~resilient_llm.stores.Ledger.begin`."""
 
         def work(conn: sqlite3.Connection) -> Begin:
+            lost = None if takeover else self._lost_history(conn)
+            if lost is not None:
+                return Begin("lost", detail=lost)
             now = self._now()
             row = conn.execute(
                 "SELECT fingerprint, state, lease_until, payload, attempt, expires_at "
@@ -199,6 +221,55 @@ class SQLiteLedger:
             return Begin("run", token=token, attempt=attempt + 1)
 
         return self._run(work)
+
+    # --- the epoch marker ----------------------------------------------------------------------
+
+    @property
+    def marker_path(self) -> str:
+        """The file beside the ledger that remembers its epoch (delete it to accept a loss)."""
+        return self._path + ".epoch"
+
+    def _lost_history(self, conn: sqlite3.Connection) -> str | None:
+        """Why the file no longer holds the history it had, or ``None`` when it does.
+
+        The epoch is a random id written at first use into the file and into a marker file
+        beside it. A file truncated or replaced (a restore, a new volume) has no epoch or
+        another one while the marker remains: the ledger lost its history.
+        """
+        row = conn.execute("SELECT value FROM resilient_llm_meta WHERE name = 'epoch'").fetchone()
+        stored = None if row is None else str(row[0])
+        try:
+            with open(self.marker_path, encoding="ascii") as handle:
+                marker: str | None = handle.read(64).strip() or None
+        except FileNotFoundError:
+            marker = None
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+        if marker is None:  # first use (or a loss an operator accepted): adopt the epoch
+            if stored is None:
+                stored = secrets.token_hex(16)
+                conn.execute(
+                    "INSERT INTO resilient_llm_meta (name, value) VALUES ('epoch', ?)", (stored,)
+                )
+            self._write_marker(stored)
+        elif stored != marker:
+            return (f"its file holds {'no epoch' if stored is None else 'another epoch'} than "
+                    f"the marker {self.marker_path} records (truncated, replaced or restored)")
+        if self._epoch is not None and stored != self._epoch:
+            return "its epoch changed while this process used it"
+        self._epoch = stored
+        return None
+
+    def _write_marker(self, epoch: str) -> None:
+        temporary = f"{self.marker_path}.{os.getpid()}.tmp"
+        try:
+            with open(temporary, "w", encoding="ascii") as handle:
+                handle.write(epoch + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.marker_path)
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
 
     def _finish(self, key: str, token: str, state: str | None, payload: str | None) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
@@ -261,7 +332,7 @@ class SQLiteLedger:
                 ).fetchone()
                 return str(row[0])
 
-            self._secret = bytes.fromhex(self._run(work))
+            self._secret = decode_secret(self._run(work), self._describe())
         return self._secret
 
     def close(self) -> None:
@@ -275,4 +346,3 @@ class SQLiteLedger:
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({self._path!r})"
-

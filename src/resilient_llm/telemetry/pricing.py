@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -205,14 +206,38 @@ def canonical_prices(value: Any, *, where: str = "prices") -> str:
     )
 
 
+#: The largest price file read (bytes): a price table is kilobytes; a bigger file is a mistake.
+MAX_PRICES_FILE = 4 * 1024 * 1024
+
+
 def read_prices_file(path: str) -> str:
-    """Read and validate a price file; return its table as canonical JSON."""
+    """Read and validate a price file; return its table as canonical JSON.
+
+    Only a regular file of at most ``MAX_PRICES_FILE`` bytes is read: a device such as
+    ``/dev/urandom`` would never end, and opening a FIFO blocks until a writer appears, so
+    both are refused before they are opened for reading.
+    """
     where = f"price file {path}"
+    full = os.path.expanduser(path)
     try:
-        with open(os.path.expanduser(path), encoding="utf-8") as handle:
-            text = handle.read()
+        info = os.stat(full)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{where}: not a regular file (a directory, device or pipe)")
+        # O_NONBLOCK: should the path be swapped for a FIFO after the check, open() still
+        # returns at once and the check on the open descriptor refuses it.
+        fd = os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ValueError(f"{where}: not a regular file (a directory, device or pipe)")
+            data = handle.read(MAX_PRICES_FILE + 1)
     except OSError as exc:
         raise ValueError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_PRICES_FILE:
+        raise ValueError(f"{where}: larger than {MAX_PRICES_FILE // (1024 * 1024)} MiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{where}: not UTF-8 text") from None
     return canonical_prices(text, where=where)
 
 

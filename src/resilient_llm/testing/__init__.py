@@ -3,7 +3,9 @@
 ``FaultProvider`` speaks both providers' wire formats (JSON and SSE) well enough for the
 official SDKs to parse, and misbehaves on script: error statuses with real headers, latency,
 hangs, resets, cut/stalled/malformed streams, capacity and rate limits. Run it in-process with
-``provider.transport()`` or as a loopback server with ``provider.serve()``. See docs/testing.md.
+``provider.transport()`` or as a loopback server with ``provider.serve()``. ``HostileProvider``
+is a loopback server that attacks the client instead (dripped bytes, non-JSON 200s, gzip bombs,
+endless bodies and keep-alive-only streams, absurd headers). See docs/testing.md.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ._faults import (
     StreamStall,
     Usage,
 )
+from ._hostile import Hostile, HostileProvider
 from ._provider import FaultProvider, PrefillMode, RecordedRequest
 from ._server import FaultServer
 from ._transport import FaultTransport
@@ -37,6 +40,8 @@ __all__ = [
     "FaultTransport",
     "FirstTokenDelay",
     "Hang",
+    "Hostile",
+    "HostileProvider",
     "MalformedChunk",
     "MissingTerminator",
     "Ok",

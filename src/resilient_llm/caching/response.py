@@ -1,0 +1,90 @@
+"""The opt-in local response cache: exact repeats of deterministic requests, answered in process.
+
+An entry key covers the whole canonical body, the tenant namespace, the scope (method and URL:
+the endpoint) and a hash of the credential, so two tenants, two endpoints or two API keys never
+share an entry: a key the provider would reject never receives the answer cached for another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import cachetools
+
+from .._clock import SYSTEM_CLOCK, Clock
+from .keys import _hash_form, canonical_json
+
+if TYPE_CHECKING:
+    from .._policy import Policy
+
+__all__ = ["ResponseCache"]
+
+V = TypeVar("V")
+
+
+class ResponseCache(Generic[V]):
+    """In-process TTL/LRU cache of responses to exact repeats of deterministic requests.
+
+    Off by default (``Policy.response_cache``). Only requests with ``temperature`` 0 or a
+    ``seed`` qualify, never streams, background runs or server-side conversations. Keys cover
+    the whole canonical body, the tenant namespace, a scope (method and URL) and the
+    credential's hash, so two tenants, endpoints or API keys never share an entry. Thread-safe.
+    """
+
+    def __init__(self, *, maxsize: int = 1024, ttl: float = 300.0,
+                 clock: Clock | None = None) -> None:
+        clock = clock or SYSTEM_CLOCK
+        self._cache: cachetools.TTLCache[str, V] = cachetools.TTLCache(
+            maxsize=maxsize, ttl=ttl, timer=clock.now
+        )
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @classmethod
+    def from_policy(cls, policy: Policy, *, clock: Clock | None = None) -> ResponseCache[Any]:
+        """A cache sized by ``response_cache_size`` and ``response_cache_ttl``."""
+        return ResponseCache(maxsize=policy.response_cache_size, ttl=policy.response_cache_ttl,
+                             clock=clock)
+
+    @staticmethod
+    def key_for(body: Mapping[str, Any], namespace: str | None, *, scope: str = "",
+                credential: str = "") -> str | None:
+        """The entry key of ``body``, or None when its answer is not deterministic.
+
+        ``credential`` is a hash of the caller's credential (never the credential itself: the
+        key is hashed, but a digest is what the fleet keys hold too).
+        """
+        temperature, seed = body.get("temperature"), body.get("seed")
+        deterministic = (
+            isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+            and temperature == 0
+        ) or (isinstance(seed, int) and not isinstance(seed, bool))
+        if not deterministic or body.get("stream") or body.get("background") \
+                or body.get("conversation") is not None:
+            return None
+        data = canonical_json(["rl-response/2", namespace or "", scope, credential,
+                               _hash_form(body)])
+        return "rlr2-" + hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def get(self, key: str) -> V | None:
+        """The cached response, or None."""
+        with self._lock:
+            value = self._cache.get(key)
+            if value is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+            return value
+
+    def put(self, key: str, value: V) -> None:
+        """Store a successful response (never an error or a partial stream)."""
+        with self._lock:
+            self._cache[key] = value
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._cache)

@@ -124,10 +124,11 @@ def test_stop_at_deadline_stops_when_the_sleep_leaves_no_time_for_an_attempt(
 ) -> None:
     with deadline(3):
         clock.advance(1)  # 2 s left; an attempt needs 50 ms
-        assert not stop_at_deadline()(state(upcoming_sleep=1.949))
-        assert stop_at_deadline()(state(upcoming_sleep=1.951))
-        assert not stop_at_deadline(reserve=0.5)(state(upcoming_sleep=1.449))
-        assert stop_at_deadline(reserve=0.5)(state(upcoming_sleep=1.451))
+        assert not stop_at_deadline()(state(upcoming_sleep=1.95))  # exactly 50 ms remain
+        assert not stop_at_deadline()(state(upcoming_sleep=1.9505))  # within the 1 ms slack
+        assert stop_at_deadline()(state(upcoming_sleep=1.952))
+        assert not stop_at_deadline(reserve=0.5)(state(upcoming_sleep=1.45))
+        assert stop_at_deadline(reserve=0.5)(state(upcoming_sleep=1.452))
         clock.advance(2)  # the deadline has passed
         assert stop_at_deadline()(state(upcoming_sleep=0.0))
 
@@ -209,6 +210,14 @@ def test_wait_backoff_is_clipped_to_the_time_left(clock: FakeClock) -> None:
     with deadline(3):
         assert wait(failed_state(status_error(429), attempt=5)) == pytest.approx(2.95)
         assert wait(failed_state(status_error(429, {"Retry-After": "10"}))) == pytest.approx(3)
+
+
+def test_a_wait_cut_to_fit_is_not_refused_by_the_stop_on_the_real_clock() -> None:
+    with deadline(3):  # the system clock moves between tenacity's wait and stop calls
+        retry_state = failed_state(status_error(429), attempt=6)
+        retry_state.upcoming_sleep = wait_backoff(rng=FakeRandom(fixed=0.99))(retry_state)
+        assert 2.5 < retry_state.upcoming_sleep < 2.95  # 50 ms kept for the attempt
+        assert not stop_at_deadline()(retry_state)
 
 
 def test_wait_backoff_takes_max_backoff_from_the_policy_in_force(clock: FakeClock) -> None:
@@ -605,6 +614,23 @@ async def test_async_decorator_records_and_retries_only_transient_failures(
     facts = outcome(raised.value)
     assert [a.failure for a in facts.attempts] == ["connect_error", "invalid_request"]
     assert facts.reason == "not_retryable"
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_attempt_ends_the_run_and_is_recorded(clock: FakeClock) -> None:
+    recorder = record_attempts(name="slow")
+    with anyio.CancelScope() as scope:
+
+        async def slow() -> Result:
+            scope.cancel()  # as an enclosing deadline's cancel scope does when time is up
+            await anyio.lowlevel.checkpoint()
+            return Result("never")
+
+        await AsyncRetrying(sleep=clock.asleep, **recorder)(slow)
+    assert scope.cancelled_caught
+    facts = last_outcome()
+    assert [a.failure for a in facts.attempts] == ["application_error"]
+    assert facts.finished and facts.reason == "not_retryable"
 
 
 @pytest.mark.anyio

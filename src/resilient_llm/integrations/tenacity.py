@@ -67,6 +67,10 @@ __all__ = [
     "wait_backoff",
 ]
 
+#: Slack in stop_at_deadline for the microseconds between tenacity's ``wait`` and ``stop``
+#: calls, so a wait that :func:`fit_wait` cut to fit is not refused a moment later.
+_SLACK = 0.001
+
 #: The class a retried result (``retry_if_result``) or an unclassified error is backed off as.
 _TRANSIENT = Failure(FailureClass.SERVER_ERROR, True)
 
@@ -133,12 +137,13 @@ def fit_wait(delay: float, *, hint: float, left: float | None) -> float:
 class stop_at_deadline(stop_base):
     """Stop when the next sleep and ``reserve`` leave no time for another attempt.
 
-    Stops when ``upcoming_sleep + reserve + MIN_ATTEMPT > remaining()``, where
+    Stops when ``upcoming_sleep + reserve + MIN_ATTEMPT > remaining() + 1 ms``, where
     ``remaining()`` is the time left on the innermost deadline (``deadline()``,
     ``@resilient(deadline=...)``, ``@tool``, and in async code any anyio cancel scope) and
     ``MIN_ATTEMPT`` (50 ms) the shortest attempt worth starting, as in the drop-in clients.
     ``reserve`` (seconds or a ``timedelta``) is kept for the caller to use the answer or the
-    failure. Never stops without a deadline: combine it with ``stop_after_attempt(n)``.
+    failure. Never stops without a deadline: combine it with ``stop_after_attempt(n)``. The
+    millisecond of slack absorbs the time between tenacity's ``wait`` and ``stop`` calls.
 
     tenacity asks ``stop`` after ``wait``, so the sleep it checks is the one
     :class:`wait_backoff` (or any wait) chose, a server's ``Retry-After`` included.
@@ -152,7 +157,7 @@ class stop_at_deadline(stop_base):
         left = remaining(clock=_clock_of(self.clock))
         if left is None:
             return False
-        stop = retry_state.upcoming_sleep + self.reserve + MIN_ATTEMPT > left
+        stop = retry_state.upcoming_sleep + self.reserve + MIN_ATTEMPT > left + _SLACK
         if stop:
             with _deadline_stops_lock:
                 _deadline_stops.add(retry_state)

@@ -48,8 +48,9 @@ from resilient_llm.integrations.tenacity import (
     stop_at_deadline,
     wait_backoff,
 )
+from resilient_llm.openai import OpenAI
 from resilient_llm.telemetry import otel as _telemetry
-from resilient_llm.testing import FakeClock, FakeRandom
+from resilient_llm.testing import FakeClock, FakeRandom, Fault, FaultProvider
 
 URL = "http://tool.test/search"
 
@@ -513,6 +514,27 @@ def test_an_enclosing_resilient_function_gives_its_budget_and_result(clock: Fake
     facts = outcome(step())
     assert facts.deadline_budget == pytest.approx(3)  # what was left when the tool started
     assert [a.failure for a in facts.attempts] == ["server_error", None]
+
+
+def test_a_step_keeps_the_tool_call_and_the_model_call_apart(clock: FakeClock) -> None:
+    provider = FaultProvider()
+    provider.script(Fault.ok(text="Paris."))
+    client = OpenAI(api_key="sk-tool", base_url="http://tools.test/v1",
+                    http_client=httpx2.Client(transport=provider.transport()))
+    tool = Tool(clock, status_error(503))
+
+    @resilient(deadline=10)
+    def step() -> Any:
+        retrying(clock)(tool)
+        return client.chat.completions.create(
+            model="gpt-4.1", messages=[{"role": "user", "content": "capital of France?"}])
+
+    with client:
+        answer = step()
+    model_call, tool_call = outcome(answer), last_outcome()
+    assert [a.target for a in model_call.attempts] == ["gpt-4.1"] and model_call.retries == 0
+    assert [a.failure for a in tool_call.attempts] == ["overloaded", None]
+    assert tool_call.requested == "search"
 
 
 # --- telemetry -----------------------------------------------------------------------------------

@@ -23,9 +23,14 @@ stream_stall                no stream event within the idle limit        yes (be
 stream_cut                  the stream's connection dropped              yes (before output)
 stream_malformed            an event that does not parse                 yes (before output)
 stream_incomplete           the stream ended without its terminal event  yes (before output)
+application_error           any other exception of the caller's own code no
 ==========================  ===========================================  =========
 
 ``x-should-retry: true|false`` overrides the retryable column, as in the official SDKs.
+
+:func:`classify_error` and :func:`classify_response` apply the same table to the exceptions and
+responses of users' own code (``resilient_llm.integrations``): httpx2, httpx, requests, urllib,
+openai and anthropic errors, and the built-in ``TimeoutError`` / ``ConnectionError`` family.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,8 +48,10 @@ from typing import Any, Literal
 __all__ = [
     "Failure",
     "FailureClass",
+    "classify_error",
     "classify_error_body",
     "classify_exception",
+    "classify_response",
     "classify_status",
     "parse_retry_after",
 ]
@@ -71,6 +79,7 @@ class FailureClass(str, enum.Enum):
     STREAM_CUT = "stream_cut"
     STREAM_MALFORMED = "stream_malformed"
     STREAM_INCOMPLETE = "stream_incomplete"
+    APPLICATION_ERROR = "application_error"
 
     def __str__(self) -> str:
         return self.value
@@ -285,13 +294,159 @@ def classify_exception(exc: BaseException) -> Failure | None:
     """
     import httpx2
 
-    if not isinstance(exc, httpx2.TransportError):
+    return _classify_httpx_family(exc, httpx2)
+
+
+def _classify_httpx_family(exc: BaseException, httpx: Any) -> Failure | None:
+    """A transport error of ``httpx`` or ``httpx2`` (the same exception tree), else ``None``."""
+    if not isinstance(exc, httpx.TransportError):
         return None
     name = type(exc).__name__
-    if isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)):
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
         kind = FailureClass.CONNECT_ERROR
-    elif isinstance(exc, httpx2.TimeoutException):
+    elif isinstance(exc, httpx.TimeoutException):
         kind = FailureClass.TIMEOUT
     else:
         kind = FailureClass.CONNECTION_RESET
     return Failure(kind=kind, retryable=True, message=name)
+
+
+# --- users' own code: any exception, any HTTP response ----------------------------------------
+
+#: Header values read from a foreign response: enough for every hint, bounded for hostile input.
+_MAX_HEADERS = 200
+
+
+def _headers_of(carrier: Any) -> dict[str, str]:
+    """The lower-cased headers of a response-like object (any mapping or ``email.Message``)."""
+    headers = getattr(carrier, "headers", None)
+    items = getattr(headers, "items", None)
+    if items is None:
+        return {}
+    found: dict[str, str] = {}
+    try:
+        for name, value in items():
+            if len(found) >= _MAX_HEADERS:
+                break
+            if isinstance(name, str) and isinstance(value, str):
+                found[name.lower()] = value
+    except Exception:  # a broken mapping says nothing about the failure
+        return {}
+    return found
+
+
+def _int_attribute(obj: Any, name: str) -> int | None:
+    try:
+        value = getattr(obj, name, None)
+    except Exception:  # a property that refuses (httpx's unset ``request``): no such fact
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _http_status_failure(exc: BaseException) -> Failure | None:
+    """An HTTP error status carried by ``exc`` (openai/anthropic ``APIStatusError``, httpx and
+    httpx2 ``HTTPStatusError``, requests ``HTTPError``, urllib ``HTTPError``), classified with
+    the status table; ``None`` when ``exc`` carries no status."""
+    try:
+        response = getattr(exc, "response", None)
+    except Exception:
+        response = None
+    status = _int_attribute(exc, "status_code")  # openai, anthropic
+    if status is None and response is not None:
+        status = _int_attribute(response, "status_code")  # httpx, httpx2, requests
+    carrier: Any = response if response is not None else exc
+    urllib_error = sys.modules.get("urllib.error")
+    if status is None and urllib_error is not None and isinstance(exc, urllib_error.HTTPError):
+        status, carrier = exc.code, exc
+    if status is None or status < 400:
+        return None
+    body = getattr(exc, "body", None)  # openai and anthropic keep the parsed error body
+    return classify_error_body(status, body if isinstance(body, Mapping) else None,
+                               _headers_of(carrier))
+
+
+def _client_library_failure(exc: BaseException) -> Failure | None:
+    """Transport errors of the HTTP client libraries that are loaded (none is imported here)."""
+    httpx = sys.modules.get("httpx")
+    if httpx is not None:
+        failure = _classify_httpx_family(exc, httpx)
+        if failure is not None:
+            return failure
+    name = type(exc).__name__
+    requests = sys.modules.get("requests.exceptions")
+    if requests is not None and isinstance(exc, requests.RequestException):
+        if isinstance(exc, requests.ConnectTimeout):
+            return Failure(FailureClass.CONNECT_ERROR, True, message=name)
+        if isinstance(exc, requests.Timeout):
+            return Failure(FailureClass.TIMEOUT, True, message=name)
+        if isinstance(exc, (requests.ConnectionError, requests.ChunkedEncodingError)):
+            return Failure(FailureClass.CONNECTION_RESET, True, message=name)
+        return None
+    for sdk_name in ("openai", "anthropic"):
+        sdk = sys.modules.get(sdk_name)
+        if sdk is None:
+            continue
+        if isinstance(exc, sdk.APITimeoutError):
+            return Failure(FailureClass.TIMEOUT, True, message=name)
+        if isinstance(exc, sdk.APIConnectionError):
+            cause = exc.__cause__
+            inner = classify_error(cause) if cause is not None else None
+            if inner is not None and inner.kind is not FailureClass.APPLICATION_ERROR:
+                return inner
+            return Failure(FailureClass.CONNECTION_RESET, True, message=name)
+    return None
+
+
+def _builtin_failure(exc: BaseException) -> Failure | None:
+    """The standard library's network errors (sockets, ``http.client``, ``urllib``)."""
+    name = type(exc).__name__
+    urllib_error = sys.modules.get("urllib.error")
+    if urllib_error is not None and isinstance(exc, urllib_error.URLError):
+        reason = exc.reason
+        if isinstance(reason, BaseException):
+            return _builtin_failure(reason)
+        return None
+    if isinstance(exc, TimeoutError):  # socket.timeout is an alias since 3.10
+        return Failure(FailureClass.TIMEOUT, True, message=name)
+    if isinstance(exc, ConnectionRefusedError):
+        return Failure(FailureClass.CONNECT_ERROR, True, message=name)
+    if isinstance(exc, ConnectionError):  # reset, aborted, broken pipe, RemoteDisconnected
+        return Failure(FailureClass.CONNECTION_RESET, True, message=name)
+    return None
+
+
+def classify_error(exc: BaseException) -> Failure | None:
+    """Classify any exception raised by users' own code (a tool, an HTTP call, an SDK call).
+
+    An HTTP error status (from openai, anthropic, httpx, httpx2, requests or urllib errors)
+    goes through the status table, its ``Retry-After`` / ``retry-after-ms`` and
+    ``x-should-retry`` headers included; transport errors of those libraries and the built-in
+    ``TimeoutError`` / ``ConnectionError`` family map to ``timeout``, ``connect_error`` or
+    ``connection_reset``. Everything else (a bug, a validation error, a resilient-llm error
+    such as :class:`~resilient_llm.DeadlineExceeded`, whose retries already happened) is
+    ``application_error``: never retryable. ``None`` only for what is not an ``Exception``
+    at all (cancellation, ``KeyboardInterrupt``). No client library is imported here: an
+    exception of a library that is not loaded cannot exist.
+    """
+    if not isinstance(exc, Exception):
+        return None
+    from .._errors import ResilientLLMError
+
+    if not isinstance(exc, ResilientLLMError):
+        failure = (
+            classify_exception(exc) or _http_status_failure(exc)
+            or _client_library_failure(exc) or _builtin_failure(exc)
+        )
+        if failure is not None:
+            return failure
+    return Failure(FailureClass.APPLICATION_ERROR, False, message=type(exc).__name__)
+
+
+def classify_response(response: Any) -> Failure | None:
+    """Classify a response-like return value: anything with an integer ``status_code`` and
+    ``headers`` (httpx, httpx2, requests). ``None`` for a success status or a value that is
+    not a response. The body is not read: the status and headers decide."""
+    status = _int_attribute(response, "status_code")
+    if status is None or status < 400 or getattr(response, "headers", None) is None:
+        return None
+    return classify_error_body(status, None, _headers_of(response))

@@ -85,6 +85,9 @@ class CallRecord:
     server_address: str | None = None
     server_port: int | None = None
     path: str | None = None
+    #: What the call does: ``None`` for a drop-in client's request (read from ``path``),
+    #: ``"execute_tool"`` for users' own code recorded by ``resilient_llm.integrations``.
+    operation: str | None = None
     pressure: float | None = None
     attempts: list[AttemptInfo] = field(default_factory=list)
     served_by: str | None = None

@@ -552,12 +552,11 @@ def _build_base(state: _CallState) -> dict[str, Any]:
     happened before it (admission waits, skipped targets) was deferred until now.
     """
     record = state.record
-    base: dict[str, Any] = {
-        "gen_ai.operation.name": _operation(record.path),
-        "gen_ai.provider.name": _provider_name(record),
-    }
+    base: dict[str, Any] = {"gen_ai.operation.name": record.operation or _operation(record.path)}
+    if record.operation != _TOOL:
+        base["gen_ai.provider.name"] = _provider_name(record)
     if record.requested:
-        base["gen_ai.request.model"] = record.requested
+        base[_target_key(record)] = record.requested
     if record.server_address:
         base["server.address"] = record.server_address
         if record.server_port is not None:
@@ -568,6 +567,15 @@ def _build_base(state: _CallState) -> dict[str, Any]:
     for work in deferred:
         work()
     return base
+
+
+#: ``CallRecord.operation`` of users' own code recorded by ``resilient_llm.integrations``.
+_TOOL = "execute_tool"
+
+
+def _target_key(record: CallRecord) -> str:
+    """The attribute naming what a call or attempt went to: a model, or a tool."""
+    return "gen_ai.tool.name" if record.operation == _TOOL else "gen_ai.request.model"
 
 
 def _later(state: _CallState, work: Callable[[], None]) -> None:
@@ -629,7 +637,8 @@ def _lean(record: CallRecord, event: Event) -> None:
     kind = event.kind
     if kind == "attempt_finished":
         failure = event.failure
-        if failure is None and event.status is None:  # re-raised as is: the call ends here
+        if failure is None and event.status is None and record.operation is None:
+            # re-raised as is: the call ends here
             _log_outcome(record, "exception", None, None, event.at, committed=False)
         elif log.isEnabledFor(logging.DEBUG):
             _log_attempt(record, event)
@@ -688,7 +697,7 @@ def _attempt_started(state: _CallState, event: Event) -> None:
             "resilient_llm.attempt.backoff": state.pending_wait,
         }
         if target:
-            attributes["gen_ai.request.model"] = target
+            attributes[_target_key(state.record)] = target
         for name in ("server.address", "server.port"):
             if name in base:
                 attributes[name] = base[name]
@@ -705,7 +714,7 @@ def _attempt_finished(state: _CallState, event: Event) -> None:
     record = state.record
     failure = event.failure
     kind = failure.kind.value if failure is not None else None
-    unclassified = failure is None and event.status is None
+    unclassified = failure is None and event.status is None and record.operation is None
     if unclassified:  # an exception no class covers: the transport re-raises it as is
         error = state.exchange.error if state.exchange is not None else None
         kind = type(error).__name__ if error is not None else "exception"
@@ -725,14 +734,14 @@ def _attempt_finished(state: _CallState, event: Event) -> None:
         span.end(end_time=state.ns(event.at))
     inst = state.instruments
     if inst is not None and state.base is not None:
-        attrs = {**state.base, "gen_ai.request.model": target,
+        attrs = {**state.base, _target_key(record): target,
                  "resilient_llm.attempt.outcome": kind or "ok"}
         if kind is not None:
             attrs["error.type"] = kind
         inst.attempts.add(1, attrs)
         inst.attempt_duration.record(duration, attrs)
         if kind in _THROTTLES:
-            inst.throttles.add(1, {**state.base, "gen_ai.request.model": target,
+            inst.throttles.add(1, {**state.base, _target_key(record): target,
                                    "resilient_llm.failure.class": kind})
     if log.isEnabledFor(logging.DEBUG):
         _log_attempt(record, event, kind)
@@ -877,10 +886,11 @@ def _call_span(state: _CallState) -> trace.Span:
     if span is None:
         assert state.tracer is not None
         base = state.base if state.base is not None else _build_base(state)
-        model = base.get("gen_ai.request.model")
+        model = base.get(_target_key(state.record))
         operation = base["gen_ai.operation.name"]
+        kind = SpanKind.INTERNAL if state.record.operation == _TOOL else SpanKind.CLIENT
         span = state.span = state.tracer.start_span(
-            f"{operation} {model}" if model else operation, kind=SpanKind.CLIENT,
+            f"{operation} {model}" if model else operation, kind=kind,
             attributes=base, start_time=state.t0_ns)
     return span
 
@@ -961,7 +971,7 @@ def _finish(state: _CallState, at: float, error: str | None, *, give_up: str | N
                         answer, give_up)
     if error is not None or degraded:
         _log_outcome(record, error, served, reason, elapsed, committed=state.committed)
-    if settings.sink is not None:
+    if settings.sink is not None and record.operation != _TOOL:  # captures are LLM exchanges
         _write_capture(settings.sink, state, error, served, degraded, reason, elapsed, usage,
                        cost)
 
@@ -984,7 +994,8 @@ def _end_span(state: _CallState, at: float, error: str | None, served: str | Non
     }
     if served is not None:
         facts["resilient_llm.served_by"] = served
-        facts["gen_ai.response.model"] = answer.response_model or served
+        if record.operation != _TOOL:
+            facts["gen_ai.response.model"] = answer.response_model or served
     if reason is not None:
         facts["resilient_llm.reason"] = reason
     if record.deadline_budget is not None:
@@ -1039,7 +1050,7 @@ def _record_metrics(inst: _Instruments, state: _CallState, elapsed: float, error
     record = state.record
     retries = max(0, len(record.attempts) - 1)
     base = dict(state.base or {})
-    if served is not None:
+    if served is not None and record.operation != _TOOL:
         base["gen_ai.response.model"] = answer.response_model or served
     duration_attrs = {**base, "resilient_llm.degraded": degraded,
                       "resilient_llm.retried": retries > 0}

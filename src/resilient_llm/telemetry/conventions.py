@@ -13,7 +13,6 @@ import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import metadata
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -179,6 +178,8 @@ def library_version() -> str | None:
     installed, which the OpenTelemetry API accepts.
     """
     if not _version:
+        from importlib import metadata  # only once a tracer or meter is made: not light
+
         try:
             _version.append(metadata.version(_DISTRIBUTION))
         except metadata.PackageNotFoundError:

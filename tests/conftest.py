@@ -93,8 +93,9 @@ class Otel:
 def otel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Otel]:
     """resilient-llm's telemetry written to in-memory exporters (the pinned conventions)."""
     from resilient_llm.telemetry import otel as telemetry
+    from resilient_llm.telemetry.conventions import OPT_IN_ENV
 
-    monkeypatch.delenv(telemetry.OPT_IN_ENV, raising=False)
+    monkeypatch.delenv(OPT_IN_ENV, raising=False)
     exporters = Otel()
     telemetry.configure(tracer_provider=exporters.tracer_provider,
                         meter_provider=exporters.meter_provider)

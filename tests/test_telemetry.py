@@ -23,6 +23,7 @@ from resilient_llm.engine.classify import Failure, FailureClass
 from resilient_llm.events import bus as _events
 from resilient_llm.events.outcome import CallRecord
 from resilient_llm.openai import AsyncOpenAI, OpenAI
+from resilient_llm.telemetry import conventions as _conventions
 from resilient_llm.telemetry import listener as _listener
 from resilient_llm.telemetry import otel as _telemetry
 from resilient_llm.telemetry import providers as _providers
@@ -103,7 +104,7 @@ def test_retried_twice_then_fell_back_is_one_call_span_with_three_attempts(otel:
     assert "error.type" not in attrs
     assert call.instrumentation_scope is not None
     assert call.instrumentation_scope.name == "resilient_llm"
-    assert call.instrumentation_scope.schema_url == _telemetry.SCHEMA_URL
+    assert call.instrumentation_scope.schema_url == _conventions.SCHEMA_URL
 
     first, second, third = otel.children(call)
     assert [s.name for s in (first, second, third)] == [
@@ -136,7 +137,7 @@ def test_retried_twice_then_fell_back_is_one_call_span_with_three_attempts(otel:
 def test_metric_points_carry_documented_names_units_and_attributes(otel: Otel) -> None:
     fallback_call(otel)
     metrics = otel.metrics()
-    for name, (_kind, unit) in _telemetry.METRICS.items():
+    for name, (_kind, unit) in _conventions.METRICS.items():
         if name in metrics:
             assert metrics[name].unit == unit, name
     expected = {"gen_ai.client.operation.duration", "gen_ai.client.token.usage",
@@ -148,7 +149,7 @@ def test_metric_points_carry_documented_names_units_and_attributes(otel: Otel) -
 
     (duration,) = points(metrics["gen_ai.client.operation.duration"])
     assert isinstance(duration, HistogramDataPoint)
-    assert tuple(duration.explicit_bounds) == _telemetry.DURATION_BUCKETS
+    assert tuple(duration.explicit_bounds) == _conventions.DURATION_BUCKETS
     assert dict(duration.attributes or {}) == {
         "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4.1", "gen_ai.response.model": "gpt-4.1-mini",
@@ -161,7 +162,7 @@ def test_metric_points_carry_documented_names_units_and_attributes(otel: Otel) -
         metrics["gen_ai.client.token.usage"])}
     assert set(tokens) == {"input", "output"}
     assert tokens["input"].sum == 1000 and tokens["output"].sum == 200
-    assert tuple(tokens["input"].explicit_bounds) == _telemetry.TOKEN_BUCKETS
+    assert tuple(tokens["input"].explicit_bounds) == _conventions.TOKEN_BUCKETS
     (cached,) = points(metrics["resilient_llm.client.token.cache_usage"])
     assert cached.attributes["gen_ai.token.type"] == "cache_read" and cached.sum == 768
 
@@ -183,7 +184,7 @@ def test_metric_points_carry_documented_names_units_and_attributes(otel: Otel) -
                for p in points(metrics["resilient_llm.pressure"])}
     assert set(targets) >= {"gpt-4.1", "gpt-4.1-mini"}
     assert all(0.0 <= v <= 1.0 for v in targets.values())
-    assert otel.scope_schema_urls() == {_telemetry.SCHEMA_URL}
+    assert otel.scope_schema_urls() == {_conventions.SCHEMA_URL}
 
 
 def test_attribute_names_are_the_pinned_convention_list(otel: Otel) -> None:
@@ -194,7 +195,7 @@ def test_attribute_names_are_the_pinned_convention_list(otel: Otel) -> None:
             stream_options={"include_usage": True})
         for _ in stream:
             pass
-    allowed = _telemetry.SEMCONV_ATTRIBUTES | _telemetry.RESILIENT_ATTRIBUTES | USER_ATTRIBUTES
+    allowed = _conventions.SEMCONV_ATTRIBUTES | _conventions.RESILIENT_ATTRIBUTES | USER_ATTRIBUTES
     seen: set[str] = set()
     for span in otel.spans():
         seen |= set(span.attributes or {})
@@ -219,16 +220,16 @@ def test_the_pinned_list_matches_the_installed_semantic_conventions() -> None:
                  and isinstance(v, str)}
     published |= {server_attributes.SERVER_ADDRESS, server_attributes.SERVER_PORT,
                   error_attributes.ERROR_TYPE, "http.response.status_code"}
-    assert published >= _telemetry.SEMCONV_ATTRIBUTES, sorted(
-        _telemetry.SEMCONV_ATTRIBUTES - published)
+    assert published >= _conventions.SEMCONV_ATTRIBUTES, sorted(
+        _conventions.SEMCONV_ATTRIBUTES - published)
     assert all(not name.startswith(("gen_ai.", "server.", "error."))
-               for name in _telemetry.RESILIENT_ATTRIBUTES)
+               for name in _conventions.RESILIENT_ATTRIBUTES)
 
 
 def test_newer_names_only_behind_the_stability_opt_in(
     otel: Otel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(_telemetry.OPT_IN_ENV, "http, gen_ai_latest_experimental")
+    monkeypatch.setenv(_conventions.OPT_IN_ENV, "http, gen_ai_latest_experimental")
     provider = FaultProvider()
     provider.script(Fault.ok(usage=Usage(input_tokens=50, output_tokens=5,
                                          cache_creation_tokens=40)))
@@ -270,7 +271,7 @@ def test_stream_reports_time_to_first_chunk_and_usage(otel: Otel) -> None:
     assert attrs["resilient_llm.stream.complete"] is True
     assert attrs["gen_ai.usage.input_tokens"] == 30 and attrs["gen_ai.usage.output_tokens"] == 7
     (ttfc,) = points(otel.metrics()["gen_ai.client.operation.time_to_first_chunk"])
-    assert ttfc.count == 1 and tuple(ttfc.explicit_bounds) == _telemetry.DURATION_BUCKETS
+    assert ttfc.count == 1 and tuple(ttfc.explicit_bounds) == _conventions.DURATION_BUCKETS
 
 
 def test_stream_cut_after_output_ends_the_span_in_error(otel: Otel) -> None:

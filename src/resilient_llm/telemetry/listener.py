@@ -264,25 +264,32 @@ def _attempt_finished(state: _CallState, event: Event) -> None:
         _finish(state, event.at, kind)
 
 
+def _call_event(state: _CallState, name: str, facts: Attributes, at: float,
+                count: Callable[[Instruments, Attributes], None], *, span: bool = True) -> None:
+    """A fact of the whole call: ``count`` it in the metrics and, with ``span``, add it as
+    the span event ``name``; both wait for the call's base attributes."""
+    instruments, spans = state.instruments, state.spans
+
+    def work(base: Attributes) -> None:
+        if instruments is not None:
+            count(instruments, base)
+        if spans is not None and span:
+            spans.event(base, name, facts, at)
+
+    _later(state, work)
+
+
 def _waited(state: _CallState, event: Event) -> None:
     seconds = event.seconds
     reason = event.detail or "backoff"
     if reason != "admission":  # admission waits are the call's queue_wait
         state.pending_wait += seconds
         state.backoff_total += seconds
-    if not state.live:
-        return
-    at = event.at
-    instruments, spans = state.instruments, state.spans
-
-    def work(base: Attributes) -> None:
-        if instruments is not None:
-            instruments.wait(base, reason, seconds)
-        if spans is not None and (reason != "admission" or seconds >= MIN_EVENT_WAIT):
-            facts = {"resilient_llm.wait.reason": reason, "resilient_llm.wait.seconds": seconds}
-            spans.event(base, "resilient_llm.wait", facts, at)
-
-    _later(state, work)
+    if state.live:
+        facts = {"resilient_llm.wait.reason": reason, "resilient_llm.wait.seconds": seconds}
+        _call_event(state, "resilient_llm.wait", facts, event.at,
+                    lambda instruments, base: instruments.wait(base, reason, seconds),
+                    span=reason != "admission" or seconds >= MIN_EVENT_WAIT)
 
 
 def _fell_back(state: _CallState, event: Event) -> None:
@@ -293,38 +300,20 @@ def _fell_back(state: _CallState, event: Event) -> None:
     state.target = event.target or state.target
     if log.isEnabledFor(logging.DEBUG):
         log_move(state.record, source, target, reason)
-    if not state.live:
-        return
-    at = event.at
-    instruments, spans = state.instruments, state.spans
-    facts = {"resilient_llm.fallback.from": source, "resilient_llm.fallback.to": target,
-             "resilient_llm.fallback.reason": reason}
-
-    def work(base: Attributes) -> None:
-        if instruments is not None:
-            instruments.fallback(base, facts)
-        if spans is not None:
-            spans.event(base, "resilient_llm.fallback", facts, at)
-
-    _later(state, work)
+    if state.live:
+        facts = {"resilient_llm.fallback.from": source, "resilient_llm.fallback.to": target,
+                 "resilient_llm.fallback.reason": reason}
+        _call_event(state, "resilient_llm.fallback", facts, event.at,
+                    lambda instruments, base: instruments.fallback(base, facts))
 
 
 def _breaker_changed(state: _CallState, event: Event) -> None:
     """A target's circuit breaker changed state."""
-    if not state.live:
-        return
-    at = event.at
-    instruments, spans = state.instruments, state.spans
-    facts = {"gen_ai.request.model": event.target or "unknown",
-             "resilient_llm.circuit.state": event.detail or "unknown"}
-
-    def work(base: Attributes) -> None:
-        if instruments is not None:
-            instruments.circuit_change(base, facts)
-        if spans is not None:
-            spans.event(base, "resilient_llm.circuit", facts, at)
-
-    _later(state, work)
+    if state.live:
+        facts = {"gen_ai.request.model": event.target or "unknown",
+                 "resilient_llm.circuit.state": event.detail or "unknown"}
+        _call_event(state, "resilient_llm.circuit", facts, event.at,
+                    lambda instruments, base: instruments.circuit_change(base, facts))
 
 
 def _stream_committed(state: _CallState, event: Event) -> None:

@@ -10,41 +10,7 @@ clients wire it (:func:`attach`) when they wrap a transport; names and versions 
 
 from __future__ import annotations
 
-from .conventions import (
-    DURATION_BUCKETS,
-    INSTRUMENTATION_NAME,
-    LATEST_EXPERIMENTAL,
-    METRICS,
-    OPT_IN_ENV,
-    OPT_IN_VALUE,
-    RESILIENT_ATTRIBUTES,
-    SCHEMA_URL,
-    SEMCONV_ATTRIBUTES,
-    STABLE,
-    TOKEN_BUCKETS,
-    Conventions,
-    conventions,
-)
 from .listener import attach, install, installed, uninstall
 from .providers import configure
 
-__all__ = [
-    "DURATION_BUCKETS",
-    "INSTRUMENTATION_NAME",
-    "LATEST_EXPERIMENTAL",
-    "METRICS",
-    "OPT_IN_ENV",
-    "OPT_IN_VALUE",
-    "RESILIENT_ATTRIBUTES",
-    "SCHEMA_URL",
-    "SEMCONV_ATTRIBUTES",
-    "STABLE",
-    "TOKEN_BUCKETS",
-    "Conventions",
-    "attach",
-    "configure",
-    "conventions",
-    "install",
-    "installed",
-    "uninstall",
-]
+__all__ = ["attach", "configure", "install", "installed", "uninstall"]

@@ -13,6 +13,7 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,10 @@ from opentelemetry.trace import SpanKind, StatusCode
 import resilient_llm
 from resilient_llm.caching.lint import Finding
 from resilient_llm.engine.classify import Failure, FailureClass
+from resilient_llm.events import bus
 from resilient_llm.events.bus import Event
 from resilient_llm.events.outcome import CallRecord
-from resilient_llm.telemetry import conventions, providers
+from resilient_llm.telemetry import conventions, listener, providers
 from resilient_llm.telemetry.capture import SCHEMA, Sink, capture_line
 from resilient_llm.telemetry.conventions import LATEST_EXPERIMENTAL, STABLE, short_hash
 from resilient_llm.telemetry.logs import attempts_text, log_call
@@ -370,3 +372,60 @@ def test_every_telemetry_module_is_small() -> None:
 
 def test_the_engines_record_carries_no_telemetry_scratch() -> None:
     assert "telemetry" not in {f.name for f in dataclasses.fields(CallRecord)}
+
+
+# --- the listener: how much work a call gets ----------------------------------------------------
+
+
+def _emit_degraded(record: CallRecord, *, between: Callable[[], object] = lambda: None) -> None:
+    for event in (
+        Event("call_started", 0.0, target="claude-sonnet-4-6"),
+        Event("attempt_started", 0.0, attempt=1, target="claude-sonnet-4-6"),
+        None,
+        Event("attempt_finished", 0.2, attempt=1, target="claude-sonnet-4-6",
+              failure=OVERLOADED, status=529),
+        Event("fell_back", 0.2, target="claude-haiku-4-5", detail="overloaded"),
+        Event("attempt_started", 0.2, attempt=2, target="claude-haiku-4-5"),
+        Event("attempt_finished", 0.9, attempt=2, target="claude-haiku-4-5", status=200),
+        Event("succeeded", 0.9, target="claude-haiku-4-5"),
+    ):
+        if event is None:
+            between()
+        else:
+            bus.emit(record, event)
+
+
+def bare_record() -> CallRecord:
+    listener.install()  # as the first drop-in client does
+    return CallRecord(requested="claude-sonnet-4-6", deadline_budget=10.0, provider="anthropic",
+                      server_address="api.test", server_port=443, path="/v1/messages")
+
+
+def test_without_an_sdk_a_call_is_lean_its_warning_still_written_and_nothing_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    providers.configure()
+    caplog.set_level(logging.WARNING, logger="resilient_llm.calls")
+    record = bare_record()
+    _emit_degraded(record)
+    assert listener.open_calls() == 0
+    assert "attempt_started" in record.quiet and "waited" in record.quiet  # never delivered
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "was served by claude-haiku-4-5 (degraded, reason: overloaded)" in line
+
+
+def test_a_call_started_twice_keeps_its_open_span(otel: Otel) -> None:
+    record = bare_record()
+    bus.start(record)
+    _emit_degraded(record, between=lambda: bus.start(record))  # mid-attempt
+    (call,) = otel.call_spans()
+    assert len(otel.children(call)) == 2 and listener.open_calls() == 0
+
+
+def test_telemetry_off_delivers_no_event_at_all(otel: Otel) -> None:
+    record = bare_record()
+    record.policy = resilient_llm.Policy(telemetry=False)
+    bus.start(record)
+    assert record.quiet == bus.ALL_KINDS
+    _emit_degraded(record)
+    assert otel.spans() == [] and listener.open_calls() == 0

@@ -83,6 +83,11 @@ class _CallState:
 _states: dict[int, _CallState] = {}
 
 
+def _state_of(record: CallRecord) -> _CallState | None:
+    state = _states.get(id(record))
+    return state if state is not None and state.record is record else None
+
+
 def open_calls() -> int:
     """How many deep calls the listener is tracking (tests check that ended calls are gone)."""
     return len(_states)
@@ -98,6 +103,8 @@ _LEAN_KINDS = frozenset({"attempt_finished", "succeeded", "gave_up", "stream_int
 
 def _open(record: CallRecord, at: float) -> frozenset[str]:
     """Decide how much work the call gets; return the event kinds it can do without."""
+    if _state_of(record) is not None:  # started twice: keep what is open
+        return _QUIET_DEEP
     attrs = current_attributes()
     if attrs and not record.attributes:
         record.attributes = attrs
@@ -161,11 +168,6 @@ def _later(state: _CallState, work: Callable[[Attributes], None]) -> None:
 
 
 # --- the listener --------------------------------------------------------------------------------
-
-
-def _state_of(record: CallRecord) -> _CallState | None:
-    state = _states.get(id(record))
-    return state if state is not None and state.record is record else None
 
 
 def _on_event(record: CallRecord, event: Event) -> None:

@@ -101,8 +101,9 @@ _LEAN_KINDS = frozenset({"attempt_finished", "succeeded", "gave_up", "stream_int
                          "fell_back"})
 
 
-def _open(record: CallRecord, at: float) -> frozenset[str]:
-    """Decide how much work the call gets; return the event kinds it can do without."""
+def _open(record: CallRecord) -> frozenset[str]:
+    """The bus's question when a call starts: how much work does the call get, that is, which
+    of its events can telemetry do without?"""
     if _state_of(record) is not None:  # started twice: keep what is open
         return _QUIET_DEEP
     attrs = current_attributes()
@@ -116,7 +117,7 @@ def _open(record: CallRecord, at: float) -> frozenset[str]:
     if traces is None and points is None and not settings.keeps_stream_bytes \
             and settings.prices is None:
         return _QUIET_LEAN
-    state = _CallState(record, time.time_ns() - int(at * 1e9), settings)
+    state = _CallState(record, time.time_ns(), settings)
     if traces is not None or points is not None:
         conv = state.conv = conventions()
         if traces is not None:
@@ -127,11 +128,6 @@ def _open(record: CallRecord, at: float) -> frozenset[str]:
         _evict()
     _states[id(record)] = state
     return _QUIET_DEEP
-
-
-def _quiet_for(record: CallRecord) -> frozenset[str]:
-    """The bus's question when a call starts: which of its events does telemetry not need?"""
-    return _open(record, 0.0)
 
 
 def _build_base(state: _CallState) -> Attributes:
@@ -410,7 +406,7 @@ def install() -> None:
     global _installed
     with _install_lock:
         if not _installed:
-            set_builtin(_on_event, _quiet_for)
+            set_builtin(_on_event, _open)
             _installed = True
 
 

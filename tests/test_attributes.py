@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import httpx2
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from resilient_llm import outcome
 from resilient_llm.context.attributes import (
@@ -27,8 +21,8 @@ from resilient_llm.context.attributes import (
 )
 from resilient_llm.events.outcome import lookup
 from resilient_llm.openai import OpenAI
-from resilient_llm.telemetry import otel as _telemetry
 from resilient_llm.testing import FakeClock, FaultProvider
+from tests.conftest import Otel
 
 
 def test_scope_sets_and_restores() -> None:
@@ -130,22 +124,8 @@ def test_repr_names_the_values() -> None:
 # --- on calls ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def exporters() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    _telemetry.configure(tracer_provider=tracer_provider, meter_provider=meter_provider)
-    yield exporter, reader
-    _telemetry.configure()
-
-
-def test_every_call_inside_carries_them_on_its_span_metrics_and_record(
-    exporters: tuple[InMemorySpanExporter, InMemoryMetricReader],
-) -> None:
-    exporter, reader = exporters
+def test_every_call_inside_carries_them_on_its_span_metrics_and_record(otel: Otel) -> None:
+    exporter, reader = otel.exporter, otel.reader
     provider = FaultProvider()
     client = OpenAI(api_key="sk-attr", base_url="http://attributes.test/v1",
                     http_client=httpx2.Client(transport=provider.transport()))

@@ -8,99 +8,35 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import httpx2
 import openai
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, Metric
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, Metric
 from opentelemetry.trace import SpanKind, StatusCode
 
-from resilient_llm import DeadlineExceeded, Policy, outcome
+from resilient_llm import DeadlineExceeded, Policy, ResilientTransport, outcome
 from resilient_llm.context.attributes import attributes
 from resilient_llm.engine.classify import Failure, FailureClass
-from resilient_llm.engine.pressure import registry
 from resilient_llm.events import bus as _events
 from resilient_llm.events.outcome import CallRecord
 from resilient_llm.openai import AsyncOpenAI, OpenAI
-from resilient_llm.telemetry import capture as _capture
+from resilient_llm.telemetry import conventions as _conventions
+from resilient_llm.telemetry import listener as _listener
 from resilient_llm.telemetry import otel as _telemetry
+from resilient_llm.telemetry import providers as _providers
+from resilient_llm.telemetry import tap as _tap
 from resilient_llm.telemetry.pricing import PriceTable, TokenUsage, token_usage
 from resilient_llm.testing import FakeClock, FakeRandom, Fault, FaultProvider, Usage
+from tests.conftest import Otel
 
 BASE_URL = "http://telemetry.test/v1"
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 PRICES = {"gpt-4.1": {"input": 2.0, "output": 8.0, "cache_read": 0.5},
           "gpt-4.1-mini*": {"input": 0.4, "output": 1.6, "cache_read": 0.1}}
 USER_ATTRIBUTES = frozenset({"feature", "tenant"})
-
-
-@dataclass
-class Otel:
-    """The SDK's in-memory span exporter and metric reader, wired to resilient-llm only."""
-
-    exporter: InMemorySpanExporter
-    reader: InMemoryMetricReader
-
-    def spans(self) -> list[ReadableSpan]:
-        return list(self.exporter.get_finished_spans())
-
-    def call_spans(self) -> list[ReadableSpan]:
-        return [s for s in self.spans() if s.kind is SpanKind.CLIENT]
-
-    def children(self, parent: ReadableSpan) -> list[ReadableSpan]:
-        assert parent.context is not None
-        return sorted(
-            (s for s in self.spans()
-             if s.parent is not None and s.parent.span_id == parent.context.span_id),
-            key=lambda s: int(str((s.attributes or {}).get("resilient_llm.attempt.number", 0))),
-        )
-
-    def metrics(self) -> dict[str, Metric]:
-        data = self.reader.get_metrics_data()
-        found: dict[str, Metric] = {}
-        if data is None:
-            return found
-        for resource in data.resource_metrics:
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    found[metric.name] = metric
-        return found
-
-    def scope_schema_urls(self) -> set[str | None]:
-        data = self.reader.get_metrics_data()
-        assert data is not None
-        return {scope.scope.schema_url for r in data.resource_metrics for scope in r.scope_metrics}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_targets() -> Iterator[None]:
-    """Breakers and pacers are per process: start every test with healthy targets."""
-    registry.clear()
-    yield
-    registry.clear()
-
-
-@pytest.fixture
-def otel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Otel]:
-    monkeypatch.delenv(_telemetry.OPT_IN_ENV, raising=False)
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    _telemetry.configure(tracer_provider=tracer_provider, meter_provider=meter_provider)
-    yield Otel(exporter, reader)
-    _telemetry.configure()
-    tracer_provider.shutdown()
-    meter_provider.shutdown()
 
 
 def make_client(provider: FaultProvider, **policy: Any) -> OpenAI:
@@ -168,7 +104,7 @@ def test_retried_twice_then_fell_back_is_one_call_span_with_three_attempts(otel:
     assert "error.type" not in attrs
     assert call.instrumentation_scope is not None
     assert call.instrumentation_scope.name == "resilient_llm"
-    assert call.instrumentation_scope.schema_url == _telemetry.SCHEMA_URL
+    assert call.instrumentation_scope.schema_url == _conventions.SCHEMA_URL
 
     first, second, third = otel.children(call)
     assert [s.name for s in (first, second, third)] == [
@@ -201,7 +137,7 @@ def test_retried_twice_then_fell_back_is_one_call_span_with_three_attempts(otel:
 def test_metric_points_carry_documented_names_units_and_attributes(otel: Otel) -> None:
     fallback_call(otel)
     metrics = otel.metrics()
-    for name, (_kind, unit) in _telemetry.METRICS.items():
+    for name, (_kind, unit) in _conventions.METRICS.items():
         if name in metrics:
             assert metrics[name].unit == unit, name
     expected = {"gen_ai.client.operation.duration", "gen_ai.client.token.usage",
@@ -213,7 +149,7 @@ def test_metric_points_carry_documented_names_units_and_attributes(otel: Otel) -
 
     (duration,) = points(metrics["gen_ai.client.operation.duration"])
     assert isinstance(duration, HistogramDataPoint)
-    assert tuple(duration.explicit_bounds) == _telemetry.DURATION_BUCKETS
+    assert tuple(duration.explicit_bounds) == _conventions.DURATION_BUCKETS
     assert dict(duration.attributes or {}) == {
         "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4.1", "gen_ai.response.model": "gpt-4.1-mini",
@@ -226,7 +162,7 @@ def test_metric_points_carry_documented_names_units_and_attributes(otel: Otel) -
         metrics["gen_ai.client.token.usage"])}
     assert set(tokens) == {"input", "output"}
     assert tokens["input"].sum == 1000 and tokens["output"].sum == 200
-    assert tuple(tokens["input"].explicit_bounds) == _telemetry.TOKEN_BUCKETS
+    assert tuple(tokens["input"].explicit_bounds) == _conventions.TOKEN_BUCKETS
     (cached,) = points(metrics["resilient_llm.client.token.cache_usage"])
     assert cached.attributes["gen_ai.token.type"] == "cache_read" and cached.sum == 768
 
@@ -248,7 +184,7 @@ def test_metric_points_carry_documented_names_units_and_attributes(otel: Otel) -
                for p in points(metrics["resilient_llm.pressure"])}
     assert set(targets) >= {"gpt-4.1", "gpt-4.1-mini"}
     assert all(0.0 <= v <= 1.0 for v in targets.values())
-    assert otel.scope_schema_urls() == {_telemetry.SCHEMA_URL}
+    assert otel.scope_schema_urls() == {_conventions.SCHEMA_URL}
 
 
 def test_attribute_names_are_the_pinned_convention_list(otel: Otel) -> None:
@@ -259,7 +195,7 @@ def test_attribute_names_are_the_pinned_convention_list(otel: Otel) -> None:
             stream_options={"include_usage": True})
         for _ in stream:
             pass
-    allowed = _telemetry.SEMCONV_ATTRIBUTES | _telemetry.RESILIENT_ATTRIBUTES | USER_ATTRIBUTES
+    allowed = _conventions.SEMCONV_ATTRIBUTES | _conventions.RESILIENT_ATTRIBUTES | USER_ATTRIBUTES
     seen: set[str] = set()
     for span in otel.spans():
         seen |= set(span.attributes or {})
@@ -284,16 +220,16 @@ def test_the_pinned_list_matches_the_installed_semantic_conventions() -> None:
                  and isinstance(v, str)}
     published |= {server_attributes.SERVER_ADDRESS, server_attributes.SERVER_PORT,
                   error_attributes.ERROR_TYPE, "http.response.status_code"}
-    assert published >= _telemetry.SEMCONV_ATTRIBUTES, sorted(
-        _telemetry.SEMCONV_ATTRIBUTES - published)
+    assert published >= _conventions.SEMCONV_ATTRIBUTES, sorted(
+        _conventions.SEMCONV_ATTRIBUTES - published)
     assert all(not name.startswith(("gen_ai.", "server.", "error."))
-               for name in _telemetry.RESILIENT_ATTRIBUTES)
+               for name in _conventions.RESILIENT_ATTRIBUTES)
 
 
 def test_newer_names_only_behind_the_stability_opt_in(
     otel: Otel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(_telemetry.OPT_IN_ENV, "http, gen_ai_latest_experimental")
+    monkeypatch.setenv(_conventions.OPT_IN_ENV, "http, gen_ai_latest_experimental")
     provider = FaultProvider()
     provider.script(Fault.ok(usage=Usage(input_tokens=50, output_tokens=5,
                                          cache_creation_tokens=40)))
@@ -335,7 +271,7 @@ def test_stream_reports_time_to_first_chunk_and_usage(otel: Otel) -> None:
     assert attrs["resilient_llm.stream.complete"] is True
     assert attrs["gen_ai.usage.input_tokens"] == 30 and attrs["gen_ai.usage.output_tokens"] == 7
     (ttfc,) = points(otel.metrics()["gen_ai.client.operation.time_to_first_chunk"])
-    assert ttfc.count == 1 and tuple(ttfc.explicit_bounds) == _telemetry.DURATION_BUCKETS
+    assert ttfc.count == 1 and tuple(ttfc.explicit_bounds) == _conventions.DURATION_BUCKETS
 
 
 def test_stream_cut_after_output_ends_the_span_in_error(otel: Otel) -> None:
@@ -388,7 +324,7 @@ def test_an_exception_no_class_covers_still_ends_the_span(otel: Otel) -> None:
         client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
     (call,) = otel.call_spans()
     assert dict(call.attributes or {})["error.type"] == "RuntimeError"
-    assert not _telemetry._states
+    assert _listener.open_calls() == 0
 
 
 def test_async_calls_produce_the_same_spans(otel: Otel) -> None:
@@ -540,13 +476,13 @@ def test_bad_price_tables_are_refused_with_the_reason(prices: str, message: str)
 
 def test_without_an_sdk_the_tap_is_never_armed(monkeypatch: pytest.MonkeyPatch) -> None:
     _telemetry.configure()  # the global providers: no SDK configured in this process
-    assert _telemetry._tracer_provider() is None and _telemetry._meter_provider() is None
+    assert _providers.tracer_provider() is None and _providers.meter_provider() is None
     armed: list[Any] = []
-    monkeypatch.setattr(_capture, "arm", armed.append)
+    monkeypatch.setattr(_listener, "arm", armed.append)
     provider = FaultProvider()
     with make_client(provider) as client:
         client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
-    assert armed == [] and not _telemetry._states
+    assert armed == [] and _listener.open_calls() == 0
 
 
 def test_telemetry_false_leaves_the_transport_alone(otel: Otel) -> None:
@@ -554,9 +490,10 @@ def test_telemetry_false_leaves_the_transport_alone(otel: Otel) -> None:
     _telemetry.uninstall()
     try:
         with make_client(provider, telemetry=False) as client:
-            transport = client._client._transport
-            assert not isinstance(getattr(transport, "inner", None),
-                                  (_capture.SyncTap, _capture.AsyncTap))
+            resilient = [t for t in client._client._mounts.values()
+                         if isinstance(t, ResilientTransport)]
+            assert resilient and all(
+                not isinstance(t.inner, (_tap.SyncTap, _tap.AsyncTap)) for t in resilient)
             client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
         assert otel.spans() == [] and not _telemetry.installed()
     finally:
@@ -576,14 +513,12 @@ def test_telemetry_false_is_silent_even_when_another_client_listens(
     assert len(otel.call_spans()) == 1
     ours = [r for r in caplog.records if r.name.startswith("resilient_llm")]
     assert [r.levelname for r in ours] == ["DEBUG"]
-    assert not _telemetry._states  # nothing kept about either call once it ended
+    assert _listener.open_calls() == 0  # nothing kept about either call once it ended
 
 
 def test_the_call_span_is_a_child_of_the_callers_span(otel: Otel) -> None:
     provider = FaultProvider()
-    tracer_provider = _telemetry._explicit_tracer_provider
-    assert tracer_provider is not None
-    tracer = tracer_provider.get_tracer("app")
+    tracer = otel.tracer_provider.get_tracer("app")
     with make_client(provider) as client, tracer.start_as_current_span("handle request") as app:
         client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
     (call,) = otel.call_spans()

@@ -86,6 +86,8 @@ def wrap_http_client(
     """
     from httpx2._utils import URLPattern
 
+    from ..telemetry.otel import attach
+
     retryable = _foreign_retryable(provider)
     mounts: dict[Any, Any] = dict(client._mounts)
     is_async = isinstance(client, httpx2.AsyncClient)
@@ -94,7 +96,8 @@ def wrap_http_client(
         return
 
     def wrap(inner: Any) -> Any:
-        return ours_type(inner, policy=policy, provider=provider, clock=clock, rng=rng,
+        tapped = attach(inner, policy, asynchronous=is_async)  # telemetry's tap and listener
+        return ours_type(tapped, policy=policy, provider=provider, clock=clock, rng=rng,
                          retry_exceptions=retryable)
 
     default = wrap(client._transport)

@@ -103,8 +103,6 @@ class CallRecord:
     findings: list[Any] = field(default_factory=list)
     #: The call's policy (read by listeners such as telemetry; set by the engine).
     policy: Any = None
-    #: Scratch for the telemetry listener: how much work this call gets (0 = not decided yet).
-    telemetry: int = 0
     #: Event kinds the built-in listener does not need for this call (see ``_events.start``).
     quiet: frozenset[str] = frozenset()
     _pending: dict[int, tuple[str | None, float, float]] = field(default_factory=dict)

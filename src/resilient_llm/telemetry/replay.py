@@ -154,10 +154,12 @@ class _Replayer:
         client = self.clients.get(provider)
         if client is None:
             from ..transport.drivers import ResilientTransport
+            from .listener import attach
 
             inner = self.transport if self.transport is not None else httpx2.HTTPTransport()
+            tapped = attach(inner, self.policy, asynchronous=False)  # as a drop-in client would
             client = httpx2.Client(transport=ResilientTransport(
-                inner, policy=self.policy, provider=provider), timeout=None)
+                tapped, policy=self.policy, provider=provider), timeout=None)
             self.clients[provider] = client
         return client
 

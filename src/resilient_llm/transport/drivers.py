@@ -891,12 +891,6 @@ class ResilientTransport(httpx2.BaseTransport):
         self._inner = inner if inner is not None else httpx2.HTTPTransport()
         self._base = _Base(policy=policy, provider=provider, clock=clock, rng=rng,
                            retry_exceptions=retry_exceptions)
-        # --- telemetry seam (owner: _telemetry.py): subscribe the event listener and tap each
-        # attempt's exact request/response under this transport (nothing when telemetry=False).
-        from ..telemetry.otel import attach
-
-        self._inner = attach(self._inner, policy, asynchronous=False)
-        # --- end of telemetry seam
 
     @property
     def inner(self) -> httpx2.BaseTransport:
@@ -1211,12 +1205,6 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         self._inner = inner if inner is not None else httpx2.AsyncHTTPTransport()
         self._base = _Base(policy=policy, provider=provider, clock=clock, rng=rng,
                            retry_exceptions=retry_exceptions)
-        # --- telemetry seam (owner: _telemetry.py): subscribe the event listener and tap each
-        # attempt's exact request/response under this transport (nothing when telemetry=False).
-        from ..telemetry.otel import attach
-
-        self._inner = attach(self._inner, policy, asynchronous=True)
-        # --- end of telemetry seam
 
     @property
     def inner(self) -> httpx2.AsyncBaseTransport:

@@ -143,6 +143,28 @@ def test_redis_hung_during_the_body_ends_by_the_deadline(
     assert any("could not be recorded" in r.getMessage() for r in caplog.records)
 
 
+def test_redis_hung_during_the_body_ends_by_the_deadline_async(
+    freezable_redis: tuple[str, Proxy],
+) -> None:
+    url, proxy = freezable_redis
+    runs: list[int] = []
+
+    @side_effect(store=url)
+    async def charge(amount: int) -> int:
+        runs.append(amount)
+        proxy.frozen.set()
+        return amount
+
+    async def main() -> int:
+        async with deadline(2):
+            return await charge(8)
+
+    started = time.monotonic()
+    assert anyio.run(main) == 8
+    assert time.monotonic() - started < 2 + SLACK
+    assert runs == [8]
+
+
 # --- SQLite write-locked by another process ------------------------------------------------------
 
 

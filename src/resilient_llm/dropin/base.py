@@ -287,63 +287,6 @@ def _field(obj: Any, name: str) -> Any:
     return extra.get(name) if extra else None
 
 
-_response_caches: dict[tuple[int, float], Any] = {}
-
-
-def cached_answer(base_url: object, options: Any, policy: Policy, stream: bool, *,
-                  auth_headers: Any = None) -> tuple[str | None, Any]:
-    """(key, a copy of the cached answer) for a deterministic repeat; (None, None) otherwise.
-
-    Off unless ``RESILIENT_LLM_RESPONSE_CACHE`` is true. Only non-streamed requests with
-    ``temperature=0`` or a ``seed`` qualify; entries are scoped by tenant namespace, endpoint
-    and credential (the client's ``auth_headers``, overridden by the request's own headers).
-    """
-    if not policy.response_cache or stream:
-        return None, None
-    body = getattr(options, "json_data", None)
-    if not isinstance(body, dict):
-        return None, None
-    from ..caching.response import ResponseCache
-
-    key = ResponseCache.key_for(body, policy.cache_namespace,
-                                scope=f"{base_url}{getattr(options, 'url', '')}",
-                                credential=_credential_digest(auth_headers, options))
-    if key is None:
-        return None, None
-    cache = _response_caches.get((policy.response_cache_size, policy.response_cache_ttl))
-    hit = cache.get(key) if cache is not None else None
-    return key, (hit.model_copy(deep=True) if hit is not None else None)
-
-
-def remember_answer(key: str | None, policy: Policy, result: Any) -> None:
-    """Keep a copy of a successful parsed answer under ``key``."""
-    if key is None or not hasattr(result, "model_copy"):
-        return
-    from ..caching.response import ResponseCache
-
-    slot = (policy.response_cache_size, policy.response_cache_ttl)
-    cache = _response_caches.get(slot)
-    if cache is None:
-        cache = _response_caches[slot] = ResponseCache.from_policy(policy)
-    cache.put(key, result.model_copy(deep=True))
-
-
-_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
-
-
-def _credential_digest(auth_headers: Any, options: Any) -> str:
-    """A hash of the credential a request is sent with, as the fleet keys hash it."""
-    from ..engine.pressure import TargetKey
-
-    headers = {str(k).lower(): v for k, v in dict(auth_headers or {}).items()}
-    extra = getattr(options, "headers", None)
-    if isinstance(extra, dict):
-        headers.update({str(k).lower(): v for k, v in extra.items()})
-    credential = "\n".join(f"{name}={headers[name]}" for name in _CREDENTIAL_HEADERS
-                           if isinstance(headers.get(name), str))
-    return TargetKey.of("", credential, None).credential
-
-
 _MISSING: Any = object()
 
 
@@ -633,6 +576,8 @@ class DropIn:
             options = options.model_copy(update=update)
             key, hit = None, None
             if call.policy.response_cache:  # off by default: no call at all then
+                from ..caching.response import cached_answer
+
                 key, hit = cached_answer(
                     self.base_url, options, call.policy, stream,  # type: ignore[attr-defined]
                     auth_headers=getattr(self, "auth_headers", None))
@@ -654,6 +599,8 @@ class DropIn:
 
     def _resilient_end(self, scope: CallScope, options: Any, key: str | None, result: T) -> T:
         if key is not None:
+            from ..caching.response import remember_answer
+
             remember_answer(key, scope.call.policy, result)
         usage = _field(result, "usage")
         observe_cache(self._resilient_provider, options, scope.call.policy, scope.call.record,

@@ -23,44 +23,26 @@ unset, a random 256-bit secret the store creates once and keeps (per process for
 the file for SQLite, in Redis for Redis), so every worker sharing a store derives the same keys
 and a key forwarded downstream reveals nothing about the arguments.
 
-Canonical arguments: the call is bound to the signature with defaults applied (``f(1)`` and
-``f(x=1)`` agree), then every value is reduced to its JSON form: dict keys in any order are
-the same; ``list`` and ``tuple`` are the same; numbers compare by exact value (``1``, ``1.0``,
-``Decimal("1.00")`` and ``Fraction(2, 2)`` agree; ``0.1`` and ``Decimal("0.1")`` do not, as in
-Python; ``-0.0`` is ``0``; ``bool`` is not a number; NaN equals NaN); strings are NFC-normalised
-(a precomposed ``é`` and ``e`` + combining accent agree; compatibility forms such as ``ﬁ`` do
-not, since NFKC would change meaning); pydantic models, dataclasses and enums reduce to their
-JSON values; ``datetime``, ``date``, ``time`` and ``UUID`` to their ISO/str form; sets are
-unordered. Anything else raises ``TypeError``: pass ``key=`` or ``ignore=``.
+Canonical arguments and key derivation: :mod:`resilient_llm.idempotency.keys`; stored
+outcomes: :mod:`resilient_llm.idempotency.outcomes`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextvars
 import dataclasses
 import datetime as _dt
-import enum
 import functools
-import hashlib
-import hmac
 import inspect
-import json
 import logging
-import math
-import numbers
-import sys
 import time
 import typing
 import unicodedata
-import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
-from decimal import Decimal
-from fractions import Fraction
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from .._clock import Clock
 from .._errors import (
@@ -74,6 +56,14 @@ from .._policy import Policy
 from ..context.tools import _TOOL_KEY, Budget, _seconds_or_none, current_policy
 from ..stores import Begin, Ledger, open_store
 from ..stores.ledger import within
+from .keys import (
+    _fingerprint,
+    arguments_digest,
+    canonical_arguments,
+    canonical_json,
+    derive_key,
+)
+from .outcomes import decode_error, encode_error
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -98,7 +88,6 @@ R_co = TypeVar("R_co", covariant=True)
 
 logger = logging.getLogger("resilient_llm.idempotency")
 
-_VERSION = b"resilient-llm/idempotency/v1"
 #: Longest lease of an execution with no deadline in force (seconds): the lease is then
 #: ``Policy.deadline`` capped at this. Inside a deadline the lease is the tool's limit plus
 #: ``LEASE_GRACE``, so a crashed worker's key frees up when its call would have ended anyway.
@@ -187,188 +176,6 @@ def current_run() -> tuple[str, ...]:
 def current_idempotency_key() -> str | None:
     """The idempotency key of the side effect executing here, to pass to an API that takes one."""
     return _TOOL_KEY.get()
-
-
-# --- canonical arguments -------------------------------------------------------------------------
-
-
-def _number(value: Any) -> str:
-    """The exact value of a real number as text: ``12``, ``125e-2``, ``1/3``, ``NaN``."""
-    if isinstance(value, numbers.Integral):
-        return str(int(value))
-    if isinstance(value, Decimal):
-        if value.is_nan():
-            return "NaN"
-        if value.is_infinite():
-            return "-Infinity" if value < 0 else "Infinity"
-        frac = Fraction(value)
-    elif isinstance(value, numbers.Rational):
-        frac = Fraction(int(value.numerator), int(value.denominator))
-    else:
-        real = float(value)
-        if math.isnan(real):
-            return "NaN"
-        if math.isinf(real):
-            return "-Infinity" if real < 0 else "Infinity"
-        frac = Fraction(real)
-    if frac.denominator == 1:
-        return str(frac.numerator)
-    rest, twos, fives = frac.denominator, 0, 0
-    while rest % 2 == 0:
-        rest, twos = rest // 2, twos + 1
-    while rest % 5 == 0:
-        rest, fives = rest // 5, fives + 1
-    if rest != 1:
-        return f"{frac.numerator}/{frac.denominator}"
-    digits = max(twos, fives)
-    return f"{frac.numerator * 10**digits // frac.denominator}e-{digits}"
-
-
-def _canon(value: Any, where: str) -> Any:
-    """``value`` as a tagged JSON structure: strings stay strings, everything else is tagged."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return unicodedata.normalize("NFC", value)
-    if isinstance(value, enum.Enum):
-        return _canon(value.value, where)
-    if isinstance(value, numbers.Real):
-        return ["n", _number(value)]
-    if isinstance(value, Decimal):
-        return ["n", _number(value)]
-    if isinstance(value, BaseModel):
-        return _canon(value.model_dump(mode="json"), where)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _canon({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, where)
-    if isinstance(value, Mapping):
-        pairs = []
-        seen = set()
-        for key, item in value.items():
-            encoded = _dumps(_canon(key, where))
-            if encoded in seen:
-                raise ValueError(
-                    f"argument {where!r} holds two keys that are equal once canonicalised "
-                    "(e.g. 1 and 1.0, or the NFC and NFD forms of a string)"
-                )
-            seen.add(encoded)
-            pairs.append((encoded, _canon(item, where)))
-        pairs.sort(key=lambda pair: pair[0])
-        return ["d", [[json.loads(k), v] for k, v in pairs]]
-    if isinstance(value, (list, tuple)):
-        return ["l", [_canon(item, where) for item in value]]
-    if isinstance(value, Set):
-        items = sorted(_dumps(_canon(item, where)) for item in value)
-        return ["s", [json.loads(item) for item in items]]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return ["b", base64.b64encode(bytes(value)).decode("ascii")]
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(
-        f"argument {where!r} holds a {type(value).__qualname__}, which has no canonical form; "
-        "pass key= to derive the key yourself, or ignore= to leave the argument out"
-    )
-
-
-def _dumps(structure: Any) -> str:
-    return json.dumps(structure, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def canonical_json(value: Any) -> str:
-    """The canonical text of one value (rules in the module docstring): stable across runs."""
-    return _dumps(_canon(value, "value"))
-
-
-def canonical_arguments(
-    signature: inspect.Signature, args: Sequence[Any], kwargs: Mapping[str, Any],
-    *, ignore: Set[str] = frozenset(),
-) -> str:
-    """The canonical text of a call's arguments, bound by name with defaults applied."""
-    bound = signature.bind(*args, **kwargs)
-    bound.apply_defaults()
-    named = {
-        name: _canon(value, name)
-        for name, value in bound.arguments.items()
-        if name not in ignore
-    }
-    return _dumps(["d", [[name, named[name]] for name in sorted(named)]])
-
-
-def arguments_digest(
-    signature: inspect.Signature, args: Sequence[Any], kwargs: Mapping[str, Any],
-    *, ignore: Set[str] = frozenset(),
-) -> str:
-    """SHA-256 (hex) of :func:`canonical_arguments`."""
-    text = canonical_arguments(signature, args, kwargs, ignore=ignore)
-    return hashlib.sha256(_VERSION + b"\0args\0" + text.encode("utf-8")).hexdigest()
-
-
-def _frame(*parts: str | bytes) -> bytes:
-    out = bytearray()
-    for part in parts:
-        data = part.encode("utf-8") if isinstance(part, str) else part
-        out += len(data).to_bytes(4, "big") + data
-    return bytes(out)
-
-
-def derive_key(
-    secret: bytes, *, run: Sequence[str], tool: str,
-    kind: Literal["call", "key", "args"], identity: str,
-) -> str:
-    """The idempotency key (64 hex characters) for one action; formula in the module docstring."""
-    message = _frame(_VERSION, "run", str(len(run)), *run, "tool", tool, kind, identity)
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
-
-
-def _fingerprint(secret: bytes, tool: str, digest: str) -> str:
-    message = _frame(_VERSION, "fingerprint", tool, digest)
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
-
-
-# --- stored outcomes ----------------------------------------------------------------------------
-
-
-def _encode_error(exc: BaseException) -> str:
-    cls = type(exc)
-    args: list[Any] = list(exc.args)
-    try:
-        json.dumps(args, allow_nan=False)
-    except (TypeError, ValueError):
-        args = [str(exc)]
-    return json.dumps({"type": f"{cls.__module__}:{cls.__qualname__}", "args": args})
-
-
-def _decode_error(payload: str | None, name: str) -> BaseException:
-    """Rebuild a recorded error. Only classes already imported are used: nothing is imported."""
-    try:
-        data = json.loads(payload or "{}")
-    except ValueError:
-        data = {}
-    type_name = str(data.get("type", "?"))
-    args = data.get("args")
-    args = args if isinstance(args, list) else []
-    module_name, _, qualname = type_name.partition(":")
-    found: Any = sys.modules.get(module_name)
-    for part in qualname.split("."):
-        found = getattr(found, part, None)
-    exc: BaseException | None = None
-    if isinstance(found, type) and issubclass(found, Exception):
-        try:
-            exc = found(*args)
-        except Exception:
-            exc = None
-    if exc is None:
-        exc = SideEffectFailed(
-            f"side effect {name!r} failed earlier with {type_name}; that failure is replayed",
-            error_type=type_name, error_args=args,
-        )
-    if hasattr(exc, "add_note"):
-        exc.add_note(
-            f"replayed by resilient-llm: side effect {name!r} already failed with this error "
-            "under the same idempotency key"
-        )
-    return exc
 
 
 # --- the decorator -------------------------------------------------------------------------------
@@ -595,7 +402,7 @@ class _Engine:
         short = plan.key[:12]
         if begun.action == "replay":
             if not begun.succeeded:
-                raise _decode_error(begun.payload, self.name)
+                raise decode_error(begun.payload, self.name)
             try:
                 return self._adapter_for_result().validate_json(begun.payload or "null")
             except ValidationError as exc:
@@ -693,7 +500,7 @@ class _Engine:
             self._quietly(plan, "lease", ledger.abandon, plan.key, token)
             raise
         except Exception as exc:
-            self._quietly(plan, "failure", ledger.fail, plan.key, token, _encode_error(exc),
+            self._quietly(plan, "failure", ledger.fail, plan.key, token, encode_error(exc),
                           retryable=self._is_retryable(exc))
             raise
         except BaseException:
@@ -703,7 +510,7 @@ class _Engine:
             _TOOL_KEY.reset(key_token)
         payload, error = self._encode_result(result)
         if error is not None:
-            self._quietly(plan, "failure", ledger.fail, plan.key, token, _encode_error(error),
+            self._quietly(plan, "failure", ledger.fail, plan.key, token, encode_error(error),
                           retryable=False)
             raise error
         self._quietly(plan, "result", ledger.complete, plan.key, token, cast(str, payload))
@@ -776,7 +583,7 @@ class _Engine:
             raise
         except Exception as exc:
             await self._aquietly(plan, "failure", ledger.fail, plan.key, token,
-                                 _encode_error(exc), retryable=self._is_retryable(exc))
+                                 encode_error(exc), retryable=self._is_retryable(exc))
             raise
         except BaseException:
             await self._aquietly(plan, "lease", ledger.abandon, plan.key, token)
@@ -786,7 +593,7 @@ class _Engine:
         payload, error = self._encode_result(result)
         if error is not None:
             await self._aquietly(plan, "failure", ledger.fail, plan.key, token,
-                                 _encode_error(error), retryable=False)
+                                 encode_error(error), retryable=False)
             raise error
         await self._aquietly(plan, "result", ledger.complete, plan.key, token,
                              cast(str, payload))

@@ -32,19 +32,30 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import httpx2
 
 from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
-from .._errors import AllTargetsFailed, CircuitOpen, RetryBudgetExhausted, StreamInterrupted
+from .._errors import StreamInterrupted
 from .._policy import Policy
 from ..context.deadline import on_asyncio
-from ..engine.call import MIN_ATTEMPT, Call, GiveUp, Send, Wait, current_call
+from ..engine.call import Call, Send, Wait, current_call
 from ..engine.classify import Failure, FailureClass, classify_exception, classify_status
 from ..engine.hedge import MAX_RACERS, hedge_stats
+from ..engine.plan import (
+    Admit,
+    Admitted,
+    Failed,
+    Plan,
+    Raise,
+    Reply,
+    Return,
+    Served,
+    unknown_failure,
+)
 from ..engine.pressure import TargetKey, TargetPressure, estimate_tokens, registry
-from ..engine.routing import Router, Target
+from ..engine.routing import Target
 from ..providers import StreamScanner, Wire, wire_for
 from ..providers._ratelimits import parse_rate_limits
 
@@ -164,34 +175,11 @@ def _status_error(response: httpx2.Response, failure: Failure) -> httpx2.HTTPSta
     )
 
 
-def _exhausted(call: Call, decision: GiveUp, last: httpx2.Response | BaseException) -> Any:
-    """The call ends on a provider failure: hand the SDK what the official client would see."""
-    if decision.reason == "deadline":
-        cause = last if isinstance(last, BaseException) else _status_error(last, decision.failure
-                                                                           or _unknown_failure())
-        raise call.deadline_error(cause)
-    call.emit("gave_up", failure=decision.failure, detail=decision.reason)
-    if isinstance(last, BaseException):
-        raise last
-    return last
-
-
-def _budget_error(call: Call, state: TargetPressure, decision: GiveUp,
-                  last: httpx2.Response | BaseException) -> RetryBudgetExhausted:
-    cause = last if isinstance(last, BaseException) else _status_error(
-        last, decision.failure or _unknown_failure())
-    call.emit("gave_up", failure=decision.failure, detail="retry_budget")
-    return RetryBudgetExhausted(
-        f"retry budget of {state.key.model or 'the target'} is spent "
-        f"({state.budget.retries} retries for {state.budget.requests} requests); "
-        f"last failure: {decision.failure.describe() if decision.failure else 'unknown'}",
-        cause=cause,
-        attempts=call.record.attempts,
-    )
-
-
-def _unknown_failure() -> Failure:
-    return Failure(kind=FailureClass.SERVER_ERROR, retryable=False)
+def _failed(failure: Failure, last: httpx2.Response | BaseException) -> Failed:
+    """A failed attempt as the plan reads it: the error response or exception, and the same as
+    an exception (the cause of whatever error ends the call)."""
+    return Failed(failure, last, last if isinstance(last, BaseException)
+                  else _status_error(last, failure))
 
 
 def _interrupted(call: Call, scanner: StreamScanner, failure: FailureClass, message: str,
@@ -340,188 +328,59 @@ class _Base:
         self._states[memo] = (registry.generation, state)
         return state
 
-    def observe(self, state: TargetPressure, call: Call, response: httpx2.Response) -> None:
-        """Learn from rate-limit headers: every error response, and every 8th success while
-        the last headers showed more than half of each limit left (nothing to pace then)."""
-        if response.status_code < 400 and state.headroom_skips > 0:
-            state.headroom_skips -= 1
-            return
-        requests, tokens = parse_rate_limits(self._wire.name, response.headers.raw)
-        if requests is None and tokens is None:
-            return
-        state.observe(requests, tokens, call.clock.now())
-        roomy = all(d is None or d.remaining > 0.5 * d.limit for d in (requests, tokens))
-        state.headroom_skips = 7 if roomy else 0
+    def observe(self, plan: Plan, state: TargetPressure, response: httpx2.Response) -> None:
+        """Hand the plan the rate-limit headers of ``response`` when it wants them."""
+        if plan.wants_limits(state, response.status_code):
+            requests, tokens = parse_rate_limits(self._wire.name, response.headers.raw)
+            plan.observe(state, requests, tokens)
 
-    @staticmethod
-    def release(state: TargetPressure, call: Call, started: float,
-                failure: Failure | None) -> None:
-        now = call.clock.now()
-        state.release(
-            now,
-            priority=call.policy.priority,
-            latency=None if failure is not None else now - started,
-            throttled=failure is not None and failure.throttle,
-            dropped=failure is not None and failure.kind is FailureClass.TIMEOUT,
-            # 429s are answered by pacing and Retry-After, not by spending the retry budget,
-            # whose job is to stop retries multiplying load on a failing target.
-            succeeded=failure is None or not failure.retryable
-            or failure.kind is FailureClass.RATE_LIMITED,
-        )
+    def start(self, request: httpx2.Request) -> tuple[Plan, _Outgoing]:
+        """The plan of ``request``, and the requests its attempts send."""
+        call = self._call_for(request)
+        replayable = _replayable(request)
 
-    @staticmethod
-    def decide(state: TargetPressure, call: Call, failure: Failure,
-               last: httpx2.Response | BaseException, replayable: bool) -> Wait | GiveUp:
-        now = call.clock.now()
-        budget_ok = not failure.retryable or state.record_retry(now)
-        return call.after_failure(
-            failure,
-            last if isinstance(last, BaseException) else None,
-            replayable=replayable,
-            pressure=state.pressure(now),
-            floor=state.time_until_available(now),
-            budget_ok=budget_ok,
-        )
+        def states(model: str | None) -> TargetPressure:
+            return self.pressure_for(request, call, model)
 
-    @staticmethod
-    def admission_failed(call: Call, state: TargetPressure, wait: float | None) -> BaseException:
-        """Admission cannot happen before the deadline: fail now, not at the deadline."""
-        why = f"the pacer needs {wait:.3g} s" if wait is not None else "no slot freed in time"
-        if call.last_error is None:
-            call.last_error = TimeoutError(
-                f"admission to {state.key.model or 'the target'} failed: {why}"
-            )
-        return call.deadline_error()
+        def cost() -> float:
+            return estimate_tokens(request.content)
+
+        plan = Plan(call, states=states, requested=request.extensions.get("timeout"),
+                    replayable=replayable, cost=cost)
+        return plan, _Outgoing(request, call, self._wire.name)
 
 
-class _Plan:
-    """One request's walk through its call: targets, attempts, waits. No I/O.
+class _Outgoing:
+    """The request each attempt sends: the caller's, or a copy rewritten for a fallback's model
+    or region (built once per target)."""
 
-    Both drivers run the same loop: ``next_attempt`` (pick a target, plan the attempt),
-    admission (I/O), ``prepare`` (the request for that target), the attempt (I/O), then
-    ``handle``, which returns the response to hand back, or the seconds to sleep before the
-    next attempt (0 = move on at once), or raises the error that ends the call.
-    """
+    __slots__ = ("_bodies", "call", "provider", "request", "requested_model")
 
-    def __init__(self, base: _Base, request: httpx2.Request) -> None:
-        self.base = base
+    def __init__(self, request: httpx2.Request, call: Call, provider: str) -> None:
         self.request = request
-        self.call = call = base._call_for(request)
-        # The SDK's timeouts; ``_prepare`` replaces (never edits) the extension per attempt.
-        self.requested: dict[str, float | None] | None = request.extensions.get("timeout")
-        self.replayable = _replayable(request)
-        self._cost: float | None = None
-        self.router = Router.for_call(call.policy, call.target)
+        self.call = call
+        self.provider = provider
         self.requested_model = call.target
-        self.target = self.router.current
-        self._states: dict[str | None, TargetPressure] = {}
-        self.state = self._state_for(call.target)
         self._bodies: dict[str, httpx2.Request] = {}
-        self._last: httpx2.Response | BaseException | None = None
 
-    # --- before an attempt
-
-    def next_attempt(self) -> Send | httpx2.Response:
-        """The next attempt to make, or (when the call cannot make one) its final response."""
-        call, router = self.call, self.router
-        while True:
-            target = router.current
-            if target.model:
-                call.target = target.model
-            state = self._state_for(call.target)
-            now = call.clock.now()
-            reason = None
-            if router.has_fallback:  # latency and saturation only matter with somewhere to go
-                reason = router.skip_reason(
-                    circuit_open=False,
-                    expected_latency=state.expected_latency(),
-                    remaining=call.remaining(),
-                    saturated=state.pressure(now) >= 0.9,
-                    batch=call.policy.priority == "batch",
-                )
-            breaker = state.breaker
-            seen = breaker.transitions
-            if reason is None and not breaker.allow(now):
-                reason = "circuit_open"
-            self._breaker_moved(state, seen, now)
-            if reason is None:
-                break
-            if not router.move(reason):
-                raise self._unservable(reason, state)
-            call.emit("fell_back", target=router.current.model, detail=reason)
-        self.target, self.state = target, state
-        action = call.next_attempt(self.requested, share=router.attempt_share())
-        if isinstance(action, GiveUp):
-            self.abandon()
-            if action.reason == "deadline" or self._last is None:
-                raise call.deadline_error()
-            return self._end(action, self._last)
-        return action
-
-    def _state_for(self, model: str | None) -> TargetPressure:
-        state = self._states.get(model)
-        if state is None:
-            state = self._states[model] = self.base.pressure_for(self.request, self.call, model)
-        return state
-
-    @property
-    def cost(self) -> float:
-        """The request's token estimate, computed when first asked for (a token bucket or a
-        queue reads it; the uncontended admission of an unpaced target does not)."""
-        if self._cost is None:
-            self._cost = estimate_tokens(self.request.content) if self.replayable else 0.0
-        return self._cost
-
-    def hedge_attempt(self) -> tuple[httpx2.Request, Send, TargetPressure] | None:
-        """A second, concurrent attempt: the next target of the chain, else the same target.
-
-        ``None`` when the attempt cap, the deadline or the target's admission forbids it now
-        (a hedge never waits for admission: it would only add load to a busy target).
-        """
-        call, router = self.call, self.router
-        target = router.chain[router.index + 1] if router.has_fallback else router.current
-        model = target.model or call.target
-        state = self._state_for(model)
-        saved, call.target = call.target, model
-        try:
-            action = call.next_attempt(self.requested)
-        finally:
-            call.target = saved
-        if isinstance(action, GiveUp):
-            return None
-        waiter = state.enqueue(call.policy.priority, self.cost)
-        if not state.try_admit(waiter, call.clock.now()).granted:
-            state.cancel(waiter)
-            call.attempts -= 1  # planned, never made
-            return None
-        source = self._request_for(target)
-        request = httpx2.Request(source.method, source.url, headers=httpx2.Headers(source.headers),
-                                 content=source.content, extensions=dict(source.extensions))
-        _prepare(request, call, action, self.base._wire.name)
-        call.attempt_started(action)
-        return request, action, state
-
-    def admit_now(self) -> bool:
-        """Admission without waiting, the uncontended case; ``False``: queue for it."""
-        state, call = self.state, self.call
-        pressure = state.admit_now(call.policy.priority,
-                                   self.cost if state.paces_tokens else 0.0, call.clock.now())
-        if pressure is None:
-            return False
-        call.record.pressure = pressure
-        return True
-
-    def abandon(self) -> None:
-        """The planned attempt will not be made (admission failed): free a probe slot."""
-        self.state.breaker.cancel_probe()
-
-    def prepare(self, send: Send) -> httpx2.Request:
-        outgoing = self._request_for(self.target)
-        _prepare(outgoing, self.call, send, self.base._wire.name)
+    def prepare(self, target: Target, send: Send) -> httpx2.Request:
+        """The request for ``send`` to ``target``, with its per-attempt edits; reports the
+        attempt as started."""
+        outgoing = self._for(target)
+        _prepare(outgoing, self.call, send, self.provider)
         self.call.attempt_started(send)
         return outgoing
 
-    def _request_for(self, target: Target) -> httpx2.Request:
+    def prepare_copy(self, target: Target, send: Send) -> httpx2.Request:
+        """As :meth:`prepare`, on a fresh copy (an attempt that runs alongside another)."""
+        source = self._for(target)
+        request = httpx2.Request(source.method, source.url, headers=httpx2.Headers(source.headers),
+                                 content=source.content, extensions=dict(source.extensions))
+        _prepare(request, self.call, send, self.provider)
+        self.call.attempt_started(send)
+        return request
+
+    def _for(self, target: Target) -> httpx2.Request:
         request = self.request
         endpoint = self.call.policy.region_endpoints.get(target.region or "")
         if (not target.model or target.model == self.requested_model) and endpoint is None:
@@ -549,99 +408,6 @@ class _Plan:
         self._bodies[str(target)] = rewritten
         return rewritten
 
-    # --- after an attempt
-
-    def crashed(self, started: float) -> None:
-        self.base.release(self.state, self.call, started, _unknown_failure())
-        self.state.breaker.cancel_probe()
-
-    def handle(
-        self,
-        result: httpx2.Response | tuple[Failure, httpx2.Response | BaseException],
-        started: float,
-    ) -> httpx2.Response | float:
-        call, router, state = self.call, self.router, self.state
-        now = call.clock.now()
-        seen = state.breaker.transitions
-        if isinstance(result, httpx2.Response):
-            state.breaker.record(now, None, call.rng)
-            self._breaker_moved(state, seen, now)
-            return result
-        failure, last = result
-        self._last = last
-        self.base.release(state, call, started, failure)
-        state.breaker.record(now, failure, call.rng)
-        self._breaker_moved(state, seen, now)
-        router.causes[str(router.current)] = _as_exception(last, failure)
-        router.tries_here += 1
-        if isinstance(last, httpx2.Response):
-            call.last_error = _status_error(last, failure)
-        step = router.after_failure(failure)
-        if step == "move":
-            if router.move(failure.kind.value, failure):
-                call.emit("fell_back", target=router.current.model, detail=failure.kind.value)
-                return 0.0
-            step = "stop"
-        if step == "retry":
-            decision = self.base.decide(state, call, failure, last, self.replayable)
-            if isinstance(decision, Wait):
-                return decision.seconds
-            if decision.reason == "budget" and router.move("retry_budget"):
-                call.emit("fell_back", target=router.current.model, detail="retry_budget")
-                return 0.0
-            if decision.reason == "budget":
-                raise _budget_error(call, state, decision, last)
-            return self._end(decision, last)
-        return self._end(GiveUp("not_retryable", failure), last)
-
-    def _end(self, decision: GiveUp, last: httpx2.Response | BaseException) -> httpx2.Response:
-        if decision.reason != "deadline":
-            residency = self.router.residency_error()
-            if residency is not None:
-                self.call.emit("gave_up", failure=decision.failure, detail="residency")
-                raise residency
-            if self.router.index > 0 or len(self.router.causes) > 1:
-                raise self._all_failed(decision)
-        return _exhausted(self.call, decision, last)  # type: ignore[no-any-return]
-
-    def _all_failed(self, decision: GiveUp) -> Exception:
-        router, call = self.router, self.call
-        call.emit("gave_up", failure=decision.failure, detail="all_targets_failed")
-        names = ", ".join(router.causes) or str(router.current)
-        return AllTargetsFailed(
-            f"every target failed ({names}); last failure: "
-            f"{decision.failure.describe() if decision.failure else decision.reason}",
-            causes=router.causes,
-            attempts=call.record.attempts,
-        )
-
-    def _breaker_moved(self, state: TargetPressure, seen: int, now: float) -> None:
-        """Report a circuit that changed state (open, half-open, closed) as one event."""
-        if state.breaker.transitions != seen:
-            self.call.emit("breaker_changed", target=state.key.model,
-                           detail=state.breaker.state(now))
-
-    def _unservable(self, reason: str, state: TargetPressure) -> Exception:
-        """No target of the chain may be tried (all skipped or spent)."""
-        call, router = self.call, self.router
-        residency = router.residency_error()
-        if residency is not None:
-            call.emit("gave_up", detail="residency")
-            return residency
-        if router.index > 0 or len(router.causes) > 1:
-            return self._all_failed(GiveUp("attempts", call.last_failure))
-        snapshot = state.breaker.snapshot(call.clock.now())
-        call.emit("gave_up", failure=call.last_failure, detail=reason)
-        error = CircuitOpen(
-            f"the circuit of {router.current} is open after repeated failures and no "
-            "fallback is configured; it will be probed again shortly",
-            target=str(router.current),
-            retry_at=snapshot.open_until,
-            attempts=call.record.attempts,
-        )
-        error.__cause__ = router.causes.get(str(router.current))
-        return error
-
 
 def _attach_request(exc: BaseException, request: httpx2.Request) -> None:
     """Transport errors raised below the client carry no request yet; the SDKs need one."""
@@ -650,10 +416,6 @@ def _attach_request(exc: BaseException, request: httpx2.Request) -> None:
             exc.request  # noqa: B018 - raises RuntimeError when unset
         except RuntimeError:
             exc.request = request
-
-
-def _as_exception(last: httpx2.Response | BaseException, failure: Failure) -> BaseException:
-    return last if isinstance(last, BaseException) else _status_error(last, failure)
 
 
 # --- sync driver --------------------------------------------------------------------------------
@@ -904,38 +666,35 @@ class ResilientTransport(httpx2.BaseTransport):
         return self._inner
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        plan = _Plan(self._base, request)
-        call = plan.call
+        plan, outgoing = self._base.start(request)
+        flow = plan.run()
+        action = next(flow)
         while True:
-            send = plan.next_attempt()
-            if isinstance(send, httpx2.Response):
-                return send
+            if isinstance(action, Return):
+                return cast(httpx2.Response, action.value)
+            if isinstance(action, Raise):
+                raise action.error
+            reply: Reply = None
             try:
-                if not plan.admit_now():
-                    self._queue(plan)
-            except BaseException:
-                plan.abandon()
+                if isinstance(action, Send):
+                    reply = self._attempt(outgoing.prepare(plan.target, action), plan, action,
+                                          plan.state)
+                elif isinstance(action, Wait):
+                    plan.call.clock.sleep(action.seconds)
+                else:
+                    reply = self._queue(plan, action)
+            except BaseException as exc:
+                flow.throw(exc)  # the plan frees what the action held, then re-raises
                 raise
-            outgoing = plan.prepare(send)
-            started = call.clock.now()
-            try:
-                result = self._attempt(outgoing, call, send, plan.state, started)
-            except BaseException:
-                plan.crashed(started)
-                raise
-            step = plan.handle(result, started)
-            if isinstance(step, httpx2.Response):
-                return step
-            if step > 0:
-                call.clock.sleep(step)
-                call.waited(step)
+            action = flow.send(reply)
 
-    def _queue(self, plan: _Plan) -> None:
+    @staticmethod
+    def _queue(plan: Plan, admit: Admit) -> Admitted:
         """Wait (bounded by the deadline) until the target's pacer and limit admit us."""
-        state, call = plan.state, plan.call
+        state, call = admit.state, plan.call
         clock = call.clock
         began = clock.now()
-        waiter = state.enqueue(call.policy.priority, plan.cost)
+        waiter = state.enqueue(call.policy.priority, admit.cost)
         queued = False
         try:
             while True:
@@ -943,33 +702,40 @@ class ResilientTransport(httpx2.BaseTransport):
                 if admission.granted:
                     break
                 queued = True
-                left = call.remaining()
-                wait = admission.wait
-                if left is not None and (left <= MIN_ATTEMPT or (wait is not None and wait > left)):
-                    raise self._base.admission_failed(call, state, wait)
+                wait = plan.queue_wait(admission)
                 if wait is not None:
                     clock.sleep(wait)
                 else:
+                    left = call.remaining()
                     waiter.event.wait(0.05 if left is None else min(0.05, left))
                     waiter.event.clear()
         except BaseException:
             state.cancel(waiter)
             raise
-        call.record.pressure = admission.pressure
-        if queued:
-            call.waited(clock.now() - began, "admission")
+        return Admitted(admission.pressure, clock.now() - began if queued else None)
 
     def _attempt(
-        self, request: httpx2.Request, call: Call, send: Send, state: TargetPressure,
+        self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure
+    ) -> Served | Failed:
+        call = plan.call
+        started = call.clock.now()
+        result = self._exchange(request, plan, send, state, started)
+        if isinstance(result, httpx2.Response):
+            return Served(result)
+        return _failed(*result)
+
+    def _exchange(
+        self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure,
         started: float,
     ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
+        call = plan.call
         try:
             try:
                 response = self._inner.handle_request(request)
             except Exception as exc:  # the rule is for the wrapped transport's errors only
                 self._base.reraise(exc, request)
             response.request = request
-            self._base.observe(state, call, response)
+            self._base.observe(plan, state, response)
         except Exception as exc:
             classified = self._base.classify(exc, request)
             if classified is None:
@@ -992,7 +758,7 @@ class ResilientTransport(httpx2.BaseTransport):
             return failure, response
         content_type = _content_type(response)
         if _is_event_stream(content_type):
-            return self._peek_stream(request, response, call, send, state, started)
+            return self._peek_stream(request, response, plan, send, state, started)
         guard = _SyncGuard(response, _real_deadline(call), "deadline")
         try:
             if _is_json(content_type):
@@ -1002,7 +768,7 @@ class ResilientTransport(httpx2.BaseTransport):
         finally:
             guard.close()
         call.attempt_finished(None, status)
-        self._base.release(state, call, started, None)
+        plan.release(state, started, None)
         call.succeeded(send.target or call.target)
         return response
 
@@ -1018,10 +784,11 @@ class ResilientTransport(httpx2.BaseTransport):
         return failure, exc
 
     def _peek_stream(
-        self, request: httpx2.Request, response: httpx2.Response, call: Call, send: Send,
+        self, request: httpx2.Request, response: httpx2.Response, plan: Plan, send: Send,
         state: TargetPressure, started: float,
     ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
         """Read until the first output, so a failure before it can still be retried."""
+        call = plan.call
         scanner = StreamScanner(self._base._wire)
         now = time.monotonic()
         first_by = now + send.first_token_timeout
@@ -1065,7 +832,7 @@ class ResilientTransport(httpx2.BaseTransport):
                 return failure, _replay(response, buffered)
             return failure, error or _stream_failure_exception(failure, request)
         call.attempt_finished(None, response.status_code)
-        self._base.release(state, call, started, None)  # latency = time to first output
+        plan.release(state, started, None)  # latency = time to first output
         call.emit("stream_committed")
         call.emit("succeeded", target=send.target or call.target, detail="stream")
         response.stream = _SyncStream(call, scanner, buffered, chunks, inner, guard)
@@ -1224,52 +991,49 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         return self._inner
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        plan = _Plan(self._base, request)
-        call = plan.call
+        plan, outgoing = self._base.start(request)
+        flow = plan.run()
+        action = next(flow)
         while True:
-            send = plan.next_attempt()
-            if isinstance(send, httpx2.Response):
-                return send
+            if isinstance(action, Return):
+                return cast(httpx2.Response, action.value)
+            if isinstance(action, Raise):
+                raise action.error
+            reply: Reply = None
             try:
-                if not plan.admit_now():
-                    await self._queue(plan)
-            except BaseException:
-                plan.abandon()
-                raise
-            outgoing = plan.prepare(send)
-            started = call.clock.now()
-            try:
-                if call.policy.hedge and _streaming(outgoing):
-                    result = await self._hedged(plan, outgoing, send, started)
+                if isinstance(action, Send):
+                    request = outgoing.prepare(plan.target, action)
+                    if plan.call.policy.hedge and _streaming(request):
+                        reply = await self._hedged(plan, outgoing, request, action)
+                    else:
+                        reply = await self._attempt(request, plan, action, plan.state)
+                elif isinstance(action, Wait):
+                    await plan.call.clock.asleep(action.seconds)
                 else:
-                    result = await self._attempt(outgoing, call, send, plan.state, started)
-            except BaseException:
-                plan.crashed(started)
+                    reply = await self._queue(plan, action)
+            except BaseException as exc:
+                flow.throw(exc)  # the plan frees what the action held, then re-raises
                 raise
-            step = plan.handle(result, started)
-            if isinstance(step, httpx2.Response):
-                return step
-            if step > 0:
-                await call.clock.asleep(step)
-                call.waited(step)
+            action = flow.send(reply)
 
     async def _hedged(
-        self, plan: _Plan, outgoing: httpx2.Request, send: Send, started: float
-    ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
+        self, plan: Plan, outgoing: _Outgoing, request: httpx2.Request, send: Send
+    ) -> Served | Failed:
         """Run the attempt; if no output arrives within the hedge delay, race a second one.
 
         The first attempt to produce output wins; the other is cancelled and its connection
-        closed. See ``_hedge`` for the delay and the budget.
+        closed. See ``engine.hedge`` for the delay and the budget.
         """
         import anyio
 
         call = plan.call
+        started = call.clock.now()
         stats = hedge_stats(plan.state.key)
         stats.deposit(call.policy.hedge_budget)
         delay = stats.delay(call.policy.hedge_delay)
         if delay is None:
-            result = await self._attempt(outgoing, call, send, plan.state, started)
-            if isinstance(result, httpx2.Response):
+            result = await self._attempt(request, plan, send, plan.state, started)
+            if isinstance(result, Served):
                 stats.record(call.clock.now() - started)
             return result
         finished: list[tuple[int, Any]] = []
@@ -1280,25 +1044,26 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                       state: TargetPressure, began: float) -> None:
             outcome: Any = None
             try:
-                outcome = await self._attempt(request, call, attempt, state, began)
+                outcome = await self._attempt(request, plan, attempt, state, began)
             except Exception as exc:
                 outcome = exc
             finally:
                 if outcome is None:  # cancelled: it lost the race; free its slot
                     state.release(call.clock.now(), priority=call.policy.priority, latency=None,
                                   throttled=False, dropped=False, succeeded=True)
-                elif index > 0 and not isinstance(outcome, httpx2.Response):
-                    failure = outcome[0] if isinstance(outcome, tuple) else _unknown_failure()
-                    self._base.release(state, call, began, failure)
+                elif index > 0 and not isinstance(outcome, Served):
+                    failure = outcome.failure if isinstance(outcome, Failed) \
+                        else unknown_failure()
+                    plan.release(state, began, failure)
             finished.append((index, outcome))
             changed[0].set()
 
         winner: Any = None
         async with anyio.create_task_group() as group:
-            group.start_soon(run, 0, outgoing, send, plan.state, started)
+            group.start_soon(run, 0, request, send, plan.state, started)
             may_hedge = True
             while True:
-                done = [item for item in finished if isinstance(item[1], httpx2.Response)]
+                done = [item for item in finished if isinstance(item[1], Served)]
                 if done or len(finished) == running:
                     break
                 changed[0] = anyio.Event()
@@ -1308,13 +1073,14 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                     continue
                 # Still no output after the delay: race one more attempt, budget permitting.
                 spent = stats.try_spend()
-                hedge = plan.hedge_attempt() if spent else None
+                hedge = plan.hedge() if spent else None
                 if hedge is None:
                     if spent:
                         stats.refund()
                     may_hedge = False
                     continue
-                request2, send2, state2 = hedge
+                send2, target2, state2 = hedge
+                request2 = outgoing.prepare_copy(target2, send2)
                 call.emit("fell_back", target=send2.target, detail="hedge")
                 group.start_soon(run, running, request2, send2, state2, call.clock.now())
                 running += 1
@@ -1322,8 +1088,8 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             winner = done[0] if done else None
             group.cancel_scope.cancel()
         for index, outcome in finished:
-            if isinstance(outcome, httpx2.Response) and (winner is None or index != winner[0]):
-                await outcome.aclose()
+            if isinstance(outcome, Served) and (winner is None or index != winner[0]):
+                await cast(httpx2.Response, outcome.response).aclose()
         if winner is not None:
             stats.record(call.clock.now() - started)
             return winner[1]  # type: ignore[no-any-return]
@@ -1332,14 +1098,15 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             raise primary
         return primary  # type: ignore[no-any-return]
 
-    async def _queue(self, plan: _Plan) -> None:
+    @staticmethod
+    async def _queue(plan: Plan, admit: Admit) -> Admitted:
         """The async twin of ``ResilientTransport._queue``."""
         import anyio
 
-        state, call = plan.state, plan.call
+        state, call = admit.state, plan.call
         clock = call.clock
         began = clock.now()
-        waiter = state.enqueue(call.policy.priority, plan.cost)
+        waiter = state.enqueue(call.policy.priority, admit.cost)
         waiter.loop_thread = threading.get_ident()
         queued = False
         try:
@@ -1349,15 +1116,13 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                 if admission.granted:
                     break
                 queued = True
-                left = call.remaining()
-                wait = admission.wait
-                if left is not None and (left <= MIN_ATTEMPT or (wait is not None and wait > left)):
-                    raise self._base.admission_failed(call, state, wait)
+                wait = plan.queue_wait(admission)
                 if wait is not None:
                     await clock.asleep(wait)
                 else:
                     # Woken at once by a release on this loop; other threads' releases are
                     # noticed within 50 ms.
+                    left = call.remaining()
                     with anyio.move_on_after(0.05 if left is None else min(0.05, left)):
                         await waiter.async_event.wait()
         except BaseException:
@@ -1365,14 +1130,24 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             raise
         finally:
             waiter.async_event = None
-        call.record.pressure = admission.pressure
-        if queued:
-            call.waited(clock.now() - began, "admission")
+        return Admitted(admission.pressure, clock.now() - began if queued else None)
 
     async def _attempt(
-        self, request: httpx2.Request, call: Call, send: Send, state: TargetPressure,
+        self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure,
+        started: float | None = None,
+    ) -> Served | Failed:
+        call = plan.call
+        result = await self._exchange(request, plan, send, state,
+                                      call.clock.now() if started is None else started)
+        if isinstance(result, httpx2.Response):
+            return Served(result)
+        return _failed(*result)
+
+    async def _exchange(
+        self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure,
         started: float,
     ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
+        call = plan.call
         left = call.remaining()
         response: httpx2.Response | None = None
         try:
@@ -1382,7 +1157,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                 except Exception as exc:  # the rule is for the wrapped transport's errors only
                     self._base.reraise(exc, request)
                 response.request = request
-                self._base.observe(state, call, response)
+                self._base.observe(plan, state, response)
                 status = response.status_code
                 content_type = _content_type(response)
                 if status >= 400:
@@ -1410,18 +1185,19 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             call.attempt_finished(failure, status, send)
             return failure, response
         if _is_event_stream(content_type):
-            return await self._peek_stream(request, response, call, send, state, started)
+            return await self._peek_stream(request, response, plan, send, state, started)
         call.attempt_finished(None, status, send)
-        self._base.release(state, call, started, None)
+        plan.release(state, started, None)
         call.succeeded(send.target or call.target)
         return response
 
     async def _peek_stream(
-        self, request: httpx2.Request, response: httpx2.Response, call: Call, send: Send,
+        self, request: httpx2.Request, response: httpx2.Response, plan: Plan, send: Send,
         state: TargetPressure, started: float,
     ) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
         import anyio
 
+        call = plan.call
         scanner = StreamScanner(self._base._wire)
         inner = response.stream
         assert isinstance(inner, httpx2.AsyncByteStream)
@@ -1461,7 +1237,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                 return failure, _replay(response, buffered)
             return failure, error or _stream_failure_exception(failure, request)
         call.attempt_finished(None, response.status_code, send)
-        self._base.release(state, call, started, None)  # latency = time to first output
+        plan.release(state, started, None)  # latency = time to first output
         call.emit("stream_committed")
         call.emit("succeeded", target=send.target or call.target, detail="stream")
         response.stream = _AsyncStream(call, scanner, buffered, chunks, inner)

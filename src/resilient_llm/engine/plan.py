@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 from .._errors import AllTargetsFailed, CircuitOpen, RetryBudgetExhausted
 from .call import MIN_ATTEMPT, Call, GiveUp, Send, Wait
-from .classify import Failure, FailureClass
+from .classify import Failure, FailureClass, unknown_failure
 from .pressure import Admission, RateLimits, TargetPressure
 from .routing import Router, Target
 
@@ -64,7 +64,6 @@ __all__ = [
     "Reply",
     "Return",
     "Served",
-    "unknown_failure",
 ]
 
 
@@ -129,11 +128,6 @@ class Failed:
 
 
 Reply = Admitted | Served | Failed | None
-
-
-def unknown_failure() -> Failure:
-    """The class of an attempt that ended without a classified outcome."""
-    return Failure(kind=FailureClass.SERVER_ERROR, retryable=False)
 
 
 # --- the plan ---------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ hedged (``Policy.hedge``): a second attempt races the first when no output came 
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -18,7 +17,6 @@ import httpx2
 
 from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from .._policy import Policy
-from ..context.deadline import on_asyncio
 from ..engine.call import Send, Wait
 from ..engine.classify import Failure, classify_status, deadline_failure, unknown_failure
 from ..engine.hedge import MAX_RACERS, hedge_stats
@@ -226,12 +224,14 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure,
         started: float,
     ) -> Result:
+        import anyio
+
         call, base = plan.call, self._base
         left = call.remaining()
         response: httpx2.Response | None = None
         read_error: Exception | None = None
         try:
-            async with _AttemptTimeout(left if left is not None else math.inf) as scope:
+            with anyio.move_on_after(left if left is not None else math.inf) as scope:
                 try:
                     response = await self._inner.handle_async_request(request)
                 except Exception as exc:  # the rule is for the wrapped transport's errors only
@@ -305,70 +305,6 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
     async def aclose(self) -> None:
         await self._inner.aclose()
 
-
-
-class _AttemptTimeout:
-    """``anyio.move_on_after(seconds)`` for one attempt; natively on asyncio (Python ≥ 3.11).
-
-    anyio's cancel scope does task bookkeeping on entry and exit that costs about a tenth of
-    the async drop-in's per-call overhead. On asyncio one timer handle does the job, with
-    ``asyncio.timeout``'s rule (3.11 cancellation counting): the timer's cancellation is
-    swallowed only when no other cancellation was requested meanwhile, so an outer one still
-    wins. Under trio, or on Python 3.10 (no ``Task.uncancel``), anyio's scope is used.
-    """
-
-    __slots__ = ("_cancelling", "_expired", "_handle", "_native", "_scope", "_seconds", "_task",
-                 "cancelled_caught")
-
-    def __init__(self, seconds: float) -> None:
-        self.cancelled_caught = False
-        self._seconds = seconds
-        self._native = _HAS_UNCANCEL and on_asyncio()
-        if not self._native:
-            import anyio
-
-            self._scope: Any = anyio.move_on_after(seconds)
-
-    async def __aenter__(self) -> _AttemptTimeout:
-        if not self._native:
-            self._scope.__enter__()
-            return self
-        self._expired = False
-        self._handle: asyncio.TimerHandle | None = None
-        if not math.isinf(self._seconds):
-            loop = asyncio.get_running_loop()
-            task: Any = asyncio.current_task(loop)  # cancelling/uncancel: 3.11+, not in 3.10 stubs
-            if task is None:  # pragma: no cover - httpx2 always awaits inside a task
-                raise RuntimeError("an attempt timeout needs a running asyncio task")
-            self._task = task
-            self._cancelling = task.cancelling()
-            self._handle = loop.call_at(loop.time() + self._seconds, self._expire)
-        return self
-
-    def _expire(self) -> None:
-        self._handle = None
-        self._expired = True
-        self._task.cancel()
-
-    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        if not self._native:
-            suppressed = bool(self._scope.__exit__(kind, exc, tb))
-            self.cancelled_caught = bool(self._scope.cancelled_caught)
-            return suppressed
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        if not self._expired:
-            return False
-        # Withdraw our cancellation request; swallow the CancelledError only when it was ours.
-        if self._task.uncancel() <= self._cancelling and kind is not None \
-                and issubclass(kind, asyncio.CancelledError):
-            self.cancelled_caught = True
-            return True
-        return False
-
-
-_HAS_UNCANCEL = hasattr(asyncio.Task, "uncancel")  # Python ≥ 3.11
 
 
 class _AsyncStream(httpx2.AsyncByteStream):

@@ -4,7 +4,6 @@ request, header reads, and the error for foreign transport exceptions. No I/O he
 from __future__ import annotations
 
 import json
-import operator
 import os
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -37,50 +36,21 @@ __all__ = [
 _IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
-def header(headers: httpx2.Headers, *names: bytes) -> str | None:
-    """``headers.get(a) or headers.get(b) ...`` for lower-case names, found by C-level scans and
-    without the KeyError a miss costs ``Headers.get`` (same values: repeated headers joined
-    with ", "); an empty value is returned only when no later name has a value.
-
-    Reads httpx2's private ``Headers._list`` (stable across its 2.x line, like ``_mounts``);
-    should that ever change, the public lookup is used instead.
-    """
-    raw = getattr(headers, "_list", None)
-    keys = None if raw is None else list(map(_LOWER_KEY, raw))
+def header(headers: httpx2.Headers, *names: str) -> str | None:
+    """The first non-empty value among ``names`` (``headers.get(a) or headers.get(b) ...``); an
+    empty value is returned only when no later name has a value."""
     found: str | None = None
     for name in names:
-        if keys is None:
-            value = headers.get(name.decode("ascii"))
-        elif (count := keys.count(name)) == 1:
-            value = raw[keys.index(name)][2].decode(headers.encoding)  # type: ignore[index]
-        elif count:
-            encoding = headers.encoding
-            value = ", ".join(v.decode(encoding) for _, key, v in raw if key == name)  # type: ignore[union-attr]
-        else:
-            continue
+        value = headers.get(name)
         if value:
             return value
-        found = value
+        if value is not None:
+            found = value
     return found
 
 
-def add_header(headers: httpx2.Headers, name: str, value: str) -> None:
-    """``headers[name] = value`` for a header known to be absent, without the rescan
-    ``Headers.__setitem__`` makes to remove duplicates (same private ``_list`` as above)."""
-    raw = getattr(headers, "_list", None)
-    if raw is None:
-        headers[name] = value
-        return
-    encoding = getattr(headers, "_encoding", None) or "utf-8"  # as __setitem__ encodes
-    key = name.encode(encoding)
-    raw.append((key, key.lower(), value.encode(encoding)))
-
-
-_LOWER_KEY = operator.itemgetter(1)  # httpx2 keeps (raw key, lower-case key, value)
-
-
 def content_type(response: httpx2.Response) -> str:
-    return header(response.headers, b"content-type") or ""
+    return header(response.headers, "content-type") or ""
 
 
 def is_event_stream(content_type: str) -> bool:
@@ -132,10 +102,10 @@ def prepare_attempt(request: httpx2.Request, call: Call, send: Send, provider: s
         request.headers["x-stainless-retry-count"] = str(send.attempt - 1)
     if request.method != "GET":
         headers = request.headers
-        key = header(headers, b"idempotency-key")
+        key = headers.get(_IDEMPOTENCY_HEADER)
         if key is None:
             key = call.record.idempotency_key or f"rllm-{os.urandom(16).hex()}"
-            add_header(headers, _IDEMPOTENCY_HEADER, key)
+            headers[_IDEMPOTENCY_HEADER] = key
         call.record.idempotency_key = key
 
 
@@ -238,7 +208,7 @@ class DriverBase:
                      model: str | None = None) -> TargetPressure:
         url = request.url
         headers = request.headers
-        credential = header(headers, b"authorization", b"x-api-key")
+        credential = header(headers, "authorization", "x-api-key")
         model = model or call.target
         redis_url = call.policy.redis_url
         # Hot path: this transport's recent targets, while the registry has not been cleared.

@@ -11,7 +11,7 @@ classes behave exactly like the official ones, SDK retries included.
 How it sits on the SDK (design principle 6: public seams first):
 
 * the ``http_client`` transport (public seam): the SDK's own httpx2 client, default or the
-  caller's, gets :class:`~resilient_llm.transport.drivers.ResilientTransport` under every transport,
+  caller's, gets :class:`~resilient_llm.transport.ResilientTransport` under every transport,
   so its limits, proxies and TCP keep-alive options stay as the SDK set them;
 * ``request()`` (the SDK's documented low-level method): opens the logical call (deadline
   clock, policy, attempt cap) and turns the SDK's retry loop off for it, so attempts never
@@ -39,6 +39,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
+from .dropin.seams import SEAMS
 
 __all__ = ["PRIVATE_HOOKS", "SUPPORTED_VERSIONS", "Anthropic", "AsyncAnthropic"]
 
@@ -46,11 +47,12 @@ __all__ = ["PRIVATE_HOOKS", "SUPPORTED_VERSIONS", "Anthropic", "AsyncAnthropic"]
 #: the same range as the ``anthropic`` extra in pyproject.
 SUPPORTED_VERSIONS = ("2.10", "2.13")
 
-#: Private attributes of the SDK client this module relies on, and why (no public seam exists):
+#: Private attributes of the SDK client this module relies on (listed with the reasons in
+#: ``dropin/seams.py``, where every private dependency is), and why (no public seam exists):
 #: ``_client`` is the httpx2 client whose transport is wrapped; ``_make_status_error_from_response``
 #: builds the SDK's own status error (``_make_status_error`` is ``@final``) for a DeadlineExceeded
 #: cause; ``_token_cache`` is the credentials cache the SDK invalidates and retries once on a 401.
-PRIVATE_HOOKS = ("_client", "_make_status_error_from_response", "_token_cache")
+PRIVATE_HOOKS = tuple(seam.name for seam in SEAMS if seam.owner == "anthropic.Anthropic")
 
 
 class Anthropic(SyncDropIn, _anthropic.Anthropic):

@@ -35,109 +35,36 @@ openai and anthropic errors, and the built-in ``TimeoutError`` / ``ConnectionErr
 
 from __future__ import annotations
 
-import enum
 import json
 import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
+from .failure import _RETRYABLE, Failure, FailureClass
+
 __all__ = [
+    "STREAM_FAULTS",
     "Failure",
     "FailureClass",
+    "classify_body_read_error",
     "classify_error",
     "classify_error_body",
     "classify_exception",
     "classify_response",
     "classify_status",
+    "classify_stream_error",
+    "deadline_failure",
+    "first_token_timeout",
     "parse_retry_after",
+    "stream_ended_early",
+    "stream_interruption",
+    "unknown_failure",
 ]
 
 ProviderName = Literal["openai", "anthropic"]
-
-
-class FailureClass(str, enum.Enum):
-    """Why an attempt failed; the value is the stable name used in outcomes and telemetry."""
-
-    RATE_LIMITED = "rate_limited"
-    QUOTA_EXHAUSTED = "quota_exhausted"
-    OVERLOADED = "overloaded"
-    SERVER_ERROR = "server_error"
-    TIMEOUT = "timeout"
-    CONNECT_ERROR = "connect_error"
-    CONNECTION_RESET = "connection_reset"
-    CONFLICT = "conflict"
-    CONTEXT_LENGTH = "context_length"
-    CONTENT_POLICY = "content_policy"
-    AUTH = "auth"
-    INVALID_REQUEST = "invalid_request"
-    FIRST_TOKEN_TIMEOUT = "first_token_timeout"
-    STREAM_STALL = "stream_stall"
-    STREAM_CUT = "stream_cut"
-    STREAM_MALFORMED = "stream_malformed"
-    STREAM_INCOMPLETE = "stream_incomplete"
-    APPLICATION_ERROR = "application_error"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-_RETRYABLE = frozenset({
-    FailureClass.RATE_LIMITED,
-    FailureClass.OVERLOADED,
-    FailureClass.SERVER_ERROR,
-    FailureClass.TIMEOUT,
-    FailureClass.CONNECT_ERROR,
-    FailureClass.CONNECTION_RESET,
-    FailureClass.CONFLICT,
-    FailureClass.FIRST_TOKEN_TIMEOUT,
-    FailureClass.STREAM_STALL,
-    FailureClass.STREAM_CUT,
-    FailureClass.STREAM_MALFORMED,
-    FailureClass.STREAM_INCOMPLETE,
-})
-#: Classes that mean "the provider is short of capacity": they feed pressure and use the
-#: longer backoff base.
-THROTTLES = frozenset({FailureClass.RATE_LIMITED, FailureClass.OVERLOADED})
-#: Classes a fallback target cannot fix: they propagate at once.
-NEVER_FALL_BACK = frozenset({
-    FailureClass.AUTH, FailureClass.CONTENT_POLICY, FailureClass.INVALID_REQUEST,
-})
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """One classified failure of one attempt.
-
-    ``message`` is short and safe to log: it holds the status, the provider's error type and
-    code, never request content. ``retry_after`` is the server-directed delay in seconds.
-    """
-
-    kind: FailureClass
-    retryable: bool
-    status: int | None = None
-    code: str | None = None
-    retry_after: float | None = None
-    message: str = ""
-
-    @property
-    def throttle(self) -> bool:
-        """True when the provider said it is short of capacity (429, 529, 503)."""
-        return self.kind in THROTTLES
-
-    def describe(self) -> str:
-        """A one-line human description without any request content."""
-        parts = [self.kind.value]
-        if self.status is not None:
-            parts.append(f"HTTP {self.status}")
-        if self.code:
-            parts.append(self.code)
-        if self.retry_after is not None:
-            parts.append(f"retry-after {self.retry_after:g}s")
-        return ", ".join(parts)
 
 
 def parse_retry_after(
@@ -450,3 +377,53 @@ def classify_response(response: Any) -> Failure | None:
     if status is None or status < 400 or getattr(response, "headers", None) is None:
         return None
     return classify_error_body(status, None, _headers_of(response))
+# --- failures the drivers meet outside a status or a transport exception ----------------------
+
+#: The classes of a broken stream (as opposed to an error event the provider sent in it).
+STREAM_FAULTS = frozenset({
+    FailureClass.STREAM_MALFORMED, FailureClass.STREAM_INCOMPLETE, FailureClass.STREAM_CUT,
+    FailureClass.STREAM_STALL, FailureClass.FIRST_TOKEN_TIMEOUT,
+})
+
+
+def unknown_failure() -> Failure:
+    """An attempt that ended without a classified outcome (the driver itself failed)."""
+    return Failure(kind=FailureClass.SERVER_ERROR, retryable=False)
+
+
+def deadline_failure() -> Failure:
+    """An attempt the call's deadline cut short."""
+    return Failure(FailureClass.TIMEOUT, True, message="deadline")
+
+
+def classify_body_read_error(exc: BaseException) -> Failure:
+    """A transport error while reading a response's body (the status had arrived): the
+    connection failed mid-response, retryable like a reset before it."""
+    return classify_exception(exc) or Failure(FailureClass.CONNECTION_RESET, True,
+                                              message=type(exc).__name__)
+
+
+def first_token_timeout() -> Failure:
+    """A stream that produced no output within the first-token limit."""
+    return Failure(FailureClass.FIRST_TOKEN_TIMEOUT, True,
+                   message="no output within the first-token limit")
+
+
+def stream_ended_early() -> Failure:
+    """A stream whose body ended before any output or terminal event."""
+    return Failure(FailureClass.STREAM_INCOMPLETE, True, message="stream ended before any output")
+
+
+def classify_stream_error(exc: BaseException) -> Failure:
+    """A transport error while reading a stream before its first output: a stall (a read
+    timed out) or a cut (the connection dropped)."""
+    import httpx2
+
+    kind = (FailureClass.STREAM_STALL if isinstance(exc, httpx2.TimeoutException)
+            else FailureClass.STREAM_CUT)
+    return Failure(kind, True, message=type(exc).__name__)
+
+
+def stream_interruption(kind: FailureClass) -> Failure:
+    """A stream that broke after output had started: never retried as it is."""
+    return Failure(kind=kind, retryable=False)

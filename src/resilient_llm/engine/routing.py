@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .._errors import ResidencyViolation
-from .._fastinit import fast_frozen_init
 from .._policy import Policy
-from .classify import NEVER_FALL_BACK, Failure, FailureClass
+from .failure import NEVER_FALL_BACK, Failure, FailureClass
 
 __all__ = ["BUDGET_SHARE", "Router", "Step", "Target"]
 
@@ -61,8 +60,6 @@ class Target:
     def __str__(self) -> str:
         return self.model if self.region is None else f"{self.model}@{self.region}"
 
-
-fast_frozen_init(Target)
 
 
 @dataclass(slots=True)
@@ -151,6 +148,11 @@ class Router:
         if kind is FailureClass.RATE_LIMITED and (failure.retry_after or 0) > _SHORT_RETRY_AFTER:
             return "move"
         return "retry" if self.tries_here < 2 else "move"
+
+    def failed_here(self, error: BaseException) -> None:
+        """An attempt on the current target failed with ``error`` (kept as its cause)."""
+        self.causes[str(self.current)] = error
+        self.tries_here += 1
 
     def move(self, reason: str, failure: Failure | None = None) -> bool:
         """Advance to the next target; ``False`` when the chain is exhausted."""

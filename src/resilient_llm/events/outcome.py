@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._fastinit import fast_frozen_init
-from .bus import Event
+from .event import Event
 
 __all__ = ["AttemptInfo", "CallRecord", "Outcome", "outcome", "register"]
 
@@ -38,8 +37,6 @@ class AttemptInfo:
         """True when the attempt produced the answer."""
         return self.failure is None
 
-
-fast_frozen_init(AttemptInfo)
 
 
 @dataclass(frozen=True, slots=True)

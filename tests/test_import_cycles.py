@@ -22,10 +22,6 @@ ALLOWED: frozenset[tuple[str, str]] = frozenset({
     # pressure/fleet composition (issue 14, branch pressure): pressure names the fleet's
     # snapshot type, the fleet subclasses pressure's classes.
     ("resilient_llm.engine.pressure", "resilient_llm.fleet.core"),
-    # testing: the fault provider starts its two drivers, which call back into it (not in
-    # issue 15's list; a protocol for the provider's ``_begin``/``_finish`` would break it).
-    ("resilient_llm.testing._server", "resilient_llm.testing._provider"),
-    ("resilient_llm.testing._transport", "resilient_llm.testing._provider"),
 })
 
 

@@ -18,12 +18,8 @@ import time
 from email.utils import formatdate
 from http import HTTPStatus
 from types import TracebackType
-from typing import TYPE_CHECKING
 
-from ._provider import Plan
-
-if TYPE_CHECKING:
-    from ._provider import FaultProvider
+from ._plan import Plan, PlanSource
 
 __all__ = ["FaultServer"]
 
@@ -169,7 +165,7 @@ class FaultServer:
     no path because the Anthropic SDK appends ``/v1/messages`` itself.
     """
 
-    def __init__(self, provider: FaultProvider, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, provider: PlanSource, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.provider = provider
         self.host = host
         self.port = port

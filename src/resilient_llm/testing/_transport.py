@@ -11,15 +11,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
-from typing import TYPE_CHECKING
 
 import anyio
 import httpx2
 
-from ._provider import Plan
-
-if TYPE_CHECKING:
-    from ._provider import FaultProvider
+from ._plan import Plan, PlanSource
 
 __all__ = ["FaultTransport"]
 
@@ -106,7 +102,7 @@ def _response_headers(plan: Plan) -> list[tuple[str, str]]:
 class _Body:
     """What both streamed bodies share: the plan, the position in it, and the close record."""
 
-    def __init__(self, provider: FaultProvider, waits: _Waits) -> None:
+    def __init__(self, provider: PlanSource, waits: _Waits) -> None:
         self._provider = provider
         self._waits = waits
         self._pos = 0
@@ -122,7 +118,7 @@ class _Body:
 class _SyncBody(_Body, httpx2.SyncByteStream):
     """A streamed body for sync clients; records whether the client left before the end."""
 
-    def __init__(self, provider: FaultProvider, waits: _Waits) -> None:
+    def __init__(self, provider: PlanSource, waits: _Waits) -> None:
         super().__init__(provider, waits)
         self._gen = self._run()
 
@@ -161,7 +157,7 @@ class _SyncBody(_Body, httpx2.SyncByteStream):
 class _AsyncBody(_Body, httpx2.AsyncByteStream):
     """A streamed body for async clients; cancellation counts as the client leaving."""
 
-    def __init__(self, provider: FaultProvider, waits: _Waits) -> None:
+    def __init__(self, provider: PlanSource, waits: _Waits) -> None:
         super().__init__(provider, waits)
         self._gen = self._run()
 
@@ -205,7 +201,7 @@ class FaultTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
     by path suffix (``/chat/completions``, ``/responses``, ``/embeddings``, ``/messages``).
     """
 
-    def __init__(self, provider: FaultProvider) -> None:
+    def __init__(self, provider: PlanSource) -> None:
         self.provider = provider
 
     def _begin(self, request: httpx2.Request, body: bytes) -> tuple[Plan, _Waits]:

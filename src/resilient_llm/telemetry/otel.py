@@ -1220,7 +1220,7 @@ def _log_outcome(record: CallRecord, error: str | None, served: str | None,
     budget = record.deadline_budget
     scope = " ".join(f"{k}={v}" for k, v in record.attributes.items())
     scope = f" [{scope}]" if scope else ""
-    of_budget = f" of a {budget:g} s budget" if budget is not None else ""
+    of_budget = f" of a {budget:.2f} s budget" if budget is not None else ""
     n = len(record.attempts)
     if error is None:
         log.warning(

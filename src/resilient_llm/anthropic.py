@@ -24,8 +24,9 @@ for operations that may take longer than 10 minutes" guard (which compares ``cli
 with ``DEFAULT_TIMEOUT``) still fires exactly as in the official client.
 
 Private SDK hooks, used only where no public seam exists, are listed in
-:data:`PRIVATE_HOOKS` and pinned to :data:`SUPPORTED_VERSIONS`; ``tests/test_anthropic.py``
-fails loudly if a supported release drops one.
+:data:`PRIVATE_HOOKS`; releases outside :data:`SUPPORTED_VERSIONS` (oldest supported, newest
+tested, from ``resilient_llm._sdk_versions``) fail at import (older) or warn once (newer), and
+``tests/test_anthropic.py`` fails loudly if a tested release drops a hook.
 """
 
 from __future__ import annotations
@@ -38,13 +39,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'resilient-llm[anthropic]'"
     ) from exc
 
+from ._sdk_versions import SDK_VERSIONS, check_sdk_version
 from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
+
+check_sdk_version("anthropic", _anthropic.__version__)
 
 __all__ = ["PRIVATE_HOOKS", "SUPPORTED_VERSIONS", "Anthropic", "AsyncAnthropic"]
 
-#: The anthropic releases this module is written and tested against (``>=`` low, ``<`` high),
-#: the same range as the ``anthropic`` extra in pyproject.
-SUPPORTED_VERSIONS = ("2.10", "2.13")
+#: The oldest anthropic release supported and the newest tested (``resilient_llm._sdk_versions``).
+SUPPORTED_VERSIONS = SDK_VERSIONS["anthropic"]
 
 #: Private attributes of the SDK client this module relies on, and why (no public seam exists):
 #: ``_client`` is the httpx2 client whose transport is wrapped; ``_make_status_error_from_response``

@@ -3,10 +3,11 @@
     python scripts/run_examples.py [--keep-going]
 
 Each example's docstring gives one ``python -m pip install ...`` line and one
-``python examples/NAME.py`` line. Examples that share an install line share one fresh
-virtualenv (created with ``venv``, from the repository root, as a newcomer would); the example
-then runs in it with no other environment than ``PATH``, so an extra the header forgot shows
-up as an ``ImportError`` here. CI (``.ci/run``) runs this script.
+``python examples/NAME.py`` line. The install line runs in a fresh virtualenv (``venv``, from
+the repository root, as a newcomer would) and the example then runs there with no other
+environment than ``PATH``, so an extra the header forgot shows up as an ``ImportError``.
+Lines run from fewest extras to most; a line that only adds extras to the previous one reuses
+its virtualenv after the previous examples ran. CI (``.ci/run``) runs this script.
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ def install_line(path: Path) -> str:
     if f"python examples/{path.name}" not in doc:
         raise SystemExit(f"{path.name}: the header must say how to run it: "
                          f"python examples/{path.name}")
-    return lines[0]
+    return str(lines[0])
+
+
+def extras_of(line: str) -> frozenset[str]:
+    """The extras an install line asks for (none for ``python -m pip install -e .``)."""
+    inside = line.partition("[")[2].partition("]")[0]
+    return frozenset(e for e in inside.split(",") if e)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,10 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     for path in sorted(EXAMPLES.glob("*.py")):
         groups.setdefault(install_line(path), []).append(path)
     failed: list[str] = []
+    previous: frozenset[str] | None = None
     with tempfile.TemporaryDirectory(prefix="resilient-llm-examples-") as tmp:
-        for n, (line, paths) in enumerate(groups.items()):
-            env_dir = Path(tmp) / f"venv{n}"
-            venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+        # Fewest extras first. When a line only adds extras to the previous one, its examples
+        # run in the same virtualenv after the previous line's examples ran there without those
+        # extras: an example whose header forgets an extra still fails, and CI saves a venv.
+        for n, line in enumerate(sorted(groups, key=lambda x: (len(extras_of(x)), x))):
+            paths = groups[line]
+            extras = extras_of(line)
+            if previous is None or not previous <= extras:
+                env_dir = Path(tmp) / f"venv{n}"
+                venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+            previous = extras
             bin_dir = env_dir / ("Scripts" if os.name == "nt" else "bin")
             env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
                    "VIRTUAL_ENV": str(env_dir), "PYTHONHASHSEED": "0",
@@ -75,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"examples: {sum(len(p) for p in groups.values()) - len(failed)} passed, "
           f"{len(failed)} failed")
     return 1 if failed else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

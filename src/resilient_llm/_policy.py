@@ -559,7 +559,8 @@ def report_unknown_env(*, strict: bool | None = None,
         closest = closest_env_var(name)
         hint = f"did you mean {closest}?" if closest else "it is not a resilient-llm setting"
         raise ConfigError(name, "(value not shown)",
-                          f"unknown variable ({STRICT_VAR}=1 makes it an error); {hint}")
+                          f"unknown variable, an error in strict mode; {hint} "
+                          "Rename or unset it")
     for name in unknown:
         if name not in _warned_unknown:
             _warned_unknown.add(name)

@@ -624,3 +624,21 @@ def test_explicit_attempts_reads_the_sdks_max_retries_as_the_official_clients_do
     for bad in ("3", None, 2.5):
         with pytest.raises(TypeError, match="max_retries must be a non-negative integer"):
             explicit_attempts(given(bad), 2, False)
+
+
+@pytest.mark.parametrize("cls", [Anthropic, AsyncAnthropic])
+def test_own_errors_pass_through_the_sdks_connection_error_hook(cls: Any) -> None:
+    """anthropic >= 2.17 routes any error raised while a body is read through
+    ``_make_connection_error``; a StreamInterrupted must come out as itself, with its partial
+    text, and not as its own cause (the SDK raises the result ``from`` the original)."""
+    client = cls(api_key="k", base_url="http://127.0.0.1:9")
+    request = httpx2.Request("POST", "http://127.0.0.1:9/v1/messages")
+    original = StreamInterrupted("cut", partial_text="Hello", failure="stream_cut")
+    made = client._make_connection_error(request, original)
+    assert type(made) is StreamInterrupted and made is not original
+    assert made.partial_text == "Hello" and made.failure == "stream_cut"
+    assert str(made) == str(original)
+    try:
+        raise made from original
+    except StreamInterrupted as caught:
+        assert caught.__cause__ is original and original.__cause__ is None

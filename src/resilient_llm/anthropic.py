@@ -39,6 +39,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'resilient-llm[anthropic]'"
     ) from exc
 
+from typing import Any
+
+from ._errors import ResilientLLMError
 from ._sdk_versions import SDK_VERSIONS, check_sdk_version
 from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
 
@@ -56,7 +59,28 @@ SUPPORTED_VERSIONS = SDK_VERSIONS["anthropic"]
 PRIVATE_HOOKS = ("_client", "_make_status_error_from_response", "_token_cache")
 
 
-class Anthropic(SyncDropIn, _anthropic.Anthropic):
+class _OwnErrorsPassThrough:
+    """Keeps resilient-llm's own errors what they are inside the SDK's stream reader.
+
+    From anthropic 2.17 the SDK turns any exception raised while a response body is read into
+    ``APIConnectionError`` through ``_make_connection_error(request, cause)``; for
+    ``StreamInterrupted`` (with its partial text) and ``DeadlineExceeded`` that would hide
+    exactly what the caller must see. A copy is returned so that the SDK's ``raise ... from``
+    chains it to the original instead of making the error its own cause. Earlier releases
+    never call this method.
+    """
+
+    def _make_connection_error(self, request: Any, cause: Any = None, *args: Any,
+                               **kwargs: Any) -> Any:
+        if isinstance(cause, ResilientLLMError):
+            clone = type(cause).__new__(type(cause), *cause.args)  # no __init__: same state
+            clone.__dict__.update(cause.__dict__)
+            return clone
+        return super()._make_connection_error(  # type: ignore[misc]
+            request, cause, *args, **kwargs)
+
+
+class Anthropic(_OwnErrorsPassThrough, SyncDropIn, _anthropic.Anthropic):
     """The official ``anthropic.Anthropic`` with a deadline, jittered retries and ``outcome()``."""
 
     _resilient_provider = "anthropic"
@@ -65,7 +89,7 @@ class Anthropic(SyncDropIn, _anthropic.Anthropic):
     _resilient_auth_error = _anthropic.AuthenticationError
 
 
-class AsyncAnthropic(AsyncDropIn, _anthropic.AsyncAnthropic):
+class AsyncAnthropic(_OwnErrorsPassThrough, AsyncDropIn, _anthropic.AsyncAnthropic):
     """The official ``anthropic.AsyncAnthropic`` with a deadline, jittered retries and
     ``outcome()``."""
 

@@ -14,7 +14,9 @@ from ._common import ROOT
 
 #: Where the committed charts live (``docs/benchmarks.md`` shows them).
 DEFAULT_DIR = ROOT / "docs" / "img"
-COLOURS = {"official": "#9e9e9e", "resilient": "#1565c0", "raw": "#cfd8dc"}
+#: Series colours in order: with two series official / resilient, with three raw / official /
+#: resilient (the resilient client is always the last series and always blue).
+COLOURS = {2: ("#9e9e9e", "#1565c0"), 3: ("#cfd8dc", "#9e9e9e", "#1565c0")}
 
 
 def _pyplot() -> Any:
@@ -42,14 +44,15 @@ def grouped_bars(
     reference: float | None = None,
     reference_label: str = "",
 ) -> Path:
-    """One bar per series in each group (e.g. official / resilient per configuration), each
-    bar labelled with its value; ``reference`` draws a dashed line (a target or an ideal)."""
+    """One bar per series in each group (official then resilient, or raw, official, resilient),
+    each bar labelled with its value; ``reference`` draws a dashed line (a target, an ideal)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.0, 3.4))
+    fig, ax = plt.subplots(figsize=(7.0, 3.6))
     width = 0.8 / max(1, len(series))
+    colours = COLOURS.get(len(series), ())
     for n, (name, values) in enumerate(series.items()):
         xs = [i + (n - (len(series) - 1) / 2) * width for i in range(len(groups))]
-        colour = next((c for key, c in COLOURS.items() if name.lower().startswith(key)), None)
+        colour = colours[n] if colours else None
         bars = ax.bar(xs, values, width * 0.95, label=name, color=colour)
         ax.bar_label(bars, labels=[fmt.format(v) for v in values], padding=2, fontsize=8)
     if reference is not None:
@@ -57,10 +60,16 @@ def grouped_bars(
                    label=reference_label or None)
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.margins(y=0.18)
+    # The legend sits above the plot, under the title, never over a bar or its label: one row
+    # when the labels fit the width, else one label per row.
+    entries = len(series) + (reference is not None)
+    one_row = sum(len(name) for name in series) + 6 * entries <= 90
+    rows = 1 if one_row else entries
+    ax.set_title(title, pad=10 + 13 * rows)
+    ax.margins(y=0.15)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(frameon=False, fontsize=8, loc="upper left")
+    ax.legend(frameon=False, fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0),
+              ncol=entries if one_row else 1, borderaxespad=0.2)
     if note:
         fig.text(0.01, 0.01, note, fontsize=7, color="#616161")
     fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))

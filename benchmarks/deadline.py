@@ -71,8 +71,8 @@ def plot(results: dict[str, Summary], calls: int, deadline: float, directory: An
     note = (f"benchmarks/deadline.py --calls {calls} --deadline {deadline:g}: one run on a "
             "shared 2-core machine; loopback provider")
     official, resilient = results[OFFICIAL], results[RESILIENT]
-    names = {f"official {OFFICIAL}(timeout={deadline:g}, max_retries=2)": official,
-             f"resilient {RESILIENT}": resilient}
+    names = {f"{OFFICIAL}(timeout={deadline:g}, max_retries=2)": official,
+             f"{RESILIENT} (deadline {deadline:g} s, one fallback)": resilient}
     grouped_bars(directory / "bench-brownout-success.svg", title="Calls that succeeded",
                  ylabel="success, %", groups=group, fmt="{:.0f} %", note=note,
                  series={k: [100 * v.succeeded / v.calls] for k, v in names.items()})

@@ -300,7 +300,7 @@ def plot(bursts: dict[int, dict[str, Any]], calls: int, reps: int, directory: An
     groups = [f"capacity {c} (ideal {bursts[c]['ideal']:.1f} s)" for c in capacities]
     note = (f"benchmarks/overload.py: {calls} calls at once, median of {reps} run(s) on a "
             "shared 2-core machine; loopback provider, 200 ms per request")
-    names = {f"official {OFFICIAL}": OFFICIAL, f"resilient {RESILIENT}": RESILIENT}
+    names = {OFFICIAL: OFFICIAL, RESILIENT: RESILIENT}
     grouped_bars(directory / "bench-overload-makespan.svg",
                  title=f"Time until the last of {calls} calls returned",
                  ylabel="makespan, s", groups=groups, note=note,

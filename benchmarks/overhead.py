@@ -45,6 +45,7 @@ from benchmarks._common import (  # noqa: E402
     table,
     write_json,
 )
+from benchmarks._plot import grouped_bars, plot_dir  # noqa: E402
 
 MODEL = "gpt-4.1"
 MESSAGES: Any = [{"role": "user", "content": "Say hello."}]
@@ -202,6 +203,26 @@ async def run_async(base: str, with_anthropic: bool, warmup: int, blocks: int, s
 # --- reporting ----------------------------------------------------------------------------------
 
 
+def plot(results: dict[str, Any], blocks: int, size: int, directory: Any) -> None:
+    """Median wall µs per call: raw httpx2, official and resilient, for each configuration."""
+    parts = {"sync": "sync", "async_1": "async, 1 in flight", "async_16": "async, 16 in flight"}
+    groups: list[str] = []
+    series: dict[str, list[float]] = {"raw httpx2": [], "official SDK": [],
+                                      "resilient drop-in": []}
+    for part, label in parts.items():
+        names = list(results[part]["clients"])  # (raw, official, resilient) per provider
+        for start in range(0, len(names), 3):
+            provider = "anthropic" if "nthropic" in names[start + 1] else "openai"
+            groups.append(f"{provider}\n{label}")
+            for key, name in zip(series, names[start:start + 3], strict=True):
+                series[key].append(results[part]["clients"][name]["wall_us_median"])
+    grouped_bars(directory / "bench-overhead.svg",
+                 title="Client time per call against a loopback provider",
+                 ylabel="wall µs per call (median)", groups=groups, series=series, fmt="{:.0f}",
+                 note=f"benchmarks/overhead.py --blocks {blocks} --block-size {size}: medians "
+                      "of blocks on a shared 2-core machine; ±10 % run to run")
+
+
 def _paired(samples: dict[str, dict[str, list[float]]], a: str, b: str, metric: str) -> float:
     return median([x / y for x, y in zip(samples[a][metric], samples[b][metric], strict=True)])
 
@@ -307,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sustained", type=int, default=None,
                         help="sequential resilient calls in the pacing check (12000; 0 = skip)")
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    parser.add_argument("--plot", nargs="?", const="", default=None, metavar="DIR",
+                        help="write the per-call overhead chart (default DIR: docs/img)")
     args = parser.parse_args(argv)
     blocks = args.blocks or (3 if args.quick else 12)
     size = args.block_size or (30 if args.quick else 100)
@@ -374,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
             print("\ncProfile of the resilient sync client:\n")
             print(profile_resilient(base, 2000 if not args.quick else 200))
 
+    directory = plot_dir(args.plot)
+    if directory is not None:
+        plot(results, blocks, size, directory)
     ok = all(r["wall"] <= 1.15 for part in ("sync", "async_1", "async_16")
              for r in results[part]["ratios"].values())
     write_json(args.json, {"benchmark": "overhead", "blocks": blocks, "block_size": size,

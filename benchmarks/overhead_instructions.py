@@ -11,6 +11,7 @@ in-process provider's work is in both clients' counts; the "client-only" ratio t
 both, which is what a client costs against a provider in another process.
 
     python benchmarks/overhead_instructions.py [--calls 200] [--kinds sync-openai,...]
+                                               [--plot [DIR]]
 
 Kinds: ``sync-*`` and ``async-*`` make one call at a time; ``async16-*`` keep 16 in flight on
 one loop (``overhead.py``'s third configuration).
@@ -163,7 +164,12 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--plot", nargs="?", const="", default=None, metavar="DIR",
+                        help="write the per-call overhead chart (default DIR: docs/img)")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks._plot import plot_dir
+
     if args.child:
         _measure(args.child, args.calls)
         return 0
@@ -184,6 +190,7 @@ def main() -> int:
     print(f"instructions per call, {args.calls} calls per client, in-process fault transport")
     print(f"{'kind':<16} {'official':>11} {'resilient':>11} {'added':>9} {'ratio':>6} "
           f"{'provider':>10} {'client-only ratio':>18}")
+    client_only: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
             out = Path(tmp) / f"{kind}.out"
@@ -205,7 +212,28 @@ def main() -> int:
             print(f"{kind:<16} {official:11,.0f} {ours:11,.0f} {ours - official:+9,.0f} "
                   f"{ours / official:6.3f} {provider:10,.0f} "
                   f"{(ours - provider) / (official - provider):18.3f}")
+            client_only[kind] = (official - provider, ours - provider)
+    directory = plot_dir(args.plot)
+    if directory is not None:
+        plot(client_only, args.calls, directory)
     return 0
+
+
+def plot(client_only: dict[str, tuple[float, float]], calls: int, directory: Path) -> None:
+    """Client-only instructions per call (thousands), official vs drop-in, per kind."""
+    from benchmarks._plot import grouped_bars
+
+    kinds = list(client_only)
+    grouped_bars(
+        directory / "bench-overhead-instructions.svg",
+        title="Client work per call (CPU instructions, provider's share taken out)",
+        ylabel="thousand instructions per call", groups=[k.replace("-", "\n") for k in kinds],
+        series={"official SDK": [client_only[k][0] / 1000 for k in kinds],
+                "resilient drop-in": [client_only[k][1] / 1000 for k in kinds]},
+        fmt="{:,.0f}",
+        note=f"benchmarks/overhead_instructions.py --calls {calls}: callgrind, deterministic "
+             "(the same on any load); in-process fault transport",
+    )
 
 
 if __name__ == "__main__":

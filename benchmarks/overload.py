@@ -1,7 +1,7 @@
 """Retry amplification under overload, and a noisy neighbour, against a capacity-limited provider.
 
     python benchmarks/overload.py [--quick] [--reps R] [--calls N] [--retry-after]
-                                  [--no-sensitivity] [--json PATH]
+                                  [--no-sensitivity] [--json PATH] [--plot [DIR]]
 
 The fault provider (in a separate process) admits ``capacity`` requests in flight (default 20),
 each taking ``service_time`` (0.2 s), and answers an immediate 429 with rate-limit headers
@@ -51,6 +51,7 @@ from benchmarks._common import (  # noqa: E402
     table,
     write_json,
 )
+from benchmarks._plot import grouped_bars, plot_dir  # noqa: E402
 from resilient_llm import Policy  # noqa: E402
 from resilient_llm.engine.pressure import registry  # noqa: E402
 
@@ -293,6 +294,30 @@ def print_neighbour(summary: dict[str, Any], capacity: int, reps: int) -> None:
                  "under flood", "flood ok", "flood s", "429s"], rows))
 
 
+def plot(bursts: dict[int, dict[str, Any]], calls: int, reps: int, directory: Any) -> None:
+    """Makespan (with the ideal) and attempts per call, official vs resilient, per capacity."""
+    capacities = sorted(bursts)
+    groups = [f"capacity {c} (ideal {bursts[c]['ideal']:.1f} s)" for c in capacities]
+    note = (f"benchmarks/overload.py: {calls} calls at once, median of {reps} run(s) on a "
+            "shared 2-core machine; loopback provider, 200 ms per request")
+    names = {OFFICIAL: OFFICIAL, RESILIENT: RESILIENT}
+    grouped_bars(directory / "bench-overload-makespan.svg",
+                 title=f"Time until the last of {calls} calls returned",
+                 ylabel="makespan, s", groups=groups, note=note,
+                 series={label: [bursts[c]["clients"][key]["makespan"]["median"]
+                                 for c in capacities] for label, key in names.items()})
+    grouped_bars(directory / "bench-overload-attempts.svg",
+                 title="Requests sent per call under overload (retry amplification)",
+                 ylabel="attempts per call", groups=groups, note=note,
+                 series={label: [bursts[c]["clients"][key]["attempts_per_call"]["median"]
+                                 for c in capacities] for label, key in names.items()})
+    grouped_bars(directory / "bench-overload-success.svg",
+                 title=f"Calls that succeeded out of {calls}", ylabel="successes",
+                 groups=groups, note=note, fmt="{:.0f}",
+                 series={label: [bursts[c]["clients"][key]["successes"]["median"]
+                                 for c in capacities] for label, key in names.items()})
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 
@@ -309,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-sensitivity", action="store_true",
                         help="skip the capacity 10 / 40 burst")
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    parser.add_argument("--plot", nargs="?", const="", default=None, metavar="DIR",
+                        help="write the burst charts (default DIR: docs/img; needs matplotlib)")
     args = parser.parse_args(argv)
     reps = args.reps or (1 if args.quick else 3)
     calls = args.calls or (100 if args.quick else 200)
@@ -346,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
                                                       for k, v in targets.items()))
             results["sensitivity"][str(capacity)] = {"burst": summary, "targets": targets}
 
+    directory = plot_dir(args.plot)
+    if directory is not None:
+        bursts = {args.capacity: results["burst"]}
+        bursts.update({int(c): r["burst"] for c, r in results["sensitivity"].items()})
+        plot(bursts, calls, reps, directory)
     write_json(args.json, {"benchmark": "overload", "reps": reps, "calls": calls,
                            "capacity": args.capacity, "service_time": SERVICE_TIME,
                            "retry_after": args.retry_after, "results": results})

@@ -1,5 +1,6 @@
 """200 calls at once against a provider that admits 20 in flight: paced, not amplified.
 
+    python -m pip install -e '.[openai]'
     python examples/backpressure.py
 """
 

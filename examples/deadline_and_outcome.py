@@ -1,6 +1,9 @@
 """One deadline across retries and streams, and what outcome() tells you afterwards.
 
-Runs against the local fault-injecting provider: no API key, no network.
+Runs against the local fault-injecting provider: no API key, no network. Install and run (from
+a checkout):
+
+    python -m pip install -e '.[openai]'
     python examples/deadline_and_outcome.py
 """
 

@@ -9,8 +9,10 @@ Part two runs the same job in two processes at once (a duplicated queue delivery
 SQLite ledger: still one email in total.
 
 No network and no API key: the model is ``resilient_llm.testing.FaultProvider``, a local fake
-of the OpenAI API driven in-process, scripted to hang once. Run::
+of the OpenAI API driven in-process, scripted to hang once. It needs no SDK, only the base
+install. Install and run (from a checkout)::
 
+    python -m pip install -e .
     python examples/idempotent_tools.py
 """
 

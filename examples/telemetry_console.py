@@ -1,9 +1,11 @@
 """One degraded call, seen through OpenTelemetry's console exporter. No network, no API key.
 
+    python -m pip install -e '.[openai,otel]'
     python examples/telemetry_console.py
 
-The in-process fault provider answers ``gpt-4.1`` with a 500 (retried) and a 503 (overloaded:
-the call moves to ``gpt-4.1-mini``, which answers). The script prints the spans as the SDK's
+The ``otel`` extra installs the OpenTelemetry SDK that the example configures. The in-process
+fault provider answers ``gpt-4.1`` with a 500 (retried) and a 503 (overloaded: the call moves
+to ``gpt-4.1-mini``, which answers). The script prints the spans as the SDK's
 ``ConsoleSpanExporter`` writes them, the metric points, the WARNING log line and ``outcome()``.
 In production, replace the console exporter by OTLP (see docs/telemetry.md).
 """

@@ -8,10 +8,8 @@ exit closes the upstream connection) run over the loopback server in real, short
 from __future__ import annotations
 
 import inspect
-import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -400,16 +398,12 @@ def test_copy_accepts_every_constructor_parameter(cls: type[Any]) -> None:
 
 def test_private_sdk_hooks_exist_in_the_installed_version(provider: FaultProvider) -> None:
     """Fails loudly when an anthropic release drops a hook this drop-in relies on."""
-    low, high = (tuple(int(p) for p in v.split(".")) for v in dropin.SUPPORTED_VERSIONS)
-    installed = tuple(int(p) for p in anthropic.__version__.split(".")[:2])
-    assert low <= installed < high, (
+    from resilient_llm._sdk_versions import sdk_version_status
+
+    assert sdk_version_status("anthropic", anthropic.__version__) == "supported", (
         f"anthropic {anthropic.__version__} is outside {dropin.SUPPORTED_VERSIONS}: re-check "
-        f"{dropin.PRIVATE_HOOKS} and the compat suite before widening the range"
+        f"{dropin.PRIVATE_HOOKS} and the compat suite before widening the tested range"
     )
-    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
-    extra = re.search(r'^anthropic = \["(anthropic[^"]*)"\]', pyproject, re.MULTILINE)
-    assert extra is not None
-    assert extra.group(1) == f"anthropic>={low[0]}.{low[1]},<{high[0]}.{high[1]}"
     for cls in (Anthropic, AsyncAnthropic):
         client = cls(api_key="k")
         for hook in dropin.PRIVATE_HOOKS:
@@ -630,3 +624,21 @@ def test_explicit_attempts_reads_the_sdks_max_retries_as_the_official_clients_do
     for bad in ("3", None, 2.5):
         with pytest.raises(TypeError, match="max_retries must be a non-negative integer"):
             explicit_attempts(given(bad), 2, False)
+
+
+@pytest.mark.parametrize("cls", [Anthropic, AsyncAnthropic])
+def test_own_errors_pass_through_the_sdks_connection_error_hook(cls: Any) -> None:
+    """anthropic >= 2.17 routes any error raised while a body is read through
+    ``_make_connection_error``; a StreamInterrupted must come out as itself, with its partial
+    text, and not as its own cause (the SDK raises the result ``from`` the original)."""
+    client = cls(api_key="k", base_url="http://127.0.0.1:9")
+    request = httpx2.Request("POST", "http://127.0.0.1:9/v1/messages")
+    original = StreamInterrupted("cut", partial_text="Hello", failure="stream_cut")
+    made = client._make_connection_error(request, original)
+    assert type(made) is StreamInterrupted and made is not original
+    assert made.partial_text == "Hello" and made.failure == "stream_cut"
+    assert str(made) == str(original)
+    try:
+        raise made from original
+    except StreamInterrupted as caught:
+        assert caught.__cause__ is original and original.__cause__ is None

@@ -47,3 +47,32 @@ def test_import_does_not_pull_in_provider_sdks_or_heavy_backends() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout.strip()
     assert out == ""
+
+
+def test_every_exported_error_is_in_the_readme_table_and_the_errors_page() -> None:
+    """One list of errors: the README table and docs/errors.md name exactly the exports."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    errors_page = (root / "docs" / "errors.md").read_text(encoding="utf-8")
+    exported = {
+        name for name in resilient_llm.__all__
+        if inspect.isclass(getattr(resilient_llm, name))
+        and issubclass(getattr(resilient_llm, name), resilient_llm.ResilientLLMError)
+        and name != "ResilientLLMError"
+    }
+    section = readme[readme.index("## Errors"):]
+    section = section[:section.index("\n## ", 4)]
+    in_readme = set(re.findall(r"^\| `([A-Za-z]+)`", section, re.MULTILINE))
+    tree = errors_page[errors_page.index("ResilientLLMError\n"):]
+    tree = tree[:tree.index("```")]
+    in_page = set(re.findall(r"[├└]── ([A-Za-z]+)", tree))
+    assert in_readme == exported
+    assert in_page == exported
+    others = {name for name in resilient_llm.__all__
+              if inspect.isclass(getattr(resilient_llm, name))
+              and issubclass(getattr(resilient_llm, name), Exception)} - exported
+    for name in others - {"ResilientLLMError"}:
+        assert f"`{name}`" in section and f"`{name}`" in errors_page, name

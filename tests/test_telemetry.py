@@ -309,7 +309,7 @@ def test_deadline_exceeded_is_counted_logged_and_marked(
     (line,) = [r for r in caplog.records if r.name.startswith("resilient_llm.calls")]
     assert line.levelno == logging.WARNING
     text = line.getMessage()
-    assert "gpt-4.1 failed (deadline_exceeded" in text and "2 s budget" in text
+    assert "gpt-4.1 failed (deadline_exceeded" in text and "of a 2.00 s budget" in text
     assert "#1 gpt-4.1 rate_limited HTTP 429" in text
 
 
@@ -382,8 +382,33 @@ def test_a_record_served_by_another_model_is_reported_degraded(
     assert [r.levelname for r in ours] == ["DEBUG", "DEBUG", "DEBUG", "WARNING"]
     warning = ours[-1].getMessage()
     assert "gpt-4.1 was served by claude-haiku-4-5 (degraded, reason: overloaded)" in warning
-    assert "after 2 attempts in 0.90 s of a 10 s budget" in warning
+    assert "after 2 attempts in 0.90 s of a 10.00 s budget" in warning
     assert "#1 gpt-4.1 overloaded HTTP 529" in warning
+
+
+def test_log_lines_round_the_budget_like_the_elapsed_time(
+    otel: Otel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A budget left over from an enclosing scope (0.999575 s) reads as 1.00 s, not raw."""
+    caplog.set_level(logging.WARNING, logger="resilient_llm")
+    record = CallRecord(requested="gpt-4.1", deadline_budget=0.999575, provider="openai",
+                        server_address="api.test", server_port=443, path="/v1/chat/completions")
+    failure = Failure(FailureClass.OVERLOADED, True, status=529)
+    for event in [
+        _events.Event("call_started", 0.0, target="gpt-4.1"),
+        _events.Event("attempt_started", 0.0, attempt=1, target="gpt-4.1"),
+        _events.Event("attempt_finished", 0.2, attempt=1, target="gpt-4.1", failure=failure,
+                      status=529),
+        _events.Event("fell_back", 0.2, target="gpt-4.1-mini", detail="overloaded"),
+        _events.Event("attempt_started", 0.2, attempt=2, target="gpt-4.1-mini"),
+        _events.Event("attempt_finished", 0.5, attempt=2, target="gpt-4.1-mini", status=200),
+        _events.Event("succeeded", 0.5, target="gpt-4.1-mini"),
+    ]:
+        _events.emit(record, event)
+    (line,) = [r for r in caplog.records if r.name == "resilient_llm.calls"]
+    text = line.getMessage()
+    assert "in 0.50 s of a 1.00 s budget" in text
+    assert "0.999575" not in text
 
 
 def test_healthy_calls_log_nothing_above_debug(

@@ -1,20 +1,34 @@
-"""``python -m resilient_llm``: ``demo`` (the main job), ``config`` (effective settings) and
-``replay`` (re-send captured calls to another model)."""
+"""The ``resilient-llm`` command (also ``python -m resilient_llm``).
+
+``demo`` is the main job, ``config`` prints the effective settings (and, with ``--markdown``,
+the configuration reference), ``replay`` re-sends captured calls to another model.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ._errors import ConfigError
 
 
-def _config(_: argparse.Namespace) -> int:
-    from ._policy import Policy
+def _config(args: argparse.Namespace) -> int:
+    from ._policy import Policy, report_unknown_env, unknown_env_message, unknown_env_vars
 
+    if args.markdown:
+        from ._config_reference import render_markdown
+
+        print(render_markdown(), end="")
+        return 0
     try:
-        policy = Policy.from_env()
+        # Strict: an unknown variable is an error; otherwise it is a line below, not a warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report_unknown_env(strict=True if args.strict else None)
+            policy = Policy.from_env()
     except ConfigError as exc:
         print(f"resilient-llm: {exc}", file=sys.stderr)
         return 2
@@ -24,6 +38,8 @@ def _config(_: argparse.Namespace) -> int:
     print(f"{'variable':<{width}}  {'value':<{value_width}}  source")
     for variable, _field, value, source in rows:
         print(f"{variable:<{width}}  {value:<{value_width}}  {source}")
+    for name in unknown_env_vars():
+        print(f"unknown: {unknown_env_message(name)}")
     return 0
 
 
@@ -51,9 +67,22 @@ def _replay(args: argparse.Namespace) -> int:
     return 0 if summary.replayed else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the command line."""
-    parser = argparse.ArgumentParser(prog="python -m resilient_llm", description=__doc__)
+def _prog(argv0: str) -> str:
+    """How the user started us: ``resilient-llm`` (console script) or ``python -m ...``."""
+    name = os.path.basename(argv0)
+    if not name or name in ("__main__.py", "-c") or name.startswith("python"):
+        return "python -m resilient_llm"
+    return name.removesuffix(".exe")
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser (``prog`` defaults to how this process was started)."""
+    parser = argparse.ArgumentParser(
+        prog=prog or _prog(sys.argv[0]),
+        description="Drop-in OpenAI and Anthropic clients with resilience built in. "
+                    "`demo` runs the official and the resilient client side by side, "
+                    "`config` prints the effective settings, `replay` re-sends captured calls.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
@@ -65,6 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="RESILIENT_LLM_DEADLINE for the resilient client, seconds (default 3)")
     demo.set_defaults(func=_demo)
     config = sub.add_parser("config", help="print the effective settings and where each came from")
+    config.add_argument("--strict", action="store_true",
+                        help="exit with status 2 when an unknown RESILIENT_LLM_* variable is set "
+                             "(as RESILIENT_LLM_STRICT=1)")
+    config.add_argument("--markdown", action="store_true",
+                        help="print the configuration reference (docs/configuration.md) instead")
     config.set_defaults(func=_config)
     replay = sub.add_parser(
         "replay",
@@ -77,8 +111,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay.add_argument("--base-url", help="send to this origin instead of the recorded one")
     replay.add_argument("--limit", type=int, help="replay at most this many calls")
     replay.set_defaults(func=_replay)
-    args = parser.parse_args(argv)
-    result: int = args.func(args)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``resilient-llm`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`config | head -3`): stop quietly, as other command-line tools
+        # do. Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return result
 
 

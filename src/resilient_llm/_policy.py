@@ -427,6 +427,7 @@ class Policy(BaseModel):
     def from_env(cls, **overrides: Any) -> Policy:
         """Defaults, overridden by ``RESILIENT_LLM_*`` variables, overridden by ``overrides``."""
         env = _read_env()
+        report_unknown_env()
         values: dict[str, Any] = dict(env)
         values.update(overrides)
         try:
@@ -580,3 +581,88 @@ def _config_error(exc: ValidationError, values: Mapping[str, Any]) -> ConfigErro
         error = ConfigError(f"Policy({field}=...)", value, accepted)
     error.field = field
     return error
+
+
+# --- unknown variables ------------------------------------------------------------------------
+
+#: Read by :func:`report_unknown_env`, not a :class:`Policy` field: ``1`` turns a misspelled or
+#: unknown ``RESILIENT_LLM_*`` variable from a warning into a :class:`ConfigError`.
+STRICT_VAR = ENV_PREFIX + "STRICT"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+_warned_unknown: set[str] = set()
+
+
+def known_env_vars() -> list[str]:
+    """Every ``RESILIENT_LLM_*`` variable resilient-llm reads, sorted."""
+    return sorted([*(env_var(field) for field in Policy.model_fields), STRICT_VAR])
+
+
+def closest_env_var(name: str) -> str | None:
+    """The known variable ``name`` most likely misspells, if any is close enough."""
+    import difflib
+
+    # Compare the part after the prefix: the shared prefix would make every name look close.
+    suffixes = {var.removeprefix(ENV_PREFIX): var for var in known_env_vars()}
+    matches = difflib.get_close_matches(name.upper().removeprefix(ENV_PREFIX), list(suffixes),
+                                        n=1, cutoff=0.6)
+    return suffixes[matches[0]] if matches else None
+
+
+def unknown_env_vars(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The set ``RESILIENT_LLM_*`` variables that no setting reads (misspellings, old names)."""
+    import os
+
+    env = os.environ if environ is None else environ
+    known = set(known_env_vars())
+    return sorted(name for name in env
+                  if name.upper().startswith(ENV_PREFIX) and name.upper() not in known)
+
+
+def strict_env(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``RESILIENT_LLM_STRICT`` asks for unknown variables to be errors."""
+    import os
+
+    env = os.environ if environ is None else environ
+    raw = env.get(STRICT_VAR, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(STRICT_VAR, raw, "expected true or false (1 or 0)")
+
+
+def unknown_env_message(name: str) -> str:
+    """One line naming an unknown variable and the closest known one (never its value)."""
+    closest = closest_env_var(name)
+    hint = f"did you mean {closest}?" if closest else \
+        "`python -m resilient_llm config --markdown` lists every variable"
+    return f"{name} is not a resilient-llm setting and is ignored; {hint}"
+
+
+def report_unknown_env(*, strict: bool | None = None,
+                       environ: Mapping[str, str] | None = None) -> list[str]:
+    """Warn once per process about each unknown ``RESILIENT_LLM_*`` variable; in strict mode
+    (``RESILIENT_LLM_STRICT=1`` or ``strict=True``) raise :class:`ConfigError` for the first.
+
+    A misspelled variable would otherwise be silently ignored and its default used. Returns the
+    unknown names. The value is never shown: a misspelled secret stays a secret.
+    """
+    import warnings
+
+    strict = strict_env(environ) or bool(strict)
+    unknown = unknown_env_vars(environ)
+    if not unknown:
+        return unknown
+    if strict:
+        name = unknown[0]
+        closest = closest_env_var(name)
+        hint = f"did you mean {closest}?" if closest else "it is not a resilient-llm setting"
+        raise ConfigError(name, "(value not shown)",
+                          f"unknown variable, an error in strict mode; {hint} "
+                          "Rename or unset it")
+    for name in unknown:
+        if name not in _warned_unknown:
+            _warned_unknown.add(name)
+            warnings.warn(unknown_env_message(name), UserWarning, stacklevel=4)
+    return unknown

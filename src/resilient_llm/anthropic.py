@@ -24,8 +24,9 @@ for operations that may take longer than 10 minutes" guard (which compares ``cli
 with ``DEFAULT_TIMEOUT``) still fires exactly as in the official client.
 
 Private SDK hooks, used only where no public seam exists, are listed in
-:data:`PRIVATE_HOOKS` and pinned to :data:`SUPPORTED_VERSIONS`; ``tests/test_anthropic.py``
-fails loudly if a supported release drops one.
+:data:`PRIVATE_HOOKS`; releases outside :data:`SUPPORTED_VERSIONS` (oldest supported, newest
+tested, from ``resilient_llm._sdk_versions``) fail at import (older) or warn once (newer), and
+``tests/test_anthropic.py`` fails loudly if a tested release drops a hook.
 """
 
 from __future__ import annotations
@@ -38,14 +39,19 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'resilient-llm[anthropic]'"
     ) from exc
 
+from typing import Any
+
+from ._errors import ResilientLLMError
+from ._sdk_versions import SDK_VERSIONS, check_sdk_version
 from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
 from .dropin.seams import SEAMS
 
+check_sdk_version("anthropic", _anthropic.__version__)
+
 __all__ = ["PRIVATE_HOOKS", "SUPPORTED_VERSIONS", "Anthropic", "AsyncAnthropic"]
 
-#: The anthropic releases this module is written and tested against (``>=`` low, ``<`` high),
-#: the same range as the ``anthropic`` extra in pyproject.
-SUPPORTED_VERSIONS = ("2.10", "2.13")
+#: The oldest anthropic release supported and the newest tested (``resilient_llm._sdk_versions``).
+SUPPORTED_VERSIONS = SDK_VERSIONS["anthropic"]
 
 #: Private attributes of the SDK client this module relies on (listed with the reasons in
 #: ``dropin/seams.py``, where every private dependency is), and why (no public seam exists):
@@ -55,7 +61,28 @@ SUPPORTED_VERSIONS = ("2.10", "2.13")
 PRIVATE_HOOKS = tuple(seam.name for seam in SEAMS if seam.owner == "anthropic.Anthropic")
 
 
-class Anthropic(SyncDropIn, _anthropic.Anthropic):
+class _OwnErrorsPassThrough:
+    """Keeps resilient-llm's own errors what they are inside the SDK's stream reader.
+
+    From anthropic 2.17 the SDK turns any exception raised while a response body is read into
+    ``APIConnectionError`` through ``_make_connection_error(request, cause)``; for
+    ``StreamInterrupted`` (with its partial text) and ``DeadlineExceeded`` that would hide
+    exactly what the caller must see. A copy is returned so that the SDK's ``raise ... from``
+    chains it to the original instead of making the error its own cause. Earlier releases
+    never call this method.
+    """
+
+    def _make_connection_error(self, request: Any, cause: Any = None, *args: Any,
+                               **kwargs: Any) -> Any:
+        if isinstance(cause, ResilientLLMError):
+            clone = type(cause).__new__(type(cause), *cause.args)  # no __init__: same state
+            clone.__dict__.update(cause.__dict__)
+            return clone
+        return super()._make_connection_error(  # type: ignore[misc]
+            request, cause, *args, **kwargs)
+
+
+class Anthropic(_OwnErrorsPassThrough, SyncDropIn, _anthropic.Anthropic):
     """The official ``anthropic.Anthropic`` with a deadline, jittered retries and ``outcome()``."""
 
     _resilient_provider = "anthropic"
@@ -64,7 +91,7 @@ class Anthropic(SyncDropIn, _anthropic.Anthropic):
     _resilient_auth_error = _anthropic.AuthenticationError
 
 
-class AsyncAnthropic(AsyncDropIn, _anthropic.AsyncAnthropic):
+class AsyncAnthropic(_OwnErrorsPassThrough, AsyncDropIn, _anthropic.AsyncAnthropic):
     """The official ``anthropic.AsyncAnthropic`` with a deadline, jittered retries and
     ``outcome()``."""
 

@@ -21,7 +21,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'resilient-llm[openai]'"
     ) from exc
 
+from ._sdk_versions import check_sdk_version
 from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
+
+check_sdk_version("openai", _openai.__version__)
 
 __all__ = ["AsyncOpenAI", "OpenAI"]
 

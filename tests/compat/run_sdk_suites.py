@@ -47,12 +47,43 @@ else:  # pragma: no cover - the project's CI runs 3.11
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 
-#: The SDK releases whose suites run, with the SHA-256 of their source distributions. They must
-#: be the installed versions (the suites test the installed package, not the sdist's copy).
-SDKS: dict[str, tuple[str, str]] = {
-    "openai": ("3.54.0", "2e393e63f8a38be6452806f9ef0b6534fecd6d41ab3b2165180dfce3599249cd"),
-    "anthropic": ("2.12.0", "571e6d250bcd6bbaf5fd5f3c764b8e11af9901ad2e44b025f8e773c6cc7a7173"),
+#: Every SDK release whose suite is known to run here, with the SHA-256 of its source
+#: distribution. The suite that runs is the one of the *installed* version (the suites test the
+#: installed package, not the sdist's copy); an installed version missing here fails the run.
+#: The oldest and newest entries are the bounds in ``resilient_llm._sdk_versions`` (CI's second
+#: stage installs the oldest, the README's set-up gets the newest); deviations that apply to
+#: only some versions say so with ``versions = [...]`` in ``deviations.toml``.
+TESTED: dict[str, dict[str, str]] = {
+    "openai": {
+        "3.50.0": "ff094ba851ce512e0682f259e8c5bdc4802c7ef5373f68e7fd261261bb4496f2",
+        "3.54.0": "2e393e63f8a38be6452806f9ef0b6534fecd6d41ab3b2165180dfce3599249cd",
+        "3.63.0": "d97e2cc745641c855140205671aea7b5d262219764340916ee4d96b94c806ce4",
+    },
+    "anthropic": {
+        "2.10.0": "6f3ffbdc6eb0a09a197be2eabdc62b8395a13d692710b8cdfa0393a80b355585",
+        "2.12.0": "571e6d250bcd6bbaf5fd5f3c764b8e11af9901ad2e44b025f8e773c6cc7a7173",
+        "2.16.0": "c6386ded247ae56db35e34a3d828229cf07847934f1cbdc7dbb696b2944b4510",
+    },
 }
+SDK_NAMES = tuple(TESTED)
+
+
+def installed_versions(sdks: list[str]) -> dict[str, tuple[str, str]]:
+    """(version, sdist SHA-256) of each installed SDK; a version not in TESTED is an error."""
+    found: dict[str, tuple[str, str]] = {}
+    for name in sdks:
+        version = metadata.version(name)
+        digest = TESTED[name].get(version)
+        if digest is None:
+            known = ", ".join(TESTED[name])
+            raise SystemExit(
+                f"compat: {name} {version} is installed but its suite is not known here (known: "
+                f"{known}); add it to TESTED in {Path(__file__).name} with its sdist's SHA-256 "
+                "(pip download --no-deps --no-binary :all:) and check deviations.toml"
+            )
+        found[name] = (version, digest)
+    return found
+
 
 #: What the two suites import or load as plugins (providers.md §7.1), pinned to versions their
 #: lock files accept; one environment serves both. ``aiohttp`` runs the aiohttp-client cases;
@@ -104,11 +135,20 @@ class Result:
     seconds: float = 0.0
 
 
-def load_deviations(path: Path) -> list[Deviation]:
+def load_deviations(path: Path, versions: dict[str, str] | None = None) -> list[Deviation]:
+    """The entries of ``path``; with ``versions`` (sdk → installed version), only those that
+    apply to it (an entry without ``versions`` applies to every version)."""
     data = tomllib.loads(path.read_text())
     found: list[Deviation] = []
-    for sdk in SDKS:
+    for sdk in SDK_NAMES:
         for entry in data.get(sdk, []):
+            only = entry.get("versions")
+            if only is not None and not (isinstance(only, list) and only and all(
+                    v in TESTED[sdk] for v in only)):
+                raise SystemExit(f"{path}: an [[{sdk}]] entry's versions must list versions "
+                                 f"of TESTED, got {only!r}")
+            if versions is not None and only is not None and versions.get(sdk) not in only:
+                continue
             reason = str(entry.get("reason", "")).strip()
             if not reason:
                 raise SystemExit(f"{path}: an [[{sdk}]] entry has no reason")
@@ -170,11 +210,11 @@ def ensure_venv(cache: Path) -> Path:
     return python
 
 
-def ensure_sources(python: Path, cache: Path, sdks: list[str]) -> dict[str, Path]:
+def ensure_sources(python: Path, cache: Path, wanted: dict[str, tuple[str, str]]
+                   ) -> dict[str, Path]:
     """Fetch (pinned, hash-checked) and extract each SDK's source distribution."""
     downloads = cache / "sdists"
     downloads.mkdir(parents=True, exist_ok=True)
-    wanted = {name: SDKS[name] for name in sdks}
     missing = [f"{n}=={v}" for n, (v, _) in wanted.items()
                if not (downloads / f"{n}-{v}.tar.gz").exists()]
     if missing:
@@ -197,16 +237,6 @@ def ensure_sources(python: Path, cache: Path, sdks: list[str]) -> dict[str, Path
                 tar.extractall(tree.parent, filter="data")
         trees[name] = tree
     return trees
-
-
-def check_installed(sdks: list[str]) -> None:
-    for name in sdks:
-        installed = metadata.version(name)
-        if installed != SDKS[name][0]:
-            raise SystemExit(
-                f"compat: {name} {installed} is installed but the suite is pinned to "
-                f"{SDKS[name][0]}; update SDKS in {Path(__file__).name} with the extra's range"
-            )
 
 
 # --- one suite --------------------------------------------------------------------------------
@@ -278,7 +308,7 @@ def compare(result: Result, deviations: list[Deviation]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sdk", choices=[*SDKS, "all"], default="all")
+    parser.add_argument("--sdk", choices=[*SDK_NAMES, "all"], default="all")
     parser.add_argument("--cache", type=Path, default=Path(
         os.environ.get("COMPAT_CACHE_DIR") or ROOT / ".ci" / "cache" / "compat"))
     parser.add_argument("--workers", type=int, default=2,
@@ -286,14 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deviations", type=Path, default=HERE / "deviations.toml")
     args = parser.parse_args(argv)
 
-    sdks = list(SDKS) if args.sdk == "all" else [args.sdk]
+    sdks = list(SDK_NAMES) if args.sdk == "all" else [args.sdk]
     cache: Path = args.cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    deviations = load_deviations(args.deviations)
-    check_installed(sdks)
+    wanted = installed_versions(sdks)
+    deviations = load_deviations(args.deviations, {n: v for n, (v, _) in wanted.items()})
     python = ensure_venv(cache)
-    trees = ensure_sources(python, cache, sdks)
+    trees = ensure_sources(python, cache, wanted)
     setup = time.monotonic() - started
 
     failed = False
@@ -301,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_suite(python, sdk, trees[sdk], cache, args.workers, deviations)
         problems = compare(result, deviations)
         entries = sum(1 for d in deviations if d.sdk == sdk)
-        print(f"compat {sdk} {SDKS[sdk][0]}: {len(result.passed)} passed, "
+        print(f"compat {sdk} {wanted[sdk][0]}: {len(result.passed)} passed, "
               f"{len(result.failed)} failed as listed deviations"
               f"{'' if not problems else ' (see problems)'}, {len(result.skipped)} skipped, "
               f"{len(result.deselected)} not run; {entries} deviation entries; "

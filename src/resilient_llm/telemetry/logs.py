@@ -65,7 +65,7 @@ def log_call(summary: CallSummary) -> None:
     budget = summary.deadline_budget
     scope = " ".join(f"{k}={v}" for k, v in summary.attributes.items())
     scope = f" [{scope}]" if scope else ""
-    of_budget = f" of a {budget:g} s budget" if budget is not None else ""
+    of_budget = f" of a {budget:.2f} s budget" if budget is not None else ""
     n = len(summary.attempts)
     plural = "" if n == 1 else "s"
     if summary.error is None:

@@ -3,7 +3,8 @@
     python scripts/check_api_docs.py SITE_DIR
 
 Every name in ``__all__`` of ``resilient_llm``, ``resilient_llm.openai``,
-``resilient_llm.anthropic`` and ``resilient_llm.testing`` must have its own anchor
+``resilient_llm.anthropic``, ``resilient_llm.testing`` and
+``resilient_llm.integrations.tenacity`` must have its own anchor
 (``id="resilient_llm.Policy"``, ...) on the module's API page. CI runs this after
 ``mkdocs build --strict``.
 """
@@ -20,6 +21,7 @@ PAGES = {
     "resilient_llm.openai": "api/openai/index.html",
     "resilient_llm.anthropic": "api/anthropic/index.html",
     "resilient_llm.testing": "api/testing/index.html",
+    "resilient_llm.integrations.tenacity": "api/integrations/index.html",
 }
 
 

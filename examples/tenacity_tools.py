@@ -9,7 +9,7 @@ cannot honour ends the tool at once. Part two is the same loop in plain code, wi
 
 The API is a tiny HTTP server on 127.0.0.1: no network, no API key. Install and run::
 
-    pip install 'resilient-llm[tenacity]'
+    python -m pip install -e '.[tenacity]'
     python examples/tenacity_tools.py
 """
 

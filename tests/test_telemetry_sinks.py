@@ -247,7 +247,7 @@ def test_the_log_line_says_what_happened_and_nothing_for_a_healthy_call(
     call = short_hash(KEY)[:8]
     assert degraded.startswith(f"resilient_llm: call {call} for claude-sonnet-4-6 was served "
                                "by claude-haiku-4-5 (degraded, reason: overloaded) after 2 "
-                               "attempts in 0.90 s of a 10 s budget")
+                               "attempts in 0.90 s of a 10.00 s budget")
     assert "#1 claude-sonnet-4-6 overloaded HTTP 529 0.200 s; #2 claude-haiku-4-5 ok" in degraded
     assert "stream from claude-haiku-4-5 interrupted after output had started (stream_cut)" \
         in interrupted

@@ -23,6 +23,7 @@ def backoff_delay(
     max_backoff: float,
     pressure: float = 0.0,
     floor: float = 0.0,
+    limit: float | None = None,
 ) -> float:
     """Seconds to wait before retry number ``retry`` (1 = first retry).
 
@@ -33,7 +34,12 @@ def backoff_delay(
     hint the wait is ``max(jitter, hint + U(0, min(cap, 5)))``: never sooner than asked, and
     spread after it so clients released by the same reset do not retry in one wave. Without
     one it is ``jitter``. ``pressure`` ≥ 0 (0 = calm) widens the window when the target is
-    under load. The caller bounds the result by the deadline; this function does not sleep.
+    under load.
+
+    ``limit`` (the time the deadline leaves for waiting) clips the jitter and the spread, never
+    the hint: a wait longer than ``limit`` becomes ``hint + U(0, (limit − hint)/4)``, so a retry
+    that fits after what the provider asked for is taken, early enough to finish. The caller
+    still checks that the result fits; this function does not sleep.
     """
     if retry < 1:
         raise ValueError("retry numbers start at 1")
@@ -42,6 +48,8 @@ def backoff_delay(
     cap = min(max_backoff, base * (2.0**exponent)) * (1.0 + max(pressure, 0.0))
     jitter = rng.uniform(0.0, cap)
     hint = max(failure.retry_after or 0.0, floor)
-    if hint > 0:
-        return max(jitter, hint + rng.uniform(0.0, min(cap, _HINT_SPREAD)))
-    return jitter
+    delay = max(jitter, hint + rng.uniform(0.0, min(cap, _HINT_SPREAD))) if hint > 0 else jitter
+    if limit is not None and delay > limit:
+        # Too long for the deadline: keep the hint, spread within a quarter of what is left.
+        delay = hint + rng.uniform(0.0, max(0.0, limit - hint) / 4)
+    return delay

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "MIN_RATE",
+    "PRODUCTIVE",
     "UNPACED",
     "ConcurrencyLimit",
     "Cubic",
@@ -27,6 +28,10 @@ __all__ = [
 MIN_RATE = 0.5
 #: The fill rate of a bucket whose rate is not known yet: it never makes anyone wait.
 UNPACED = 1e9
+#: Recent attempt success share above which retries are not rationed.
+PRODUCTIVE = 0.2
+#: The longest reset a rate-limit header may set (providers' windows are a minute).
+MAX_RESET = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,18 +76,23 @@ class TokenBucket:
         estimate (L − R)/T rests on a token or two and a limiter that is not a token bucket
         (a concurrency cap) would make it absurdly low — and never below ``floor``, the send
         rate the provider has been accepting. Until a rate is learnt the bucket does not pace.
+        A reset beyond a minute is read as a minute.
         """
         self.refill(now)
         self.capacity = max(limits.limit, 1.0)
         missing = limits.limit - limits.remaining
-        if limits.reset > 0 and missing >= max(2.0, 0.5 * limits.limit):
-            self.rate = max(missing / limits.reset, floor, MIN_RATE)
+        # Limits are windows of a minute: a longer reset (an absurd header, a daily quota
+        # the provider will answer with 429s anyway) must not stall a target for hours.
+        reset = min(limits.reset, MAX_RESET)
+        if reset > 0 and missing >= max(2.0, 0.5 * limits.limit):
+            self.rate = max(missing / reset, floor, MIN_RATE)
         self.level = min(limits.remaining, self.capacity)
 
 
 @dataclass(slots=True)
 class Cubic:
-    """CUBIC send-rate control after throttles (botocore adaptive retry mode)."""
+    """CUBIC send-rate control after 429s (botocore adaptive retry mode), recovering with time:
+    ``rate = C·(t − K)³ + W_max`` with no cap from the measured rate, forgotten at 2·W_max."""
 
     C: float = 0.4
     BETA: float = 0.7
@@ -113,23 +123,39 @@ class Cubic:
         return max(self.BETA * base, MIN_RATE)
 
     def rate(self, now: float) -> float | None:
+        """The allowed send rate, growing with time since the last throttle; ``None`` when
+        no throttle is remembered.
+
+        Unlike botocore, the rate is not capped by twice the measured send rate: the pacer
+        itself holds the measured rate down, so such a cap could never be climbed.
+        """
         if self.last_throttle is None:
             return None
         t = now - self.last_throttle
-        cubic = self.C * (t - self.k) ** 3 + self.w_max
-        ceiling = 2 * self.measured if self.measured > 0 else cubic
-        return max(min(cubic, ceiling), MIN_RATE)
+        return max(self.C * (t - self.k) ** 3 + self.w_max, MIN_RATE)
+
+    def expired(self, now: float) -> bool:
+        """The throttle is forgotten once the rate has grown to twice where it was cut."""
+        if self.last_throttle is None:
+            return True
+        t = now - self.last_throttle
+        if t >= self.k and self.C * (t - self.k) ** 3 >= self.w_max:
+            self.last_throttle = None
+            return True
+        return False
 
 
 @dataclass(slots=True)
 class ConcurrencyLimit:
-    """AIMD on drops plus Gradient2 on latency, evaluated once per window."""
+    """AIMD on drops, slow start per success, Gradient2 on latency once per window."""
 
     limit: float = 20.0
     minimum: float = 1.0
-    maximum: float = 200.0
+    maximum: float = 1024.0
     window: float = 1.0
     min_samples: int = 10
+    #: Seconds without drops (and with steady latency) after which slow start resumes.
+    calm: float = 5.0
     long_rtt: float | None = None
     _samples: list[float] = field(default_factory=list)
     _window_start: float | None = None
@@ -150,8 +176,20 @@ class ConcurrencyLimit:
         self.limit = max(self.minimum, self._cut_floor, self.limit * 0.9)
 
     def on_sample(self, rtt: float, now: float, inflight: int, may_grow: bool) -> None:
+        """A successful attempt's latency: slow start per success, Gradient2 per window.
+
+        In slow start (before the first drop, or after ``calm`` seconds without one and with
+        latency holding) each success while at least half the slots are used adds a slot, as
+        TCP's window grows per ACK: the limit doubles per round trip, so it never holds calls
+        in the client for long while the provider shows no pressure. After it, a success adds
+        ``1/limit`` (one slot per round trip, congestion avoidance).
+        """
         if self._window_start is None:
             self._window_start = now
+        if may_grow and inflight * 2 >= self.limit:
+            # Slow start: a slot per success; after it, one per round trip (TCP's window).
+            step = 1.0 if not self._dropped else 1.0 / self.limit
+            self.limit = min(self.maximum, self.limit + step)
         self._samples.append(rtt)
         if now - self._window_start < self.window or len(self._samples) < self.min_samples:
             return
@@ -168,11 +206,11 @@ class ConcurrencyLimit:
         saturated = may_grow and inflight * 2 >= self.limit
         if gradient < 1.0:
             self._dropped = True  # latency is rising: slow start is over
+            self._cut_since = now
+        elif self._cut_since is None or now - self._cut_since >= self.calm:
+            self._dropped = False  # no drop and steady latency for a while: probe again
         if saturated and not self._dropped:
-            # Slow start: until the first drop, double per window while the slots are used
-            # and latency holds, so a large quota is reached in seconds, not minutes.
-            self.limit = min(self.maximum, self.limit * 2)
-            return
+            return  # slow start grows per success (above)
         grown = self.limit * gradient + (4 if saturated else 0)
         self.limit = max(self.minimum, min(self.maximum, 0.8 * self.limit + 0.2 * grown))
 
@@ -187,11 +225,19 @@ class RetryBudget:
     requests: int = 0
     retries: int = 0
 
+    #: Share of recent attempts that succeeded (EMA over about 20 attempts; 0 until seen).
+    success_rate: float = 0.0
+
     def on_success(self) -> None:
         self.tokens = min(self.max_tokens, self.tokens + self.ratio)
+        self.success_rate += 0.05 * (1.0 - self.success_rate)
 
     def on_failure(self) -> None:
         self.tokens = max(0.0, self.tokens - 1.0)
+        self.success_rate -= 0.05 * self.success_rate
 
     def can_retry(self) -> bool:
-        return self.tokens > self.max_tokens / 2
+        """Above half the tokens; or while retries are productive (≥ 20 % of recent attempts
+        succeed), since admission already bounds the load they add: refusing them then makes
+        a partial failure worse for the caller than the official SDK's two retries."""
+        return self.tokens > self.max_tokens / 2 or self.success_rate >= PRODUCTIVE

@@ -4,12 +4,17 @@ State is keyed by target: (endpoint, credential hash, model), the scope a provid
 on. For each target:
 
 * **Pacer** — token buckets for requests and tokens. Seeded from rate-limit headers: with
-  ``limit`` L, ``remaining`` R and ``reset`` T (time until the bucket is full again) the fill
-  rate is ``(L − R) / T`` and the level is ``R``. After a throttle the fill rate follows CUBIC
-  (botocore's adaptive mode: C = 0.4, β = 0.7, measured send rate as an EMA over 0.5 s
-  buckets, fill ≤ 2 × measured, floor 0.5/s): ``rate = C·(t − t_throttle − K)³ + W_max``,
-  ``K = ∛(W_max·(1 − β)/C)``.
-* **Concurrency limit** — AIMD on drops (429/529/503/timeouts: ``L ← 0.9·L``) plus Netflix
+  ``limit`` L, ``remaining`` R and ``reset`` T (time until the bucket is full again, read as at
+  most a minute) the fill rate is ``(L − R) / T`` and the level is ``R``. A 429 empties the
+  requests bucket (the provider's answer beats its headers) and the fill rate follows CUBIC
+  (botocore's adaptive mode: C = 0.4, β = 0.7, floor 0.5/s): ``rate = C·(t − t_429 − K)³ +
+  W_max``, ``K = ∛(W_max·(1 − β)/C)``, growing with time (no cap from the measured rate, which
+  the pacer itself holds down) and forgotten at 2·W_max. Without headers, CUBIC's bucket
+  starts full, so it delays only a caller that sends faster than the rate. 503/529 and
+  timeouts are not send-rate signals: they cut the concurrency limit and feed the breaker.
+* **Concurrency limit** — AIMD on drops (429/529/503/timeouts: ``L ← 0.9·L``, at most halving
+  per second); slow start adds a slot per success while half the slots are used (doubling
+  per round trip) until the first drop, and again after 5 s without drops; then Netflix
   Gradient2 on latency per 1 s window (``g = clamp(1.5·long/short, 0.5, 1)``,
   ``L ← 0.8·L + 0.2·(L·g + 4)``); growth stops while the provider reports less than 10 % of
   its request limit remaining, and while fewer than half the slots are in use.
@@ -19,8 +24,9 @@ on. For each target:
 * **Priority** — waiting calls are admitted ``interactive`` first; ``batch`` calls may use at
   most 75 % of the concurrency limit, so interactive work always has headroom.
 * **Pressure** — one number in [0, 1]: the largest of slot utilisation beyond half, recent
-  throttles (decaying over 10 s), latency inflation over the no-load baseline, and the
-  pacer's wait (1 s = 1). It widens backoff windows and is reported in ``outcome()``.
+  429s (decaying over 10 s), latency inflation (0 up to twice a robust baseline plus 50 ms,
+  1 at twice that), and the pacer's wait (1 s = 1). It widens backoff windows and is
+  reported in ``outcome()``.
 
 Every method takes ``now`` (an injected monotonic time) and does no I/O; a per-target lock
 makes it safe for threads and tasks alike (no lock is held across a wait).
@@ -75,6 +81,10 @@ __all__ = [
 
 #: Share of the concurrency limit ``batch`` calls may hold.
 BATCH_SHARE = 0.75
+#: Seconds after a 429 during which the concurrency limit does not grow.
+_GROWTH_PAUSE = 2.0
+#: Latency above the baseline that is never read as pressure (seconds).
+_LATENCY_FLOOR = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +185,8 @@ class TargetPressure:
         self._recent: float | None = None
         self._last_reserve_retry = -math.inf
         self.breaker = Breaker()
+        #: The requests bucket was made by CUBIC (no headers): it goes when the throttle does.
+        self._cubic_bucket = False
         #: Successes whose rate-limit headers may be skipped (plenty of headroom last time).
         self.headroom_skips = 0
         self.touched = now
@@ -301,6 +313,10 @@ class TargetPressure:
 
     def _pacer_wait(self, cost: float, now: float) -> float:
         wait = 0.0
+        if self.cubic_rate is not None and self.cubic.expired(now):
+            self.cubic_rate = None  # recovered with time: the throttle is forgotten
+            if self._cubic_bucket:
+                self.requests, self._cubic_bucket = None, False
         if self.requests is not None:
             rate = self.requests.rate
             if self.cubic_rate is not None:
@@ -308,8 +324,10 @@ class TargetPressure:
             wait = self.requests.wait_for(1, now)
             self.requests.rate = rate
         elif self.cubic_rate is not None:
+            # Starts full: it delays a caller only while it sends faster than the rate.
             rate = self.cubic.rate(now) or self.cubic_rate
-            self.requests = TokenBucket(rate, max(rate, 1.0), 0.0, now)
+            self.requests = TokenBucket(rate, max(rate, 1.0), max(rate, 1.0), now)
+            self._cubic_bucket = True
             wait = self.requests.wait_for(1, now)
         if self.tokens is not None and cost > 0:
             wait = max(wait, self.tokens.wait_for(cost, now))
@@ -336,8 +354,14 @@ class TargetPressure:
         throttled: bool,
         dropped: bool,
         succeeded: bool,
+        hinted: bool = True,
     ) -> None:
-        """An admitted attempt ended: free its slot and learn from how it went."""
+        """An admitted attempt ended: free its slot and learn from how it went.
+
+        ``throttled`` (a 429) slows the send rate (CUBIC) when it is rate-shaped: it carried a
+        ``Retry-After`` (``hinted``) or the target publishes rate limits. A bare 429 from a
+        provider without rate-limit headers is a concurrency cap: it only cuts the limit.
+        """
         with self._lock:
             self.inflight = max(0, self.inflight - 1)
             if priority == "batch":
@@ -349,22 +373,35 @@ class TargetPressure:
             if throttled:
                 self.throttles += 1
                 self._last_throttle = now
+            if throttled and (hinted or (self.requests is not None and not self._cubic_bucket)
+                              or self.cubic_rate is not None):
                 current = self.requests.rate if self.requests is not None else None
                 self.cubic_rate = self.cubic.on_throttle(now, current)
+                if self.requests is not None and not self._cubic_bucket:
+                    # A 429 is ground truth, headers a hint: nothing is left right now.
+                    self.requests.refill(now)
+                    self.requests.level = min(self.requests.level, 0.0)
             if dropped or throttled:
                 self.concurrency.on_drop(now)
             elif latency is not None:
-                may_grow = self._remaining_fraction is None or self._remaining_fraction >= 0.1
+                # No growth while the provider says its limit is nearly spent, or just sent
+                # a 429: more slots would only meet the rate limit again.
+                may_grow = (self._remaining_fraction is None
+                            or self._remaining_fraction >= 0.1) and (
+                    self._last_throttle is None or now - self._last_throttle >= _GROWTH_PAUSE)
                 self.concurrency.on_sample(latency, now, self.inflight + 1, may_grow)
                 self._learn_latency(latency)
             self._wake_head()
 
     def _learn_latency(self, latency: float) -> None:
+        """Recent latency (EMA 0.2) against a robust baseline: an EMA that falls fast (0.2) and
+        rises slowly (0.05), so one lucky fast answer does not make every later one look slow."""
         self._recent = latency if self._recent is None else 0.8 * self._recent + 0.2 * latency
-        if self._baseline is None or latency < self._baseline:
+        if self._baseline is None:
             self._baseline = latency
-        else:  # drift up slowly so the no-load baseline follows real changes
-            self._baseline += 0.01 * (latency - self._baseline)
+        else:
+            weight = 0.2 if latency < self._baseline else 0.05
+            self._baseline += weight * (latency - self._baseline)
 
     def observe(self, requests: RateLimits | None, tokens: RateLimits | None, now: float) -> None:
         """Rate-limit headers from any response of this target."""
@@ -413,8 +450,11 @@ class TargetPressure:
         if self._last_throttle is not None:
             throttle = max(0.0, 1.0 - (now - self._last_throttle) / 10.0)
         inflation = 0.0
-        if self._baseline and self._recent:
-            inflation = max(0.0, self._recent / self._baseline - 1.0) / 2
+        if self._baseline is not None and self._recent is not None:
+            # Pressure only beyond twice the baseline plus an absolute 50 ms: jitter on
+            # sub-millisecond answers is not load; 1.0 at four times the baseline.
+            normal = 2 * self._baseline + _LATENCY_FLOOR
+            inflation = max(0.0, self._recent - normal) / normal
         if pacing is None:
             pacing = self._pacer_wait(0.0, now) if self.requests is not None else 0.0
         return min(1.0, max(utilisation, throttle, inflation, pacing))

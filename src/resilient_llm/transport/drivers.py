@@ -44,13 +44,15 @@ from ..engine.call import MIN_ATTEMPT, Call, GiveUp, Send, Wait, current_call
 from ..engine.classify import Failure, FailureClass, classify_exception, classify_status
 from ..engine.hedge import MAX_RACERS, hedge_stats
 from ..engine.pressure import TargetKey, TargetPressure, estimate_tokens, registry
-from ..engine.routing import Router, Target
+from ..engine.routing import FALLBACK_PATIENCE, Router, Target
 from ..providers import StreamScanner, Wire, wire_for
 from ..providers._ratelimits import parse_rate_limits
 
 __all__ = ["AsyncResilientTransport", "ForeignTransportError", "ResilientTransport"]
 
 _IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: Failures that cut the concurrency limit (besides 429s).
+_DROPS = frozenset({FailureClass.TIMEOUT, FailureClass.OVERLOADED})
 
 
 # --- shared, I/O-free helpers -----------------------------------------------------------------
@@ -361,12 +363,14 @@ class _Base:
             now,
             priority=call.policy.priority,
             latency=None if failure is not None else now - started,
-            throttled=failure is not None and failure.throttle,
-            dropped=failure is not None and failure.kind is FailureClass.TIMEOUT,
+            # Only a 429 says "send slower"; overload and timeouts say "fewer at once".
+            throttled=failure is not None and failure.kind is FailureClass.RATE_LIMITED,
+            dropped=failure is not None and failure.kind in _DROPS,
             # 429s are answered by pacing and Retry-After, not by spending the retry budget,
             # whose job is to stop retries multiplying load on a failing target.
             succeeded=failure is None or not failure.retryable
             or failure.kind is FailureClass.RATE_LIMITED,
+            hinted=failure is not None and failure.retry_after is not None,
         )
 
     @staticmethod
@@ -438,10 +442,12 @@ class _Plan:
                     remaining=call.remaining(),
                     saturated=state.pressure(now) >= 0.9,
                     batch=call.policy.priority == "batch",
+                    paced=state.time_until_available(now) > FALLBACK_PATIENCE,
                 )
             breaker = state.breaker
             seen = breaker.transitions
-            if reason is None and not breaker.allow(now):
+            if reason is None and not breaker.allow(now, alone=not router.has_fallback,
+                                                    rng=call.rng):
                 reason = "circuit_open"
             self._breaker_moved(state, seen, now)
             if reason is None:

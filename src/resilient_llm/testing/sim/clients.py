@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from ...engine.classify import Failure, classify_exception, classify_status
 from ...engine.pressure import registry
 from ...transport.drivers import _Base, _Plan
 from .._fake_clock import FakeRandom
-from .loop import Loop, SimClock
+from .loop import Loop, SimClock, SimEvent
 from .providers import ProviderModel, Reply
 
 __all__ = ["CallResult", "ControlClient", "ResilientClient", "World"]
@@ -135,6 +136,9 @@ def _drive(world: World, base: _Base, request: httpx2.Request,
             if not plan.admit_now():
                 state = plan.state
                 waiter = state.enqueue(call.policy.priority, plan.cost)
+                # Woken when a slot frees, as the async driver's waiters are.
+                waiter.async_event = SimEvent(loop)
+                waiter.loop_thread = threading.get_ident()
                 while True:
                     admission = state.try_admit(waiter, loop.now)
                     if admission.granted:

@@ -12,10 +12,21 @@ import itertools
 from collections.abc import Callable, Generator
 from typing import Any
 
-__all__ = ["Loop", "Process", "SimClock"]
+__all__ = ["Loop", "Process", "SimClock", "SimEvent"]
 
 #: A simulated process: yields seconds to sleep, returns its result.
 Process = Generator[float, None, Any]
+
+
+class _Proc:
+    """A running process: its generator, and the epoch that tells a live resume from a stale one."""
+
+    __slots__ = ("done", "epoch", "gen")
+
+    def __init__(self, gen: Process, done: Callable[[Any], None] | None) -> None:
+        self.gen = gen
+        self.done = done
+        self.epoch = 0
 
 
 class Loop:
@@ -25,6 +36,7 @@ class Loop:
         self.now = start
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
+        self.current: _Proc | None = None
 
     def at(self, when: float, step: Callable[[], None]) -> None:
         """Run ``step`` when virtual time reaches ``when`` (never in the past)."""
@@ -33,19 +45,33 @@ class Loop:
     def spawn(self, process: Process, *, at: float | None = None,
               done: Callable[[Any], None] | None = None) -> None:
         """Start ``process`` at ``at`` (default: now); ``done`` receives its return value."""
+        proc = _Proc(process, done)
+        self._resume(proc, self.now if at is None else at)
 
-        def step() -> None:
-            try:
-                delay = next(process)
-            except StopIteration as stop:
-                if done is not None:
-                    done(stop.value)
-                return
-            if delay < 0 or delay != delay:
-                raise ValueError(f"a simulated process asked to sleep {delay!r} s")
-            self.at(self.now + delay, step)
+    def wake(self, proc: _Proc) -> None:
+        """Resume ``proc`` now, cutting its current sleep short (an event was set)."""
+        self._resume(proc, self.now)
 
-        self.at(self.now if at is None else at, step)
+    def _resume(self, proc: _Proc, when: float) -> None:
+        epoch = proc.epoch
+        self.at(when, lambda: self._step(proc, epoch))
+
+    def _step(self, proc: _Proc, epoch: int) -> None:
+        if epoch != proc.epoch:
+            return  # a wake already resumed it
+        proc.epoch += 1
+        self.current = proc
+        try:
+            delay = next(proc.gen)
+        except StopIteration as stop:
+            if proc.done is not None:
+                proc.done(stop.value)
+            return
+        finally:
+            self.current = None
+        if delay < 0 or delay != delay:
+            raise ValueError(f"a simulated process asked to sleep {delay!r} s")
+        self._resume(proc, self.now + delay)
 
     def run(self, until: float | None = None, *, max_steps: int = 20_000_000) -> None:
         """Advance until nothing is left to run (or ``until``), bounded by ``max_steps``."""
@@ -60,6 +86,25 @@ class Loop:
                 raise RuntimeError(f"simulation did not settle within {max_steps} steps")
         if until is not None:
             self.now = max(self.now, until)
+
+
+class SimEvent:
+    """An event a sleeping process waits on: ``set()`` resumes it at once.
+
+    It stands in for the asyncio event an admission waiter is woken with, so a simulated call
+    queued for admission resumes when a slot frees, as the drivers' calls do.
+    """
+
+    __slots__ = ("_loop", "_proc")
+
+    def __init__(self, loop: Loop) -> None:
+        if loop.current is None:
+            raise RuntimeError("a SimEvent belongs to a running process")
+        self._loop = loop
+        self._proc = loop.current
+
+    def set(self) -> None:
+        self._loop.wake(self._proc)
 
 
 class SimClock:

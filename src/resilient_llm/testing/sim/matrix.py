@@ -170,7 +170,8 @@ def _matrix() -> list[Cell]:
     faults: tuple[Fault, ...] = ("429", "503", "529", "500", "reset")
     cells = [_transient(fault, deadline) for fault in faults for deadline in (1.0, 2.0)]
     cells += [Cell(f"idle provider, {scale * 1000:g} ms, batch + fallback",
-                   _p(service_time=scale),
+                   # noisy answers: 0.1x to 1.9x the typical latency
+                   _p(service_time=scale, jitter=0.9),
                    Traffic("sequential", duration=60 * scale + 5, think=0.1),
                    deadline=max(10.0, 4 * scale), fallback=True, checks=never | {"idle"})
               for scale in (0.0003, 0.03, 3.0, 30.0)]

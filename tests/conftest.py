@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -29,3 +32,121 @@ def _fresh_pressure_state() -> Iterator[None]:
     registry.clear()
     yield
     registry.clear()
+
+
+# --- driver parity: one transport test, both drivers -----------------------------------------
+
+
+class _Collected:
+    """A streamed response read to its end inside the async driver's event loop, replayed to a
+    sync test: the chunks, then the error that ended the read (if any)."""
+
+    def __init__(self, response: Any, chunks: list[bytes], error: BaseException | None) -> None:
+        self.status_code = response.status_code
+        self.headers = response.headers
+        self._chunks = chunks
+        self._error = error
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        yield from self._chunks
+        if self._error is not None:
+            raise self._error
+
+
+class _AsyncFacade:
+    """The sync client API the transport tests use, run through the async driver: each
+    request runs in its own event loop on a fresh ``httpx2.AsyncClient``."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    def __enter__(self) -> _AsyncFacade:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def _client(self) -> Any:
+        import httpx2
+
+        return httpx2.AsyncClient(transport=self._transport, base_url="http://provider.test")
+
+    def post(self, url: str, **kwargs: Any) -> Any:
+        async def run() -> Any:
+            async with self._client() as client:
+                return await client.post(url, **kwargs)
+
+        return asyncio.run(run())
+
+    @contextlib.contextmanager
+    def stream(self, method: str, url: str, **kwargs: Any) -> Iterator[_Collected]:
+        async def run() -> _Collected:
+            async with self._client() as client, client.stream(method, url, **kwargs) as response:
+                chunks: list[bytes] = []
+                try:
+                    async for part in response.aiter_bytes():
+                        chunks.append(part)  # noqa: PERF401 - keep what came before an error
+                except Exception as exc:
+                    return _Collected(response, chunks, exc)
+                return _Collected(response, chunks, None)
+
+        yield asyncio.run(run())
+
+
+def _async_handler(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``handler`` for the async driver: a response streamed from a sync iterator is streamed
+    from an async one instead (same chunks, same error at the end)."""
+    import httpx2
+
+    def wrapped(request: Any) -> Any:
+        response = handler(request)
+        stream = response.stream
+        if isinstance(stream, httpx2.ByteStream) or not isinstance(stream, httpx2.SyncByteStream):
+            return response
+
+        async def body() -> AsyncIterator[bytes]:
+            for part in stream:
+                yield part
+
+        return httpx2.Response(response.status_code, headers=response.headers, content=body())
+
+    return wrapped
+
+
+class Driver:
+    """One of the two drivers, behind the sync client API the transport tests use."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.asynchronous = name == "async"
+
+    def transport(self, handler: Callable[[Any], Any], *, clock: Any,
+                  retry_exceptions: Callable[[Exception], bool] | None = None,
+                  **policy: Any) -> Any:
+        import httpx2
+
+        from resilient_llm import AsyncResilientTransport, Policy, ResilientTransport
+        from resilient_llm.testing import FakeRandom
+
+        kind: Any = AsyncResilientTransport if self.asynchronous else ResilientTransport
+        inner = httpx2.MockTransport(_async_handler(handler) if self.asynchronous else handler)
+        return kind(inner, policy=Policy(**policy), clock=clock, rng=FakeRandom(fixed=0.5),
+                    retry_exceptions=retry_exceptions)
+
+    def client(self, handler: Callable[[Any], Any], *, clock: Any,
+               retry_exceptions: Callable[[Exception], bool] | None = None,
+               **policy: Any) -> Any:
+        """A client over this driver: ``post``, ``stream`` and ``with`` as ``httpx2.Client``."""
+        import httpx2
+
+        transport = self.transport(handler, clock=clock, retry_exceptions=retry_exceptions,
+                                   **policy)
+        if self.asynchronous:
+            return _AsyncFacade(transport)
+        return httpx2.Client(transport=transport, base_url="http://provider.test")
+
+
+@pytest.fixture(params=["sync", "async"])
+def driver(request: pytest.FixtureRequest) -> Driver:
+    """Runs the test once through each driver (parity: both pass the same transport tests)."""
+    return Driver(request.param)

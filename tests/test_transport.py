@@ -21,6 +21,8 @@ from resilient_llm import (
 )
 from resilient_llm.testing import FakeClock, FakeRandom
 
+from .conftest import Driver
+
 BODY = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]}
 OK = {"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4.1",
       "choices": [{"index": 0, "finish_reason": "stop",
@@ -70,26 +72,19 @@ class Script:
         return answer(request)
 
 
-def client_for(script: Script, *, clock: FakeClock, **policy: Any) -> httpx2.Client:
-    transport = ResilientTransport(
-        httpx2.MockTransport(script), policy=Policy(**policy), clock=clock,
-        rng=FakeRandom(fixed=0.5),
-    )
-    return httpx2.Client(transport=transport, base_url="http://provider.test")
-
-
-def post(client: httpx2.Client, body: Any = BODY) -> httpx2.Response:
-    return client.post("/v1/chat/completions", json=body)
+def post(client: Any, body: Any = BODY) -> httpx2.Response:
+    response: httpx2.Response = client.post("/v1/chat/completions", json=body)
+    return response
 
 
 # --- statuses and transport errors -------------------------------------------------------------
 
 
-def test_retry_after_is_honoured_and_the_key_is_stable() -> None:
+def test_retry_after_is_honoured_and_the_key_is_stable(driver: Driver) -> None:
     clock = FakeClock()
     script = Script(lambda r: error(429, "rate_limit_exceeded", {"retry-after": "1"}),
                     lambda r: httpx2.Response(200, json=OK))
-    with client_for(script, clock=clock) as client:
+    with driver.client(script, clock=clock) as client:
         response = post(client)
     assert response.status_code == 200
     assert len(script.requests) == 2
@@ -98,19 +93,19 @@ def test_retry_after_is_honoured_and_the_key_is_stable() -> None:
     assert len(keys) == 1 and next(iter(keys)).startswith("rllm-")
 
 
-def test_invalid_request_is_sent_exactly_once() -> None:
+def test_invalid_request_is_sent_exactly_once(driver: Driver) -> None:
     clock = FakeClock()
     script = Script(lambda r: error(400, None, etype="invalid_request_error"))
-    with client_for(script, clock=clock) as client:
+    with driver.client(script, clock=clock) as client:
         response = post(client)
     assert response.status_code == 400
     assert len(script.requests) == 1 and clock.sleeps == []
 
 
-def test_retry_after_beyond_the_deadline_fails_at_once() -> None:
+def test_retry_after_beyond_the_deadline_fails_at_once(driver: Driver) -> None:
     clock = FakeClock()
     script = Script(lambda r: error(429, "rate_limit_exceeded", {"retry-after": "30"}))
-    with client_for(script, clock=clock, deadline=2) as client, \
+    with driver.client(script, clock=clock, deadline=2) as client, \
             pytest.raises(DeadlineExceeded) as info:
         post(client)
     assert clock.sleeps == []
@@ -119,67 +114,67 @@ def test_retry_after_beyond_the_deadline_fails_at_once() -> None:
     assert info.value.cause.response.status_code == 429
 
 
-def test_attempt_cap_returns_the_last_failure() -> None:
+def test_attempt_cap_returns_the_last_failure(driver: Driver) -> None:
     clock = FakeClock()
     script = Script(lambda r: error(503))
-    with client_for(script, clock=clock, max_attempts=3) as client:
+    with driver.client(script, clock=clock, max_attempts=3) as client:
         response = post(client)
     assert response.status_code == 503
     assert len(script.requests) == 3 and len(clock.sleeps) == 2
 
 
-def test_backoff_grows_and_stays_inside_the_deadline() -> None:
+def test_backoff_grows_and_stays_inside_the_deadline(driver: Driver) -> None:
     clock = FakeClock()
     script = Script(lambda r: error(500))
-    with client_for(script, clock=clock, max_attempts=20, deadline=5) as client, \
+    with driver.client(script, clock=clock, max_attempts=20, deadline=5) as client, \
             pytest.raises((DeadlineExceeded, CircuitOpen)):
         post(client)
     assert sum(clock.sleeps) <= 5.0
     assert clock.sleeps == sorted(clock.sleeps)  # fixed U=0.5: the window doubles
 
 
-def test_connection_errors_are_retried() -> None:
+def test_connection_errors_are_retried(driver: Driver) -> None:
     clock = FakeClock()
 
     def refuse(request: httpx2.Request) -> httpx2.Response:
         raise httpx2.ConnectError("refused", request=request)
 
     script = Script(refuse, lambda r: httpx2.Response(200, json=OK))
-    with client_for(script, clock=clock) as client:
+    with driver.client(script, clock=clock) as client:
         assert post(client).status_code == 200
     assert len(script.requests) == 2
 
 
-def test_read_timeout_at_the_deadline_raises_deadline_exceeded() -> None:
+def test_read_timeout_at_the_deadline_raises_deadline_exceeded(driver: Driver) -> None:
     clock = FakeClock()
 
     def slow(request: httpx2.Request) -> httpx2.Response:
         clock.advance(2.0)  # the attempt used the whole budget
         raise httpx2.ReadTimeout("slow", request=request)
 
-    with client_for(Script(slow), clock=clock, deadline=2) as client, \
+    with driver.client(Script(slow), clock=clock, deadline=2) as client, \
             pytest.raises(DeadlineExceeded) as info:
         post(client)
     assert isinstance(info.value.cause, httpx2.ReadTimeout)
 
 
-def test_timeouts_sent_are_clipped() -> None:
+def test_timeouts_sent_are_clipped(driver: Driver) -> None:
     clock = FakeClock()
     script = Script(lambda r: httpx2.Response(200, json=OK))
-    with client_for(script, clock=clock, deadline=3) as client:
+    with driver.client(script, clock=clock, deadline=3) as client:
         client.post("/v1/chat/completions", json=BODY, timeout=600)
     sent = script.requests[0].extensions["timeout"]
     assert all(value is not None and value <= 3.0 for value in sent.values())
 
 
-def test_application_errors_propagate_unretried() -> None:
+def test_application_errors_propagate_unretried(driver: Driver) -> None:
     clock = FakeClock()
 
     def broken(request: httpx2.Request) -> httpx2.Response:
         raise RuntimeError("a bug in a hook")
 
     script = Script(broken)
-    with client_for(script, clock=clock) as client, pytest.raises(RuntimeError, match="bug"):
+    with driver.client(script, clock=clock) as client, pytest.raises(RuntimeError, match="bug"):
         post(client)
     assert len(script.requests) == 1
 
@@ -188,7 +183,7 @@ class _Foreign(Exception):
     """An exception some SDK retries although httpx2 does not raise it."""
 
 
-def test_exceptions_the_rule_accepts_are_retried_as_connection_failures() -> None:
+def test_exceptions_the_rule_accepts_are_retried_as_connection_failures(driver: Driver) -> None:
     from resilient_llm import ForeignTransportError
 
     clock = FakeClock()
@@ -196,11 +191,11 @@ def test_exceptions_the_rule_accepts_are_retried_as_connection_failures() -> Non
     def foreign(request: httpx2.Request) -> httpx2.Response:
         raise _Foreign("tls record layer failure")
 
+    def rule(exc: Exception) -> bool:
+        return isinstance(exc, _Foreign)
+
     script = Script(foreign, lambda r: httpx2.Response(200, json=OK))
-    transport = ResilientTransport(httpx2.MockTransport(script), policy=Policy(max_attempts=2),
-                                   clock=clock, rng=FakeRandom(fixed=0.5),
-                                   retry_exceptions=lambda exc: isinstance(exc, _Foreign))
-    with httpx2.Client(transport=transport, base_url="http://provider.test") as client:
+    with driver.client(script, clock=clock, retry_exceptions=rule, max_attempts=2) as client:
         assert post(client).status_code == 200
         assert len(script.requests) == 2 and len(clock.sleeps) == 1
         script.answers = [foreign]  # every attempt fails: the caller sees the wrapped error
@@ -215,9 +210,7 @@ def test_exceptions_the_rule_accepts_are_retried_as_connection_failures() -> Non
         raise ValueError("not for the rule")
 
     script = Script(other)
-    transport = ResilientTransport(httpx2.MockTransport(script), policy=Policy(), clock=clock,
-                                   retry_exceptions=lambda exc: isinstance(exc, _Foreign))
-    with httpx2.Client(transport=transport, base_url="http://provider.test") as client, \
+    with driver.client(script, clock=clock, retry_exceptions=rule) as client, \
             pytest.raises(ValueError, match="not for the rule"):
         post(client)
     assert len(script.requests) == 1
@@ -250,7 +243,7 @@ async def test_the_rule_covers_the_wrapped_transport_not_resilient_llms_own_code
     asynchronous: bool, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from resilient_llm import ForeignTransportError
-    from resilient_llm.transport.drivers import _Base
+    from resilient_llm.transport.shared import DriverBase
 
     clock = FakeClock()
 
@@ -270,7 +263,7 @@ async def test_the_rule_covers_the_wrapped_transport_not_resilient_llms_own_code
     def broken_observe(*args: Any) -> None:
         raise RuntimeError("a bug in resilient-llm")
 
-    monkeypatch.setattr(_Base, "observe", broken_observe)
+    monkeypatch.setattr(DriverBase, "observe", broken_observe)
     script = Script(lambda r: httpx2.Response(200, json=OK))
     with pytest.raises(RuntimeError, match="a bug in resilient-llm"):
         await _post_with(_foreign_transport(script, clock, asynchronous), asynchronous)
@@ -300,18 +293,79 @@ async def test_a_foreign_error_while_reading_the_body_is_not_retried(asynchronou
     assert len(script.requests) == 1  # the same in both drivers: only sending is covered
 
 
-def test_one_shot_bodies_are_not_retried() -> None:
+# --- the two drivers used to disagree here ----------------------------------------------------
+
+
+def _in_call(clock: FakeClock) -> tuple[Any, Any]:
+    from resilient_llm.engine.call import start_call
+
+    return start_call(Policy(), target="gpt-4.1", clock=clock)
+
+
+def _error_body_then(fail: Exception) -> Callable[[httpx2.Request], httpx2.Response]:
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        def body() -> Iterator[bytes]:
+            yield b'{"error": {"message": "m", '
+            raise fail
+
+        return httpx2.Response(500, headers={"content-type": "application/json"},
+                               content=body())
+
+    return answer
+
+
+def test_a_failed_error_body_read_is_a_retryable_failure_with_its_status(driver: Driver) -> None:
+    from resilient_llm.engine.call import end_call
+
+    clock = FakeClock()
+    script = Script(_error_body_then(httpx2.ReadError("reset while reading")),
+                    lambda r: httpx2.Response(200, json=OK))
+    call, token = _in_call(clock)
+    try:
+        with driver.client(script, clock=clock) as client:
+            assert post(client).status_code == 200
+    finally:
+        end_call(token)
+    assert len(script.requests) == 2
+    first, second = call.record.attempts
+    assert (first.number, first.failure, first.status) == (1, "connection_reset", 500)
+    assert (second.number, second.failure, second.status) == (2, None, 200)
+
+
+def test_an_attempt_that_ends_in_a_foreign_error_is_still_recorded(driver: Driver) -> None:
+    from resilient_llm.engine.call import end_call
+
+    clock = FakeClock()
+    script = Script(_error_body_then(_Foreign("a bug below the transport")))
+    call, token = _in_call(clock)
+    try:
+        with driver.client(script, clock=clock) as client, pytest.raises(_Foreign):
+            post(client)
+    finally:
+        end_call(token)
+    assert len(script.requests) == 1  # not a provider failure: never retried
+    (attempt,) = call.record.attempts
+    assert (attempt.number, attempt.target, attempt.status) == (1, "gpt-4.1", 500)
+
+
+def test_one_shot_bodies_are_not_retried(driver: Driver) -> None:
     clock = FakeClock()
     script = Script(lambda r: error(503))
-    with client_for(script, clock=clock) as client:
-        response = client.post("/v1/files", content=iter([b"part1", b"part2"]))
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"part1"
+        yield b"part2"
+
+    content: Any = parts() if driver.asynchronous else iter([b"part1", b"part2"])
+    with driver.client(script, clock=clock) as client:
+        response = client.post("/v1/files", content=content)
     assert response.status_code == 503 and len(script.requests) == 1
 
 
 # --- streams ----------------------------------------------------------------------------------
 
 
-def test_error_event_before_output_is_retried() -> None:
+def test_error_event_before_output_is_retried(driver: Driver) -> None:
     clock = FakeClock()
     overloaded = json.dumps({"error": {"type": "overloaded_error", "message": "busy"}})
     script = Script(
@@ -319,20 +373,20 @@ def test_error_event_before_output_is_retried() -> None:
         lambda r: stream_response([sse(chunk(role="assistant"), chunk("Hel"), chunk("lo"),
                                        "[DONE]")]),
     )
-    with client_for(script, clock=clock) as client, \
+    with driver.client(script, clock=clock) as client, \
             client.stream("POST", "/v1/chat/completions", json=BODY) as response:
         text = b"".join(response.iter_bytes())
     assert b"Hel" in text and b"[DONE]" in text
     assert len(script.requests) == 2
 
 
-def test_cut_after_output_raises_stream_interrupted_with_partial_text() -> None:
+def test_cut_after_output_raises_stream_interrupted_with_partial_text(driver: Driver) -> None:
     clock = FakeClock()
     script = Script(lambda r: stream_response(
         [sse(chunk(role="assistant"), chunk("Hel"), chunk("lo wor"))],
         fail=httpx2.RemoteProtocolError("peer closed connection"),
     ))
-    with client_for(script, clock=clock) as client, \
+    with driver.client(script, clock=clock) as client, \
             client.stream("POST", "/v1/chat/completions", json=BODY) as response, \
             pytest.raises(StreamInterrupted) as info:
         for _ in response.iter_bytes():
@@ -346,11 +400,13 @@ def test_cut_after_output_raises_stream_interrupted_with_partial_text() -> None:
     ("tail", "failure"),
     [([], "stream_incomplete"), (["{not json"], "stream_malformed")],
 )
-def test_truncated_or_malformed_stream_never_looks_complete(tail: list[str], failure: str) -> None:
+def test_truncated_or_malformed_stream_never_looks_complete(
+    tail: list[str], failure: str, driver: Driver,
+) -> None:
     clock = FakeClock()
     parts = [sse(chunk("Hi"))] + ([sse(*tail)] if tail else [])
     script = Script(lambda r: stream_response(parts))
-    with client_for(script, clock=clock) as client, \
+    with driver.client(script, clock=clock) as client, \
             client.stream("POST", "/v1/chat/completions", json=BODY) as response, \
             pytest.raises(StreamInterrupted) as info:
         for _ in response.iter_bytes():
@@ -358,104 +414,29 @@ def test_truncated_or_malformed_stream_never_looks_complete(tail: list[str], fai
     assert info.value.failure == failure and info.value.partial_text == "Hi"
 
 
-def test_malformed_event_before_output_is_retried() -> None:
+def test_malformed_event_before_output_is_retried(driver: Driver) -> None:
     clock = FakeClock()
     script = Script(
         lambda r: stream_response([sse(chunk(role="assistant"), "{oops")]),
         lambda r: stream_response([sse(chunk("ok"), "[DONE]")]),
     )
-    with client_for(script, clock=clock) as client, \
+    with driver.client(script, clock=clock) as client, \
             client.stream("POST", "/v1/chat/completions", json=BODY) as response:
         assert b"[DONE]" in b"".join(response.iter_bytes())
     assert len(script.requests) == 2
 
 
-def test_cut_before_output_is_retried() -> None:
+def test_cut_before_output_is_retried(driver: Driver) -> None:
     clock = FakeClock()
     script = Script(
         lambda r: stream_response([sse(chunk(role="assistant"))],
                                   fail=httpx2.ReadError("reset")),
         lambda r: stream_response([sse(chunk("ok"), "[DONE]")]),
     )
-    with client_for(script, clock=clock) as client, \
+    with driver.client(script, clock=clock) as client, \
             client.stream("POST", "/v1/chat/completions", json=BODY) as response:
         assert b"[DONE]" in b"".join(response.iter_bytes())
     assert len(script.requests) == 2
-
-
-# --- async driver -----------------------------------------------------------------------------
-
-
-def async_client_for(handler: Callable[[httpx2.Request], Any], *, clock: FakeClock,
-                     **policy: Any) -> httpx2.AsyncClient:
-    transport = AsyncResilientTransport(
-        httpx2.MockTransport(handler), policy=Policy(**policy), clock=clock,
-        rng=FakeRandom(fixed=0.5),
-    )
-    return httpx2.AsyncClient(transport=transport, base_url="http://provider.test")
-
-
-@pytest.mark.anyio
-async def test_async_retry_after_then_success() -> None:
-    clock = FakeClock()
-    script = Script(lambda r: error(429, "rate_limit_exceeded", {"retry-after": "1"}),
-                    lambda r: httpx2.Response(200, json=OK))
-    async with async_client_for(script, clock=clock) as client:
-        response = await client.post("/v1/chat/completions", json=BODY)
-    assert response.status_code == 200 and len(script.requests) == 2
-    assert clock.sleeps[0] >= 1.0
-
-
-@pytest.mark.anyio
-async def test_async_deadline_fails_fast() -> None:
-    clock = FakeClock()
-    script = Script(lambda r: error(429, "rate_limit_exceeded", {"retry-after": "30"}))
-    async with async_client_for(script, clock=clock, deadline=2) as client:
-        with pytest.raises(DeadlineExceeded):
-            await client.post("/v1/chat/completions", json=BODY)
-    assert clock.sleeps == [] and len(script.requests) == 1
-
-
-@pytest.mark.anyio
-async def test_async_stream_cut_after_output() -> None:
-    clock = FakeClock()
-
-    async def body() -> AsyncIterator[bytes]:
-        yield sse(chunk("par"), chunk("tial"))
-        raise httpx2.RemoteProtocolError("peer closed connection")
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body())
-
-    async with async_client_for(handler, clock=clock) as client:
-        async with client.stream("POST", "/v1/chat/completions", json=BODY) as response:
-            with pytest.raises(StreamInterrupted) as info:
-                async for _ in response.aiter_bytes():
-                    pass
-    assert info.value.partial_text == "partial" and info.value.failure == "stream_cut"
-
-
-@pytest.mark.anyio
-async def test_async_error_event_before_output_is_retried() -> None:
-    clock = FakeClock()
-    answers = [
-        sse(json.dumps({"error": {"type": "overloaded_error", "message": "busy"}})),
-        sse(chunk("fine"), "[DONE]"),
-    ]
-    seen: list[httpx2.Request] = []
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        seen.append(request)
-
-        async def body(data: bytes = answers[len(seen) - 1]) -> AsyncIterator[bytes]:
-            yield data
-
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body())
-
-    async with async_client_for(handler, clock=clock) as client:
-        async with client.stream("POST", "/v1/chat/completions", json=BODY) as response:
-            data = b"".join([part async for part in response.aiter_bytes()])
-    assert b"fine" in data and len(seen) == 2
 
 
 # --- every failure class through both drivers -------------------------------------------------
@@ -489,27 +470,12 @@ def _handler(case: Any, seen: list[httpx2.Request]) -> Callable[[httpx2.Request]
 
 
 @pytest.mark.parametrize(("name", "case", "attempts"), CLASS_CASES, ids=[c[0] for c in CLASS_CASES])
-def test_failure_class_sync(name: str, case: Any, attempts: int) -> None:
+def test_failure_class(name: str, case: Any, attempts: int, driver: Driver) -> None:
     seen: list[httpx2.Request] = []
     clock = FakeClock()
-    transport = ResilientTransport(httpx2.MockTransport(_handler(case, seen)),
-                                   policy=Policy(max_attempts=2), clock=clock,
-                                   rng=FakeRandom(fixed=0.5))
-    with httpx2.Client(transport=transport, base_url="http://provider.test") as client:
-        with contextlib.suppress(httpx2.TransportError):
-            post(client)
-    assert len(seen) == attempts
-    assert len(clock.sleeps) == attempts - 1
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize(("name", "case", "attempts"), CLASS_CASES, ids=[c[0] for c in CLASS_CASES])
-async def test_failure_class_async(name: str, case: Any, attempts: int) -> None:
-    seen: list[httpx2.Request] = []
-    clock = FakeClock()
-    async with async_client_for(_handler(case, seen), clock=clock, max_attempts=2) as client:
-        with contextlib.suppress(httpx2.TransportError):
-            await client.post("/v1/chat/completions", json=BODY)
+    with driver.client(_handler(case, seen), clock=clock, max_attempts=2) as client, \
+            contextlib.suppress(httpx2.TransportError):
+        post(client)
     assert len(seen) == attempts
     assert len(clock.sleeps) == attempts - 1
 
@@ -517,28 +483,28 @@ async def test_failure_class_async(name: str, case: Any, attempts: int) -> None:
 # --- pressure in the drivers -----------------------------------------------------------------
 
 
-def test_admission_that_cannot_happen_before_the_deadline_fails_at_once() -> None:
+def test_admission_that_cannot_happen_before_the_deadline_fails_at_once(driver: Driver) -> None:
     clock = FakeClock()
     paced = {"x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "0",
              "x-ratelimit-reset-requests": "20s"}  # 0.5 requests per second, none left
     script = Script(lambda r: httpx2.Response(200, json=OK, headers=paced))
-    with client_for(script, clock=clock, deadline=10) as client:
+    with driver.client(script, clock=clock, deadline=10) as client:
         assert post(client).status_code == 200
-    with client_for(script, clock=clock, deadline=1) as client, \
+    with driver.client(script, clock=clock, deadline=1) as client, \
             pytest.raises(DeadlineExceeded, match="deadline"):
         post(client)
     assert len(script.requests) == 1  # the second call never reached the provider
     assert clock.sleeps == []
 
 
-def test_pacer_wait_that_fits_is_waited_and_reported_as_queue_wait() -> None:
+def test_pacer_wait_that_fits_is_waited_and_reported_as_queue_wait(driver: Driver) -> None:
     from resilient_llm.engine.call import start_call
 
     clock = FakeClock()
     paced = {"x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "0",
              "x-ratelimit-reset-requests": "20s"}
     script = Script(lambda r: httpx2.Response(200, json=OK, headers=paced))
-    with client_for(script, clock=clock, deadline=10) as client:
+    with driver.client(script, clock=clock, deadline=10) as client:
         post(client)
         call, token = start_call(Policy(deadline=10), target="gpt-4.1", clock=clock)
         try:
@@ -551,7 +517,7 @@ def test_pacer_wait_that_fits_is_waited_and_reported_as_queue_wait() -> None:
     assert call.record.queue_wait == pytest.approx(2.0)
 
 
-def test_a_token_limit_paces_by_the_size_of_each_request() -> None:
+def test_a_token_limit_paces_by_the_size_of_each_request(driver: Driver) -> None:
     from resilient_llm.engine.pressure import estimate_tokens, registry
 
     clock = FakeClock()
@@ -561,7 +527,7 @@ def test_a_token_limit_paces_by_the_size_of_each_request() -> None:
              "x-ratelimit-reset-tokens": "50s"}
     script = Script(lambda r: httpx2.Response(200, json=OK, headers=paced))
     big = {**BODY, "messages": [{"role": "user", "content": "x" * 8_000}]}
-    with client_for(script, clock=clock, deadline=60) as client:
+    with driver.client(script, clock=clock, deadline=60) as client:
         post(client)  # learns the limit
         (state,) = registry._targets.values()
         assert state.paces_tokens
@@ -573,13 +539,13 @@ def test_a_token_limit_paces_by_the_size_of_each_request() -> None:
     assert clock.sleeps[0] == pytest.approx((need - 1_000) / 100, rel=0.05)
 
 
-def test_spent_retry_budget_fails_instead_of_adding_load() -> None:
+def test_spent_retry_budget_fails_instead_of_adding_load(driver: Driver) -> None:
     from resilient_llm import RetryBudgetExhausted
     from resilient_llm.engine.pressure import registry
 
     clock = FakeClock()
     script = Script(lambda r: httpx2.Response(200, json=OK), lambda r: error(503))
-    with client_for(script, clock=clock, max_attempts=4) as client:
+    with driver.client(script, clock=clock, max_attempts=4) as client:
         assert post(client).status_code == 200
         (state,) = registry._targets.values()
         state.budget.tokens = 5.0  # sustained failures elsewhere spent it down to the floor
@@ -592,7 +558,7 @@ def test_spent_retry_budget_fails_instead_of_adding_load() -> None:
 
 
 def test_the_single_pass_header_lookup_agrees_with_httpx2() -> None:
-    from resilient_llm.transport.drivers import _header
+    from resilient_llm.transport.shared import header as _header
 
     headers = httpx2.Headers([(b"Content-Type", b"application/json"), (b"X-Twice", b"a"),
                               (b"x-twice", b"b"), (b"Authorization", "Bearer é".encode())])
@@ -607,7 +573,7 @@ def test_the_single_pass_header_lookup_agrees_with_httpx2() -> None:
 
 
 def test_adding_an_absent_header_matches_httpx2_setitem() -> None:
-    from resilient_llm.transport.drivers import _add_header
+    from resilient_llm.transport.shared import add_header as _add_header
 
     ours = httpx2.Headers({"Accept": "application/json"})
     theirs = httpx2.Headers({"Accept": "application/json"})
@@ -622,7 +588,7 @@ def test_adding_an_absent_header_matches_httpx2_setitem() -> None:
 async def test_the_attempt_timeout_expires_and_says_so(anyio_backend: str) -> None:
     import anyio
 
-    from resilient_llm.transport.drivers import _AttemptTimeout
+    from resilient_llm.transport.asynchronous import _AttemptTimeout
 
     async with _AttemptTimeout(0.02) as scope:
         await anyio.sleep(5)
@@ -639,7 +605,7 @@ async def test_an_outer_cancellation_is_not_taken_for_the_attempt_timeout(
 ) -> None:
     import anyio
 
-    from resilient_llm.transport.drivers import _AttemptTimeout
+    from resilient_llm.transport.asynchronous import _AttemptTimeout
 
     ran_on = False
     with anyio.move_on_after(0.02) as outer:

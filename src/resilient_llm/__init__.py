@@ -29,7 +29,7 @@ from .engine.pressure import PressureSnapshot, pressure_snapshot
 from .events.bus import Event, subscribe
 from .events.outcome import AttemptInfo, Outcome, outcome
 from .idempotency.side_effect import SideEffect, current_idempotency_key, run, side_effect
-from .transport.drivers import AsyncResilientTransport, ForeignTransportError, ResilientTransport
+from .transport import AsyncResilientTransport, ForeignTransportError, ResilientTransport
 
 __version__ = "0.1.0"
 

@@ -11,7 +11,7 @@ classes behave exactly like the official ones, SDK retries included.
 How it sits on the SDK (design principle 6: public seams first):
 
 * the ``http_client`` transport (public seam): the SDK's own httpx2 client, default or the
-  caller's, gets :class:`~resilient_llm.transport.drivers.ResilientTransport` under every transport,
+  caller's, gets :class:`~resilient_llm.transport.ResilientTransport` under every transport,
   so its limits, proxies and TCP keep-alive options stay as the SDK set them;
 * ``request()`` (the SDK's documented low-level method): opens the logical call (deadline
   clock, policy, attempt cap) and turns the SDK's retry loop off for it, so attempts never

@@ -12,50 +12,11 @@ from typing import Any, TypeVar, cast
 
 from .._policy import Policy, Priority
 from .deadline import Deadline
+from .overrides import OVERRIDES, Overrides, effective_policy, freeze, push
 
 __all__ = ["effective_policy", "resilient"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-# Each override is (field, hashable form, original value); sorted by field.
-_Overrides = tuple[tuple[str, Any, Any], ...]
-_OVERRIDES: contextvars.ContextVar[_Overrides] = contextvars.ContextVar(
-    "resilient_llm_overrides", default=()
-)
-_derived: dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[Policy, Policy]] = {}
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def effective_policy(base: Policy) -> Policy:
-    """``base`` with the overrides of every enclosing ``@resilient`` scope applied (cached)."""
-    overrides = _OVERRIDES.get()
-    if not overrides:
-        return base
-    key = (id(base), tuple((name, frozen) for name, frozen, _ in overrides))
-    hit = _derived.get(key)
-    if hit is not None and hit[0] is base:
-        return hit[1]
-    derived = base.replace(**{name: value for name, _, value in overrides})
-    if len(_derived) > 1024:
-        _derived.clear()
-    _derived[key] = (base, derived)
-    return derived
-
-
-def _push(changes: _Overrides) -> contextvars.Token[_Overrides]:
-    if not changes:
-        return _OVERRIDES.set(_OVERRIDES.get())
-    merged = {name: (frozen, value) for name, frozen, value in _OVERRIDES.get()}
-    merged.update({name: (frozen, value) for name, frozen, value in changes})
-    return _OVERRIDES.set(tuple((name, *merged[name]) for name in sorted(merged)))
-
 
 class _Resilient:
     """The scope object behind :func:`resilient`."""
@@ -69,21 +30,21 @@ class _Resilient:
         if changes:
             Policy(**changes)
         self._changes = changes
-        self._frozen: _Overrides = tuple(
-            (k, _freeze(v), v) for k, v in sorted(changes.items())
+        self._frozen: Overrides = tuple(
+            (k, freeze(v), v) for k, v in sorted(changes.items())
         )
         self._deadline = seconds
         self._tool = tool
         self._tool_reserve = tool_reserve
-        self._token: contextvars.Token[_Overrides] | None = None
+        self._token: contextvars.Token[Overrides] | None = None
         self._scope: Deadline | None = None
 
     def _push(self) -> None:
-        self._token = _push(self._frozen)
+        self._token = push(self._frozen)
 
     def _pop(self) -> None:
         if self._token is not None:
-            _OVERRIDES.reset(self._token)
+            OVERRIDES.reset(self._token)
             self._token = None
 
     def __enter__(self) -> _Resilient:
@@ -126,27 +87,27 @@ class _Resilient:
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                token = _push(frozen)
+                token = push(frozen)
                 try:
                     if seconds is None:
                         return await func(*args, **kwargs)
                     async with Deadline(seconds):
                         return await func(*args, **kwargs)
                 finally:
-                    _OVERRIDES.reset(token)
+                    OVERRIDES.reset(token)
 
             return cast(F, async_wrapper)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = _push(frozen)
+            token = push(frozen)
             try:
                 if seconds is None:
                     return func(*args, **kwargs)
                 with Deadline(seconds):
                     return func(*args, **kwargs)
             finally:
-                _OVERRIDES.reset(token)
+                OVERRIDES.reset(token)
 
         return cast(F, wrapper)
 

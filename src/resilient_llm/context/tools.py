@@ -33,6 +33,7 @@ from .._clock import Clock
 from .._errors import DeadlineExceeded
 from .._policy import Policy
 from .deadline import Deadline, remaining, to_seconds
+from .overrides import effective_policy
 
 __all__ = ["current_policy", "deadline_headers", "tool", "tool_limit"]
 
@@ -56,8 +57,6 @@ def current_policy() -> Policy:
     if cached is None or cached[0] != env:
         cached = (env, Policy.from_env())
         _env_policy = cached
-    from .scope import effective_policy
-
     return effective_policy(cached[1])
 
 

@@ -3,7 +3,7 @@
 The drop-in classes subclass the official ones and touch them through their seams:
 
 * the ``http_client`` transport (public): every request runs through
-  :class:`~resilient_llm.transport.drivers.ResilientTransport`;
+  :class:`~resilient_llm.transport.ResilientTransport`;
 * ``request()`` (the SDKs' low-level public method): starts the logical call (deadline clock,
   policy, attempt cap), turns the SDK's own retries off for it, and registers the result for
   ``outcome()``;
@@ -37,7 +37,7 @@ from ..context.scope import effective_policy
 from ..engine.call import Call, end_call, start_call
 from ..engine.classify import FailureClass
 from ..events.outcome import register
-from ..transport.drivers import AsyncResilientTransport, ForeignTransportError, ResilientTransport
+from ..transport import AsyncResilientTransport, ForeignTransportError, ResilientTransport
 
 __all__ = [
     "CallScope",

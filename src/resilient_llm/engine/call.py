@@ -1,7 +1,7 @@
 """The decision core: what to do next in a call, decided without I/O.
 
 A logical call is a :class:`Call`: the policy in force, one absolute deadline, the attempts so
-far. The drivers in ``_transport`` (sync and async) ask it two questions and perform the
+far. The request's plan (:mod:`.plan`) asks it two questions and the drivers perform the
 answer:
 
 * :meth:`Call.next_attempt` → :class:`Send` (with every timeout clipped to the time left) or
@@ -192,13 +192,23 @@ class Call:
 
     # --- decisions ----------------------------------------------------------------------------
 
+    def route_to(self, model: str) -> None:
+        """The call's next attempts go to ``model`` (a fallback of the one it asked for)."""
+        self.target = model
+
+    def note_error(self, error: BaseException) -> None:
+        """Keep ``error`` as the cause a later :meth:`deadline_error` reports."""
+        self.last_error = error
+
     def next_attempt(
-        self, requested: Mapping[str, float | None] | None, *, share: float = 1.0
+        self, requested: Mapping[str, float | None] | None, *, share: float = 1.0,
+        target: str | None = None,
     ) -> Send | GiveUp:
         """Plan the next attempt, or give up when the deadline or the attempt cap forbids one.
 
         ``share`` < 1 caps this attempt to that share of the time left (a fallback remains and
-        must keep a budget of its own).
+        must keep a budget of its own). ``target`` names another model than the call's for
+        this one attempt (a hedge on the next target of the chain).
         """
         if self.attempts >= self.max_attempts:
             return GiveUp("attempts", self.last_failure)
@@ -214,7 +224,13 @@ class Call:
             first = min(first, left)
             idle = min(idle, left)
         self.attempts += 1
-        return Send(self.attempts, clip_timeouts(requested, left), first, idle, self.target)
+        return Send(self.attempts, clip_timeouts(requested, left), first, idle,
+                    self.target if target is None else target)
+
+    def withdraw(self, send: Send) -> None:
+        """The attempt ``send`` was planned but will never be made (a hedge not admitted)."""
+        if send.attempt == self.attempts:
+            self.attempts -= 1
 
     def after_failure(
         self,

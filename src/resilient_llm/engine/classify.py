@@ -40,12 +40,20 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 __all__ = [
+    "STREAM_FAULTS",
     "Failure",
     "FailureClass",
+    "classify_body_read_error",
     "classify_error_body",
     "classify_exception",
     "classify_status",
+    "classify_stream_error",
+    "deadline_failure",
+    "first_token_timeout",
     "parse_retry_after",
+    "stream_ended_early",
+    "stream_interruption",
+    "unknown_failure",
 ]
 
 ProviderName = Literal["openai", "anthropic"]
@@ -295,3 +303,55 @@ def classify_exception(exc: BaseException) -> Failure | None:
     else:
         kind = FailureClass.CONNECTION_RESET
     return Failure(kind=kind, retryable=True, message=name)
+
+
+# --- failures the drivers meet outside a status or a transport exception ----------------------
+
+#: The classes of a broken stream (as opposed to an error event the provider sent in it).
+STREAM_FAULTS = frozenset({
+    FailureClass.STREAM_MALFORMED, FailureClass.STREAM_INCOMPLETE, FailureClass.STREAM_CUT,
+    FailureClass.STREAM_STALL, FailureClass.FIRST_TOKEN_TIMEOUT,
+})
+
+
+def unknown_failure() -> Failure:
+    """An attempt that ended without a classified outcome (the driver itself failed)."""
+    return Failure(kind=FailureClass.SERVER_ERROR, retryable=False)
+
+
+def deadline_failure() -> Failure:
+    """An attempt the call's deadline cut short."""
+    return Failure(FailureClass.TIMEOUT, True, message="deadline")
+
+
+def classify_body_read_error(exc: BaseException) -> Failure:
+    """A transport error while reading a response's body (the status had arrived): the
+    connection failed mid-response, retryable like a reset before it."""
+    return classify_exception(exc) or Failure(FailureClass.CONNECTION_RESET, True,
+                                              message=type(exc).__name__)
+
+
+def first_token_timeout() -> Failure:
+    """A stream that produced no output within the first-token limit."""
+    return Failure(FailureClass.FIRST_TOKEN_TIMEOUT, True,
+                   message="no output within the first-token limit")
+
+
+def stream_ended_early() -> Failure:
+    """A stream whose body ended before any output or terminal event."""
+    return Failure(FailureClass.STREAM_INCOMPLETE, True, message="stream ended before any output")
+
+
+def classify_stream_error(exc: BaseException) -> Failure:
+    """A transport error while reading a stream before its first output: a stall (a read
+    timed out) or a cut (the connection dropped)."""
+    import httpx2
+
+    kind = (FailureClass.STREAM_STALL if isinstance(exc, httpx2.TimeoutException)
+            else FailureClass.STREAM_CUT)
+    return Failure(kind, True, message=type(exc).__name__)
+
+
+def stream_interruption(kind: FailureClass) -> Failure:
+    """A stream that broke after output had started: never retried as it is."""
+    return Failure(kind=kind, retryable=False)

@@ -160,6 +160,11 @@ class Router:
             return "move"
         return "retry" if self.tries_here < 2 else "move"
 
+    def failed_here(self, error: BaseException) -> None:
+        """An attempt on the current target failed with ``error`` (kept as its cause)."""
+        self.causes[str(self.current)] = error
+        self.tries_here += 1
+
     def move(self, reason: str, failure: Failure | None = None) -> bool:
         """Advance to the next target; ``False`` when the chain is exhausted."""
         if failure is not None and failure.kind is FailureClass.CONTEXT_LENGTH:

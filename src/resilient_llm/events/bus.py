@@ -12,13 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from .._fastinit import fast_frozen_init
+from .event import ALL_KINDS, Event, EventKind
 
 if TYPE_CHECKING:
-    from ..engine.classify import Failure
     from .outcome import CallRecord
 
 __all__ = ["ALL_KINDS", "Event", "EventKind", "Listener", "emit", "needed", "set_builtin", "start",
@@ -26,41 +24,9 @@ __all__ = ["ALL_KINDS", "Event", "EventKind", "Listener", "emit", "needed", "set
 
 log = logging.getLogger("resilient_llm")
 
-EventKind = Literal[
-    "call_started",
-    "attempt_started",
-    "attempt_finished",
-    "waited",
-    "fell_back",
-    "breaker_changed",
-    "stream_committed",
-    "succeeded",
-    "gave_up",
-    "stream_finished",
-    "stream_interrupted",
-]
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One transition. ``at`` is seconds since the call started (monotonic)."""
-
-    kind: EventKind
-    at: float
-    attempt: int = 0
-    target: str | None = None
-    failure: Failure | None = None
-    status: int | None = None
-    seconds: float = 0.0
-    detail: str = ""
-
-
-fast_frozen_init(Event)
 
 Listener = Callable[["CallRecord", Event], None]
 
-#: Every event kind (a call's ``quiet`` set may name any of them).
-ALL_KINDS: frozenset[str] = frozenset(EventKind.__args__)  # type: ignore[attr-defined]
 
 _listeners: tuple[Listener, ...] = ()
 # The built-in listener (telemetry) and its per-call decision of which kinds it needs.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._fastinit import fast_frozen_init
-from .bus import Event
+from .event import Event
 
 __all__ = ["AttemptInfo", "CallRecord", "Outcome", "outcome", "register"]
 

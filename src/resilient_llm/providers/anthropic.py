@@ -26,7 +26,7 @@ from typing import Any
 
 from ..engine.classify import Failure, classify_error_body
 from ..engine.pressure import RateLimits as RateLimit
-from ._ratelimits import count
+from ._numbers import count
 from ._sse import StreamScanner
 
 __all__ = [

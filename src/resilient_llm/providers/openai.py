@@ -11,7 +11,7 @@ from typing import Any
 
 from ..engine.classify import classify_error_body
 from ..engine.pressure import RateLimits as RateLimit
-from ._ratelimits import count, parse_go_duration
+from ._numbers import count, parse_go_duration
 from ._sse import StreamScanner
 
 __all__ = ["OPENAI", "RATE_LIMIT_DIMENSIONS", "OpenAIWire", "RateLimit", "rate_limits"]

@@ -1,11 +1,11 @@
 """The two clients the simulator compares, on the same traffic and seeds.
 
 * :class:`ResilientClient` runs each call through the library's own decision code — the
-  request plan the drivers use (routing, breaker, admission, pacer, concurrency limit, retry
-  budget, attempt planning, backoff, give-up → error) — with the provider's answers built as
-  real ``httpx2`` responses and classified by the same functions. Only the I/O is simulated:
-  :func:`_drive` performs the plan's actions on virtual time, as the sync driver does on real
-  time. It is the one place that knows the plan's shape.
+  request plan the drivers drive (``engine.plan.Plan``: routing, breaker, admission, pacer,
+  concurrency limit, retry budget, attempt planning, backoff, give-up → error) — with the
+  provider's answers classified and their headers parsed by the same functions the drivers
+  use. Only the I/O is simulated: :func:`_drive` performs the plan's actions on virtual time,
+  as the sync driver does on real time.
 * :class:`ControlClient` is the official SDK's retry loop: 2 retries, exponential backoff
   (0.5 s doubling, at most 8 s, minus up to 25 % jitter), ``Retry-After`` honoured up to 60 s,
   retries on 408/409/429/5xx and connection errors, and a 600 s timeout per attempt.
@@ -26,10 +26,12 @@ from typing import Any
 import httpx2
 
 from ..._policy import Policy, Priority
-from ...engine.call import MIN_ATTEMPT
-from ...engine.classify import Failure, classify_exception, classify_status
-from ...engine.pressure import registry
-from ...transport.drivers import _Base, _Plan
+from ...engine.call import Send, Wait, end_call, start_call
+from ...engine.classify import classify_exception, classify_status
+from ...engine.plan import Admit, Admitted, Failed, Plan, Raise, Return, Served
+from ...engine.plan import Reply as PlanReply
+from ...engine.pressure import TargetKey, TargetPressure
+from ...providers._ratelimits import parse_rate_limits
 from .._fake_clock import FakeRandom
 from .loop import Loop, SimClock, SimEvent
 from .providers import ProviderModel, Reply
@@ -41,7 +43,8 @@ _BODY_429 = json.dumps({"error": {"message": "rate limited", "type": "requests",
 _BODY_5XX = json.dumps({"error": {"message": "unavailable", "type": "server_error"}}).encode()
 _BODY_529 = json.dumps({"type": "error", "error": {"type": "overloaded_error",
                                                    "message": "overloaded"}}).encode()
-_BODY_OK = b'{"id":"sim","object":"chat.completion","choices":[]}'
+#: The token estimate of a simulated request (a short prompt and ``max_tokens`` 16).
+_COST = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,130 +84,155 @@ class World:
 
 
 class ResilientClient:
-    """One process using resilient-llm: its own transport state, the shared pressure registry.
-
-    Processes of one fleet share one registry in this Python process; each gets its own
-    endpoint host so their targets' state stays apart, as in separate processes.
-    """
+    """One process using resilient-llm: its own pressure states (one per model), so the
+    processes of a fleet without Redis learn apart, as separate processes do."""
 
     def __init__(self, world: World, *, policy: Policy, seed: int, process: int = 0) -> None:
         self.world = world
-        clock = SimClock(world.loop)
-        rng = FakeRandom(seed * 1009 + process)
-        self._bases = {
-            priority: _Base(policy=policy.replace(priority=priority), provider="openai",
-                            clock=clock, rng=rng, retry_exceptions=None)
-            for priority in ("interactive", "batch")
-        }
-        self.url = f"http://p{process}.sim.invalid/v1/chat/completions"
+        self._clock = SimClock(world.loop)
+        self._rng = FakeRandom(seed * 1009 + process)
+        self._policies = {priority: policy.replace(priority=priority)
+                          for priority in ("interactive", "batch")}
+        self._states: dict[str | None, TargetPressure] = {}
+        self._endpoint = f"http://p{process}.sim.invalid:80"
+
+    def state(self, model: str | None) -> TargetPressure:
+        """This process's pressure state for ``model``."""
+        found = self._states.get(model)
+        if found is None:
+            key = TargetKey.of(self._endpoint, "sim-key", model)
+            found = self._states[model] = TargetPressure(key, self._clock.now())
+        return found
 
     def call(self, model: str, priority: Priority = "interactive") -> Generator[float, None,
                                                                                 CallResult]:
-        body = json.dumps({"model": model, "messages": [], "max_tokens": 16}).encode()
-        request = httpx2.Request("POST", self.url, content=body,
-                                 headers={"authorization": "Bearer sim-key",
-                                          "content-type": "application/json"})
-        return (yield from _drive(self.world, self._bases[priority], request, priority))
+        call, token = start_call(self._policies[priority], target=model, clock=self._clock,
+                                 rng=self._rng)
+        end_call(token)
+        plan = Plan(call, states=self.state, requested=None, replayable=True,
+                    cost=lambda: _COST)
+        return (yield from _drive(self.world, plan, priority))
 
 
-def _drive(world: World, base: _Base, request: httpx2.Request,
-           priority: Priority) -> Generator[float, None, CallResult]:
-    """The sync driver's loop (``ResilientTransport.handle_request``) on virtual time."""
-    loop = world.loop
+def _drive(world: World, plan: Plan, priority: Priority) -> Generator[float, None, CallResult]:
+    """Perform the plan's actions on virtual time, as the sync driver does on real time."""
+    loop, call = world.loop, plan.call
     start = loop.now
     attempts = throttled = 0
     in_attempts = 0.0
 
-    plan: _Plan | None = None
-
     def result(ok: bool, error: str | None) -> CallResult:
-        model = pressure = None
-        if plan is not None:
-            model = plan.target.model or plan.call.target
-            pressure = plan.state.pressure(loop.now)
         return CallResult(start, loop.now, ok, attempts, throttled,
-                          max(0.0, loop.now - start - in_attempts), priority, error, model,
-                          pressure or 0.0)
+                          max(0.0, loop.now - start - in_attempts), priority, error,
+                          plan.target.model or call.target, plan.state.pressure(loop.now))
 
+    flow = plan.run()
     try:
-        plan = _Plan(base, request)
-        call = plan.call
+        action = next(flow)
         while True:
-            send = plan.next_attempt()
-            if isinstance(send, httpx2.Response):
-                return result(send.status_code < 400, f"http_{send.status_code}")
-            if not plan.admit_now():
-                state = plan.state
-                waiter = state.enqueue(call.policy.priority, plan.cost)
-                # Woken when a slot frees, as the async driver's waiters are.
-                waiter.async_event = SimEvent(loop)
-                waiter.loop_thread = threading.get_ident()
-                while True:
-                    admission = state.try_admit(waiter, loop.now)
-                    if admission.granted:
-                        break
-                    left = call.remaining()
-                    wait = admission.wait
-                    if left is not None and (left <= MIN_ATTEMPT
-                                             or (wait is not None and wait > left)):
-                        state.cancel(waiter)
-                        plan.abandon()
-                        raise base.admission_failed(call, state, wait)
-                    # The sync driver polls every 50 ms while no wait is known; a wait
-                    # shorter than float resolution at this time would never advance it.
-                    yield max(wait, 1e-4) if wait is not None else min(0.05, left or 0.05)
-                call.record.pressure = admission.pressure
-            outgoing = plan.prepare(send)
-            started = loop.now
-            reply = world.serve(plan.target.model or call.target or "")
-            attempts += 1
-            read = send.timeouts.get("read")
-            latency = reply.latency if read is None else min(reply.latency, read)
-            yield latency
-            in_attempts += latency
-            outcome = _outcome(base, plan, outgoing, reply, latency < reply.latency, started)
-            if isinstance(outcome, tuple) and outcome[0].kind.value == "rate_limited":
-                throttled += 1
-            step = plan.handle(outcome, started)
-            if isinstance(step, httpx2.Response):
-                return result(step.status_code < 400, None)
-            if step > 0:
-                yield step
-                call.waited(step)
+            if isinstance(action, Return):
+                status = getattr(action.value, "status", 200)
+                return result(status < 400, None if status < 400 else f"http_{status}")
+            if isinstance(action, Raise):
+                return result(False, type(action.error).__name__)
+            reply: PlanReply = None
+            try:
+                if isinstance(action, Send):
+                    started = loop.now
+                    answer = world.serve(plan.target.model or call.target or "")
+                    attempts += 1
+                    call.attempt_started(action)
+                    read = action.timeouts.get("read")
+                    latency = answer.latency if read is None else min(answer.latency, read)
+                    yield latency
+                    in_attempts += latency
+                    reply = _outcome(plan, action, answer, latency < answer.latency, started)
+                    if isinstance(reply, Failed) and reply.failure.status == 429:
+                        throttled += 1
+                elif isinstance(action, Wait):
+                    yield action.seconds
+                else:
+                    reply = yield from _queue(loop, plan, action)
+            except Exception as exc:
+                action = flow.throw(exc)  # the plan frees what the action held
+                continue
+            action = flow.send(reply)
     except Exception as exc:  # the error the caller would see
         return result(False, type(exc).__name__)
 
 
-def _outcome(base: _Base, plan: _Plan, request: httpx2.Request, reply: Reply, timed_out: bool,
-             started: float) -> httpx2.Response | tuple[Failure, httpx2.Response | BaseException]:
-    """``_attempt`` of the sync driver for a simulated reply (no streams, no body reads)."""
+def _queue(loop: Loop, plan: Plan, admit: Admit) -> Generator[float, None, Admitted]:
+    """The sync driver's admission queue: ask, sleep what the pacer says, or until woken."""
+    state, call = admit.state, plan.call
+    began = loop.now
+    waiter = state.enqueue(call.policy.priority, admit.cost)
+    # Woken when a slot frees, as the async driver's waiters are.
+    waiter.async_event = SimEvent(loop)
+    waiter.loop_thread = threading.get_ident()
+    queued = False
+    try:
+        while True:
+            admission = state.try_admit(waiter, loop.now)
+            if admission.granted:
+                break
+            queued = True
+            wait = plan.queue_wait(admission)
+            if wait is not None:
+                # a wait below float resolution at this time would never advance the clock
+                yield max(wait, 1e-4)
+            else:
+                left = call.remaining()
+                yield 0.05 if left is None else max(1e-4, min(0.05, left))
+    except BaseException:
+        state.cancel(waiter)
+        raise
+    return Admitted(admission.pressure, loop.now - began if queued else None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    """What a simulated attempt hands back: the status and headers the plan's caller reads."""
+
+    status: int
+    headers: Mapping[str, str]
+
+
+class _Fault(Exception):
+    """A simulated transport failure (refused, reset, no answer)."""
+
+
+def _outcome(plan: Plan, send: Send, answer: Reply, timed_out: bool,
+             started: float) -> Served | Failed:
+    """The sync driver's ``_exchange`` for a simulated answer (no streams, no body reads)."""
     call, state = plan.call, plan.state
-    if timed_out or reply.status is None:
+    if timed_out or answer.status is None:
         exc: httpx2.TransportError
         if timed_out:
-            exc = httpx2.ReadTimeout("simulated: no answer", request=request)
-        elif reply.fault == "refused":
-            exc = httpx2.ConnectError("simulated: connection refused", request=request)
+            exc = httpx2.ReadTimeout("simulated: no answer")
+        elif answer.fault == "refused":
+            exc = httpx2.ConnectError("simulated: connection refused")
         else:
-            exc = httpx2.ReadError("simulated: connection reset", request=request)
+            exc = httpx2.ReadError("simulated: connection reset")
         failure = classify_exception(exc)
         assert failure is not None
-        call.attempt_finished(failure, None)
-        return failure, exc
-    status = reply.status
-    body = _BODY_OK if status < 400 else (
-        _BODY_429 if status == 429 else _BODY_529 if status == 529 else _BODY_5XX)
-    response = httpx2.Response(status, headers=reply.headers, content=body, request=request)
-    base.observe(state, call, response)
+        call.attempt_finished(failure, None, send)
+        return Failed(failure, exc, exc)
+    status = answer.status
+    headers = httpx2.Headers(answer.headers)
+    if plan.wants_limits(state, status):
+        requests, tokens = parse_rate_limits("openai", headers.raw)
+        plan.observe(state, requests, tokens)
+    response = _Response(status, answer.headers)
     if status >= 400:
-        found = classify_status(status, response.headers, body, "openai")
-        assert found is not None
-        call.attempt_finished(found, status)
-        return found, response
-    call.attempt_finished(None, status)
-    base.release(state, call, started, None)
-    call.succeeded(call.target)
-    return response
+        body = _BODY_429 if status == 429 else _BODY_529 if status == 529 else _BODY_5XX
+        failure = classify_status(status, headers, body, "openai")
+        assert failure is not None
+        call.attempt_finished(failure, status, send)
+        return Failed(failure, response, _Fault(failure.describe()))
+    call.attempt_finished(None, status, send)
+    plan.release(state, started, None)
+    call.succeeded(send.target or call.target)
+    return Served(response)
 
 
 class ControlClient:
@@ -259,9 +287,3 @@ def _retry_after(headers: Mapping[str, Any]) -> float | None:
         return float(ms) / 1000
     seconds = headers.get("retry-after")
     return None if seconds is None else float(seconds)
-
-
-def fresh_state() -> None:
-    """Forget every target's learned state (each simulated run starts cold)."""
-    registry.clear()
-

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..._policy import Policy
-from .clients import CallResult, ControlClient, ResilientClient, World, fresh_state
+from .clients import CallResult, ControlClient, ResilientClient, World
 from .loop import Loop
 from .providers import Fault, ProviderModel
 from .traffic import Client, Traffic
@@ -62,7 +62,6 @@ class CellMetrics:
 
 def simulate(cell: Cell, seed: int, kind: ClientKind) -> tuple[list[CallResult], float]:
     """One run of ``cell``: every call's result, and the run's start time."""
-    fresh_state()
     loop = Loop()
     primary = cell.provider()
     models = {"m": primary}

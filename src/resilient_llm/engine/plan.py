@@ -1,0 +1,471 @@
+"""The per-request state machine: route, admit, send, decide, and map a give-up to its error.
+
+One request that reaches a driver becomes one :class:`Plan` over the logical :class:`Call`
+it belongs to. The plan owns every decision of the request's walk through its targets; the
+drivers (``transport/``) and the simulator only perform what it asks and report back. Nothing
+here reads a socket, sleeps or imports httpx2: the request and response objects pass through
+as opaque values.
+
+Driving a plan
+--------------
+
+:meth:`Plan.run` is a generator, in the manner of httpx's auth flows and tenacity's
+``iter()``: each value it yields is an action, and the driver sends back what happened::
+
+    flow = plan.run()
+    action = next(flow)
+    while True:
+        if isinstance(action, Return):
+            return action.value              # the response to hand back
+        if isinstance(action, Raise):
+            raise action.error               # the error that ends the request
+        try:
+            if isinstance(action, Admit):    # queue for the target's pacer and limit
+                reply = queue(action)        # -> Admitted (plan.queue_wait bounds each wait)
+            elif isinstance(action, Wait):   # back off before the next attempt
+                sleep(action.seconds)
+                reply = None
+            else:                            # Send: one attempt to plan.target
+                reply = attempt(action)      # -> Served(response) | Failed(failure, ...)
+        except BaseException as exc:
+            flow.throw(exc)                  # the plan frees what the action held, re-raises
+            raise
+        action = flow.send(reply)
+
+While an attempt runs, the driver reports what it learns through :meth:`Plan.wants_limits` /
+:meth:`Plan.observe` (rate-limit headers) and :meth:`Plan.release` (the attempt's slot is
+free: on success as soon as the response or first stream output is there), and its events
+through the call (``attempt_started``, ``attempt_finished``, ``succeeded``). A driver never
+assigns a field of the call, the router or a pressure state.
+
+Time and chance come from the call (``Call(clock=..., rng=...)``): a simulator builds its
+calls on a virtual clock and a seeded random source, and passes its own pressure states
+through ``states`` (one per model of the chain), so a whole run is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+
+from .._errors import AllTargetsFailed, CircuitOpen, RetryBudgetExhausted
+from .call import MIN_ATTEMPT, Call, GiveUp, Send, Wait
+from .classify import Failure, FailureClass, unknown_failure
+from .pressure import Admission, RateLimits, TargetPressure
+from .routing import FALLBACK_PATIENCE, Router, Target
+
+__all__ = [
+    "Action",
+    "Admit",
+    "Admitted",
+    "Failed",
+    "Plan",
+    "Raise",
+    "Reply",
+    "Return",
+    "Served",
+]
+
+
+#: Failures that cut the concurrency limit (besides 429s).
+_DROPS = frozenset({FailureClass.TIMEOUT, FailureClass.OVERLOADED})
+
+
+# --- actions (plan → driver) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """Queue for admission to ``state`` (its pacer and concurrency limit), with ``cost`` as the
+    request's token estimate. The uncontended case never gets here: the plan admits it itself."""
+
+    state: TargetPressure
+    cost: float
+
+
+@dataclass(frozen=True, slots=True)
+class Return:
+    """The request is over: hand ``value`` (the response) back to the caller."""
+
+    value: object
+
+
+@dataclass(frozen=True, slots=True)
+class Raise:
+    """The request is over: raise ``error``."""
+
+    error: BaseException
+
+
+#: What :meth:`Plan.run` yields: ``Send`` and ``Wait`` are the call's own decisions.
+Action = Admit | Send | Wait | Return | Raise
+
+
+# --- replies (driver → plan) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """Admission was granted at this ``pressure`` after ``waited`` seconds in the queue
+    (``None``: it never had to wait)."""
+
+    pressure: float
+    waited: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """The attempt produced the response to hand back (a stream: its first output arrived)."""
+
+    response: object
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The attempt failed as ``failure``. ``last`` is what the caller would see if this were
+    the end (an error response to hand back, or an exception to raise); ``error`` is the same
+    as an exception, kept as the cause of whatever error ends the call."""
+
+    failure: Failure
+    last: object
+    error: BaseException
+
+
+Reply = Admitted | Served | Failed | None
+
+
+# --- the plan ---------------------------------------------------------------------------------
+
+
+class Plan:
+    """One request's walk through its call: targets, admission, attempts, waits. No I/O.
+
+    ``states`` returns the pressure state of a model of the chain (``None``: the request names
+    no model); ``requested`` are the caller's phase timeouts, clipped per attempt;
+    ``replayable`` says whether the body can be sent again; ``cost`` computes the request's
+    token estimate, asked for only when a pacer reads it. Raises ``ResidencyViolation`` when
+    the first target is outside the allowed regions.
+    """
+
+    __slots__ = ("_cost", "_cost_of", "_last", "_states", "_states_of", "call", "replayable",
+                 "requested", "requested_model", "router", "state", "target")
+
+    def __init__(
+        self,
+        call: Call,
+        *,
+        states: Callable[[str | None], TargetPressure],
+        requested: Mapping[str, float | None] | None,
+        replayable: bool,
+        cost: Callable[[], float],
+    ) -> None:
+        self.call = call
+        self.requested = requested
+        self.replayable = replayable
+        self._cost_of = cost
+        self._cost: float | None = None
+        self._states_of = states
+        self.router = Router.for_call(call.policy, call.target)
+        self.requested_model = call.target
+        #: The target and pressure state of the attempt being planned or made.
+        self.target: Target = self.router.current
+        self._states: dict[str | None, TargetPressure] = {}
+        self.state = self._state_for(call.target)
+        self._last: Failed | None = None
+
+    @property
+    def cost(self) -> float:
+        """The request's token estimate, computed when first asked for (a token bucket or a
+        queue reads it; the uncontended admission of an unpaced target does not)."""
+        if self._cost is None:
+            self._cost = self._cost_of() if self.replayable else 0.0
+        return self._cost
+
+    def _state_for(self, model: str | None) -> TargetPressure:
+        state = self._states.get(model)
+        if state is None:
+            state = self._states[model] = self._states_of(model)
+        return state
+
+    # --- the flow -----------------------------------------------------------------------------
+
+    def run(self) -> Generator[Action, Reply, None]:
+        """The request's actions, one at a time; see the module docstring for the protocol."""
+        call = self.call
+        while True:
+            action = self._next()
+            if not isinstance(action, Send):
+                yield action
+                return
+            state = self.state
+            try:
+                if not self._admit_now(state):
+                    admitted = yield Admit(state, self.cost)
+                    assert isinstance(admitted, Admitted)
+                    call.record.pressure = admitted.pressure
+                    if admitted.waited is not None:
+                        call.waited(admitted.waited, "admission")
+            except BaseException:
+                state.breaker.cancel_probe()  # the planned attempt will not be made
+                raise
+            try:
+                result = yield action
+            except BaseException:
+                self.release(state, 0.0, unknown_failure())
+                state.breaker.cancel_probe()
+                raise
+            assert isinstance(result, (Served, Failed))
+            step = self._handle(state, result)
+            if not isinstance(step, Wait):
+                yield step
+                return
+            if step.seconds > 0:
+                yield step
+                call.waited(step.seconds)
+
+    def _next(self) -> Send | Return | Raise:
+        """Pick a target (skipping the ones that cannot serve now) and plan its attempt."""
+        call, router = self.call, self.router
+        while True:
+            target = router.current
+            if target.model:
+                call.route_to(target.model)
+            state = self._state_for(call.target)
+            now = call.clock.now()
+            reason = None
+            if router.has_fallback:  # latency and saturation only matter with somewhere to go
+                reason = router.skip_reason(
+                    circuit_open=False,
+                    expected_latency=state.expected_latency(),
+                    remaining=call.remaining(),
+                    saturated=state.pressure(now) >= 0.9,
+                    batch=call.policy.priority == "batch",
+                    paced=state.time_until_available(now) > FALLBACK_PATIENCE,
+                )
+            breaker = state.breaker
+            seen = breaker.transitions
+            if reason is None and not breaker.allow(now, alone=not router.has_fallback,
+                                                    rng=call.rng):
+                reason = "circuit_open"
+            self._breaker_moved(state, seen, now)
+            if reason is None:
+                break
+            if not router.move(reason):
+                return Raise(self._unservable(reason, state))
+            call.emit("fell_back", target=router.current.model, detail=reason)
+        self.target, self.state = target, state
+        action = call.next_attempt(self.requested, share=router.attempt_share())
+        if isinstance(action, GiveUp):
+            state.breaker.cancel_probe()
+            last = self._last
+            if action.reason == "deadline" or last is None:
+                return Raise(call.deadline_error())
+            return self._end(action, last)
+        return action
+
+    def _admit_now(self, state: TargetPressure) -> bool:
+        """Admission without waiting, the uncontended case; ``False``: queue for it."""
+        call = self.call
+        pressure = state.admit_now(call.policy.priority,
+                                   self.cost if state.paces_tokens else 0.0, call.clock.now())
+        if pressure is None:
+            return False
+        call.record.pressure = pressure
+        return True
+
+    def queue_wait(self, admission: Admission) -> float | None:
+        """While queued and not admitted: the seconds to sleep before asking again (``None``:
+        until woken by a release), or the error when admission cannot come before the deadline
+        (raised: fail now, not at the deadline)."""
+        call = self.call
+        left = call.remaining()
+        wait = admission.wait
+        if left is not None and (left <= MIN_ATTEMPT or (wait is not None and wait > left)):
+            why = f"the pacer needs {wait:.3g} s" if wait is not None else "no slot freed in time"
+            if call.last_error is None:
+                call.note_error(TimeoutError(
+                    f"admission to {self.state.key.model or 'the target'} failed: {why}"))
+            raise call.deadline_error()
+        if wait is None:
+            return None
+        return wait
+
+    def _handle(self, state: TargetPressure, result: Served | Failed) -> Wait | Return | Raise:
+        """After an attempt: hand back its response, or decide how the call goes on."""
+        call, router = self.call, self.router
+        now = call.clock.now()
+        seen = state.breaker.transitions
+        if isinstance(result, Served):
+            state.breaker.record(now, None, call.rng)
+            self._breaker_moved(state, seen, now)
+            return Return(result.response)
+        failure = result.failure
+        self._last = result
+        self.release(state, 0.0, failure)
+        state.breaker.record(now, failure, call.rng)
+        self._breaker_moved(state, seen, now)
+        router.failed_here(result.error)
+        if not isinstance(result.last, BaseException):
+            call.note_error(result.error)  # an exception is noted by ``after_failure``
+        step = router.after_failure(failure)
+        if step == "move":
+            if router.move(failure.kind.value, failure):
+                call.emit("fell_back", target=router.current.model, detail=failure.kind.value)
+                return Wait(0.0)
+            step = "stop"
+        if step == "retry":
+            decision = self._decide(state, result)
+            if isinstance(decision, Wait):
+                return decision
+            if decision.reason == "budget" and router.move("retry_budget"):
+                call.emit("fell_back", target=router.current.model, detail="retry_budget")
+                return Wait(0.0)
+            if decision.reason == "budget":
+                return Raise(self._budget_error(state, decision, result))
+            return self._end(decision, result)
+        return self._end(GiveUp("not_retryable", failure), result)
+
+    def _decide(self, state: TargetPressure, result: Failed) -> Wait | GiveUp:
+        call, failure = self.call, result.failure
+        now = call.clock.now()
+        budget_ok = not failure.retryable or state.record_retry(now)
+        last = result.last
+        return call.after_failure(
+            failure,
+            last if isinstance(last, BaseException) else None,
+            replayable=self.replayable,
+            pressure=state.pressure(now),
+            floor=state.time_until_available(now),
+            budget_ok=budget_ok,
+        )
+
+    # --- hedging (the async driver's second attempt) ------------------------------------------
+
+    def hedge(self) -> tuple[Send, Target, TargetPressure] | None:
+        """A second, concurrent attempt: the next target of the chain, else the same target.
+
+        ``None`` when the attempt cap, the deadline or the target's admission forbids it now
+        (a hedge never waits for admission: it would only add load to a busy target).
+        """
+        call, router = self.call, self.router
+        target = router.chain[router.index + 1] if router.has_fallback else router.current
+        model = target.model or call.target
+        state = self._state_for(model)
+        action = call.next_attempt(self.requested, target=model)
+        if isinstance(action, GiveUp):
+            return None
+        waiter = state.enqueue(call.policy.priority, self.cost)
+        if not state.try_admit(waiter, call.clock.now()).granted:
+            state.cancel(waiter)
+            call.withdraw(action)  # planned, never made
+            return None
+        return action, target, state
+
+    # --- what the drivers report while an attempt runs ----------------------------------------
+
+    @staticmethod
+    def wants_limits(state: TargetPressure, status: int) -> bool:
+        """Should the driver parse this response's rate-limit headers? Every error response,
+        and every 8th success while the last headers showed more than half of each limit left
+        (nothing to pace then)."""
+        if status < 400 and state.headroom_skips > 0:
+            state.headroom_skips -= 1
+            return False
+        return True
+
+    def observe(self, state: TargetPressure, requests: RateLimits | None,
+                tokens: RateLimits | None) -> None:
+        """Rate-limit headers of a response from ``state``'s target (after ``wants_limits``)."""
+        if requests is None and tokens is None:
+            return
+        state.observe(requests, tokens, self.call.clock.now())
+        roomy = all(d is None or d.remaining > 0.5 * d.limit for d in (requests, tokens))
+        state.headroom_skips = 7 if roomy else 0
+
+    def release(self, state: TargetPressure, started: float, failure: Failure | None) -> None:
+        """An admitted attempt ended (``failure=None``: it succeeded; a stream: its first output
+        arrived): free its slot and let the target learn from it."""
+        call = self.call
+        now = call.clock.now()
+        state.release(
+            now,
+            priority=call.policy.priority,
+            latency=None if failure is not None else now - started,
+            # Only a 429 says "send slower"; overload and timeouts say "fewer at once".
+            throttled=failure is not None and failure.kind is FailureClass.RATE_LIMITED,
+            dropped=failure is not None and failure.kind in _DROPS,
+            # 429s are answered by pacing and Retry-After, not by spending the retry budget,
+            # whose job is to stop retries multiplying load on a failing target.
+            succeeded=failure is None or not failure.retryable
+            or failure.kind is FailureClass.RATE_LIMITED,
+            hinted=failure is not None and failure.retry_after is not None,
+        )
+
+    # --- how a request ends -------------------------------------------------------------------
+
+    def _end(self, decision: GiveUp, last: Failed) -> Return | Raise:
+        router, call = self.router, self.call
+        if decision.reason != "deadline":
+            residency = router.residency_error()
+            if residency is not None:
+                call.emit("gave_up", failure=decision.failure, detail="residency")
+                return Raise(residency)
+            if router.index > 0 or len(router.causes) > 1:
+                return Raise(self._all_failed(decision))
+        if decision.reason == "deadline":
+            return Raise(call.deadline_error(last.error))
+        # The call ends on a provider failure: hand the caller what the official client sees.
+        call.emit("gave_up", failure=decision.failure, detail=decision.reason)
+        if isinstance(last.last, BaseException):
+            return Raise(last.last)
+        return Return(last.last)
+
+    def _budget_error(self, state: TargetPressure, decision: GiveUp,
+                      last: Failed) -> RetryBudgetExhausted:
+        call = self.call
+        call.emit("gave_up", failure=decision.failure, detail="retry_budget")
+        return RetryBudgetExhausted(
+            f"retry budget of {state.key.model or 'the target'} is spent "
+            f"({state.budget.retries} retries for {state.budget.requests} requests); "
+            f"last failure: {decision.failure.describe() if decision.failure else 'unknown'}",
+            cause=last.error,
+            attempts=call.record.attempts,
+        )
+
+    def _all_failed(self, decision: GiveUp) -> Exception:
+        router, call = self.router, self.call
+        call.emit("gave_up", failure=decision.failure, detail="all_targets_failed")
+        names = ", ".join(router.causes) or str(router.current)
+        return AllTargetsFailed(
+            f"every target failed ({names}); last failure: "
+            f"{decision.failure.describe() if decision.failure else decision.reason}",
+            causes=router.causes,
+            attempts=call.record.attempts,
+        )
+
+    def _breaker_moved(self, state: TargetPressure, seen: int, now: float) -> None:
+        """Report a circuit that changed state (open, half-open, closed) as one event."""
+        if state.breaker.transitions != seen:
+            self.call.emit("breaker_changed", target=state.key.model,
+                           detail=state.breaker.state(now))
+
+    def _unservable(self, reason: str, state: TargetPressure) -> Exception:
+        """No target of the chain may be tried (all skipped or spent)."""
+        call, router = self.call, self.router
+        residency = router.residency_error()
+        if residency is not None:
+            call.emit("gave_up", detail="residency")
+            return residency
+        if router.index > 0 or len(router.causes) > 1:
+            return self._all_failed(GiveUp("attempts", call.last_failure))
+        snapshot = state.breaker.snapshot(call.clock.now())
+        call.emit("gave_up", failure=call.last_failure, detail=reason)
+        error = CircuitOpen(
+            f"the circuit of {router.current} is open after repeated failures and no "
+            "fallback is configured; it will be probed again shortly",
+            target=str(router.current),
+            retry_at=snapshot.open_until,
+            attempts=call.record.attempts,
+        )
+        error.__cause__ = router.causes.get(str(router.current))
+        return error

@@ -1,0 +1,412 @@
+"""The async driver: an httpx2 transport that performs a request's plan with anyio I/O.
+
+The twin of :mod:`.sync`, I/O only: every decision comes from the request's
+:class:`~resilient_llm.engine.plan.Plan` and from :mod:`.streams`. Each attempt, body read and
+stream read is bounded by a cancel scope (asyncio and trio alike). Streamed attempts may be
+hedged (``Policy.hedge``): a second attempt races the first when no output came in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import httpx2
+
+from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
+from .._policy import Policy
+from ..context.deadline import on_asyncio
+from ..engine.call import Send, Wait
+from ..engine.classify import Failure, classify_status, deadline_failure, unknown_failure
+from ..engine.hedge import MAX_RACERS, hedge_stats
+from ..engine.plan import Admit, Admitted, Failed, Plan, Raise, Reply, Return, Served
+from ..engine.pressure import TargetPressure
+from .shared import (
+    DriverBase,
+    Outgoing,
+    as_failed,
+    body_read_failed,
+    content_type,
+    is_event_stream,
+    is_json,
+    streaming,
+)
+from .streams import StreamConsumer
+
+__all__ = ["AsyncResilientTransport"]
+
+Result = httpx2.Response | tuple[Failure, httpx2.Response | BaseException]
+
+
+class AsyncResilientTransport(httpx2.AsyncBaseTransport):
+    """The async twin of :class:`ResilientTransport` (anyio: asyncio and trio)."""
+
+    def __init__(
+        self,
+        inner: httpx2.AsyncBaseTransport | None = None,
+        *,
+        policy: Policy | None = None,
+        provider: str = "openai",
+        clock: Clock = SYSTEM_CLOCK,
+        rng: RandomSource = SYSTEM_RANDOM,
+        retry_exceptions: Callable[[Exception], bool] | None = None,
+    ) -> None:
+        self._inner = inner if inner is not None else httpx2.AsyncHTTPTransport()
+        self._base = DriverBase(policy=policy, provider=provider, clock=clock, rng=rng,
+                                retry_exceptions=retry_exceptions)
+        # --- telemetry seam (owner: _telemetry.py): subscribe the event listener and tap each
+        # attempt's exact request/response under this transport (nothing when telemetry=False).
+        from ..telemetry.otel import attach
+
+        self._inner = attach(self._inner, policy, asynchronous=True)
+        # --- end of telemetry seam
+
+    @property
+    def inner(self) -> httpx2.AsyncBaseTransport:
+        """The wrapped transport."""
+        return self._inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        plan, outgoing = self._base.start(request)
+        flow = plan.run()
+        action = next(flow)
+        while True:
+            if isinstance(action, Return):
+                return cast(httpx2.Response, action.value)
+            if isinstance(action, Raise):
+                raise action.error
+            reply: Reply = None
+            try:
+                if isinstance(action, Send):
+                    request = outgoing.prepare(plan.target, action)
+                    if plan.call.policy.hedge and streaming(request):
+                        reply = await self._hedged(plan, outgoing, request, action)
+                    else:
+                        reply = await self._attempt(request, plan, action, plan.state)
+                elif isinstance(action, Wait):
+                    await plan.call.clock.asleep(action.seconds)
+                else:
+                    reply = await self._queue(plan, action)
+            except BaseException as exc:
+                flow.throw(exc)  # the plan frees what the action held, then re-raises
+                raise
+            action = flow.send(reply)
+
+    async def _hedged(
+        self, plan: Plan, outgoing: Outgoing, request: httpx2.Request, send: Send
+    ) -> Served | Failed:
+        """Run the attempt; if no output arrives within the hedge delay, race a second one.
+
+        The first attempt to produce output wins; the other is cancelled and its connection
+        closed. See ``engine.hedge`` for the delay and the budget.
+        """
+        import anyio
+
+        call = plan.call
+        started = call.clock.now()
+        stats = hedge_stats(plan.state.key)
+        stats.deposit(call.policy.hedge_budget)
+        delay = stats.delay(call.policy.hedge_delay)
+        if delay is None:
+            result = await self._attempt(request, plan, send, plan.state, started)
+            if isinstance(result, Served):
+                stats.record(call.clock.now() - started)
+            return result
+        finished: list[tuple[int, Any]] = []
+        changed = [anyio.Event()]
+        running = 1
+
+        async def run(index: int, request: httpx2.Request, attempt: Send,
+                      state: TargetPressure, began: float) -> None:
+            outcome: Any = None
+            try:
+                outcome = await self._attempt(request, plan, attempt, state, began)
+            except Exception as exc:
+                outcome = exc
+            finally:
+                if outcome is None:  # cancelled: it lost the race; free its slot
+                    state.release(call.clock.now(), priority=call.policy.priority, latency=None,
+                                  throttled=False, dropped=False, succeeded=True)
+                elif index > 0 and not isinstance(outcome, Served):
+                    failure = outcome.failure if isinstance(outcome, Failed) \
+                        else unknown_failure()
+                    plan.release(state, began, failure)
+            finished.append((index, outcome))
+            changed[0].set()
+
+        winner: Any = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(run, 0, request, send, plan.state, started)
+            may_hedge = True
+            while True:
+                done = [item for item in finished if isinstance(item[1], Served)]
+                if done or len(finished) == running:
+                    break
+                changed[0] = anyio.Event()
+                with anyio.move_on_after(delay if may_hedge else math.inf) as waited:
+                    await changed[0].wait()
+                if not waited.cancelled_caught:
+                    continue
+                # Still no output after the delay: race one more attempt, budget permitting.
+                spent = stats.try_spend()
+                hedge = plan.hedge() if spent else None
+                if hedge is None:
+                    if spent:
+                        stats.refund()
+                    may_hedge = False
+                    continue
+                send2, target2, state2 = hedge
+                request2 = outgoing.prepare_copy(target2, send2)
+                call.emit("fell_back", target=send2.target, detail="hedge")
+                group.start_soon(run, running, request2, send2, state2, call.clock.now())
+                running += 1
+                may_hedge = running < MAX_RACERS
+            winner = done[0] if done else None
+            group.cancel_scope.cancel()
+        for index, outcome in finished:
+            if isinstance(outcome, Served) and (winner is None or index != winner[0]):
+                await cast(httpx2.Response, outcome.response).aclose()
+        if winner is not None:
+            stats.record(call.clock.now() - started)
+            return winner[1]  # type: ignore[no-any-return]
+        primary = next(outcome for index, outcome in finished if index == 0)
+        if isinstance(primary, BaseException):
+            raise primary
+        return primary  # type: ignore[no-any-return]
+
+    @staticmethod
+    async def _queue(plan: Plan, admit: Admit) -> Admitted:
+        """The async twin of ``ResilientTransport._queue``."""
+        import anyio
+
+        state, call = admit.state, plan.call
+        clock = call.clock
+        began = clock.now()
+        waiter = state.enqueue(call.policy.priority, admit.cost)
+        waiter.loop_thread = threading.get_ident()
+        queued = False
+        try:
+            while True:
+                waiter.async_event = anyio.Event()
+                admission = state.try_admit(waiter, clock.now())
+                if admission.granted:
+                    break
+                queued = True
+                wait = plan.queue_wait(admission)
+                if wait is not None:
+                    await clock.asleep(wait)
+                else:
+                    # Woken at once by a release on this loop; other threads' releases are
+                    # noticed within 50 ms.
+                    left = call.remaining()
+                    with anyio.move_on_after(0.05 if left is None else min(0.05, left)):
+                        await waiter.async_event.wait()
+        except BaseException:
+            state.cancel(waiter)
+            raise
+        finally:
+            waiter.async_event = None
+        return Admitted(admission.pressure, clock.now() - began if queued else None)
+
+    async def _attempt(
+        self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure,
+        started: float | None = None,
+    ) -> Served | Failed:
+        call = plan.call
+        result = await self._exchange(request, plan, send, state,
+                                      call.clock.now() if started is None else started)
+        if isinstance(result, httpx2.Response):
+            return Served(result)
+        return as_failed(*result)
+
+    async def _exchange(
+        self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure,
+        started: float,
+    ) -> Result:
+        call, base = plan.call, self._base
+        left = call.remaining()
+        response: httpx2.Response | None = None
+        read_error: Exception | None = None
+        try:
+            async with _AttemptTimeout(left if left is not None else math.inf) as scope:
+                try:
+                    response = await self._inner.handle_async_request(request)
+                except Exception as exc:  # the rule is for the wrapped transport's errors only
+                    base.reraise(exc, request)
+                response.request = request
+                base.observe(plan, state, response)
+                status = response.status_code
+                kind = content_type(response)
+                try:
+                    body = await response.aread() if status >= 400 or is_json(kind) else b""
+                except Exception as exc:
+                    read_error = exc
+        except Exception as exc:
+            return base.exchange_failed(call, send, exc, request,
+                                        None if response is None else response.status_code)
+        if scope.cancelled_caught or response is None:
+            if response is not None:
+                await response.aclose()
+            call.attempt_finished(deadline_failure(),
+                                  None if response is None else response.status_code, send)
+            raise call.deadline_error(httpx2.ReadTimeout("deadline reached during the attempt",
+                                                         request=request))
+        if read_error is not None:
+            return body_read_failed(call, send, read_error, request, status)
+        if status >= 400:
+            failure = classify_status(status, response.headers, body, base.wire.name)
+            assert failure is not None
+            call.attempt_finished(failure, status, send)
+            return failure, response
+        if is_event_stream(kind):
+            return await self._peek_stream(request, response, plan, send, state, started)
+        call.attempt_finished(None, status, send)
+        plan.release(state, started, None)
+        call.succeeded(send.target or call.target)
+        return response
+
+    async def _peek_stream(
+        self, request: httpx2.Request, response: httpx2.Response, plan: Plan, send: Send,
+        state: TargetPressure, started: float,
+    ) -> Result:
+        """Read until the first output, so a failure before it can still be retried."""
+        import anyio
+
+        consumer = StreamConsumer(plan.call, self._base.wire)
+        inner = response.stream
+        assert isinstance(inner, httpx2.AsyncByteStream)
+        chunks = inner.__aiter__()
+        failure: Failure | None = None
+        error: BaseException | None = None
+        try:
+            with anyio.move_on_after(send.first_token_timeout) as scope:
+                async for chunk in chunks:
+                    if consumer.peek(chunk):
+                        break
+                else:
+                    failure = consumer.peek_ended()
+            if scope.cancelled_caught:
+                failure = consumer.peek_failed(None, first_token_passed=True)
+        except httpx2.TransportError as exc:
+            error = exc
+            failure = consumer.peek_failed(exc, first_token_passed=False)
+        if failure is not None or consumer.scanner.failure is not None:
+            await response.aclose()
+        verdict = consumer.verdict(failure, error, plan, send, request, response)
+        if verdict is not None:
+            return verdict
+        consumer.committed(plan, state, send, started, response.status_code)
+        response.stream = _AsyncStream(consumer, chunks, inner)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+
+class _AttemptTimeout:
+    """``anyio.move_on_after(seconds)`` for one attempt; natively on asyncio (Python ≥ 3.11).
+
+    anyio's cancel scope does task bookkeeping on entry and exit that costs about a tenth of
+    the async drop-in's per-call overhead. On asyncio one timer handle does the job, with
+    ``asyncio.timeout``'s rule (3.11 cancellation counting): the timer's cancellation is
+    swallowed only when no other cancellation was requested meanwhile, so an outer one still
+    wins. Under trio, or on Python 3.10 (no ``Task.uncancel``), anyio's scope is used.
+    """
+
+    __slots__ = ("_cancelling", "_expired", "_handle", "_native", "_scope", "_seconds", "_task",
+                 "cancelled_caught")
+
+    def __init__(self, seconds: float) -> None:
+        self.cancelled_caught = False
+        self._seconds = seconds
+        self._native = _HAS_UNCANCEL and on_asyncio()
+        if not self._native:
+            import anyio
+
+            self._scope: Any = anyio.move_on_after(seconds)
+
+    async def __aenter__(self) -> _AttemptTimeout:
+        if not self._native:
+            self._scope.__enter__()
+            return self
+        self._expired = False
+        self._handle: asyncio.TimerHandle | None = None
+        if not math.isinf(self._seconds):
+            loop = asyncio.get_running_loop()
+            task: Any = asyncio.current_task(loop)  # cancelling/uncancel: 3.11+, not in 3.10 stubs
+            if task is None:  # pragma: no cover - httpx2 always awaits inside a task
+                raise RuntimeError("an attempt timeout needs a running asyncio task")
+            self._task = task
+            self._cancelling = task.cancelling()
+            self._handle = loop.call_at(loop.time() + self._seconds, self._expire)
+        return self
+
+    def _expire(self) -> None:
+        self._handle = None
+        self._expired = True
+        self._task.cancel()
+
+    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        if not self._native:
+            suppressed = bool(self._scope.__exit__(kind, exc, tb))
+            self.cancelled_caught = bool(self._scope.cancelled_caught)
+            return suppressed
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if not self._expired:
+            return False
+        # Withdraw our cancellation request; swallow the CancelledError only when it was ours.
+        if self._task.uncancel() <= self._cancelling and kind is not None \
+                and issubclass(kind, asyncio.CancelledError):
+            self.cancelled_caught = True
+            return True
+        return False
+
+
+_HAS_UNCANCEL = hasattr(asyncio.Task, "uncancel")  # Python ≥ 3.11
+
+
+class _AsyncStream(httpx2.AsyncByteStream):
+    """A committed async stream: replays the peeked bytes, then bounds every read."""
+
+    def __init__(self, consumer: StreamConsumer, chunks: AsyncIterator[bytes],
+                 inner: httpx2.AsyncByteStream) -> None:
+        self._consumer = consumer
+        self._chunks = chunks
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        import anyio
+
+        consumer = self._consumer
+        call = consumer.call
+        idle = call.policy.stream_idle_timeout
+        for early in consumer.replay():
+            yield early
+        while True:
+            left = call.remaining()
+            limit = idle if left is None else min(idle, left)
+            by_deadline = left is not None and left <= idle
+            chunk: bytes | None = None
+            try:
+                with anyio.move_on_after(max(limit, 0.0)) as scope:
+                    chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except httpx2.TransportError as exc:
+                raise consumer.read_failed(None, exc) from exc
+            if scope.cancelled_caught or chunk is None:
+                stall = httpx2.ReadTimeout("stream read exceeded its limit")
+                raise consumer.read_failed("deadline" if by_deadline else "idle", stall)
+            consumer.feed(chunk)
+            yield chunk
+        consumer.ended()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+        self._consumer.closed()

@@ -1,0 +1,361 @@
+"""What the sync and async drivers share: the request edits of an attempt, the plan of a
+request, header reads, and the error for foreign transport exceptions. No I/O here."""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import httpx2
+
+from .._clock import Clock, RandomSource
+from .._policy import Policy
+from ..engine.call import Call, Send, current_call, end_call, start_call
+from ..engine.classify import Failure, classify_body_read_error, classify_exception
+from ..engine.plan import Failed, Plan
+from ..engine.pressure import TargetKey, TargetPressure, estimate_tokens, registry
+from ..engine.routing import Target
+from ..providers import Wire, wire_for
+from ..providers._ratelimits import parse_rate_limits
+
+__all__ = [
+    "DriverBase",
+    "ForeignTransportError",
+    "Outgoing",
+    "as_failed",
+    "body_read_failed",
+    "content_type",
+    "header",
+    "is_event_stream",
+    "is_json",
+    "streaming",
+]
+
+_IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def header(headers: httpx2.Headers, *names: bytes) -> str | None:
+    """``headers.get(a) or headers.get(b) ...`` for lower-case names, found by C-level scans and
+    without the KeyError a miss costs ``Headers.get`` (same values: repeated headers joined
+    with ", "); an empty value is returned only when no later name has a value.
+
+    Reads httpx2's private ``Headers._list`` (stable across its 2.x line, like ``_mounts``);
+    should that ever change, the public lookup is used instead.
+    """
+    raw = getattr(headers, "_list", None)
+    keys = None if raw is None else list(map(_LOWER_KEY, raw))
+    found: str | None = None
+    for name in names:
+        if keys is None:
+            value = headers.get(name.decode("ascii"))
+        elif (count := keys.count(name)) == 1:
+            value = raw[keys.index(name)][2].decode(headers.encoding)  # type: ignore[index]
+        elif count:
+            encoding = headers.encoding
+            value = ", ".join(v.decode(encoding) for _, key, v in raw if key == name)  # type: ignore[union-attr]
+        else:
+            continue
+        if value:
+            return value
+        found = value
+    return found
+
+
+def add_header(headers: httpx2.Headers, name: str, value: str) -> None:
+    """``headers[name] = value`` for a header known to be absent, without the rescan
+    ``Headers.__setitem__`` makes to remove duplicates (same private ``_list`` as above)."""
+    raw = getattr(headers, "_list", None)
+    if raw is None:
+        headers[name] = value
+        return
+    encoding = getattr(headers, "_encoding", None) or "utf-8"  # as __setitem__ encodes
+    key = name.encode(encoding)
+    raw.append((key, key.lower(), value.encode(encoding)))
+
+
+_LOWER_KEY = operator.itemgetter(1)  # httpx2 keeps (raw key, lower-case key, value)
+
+
+def content_type(response: httpx2.Response) -> str:
+    return header(response.headers, b"content-type") or ""
+
+
+def is_event_stream(content_type: str) -> bool:
+    return content_type.startswith("text/event-stream")
+
+
+def is_json(content_type: str) -> bool:
+    return "json" in content_type
+
+
+def streaming(request: httpx2.Request) -> bool:
+    """Does this request ask for a server-sent-event stream?"""
+    if not is_replayable(request):
+        return False
+    body = request.content
+    return b'"stream":true' in body or b'"stream": true' in body
+
+
+def is_replayable(request: httpx2.Request) -> bool:
+    """Bytes bodies can be sent again; one-shot streams cannot (as in the official SDKs)."""
+    return isinstance(request.stream, httpx2.ByteStream)
+
+
+def target_of(request: httpx2.Request) -> str | None:
+    """The model a raw request asks for (only used outside a drop-in client)."""
+    if request.method != "POST" or not is_replayable(request):
+        return None
+    try:
+        body = json.loads(request.content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def prepare_attempt(request: httpx2.Request, call: Call, send: Send, provider: str) -> None:
+    """Per-attempt request edits: clipped timeouts, the attempt number, one idempotency key."""
+    request.extensions["timeout"] = send.timeouts
+    record = call.record
+    if record.server_address is None:
+        url = request.url
+        record.provider = provider
+        record.server_address = url.host
+        record.server_port = url.port or (443 if url.scheme == "https" else 80)
+        record.path = url.path
+    # The SDK numbers attempts in this header; its loop is off, so number ours, but never
+    # overwrite a value the caller set themselves.
+    if send.attempt > 1 and request.headers.get("x-stainless-retry-count") == str(send.attempt - 2):
+        request.headers["x-stainless-retry-count"] = str(send.attempt - 1)
+    if request.method != "GET":
+        headers = request.headers
+        key = header(headers, b"idempotency-key")
+        if key is None:
+            key = call.record.idempotency_key or f"rllm-{os.urandom(16).hex()}"
+            add_header(headers, _IDEMPOTENCY_HEADER, key)
+        call.record.idempotency_key = key
+
+
+def status_error(response: httpx2.Response, failure: Failure) -> httpx2.HTTPStatusError:
+    return httpx2.HTTPStatusError(
+        f"{failure.describe()}", request=response.request, response=response
+    )
+
+
+def as_failed(failure: Failure, last: httpx2.Response | BaseException) -> Failed:
+    """A failed attempt as the plan reads it: the error response or exception, and the same as
+    an exception (the cause of whatever error ends the call)."""
+    return Failed(failure, last, last if isinstance(last, BaseException)
+                  else status_error(last, failure))
+
+
+class ForeignTransportError(httpx2.TransportError):
+    """A non-httpx2 exception from the transport that the official SDK would retry.
+
+    The engine classifies transport failures by their httpx2 type; an SDK may also retry
+    other exceptions raised while sending (openai 3.54: ``ssl.SSLError`` and
+    ``anyio.EndOfStream``; anthropic: anything that is not an ``AnthropicError``). Wrapping them
+    lets the one retry layer retry them; ``original`` is what the caller finally sees as the
+    ``__cause__`` of the SDK's ``APIConnectionError``, exactly as with the official client.
+    """
+
+    def __init__(self, original: Exception, request: httpx2.Request) -> None:
+        super().__init__(f"{type(original).__name__}: {original}", request=request)
+        self.original = original
+
+
+class DriverBase:
+    """Configuration shared by both drivers."""
+
+    def __init__(
+        self,
+        *,
+        policy: Policy | None,
+        provider: str,
+        clock: Clock,
+        rng: RandomSource,
+        retry_exceptions: Callable[[Exception], bool] | None,
+    ) -> None:
+        self._policy = policy
+        self._wire: Wire = wire_for(provider)
+        self._clock = clock
+        self._rng = rng
+        self._retry_exceptions = retry_exceptions
+        self._states: dict[tuple[Any, ...], tuple[int, TargetPressure]] = {}
+
+    def reraise(self, exc: Exception, request: httpx2.Request) -> NoReturn:
+        """Re-raise ``exc``, raised by the wrapped transport, as a :class:`ForeignTransportError`
+        (a connection failure) when it is not httpx2's and ``retry_exceptions`` accepts it (the
+        official SDK would retry it); unchanged otherwise."""
+        rule = self._retry_exceptions
+        if rule is None or isinstance(exc, httpx2.TransportError) or not rule(exc):
+            raise exc
+        raise ForeignTransportError(exc, request) from exc
+
+    @property
+    def wire(self) -> Wire:
+        """The provider's wire format (stream events, error bodies)."""
+        return self._wire
+
+    @staticmethod
+    def exchange_failed(call: Call, send: Send, exc: Exception, request: httpx2.Request,
+                        status: int | None) -> tuple[Failure, Exception]:
+        """An exception during an attempt (``status``: the response's, if one arrived): a
+        transport failure becomes (failure, the error to report); anything else propagates
+        unchanged and is never retried. The attempt is reported finished either way."""
+        failure = classify_exception(exc)
+        if failure is None:
+            call.attempt_finished(None, status, send)
+            raise exc
+        attach_request(exc, request)
+        call.attempt_finished(failure, status, send)
+        return failure, exc
+
+    @property
+    def policy(self) -> Policy:
+        """The policy for requests made outside a drop-in client call."""
+        if self._policy is None:
+            self._policy = Policy.from_env()
+        return self._policy
+
+    def _call_for(self, request: httpx2.Request) -> Call:
+        call = current_call()
+        if call is not None:
+            return call
+        policy = self.policy
+        call, token = start_call(
+            policy, target=target_of(request), clock=self._clock, rng=self._rng
+        )
+        end_call(token)
+        return call
+
+    # pressure (shared by both drivers; no I/O)
+
+    def pressure_for(self, request: httpx2.Request, call: Call,
+                     model: str | None = None) -> TargetPressure:
+        url = request.url
+        headers = request.headers
+        credential = header(headers, b"authorization", b"x-api-key")
+        model = model or call.target
+        redis_url = call.policy.redis_url
+        # Hot path: this transport's recent targets, while the registry has not been cleared.
+        memo = (url.scheme, url.host, url.port, credential, model, redis_url)
+        hit = self._states.get(memo)
+        if hit is not None and hit[0] == registry.generation:
+            return hit[1]
+        endpoint = f"{url.scheme}://{url.host}:{url.port or ''}"
+        digest = TargetKey.of(endpoint, credential, None).credential
+        state = registry.get(TargetKey(endpoint, digest, model), call.clock.now(),
+                             redis_url=redis_url)
+        if len(self._states) > 256:
+            self._states.clear()
+        self._states[memo] = (registry.generation, state)
+        return state
+
+    def observe(self, plan: Plan, state: TargetPressure, response: httpx2.Response) -> None:
+        """Hand the plan the rate-limit headers of ``response`` when it wants them."""
+        if plan.wants_limits(state, response.status_code):
+            requests, tokens = parse_rate_limits(self._wire.name, response.headers.raw)
+            plan.observe(state, requests, tokens)
+
+    def start(self, request: httpx2.Request) -> tuple[Plan, Outgoing]:
+        """The plan of ``request``, and the requests its attempts send."""
+        call = self._call_for(request)
+        replayable = is_replayable(request)
+
+        def states(model: str | None) -> TargetPressure:
+            return self.pressure_for(request, call, model)
+
+        def cost() -> float:
+            return estimate_tokens(request.content)
+
+        plan = Plan(call, states=states, requested=request.extensions.get("timeout"),
+                    replayable=replayable, cost=cost)
+        return plan, Outgoing(request, call, self._wire.name)
+
+
+class Outgoing:
+    """The request each attempt sends: the caller's, or a copy rewritten for a fallback's model
+    or region (built once per target)."""
+
+    __slots__ = ("_bodies", "call", "provider", "request", "requested_model")
+
+    def __init__(self, request: httpx2.Request, call: Call, provider: str) -> None:
+        self.request = request
+        self.call = call
+        self.provider = provider
+        self.requested_model = call.target
+        self._bodies: dict[str, httpx2.Request] = {}
+
+    def prepare(self, target: Target, send: Send) -> httpx2.Request:
+        """The request for ``send`` to ``target``, with its per-attempt edits; reports the
+        attempt as started."""
+        outgoing = self._for(target)
+        prepare_attempt(outgoing, self.call, send, self.provider)
+        self.call.attempt_started(send)
+        return outgoing
+
+    def prepare_copy(self, target: Target, send: Send) -> httpx2.Request:
+        """As :meth:`prepare`, on a fresh copy (an attempt that runs alongside another)."""
+        source = self._for(target)
+        request = httpx2.Request(source.method, source.url, headers=httpx2.Headers(source.headers),
+                                 content=source.content, extensions=dict(source.extensions))
+        prepare_attempt(request, self.call, send, self.provider)
+        self.call.attempt_started(send)
+        return request
+
+    def _for(self, target: Target) -> httpx2.Request:
+        request = self.request
+        endpoint = self.call.policy.region_endpoints.get(target.region or "")
+        if (not target.model or target.model == self.requested_model) and endpoint is None:
+            return request
+        cached = self._bodies.get(str(target))
+        if cached is not None:
+            return cached
+        content = request.content
+        if target.model and target.model != self.requested_model:
+            body = json.loads(content)
+            body["model"] = target.model
+            content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        url = request.url
+        if endpoint is not None:
+            origin = httpx2.URL(endpoint)
+            url = url.copy_with(scheme=origin.scheme, host=origin.host, port=origin.port)
+        headers = httpx2.Headers(request.headers)
+        headers["content-length"] = str(len(content))
+        if endpoint is not None:
+            headers["host"] = url.netloc.decode("ascii")
+        rewritten = httpx2.Request(
+            request.method, url, headers=headers, content=content,
+            extensions=dict(request.extensions),
+        )
+        self._bodies[str(target)] = rewritten
+        return rewritten
+
+
+def body_read_failed(call: Call, send: Send, exc: Exception, request: httpx2.Request,
+                     status: int) -> tuple[Failure, Exception]:
+    """Reading a response's body failed after its status arrived. A transport error is the
+    attempt's failure (the connection broke mid-response: retryable, whatever the status
+    said); anything else propagates unchanged. The attempt is reported finished either way."""
+    if not isinstance(exc, httpx2.TransportError):
+        call.attempt_finished(None, status, send)
+        raise exc
+    failure = classify_body_read_error(exc)
+    attach_request(exc, request)
+    call.attempt_finished(failure, status, send)
+    return failure, exc
+
+
+def attach_request(exc: BaseException, request: httpx2.Request) -> None:
+    """Transport errors raised below the client carry no request yet; the SDKs need one."""
+    if isinstance(exc, httpx2.RequestError):
+        try:
+            exc.request  # noqa: B018 - raises RuntimeError when unset
+        except RuntimeError:
+            exc.request = request
+
+

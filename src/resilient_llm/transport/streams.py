@@ -1,0 +1,179 @@
+"""Stream inspection shared by both drivers, without I/O: the drivers read, this decides.
+
+A streamed attempt has two phases. Before its first output the driver feeds each chunk to
+:meth:`StreamConsumer.peek` and keeps it; a failure there (an error event, a cut, a stall, a
+malformed event, a body that ends early) is still the attempt's failure, and can be retried.
+Once output started the stream is committed and handed to the caller: every further chunk
+goes through :meth:`StreamConsumer.feed`, and a break becomes :class:`StreamInterrupted` with
+the partial text. A stream that ends without its provider's terminal event never looks
+complete. Every failure class is built in :mod:`resilient_llm.engine.classify`.
+"""
+
+from __future__ import annotations
+
+import httpx2
+
+from .._errors import StreamInterrupted
+from ..engine.call import Call, Send
+from ..engine.classify import (
+    STREAM_FAULTS,
+    Failure,
+    FailureClass,
+    classify_stream_error,
+    first_token_timeout,
+    stream_ended_early,
+    stream_interruption,
+)
+from ..engine.plan import Plan
+from ..engine.pressure import TargetPressure
+from ..providers import StreamScanner, Wire
+
+__all__ = ["StreamConsumer"]
+
+
+class StreamConsumer:
+    """One streamed attempt's bytes, inspected as they arrive (the driver does the reading)."""
+
+    __slots__ = ("buffered", "call", "scanner")
+
+    def __init__(self, call: Call, wire: Wire) -> None:
+        self.call = call
+        self.scanner = StreamScanner(wire)
+        #: The chunks read before the stream was committed, replayed to the caller.
+        self.buffered: list[bytes] = []
+
+    # --- before the first output --------------------------------------------------------------
+
+    def peek(self, chunk: bytes) -> bool:
+        """Keep and inspect one chunk; ``True`` once the attempt's fate is known (output, the
+        terminal event, or a failure): stop reading then."""
+        self.buffered.append(chunk)
+        scanner = self.scanner
+        scanner.feed(chunk)
+        return scanner.failure is not None or scanner.committed or scanner.terminal
+
+    def peek_ended(self) -> Failure | None:
+        """The body ended while peeking: a failure unless output or the terminal event came."""
+        scanner = self.scanner
+        scanner.finish()
+        if scanner.failure is None and not scanner.committed and not scanner.terminal:
+            return stream_ended_early()
+        return None
+
+    @staticmethod
+    def peek_failed(exc: BaseException | None, *, first_token_passed: bool) -> Failure:
+        """Reading failed before any output: ``exc`` (a transport error, or ``None``) after the
+        first-token limit passed or not."""
+        if first_token_passed or exc is None:
+            return first_token_timeout()
+        return classify_stream_error(exc)
+
+    def verdict(
+        self, failure: Failure | None, error: BaseException | None, plan: Plan, send: Send,
+        request: httpx2.Request, response: httpx2.Response,
+    ) -> tuple[Failure, httpx2.Response | BaseException] | None:
+        """After peeking: ``None`` when the stream is committed, else the attempt's failure and
+        what the caller would see (the driver has closed the response already). Raises the
+        deadline error when the deadline passed meanwhile."""
+        call = self.call
+        failure = failure or self.scanner.failure
+        if failure is None:
+            return None
+        call.attempt_finished(failure, response.status_code, send)
+        left = call.remaining()
+        if left is not None and left <= 0:
+            raise call.deadline_error(error)
+        sent = self.scanner.failure
+        if error is None and sent is not None and sent.kind not in STREAM_FAULTS:
+            # The provider sent an error event: the SDK raises its own error for those bytes.
+            return failure, httpx2.Response(
+                response.status_code, headers=response.headers,
+                stream=httpx2.ByteStream(b"".join(self.buffered)),
+                request=response.request, extensions=response.extensions,
+            )
+        return failure, error or _failure_exception(failure, request)
+
+    def committed(self, plan: Plan, state: TargetPressure, send: Send, started: float,
+                  status: int) -> None:
+        """Output arrived: the attempt succeeded (its latency is the time to first output)."""
+        call = self.call
+        call.attempt_finished(None, status, send)
+        plan.release(state, started, None)
+        call.emit("stream_committed")
+        call.emit("succeeded", target=send.target or call.target, detail="stream")
+
+    def replay(self) -> list[bytes]:
+        """The peeked chunks, handed over once to the caller's stream."""
+        buffered, self.buffered = self.buffered, []
+        return buffered
+
+    # --- after the stream was committed -------------------------------------------------------
+
+    def feed(self, chunk: bytes) -> None:
+        """Inspect one chunk of the committed stream; raises when it carries a failure."""
+        scanner = self.scanner
+        scanner.feed(chunk)
+        if scanner.failure is not None:
+            raise self.interrupted(scanner.failure.kind, scanner.failure.describe())
+
+    def ended(self) -> None:
+        """The upstream body ended: it must end with the provider's terminal event to count."""
+        call, scanner = self.call, self.scanner
+        scanner.finish()
+        if scanner.failure is not None:
+            raise self.interrupted(scanner.failure.kind, scanner.failure.describe())
+        if not scanner.terminal:
+            raise self.interrupted(FailureClass.STREAM_INCOMPLETE,
+                                   "the stream ended without its terminal event")
+        if scanner.usage is not None:
+            call.record.usage = scanner.usage
+        call.emit("stream_finished")
+
+    def closed(self) -> None:
+        """The caller closed the stream (read to its end, or stopped early): the call is over."""
+        record = self.call.record
+        if record.finished:
+            return
+        scanner = self.scanner
+        if scanner.usage is not None:
+            record.usage = scanner.usage
+        self.call.emit("stream_finished", detail="" if scanner.terminal else "closed_by_caller")
+
+    def read_failed(self, limit: str | None, exc: BaseException) -> BaseException:
+        """A transport error, or a read that ran past ``limit`` (``"deadline"`` or ``"idle"``),
+        while reading the committed stream: the error the caller gets."""
+        call = self.call
+        left = call.remaining()
+        if limit == "deadline" or (left is not None and left <= 0):
+            interrupted = self.interrupted(FailureClass.STREAM_STALL,
+                                           "the call's deadline passed", exc)
+            return call.deadline_error(interrupted)
+        if limit == "idle" or isinstance(exc, httpx2.TimeoutException):
+            return self.interrupted(FailureClass.STREAM_STALL, "no event within the idle limit",
+                                    exc)
+        return self.interrupted(FailureClass.STREAM_CUT, type(exc).__name__, exc)
+
+    def interrupted(self, kind: FailureClass, message: str,
+                    cause: BaseException | None = None) -> StreamInterrupted:
+        """The error of a stream that broke after output had started."""
+        call, scanner = self.call, self.scanner
+        error = StreamInterrupted(
+            f"stream interrupted after output had started ({kind.value}: {message}); "
+            f"{len(scanner.text)} characters of partial text are on the exception",
+            partial_text=scanner.text,
+            failure=kind.value,
+            cause=cause,
+            attempts=call.record.attempts,
+        )
+        call.emit("stream_interrupted", failure=stream_interruption(kind), detail=kind.value)
+        return error
+
+
+def _failure_exception(failure: Failure, request: httpx2.Request) -> Exception:
+    """What the SDK sees when a stream fails before any output and no retry is left."""
+    if failure.kind in (FailureClass.FIRST_TOKEN_TIMEOUT, FailureClass.STREAM_STALL):
+        return httpx2.ReadTimeout(f"no stream output in time ({failure.kind.value})",
+                                  request=request)
+    return httpx2.RemoteProtocolError(
+        f"stream failed before any output ({failure.kind.value})", request=request
+    )

@@ -1,0 +1,246 @@
+"""The sync driver: an httpx2 transport that performs a request's plan with blocking I/O.
+
+I/O only: every decision comes from the request's :class:`~resilient_llm.engine.plan.Plan`
+(route, admit, retry, give up) and from :mod:`.streams` (what a stream's bytes mean). Reads of
+a body or a stream are bounded by the :mod:`.watchdog`, so a server that drips bytes cannot
+hold a call past its deadline, first-token or idle limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import cast
+
+import httpx2
+
+from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
+from .._policy import Policy
+from ..engine.call import Send, Wait
+from ..engine.classify import Failure, classify_status, deadline_failure
+from ..engine.plan import Admit, Admitted, Failed, Plan, Raise, Reply, Return, Served
+from ..engine.pressure import TargetPressure
+from .shared import (
+    DriverBase,
+    as_failed,
+    body_read_failed,
+    content_type,
+    is_event_stream,
+    is_json,
+)
+from .streams import StreamConsumer
+from .watchdog import SyncGuard, real_deadline
+
+__all__ = ["ResilientTransport"]
+
+Result = httpx2.Response | tuple[Failure, httpx2.Response | BaseException]
+
+
+class ResilientTransport(httpx2.BaseTransport):
+    """A sync httpx2 transport that retries, paces and bounds each request by one deadline.
+
+    Wraps ``inner`` (default: a plain ``httpx2.HTTPTransport``). Inside a drop-in client call the
+    call's policy and deadline apply; requests made directly through an ``httpx2.Client`` with
+    this transport each form their own call under ``policy`` (default ``Policy.from_env()``).
+    ``retry_exceptions`` accepts exceptions other than httpx2's that ``inner`` may raise and
+    that should be retried as connection failures (the drop-ins pass their SDK's own rule).
+    """
+
+    def __init__(
+        self,
+        inner: httpx2.BaseTransport | None = None,
+        *,
+        policy: Policy | None = None,
+        provider: str = "openai",
+        clock: Clock = SYSTEM_CLOCK,
+        rng: RandomSource = SYSTEM_RANDOM,
+        retry_exceptions: Callable[[Exception], bool] | None = None,
+    ) -> None:
+        self._inner = inner if inner is not None else httpx2.HTTPTransport()
+        self._base = DriverBase(policy=policy, provider=provider, clock=clock, rng=rng,
+                                retry_exceptions=retry_exceptions)
+        # --- telemetry seam (owner: _telemetry.py): subscribe the event listener and tap each
+        # attempt's exact request/response under this transport (nothing when telemetry=False).
+        from ..telemetry.otel import attach
+
+        self._inner = attach(self._inner, policy, asynchronous=False)
+        # --- end of telemetry seam
+
+    @property
+    def inner(self) -> httpx2.BaseTransport:
+        """The wrapped transport."""
+        return self._inner
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        plan, outgoing = self._base.start(request)
+        flow = plan.run()
+        action = next(flow)
+        while True:
+            if isinstance(action, Return):
+                return cast(httpx2.Response, action.value)
+            if isinstance(action, Raise):
+                raise action.error
+            reply: Reply = None
+            try:
+                if isinstance(action, Send):
+                    reply = self._attempt(outgoing.prepare(plan.target, action), plan, action,
+                                          plan.state)
+                elif isinstance(action, Wait):
+                    plan.call.clock.sleep(action.seconds)
+                else:
+                    reply = self._queue(plan, action)
+            except BaseException as exc:
+                flow.throw(exc)  # the plan frees what the action held, then re-raises
+                raise
+            action = flow.send(reply)
+
+    @staticmethod
+    def _queue(plan: Plan, admit: Admit) -> Admitted:
+        """Wait (bounded by the deadline) until the target's pacer and limit admit us."""
+        state, call = admit.state, plan.call
+        clock = call.clock
+        began = clock.now()
+        waiter = state.enqueue(call.policy.priority, admit.cost)
+        queued = False
+        try:
+            while True:
+                admission = state.try_admit(waiter, clock.now())
+                if admission.granted:
+                    break
+                queued = True
+                wait = plan.queue_wait(admission)
+                if wait is not None:
+                    clock.sleep(wait)
+                else:
+                    left = call.remaining()
+                    waiter.event.wait(0.05 if left is None else min(0.05, left))
+                    waiter.event.clear()
+        except BaseException:
+            state.cancel(waiter)
+            raise
+        return Admitted(admission.pressure, clock.now() - began if queued else None)
+
+    def _attempt(
+        self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure
+    ) -> Served | Failed:
+        started = plan.call.clock.now()
+        result = self._exchange(request, plan, send, state, started)
+        if isinstance(result, httpx2.Response):
+            return Served(result)
+        return as_failed(*result)
+
+    def _exchange(
+        self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure,
+        started: float,
+    ) -> Result:
+        call, base = plan.call, self._base
+        response: httpx2.Response | None = None
+        try:
+            try:
+                response = self._inner.handle_request(request)
+            except Exception as exc:  # the rule is for the wrapped transport's errors only
+                base.reraise(exc, request)
+            response.request = request
+            base.observe(plan, state, response)
+        except Exception as exc:
+            return base.exchange_failed(call, send, exc, request,
+                                        None if response is None else response.status_code)
+        status = response.status_code
+        kind = content_type(response)
+        if status < 400 and is_event_stream(kind):
+            return self._peek_stream(request, response, plan, send, state, started)
+        guard = SyncGuard(response, real_deadline(call), "deadline")
+        try:
+            body = response.read() if status >= 400 or is_json(kind) else b""
+        except Exception as exc:
+            if guard.fired == "deadline":
+                call.attempt_finished(deadline_failure(), status, send)
+                raise call.deadline_error(exc) from exc
+            return body_read_failed(call, send, exc, request, status)
+        finally:
+            guard.close()
+        if status >= 400:
+            failure = classify_status(status, response.headers, body, base.wire.name)
+            assert failure is not None
+            call.attempt_finished(failure, status, send)
+            return failure, response
+        call.attempt_finished(None, status, send)
+        plan.release(state, started, None)
+        call.succeeded(send.target or call.target)
+        return response
+
+    def _peek_stream(
+        self, request: httpx2.Request, response: httpx2.Response, plan: Plan, send: Send,
+        state: TargetPressure, started: float,
+    ) -> Result:
+        """Read until the first output, so a failure before it can still be retried."""
+        consumer = StreamConsumer(plan.call, self._base.wire)
+        guard = SyncGuard(response, time.monotonic() + send.first_token_timeout, "first_token")
+        inner = response.stream
+        assert isinstance(inner, httpx2.SyncByteStream)
+        chunks = iter(inner)
+        failure: Failure | None = None
+        error: BaseException | None = None
+        try:
+            for chunk in chunks:
+                if consumer.peek(chunk):
+                    break
+            else:
+                failure = consumer.peek_ended()
+        except httpx2.TransportError as exc:
+            error = exc
+            failure = consumer.peek_failed(exc, first_token_passed=guard.fired == "first_token")
+        if failure is not None or consumer.scanner.failure is not None:
+            guard.close()
+            response.close()
+        verdict = consumer.verdict(failure, error, plan, send, request, response)
+        if verdict is not None:
+            return verdict
+        consumer.committed(plan, state, send, started, response.status_code)
+        response.stream = _SyncStream(consumer, chunks, inner, guard)
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+
+
+class _SyncStream(httpx2.SyncByteStream):
+    """A committed stream: replays the peeked bytes, then guards every read."""
+
+    def __init__(self, consumer: StreamConsumer, chunks: Iterator[bytes],
+                 inner: httpx2.SyncByteStream, guard: SyncGuard) -> None:
+        self._consumer = consumer
+        self._chunks = chunks
+        self._inner = inner
+        self._guard = guard
+
+    def __iter__(self) -> Iterator[bytes]:
+        consumer, guard = self._consumer, self._guard
+        idle = consumer.call.policy.stream_idle_timeout
+        deadline = real_deadline(consumer.call)
+        yield from consumer.replay()
+
+        def limit() -> tuple[float | None, str]:
+            at = time.monotonic() + idle
+            if deadline is not None and deadline <= at:
+                return deadline, "deadline"
+            return at, "idle"
+
+        guard.set(*limit(), shorter=True)
+        try:
+            for chunk in self._chunks:
+                consumer.feed(chunk)
+                guard.set(*limit())
+                yield chunk
+            consumer.ended()
+        except httpx2.TransportError as exc:
+            raise consumer.read_failed(guard.fired, exc) from exc
+        finally:
+            guard.close()
+
+    def close(self) -> None:
+        self._guard.close()
+        self._inner.close()
+        self._consumer.closed()

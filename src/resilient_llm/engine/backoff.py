@@ -36,9 +36,9 @@ def backoff_delay(
     one it is ``jitter``. ``pressure`` ≥ 0 (0 = calm) widens the window when the target is
     under load.
 
-    ``limit`` (the time the deadline leaves for waiting) clips the jitter and the spread, never
-    the hint: a wait longer than ``limit`` becomes ``hint + U(0, (limit − hint)/4)``, so a retry
-    that fits after what the provider asked for is taken, early enough to finish. The caller
+    ``limit`` (the time the deadline leaves for waiting) clips the jitter window to ``limit``
+    and the spread to a quarter of ``limit − hint``, never the hint: a retry that fits after
+    what the provider asked for is taken, early enough to finish. The caller
     still checks that the result fits; this function does not sleep.
     """
     if retry < 1:
@@ -46,10 +46,10 @@ def backoff_delay(
     base = THROTTLE_BASE if failure.throttle else TRANSIENT_BASE
     exponent = min(retry - 1, 32)
     cap = min(max_backoff, base * (2.0**exponent)) * (1.0 + max(pressure, 0.0))
-    jitter = rng.uniform(0.0, cap)
     hint = max(failure.retry_after or 0.0, floor)
-    delay = max(jitter, hint + rng.uniform(0.0, min(cap, _HINT_SPREAD))) if hint > 0 else jitter
-    if limit is not None and delay > limit:
-        # Too long for the deadline: keep the hint, spread within a quarter of what is left.
-        delay = hint + rng.uniform(0.0, max(0.0, limit - hint) / 4)
-    return delay
+    spread = min(cap, _HINT_SPREAD)
+    if limit is not None:  # what the deadline leaves: the retry must still fit after the wait
+        cap = min(cap, max(limit, 0.0))
+        spread = min(spread, max(0.0, limit - hint) / 4)
+    jitter = rng.uniform(0.0, cap)
+    return max(jitter, hint + rng.uniform(0.0, spread)) if hint > 0 else jitter

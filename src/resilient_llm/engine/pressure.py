@@ -373,8 +373,11 @@ class TargetPressure:
             if throttled:
                 self.throttles += 1
                 self._last_throttle = now
-            if throttled and (hinted or (self.requests is not None and not self._cubic_bucket)
-                              or self.cubic_rate is not None):
+            # A send rate is known once one 0.5 s bucket of sends was measured: a 429 to a
+            # caller that has sent a request or two says nothing about the rate to keep.
+            if throttled and self.cubic.measured > 0 and (
+                    hinted or (self.requests is not None and not self._cubic_bucket)
+                    or self.cubic_rate is not None):
                 current = self.requests.rate if self.requests is not None else None
                 self.cubic_rate = self.cubic.on_throttle(now, current)
                 if self.requests is not None and not self._cubic_bucket:

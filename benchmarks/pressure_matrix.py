@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     print("  ".join(h.ljust(w) for h, w in zip(HEADER, widths, strict=True)))
     for cell in cells:
         metrics = run_cell(cell, range(args.seeds))
-        results.append((cell, dict(metrics)))
+        results.append((cell, {str(kind): m for kind, m in metrics.items()}))
         for kind, m in metrics.items():
             rows.append(row(cell, kind, m))
             print("  ".join(v.ljust(w) for v, w in zip(rows[-1], widths, strict=True)), flush=True)

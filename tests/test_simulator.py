@@ -12,6 +12,7 @@ import pytest
 
 from resilient_llm.testing.sim import (
     MATRIX,
+    CallResult,
     Cell,
     ControlClient,
     Loop,
@@ -48,7 +49,7 @@ def test_the_control_retries_twice_and_honours_retry_after() -> None:
     world = World(loop, {"m": ProviderModel(service_time=0.1, jitter=0.0,
                                             transient=("429", "429", "429"), retry_after=0.7)}, 0)
     client = ControlClient(world, deadline=60.0, seed=0)
-    results = []
+    results: list[CallResult] = []
     loop.spawn(client.call("m"), done=results.append)
     loop.run()
     (result,) = results

@@ -398,7 +398,7 @@ class Plan:
             # whose job is to stop retries multiplying load on a failing target.
             succeeded=failure is None or not failure.retryable
             or failure.kind is FailureClass.RATE_LIMITED,
-            hinted=failure is not None and failure.retry_after is not None,
+            retry_after=None if failure is None else failure.retry_after,
         )
 
     # --- how a request ends -------------------------------------------------------------------

@@ -354,13 +354,15 @@ class TargetPressure:
         throttled: bool,
         dropped: bool,
         succeeded: bool,
-        hinted: bool = True,
+        retry_after: float | None = None,
     ) -> None:
         """An admitted attempt ended: free its slot and learn from how it went.
 
         ``throttled`` (a 429) slows the send rate (CUBIC) when it is rate-shaped: it carried a
-        ``Retry-After`` (``hinted``) or the target publishes rate limits. A bare 429 from a
-        provider without rate-limit headers is a concurrency cap: it only cuts the limit.
+        ``Retry-After`` or the target publishes rate limits. A bare 429 from a provider without
+        rate-limit headers is a concurrency cap: it only cuts the limit. A 429 also drains the
+        header-learned bucket so that its next request is due when ``Retry-After`` says (at
+        once without one): the provider's answer beats its headers, and agrees with its hint.
         """
         with self._lock:
             self.inflight = max(0, self.inflight - 1)
@@ -376,14 +378,18 @@ class TargetPressure:
             # A send rate is known once one 0.5 s bucket of sends was measured: a 429 to a
             # caller that has sent a request or two says nothing about the rate to keep.
             if throttled and self.cubic.measured > 0 and (
-                    hinted or (self.requests is not None and not self._cubic_bucket)
+                    retry_after is not None
+                    or (self.requests is not None and not self._cubic_bucket)
                     or self.cubic_rate is not None):
                 current = self.requests.rate if self.requests is not None else None
                 self.cubic_rate = self.cubic.on_throttle(now, current)
-                if self.requests is not None and not self._cubic_bucket:
-                    # A 429 is ground truth, headers a hint: nothing is left right now.
-                    self.requests.refill(now)
-                    self.requests.level = min(self.requests.level, 0.0)
+            if throttled and self.requests is not None and not self._cubic_bucket:
+                # A 429 is ground truth, headers a hint: the next request is due when the
+                # provider said, not before.
+                bucket = self.requests
+                bucket.refill(now)
+                rate = min(bucket.rate, self.cubic.rate(now) or bucket.rate)
+                bucket.level = min(bucket.level, 1.0 - rate * (retry_after or 0.0))
             if dropped or throttled:
                 self.concurrency.on_drop(now)
             elif latency is not None:

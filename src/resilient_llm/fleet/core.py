@@ -1039,10 +1039,10 @@ class FleetPressure(TargetPressure):
         throttled: bool,
         dropped: bool,
         succeeded: bool,
-        hinted: bool = True,
+        retry_after: float | None = None,
     ) -> None:
         super().release(now, priority=priority, latency=latency, throttled=throttled,
-                        dropped=dropped, succeeded=succeeded, hinted=hinted)
+                        dropped=dropped, succeeded=succeeded, retry_after=retry_after)
         if not throttled or self._mode != "fleet":
             return
         with self._lock:

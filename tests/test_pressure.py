@@ -150,17 +150,17 @@ def test_latency_inflation_shrinks_the_limit() -> None:
         now += 0.11
         limit.on_sample(0.2, now, inflight=40, may_grow=True)
     peak = limit.limit
-    for _ in range(30):
+    for _ in range(60):
         now += 0.11
         limit.on_sample(1.0, now, inflight=40, may_grow=True)
     assert limit.limit < peak * 0.9
 
 
-def test_slow_start_doubles_until_the_first_drop_then_grows_additively() -> None:
+def test_slow_start_adds_a_slot_per_success_until_the_first_drop_then_grows_additively() -> None:
     limit = ConcurrencyLimit(limit=20)
     now = 0.0
-    for _ in range(15):  # one full window: 1 s, at least 10 samples
-        now += 0.1
+    for _ in range(20):  # one round trip of a full limit: it doubles
+        now += 0.05
         limit.on_sample(0.2, now, inflight=int(limit.limit), may_grow=True)
     assert limit.limit == 40
     for _ in range(10):  # a burst of drops inside one window halves the limit at most
@@ -171,6 +171,21 @@ def test_slow_start_doubles_until_the_first_drop_then_grows_additively() -> None
         now += 0.1
         limit.on_sample(0.2, now, inflight=int(limit.limit), may_grow=True)
     assert before < limit.limit < before * 1.5
+
+
+def test_slow_start_resumes_after_calm_and_never_while_app_limited() -> None:
+    limit = ConcurrencyLimit(limit=20)
+    limit.on_drop(0.0)
+    now = 0.0
+    for _ in range(70):  # 7 s of steady latency, no drop: slow start again
+        now += 0.1
+        limit.on_sample(0.2, now, inflight=int(limit.limit), may_grow=True)
+    resumed = limit.limit
+    assert resumed > 30
+    for _ in range(30):  # few slots used: nothing to learn about more
+        now += 0.1
+        limit.on_sample(0.2, now, inflight=1, may_grow=True)
+    assert limit.limit <= resumed
 
 
 def test_retry_budget_allows_about_ten_percent() -> None:

@@ -23,6 +23,7 @@ def backoff_delay(
     max_backoff: float,
     pressure: float = 0.0,
     floor: float = 0.0,
+    limit: float | None = None,
 ) -> float:
     """Seconds to wait before retry number ``retry`` (1 = first retry).
 
@@ -33,15 +34,22 @@ def backoff_delay(
     hint the wait is ``max(jitter, hint + U(0, min(cap, 5)))``: never sooner than asked, and
     spread after it so clients released by the same reset do not retry in one wave. Without
     one it is ``jitter``. ``pressure`` ≥ 0 (0 = calm) widens the window when the target is
-    under load. The caller bounds the result by the deadline; this function does not sleep.
+    under load.
+
+    ``limit`` (the time the deadline leaves for waiting) clips the jitter window to ``limit``
+    and the spread to a quarter of ``limit − hint``, never the hint: a retry that fits after
+    what the provider asked for is taken, early enough to finish. The caller
+    still checks that the result fits; this function does not sleep.
     """
     if retry < 1:
         raise ValueError("retry numbers start at 1")
     base = THROTTLE_BASE if failure.throttle else TRANSIENT_BASE
     exponent = min(retry - 1, 32)
     cap = min(max_backoff, base * (2.0**exponent)) * (1.0 + max(pressure, 0.0))
-    jitter = rng.uniform(0.0, cap)
     hint = max(failure.retry_after or 0.0, floor)
-    if hint > 0:
-        return max(jitter, hint + rng.uniform(0.0, min(cap, _HINT_SPREAD)))
-    return jitter
+    spread = min(cap, _HINT_SPREAD)
+    if limit is not None:  # what the deadline leaves: the retry must still fit after the wait
+        cap = min(cap, max(limit, 0.0))
+        spread = min(spread, max(0.0, limit - hint) / 4)
+    jitter = rng.uniform(0.0, cap)
+    return max(jitter, hint + rng.uniform(0.0, spread)) if hint > 0 else jitter

@@ -4,7 +4,9 @@ Closed → open when, over the last ``window`` seconds, at least ``min_calls`` a
 seen and the failure ratio is ≥ ``failure_ratio``. Open for ``break_for · U(1, 1.5)`` seconds
 (jittered, so a fleet does not probe in one wave), then half-open: exactly one probe is let
 through; its success closes the circuit, its failure opens it again. Defaults follow Polly's
-anchor scaled to LLM traffic: 50 % over 30 s with at least 5 attempts, 5 s breaks.
+anchor scaled to LLM traffic: 50 % over 30 s with at least 5 attempts, 5 s breaks. A caller
+with no fallback is not refused wholesale by an open circuit: it is let through in proportion
+to the window's successes (client-side adaptive throttling), so partial failure is still tried.
 
 Only failures that say something about the target's health count: overload, 5xx, timeouts,
 connection faults and stream faults. 4xx answers and 429 (the caller's own quota, paced by
@@ -21,9 +23,12 @@ from typing import Literal
 from .._clock import RandomSource
 from .classify import Failure, FailureClass
 
-__all__ = ["Breaker", "BreakerSnapshot", "BreakerState", "counts_for_health"]
+__all__ = ["ADAPTIVE_K", "Breaker", "BreakerSnapshot", "BreakerState", "counts_for_health"]
 
 BreakerState = Literal["closed", "open", "half_open"]
+#: Adaptive throttling's multiplier: an open circuit admits a caller with no fallback while
+#: failures are below (K − 1)/K of the window's attempts.
+ADAPTIVE_K = 2.0
 
 _HEALTH = frozenset({
     FailureClass.OVERLOADED, FailureClass.SERVER_ERROR, FailureClass.TIMEOUT,
@@ -81,8 +86,15 @@ class Breaker:
             self.transitions += 1
         return self._state
 
-    def allow(self, now: float) -> bool:
-        """May an attempt go to this target now? In half-open, only the first caller may."""
+    def allow(self, now: float, *, alone: bool = False, rng: RandomSource | None = None) -> bool:
+        """May an attempt go to this target now? In half-open, only the first caller may.
+
+        ``alone``: the caller has nowhere else to go (no fallback). Refusing it outright is
+        right only when the target is down; while some attempts still succeed, an open circuit
+        lets such a caller through with probability ``1 − max(0, (n − 2·ok) / (n + 1))`` over
+        the window (client-side adaptive throttling, the SRE book's K = 2), so it rejects only
+        in proportion to the measured excess of failures.
+        """
         with self._lock:
             state = self._current(now)
             if state == "closed":
@@ -90,7 +102,14 @@ class Breaker:
             if state == "half_open" and not self._probe_out:
                 self._probe_out = True
                 return True
-            return False
+            return alone and rng is not None and self._admit_alone(rng)
+
+    def _admit_alone(self, rng: RandomSource) -> bool:
+        """Adaptive throttling for a caller with no fallback (lock held)."""
+        calls = len(self._events)
+        successes = sum(1 for _, ok in self._events if ok)
+        reject = max(0.0, (calls - ADAPTIVE_K * successes) / (calls + 1))
+        return rng.random() >= reject
 
     def cancel_probe(self) -> None:
         """The probe that :meth:`allow` let through was never sent: let another caller probe."""

@@ -44,6 +44,8 @@ __all__ = [
 #: An attempt with less time than this left is not started: it could not finish.
 MIN_ATTEMPT = 0.05
 _CLIP_TOLERANCE = 0.05
+#: A backoff clipped to fit the deadline leaves at least this long for the retry itself.
+_RETRY_RESERVE = 0.2
 
 
 GiveUpReason = Literal["deadline", "attempts", "not_retryable", "not_replayable", "budget"]
@@ -240,7 +242,9 @@ class Call:
         """Decide what follows a failed attempt: a bounded backoff, or the end of the call.
 
         ``pressure`` (0–1) widens the backoff window; ``floor`` is the pacer's time until
-        capacity (the wait is never shorter); ``budget_ok`` is the target's retry budget.
+        capacity (the wait is never shorter); ``budget_ok`` is the target's retry budget. A
+        retry that fits after the server's hint is always taken: the jitter and spread are
+        clipped so that 0.2 s remain for the attempt.
         """
         self.last_failure = failure
         if error is not None:
@@ -253,6 +257,7 @@ class Call:
             return GiveUp("attempts", failure)
         if not budget_ok:
             return GiveUp("budget", failure)
+        left = self.remaining()
         delay = backoff_delay(
             retry=self.attempts,
             failure=failure,
@@ -260,8 +265,8 @@ class Call:
             max_backoff=self.policy.max_backoff,
             pressure=pressure,
             floor=floor,
+            limit=None if left is None else max(0.0, left - _RETRY_RESERVE),
         )
-        left = self.remaining()
         if left is not None and delay + MIN_ATTEMPT > left:
             return GiveUp("deadline", failure)
         return Wait(delay)

@@ -52,7 +52,7 @@ from .._errors import AllTargetsFailed, CircuitOpen, RetryBudgetExhausted
 from .call import MIN_ATTEMPT, Call, GiveUp, Send, Wait
 from .classify import Failure, FailureClass, unknown_failure
 from .pressure import Admission, RateLimits, TargetPressure
-from .routing import Router, Target
+from .routing import FALLBACK_PATIENCE, Router, Target
 
 __all__ = [
     "Action",
@@ -65,6 +65,10 @@ __all__ = [
     "Return",
     "Served",
 ]
+
+
+#: Failures that cut the concurrency limit (besides 429s).
+_DROPS = frozenset({FailureClass.TIMEOUT, FailureClass.OVERLOADED})
 
 
 # --- actions (plan → driver) ------------------------------------------------------------------
@@ -236,10 +240,12 @@ class Plan:
                     remaining=call.remaining(),
                     saturated=state.pressure(now) >= 0.9,
                     batch=call.policy.priority == "batch",
+                    paced=state.time_until_available(now) > FALLBACK_PATIENCE,
                 )
             breaker = state.breaker
             seen = breaker.transitions
-            if reason is None and not breaker.allow(now):
+            if reason is None and not breaker.allow(now, alone=not router.has_fallback,
+                                                    rng=call.rng):
                 reason = "circuit_open"
             self._breaker_moved(state, seen, now)
             if reason is None:
@@ -385,12 +391,14 @@ class Plan:
             now,
             priority=call.policy.priority,
             latency=None if failure is not None else now - started,
-            throttled=failure is not None and failure.throttle,
-            dropped=failure is not None and failure.kind is FailureClass.TIMEOUT,
+            # Only a 429 says "send slower"; overload and timeouts say "fewer at once".
+            throttled=failure is not None and failure.kind is FailureClass.RATE_LIMITED,
+            dropped=failure is not None and failure.kind in _DROPS,
             # 429s are answered by pacing and Retry-After, not by spending the retry budget,
             # whose job is to stop retries multiplying load on a failing target.
             succeeded=failure is None or not failure.retryable
             or failure.kind is FailureClass.RATE_LIMITED,
+            retry_after=None if failure is None else failure.retry_after,
         )
 
     # --- how a request ends -------------------------------------------------------------------

@@ -4,12 +4,17 @@ State is keyed by target: (endpoint, credential hash, model), the scope a provid
 on. For each target:
 
 * **Pacer** — token buckets for requests and tokens. Seeded from rate-limit headers: with
-  ``limit`` L, ``remaining`` R and ``reset`` T (time until the bucket is full again) the fill
-  rate is ``(L − R) / T`` and the level is ``R``. After a throttle the fill rate follows CUBIC
-  (botocore's adaptive mode: C = 0.4, β = 0.7, measured send rate as an EMA over 0.5 s
-  buckets, fill ≤ 2 × measured, floor 0.5/s): ``rate = C·(t − t_throttle − K)³ + W_max``,
-  ``K = ∛(W_max·(1 − β)/C)``.
-* **Concurrency limit** — AIMD on drops (429/529/503/timeouts: ``L ← 0.9·L``) plus Netflix
+  ``limit`` L, ``remaining`` R and ``reset`` T (time until the bucket is full again, read as at
+  most a minute) the fill rate is ``(L − R) / T`` and the level is ``R``. A 429 empties the
+  requests bucket (the provider's answer beats its headers) and the fill rate follows CUBIC
+  (botocore's adaptive mode: C = 0.4, β = 0.7, floor 0.5/s): ``rate = C·(t − t_429 − K)³ +
+  W_max``, ``K = ∛(W_max·(1 − β)/C)``, growing with time (no cap from the measured rate, which
+  the pacer itself holds down) and forgotten at 2·W_max. Without headers, CUBIC's bucket
+  starts full, so it delays only a caller that sends faster than the rate. 503/529 and
+  timeouts are not send-rate signals: they cut the concurrency limit and feed the breaker.
+* **Concurrency limit** — AIMD on drops (429/529/503/timeouts: ``L ← 0.9·L``, at most halving
+  per second); slow start adds a slot per success while half the slots are used (doubling
+  per round trip) until the first drop, and again after 5 s without drops; then Netflix
   Gradient2 on latency per 1 s window (``g = clamp(1.5·long/short, 0.5, 1)``,
   ``L ← 0.8·L + 0.2·(L·g + 4)``); growth stops while the provider reports less than 10 % of
   its request limit remaining, and while fewer than half the slots are in use.
@@ -19,8 +24,9 @@ on. For each target:
 * **Priority** — waiting calls are admitted ``interactive`` first; ``batch`` calls may use at
   most 75 % of the concurrency limit, so interactive work always has headroom.
 * **Pressure** — one number in [0, 1]: the largest of slot utilisation beyond half, recent
-  throttles (decaying over 10 s), latency inflation over the no-load baseline, and the
-  pacer's wait (1 s = 1). It widens backoff windows and is reported in ``outcome()``.
+  429s (decaying over 10 s), latency inflation (0 up to twice a robust baseline plus 50 ms,
+  1 at twice that), and the pacer's wait (1 s = 1). It widens backoff windows and is
+  reported in ``outcome()``.
 
 Every method takes ``now`` (an injected monotonic time) and does no I/O; a per-target lock
 makes it safe for threads and tasks alike (no lock is held across a wait).
@@ -37,7 +43,7 @@ import itertools
 import math
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
@@ -45,6 +51,14 @@ from cachetools import LRUCache
 from .._fastinit import fast_frozen_init
 from .._policy import Priority
 from .breaker import Breaker
+from .controllers import (
+    UNPACED,
+    ConcurrencyLimit,
+    Cubic,
+    RateLimits,
+    RetryBudget,
+    TokenBucket,
+)
 
 if TYPE_CHECKING:
     from ..fleet.core import FleetSnapshot
@@ -67,9 +81,10 @@ __all__ = [
 
 #: Share of the concurrency limit ``batch`` calls may hold.
 BATCH_SHARE = 0.75
-_MIN_RATE = 0.5
-#: The fill rate of a bucket whose rate is not known yet: it never makes anyone wait.
-UNPACED = 1e9
+#: Seconds after a 429 during which the concurrency limit does not grow.
+_GROWTH_PAUSE = 2.0
+#: Latency above the baseline that is never read as pressure (seconds).
+_LATENCY_FLOOR = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,177 +102,6 @@ class TargetKey:
 
     def __str__(self) -> str:
         return f"{self.endpoint}|{self.credential}|{self.model or '-'}"
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimits:
-    """One dimension of a provider's rate-limit headers (requests or tokens)."""
-
-    limit: float
-    remaining: float
-    reset: float  # seconds until the bucket is full again
-
-
-# --- controllers (pure, injected time) ----------------------------------------------------------
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    """A continuous token bucket; ``rate`` tokens per second up to ``capacity``."""
-
-    rate: float
-    capacity: float
-    level: float
-    updated: float
-
-    def refill(self, now: float) -> None:
-        if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-            self.updated = now
-
-    def wait_for(self, cost: float, now: float) -> float:
-        """Seconds until ``cost`` tokens are available (0 when they are now)."""
-        self.refill(now)
-        cost = min(cost, self.capacity)
-        if self.level >= cost:
-            return 0.0
-        return (cost - self.level) / max(self.rate, 1e-9)
-
-    def take(self, cost: float, now: float) -> None:
-        self.refill(now)
-        self.level -= min(cost, self.capacity)
-
-    def observe(self, limits: RateLimits, now: float, *, floor: float = 0.0) -> None:
-        """Re-seed from headers: the provider's view of the bucket wins, in both directions.
-
-        The fill rate is learnt once at least half the bucket is in use — before that the
-        estimate (L − R)/T rests on a token or two and a limiter that is not a token bucket
-        (a concurrency cap) would make it absurdly low — and never below ``floor``, the send
-        rate the provider has been accepting. Until a rate is learnt the bucket does not pace.
-        """
-        self.refill(now)
-        self.capacity = max(limits.limit, 1.0)
-        missing = limits.limit - limits.remaining
-        if limits.reset > 0 and missing >= max(2.0, 0.5 * limits.limit):
-            self.rate = max(missing / limits.reset, floor, _MIN_RATE)
-        self.level = min(limits.remaining, self.capacity)
-
-
-@dataclass(slots=True)
-class Cubic:
-    """CUBIC send-rate control after throttles (botocore adaptive retry mode)."""
-
-    C: float = 0.4
-    BETA: float = 0.7
-    w_max: float = 0.0
-    k: float = 0.0
-    last_throttle: float | None = None
-    measured: float = 0.0
-    _bucket: float = 0.0
-    _count: int = 0
-
-    def record_send(self, now: float) -> None:
-        """Measured send rate: EMA (0.8) of counts per 0.5 s bucket."""
-        bucket = math.floor(now * 2) / 2
-        if bucket == self._bucket:
-            self._count += 1
-            return
-        if self._bucket:
-            current = self._count / max(bucket - self._bucket, 0.5)
-            self.measured = 0.8 * current + 0.2 * self.measured
-        self._bucket, self._count = bucket, 1
-
-    def on_throttle(self, now: float, current_rate: float | None) -> float:
-        base = self.measured if current_rate is None else min(self.measured, current_rate)
-        base = max(base, _MIN_RATE)
-        self.w_max = base
-        self.k = ((self.w_max * (1 - self.BETA)) / self.C) ** (1 / 3)
-        self.last_throttle = now
-        return max(self.BETA * base, _MIN_RATE)
-
-    def rate(self, now: float) -> float | None:
-        if self.last_throttle is None:
-            return None
-        t = now - self.last_throttle
-        cubic = self.C * (t - self.k) ** 3 + self.w_max
-        ceiling = 2 * self.measured if self.measured > 0 else cubic
-        return max(min(cubic, ceiling), _MIN_RATE)
-
-
-@dataclass(slots=True)
-class ConcurrencyLimit:
-    """AIMD on drops plus Gradient2 on latency, evaluated once per window."""
-
-    limit: float = 20.0
-    minimum: float = 1.0
-    maximum: float = 200.0
-    window: float = 1.0
-    min_samples: int = 10
-    long_rtt: float | None = None
-    _samples: list[float] = field(default_factory=list)
-    _window_start: float | None = None
-    _dropped: bool = False
-    _cut_since: float | None = None
-    _cut_floor: float = 0.0
-
-    def on_drop(self, now: float = 0.0) -> None:
-        """Multiplicative decrease (× 0.9 per drop), but at most halving within one window.
-
-        A burst of throttles answering one overshoot is one signal: without the floor, the 20
-        rejections of a first wave would cut the limit to an eighth of what the provider holds.
-        """
-        self._dropped = True
-        if self._cut_since is None or now - self._cut_since >= self.window:
-            self._cut_since = now
-            self._cut_floor = self.limit * 0.5
-        self.limit = max(self.minimum, self._cut_floor, self.limit * 0.9)
-
-    def on_sample(self, rtt: float, now: float, inflight: int, may_grow: bool) -> None:
-        if self._window_start is None:
-            self._window_start = now
-        self._samples.append(rtt)
-        if now - self._window_start < self.window or len(self._samples) < self.min_samples:
-            return
-        short = max(sum(self._samples) / len(self._samples), 1e-6)  # a zero RTT is a clock artefact
-        self._samples.clear()
-        self._window_start = now
-        if self.long_rtt is None:
-            self.long_rtt = short
-        else:  # a slow EMA of the window averages: Gradient2's "long" RTT
-            self.long_rtt = 0.9 * self.long_rtt + 0.1 * short
-            if self.long_rtt / short > 2:
-                self.long_rtt *= 0.95
-        gradient = max(0.5, min(1.0, 1.5 * self.long_rtt / short))
-        saturated = may_grow and inflight * 2 >= self.limit
-        if gradient < 1.0:
-            self._dropped = True  # latency is rising: slow start is over
-        if saturated and not self._dropped:
-            # Slow start: until the first drop, double per window while the slots are used
-            # and latency holds, so a large quota is reached in seconds, not minutes.
-            self.limit = min(self.maximum, self.limit * 2)
-            return
-        grown = self.limit * gradient + (4 if saturated else 0)
-        self.limit = max(self.minimum, min(self.maximum, 0.8 * self.limit + 0.2 * grown))
-
-
-@dataclass(slots=True)
-class RetryBudget:
-    """gRPC-style retry throttling: retries only while more than half the tokens remain."""
-
-    max_tokens: float = 10.0
-    ratio: float = 0.1
-    tokens: float = 10.0
-    requests: int = 0
-    retries: int = 0
-
-    def on_success(self) -> None:
-        self.tokens = min(self.max_tokens, self.tokens + self.ratio)
-
-    def on_failure(self) -> None:
-        self.tokens = max(0.0, self.tokens - 1.0)
-
-    def can_retry(self) -> bool:
-        return self.tokens > self.max_tokens / 2
 
 
 # --- per-target state -----------------------------------------------------------------------------
@@ -341,6 +185,8 @@ class TargetPressure:
         self._recent: float | None = None
         self._last_reserve_retry = -math.inf
         self.breaker = Breaker()
+        #: The requests bucket was made by CUBIC (no headers): it goes when the throttle does.
+        self._cubic_bucket = False
         #: Successes whose rate-limit headers may be skipped (plenty of headroom last time).
         self.headroom_skips = 0
         self.touched = now
@@ -467,6 +313,10 @@ class TargetPressure:
 
     def _pacer_wait(self, cost: float, now: float) -> float:
         wait = 0.0
+        if self.cubic_rate is not None and self.cubic.expired(now):
+            self.cubic_rate = None  # recovered with time: the throttle is forgotten
+            if self._cubic_bucket:
+                self.requests, self._cubic_bucket = None, False
         if self.requests is not None:
             rate = self.requests.rate
             if self.cubic_rate is not None:
@@ -474,8 +324,10 @@ class TargetPressure:
             wait = self.requests.wait_for(1, now)
             self.requests.rate = rate
         elif self.cubic_rate is not None:
+            # Starts full: it delays a caller only while it sends faster than the rate.
             rate = self.cubic.rate(now) or self.cubic_rate
-            self.requests = TokenBucket(rate, max(rate, 1.0), 0.0, now)
+            self.requests = TokenBucket(rate, max(rate, 1.0), max(rate, 1.0), now)
+            self._cubic_bucket = True
             wait = self.requests.wait_for(1, now)
         if self.tokens is not None and cost > 0:
             wait = max(wait, self.tokens.wait_for(cost, now))
@@ -502,8 +354,16 @@ class TargetPressure:
         throttled: bool,
         dropped: bool,
         succeeded: bool,
+        retry_after: float | None = None,
     ) -> None:
-        """An admitted attempt ended: free its slot and learn from how it went."""
+        """An admitted attempt ended: free its slot and learn from how it went.
+
+        ``throttled`` (a 429) slows the send rate (CUBIC) when it is rate-shaped: it carried a
+        ``Retry-After`` or the target publishes rate limits. A bare 429 from a provider without
+        rate-limit headers is a concurrency cap: it only cuts the limit. A 429 also drains the
+        header-learned bucket so that its next request is due when ``Retry-After`` says (at
+        once without one): the provider's answer beats its headers, and agrees with its hint.
+        """
         with self._lock:
             self.inflight = max(0, self.inflight - 1)
             if priority == "batch":
@@ -515,22 +375,42 @@ class TargetPressure:
             if throttled:
                 self.throttles += 1
                 self._last_throttle = now
+            # A send rate is known once one 0.5 s bucket of sends was measured: a 429 to a
+            # caller that has sent a request or two says nothing about the rate to keep.
+            if throttled and self.cubic.measured > 0 and (
+                    retry_after is not None
+                    or (self.requests is not None and not self._cubic_bucket)
+                    or self.cubic_rate is not None):
                 current = self.requests.rate if self.requests is not None else None
                 self.cubic_rate = self.cubic.on_throttle(now, current)
+            if throttled and self.requests is not None and not self._cubic_bucket:
+                # A 429 is ground truth, headers a hint: the next request is due when the
+                # provider said, not before.
+                bucket = self.requests
+                bucket.refill(now)
+                rate = min(bucket.rate, self.cubic.rate(now) or bucket.rate)
+                bucket.level = min(bucket.level, 1.0 - rate * (retry_after or 0.0))
             if dropped or throttled:
                 self.concurrency.on_drop(now)
             elif latency is not None:
-                may_grow = self._remaining_fraction is None or self._remaining_fraction >= 0.1
+                # No growth while the provider says its limit is nearly spent, or just sent
+                # a 429: more slots would only meet the rate limit again.
+                may_grow = (self._remaining_fraction is None
+                            or self._remaining_fraction >= 0.1) and (
+                    self._last_throttle is None or now - self._last_throttle >= _GROWTH_PAUSE)
                 self.concurrency.on_sample(latency, now, self.inflight + 1, may_grow)
                 self._learn_latency(latency)
             self._wake_head()
 
     def _learn_latency(self, latency: float) -> None:
+        """Recent latency (EMA 0.2) against a robust baseline: an EMA that falls fast (0.2) and
+        rises slowly (0.05), so one lucky fast answer does not make every later one look slow."""
         self._recent = latency if self._recent is None else 0.8 * self._recent + 0.2 * latency
-        if self._baseline is None or latency < self._baseline:
+        if self._baseline is None:
             self._baseline = latency
-        else:  # drift up slowly so the no-load baseline follows real changes
-            self._baseline += 0.01 * (latency - self._baseline)
+        else:
+            weight = 0.2 if latency < self._baseline else 0.05
+            self._baseline += weight * (latency - self._baseline)
 
     def observe(self, requests: RateLimits | None, tokens: RateLimits | None, now: float) -> None:
         """Rate-limit headers from any response of this target."""
@@ -579,8 +459,11 @@ class TargetPressure:
         if self._last_throttle is not None:
             throttle = max(0.0, 1.0 - (now - self._last_throttle) / 10.0)
         inflation = 0.0
-        if self._baseline and self._recent:
-            inflation = max(0.0, self._recent / self._baseline - 1.0) / 2
+        if self._baseline is not None and self._recent is not None:
+            # Pressure only beyond twice the baseline plus an absolute 50 ms: jitter on
+            # sub-millisecond answers is not load; 1.0 at four times the baseline.
+            normal = 2 * self._baseline + _LATENCY_FLOOR
+            inflation = max(0.0, self._recent - normal) / normal
         if pacing is None:
             pacing = self._pacer_wait(0.0, now) if self.requests is not None else 0.0
         return min(1.0, max(utilisation, throttle, inflation, pacing))

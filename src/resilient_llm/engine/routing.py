@@ -31,10 +31,12 @@ from .._errors import ResidencyViolation
 from .._policy import Policy
 from .failure import NEVER_FALL_BACK, Failure, FailureClass
 
-__all__ = ["BUDGET_SHARE", "Router", "Step", "Target"]
+__all__ = ["BUDGET_SHARE", "FALLBACK_PATIENCE", "Router", "Step", "Target"]
 
 #: Share of the remaining time one attempt may use while a fallback remains.
 BUDGET_SHARE = 0.5
+#: With a fallback ready, the longest a call waits on a target's pacer before moving on (s).
+FALLBACK_PATIENCE = 0.05
 
 _MOVE_AT_ONCE = frozenset({
     FailureClass.OVERLOADED, FailureClass.TIMEOUT, FailureClass.FIRST_TOKEN_TIMEOUT,
@@ -121,12 +123,18 @@ class Router:
         remaining: float | None,
         saturated: bool,
         batch: bool,
+        paced: bool = False,
     ) -> str | None:
-        """Why the current target should be skipped without an attempt, or ``None``."""
+        """Why the current target should be skipped without an attempt, or ``None``.
+
+        ``paced``: the target's pacer would hold this call longer than moving on would take.
+        """
         if circuit_open:
             return "circuit_open"
         if not self.has_fallback:
             return None
+        if paced:
+            return "paced"
         if expected_latency is not None and remaining is not None \
                 and expected_latency > remaining * self.attempt_share():
             return "too_slow_for_deadline"

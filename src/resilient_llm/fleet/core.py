@@ -1045,9 +1045,10 @@ class FleetPressure(TargetPressure):
         throttled: bool,
         dropped: bool,
         succeeded: bool,
+        retry_after: float | None = None,
     ) -> None:
         super().release(now, priority=priority, latency=latency, throttled=throttled,
-                        dropped=dropped, succeeded=succeeded)
+                        dropped=dropped, succeeded=succeeded, retry_after=retry_after)
         if not throttled or self._mode != "fleet":
             return
         with self._lock:
@@ -1161,13 +1162,13 @@ class FleetBreaker(Breaker):
             if open_left > 0 and self._fleet_probe is None:
                 self._open_for(now, open_left)
 
-    def allow(self, now: float) -> bool:
+    def allow(self, now: float, *, alone: bool = False, rng: RandomSource | None = None) -> bool:
         if not self._link.usable():
-            return super().allow(now)
+            return super().allow(now, alone=alone, rng=rng)
         with self._lock:
             state = self._current(now)
             if state == "open":
-                return False
+                return alone and rng is not None and self._admit_alone(rng)
             if state == "closed":
                 age = now - self._view_at
                 stale = age >= self.view_ttl or (self._fleet_failures > 0

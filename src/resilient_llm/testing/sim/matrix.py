@@ -1,0 +1,240 @@
+"""The matrix: cells (provider × traffic × deadline), runs over seeds, per-cell metrics.
+
+``run_cell(cell, seeds)`` runs the resilient client and the control on the same traffic with
+the same seeds and returns both clients' :class:`CellMetrics`. ``MATRIX`` is the full matrix the
+benchmark prints; ``REDUCED`` the subset CI asserts.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..._policy import Policy
+from .clients import CallResult, ControlClient, ResilientClient, World
+from .loop import Loop
+from .providers import Fault, ProviderModel
+from .traffic import Client, Traffic
+
+__all__ = ["MATRIX", "REDUCED", "Cell", "CellMetrics", "run_cell", "simulate"]
+
+ClientKind = Literal["resilient", "control"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One scenario: a provider (built fresh per run), a traffic shape, a deadline."""
+
+    name: str
+    provider: Callable[[], ProviderModel]
+    traffic: Traffic
+    deadline: float = 30.0
+    #: A healthy fallback model is configured (resilient client only: the SDK has none).
+    fallback: bool = False
+    processes: int = 1
+    #: Which invariants apply to this cell (see ``tests/test_simulator.py``).
+    checks: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class CellMetrics:
+    """One client's figures over every seed of a cell (calls pooled across seeds)."""
+
+    calls: int
+    success: float
+    goodput: float  # successful calls per second, per seed
+    goodput_ratio: float  # goodput / min(capacity, offered rate)
+    attempts: float  # attempts per call
+    share_429: float  # 429 answers / attempts
+    late_429: float  # the same, for attempts of calls started 10 s or more into the run
+    p50: float  # latency of successful calls, seconds
+    p99: float
+    recovery: float | None  # worst seed: last client-side wait or failure after the episode
+    post_rate: float | None  # worst seed: successes / capacity from 5 s after the episode
+    max_pressure: float
+    fallback_share: float  # calls answered by the fallback
+    interactive_p99: float | None  # ``mix`` traffic only
+    batch_success: float | None  # ``mix`` traffic only
+
+
+def simulate(cell: Cell, seed: int, kind: ClientKind) -> tuple[list[CallResult], float]:
+    """One run of ``cell``: every call's result, and the run's start time."""
+    loop = Loop()
+    primary = cell.provider()
+    models = {"m": primary}
+    if cell.fallback:
+        models["fb"] = ProviderModel(service_time=primary.service_time)
+    world = World(loop, models, seed)
+    clients: list[Client] = []
+    policy = Policy(deadline=cell.deadline, telemetry=False,
+                    fallbacks={"m": ("fb",)} if cell.fallback else {})
+    for process in range(cell.processes):
+        if kind == "resilient":
+            clients.append(ResilientClient(world, policy=policy, seed=seed, process=process))
+        else:
+            clients.append(ControlClient(world, deadline=cell.deadline, seed=seed,
+                                         process=process))
+    results: list[CallResult] = []
+    t0 = loop.now
+    cell.traffic.spawn(loop, clients, "m", results, random.Random(seed))
+    loop.run()
+    return results, t0
+
+
+def run_cell(cell: Cell, seeds: Sequence[int]) -> dict[ClientKind, CellMetrics]:
+    """Both clients' metrics for ``cell`` over ``seeds``."""
+    return {kind: _metrics(cell, [simulate(cell, seed, kind) for seed in seeds])
+            for kind in ("resilient", "control")}
+
+
+def _metrics(cell: Cell, runs: list[tuple[list[CallResult], float]]) -> CellMetrics:
+    model = cell.provider()
+    calls = [r for results, _ in runs for r in results]
+    ok = [r for r in calls if r.ok]
+    attempts = sum(r.attempts for r in calls) or 1
+    offered = cell.traffic.offered(model.service_time)
+    ideal = min(model.capacity, offered)
+    goodput = len(ok) / len(runs) / cell.traffic.duration
+    late = [r for results, t0 in runs for r in results if r.start - t0 >= 10.0]
+    late_attempts = sum(r.attempts for r in late)
+    latencies = sorted(r.latency for r in ok)
+    recovery = post_rate = None
+    end = model.episode_end
+    if end is not None:
+        recovery, post_rate = 0.0, math.inf
+        for results, t0 in runs:
+            after = [r for r in results if r.start - t0 >= end]
+            bad = [r.start - t0 - end for r in after if not r.ok or r.waited > 0.05]
+            recovery = max(recovery, max(bad, default=0.0))
+            window = cell.traffic.duration - end - 5.0
+            if window > 0 and math.isfinite(model.capacity):
+                served = sum(1 for r in after if r.ok and r.end - t0 >= end + 5.0
+                             and r.end - t0 < cell.traffic.duration)
+                post_rate = min(post_rate, served / window / model.capacity)
+        if not math.isfinite(post_rate):
+            post_rate = None
+    interactive_p99 = batch_success = None
+    if cell.traffic.kind == "mix":
+        inter = sorted(r.latency for r in calls if r.priority == "interactive" and r.ok)
+        interactive_p99 = _quantile(inter, 0.99)
+        batch = [r for r in calls if r.priority == "batch"]
+        batch_success = sum(r.ok for r in batch) / max(1, len(batch))
+    return CellMetrics(
+        calls=len(calls),
+        success=len(ok) / max(1, len(calls)),
+        goodput=goodput,
+        goodput_ratio=goodput / ideal if ideal > 0 else 0.0,
+        attempts=attempts / max(1, len(calls)),
+        share_429=sum(r.throttled for r in calls) / attempts,
+        late_429=sum(r.throttled for r in late) / max(1, late_attempts),
+        p50=_quantile(latencies, 0.5),
+        p99=_quantile(latencies, 0.99),
+        recovery=recovery,
+        post_rate=post_rate,
+        max_pressure=max((r.pressure for r in calls), default=0.0),
+        fallback_share=sum(r.model == "fb" for r in calls) / max(1, len(calls)),
+        interactive_p99=interactive_p99,
+        batch_success=batch_success,
+    )
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return math.nan
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+# --- the matrix ----------------------------------------------------------------------------------
+
+
+def _p(**kw: object) -> Callable[[], ProviderModel]:
+    return lambda: ProviderModel(**kw)  # type: ignore[arg-type]
+
+
+def _transient(fault: Fault, deadline: float) -> Cell:
+    return Cell(f"transient {fault}, deadline {deadline:g} s",
+                _p(service_time=0.2, transient=(fault,), retry_after=0.5),
+                Traffic("burst", duration=deadline, n=1), deadline=deadline,
+                checks=frozenset({"never_worse", "transient"}))
+
+
+_CAPPED = {"service_time": 0.5, "concurrency": 20, "retry_after": None}  # 40 calls/s
+
+
+def _matrix() -> list[Cell]:
+    never = frozenset({"never_worse"})
+    faults: tuple[Fault, ...] = ("429", "503", "529", "500", "reset")
+    cells = [_transient(fault, deadline) for fault in faults for deadline in (1.0, 2.0)]
+    cells += [Cell(f"idle provider, {scale * 1000:g} ms, batch + fallback",
+                   # noisy answers: 0.1x to 1.9x the typical latency
+                   _p(service_time=scale, jitter=0.9),
+                   Traffic("sequential", duration=60 * scale + 5, think=0.1),
+                   deadline=max(10.0, 4 * scale), fallback=True, checks=never | {"idle"})
+              for scale in (0.0003, 0.03, 3.0, 30.0)]
+    cells += [Cell(f"healthy, {inflight} in flight, {scale * 1000:g} ms",
+                   _p(service_time=scale),
+                   # about 2000 calls per run
+                   Traffic("workers", duration=max(2.0, 2000 * scale / inflight, 4 * scale),
+                           n=inflight),
+                   deadline=max(30.0, 3 * scale), checks=never | {"healthy"})
+              for inflight, scale in ((1, 0.001), (64, 0.1), (256, 1.0), (16, 10.0))]
+    cells += [Cell(f"Poisson {load:g}x capacity (20 slots x 0.5 s)", _p(**_CAPPED),
+                   Traffic("poisson", duration=30.0, rate=40 * load), deadline=10.0,
+                   checks=never)
+              for load in (0.3, 0.9, 1.5, 3.0)]
+    cells.append(Cell("529 storm (3x capacity)", _p(**{**_CAPPED, "overload_status": 529}),
+                      Traffic("poisson", duration=30.0, rate=120), deadline=10.0, checks=never))
+    cells += [Cell(f"Retry-After {label}, 1.5x of 20/s bucket",
+                   _p(service_time=0.2, rate=20.0, burst=20.0, retry_after=hint),
+                   Traffic("poisson", duration=30.0, rate=30.0), deadline=10.0, checks=never)
+              for hint, label in ((None, "absent"), (0.01, "tiny"), (3600.0, "huge"))]
+    cells.append(Cell("token limit 2000 tokens/s (20 calls/s), 1.5x",
+                      _p(service_time=0.2, token_rate=2000.0, tokens_per_request=100.0),
+                      Traffic("poisson", duration=30.0, rate=30.0), deadline=10.0,
+                      checks=never))
+    quantized = {"service_time": 0.05, "rate": 50.0, "burst": 5.0, "header_limit": 3000.0}
+    cells += [Cell(f"quantized 50/s burst 5, headers 3000/min, {processes} process(es)",
+                   _p(**quantized), Traffic("workers", duration=30.0, n=200),
+                   processes=processes, deadline=30.0, checks=never | {"quantized"})
+              for processes in (1, 4)]
+    cells.append(Cell("outage 503 15 s, 4/s caller, fallback",
+                      _p(service_time=0.05, outage=(5.0, 20.0, "503"), retry_after=None),
+                      Traffic("sequential", duration=45.0, think=0.2), deadline=10.0,
+                      fallback=True, checks=never | {"recovers", "fallback_fast"}))
+    cells += [Cell(f"outage {kind} 10 s, 2x-capacity Poisson",
+                   _p(**{**_CAPPED, "outage": (5.0, 15.0, kind)}),
+                   Traffic("poisson", duration=40.0, rate=80.0), deadline=5.0,
+                   checks=never | {"recovers"})
+              for kind in ("503", "refused", "silent")]
+    cells.append(Cell("brownout x10 for 10 s", _p(service_time=0.2, brownout=(5.0, 15.0, 10.0)),
+                      Traffic("workers", duration=40.0, n=8), deadline=10.0,
+                      checks=never | {"recovers"}))
+    cells += [Cell(f"partial failure {ratio:.0%}, deadline 2 s",
+                   _p(service_time=0.1, fail_ratio=ratio, retry_after=None),
+                   Traffic("workers", duration=20.0, n=50), deadline=2.0, checks=never)
+              for ratio in (0.3, 0.5, 0.8)]
+    cells.append(Cell("absurd headers once, deadline 10 s",
+                      _p(service_time=0.1, absurd_at=0), Traffic("sequential", duration=30.0),
+                      deadline=10.0, checks=never | {"absurd"}))
+    cells += [Cell(f"batch flood of 400 + interactive, {slots} slots",
+                   _p(service_time=0.2, concurrency=slots, jitter=0.0),
+                   Traffic("mix", duration=40.0, n=400, think=0.5),
+                   deadline=120.0, checks=never | {"priority"})
+              for slots in (5, 20, 200)]
+    return cells
+
+
+MATRIX: list[Cell] = _matrix()
+_REDUCED_NAMES = (
+    "transient 429, deadline 1 s", "transient 503, deadline 2 s", "transient 529, deadline 1 s",
+    "transient 500, deadline 1 s", "transient reset, deadline 1 s",
+    "idle provider, 0.3 ms, batch + fallback", "idle provider, 3000 ms, batch + fallback",
+    "healthy, 64 in flight, 100 ms", "Poisson 1.5x capacity (20 slots x 0.5 s)",
+    "quantized 50/s burst 5, headers 3000/min, 1 process(es)",
+    "outage 503 15 s, 4/s caller, fallback", "absurd headers once, deadline 10 s",
+    "partial failure 50%, deadline 2 s", "batch flood of 400 + interactive, 5 slots",
+)
+REDUCED: list[Cell] = [cell for cell in MATRIX if cell.name in _REDUCED_NAMES]

@@ -1,0 +1,71 @@
+"""The circuit breaker on injected time: trip, half-open probe, adaptive admission."""
+
+from __future__ import annotations
+
+import pytest
+
+from resilient_llm import Failure, FailureClass
+from resilient_llm.engine.breaker import Breaker, counts_for_health
+from resilient_llm.testing import FakeRandom
+
+DOWN = Failure(FailureClass.SERVER_ERROR, True, status=503)
+THROTTLED = Failure(FailureClass.RATE_LIMITED, True, status=429)
+BAD_REQUEST = Failure(FailureClass.INVALID_REQUEST, False, status=400)
+
+
+def trip(breaker: Breaker, rng: FakeRandom, now: float = 0.0) -> None:
+    for i in range(breaker.min_calls):
+        assert breaker.allow(now + i * 0.01)
+        breaker.record(now + i * 0.01, DOWN, rng)
+
+
+def test_opens_after_enough_failures_then_lets_exactly_one_probe_through() -> None:
+    breaker, rng = Breaker(break_for=5.0), FakeRandom(fixed=0.0)
+    trip(breaker, rng)
+    assert breaker.state(0.1) == "open" and not breaker.allow(0.1)
+    assert breaker.snapshot(0.1).open_until == pytest.approx(0.04 + 5.0)
+    assert breaker.allow(5.1)  # half-open: the probe
+    assert not breaker.allow(5.1)  # and only one
+    breaker.record(5.2, None, rng)
+    assert breaker.state(5.2) == "closed" and breaker.allow(5.2)
+
+
+def test_a_failed_probe_opens_again_and_a_cancelled_probe_frees_the_slot() -> None:
+    breaker, rng = Breaker(break_for=1.0), FakeRandom(fixed=0.0)
+    trip(breaker, rng)
+    assert breaker.allow(2.0)
+    breaker.cancel_probe()
+    assert breaker.allow(2.0)
+    breaker.record(2.1, DOWN, rng)
+    assert breaker.state(2.1) == "open"
+
+
+def test_only_health_failures_count() -> None:
+    assert counts_for_health(DOWN)
+    assert not counts_for_health(THROTTLED) and not counts_for_health(BAD_REQUEST)
+    breaker, rng = Breaker(), FakeRandom()
+    for i in range(20):
+        breaker.record(i * 0.1, THROTTLED if i % 2 else BAD_REQUEST, rng)
+    assert breaker.state(2.0) == "closed"
+
+
+def test_a_caller_without_fallback_is_admitted_in_proportion_to_successes() -> None:
+    """Partial failure: half the attempts succeed. Refusing every caller would be worse than
+    trying; adaptive throttling (K = 2) admits them while successes are at least half."""
+    breaker, rng = Breaker(min_calls=4), FakeRandom(seed=1)
+    now = 0.0
+    for i in range(10):
+        now += 0.01
+        breaker.record(now, DOWN if i % 2 else None, rng)
+    assert breaker.state(now) == "open"
+    assert not breaker.allow(now)  # a caller with a fallback moves on
+    admitted = sum(breaker.allow(now, alone=True, rng=rng) for _ in range(200))
+    assert admitted > 180
+
+
+def test_a_dead_target_refuses_nearly_every_caller_even_without_fallback() -> None:
+    breaker, rng = Breaker(), FakeRandom(seed=2)
+    for i in range(30):
+        breaker.record(i * 0.01, DOWN, rng)
+    admitted = sum(breaker.allow(0.5, alone=True, rng=rng) for _ in range(200))
+    assert admitted < 20

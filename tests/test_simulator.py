@@ -1,0 +1,176 @@
+"""The pressure controllers as a system, in the simulator: virtual time, seeded, no sockets.
+
+Each test runs cells of ``resilient_llm.testing.sim`` — the engine's own request plan against
+simulated providers, next to a control client modelled on the official SDK — and asserts the
+invariants of the pressure-control issue that hold today. Behavioural, not timing: nothing
+here sleeps; the whole file takes well under a minute of CPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from resilient_llm.testing.sim import (
+    MATRIX,
+    CallResult,
+    Cell,
+    ControlClient,
+    Loop,
+    ProviderModel,
+    Traffic,
+    World,
+    run_cell,
+    simulate,
+)
+
+SEEDS = range(5)
+
+
+def cell(name: str) -> Cell:
+    found = [c for c in MATRIX if c.name == name]
+    assert found, f"no cell named {name!r}"
+    return found[0]
+
+
+# --- the simulator itself ----------------------------------------------------------------------
+
+
+def test_runs_are_deterministic_per_seed_and_differ_across_seeds() -> None:
+    chosen = cell("Poisson 1.5x capacity (20 slots x 0.5 s)")
+    first, _ = simulate(chosen, 3, "resilient")
+    again, _ = simulate(chosen, 3, "resilient")
+    other, _ = simulate(chosen, 4, "resilient")
+    assert first == again
+    assert first != other
+
+
+def test_the_control_retries_twice_and_honours_retry_after() -> None:
+    loop = Loop()
+    world = World(loop, {"m": ProviderModel(service_time=0.1, jitter=0.0,
+                                            transient=("429", "429", "429"), retry_after=0.7)}, 0)
+    client = ControlClient(world, deadline=60.0, seed=0)
+    results: list[CallResult] = []
+    loop.spawn(client.call("m"), done=results.append)
+    loop.run()
+    (result,) = results
+    assert not result.ok and result.attempts == 3 and result.throttled == 3
+    assert result.waited == pytest.approx(1.4)  # two waits of exactly Retry-After
+
+
+def test_thousands_of_simulated_seconds_take_seconds() -> None:
+    import time
+
+    chosen = cell("healthy, 16 in flight, 10000 ms")  # 40 simulated seconds, 2000 calls
+    began = time.process_time()
+    results, _ = simulate(chosen, 0, "resilient")
+    assert len(results) >= 1000 and all(r.ok for r in results)
+    assert results[-1].end - results[0].start > 30
+    assert time.process_time() - began < 10
+
+
+# --- the invariants ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["429", "503", "529", "500", "reset"])
+@pytest.mark.parametrize("deadline", [1.0, 2.0])
+def test_one_transient_fault_is_retried_and_succeeds(fault: str, deadline: float) -> None:
+    chosen = cell(f"transient {fault}, deadline {deadline:g} s")
+    metrics = run_cell(chosen, range(20))
+    assert metrics["resilient"].success == 1.0
+    assert metrics["resilient"].attempts == 2.0
+    assert metrics["resilient"].p99 <= deadline
+
+
+@pytest.mark.parametrize("name", [
+    "idle provider, 0.3 ms, batch + fallback", "idle provider, 30 ms, batch + fallback",
+    "idle provider, 3000 ms, batch + fallback", "idle provider, 30000 ms, batch + fallback",
+])
+def test_one_caller_on_an_idle_provider_sees_no_pressure(name: str) -> None:
+    metrics = run_cell(cell(name), SEEDS)["resilient"]
+    assert metrics.max_pressure < 0.3
+    assert metrics.fallback_share == 0.0  # never "saturated": the primary serves every call
+    assert metrics.success == 1.0
+
+
+@pytest.mark.parametrize("name", [
+    "transient 429, deadline 1 s", "transient 503, deadline 2 s",
+    "healthy, 1 in flight, 1 ms", "healthy, 64 in flight, 100 ms",
+    "Poisson 0.3x capacity (20 slots x 0.5 s)", "Poisson 0.9x capacity (20 slots x 0.5 s)",
+    "outage 503 15 s, 4/s caller, fallback", "brownout x10 for 10 s",
+    "absurd headers once, deadline 10 s", "batch flood of 400 + interactive, 20 slots",
+])
+def test_never_worse_than_the_official_client(name: str) -> None:
+    chosen = cell(name)
+    metrics = run_cell(chosen, SEEDS)
+    ours, control = metrics["resilient"], metrics["control"]
+    assert ours.success >= control.success
+    assert ours.p99 <= max(1.1 * control.p99, chosen.deadline)
+
+
+@pytest.mark.parametrize("name", [
+    "Poisson 1.5x capacity (20 slots x 0.5 s)", "Retry-After huge, 1.5x of 20/s bucket",
+    "token limit 2000 tokens/s (20 calls/s), 1.5x", "outage refused 10 s, 2x-capacity Poisson",
+])
+def test_under_overload_more_calls_succeed_with_fewer_attempts(name: str) -> None:
+    metrics = run_cell(cell(name), range(2))
+    ours, control = metrics["resilient"], metrics["control"]
+    assert ours.success >= control.success
+    assert ours.attempts < control.attempts
+    assert ours.share_429 < control.share_429
+
+
+@pytest.mark.parametrize("name", ["healthy, 1 in flight, 1 ms", "healthy, 64 in flight, 100 ms",
+                                  "healthy, 16 in flight, 10000 ms"])
+def test_a_healthy_provider_is_not_throttled_by_the_client(name: str) -> None:
+    metrics = run_cell(cell(name), SEEDS)
+    assert metrics["resilient"].goodput >= 0.95 * metrics["control"].goodput
+
+
+def test_with_a_fallback_ready_no_call_waits_on_a_down_primary() -> None:
+    chosen = cell("outage 503 15 s, 4/s caller, fallback")
+    for seed in SEEDS:
+        results, t0 = simulate(chosen, seed, "resilient")
+        assert all(r.ok for r in results)
+        assert max(r.waited for r in results) <= 0.05
+        during = [r for r in results if 5.0 <= r.start - t0 < 20.0]
+        assert during and all(r.model == "fb" for r in during[1:])
+        after = [r for r in results if r.start - t0 >= 21.0]
+        # Recovered: the primary serves again within a second or two of the outage's end
+        # (its breaker's probe), and nobody is paced.
+        assert after and all(r.model == "m" for r in after if r.start - t0 >= 27.0)
+    assert run_cell(chosen, SEEDS)["resilient"].recovery == 0.0
+
+
+def test_no_single_response_keeps_a_target_unadmitted() -> None:
+    chosen = cell("absurd headers once, deadline 10 s")
+    for seed in SEEDS:
+        results, _ = simulate(chosen, seed, "resilient")
+        assert all(r.ok for r in results)
+        assert max(r.waited for r in results) < 2.0
+
+
+def test_a_recovered_provider_is_not_paced_and_a_throttle_is_forgotten() -> None:
+    """One 429 (no headers, Retry-After 0.5 s) for a 4/s caller: its calls are not held after."""
+    provider = lambda: ProviderModel(service_time=0.05, transient=("429",), retry_after=0.5)  # noqa: E731
+    chosen = Cell("one 429 then healthy", provider, Traffic("sequential", duration=20.0,
+                                                              think=0.2), deadline=5.0)
+    for seed in SEEDS:
+        results, t0 = simulate(chosen, seed, "resilient")
+        assert all(r.ok for r in results)
+        assert all(r.waited <= 0.01 for r in results if r.start - t0 >= 1.0)
+
+
+def test_priorities_hold_under_a_batch_flood_and_batch_completes() -> None:
+    roomy = run_cell(cell("batch flood of 400 + interactive, 200 slots"), SEEDS)["resilient"]
+    assert roomy.interactive_p99 is not None and roomy.interactive_p99 <= 2 * 0.2
+    for slots in (5, 20, 200):
+        metrics = run_cell(cell(f"batch flood of 400 + interactive, {slots} slots"),
+                           range(2))["resilient"]
+        assert metrics.batch_success == 1.0
+
+
+def test_quantized_limits_are_met_by_pacing_not_by_429s() -> None:
+    metrics = run_cell(cell("quantized 50/s burst 5, headers 3000/min, 1 process(es)"), [0])
+    ours, control = metrics["resilient"], metrics["control"]
+    assert ours.success >= 0.99 and ours.goodput_ratio >= 0.9
+    assert ours.late_429 < 0.1 < 0.9 < control.late_429

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from resilient_llm.testing import FaultProvider, FaultServer
+
 
 @pytest.fixture(autouse=True)
 def _clean_resilient_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -32,6 +34,22 @@ def _fresh_pressure_state() -> Iterator[None]:
     registry.clear()
     yield
     registry.clear()
+
+
+# --- the fault-injecting provider -------------------------------------------------------------
+
+
+@pytest.fixture
+def provider() -> FaultProvider:
+    """A fresh fault-injecting provider (in process; ``server`` runs it on loopback)."""
+    return FaultProvider()
+
+
+@pytest.fixture
+def server(provider: FaultProvider) -> Iterator[FaultServer]:
+    """``provider`` served on a loopback port for the test's duration."""
+    with provider.serve() as running:
+        yield running
 
 
 # --- driver parity: one transport test, both drivers -----------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,17 +74,6 @@ def text_of(stream: Any) -> str:
         e.delta.text for e in stream
         if e.type == "content_block_delta" and e.delta.type == "text_delta"
     )
-
-
-@pytest.fixture
-def provider() -> FaultProvider:
-    return FaultProvider()
-
-
-@pytest.fixture
-def server(provider: FaultProvider) -> Iterator[FaultServer]:
-    with provider.serve() as running:
-        yield running
 
 
 # --- retries, classification ----------------------------------------------------------------------

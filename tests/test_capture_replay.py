@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ import pytest
 
 from resilient_llm import Policy, outcome
 from resilient_llm.__main__ import main
-from resilient_llm.engine.pressure import registry
 from resilient_llm.openai import OpenAI
 from resilient_llm.telemetry.replay import read_capture, replay
 from resilient_llm.testing import FakeClock, FakeRandom, Fault, FaultProvider, Usage
@@ -21,13 +19,6 @@ from resilient_llm.testing import FakeClock, FakeRandom, Fault, FaultProvider, U
 KEY = "sk-capture-test-key-000111222333"
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 FALLBACKS = {"gpt-4.1": ["gpt-4.1-mini"]}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_targets() -> Iterator[None]:
-    registry.clear()
-    yield
-    registry.clear()
 
 
 def make_client(provider: FaultProvider, **policy: Any) -> OpenAI:

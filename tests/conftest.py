@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from resilient_llm.testing import FaultProvider, FaultServer
+
 
 @pytest.fixture(autouse=True)
 def _clean_resilient_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -105,6 +107,22 @@ def otel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Otel]:
     telemetry.configure()
     exporters.tracer_provider.shutdown()
     exporters.meter_provider.shutdown()
+
+
+# --- the fault-injecting provider -------------------------------------------------------------
+
+
+@pytest.fixture
+def provider() -> FaultProvider:
+    """A fresh fault-injecting provider (in process; ``server`` runs it on loopback)."""
+    return FaultProvider()
+
+
+@pytest.fixture
+def server(provider: FaultProvider) -> Iterator[FaultServer]:
+    """``provider`` served on a loopback port for the test's duration."""
+    with provider.serve() as running:
+        yield running
 
 
 # --- driver parity: one transport test, both drivers -----------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -73,17 +72,6 @@ def text_of(stream: Any) -> str:
         e.delta.text for e in stream
         if e.type == "content_block_delta" and e.delta.type == "text_delta"
     )
-
-
-@pytest.fixture
-def provider() -> FaultProvider:
-    return FaultProvider()
-
-
-@pytest.fixture
-def server(provider: FaultProvider) -> Iterator[FaultServer]:
-    with provider.serve() as running:
-        yield running
 
 
 # --- retries, classification ----------------------------------------------------------------------

@@ -16,11 +16,6 @@ SYSTEM = "You are a support assistant for Acme. " * 40  # long enough to be cach
 
 
 @pytest.fixture
-def provider() -> FaultProvider:
-    return FaultProvider()
-
-
-@pytest.fixture
 def client(provider: FaultProvider) -> Iterator[OpenAI]:
     with OpenAI(base_url="http://provider.test/v1", api_key="sk-test",
                 http_client=httpx2.Client(transport=provider.transport()),

@@ -7,7 +7,6 @@ that misbehaves, which no fake clock can.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import openai
 import pytest
@@ -19,17 +18,6 @@ from resilient_llm.testing import Fault, FaultProvider, FaultServer
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 SLACK = 0.3  # the acceptance bound: deadline + 0.3 s
-
-
-@pytest.fixture
-def provider() -> FaultProvider:
-    return FaultProvider()
-
-
-@pytest.fixture
-def server(provider: FaultProvider) -> Iterator[FaultServer]:
-    with provider.serve() as running:
-        yield running
 
 
 def resilient(server: FaultServer, **policy: object) -> OpenAI:

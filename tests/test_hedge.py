@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -50,17 +49,6 @@ def test_a_refunded_hedge_is_not_counted() -> None:
     assert stats.try_spend()
     stats.refund()
     assert stats.hedges == 0 and stats.tokens == 10.0
-
-
-@pytest.fixture
-def provider() -> FaultProvider:
-    return FaultProvider()
-
-
-@pytest.fixture
-def server(provider: FaultProvider) -> Iterator[FaultServer]:
-    with provider.serve() as running:
-        yield running
 
 
 @pytest.mark.anyio

@@ -25,7 +25,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from resilient_llm import Policy
 from resilient_llm.context.attributes import attributes
-from resilient_llm.engine.pressure import registry
 from resilient_llm.openai import AsyncOpenAI, OpenAI
 from resilient_llm.telemetry import otel as _telemetry
 from resilient_llm.testing import FakeClock, FakeRandom, Fault, FaultProvider
@@ -37,13 +36,6 @@ MESSAGES: Any = [{"role": "system", "content": SYSTEM},
                  {"role": "user", "content": SENTINEL_PROMPT}]
 NEEDLES = (SENTINEL_KEY, SENTINEL_KEY[8:28], SENTINEL_PROMPT, "purple elephants", SYSTEM,
            "51c2e8")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_targets() -> Iterator[None]:
-    registry.clear()
-    yield
-    registry.clear()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ behaviour runs in-process on an injected clock; closing upstream runs over loopb
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -53,17 +52,6 @@ def ainproc(provider: FaultProvider, **kwargs: Any) -> AsyncOpenAI:
 
 def chat_text(stream: Any) -> str:
     return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-
-
-@pytest.fixture
-def provider() -> FaultProvider:
-    return FaultProvider()
-
-
-@pytest.fixture
-def server(provider: FaultProvider) -> Iterator[FaultServer]:
-    with provider.serve() as running:
-        yield running
 
 
 # --- what the swap adds ---------------------------------------------------------------------------

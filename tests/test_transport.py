@@ -567,3 +567,45 @@ def test_the_first_header_with_a_value_wins() -> None:
     keyed = httpx2.Headers({"Authorization": "", "x-api-key": "sk-k"})
     assert header(keyed, "authorization", "x-api-key") == "sk-k"
     assert header(keyed, "authorization", "absent") == ""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_the_attempt_limit_expires_and_says_so(anyio_backend: str) -> None:
+    import anyio
+
+    from resilient_llm.transport.asynchronous import _AttemptLimit
+
+    async with _AttemptLimit(0.02) as limit:
+        await anyio.sleep(5)
+    assert limit.expired
+    async with _AttemptLimit(None) as quiet:
+        await anyio.sleep(0.001)
+    assert not quiet.expired
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_an_outer_cancellation_is_not_taken_for_the_attempt_limit(
+    anyio_backend: str,
+) -> None:
+    import anyio
+
+    from resilient_llm.transport.asynchronous import _AttemptLimit
+
+    ran_on = False
+    with anyio.move_on_after(0.02) as outer:
+        async with _AttemptLimit(10) as inner:
+            await anyio.sleep(5)
+        ran_on = True  # must not run: the cancellation belongs to the outer scope
+    assert outer.cancelled_caught and not inner.expired and not ran_on
+
+
+@pytest.mark.anyio
+async def test_a_timeout_error_raised_inside_the_attempt_is_not_its_expiry() -> None:
+    from resilient_llm.transport.asynchronous import _AttemptLimit
+
+    with pytest.raises(TimeoutError, match="from the attempt"):
+        async with _AttemptLimit(10) as limit:
+            raise TimeoutError("from the attempt")
+    assert not limit.expired

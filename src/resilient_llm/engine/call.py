@@ -23,6 +23,7 @@ from typing import Literal
 
 from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from .._errors import DeadlineExceeded
+from .._fastinit import fast_frozen_init
 from .._policy import Policy
 from ..context.deadline import current_deadline
 from ..events.bus import Event, EventKind, emit, needed, start
@@ -61,6 +62,8 @@ class Send:
     idle_timeout: float
     target: str | None = None
 
+
+fast_frozen_init(Send)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 
 from .._errors import AllTargetsFailed, CircuitOpen, RetryBudgetExhausted
+from .._fastinit import fast_frozen_init
 from .call import MIN_ATTEMPT, Call, GiveUp, Send, Wait
 from .classify import Failure, FailureClass, unknown_failure
 from .pressure import Admission, RateLimits, TargetPressure
@@ -132,6 +133,9 @@ class Failed:
 
 
 Reply = Admitted | Served | Failed | None
+
+for _message in (Admit, Return, Raise, Admitted, Served, Failed):
+    fast_frozen_init(_message)  # built on every call: see ``_fastinit``
 
 
 # --- the plan ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .._errors import ResidencyViolation
+from .._fastinit import fast_frozen_init
 from .._policy import Policy
 from .failure import NEVER_FALL_BACK, Failure, FailureClass
 
@@ -62,6 +63,8 @@ class Target:
     def __str__(self) -> str:
         return self.model if self.region is None else f"{self.model}@{self.region}"
 
+
+fast_frozen_init(Target)
 
 
 @dataclass(slots=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from .._fastinit import fast_frozen_init
+
 if TYPE_CHECKING:
     from ..engine.failure import Failure
 
@@ -38,6 +40,8 @@ class Event:
     seconds: float = 0.0
     detail: str = ""
 
+
+fast_frozen_init(Event)
 
 #: Every event kind (a call's ``quiet`` set may name any of them).
 ALL_KINDS: frozenset[str] = frozenset(EventKind.__args__)  # type: ignore[attr-defined]

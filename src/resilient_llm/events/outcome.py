@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._fastinit import fast_frozen_init
 from .event import Event
 
 __all__ = ["AttemptInfo", "CallRecord", "Outcome", "outcome", "register"]
@@ -37,6 +38,8 @@ class AttemptInfo:
         """True when the attempt produced the answer."""
         return self.failure is None
 
+
+fast_frozen_init(AttemptInfo)
 
 
 @dataclass(frozen=True, slots=True)

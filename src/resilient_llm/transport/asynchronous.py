@@ -8,6 +8,7 @@ hedged (``Policy.hedge``): a second attempt races the first when no output came 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,7 @@ import httpx2
 
 from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from .._policy import Policy
+from ..context.deadline import on_asyncio
 from ..engine.call import Send, Wait
 from ..engine.classify import Failure, classify_status, deadline_failure, unknown_failure
 from ..engine.hedge import MAX_RACERS, hedge_stats
@@ -218,14 +220,12 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure,
         started: float,
     ) -> Result:
-        import anyio
-
         call, base = plan.call, self._base
         left = call.remaining()
         response: httpx2.Response | None = None
         read_error: Exception | None = None
         try:
-            with anyio.move_on_after(left if left is not None else math.inf) as scope:
+            async with _AttemptLimit(left) as scope:
                 try:
                     response = await self._inner.handle_async_request(request)
                 except Exception as exc:  # the rule is for the wrapped transport's errors only
@@ -241,7 +241,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         except Exception as exc:
             return base.exchange_failed(call, send, exc, request,
                                         None if response is None else response.status_code)
-        if scope.cancelled_caught or response is None:
+        if scope.expired or response is None:
             if response is not None:
                 await response.aclose()
             call.attempt_finished(deadline_failure(),
@@ -299,6 +299,50 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
     async def aclose(self) -> None:
         await self._inner.aclose()
 
+
+
+class _AttemptLimit:
+    """Ends one attempt after ``seconds`` (``None``: never) and says whether it did.
+
+    The standard library's ``asyncio.timeout`` on asyncio (Python ≥ 3.11: it tells its own
+    expiry from an outer cancellation, which still propagates); anyio's cancel scope under
+    trio and on Python 3.10. Both cancel whatever the attempt awaits when the time is up.
+    """
+
+    __slots__ = ("_native", "_scope", "expired")
+
+    def __init__(self, seconds: float | None) -> None:
+        self.expired = False
+        self._native = _HAS_TIMEOUT and on_asyncio()
+        if self._native:
+            self._scope: Any = asyncio.timeout(seconds)  # type: ignore[attr-defined,unused-ignore]
+        else:
+            import anyio
+
+            self._scope = anyio.move_on_after(math.inf if seconds is None else seconds)
+
+    async def __aenter__(self) -> _AttemptLimit:
+        if self._native:
+            await self._scope.__aenter__()
+        else:
+            self._scope.__enter__()
+        return self
+
+    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        if not self._native:
+            suppressed = bool(self._scope.__exit__(kind, exc, tb))
+            self.expired = bool(self._scope.cancelled_caught)
+            return suppressed
+        try:
+            return bool(await self._scope.__aexit__(kind, exc, tb))
+        except TimeoutError:
+            if not self._scope.expired():
+                raise
+            self.expired = True
+            return True
+
+
+_HAS_TIMEOUT = hasattr(asyncio, "timeout")  # Python ≥ 3.11
 
 
 class _AsyncStream(httpx2.AsyncByteStream):

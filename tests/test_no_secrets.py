@@ -108,7 +108,10 @@ def run_every_kind_of_call(provider: FaultProvider, errors: list[BaseException],
         attempt(lambda: create(model="o3", messages=MESSAGES))
         attempt(lambda: create(model="gpt-4.1", messages=MESSAGES, stream=True,
                                stream_options={"include_usage": True}))
+        # Cut whichever model serves: the primary's circuit may still be open from the 5xx
+        # above (how long depends on the backoffs before), then the fallback answers.
         provider.script(Fault.stream_cut(after_events=3), model="gpt-4.1")
+        provider.script(Fault.stream_cut(after_events=3), model="gpt-4.1-mini")
         attempt(lambda: create(model="gpt-4.1", messages=MESSAGES, stream=True))
     with client_for(provider, deadline=2, **policy) as client:
         provider.script(Fault.status(429, headers={"retry-after": "30"}), model="gpt-4o")

@@ -383,7 +383,8 @@ class TargetPressure:
                     or self.cubic_rate is not None):
                 current = self.requests.rate if self.requests is not None else None
                 self.cubic_rate = self.cubic.on_throttle(now, current)
-            if throttled and self.requests is not None and not self._cubic_bucket:
+            if throttled and self.requests is not None and not self._cubic_bucket \
+                    and self.requests.rate < UNPACED:
                 # A 429 is ground truth, headers a hint: the next request is due when the
                 # provider said, not before.
                 bucket = self.requests

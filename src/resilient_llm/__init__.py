@@ -18,6 +18,7 @@ from ._errors import (
     StreamInterrupted,
 )
 from ._policy import Policy
+from ._public_names import show_as_package as _show_as_package
 from .caching.keys import prompt_cache_key
 from .caching.lint import Finding, lint_prompt
 from .context.attributes import attributes
@@ -75,8 +76,4 @@ __all__ = [
     "tool",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("resilient_llm."):
-        _obj.__module__ = "resilient_llm"
-del _name, _obj
+_show_as_package(__name__, globals(), __all__)

@@ -193,32 +193,28 @@ def _run(
     )
 
 
-def _official_call(client: Any) -> Callable[[int], Any]:
+def _workload(client: Any, degraded: Callable[[Any], bool]) -> Callable[[int], bool]:
+    """The demo's calls: every fourth one streams; ``degraded`` reads the answer's outcome."""
+
     def call(index: int) -> bool:
         if index % 4 == 3:
             stream = client.chat.completions.create(model=PRIMARY, messages=MESSAGES, stream=True)
             for _ in stream:
                 pass
-            return False
-        client.chat.completions.create(model=PRIMARY, messages=MESSAGES)
-        return False
+            return degraded(stream)
+        return degraded(client.chat.completions.create(model=PRIMARY, messages=MESSAGES))
 
     return call
 
 
-def _resilient_call(client: Any) -> Callable[[int], Any]:
+def _official_call(client: Any) -> Callable[[int], bool]:
+    return _workload(client, lambda _answer: False)  # the official SDK never degrades
+
+
+def _resilient_call(client: Any) -> Callable[[int], bool]:
     from .events.outcome import outcome
 
-    def call(index: int) -> bool:
-        if index % 4 == 3:
-            stream = client.chat.completions.create(model=PRIMARY, messages=MESSAGES, stream=True)
-            for _ in stream:
-                pass
-            return outcome(stream).degraded
-        answer = client.chat.completions.create(model=PRIMARY, messages=MESSAGES)
-        return outcome(answer).degraded
-
-    return call
+    return _workload(client, lambda answer: outcome(answer).degraded)
 
 
 def _table(rows: list[Summary], deadline: float) -> str:

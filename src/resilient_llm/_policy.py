@@ -11,7 +11,7 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
@@ -126,13 +126,19 @@ def _positive_finite(value: float) -> float:
     return value
 
 
-def _parse_chain_map(value: Any) -> Any:
+def _json_mapping(value: Any) -> Mapping[Any, Any]:
+    """A mapping setting: a mapping, a JSON object in text, or unset (``None``/``""``) as ``{}``."""
     if value is None or value == "":
         return {}
     if isinstance(value, str):
         value = json.loads(value)
     if not isinstance(value, Mapping):
         raise ValueError("not a mapping")
+    return value
+
+
+def _parse_chain_map(value: Any) -> Any:
+    value = _json_mapping(value)
     chains: dict[str, tuple[str, ...]] = {}
     for model, chain in value.items():
         if not isinstance(model, str) or not model.strip():
@@ -192,6 +198,60 @@ def _reject_cycles(chains: Mapping[str, tuple[str, ...]]) -> None:
             pending.append(list(reversed(chains.get(nxt, ()))))
 
 
+def _parse_hedge_delay(value: Any) -> float:
+    return _positive_finite(float(_seconds(_ascii_number(value, integer=False))))
+
+
+def _parse_region(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("bad region")
+    return _region(value)
+
+
+def _parse_regions(value: Any) -> frozenset[str]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    regions = frozenset(_region(str(r)) for r in items)
+    if not regions:
+        raise ValueError("empty region")
+    return regions
+
+
+def _parse_prices(value: Any) -> Any:
+    from .telemetry.pricing import canonical_prices
+
+    return canonical_prices(value)
+
+
+def _check_capture_path(value: str) -> str:
+    import os
+
+    path = os.path.abspath(os.path.expanduser(value))
+    if not os.path.isdir(os.path.dirname(path)):
+        raise ValueError("the directory does not exist")
+    if os.path.isdir(path):
+        raise ValueError("a directory, not a file")
+    return path
+
+
+def _check_prices_path(value: str) -> str:
+    from .telemetry.pricing import read_prices_file
+
+    read_prices_file(value)  # fail at construction, not at the first call
+    return value
+
+
+#: Optional settings that ``None`` or ``""`` leaves unset; anything else goes to the parser.
+_OPTIONAL_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "hedge_delay": _parse_hedge_delay,
+    "region": _parse_region,
+    "allowed_regions": _parse_regions,
+    "prices": _parse_prices,
+}
+#: Optional file paths that ``None`` or blank text leaves unset; anything else is checked.
+_OPTIONAL_FILES: dict[str, Callable[[str], str]] = {
+    "capture_file": _check_capture_path,
+    "prices_file": _check_prices_path,
+}
 #: Settings given in seconds (a number or a ``timedelta``).
 _SECONDS_FIELDS = ("deadline", "first_token_timeout", "stream_idle_timeout", "max_backoff",
                    "tool_reserve", "response_cache_ttl")
@@ -304,12 +364,19 @@ class Policy(BaseModel):
             raise ValueError("too short")
         return value
 
-    @field_validator("hedge_delay", mode="before")
+    @field_validator(*_OPTIONAL_PARSERS, mode="before")
     @classmethod
-    def _check_hedge_delay(cls, value: Any) -> Any:
+    def _parse_optional(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None or value == "":
             return None
-        return _positive_finite(float(_seconds(_ascii_number(value, integer=False))))
+        return _OPTIONAL_PARSERS[str(info.field_name)](value)
+
+    @field_validator(*_OPTIONAL_FILES)
+    @classmethod
+    def _check_optional_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return _OPTIONAL_FILES[str(info.field_name)](value)
 
     @field_validator("fallbacks", "context_fallbacks", mode="before")
     @classmethod
@@ -347,26 +414,11 @@ class Policy(BaseModel):
             raise ValueError("it holds a control or invisible format character")
         return value
 
-    @field_validator("region", mode="before")
-    @classmethod
-    def _check_region(cls, value: Any) -> Any:
-        if value is None or value == "":
-            return None
-        if not isinstance(value, str):
-            raise ValueError("bad region")
-        return _region(value)
-
     @field_validator("region_endpoints", mode="before")
     @classmethod
     def _check_endpoints(cls, value: Any) -> Any:
-        if value is None or value == "":
-            return {}
-        if isinstance(value, str):
-            value = json.loads(value)
-        if not isinstance(value, Mapping):
-            raise ValueError("not a mapping")
         endpoints = {}
-        for region, url in value.items():
+        for region, url in _json_mapping(value).items():
             name = _region(str(region))
             if not isinstance(url, str):
                 raise ValueError(f"the endpoint of {name!r} is not an http(s) URL")
@@ -376,50 +428,6 @@ class Policy(BaseModel):
                 raise ValueError(f"the endpoint of {name!r}: {exc}") from None
             endpoints[name] = url.rstrip("/")
         return endpoints
-
-    @field_validator("allowed_regions", mode="before")
-    @classmethod
-    def _check_regions(cls, value: Any) -> Any:
-        if value is None or value == "":
-            return None
-        items = value.split(",") if isinstance(value, str) else list(value)
-        regions = frozenset(_region(str(r)) for r in items)
-        if not regions:
-            raise ValueError("empty region")
-        return regions
-
-    @field_validator("capture_file")
-    @classmethod
-    def _check_capture_file(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        import os
-
-        path = os.path.abspath(os.path.expanduser(value))
-        if not os.path.isdir(os.path.dirname(path)):
-            raise ValueError("the directory does not exist")
-        if os.path.isdir(path):
-            raise ValueError("a directory, not a file")
-        return path
-
-    @field_validator("prices", mode="before")
-    @classmethod
-    def _check_prices(cls, value: Any) -> Any:
-        if value is None or value == "":
-            return None
-        from .telemetry.pricing import canonical_prices
-
-        return canonical_prices(value)
-
-    @field_validator("prices_file")
-    @classmethod
-    def _check_prices_file(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        from .telemetry.pricing import read_prices_file
-
-        read_prices_file(value)  # fail at construction, not at the first call
-        return value
 
     # --- construction -------------------------------------------------------------------------
 

@@ -45,6 +45,14 @@ def sdk_version_status(sdk: str, installed: str) -> Literal["too_old", "supporte
     return "supported"
 
 
+def missing_sdk(sdk: str) -> ImportError:
+    """The error of ``resilient_llm.<sdk>`` imported without the official SDK it wraps."""
+    return ImportError(
+        f"resilient_llm.{sdk} needs the official {sdk} package: "
+        f"pip install 'resilient-llm[{sdk}]'"
+    )
+
+
 def check_sdk_version(sdk: str, installed: str) -> None:
     """Fail on an SDK older than supported; warn once on one newer than the newest tested."""
     oldest, newest = SDK_VERSIONS[sdk]

@@ -31,18 +31,16 @@ tested, from ``resilient_llm._sdk_versions``) fail at import (older) or warn onc
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
+from ._sdk_versions import SDK_VERSIONS, check_sdk_version, missing_sdk
+
 try:
     import anthropic as _anthropic
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "resilient_llm.anthropic needs the official anthropic package: "
-        "pip install 'resilient-llm[anthropic]'"
-    ) from exc
-
-from typing import Any
+    raise missing_sdk("anthropic") from exc
 
 from ._errors import ResilientLLMError
-from ._sdk_versions import SDK_VERSIONS, check_sdk_version
 from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
 from .dropin.seams import SEAMS
 
@@ -82,23 +80,23 @@ class _OwnErrorsPassThrough:
             request, cause, *args, **kwargs)
 
 
-class Anthropic(_OwnErrorsPassThrough, SyncDropIn, _anthropic.Anthropic):
+class _AnthropicErrors:
+    """What the drop-in base needs to know of the anthropic SDK: its name and its error classes."""
+
+    _resilient_provider: Literal["openai", "anthropic"] = "anthropic"
+    _resilient_timeout_error: type[Exception] = _anthropic.APITimeoutError
+    _resilient_connection_error: type[Exception] = _anthropic.APIConnectionError
+    _resilient_auth_error: type[Exception] = _anthropic.AuthenticationError
+
+
+class Anthropic(_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn, _anthropic.Anthropic):
     """The official ``anthropic.Anthropic`` with a deadline, jittered retries and ``outcome()``."""
 
-    _resilient_provider = "anthropic"
-    _resilient_timeout_error = _anthropic.APITimeoutError
-    _resilient_connection_error = _anthropic.APIConnectionError
-    _resilient_auth_error = _anthropic.AuthenticationError
 
-
-class AsyncAnthropic(_OwnErrorsPassThrough, AsyncDropIn, _anthropic.AsyncAnthropic):
+class AsyncAnthropic(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
+                     _anthropic.AsyncAnthropic):
     """The official ``anthropic.AsyncAnthropic`` with a deadline, jittered retries and
     ``outcome()``."""
-
-    _resilient_provider = "anthropic"
-    _resilient_timeout_error = _anthropic.APITimeoutError
-    _resilient_connection_error = _anthropic.APIConnectionError
-    _resilient_auth_error = _anthropic.AuthenticationError
 
 
 finish_class(Anthropic, _anthropic.Anthropic)

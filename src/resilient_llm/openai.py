@@ -13,15 +13,15 @@ is always off, so attempts never multiply.
 
 from __future__ import annotations
 
+from typing import Literal
+
+from ._sdk_versions import check_sdk_version, missing_sdk
+
 try:
     import openai as _openai
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "resilient_llm.openai needs the official openai package: "
-        "pip install 'resilient-llm[openai]'"
-    ) from exc
+    raise missing_sdk("openai") from exc
 
-from ._sdk_versions import check_sdk_version
 from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
 
 check_sdk_version("openai", _openai.__version__)
@@ -29,22 +29,21 @@ check_sdk_version("openai", _openai.__version__)
 __all__ = ["AsyncOpenAI", "OpenAI"]
 
 
-class OpenAI(SyncDropIn, _openai.OpenAI):
+class _OpenAIErrors:
+    """What the drop-in base needs to know of the openai SDK: its name and its error classes."""
+
+    _resilient_provider: Literal["openai", "anthropic"] = "openai"
+    _resilient_timeout_error: type[Exception] = _openai.APITimeoutError
+    _resilient_connection_error: type[Exception] = _openai.APIConnectionError
+    _resilient_auth_error: type[Exception] = _openai.AuthenticationError
+
+
+class OpenAI(_OpenAIErrors, SyncDropIn, _openai.OpenAI):
     """The official ``openai.OpenAI`` with a deadline, jittered retries and ``outcome()``."""
 
-    _resilient_provider = "openai"
-    _resilient_timeout_error = _openai.APITimeoutError
-    _resilient_connection_error = _openai.APIConnectionError
-    _resilient_auth_error = _openai.AuthenticationError
 
-
-class AsyncOpenAI(AsyncDropIn, _openai.AsyncOpenAI):
+class AsyncOpenAI(_OpenAIErrors, AsyncDropIn, _openai.AsyncOpenAI):
     """The official ``openai.AsyncOpenAI`` with a deadline, jittered retries and ``outcome()``."""
-
-    _resilient_provider = "openai"
-    _resilient_timeout_error = _openai.APITimeoutError
-    _resilient_connection_error = _openai.APIConnectionError
-    _resilient_auth_error = _openai.AuthenticationError
 
 
 finish_class(OpenAI, _openai.OpenAI)

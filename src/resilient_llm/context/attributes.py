@@ -12,12 +12,12 @@ bounded sets (feature names, tenant ids), never request ids or user input.
 from __future__ import annotations
 
 import contextvars
-import functools
-import inspect
 import re
 from collections.abc import Callable, Mapping
-from types import MappingProxyType, TracebackType
-from typing import Any, TypeVar, cast
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from .scoping import ContextScope, decorate
 
 __all__ = [
     "MAX_ATTRIBUTES",
@@ -88,7 +88,7 @@ def _merge(outer: Mapping[str, str], inner: Mapping[str, str]) -> Mapping[str, s
     return MappingProxyType(merged)
 
 
-class Attributes:
+class Attributes(ContextScope):
     """The scope behind :func:`attributes`: a ``with`` / ``async with`` block or a decorator."""
 
     __slots__ = ("_tokens", "_values")
@@ -102,55 +102,15 @@ class Attributes:
         """The attributes this scope adds."""
         return self._values
 
-    def _push(self) -> contextvars.Token[Mapping[str, str]]:
-        return _ATTRIBUTES.set(_merge(_ATTRIBUTES.get(), self._values))
+    def _enter(self) -> None:
+        self._tokens.append(_ATTRIBUTES.set(_merge(_ATTRIBUTES.get(), self._values)))
 
-    def __enter__(self) -> Attributes:
-        self._tokens.append(self._push())
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _exit(self) -> None:
         _ATTRIBUTES.reset(self._tokens.pop())
-
-    async def __aenter__(self) -> Attributes:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
 
     def __call__(self, func: F) -> F:
         values = self._values
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                token = _ATTRIBUTES.set(_merge(_ATTRIBUTES.get(), values))
-                try:
-                    return await func(*args, **kwargs)
-                finally:
-                    _ATTRIBUTES.reset(token)
-
-            return cast(F, async_wrapper)
-
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = _ATTRIBUTES.set(_merge(_ATTRIBUTES.get(), values))
-            try:
-                return func(*args, **kwargs)
-            finally:
-                _ATTRIBUTES.reset(token)
-
-        return cast(F, wrapper)
+        return decorate(func, lambda: Attributes(values))
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self._values.items())

@@ -11,19 +11,18 @@ time the decorated function is called.
 from __future__ import annotations
 
 import contextvars
-import functools
 import importlib
-import inspect
 import math
 import sys
 from asyncio import _get_running_loop as _asyncio_running_loop
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._errors import DeadlineExceeded
+from .scoping import ContextScope, decorate
 
 __all__ = ["Deadline", "current_deadline", "deadline", "remaining", "to_seconds"]
 
@@ -103,7 +102,7 @@ def remaining(*, clock: Clock = SYSTEM_CLOCK) -> float | None:
     return max(0.0, at - clock.now())
 
 
-class Deadline:
+class Deadline(ContextScope):
     """A deadline scope: ``with deadline(2):``, ``async with deadline(2):`` or ``@deadline(2)``.
 
     Sync scopes are cooperative: every resilient-llm call inside checks and honours them. Async
@@ -140,18 +139,6 @@ class Deadline:
             _DEADLINE.reset(self._token)
             self._token = None
 
-    def __enter__(self) -> Deadline:
-        self._enter()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._exit()
-
     async def __aenter__(self) -> Deadline:
         import anyio
 
@@ -179,21 +166,7 @@ class Deadline:
 
     def __call__(self, func: F) -> F:
         seconds = self._seconds
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with Deadline(seconds):
-                    return await func(*args, **kwargs)
-
-            return cast(F, async_wrapper)
-
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with Deadline(seconds):
-                return func(*args, **kwargs)
-
-        return cast(F, wrapper)
+        return decorate(func, lambda: Deadline(seconds))
 
     def __repr__(self) -> str:
         return f"deadline({self._seconds:g})"

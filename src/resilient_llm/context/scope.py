@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import functools
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
@@ -13,26 +11,20 @@ from typing import Any, TypeVar, cast
 from .._policy import Policy, Priority
 from .deadline import Deadline
 from .overrides import OVERRIDES, Overrides, effective_policy, freeze, push
+from .scoping import ContextScope, decorate
 
 __all__ = ["effective_policy", "resilient"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-class _Resilient:
-    """The scope object behind :func:`resilient`."""
+class _Resilient(ContextScope):
+    """The scope object behind :func:`resilient` (its changes already validated)."""
 
-    __slots__ = ("_changes", "_deadline", "_frozen", "_scope", "_token", "_tool",
-                 "_tool_reserve")
+    __slots__ = ("_deadline", "_frozen", "_scope", "_token", "_tool", "_tool_reserve")
 
-    def __init__(self, changes: dict[str, Any], seconds: float | None,
+    def __init__(self, frozen: Overrides, seconds: float | None,
                  tool: bool = False, tool_reserve: float | None = None) -> None:
-        # Validate now, at decoration time, not on the first call.
-        if changes:
-            Policy(**changes)
-        self._changes = changes
-        self._frozen: Overrides = tuple(
-            (k, freeze(v), v) for k, v in sorted(changes.items())
-        )
+        self._frozen = frozen
         self._deadline = seconds
         self._tool = tool
         self._tool_reserve = tool_reserve
@@ -47,18 +39,16 @@ class _Resilient:
             OVERRIDES.reset(self._token)
             self._token = None
 
-    def __enter__(self) -> _Resilient:
+    def _enter(self) -> None:
         self._push()
         if self._deadline is not None:
             self._scope = Deadline(self._deadline).__enter__()
-        return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def _exit(self) -> None:
         scope, self._scope = self._scope, None
         try:
             if scope is not None:
-                scope.__exit__(et, e, tb)
+                scope.__exit__(None, None, None)
         finally:
             self._pop()
 
@@ -83,33 +73,7 @@ class _Resilient:
             from .tools import tool
 
             func = cast(F, tool(reserve=self._tool_reserve)(func))
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                token = push(frozen)
-                try:
-                    if seconds is None:
-                        return await func(*args, **kwargs)
-                    async with Deadline(seconds):
-                        return await func(*args, **kwargs)
-                finally:
-                    OVERRIDES.reset(token)
-
-            return cast(F, async_wrapper)
-
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = push(frozen)
-            try:
-                if seconds is None:
-                    return func(*args, **kwargs)
-                with Deadline(seconds):
-                    return func(*args, **kwargs)
-            finally:
-                OVERRIDES.reset(token)
-
-        return cast(F, wrapper)
+        return decorate(func, lambda: _Resilient(frozen, seconds))
 
 
 def resilient(
@@ -145,4 +109,7 @@ def resilient(
         from .deadline import to_seconds
 
         seconds = to_seconds(deadline, name="deadline")
-    return _Resilient(changes, seconds, tool or tool_reserve is not None, tool_reserve)
+    if changes:
+        Policy(**changes)  # validate now, at decoration time, not on the first call
+    frozen: Overrides = tuple((k, freeze(v), v) for k, v in sorted(changes.items()))
+    return _Resilient(frozen, seconds, tool or tool_reserve is not None, tool_reserve)

@@ -39,7 +39,6 @@ import time
 import typing
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 from pydantic import TypeAdapter, ValidationError
@@ -53,6 +52,7 @@ from .._errors import (
     SideEffectFailed,
 )
 from .._policy import Policy
+from ..context.scoping import ContextScope
 from ..context.tools import _TOOL_KEY, Budget, _seconds_or_none, current_policy
 from ..stores import Begin, Ledger, open_store
 from ..stores.ledger import within
@@ -119,7 +119,7 @@ def _check_id(value: object, what: str) -> str:
     return value
 
 
-class Run:
+class Run(ContextScope):
     """A durable run scope: ``with run("order-1234"):`` (also ``async with``).
 
     Idempotency keys of side effects inside derive from the run id, so a replay of the same
@@ -140,24 +140,15 @@ class Run:
         """This scope's own id (normalised to NFC)."""
         return self._run_id
 
-    def __enter__(self) -> Run:
+    def _enter(self) -> None:
         if self._token is not None:
             raise RuntimeError("a run scope cannot be entered twice; create a new one")
         self._token = _RUN.set((*_RUN.get(), self._run_id))
-        return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def _exit(self) -> None:
         if self._token is not None:
             _RUN.reset(self._token)
             self._token = None
-
-    async def __aenter__(self) -> Run:
-        return self.__enter__()
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        self.__exit__(exc_type, exc, tb)
 
     def __repr__(self) -> str:
         return f"run({self._run_id!r})"

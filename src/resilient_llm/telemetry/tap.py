@@ -14,6 +14,7 @@ What it keeps, in an :class:`Exchange`:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -146,15 +147,28 @@ def _is_sse(response: httpx2.Response) -> bool:
     return response.headers.get("content-type", "").startswith("text/event-stream")
 
 
-def _tee(owner: Any, exchange: Exchange, response: httpx2.Response, stream_type: type,
-         tee: Callable[[Any, Exchange], Any]) -> None:
-    """Copy a streamed answer into ``exchange`` as it is read (capture only).
+@contextlib.contextmanager
+def _recorded(owner: Any, request: httpx2.Request) -> Iterator[Exchange]:
+    """A new :class:`Exchange` for ``owner``'s attempt; it keeps the error if the send raises."""
+    exchange = Exchange(request)
+    owner.exchange = exchange
+    try:
+        yield exchange
+    except BaseException as exc:
+        exchange.error = exc
+        raise
+
+
+def _answered(owner: Any, exchange: Exchange, response: httpx2.Response, stream_type: type,
+              tee: Callable[[Any, Exchange], Any]) -> None:
+    """Keep the response in ``exchange``; copy a streamed one as it is read (capture only).
 
     Only the wrapped transport's exceptions may come out of a tap: the resilient transport above
     it retries some foreign exceptions as connection failures (``retry_exceptions``), and a
     telemetry bug must never be mistaken for one, nor break the call. So a failure here is
     logged and the response handed on untouched.
     """
+    exchange.response = response
     try:
         if owner.tee and _is_sse(response) and isinstance(response.stream, stream_type):
             exchange.stream_bytes = bytearray()
@@ -173,15 +187,9 @@ class SyncTap(httpx2.BaseTransport):
         owner = _take()
         if owner is None:
             return self.inner.handle_request(request)
-        exchange = Exchange(request)
-        owner.exchange = exchange
-        try:
+        with _recorded(owner, request) as exchange:
             response = self.inner.handle_request(request)
-        except BaseException as exc:
-            exchange.error = exc
-            raise
-        exchange.response = response
-        _tee(owner, exchange, response, httpx2.SyncByteStream, _SyncTee)
+        _answered(owner, exchange, response, httpx2.SyncByteStream, _SyncTee)
         return response
 
     def close(self) -> None:
@@ -198,15 +206,9 @@ class AsyncTap(httpx2.AsyncBaseTransport):
         owner = _take()
         if owner is None:
             return await self.inner.handle_async_request(request)
-        exchange = Exchange(request)
-        owner.exchange = exchange
-        try:
+        with _recorded(owner, request) as exchange:
             response = await self.inner.handle_async_request(request)
-        except BaseException as exc:
-            exchange.error = exc
-            raise
-        exchange.response = response
-        _tee(owner, exchange, response, httpx2.AsyncByteStream, _AsyncTee)
+        _answered(owner, exchange, response, httpx2.AsyncByteStream, _AsyncTee)
         return response
 
     async def aclose(self) -> None:

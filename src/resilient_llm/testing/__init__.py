@@ -10,6 +10,7 @@ endless bodies and keep-alive-only streams, absurd headers). See docs/testing.md
 
 from __future__ import annotations
 
+from .._public_names import show_as_package as _show_as_package
 from ._fake_clock import FakeClock, FakeRandom
 from ._faults import (
     ErrorEvent,
@@ -54,8 +55,4 @@ __all__ = [
     "Usage",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("resilient_llm.testing._"):
-        _obj.__module__ = "resilient_llm.testing"
-del _name, _obj
+_show_as_package(__name__, globals(), __all__)

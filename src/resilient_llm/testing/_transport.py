@@ -8,6 +8,7 @@ waiting that long), so timeout handling can be tested without a server.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
@@ -99,13 +100,58 @@ def _response_headers(plan: Plan) -> list[tuple[str, str]]:
     return [h for h in plan.headers if h[0] != "content-length"]
 
 
+def _leaving_async() -> tuple[type[BaseException], ...]:
+    """What means an async client left: its read timeout, or its task was cancelled."""
+    return (httpx2.ReadTimeout, anyio.get_cancelled_exc_class())
+
+
+def _waits_before_answer(plan: Plan) -> list[float]:
+    """The plan's waits before any answer: its delay, then forever if it hangs."""
+    waits = [plan.delay] if plan.delay > 0 else []
+    if plan.action == "hang":
+        waits.append(math.inf)
+    return waits
+
+
 class _Body:
-    """What both streamed bodies share: the plan, the position in it, and the close record."""
+    """What both streamed bodies share: the plan's steps, the position in them, the close record.
+
+    :meth:`_steps` walks the plan and yields what the driver must do: bytes to send, or seconds
+    to wait; the sync and async bodies only carry that out.
+    """
 
     def __init__(self, provider: PlanSource, waits: _Waits) -> None:
         self._provider = provider
         self._waits = waits
         self._pos = 0
+
+    def _steps(self) -> Generator[bytes | float, None, None]:
+        plan = self._waits.plan
+        sent = 0
+        for step in plan.steps or []:
+            if isinstance(step, bytes):
+                self._pos += 1
+                sent += len(step)
+                yield step
+            elif isinstance(step, float):
+                yield step  # the driver waits, then resumes here
+                self._pos += 1
+            else:
+                self._provider._finish(plan, answered=True, disconnected=False)
+                raise _cut_error(plan, sent, self._waits.request)
+        self._provider._finish(plan, answered=True, disconnected=False)
+
+    @contextlib.contextmanager
+    def _recording(self, leaving: tuple[type[BaseException], ...]) -> Iterator[None]:
+        """Record how the stream ended: ``leaving`` errors mean the client left mid-stream."""
+        try:
+            yield
+        except leaving:
+            self._provider._finish(self._waits.plan, answered=True, disconnected=True)
+            raise
+        except GeneratorExit:
+            self._close()
+            raise
 
     def _close(self) -> None:
         """The client closed the body: it left early if anything but pauses was still unsent."""
@@ -123,28 +169,12 @@ class _SyncBody(_Body, httpx2.SyncByteStream):
         self._gen = self._run()
 
     def _run(self) -> Generator[bytes, None, None]:
-        plan = self._waits.plan
-        steps = plan.steps or []
-        sent = 0
-        try:
-            for step in steps:
+        with self._recording((httpx2.ReadTimeout,)):
+            for step in self._steps():
                 if isinstance(step, bytes):
-                    self._pos += 1
-                    sent += len(step)
                     yield step
-                elif isinstance(step, float):
-                    self._waits.wait_sync(step)
-                    self._pos += 1
                 else:
-                    self._provider._finish(plan, answered=True, disconnected=False)
-                    raise _cut_error(plan, sent, self._waits.request)
-        except httpx2.ReadTimeout:
-            self._provider._finish(plan, answered=True, disconnected=True)
-            raise
-        except GeneratorExit:
-            self._close()
-            raise
-        self._provider._finish(plan, answered=True, disconnected=False)
+                    self._waits.wait_sync(step)
 
     def __iter__(self) -> Iterator[bytes]:
         return self._gen
@@ -162,28 +192,12 @@ class _AsyncBody(_Body, httpx2.AsyncByteStream):
         self._gen = self._run()
 
     async def _run(self) -> AsyncGenerator[bytes, None]:
-        plan = self._waits.plan
-        steps = plan.steps or []
-        sent = 0
-        try:
-            for step in steps:
+        with self._recording(_leaving_async()):
+            for step in self._steps():
                 if isinstance(step, bytes):
-                    self._pos += 1
-                    sent += len(step)
                     yield step
-                elif isinstance(step, float):
-                    await self._waits.wait_async(step)
-                    self._pos += 1
                 else:
-                    self._provider._finish(plan, answered=True, disconnected=False)
-                    raise _cut_error(plan, sent, self._waits.request)
-        except (httpx2.ReadTimeout, anyio.get_cancelled_exc_class()):
-            self._provider._finish(plan, answered=True, disconnected=True)
-            raise
-        except GeneratorExit:
-            self._close()
-            raise
-        self._provider._finish(plan, answered=True, disconnected=False)
+                    await self._waits.wait_async(step)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._gen
@@ -209,36 +223,32 @@ class FaultTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
         plan = self.provider._begin(request.method, request.url.path, headers, body)
         return plan, _Waits(plan, request)
 
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        """Carry out the next plan for a sync client (blocking sleeps)."""
-        plan, waits = self._begin(request, request.read())
+    @contextlib.contextmanager
+    def _unanswered(self, plan: Plan, leaving: tuple[type[BaseException], ...]) -> Iterator[None]:
+        """Record a request failing before its answer; ``leaving`` errors mean the client left."""
         try:
-            if plan.delay > 0:
-                waits.wait_sync(plan.delay)
-            if plan.action == "hang":
-                waits.wait_sync(math.inf)
-        except httpx2.ReadTimeout:
+            yield
+        except leaving:
             self.provider._finish(plan, answered=False, disconnected=True)
             raise
         except BaseException:
             self.provider._finish(plan, answered=False, disconnected=False)
             raise
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Carry out the next plan for a sync client (blocking sleeps)."""
+        plan, waits = self._begin(request, request.read())
+        with self._unanswered(plan, (httpx2.ReadTimeout,)):
+            for seconds in _waits_before_answer(plan):
+                waits.wait_sync(seconds)
         return self._respond(plan, waits, _SyncBody)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """Carry out the next plan for an async client (anyio sleeps, cancellable)."""
         plan, waits = self._begin(request, await request.aread())
-        try:
-            if plan.delay > 0:
-                await waits.wait_async(plan.delay)
-            if plan.action == "hang":
-                await waits.wait_async(math.inf)
-        except (httpx2.ReadTimeout, anyio.get_cancelled_exc_class()):
-            self.provider._finish(plan, answered=False, disconnected=True)
-            raise
-        except BaseException:
-            self.provider._finish(plan, answered=False, disconnected=False)
-            raise
+        with self._unanswered(plan, _leaving_async()):
+            for seconds in _waits_before_answer(plan):
+                await waits.wait_async(seconds)
         return self._respond(plan, waits, _AsyncBody)
 
     def _respond(

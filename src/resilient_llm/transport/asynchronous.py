@@ -22,6 +22,7 @@ from ..engine.classify import Failure, classify_status, deadline_failure, unknow
 from ..engine.hedge import MAX_RACERS, hedge_stats
 from ..engine.plan import Admit, Admitted, Failed, Plan, Raise, Reply, Return, Served
 from ..engine.pressure import TargetPressure
+from .bodies import AsyncBoundedBody
 from .shared import (
     DriverBase,
     Outgoing,
@@ -257,6 +258,10 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             return failure, response
         if is_event_stream(kind):
             return await self._peek_stream(request, response, plan, send, state, started)
+        if not is_json(kind):  # the SDK reads this body itself: keep it bounded by the deadline
+            inner = response.stream
+            assert isinstance(inner, httpx2.AsyncByteStream)
+            response.stream = AsyncBoundedBody(inner, call, request)
         call.attempt_finished(None, status, send)
         plan.release(state, started, None)
         call.succeeded(send.target or call.target)

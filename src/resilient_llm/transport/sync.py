@@ -20,6 +20,7 @@ from ..engine.call import Send, Wait
 from ..engine.classify import Failure, classify_status, deadline_failure
 from ..engine.plan import Admit, Admitted, Failed, Plan, Raise, Reply, Return, Served
 from ..engine.pressure import TargetPressure
+from .bodies import SyncBoundedBody
 from .shared import (
     DriverBase,
     as_failed,
@@ -29,7 +30,7 @@ from .shared import (
     is_json,
 )
 from .streams import StreamConsumer
-from .watchdog import SyncGuard, real_deadline
+from .watchdog import SendGuard, SyncGuard, real_deadline
 
 __all__ = ["ResilientTransport"]
 
@@ -129,14 +130,23 @@ class ResilientTransport(httpx2.BaseTransport):
     ) -> Result:
         call, base = plan.call, self._base
         response: httpx2.Response | None = None
+        sending = SendGuard(request, real_deadline(call))
         try:
             try:
                 response = self._inner.handle_request(request)
             except Exception as exc:  # the rule is for the wrapped transport's errors only
                 base.reraise(exc, request)
+            finally:
+                sending.close()
             response.request = request
             base.observe(plan, state, response)
         except Exception as exc:
+            if sending.fired:  # the watchdog closed the connection: a timeout, not a reset
+                call.attempt_finished(deadline_failure(), None, send)
+                timeout = httpx2.ReadTimeout("deadline reached while waiting for the response",
+                                             request=request)
+                timeout.__cause__ = exc
+                raise call.deadline_error(timeout) from exc
             return base.exchange_failed(call, send, exc, request,
                                         None if response is None else response.status_code)
         status = response.status_code
@@ -144,15 +154,21 @@ class ResilientTransport(httpx2.BaseTransport):
         if status < 400 and is_event_stream(kind):
             return self._peek_stream(request, response, plan, send, state, started)
         guard = SyncGuard(response, real_deadline(call), "deadline")
+        reads = status >= 400 or is_json(kind)
         try:
-            body = response.read() if status >= 400 or is_json(kind) else b""
+            body = response.read() if reads else b""
         except Exception as exc:
+            guard.close()
             if guard.fired == "deadline":
                 call.attempt_finished(deadline_failure(), status, send)
                 raise call.deadline_error(exc) from exc
             return body_read_failed(call, send, exc, request, status)
-        finally:
+        if reads:
             guard.close()
+        else:  # the SDK reads this body itself: keep its read bounded by the deadline
+            inner = response.stream
+            assert isinstance(inner, httpx2.SyncByteStream)
+            response.stream = SyncBoundedBody(inner, guard, call)
         if status >= 400:
             failure = classify_status(status, response.headers, body, base.wire.name)
             assert failure is not None

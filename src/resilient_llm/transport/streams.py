@@ -27,6 +27,7 @@ from ..engine.classify import (
 from ..engine.plan import Plan
 from ..engine.pressure import TargetPressure
 from ..providers import StreamScanner, Wire
+from .shared import LimitTimeout, StreamFailedEarly
 
 __all__ = ["StreamConsumer"]
 
@@ -91,7 +92,7 @@ class StreamConsumer:
                 stream=httpx2.ByteStream(b"".join(self.buffered)),
                 request=response.request, extensions=response.extensions,
             )
-        return failure, error or _failure_exception(failure, request)
+        return failure, error or _failure_exception(failure, request, send)
 
     def committed(self, plan: Plan, state: TargetPressure, send: Send, started: float,
                   status: int) -> None:
@@ -169,11 +170,16 @@ class StreamConsumer:
         return error
 
 
-def _failure_exception(failure: Failure, request: httpx2.Request) -> Exception:
-    """What the SDK sees when a stream fails before any output and no retry is left."""
-    if failure.kind in (FailureClass.FIRST_TOKEN_TIMEOUT, FailureClass.STREAM_STALL):
-        return httpx2.ReadTimeout(f"no stream output in time ({failure.kind.value})",
-                                  request=request)
-    return httpx2.RemoteProtocolError(
-        f"stream failed before any output ({failure.kind.value})", request=request
+def _failure_exception(failure: Failure, request: httpx2.Request, send: Send) -> Exception:
+    """What the SDK sees when a stream fails before any output and no retry is left: an
+    error whose message says what happened (the drop-ins show it on the SDK's error)."""
+    if failure.kind is FailureClass.FIRST_TOKEN_TIMEOUT:
+        return LimitTimeout(
+            f"no stream output within the first-token limit of {send.first_token_timeout:.3g} s "
+            "(first_token_timeout)", request=request)
+    if failure.kind is FailureClass.STREAM_STALL:
+        return LimitTimeout(f"no stream output in time ({failure.kind.value})", request=request)
+    detail = f": {failure.message}" if failure.message else ""
+    return StreamFailedEarly(
+        f"the stream failed before any output ({failure.kind.value}{detail})", request=request
     )

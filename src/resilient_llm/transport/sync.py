@@ -198,8 +198,10 @@ class ResilientTransport(httpx2.BaseTransport):
             else:
                 failure = consumer.peek_ended()
         except httpx2.TransportError as exc:
-            error = exc
-            failure = consumer.peek_failed(exc, first_token_passed=guard.fired == "first_token")
+            late = guard.fired == "first_token"
+            # Our watchdog closed the socket: report the limit, not the "peer closed" it caused.
+            error = None if late else exc
+            failure = consumer.peek_failed(exc, first_token_passed=late)
         if failure is not None or consumer.scanner.failure is not None:
             guard.close()
             response.close()

@@ -11,6 +11,8 @@ complete. Every failure class is built in :mod:`resilient_llm.engine.classify`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import httpx2
 
 from .._errors import StreamInterrupted
@@ -35,11 +37,15 @@ __all__ = ["StreamConsumer"]
 class StreamConsumer:
     """One streamed attempt's bytes, inspected as they arrive (the driver does the reading)."""
 
-    __slots__ = ("buffered", "call", "scanner")
+    __slots__ = ("buffered", "call", "scanner", "view")
 
-    def __init__(self, call: Call, wire: Wire) -> None:
+    def __init__(self, call: Call, wire: Wire,
+                 view: Callable[[bytes], Iterable[bytes]] | None = None) -> None:
         self.call = call
         self.scanner = StreamScanner(wire)
+        #: What the scanner reads of a chunk: its decoded bytes when the stream is compressed
+        #: (see :class:`~.decoding.EventView`); the caller always gets the chunk as received.
+        self.view = view or _as_is
         #: The chunks read before the stream was committed, replayed to the caller.
         self.buffered: list[bytes] = []
 
@@ -50,7 +56,8 @@ class StreamConsumer:
         terminal event, or a failure): stop reading then."""
         self.buffered.append(chunk)
         scanner = self.scanner
-        scanner.feed(chunk)
+        for piece in self.view(chunk):
+            scanner.feed(piece)
         return scanner.failure is not None or scanner.committed or scanner.terminal
 
     def peek_ended(self) -> Failure | None:
@@ -113,7 +120,8 @@ class StreamConsumer:
     def feed(self, chunk: bytes) -> None:
         """Inspect one chunk of the committed stream; raises when it carries a failure."""
         scanner = self.scanner
-        scanner.feed(chunk)
+        for piece in self.view(chunk):
+            scanner.feed(piece)
         if scanner.failure is not None:
             raise self.interrupted(scanner.failure.kind, scanner.failure.describe())
 
@@ -168,6 +176,10 @@ class StreamConsumer:
         )
         call.emit("stream_interrupted", failure=stream_interruption(kind), detail=kind.value)
         return error
+
+
+def _as_is(chunk: bytes) -> tuple[bytes]:
+    return (chunk,)
 
 
 def _failure_exception(failure: Failure, request: httpx2.Request, send: Send) -> Exception:

@@ -15,12 +15,14 @@ from typing import cast
 import httpx2
 
 from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
+from .._errors import ResponseTooLarge
 from .._policy import Policy
 from ..engine.call import Send, Wait
 from ..engine.classify import Failure, classify_status, deadline_failure
 from ..engine.plan import Admit, Admitted, Failed, Plan, Raise, Reply, Return, Served
 from ..engine.pressure import TargetPressure
 from .bodies import SyncBoundedBody
+from .decoding import EventView, read_capped
 from .shared import (
     DriverBase,
     as_failed,
@@ -156,7 +158,7 @@ class ResilientTransport(httpx2.BaseTransport):
         guard = SyncGuard(response, real_deadline(call), "deadline")
         reads = status >= 400 or is_json(kind)
         try:
-            body = response.read() if reads else b""
+            body = read_capped(response, call.policy.max_response_bytes) if reads else b""
         except Exception as exc:
             guard.close()
             if guard.fired == "deadline":
@@ -184,7 +186,9 @@ class ResilientTransport(httpx2.BaseTransport):
         state: TargetPressure, started: float,
     ) -> Result:
         """Read until the first output, so a failure before it can still be retried."""
-        consumer = StreamConsumer(plan.call, self._base.wire)
+        call = plan.call
+        consumer = StreamConsumer(call, self._base.wire,
+                                  EventView(response, call.policy.max_response_bytes))
         guard = SyncGuard(response, time.monotonic() + send.first_token_timeout, "first_token")
         inner = response.stream
         assert isinstance(inner, httpx2.SyncByteStream)
@@ -197,6 +201,11 @@ class ResilientTransport(httpx2.BaseTransport):
                     break
             else:
                 failure = consumer.peek_ended()
+        except ResponseTooLarge:
+            guard.close()
+            response.close()
+            call.attempt_finished(None, response.status_code, send)
+            raise
         except httpx2.TransportError as exc:
             late = guard.fired == "first_token"
             # Our watchdog closed the socket: report the limit, not the "peer closed" it caused.

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import httpx2
 import openai
 import pytest
 
-from resilient_llm import DeadlineExceeded, Policy
+from resilient_llm import DeadlineExceeded, Policy, ResilientTransport
 from resilient_llm.openai import AsyncOpenAI, OpenAI
 from resilient_llm.testing import Fault, FaultProvider, Hostile, HostileProvider
 
@@ -107,3 +108,30 @@ def test_a_malformed_first_event_says_it_was_malformed(mode: str) -> None:
                         max_backoff=0.1)
     message = str(info.value)
     assert "malformed" in message and message != "Connection error."
+
+
+def test_a_callers_trace_extension_still_runs_and_is_given_back(server: HostileProvider) -> None:
+    seen: list[str] = []
+
+    def trace(name: str, info: dict[str, Any]) -> None:
+        seen.append(name)
+
+    transport = ResilientTransport(policy=Policy(deadline=5))
+    with httpx2.Client(transport=transport) as client:
+        request = client.build_request("POST", server.base_url + "/chat/completions",
+                                       json={"model": "m", "messages": MESSAGES},
+                                       extensions={"trace": trace})
+        response = client.send(request)
+    assert response.json()["choices"][0]["message"]["content"] == "hello"
+    assert "connection.connect_tcp.complete" in seen
+    assert "http11.receive_response_headers.complete" in seen
+    assert request.extensions["trace"] is trace
+
+
+def test_the_send_guard_leaves_no_trace_extension_behind(server: HostileProvider) -> None:
+    transport = ResilientTransport(policy=Policy(deadline=5))
+    with httpx2.Client(transport=transport) as client:
+        request = client.build_request("POST", server.base_url + "/chat/completions",
+                                       json={"model": "m", "messages": MESSAGES})
+        assert client.send(request).status_code == 200
+    assert "trace" not in request.extensions

@@ -159,3 +159,19 @@ def test_the_cap_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("RESILIENT_LLM_MAX_RESPONSE_BYTES", bad)
         with pytest.raises(ConfigError, match="RESILIENT_LLM_MAX_RESPONSE_BYTES"):
             Policy.from_env()
+
+
+def test_anthropic_gzip_streams_and_bombs(server: HostileProvider) -> None:
+    from resilient_llm.anthropic import Anthropic
+
+    base = server.base_url.removesuffix("/v1")
+    server.script(Hostile.gzip_stream(), Hostile.gzip_bomb(size=64 * 1024 * 1024))
+    with Anthropic(base_url=base, api_key="k", policy=Policy(deadline=10,
+                                                             max_response_bytes=CAP)) as client:
+        with client.messages.stream(model="m", max_tokens=5,
+                                    messages=[{"role": "user", "content": "hi"}]) as stream:
+            assert stream.get_final_text() == "hello"
+        with pytest.raises(ResponseTooLarge):
+            client.messages.create(model="m", max_tokens=5,
+                                   messages=[{"role": "user", "content": "hi"}])
+    assert len(server.requests) == 2  # neither retried

@@ -13,6 +13,7 @@ ResilientLLMError
 ├── IdempotencyStoreUnavailable           the ledger cannot be reached; the side effect did not run
 ├── SideEffectFailed                      a recorded failure whose type cannot be rebuilt here
 ├── PromptLintError                       strict lint found volatile content in the cacheable prefix
+├── ResponseTooLarge                      a response body or stream event exceeds max_response_bytes
 └── ResidencyViolation                    routing would leave the allowed regions
 ```
 
@@ -41,6 +42,7 @@ __all__ = [
     "PromptLintError",
     "ResidencyViolation",
     "ResilientLLMError",
+    "ResponseTooLarge",
     "RetryBudgetExhausted",
     "SideEffectFailed",
     "StreamInterrupted",
@@ -155,6 +157,21 @@ class StreamInterrupted(ResilientLLMError):
         self.cause = cause
         if cause is not None:
             self.__cause__ = cause
+
+
+class ResponseTooLarge(ResilientLLMError):
+    """A response body, or one stream event, would exceed ``max_response_bytes`` once decoded.
+
+    A gzip bomb or an absurd ``Content-Length`` would otherwise exhaust memory; the read stops
+    at the cap instead, and the attempt is not retried (the same request would get the same
+    answer). ``limit`` is the cap in bytes; raise it (``RESILIENT_LLM_MAX_RESPONSE_BYTES``,
+    ``Policy(max_response_bytes=...)``) if such answers are expected.
+    """
+
+    def __init__(self, message: str, *, limit: int,
+                 attempts: Sequence[AttemptInfo] = ()) -> None:
+        super().__init__(message, attempts=attempts)
+        self.limit = limit
 
 
 class IdempotencyConflict(ResilientLLMError):

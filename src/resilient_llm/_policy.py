@@ -79,6 +79,10 @@ _ACCEPTED: dict[str, str] = {
         '{"eu": "https://eu.api.openai.com/v1"}'
     ),
     "max_backoff": "expected seconds, a number > 0 and ≤ 300",
+    "max_response_bytes": (
+        "expected a whole number of bytes from 65536 (64 KiB) to 17179869184 (16 GiB), "
+        "e.g. 67108864 (64 MiB)"
+    ),
     "hedge": "expected true or false",
     "hedge_budget": "expected a share of requests from 0.001 to 0.5, e.g. 0.05",
     "hedge_delay": "expected seconds, a number > 0 (unset: twice the p90 time to first output)",
@@ -266,6 +270,7 @@ _BOUNDS: dict[str, tuple[float, float, bool]] = {
     "response_cache_size": (1, 1_000_000, False),
     "hedge_budget": (0.001, 0.5, False),
     "max_attempts": (1, 20, False),
+    "max_response_bytes": (64 * 1024, 16 * 1024**3, False),
 }
 
 
@@ -297,6 +302,11 @@ class Policy(BaseModel):
     region: str | None = None
     region_endpoints: Mapping[str, str] = {}
     max_backoff: float = 8.0
+    #: The largest decoded response body the client reads into memory (a JSON answer, an
+    #: error body) and the largest single stream event: a gzip bomb or a 100 GB
+    #: ``Content-Length`` fails fast with :class:`ResponseTooLarge` instead of exhausting
+    #: memory. Bodies the SDK streams to the caller itself (file downloads) are not capped.
+    max_response_bytes: int = 64 * 1024 * 1024
     # Hedged first token (streams, async clients): opt-in, budgeted.
     hedge: bool = False
     hedge_budget: float = 0.05
@@ -346,8 +356,8 @@ class Policy(BaseModel):
     @field_validator(*_BOUNDS, mode="before")
     @classmethod
     def _ascii_number(cls, value: Any, info: ValidationInfo) -> Any:
-        return _ascii_number(value, integer=info.field_name in ("max_attempts",
-                                                                 "response_cache_size"))
+        return _ascii_number(value, integer=info.field_name in (
+            "max_attempts", "response_cache_size", "max_response_bytes"))
 
     @field_validator(*_BOUNDS)
     @classmethod

@@ -38,6 +38,7 @@ from ..engine.call import Call, end_call, start_call
 from ..engine.classify import FailureClass
 from ..events.outcome import register
 from ..transport import AsyncResilientTransport, ForeignTransportError, ResilientTransport
+from ..transport.shared import LimitTimeout, StreamFailedEarly
 from .bodies import field_of, observe_cache, prepare_body
 
 __all__ = [
@@ -243,6 +244,7 @@ def translate_error(
         else:
             if isinstance(cause, ForeignTransportError):
                 exc.__cause__ = cause.original
+            _explain(exc, cause)
             return exc
     def sdk_error(cause: BaseException | None) -> BaseException | None:
         mapped: BaseException | None = None
@@ -255,6 +257,7 @@ def translate_error(
         if mapped is not None:
             mapped.__cause__ = (cause.original if isinstance(cause, ForeignTransportError)
                                 else cause)
+            _explain(mapped, cause)
         return mapped
 
     if isinstance(ours, (DeadlineExceeded, RetryBudgetExhausted)):
@@ -269,6 +272,24 @@ def translate_error(
     elif isinstance(ours, CircuitOpen):
         ours.__cause__ = sdk_error(ours.__cause__) or ours.__cause__
     return ours
+
+
+def _explain(error: BaseException, cause: BaseException | None) -> None:
+    """Say on the SDK's error what our transport knows happened.
+
+    The SDKs' ``APITimeoutError`` and ``APIConnectionError`` have fixed messages ("Request timed
+    out.", "Connection error."); when the cause is a limit of the policy or a stream that
+    failed before any output, its description is appended (the type stays the SDK's own).
+    """
+    if not isinstance(cause, (LimitTimeout, StreamFailedEarly)) or not error.args:
+        return
+    first = error.args[0]
+    if not isinstance(first, str) or str(cause) in first:
+        return
+    text = f"{first.rstrip('.')}: {cause}"
+    error.args = (text, *error.args[1:])
+    if isinstance(getattr(error, "message", None), str):
+        error.message = text  # type: ignore[attr-defined]
 
 
 def _has_request(exc: httpx2.RequestError) -> bool:

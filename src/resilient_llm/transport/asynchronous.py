@@ -17,6 +17,7 @@ from typing import Any, cast
 import httpx2
 
 from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
+from .._errors import ResponseTooLarge
 from .._policy import Policy
 from ..context.deadline import on_asyncio
 from ..engine.call import Send, Wait
@@ -24,6 +25,8 @@ from ..engine.classify import Failure, classify_status, deadline_failure, unknow
 from ..engine.hedge import MAX_RACERS, hedge_stats
 from ..engine.plan import Admit, Admitted, Failed, Plan, Raise, Reply, Return, Served
 from ..engine.pressure import TargetPressure
+from .bodies import AsyncBoundedBody
+from .decoding import EventView, aread_capped
 from .shared import (
     DriverBase,
     Outgoing,
@@ -235,7 +238,8 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                 status = response.status_code
                 kind = content_type(response)
                 try:
-                    body = await response.aread() if status >= 400 or is_json(kind) else b""
+                    body = (await aread_capped(response, call.policy.max_response_bytes)
+                            if status >= 400 or is_json(kind) else b"")
                 except Exception as exc:
                     read_error = exc
         except Exception as exc:
@@ -257,6 +261,10 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             return failure, response
         if is_event_stream(kind):
             return await self._peek_stream(request, response, plan, send, state, started)
+        if not is_json(kind):  # the SDK reads this body itself: keep it bounded by the deadline
+            inner = response.stream
+            assert isinstance(inner, httpx2.AsyncByteStream)
+            response.stream = AsyncBoundedBody(inner, call, request)
         call.attempt_finished(None, status, send)
         plan.release(state, started, None)
         call.succeeded(send.target or call.target)
@@ -269,7 +277,9 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         """Read until the first output, so a failure before it can still be retried."""
         import anyio
 
-        consumer = StreamConsumer(plan.call, self._base.wire)
+        call = plan.call
+        consumer = StreamConsumer(call, self._base.wire,
+                                  EventView(response, call.policy.max_response_bytes))
         inner = response.stream
         assert isinstance(inner, httpx2.AsyncByteStream)
         chunks = inner.__aiter__()
@@ -284,6 +294,10 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                     failure = consumer.peek_ended()
             if scope.cancelled_caught:
                 failure = consumer.peek_failed(None, first_token_passed=True)
+        except ResponseTooLarge:
+            await response.aclose()
+            call.attempt_finished(None, response.status_code, send)
+            raise
         except httpx2.TransportError as exc:
             error = exc
             failure = consumer.peek_failed(exc, first_token_passed=False)

@@ -23,7 +23,9 @@ from ..providers._ratelimits import parse_rate_limits
 __all__ = [
     "DriverBase",
     "ForeignTransportError",
+    "LimitTimeout",
     "Outgoing",
+    "StreamFailedEarly",
     "as_failed",
     "body_read_failed",
     "content_type",
@@ -135,6 +137,21 @@ class ForeignTransportError(httpx2.TransportError):
     def __init__(self, original: Exception, request: httpx2.Request) -> None:
         super().__init__(f"{type(original).__name__}: {original}", request=request)
         self.original = original
+
+
+class LimitTimeout(httpx2.ReadTimeout):
+    """A read the transport ended itself because one of the policy's limits passed (not a
+    server timeout, and not a reset, although the watchdog closes the socket to end it).
+
+    The message names the limit and its setting; the drop-in clients append it to the SDK's
+    ``APITimeoutError``, whose own message ("Request timed out.") cannot say which limit.
+    """
+
+
+class StreamFailedEarly(httpx2.RemoteProtocolError):
+    """A stream that failed before any output for a reason its bytes showed (a malformed
+    event, a body that ended early); the message says which, and the drop-in clients append
+    it to the SDK's ``APIConnectionError`` ("Connection error.")."""
 
 
 class DriverBase:

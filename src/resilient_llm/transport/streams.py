@@ -11,6 +11,8 @@ complete. Every failure class is built in :mod:`resilient_llm.engine.classify`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import httpx2
 
 from .._errors import StreamInterrupted
@@ -27,6 +29,7 @@ from ..engine.classify import (
 from ..engine.plan import Plan
 from ..engine.pressure import TargetPressure
 from ..providers import StreamScanner, Wire
+from .shared import LimitTimeout, StreamFailedEarly
 
 __all__ = ["StreamConsumer"]
 
@@ -34,11 +37,15 @@ __all__ = ["StreamConsumer"]
 class StreamConsumer:
     """One streamed attempt's bytes, inspected as they arrive (the driver does the reading)."""
 
-    __slots__ = ("buffered", "call", "scanner")
+    __slots__ = ("buffered", "call", "scanner", "view")
 
-    def __init__(self, call: Call, wire: Wire) -> None:
+    def __init__(self, call: Call, wire: Wire,
+                 view: Callable[[bytes], Iterable[bytes]] | None = None) -> None:
         self.call = call
         self.scanner = StreamScanner(wire)
+        #: What the scanner reads of a chunk: its decoded bytes when the stream is compressed
+        #: (see :class:`~.decoding.EventView`); the caller always gets the chunk as received.
+        self.view = view or _as_is
         #: The chunks read before the stream was committed, replayed to the caller.
         self.buffered: list[bytes] = []
 
@@ -49,7 +56,8 @@ class StreamConsumer:
         terminal event, or a failure): stop reading then."""
         self.buffered.append(chunk)
         scanner = self.scanner
-        scanner.feed(chunk)
+        for piece in self.view(chunk):
+            scanner.feed(piece)
         return scanner.failure is not None or scanner.committed or scanner.terminal
 
     def peek_ended(self) -> Failure | None:
@@ -91,7 +99,7 @@ class StreamConsumer:
                 stream=httpx2.ByteStream(b"".join(self.buffered)),
                 request=response.request, extensions=response.extensions,
             )
-        return failure, error or _failure_exception(failure, request)
+        return failure, error or _failure_exception(failure, request, send)
 
     def committed(self, plan: Plan, state: TargetPressure, send: Send, started: float,
                   status: int) -> None:
@@ -112,7 +120,8 @@ class StreamConsumer:
     def feed(self, chunk: bytes) -> None:
         """Inspect one chunk of the committed stream; raises when it carries a failure."""
         scanner = self.scanner
-        scanner.feed(chunk)
+        for piece in self.view(chunk):
+            scanner.feed(piece)
         if scanner.failure is not None:
             raise self.interrupted(scanner.failure.kind, scanner.failure.describe())
 
@@ -169,11 +178,20 @@ class StreamConsumer:
         return error
 
 
-def _failure_exception(failure: Failure, request: httpx2.Request) -> Exception:
-    """What the SDK sees when a stream fails before any output and no retry is left."""
-    if failure.kind in (FailureClass.FIRST_TOKEN_TIMEOUT, FailureClass.STREAM_STALL):
-        return httpx2.ReadTimeout(f"no stream output in time ({failure.kind.value})",
-                                  request=request)
-    return httpx2.RemoteProtocolError(
-        f"stream failed before any output ({failure.kind.value})", request=request
+def _as_is(chunk: bytes) -> tuple[bytes]:
+    return (chunk,)
+
+
+def _failure_exception(failure: Failure, request: httpx2.Request, send: Send) -> Exception:
+    """What the SDK sees when a stream fails before any output and no retry is left: an
+    error whose message says what happened (the drop-ins show it on the SDK's error)."""
+    if failure.kind is FailureClass.FIRST_TOKEN_TIMEOUT:
+        return LimitTimeout(
+            f"no stream output within the first-token limit of {send.first_token_timeout:.3g} s "
+            "(first_token_timeout)", request=request)
+    if failure.kind is FailureClass.STREAM_STALL:
+        return LimitTimeout(f"no stream output in time ({failure.kind.value})", request=request)
+    detail = f": {failure.message}" if failure.message else ""
+    return StreamFailedEarly(
+        f"the stream failed before any output ({failure.kind.value}{detail})", request=request
     )

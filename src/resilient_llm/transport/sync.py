@@ -15,11 +15,14 @@ from typing import cast
 import httpx2
 
 from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
+from .._errors import ResponseTooLarge
 from .._policy import Policy
 from ..engine.call import Send, Wait
 from ..engine.classify import Failure, classify_status, deadline_failure
 from ..engine.plan import Admit, Admitted, Failed, Plan, Raise, Reply, Return, Served
 from ..engine.pressure import TargetPressure
+from .bodies import SyncBoundedBody
+from .decoding import EventView, read_capped
 from .shared import (
     DriverBase,
     as_failed,
@@ -29,7 +32,7 @@ from .shared import (
     is_json,
 )
 from .streams import StreamConsumer
-from .watchdog import SyncGuard, real_deadline
+from .watchdog import SendGuard, SyncGuard, real_deadline
 
 __all__ = ["ResilientTransport"]
 
@@ -129,14 +132,23 @@ class ResilientTransport(httpx2.BaseTransport):
     ) -> Result:
         call, base = plan.call, self._base
         response: httpx2.Response | None = None
+        sending = SendGuard(request, real_deadline(call))
         try:
             try:
                 response = self._inner.handle_request(request)
             except Exception as exc:  # the rule is for the wrapped transport's errors only
                 base.reraise(exc, request)
+            finally:
+                sending.close()
             response.request = request
             base.observe(plan, state, response)
         except Exception as exc:
+            if sending.fired:  # the watchdog closed the connection: a timeout, not a reset
+                call.attempt_finished(deadline_failure(), None, send)
+                timeout = httpx2.ReadTimeout("deadline reached while waiting for the response",
+                                             request=request)
+                timeout.__cause__ = exc
+                raise call.deadline_error(timeout) from exc
             return base.exchange_failed(call, send, exc, request,
                                         None if response is None else response.status_code)
         status = response.status_code
@@ -144,15 +156,21 @@ class ResilientTransport(httpx2.BaseTransport):
         if status < 400 and is_event_stream(kind):
             return self._peek_stream(request, response, plan, send, state, started)
         guard = SyncGuard(response, real_deadline(call), "deadline")
+        reads = status >= 400 or is_json(kind)
         try:
-            body = response.read() if status >= 400 or is_json(kind) else b""
+            body = read_capped(response, call.policy.max_response_bytes) if reads else b""
         except Exception as exc:
+            guard.close()
             if guard.fired == "deadline":
                 call.attempt_finished(deadline_failure(), status, send)
                 raise call.deadline_error(exc) from exc
             return body_read_failed(call, send, exc, request, status)
-        finally:
+        if reads:
             guard.close()
+        else:  # the SDK reads this body itself: keep its read bounded by the deadline
+            inner = response.stream
+            assert isinstance(inner, httpx2.SyncByteStream)
+            response.stream = SyncBoundedBody(inner, guard, call)
         if status >= 400:
             failure = classify_status(status, response.headers, body, base.wire.name)
             assert failure is not None
@@ -168,7 +186,9 @@ class ResilientTransport(httpx2.BaseTransport):
         state: TargetPressure, started: float,
     ) -> Result:
         """Read until the first output, so a failure before it can still be retried."""
-        consumer = StreamConsumer(plan.call, self._base.wire)
+        call = plan.call
+        consumer = StreamConsumer(call, self._base.wire,
+                                  EventView(response, call.policy.max_response_bytes))
         guard = SyncGuard(response, time.monotonic() + send.first_token_timeout, "first_token")
         inner = response.stream
         assert isinstance(inner, httpx2.SyncByteStream)
@@ -181,9 +201,16 @@ class ResilientTransport(httpx2.BaseTransport):
                     break
             else:
                 failure = consumer.peek_ended()
+        except ResponseTooLarge:
+            guard.close()
+            response.close()
+            call.attempt_finished(None, response.status_code, send)
+            raise
         except httpx2.TransportError as exc:
-            error = exc
-            failure = consumer.peek_failed(exc, first_token_passed=guard.fired == "first_token")
+            late = guard.fired == "first_token"
+            # Our watchdog closed the socket: report the limit, not the "peer closed" it caused.
+            error = None if late else exc
+            failure = consumer.peek_failed(exc, first_token_passed=late)
         if failure is not None or consumer.scanner.failure is not None:
             guard.close()
             response.close()

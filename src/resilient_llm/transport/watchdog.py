@@ -14,12 +14,14 @@ import itertools
 import socket
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx2
 
 from ..engine.call import Call
 
-__all__ = ["SyncGuard", "real_deadline"]
+__all__ = ["SendGuard", "SyncGuard", "real_deadline"]
 
 
 class _Watch:
@@ -95,14 +97,7 @@ _WATCHDOG = _Watchdog()
 
 
 def _socket_of(response: httpx2.Response) -> socket.socket | None:
-    stream = response.extensions.get("network_stream")
-    if stream is None:
-        return None
-    try:
-        sock = stream.get_extra_info("socket")
-    except Exception:
-        return None
-    return sock if isinstance(sock, socket.socket) else None
+    return _stream_socket(response.extensions.get("network_stream"))
 
 
 class SyncGuard:
@@ -133,6 +128,71 @@ class SyncGuard:
     def close(self) -> None:
         if self._watch is not None:
             self._watch.done = True
+
+
+#: httpcore trace events that hand over a fresh connection's network stream.
+_CONNECTED = frozenset({
+    "connection.connect_tcp.complete",
+    "connection.connect_unix_socket.complete",
+    "connection.start_tls.complete",
+})
+
+
+class SendGuard:
+    """Bounds the send of a request (connect, request, response headers) by the deadline.
+
+    Until the response's headers arrive the driver holds no socket to watch; the standard
+    ``trace`` request extension of httpcore hands over each new connection's stream, so the
+    watchdog can shut it down when the deadline passes mid-send (headers dripped one byte at a
+    time never trip a per-read timeout). A caller's own ``trace`` callback still runs, and is
+    restored by :meth:`close`. Transports that do not implement the extension are unaffected.
+    """
+
+    __slots__ = ("_expires_at", "_previous", "_request", "_watch")
+
+    def __init__(self, request: httpx2.Request, expires_at: float | None) -> None:
+        self._request = request
+        self._expires_at = expires_at
+        self._watch: _Watch | None = None
+        self._previous: Callable[[str, dict[str, Any]], Any] | None = \
+            request.extensions.get("trace")
+        if expires_at is not None:
+            request.extensions["trace"] = self._trace
+
+    def _trace(self, name: str, info: dict[str, Any]) -> None:
+        if self._previous is not None:
+            self._previous(name, info)
+        if name in _CONNECTED and self._watch is None and self._expires_at is not None:
+            sock = _stream_socket(info.get("return_value"))
+            if sock is not None:
+                self._watch = _WATCHDOG.watch(sock, self._expires_at, "deadline")
+
+    @property
+    def fired(self) -> bool:
+        """Did the deadline pass during the send (the watchdog closed the connection)?"""
+        return self._watch is not None and self._watch.fired
+
+    def close(self) -> None:
+        """The send is over: stop watching, and give the request its own ``trace`` back."""
+        if self._watch is not None:
+            self._watch.done = True
+        extensions = self._request.extensions
+        if extensions.get("trace") == self._trace:
+            if self._previous is None:
+                del extensions["trace"]
+            else:
+                extensions["trace"] = self._previous
+
+
+def _stream_socket(stream: object) -> socket.socket | None:
+    get_extra_info = getattr(stream, "get_extra_info", None)
+    if get_extra_info is None:
+        return None
+    try:
+        sock = get_extra_info("socket")
+    except Exception:
+        return None
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def real_deadline(call: Call) -> float | None:

@@ -50,6 +50,9 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "max_backoff": (("Cap of the exponential backoff between attempts, seconds, before it is "
                     "stretched under provider pressure. A provider's `Retry-After` may ask "
                     "for longer; the deadline bounds every wait."), "4"),
+    "max_response_bytes": (("Largest response body, once decoded, and largest stream event, in "
+                           "bytes; beyond it the call fails with `ResponseTooLarge` (a gzip "
+                           "bomb or a huge `Content-Length` never fills memory)."), "16777216"),
     "hedge": (("Race a second stream when the first token is late (async clients), within "
               "`HEDGE_BUDGET`."), "true"),
     "hedge_budget": ("Extra attempts hedging may add, as a share of calls.", "0.02"),

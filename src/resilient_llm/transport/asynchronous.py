@@ -17,8 +17,14 @@ import httpx2
 
 from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from .._policy import Policy
-from ..engine.call import Send, Wait
-from ..engine.classify import Failure, classify_status, deadline_failure, unknown_failure
+from ..engine.call import Call, Send, Wait
+from ..engine.classify import (
+    Failure,
+    classify_status,
+    deadline_failure,
+    first_token_timeout,
+    unknown_failure,
+)
 from ..engine.hedge import MAX_RACERS, hedge_stats
 from ..engine.plan import Admit, Admitted, Failed, Plan, Raise, Reply, Return, Served
 from ..engine.pressure import TargetPressure
@@ -224,23 +230,33 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         left = call.remaining()
         response: httpx2.Response | None = None
         read_error: Exception | None = None
+        # connect, headers and first event share the first-token limit, from the send
+        first_by = anyio.current_time() + send.first_token_timeout
+        stream = streaming(request)
         try:
             with anyio.move_on_after(left if left is not None else math.inf) as scope:
-                try:
-                    response = await self._inner.handle_async_request(request)
-                except Exception as exc:  # the rule is for the wrapped transport's errors only
-                    base.reraise(exc, request)
-                response.request = request
-                base.observe(plan, state, response)
-                status = response.status_code
-                kind = content_type(response)
-                try:
-                    body = await response.aread() if status >= 400 or is_json(kind) else b""
-                except Exception as exc:
-                    read_error = exc
+                with anyio.CancelScope(deadline=first_by if stream else math.inf) as waited:
+                    try:
+                        response = await self._inner.handle_async_request(request)
+                    except Exception as exc:  # the rule is for the wrapped transport's errors
+                        base.reraise(exc, request)
+                if response is not None:
+                    response.request = request
+                    base.observe(plan, state, response)
+                    status = response.status_code
+                    kind = content_type(response)
+                    try:
+                        body = await response.aread() if status >= 400 or is_json(kind) else b""
+                    except Exception as exc:
+                        read_error = exc
         except Exception as exc:
             return base.exchange_failed(call, send, exc, request,
                                         None if response is None else response.status_code)
+        if waited.cancelled_caught and response is None and not _out_of_time(call):
+            late = first_token_timeout()
+            call.attempt_finished(late, None, send)
+            return late, httpx2.ReadTimeout("no response headers within the first-token "
+                                               "limit", request=request)
         if scope.cancelled_caught or response is None:
             if response is not None:
                 await response.aclose()
@@ -256,7 +272,8 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             call.attempt_finished(failure, status, send)
             return failure, response
         if is_event_stream(kind):
-            return await self._peek_stream(request, response, plan, send, state, started)
+            return await self._peek_stream(request, response, plan, send, state, started,
+                                           first_by)
         call.attempt_finished(None, status, send)
         plan.release(state, started, None)
         call.succeeded(send.target or call.target)
@@ -264,9 +281,10 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
 
     async def _peek_stream(
         self, request: httpx2.Request, response: httpx2.Response, plan: Plan, send: Send,
-        state: TargetPressure, started: float,
+        state: TargetPressure, started: float, first_by: float,
     ) -> Result:
-        """Read until the first output, so a failure before it can still be retried."""
+        """Read until the first output (by ``first_by``, on anyio's clock: the send plus the
+        first-token limit), so a failure before it can still be retried."""
         import anyio
 
         consumer = StreamConsumer(plan.call, self._base.wire)
@@ -276,7 +294,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         failure: Failure | None = None
         error: BaseException | None = None
         try:
-            with anyio.move_on_after(send.first_token_timeout) as scope:
+            with anyio.CancelScope(deadline=first_by) as scope:
                 async for chunk in chunks:
                     if consumer.peek(chunk):
                         break
@@ -299,6 +317,11 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
     async def aclose(self) -> None:
         await self._inner.aclose()
 
+
+
+def _out_of_time(call: Call) -> bool:
+    left = call.remaining()
+    return left is not None and left <= 0
 
 
 class _AsyncStream(httpx2.AsyncByteStream):

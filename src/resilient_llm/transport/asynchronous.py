@@ -341,13 +341,15 @@ class _AsyncStream(httpx2.AsyncByteStream):
         idle = call.policy.stream_idle_timeout
         for early in consumer.replay():
             yield early
+        idle_by = anyio.current_time() + idle
         while True:
-            left = call.remaining()
-            limit = idle if left is None else min(idle, left)
-            by_deadline = left is not None and left <= idle
+            now, left = anyio.current_time(), call.remaining()
+            by_deadline = left is not None and now + left <= idle_by
             chunk: bytes | None = None
             try:
-                with anyio.move_on_after(max(limit, 0.0)) as scope:
+                with anyio.CancelScope(
+                    deadline=now + left if left is not None and by_deadline else idle_by
+                ) as scope:
                     chunk = await self._chunks.__anext__()
             except StopAsyncIteration:
                 break
@@ -356,7 +358,8 @@ class _AsyncStream(httpx2.AsyncByteStream):
             if scope.cancelled_caught or chunk is None:
                 stall = httpx2.ReadTimeout("stream read exceeded its limit")
                 raise consumer.read_failed("deadline" if by_deadline else "idle", stall)
-            consumer.feed(chunk)
+            if consumer.feed(chunk):  # an event (not a comment) restarts the idle limit
+                idle_by = anyio.current_time() + idle
             yield chunk
         consumer.ended()
 

@@ -111,12 +111,18 @@ class StreamConsumer:
 
     # --- after the stream was committed -------------------------------------------------------
 
-    def feed(self, chunk: bytes) -> None:
-        """Inspect one chunk of the committed stream; raises when it carries a failure."""
+    def feed(self, chunk: bytes) -> bool:
+        """Inspect one chunk of the committed stream; raises when it carries a failure.
+
+        Returns whether an event completed: only events restart the idle limit. SSE comments
+        (``: keep-alive``), blank lines and the bytes of an unfinished event do not, so a
+        stream that sends nothing but keep-alives ends at the idle limit."""
         scanner = self.scanner
+        before = scanner.events
         scanner.feed(chunk)
         if scanner.failure is not None:
             raise self.interrupted(scanner.failure.kind, scanner.failure.describe())
+        return scanner.events != before
 
     def ended(self) -> None:
         """The upstream body ended cleanly: complete if the finish reason (or the terminal

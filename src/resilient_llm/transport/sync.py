@@ -237,8 +237,8 @@ class _SyncStream(httpx2.SyncByteStream):
         guard.set(*limit(), shorter=True)
         try:
             for chunk in self._chunks:
-                consumer.feed(chunk)
-                guard.set(*limit())
+                if consumer.feed(chunk):  # an event (not a comment) restarts the idle limit
+                    guard.set(*limit())
                 yield chunk
             consumer.ended()
         except httpx2.TransportError as exc:

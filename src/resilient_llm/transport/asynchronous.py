@@ -230,16 +230,12 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         left = call.remaining()
         response: httpx2.Response | None = None
         read_error: Exception | None = None
-        # connect, headers and first event share the first-token limit, from the send
-        first_by = anyio.current_time() + send.first_token_timeout
         stream = streaming(request)
+        # connect, headers and first event share the first-token limit, from the send
+        first_by = anyio.current_time() + send.first_token_timeout if stream else math.inf
         try:
             with anyio.move_on_after(left if left is not None else math.inf) as scope:
-                with anyio.CancelScope(deadline=first_by if stream else math.inf) as waited:
-                    try:
-                        response = await self._inner.handle_async_request(request)
-                    except Exception as exc:  # the rule is for the wrapped transport's errors
-                        base.reraise(exc, request)
+                response = await self._headers(request, first_by)
                 if response is not None:
                     response.request = request
                     base.observe(plan, state, response)
@@ -252,7 +248,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         except Exception as exc:
             return base.exchange_failed(call, send, exc, request,
                                         None if response is None else response.status_code)
-        if waited.cancelled_caught and response is None and not _out_of_time(call):
+        if response is None and not scope.cancelled_caught and not _out_of_time(call):
             late = first_token_timeout()
             call.attempt_finished(late, None, send)
             return late, httpx2.ReadTimeout("no response headers within the first-token "
@@ -272,12 +268,31 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             call.attempt_finished(failure, status, send)
             return failure, response
         if is_event_stream(kind):
+            if not stream:  # an event stream the request did not ask for: limit from now
+                first_by = anyio.current_time() + send.first_token_timeout
             return await self._peek_stream(request, response, plan, send, state, started,
                                            first_by)
         call.attempt_finished(None, status, send)
         plan.release(state, started, None)
         call.succeeded(send.target or call.target)
         return response
+
+    async def _headers(self, request: httpx2.Request, first_by: float) -> httpx2.Response | None:
+        """Send ``request`` and wait for its response headers; ``None`` when ``first_by`` (a
+        stream's first-token limit, on anyio's clock) passed first."""
+        import anyio
+
+        if first_by == math.inf:
+            return await self._send(request)
+        with anyio.CancelScope(deadline=first_by):
+            return await self._send(request)
+        return None
+
+    async def _send(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            return await self._inner.handle_async_request(request)
+        except Exception as exc:  # the rule is for the wrapped transport's errors only
+            self._base.reraise(exc, request)
 
     async def _peek_stream(
         self, request: httpx2.Request, response: httpx2.Response, plan: Plan, send: Send,

@@ -279,10 +279,11 @@ class Policy(BaseModel):
 
     ``deadline`` is the total wall-clock budget of one call, across every attempt, backoff,
     fallback and stream read. ``max_attempts`` counts attempts across all targets.
-    ``first_token_timeout`` bounds the wait for a stream's first output: the default of 300 s
-    lets reasoning models that think for minutes before their first token pass, while the
-    deadline still bounds the whole call. ``stream_idle_timeout`` bounds the silence between
-    stream events once output flows (providers send keep-alive pings well inside 60 s).
+    ``first_token_timeout`` bounds the wait for a stream's first output, from the send of each
+    attempt (connecting, the response headers and the first event share it): the default of
+    300 s lets reasoning models that think for minutes before their first token pass, while the
+    deadline still bounds the whole call. ``stream_idle_timeout`` bounds the time between two
+    stream events once output flows; SSE comments (``: keep-alive``) are not events.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False)

@@ -22,7 +22,7 @@ first_token_timeout         no stream output within the first-token limit yes (b
 stream_stall                no stream event within the idle limit        yes (before output)
 stream_cut                  the stream's connection dropped              yes (before output)
 stream_malformed            an event that does not parse                 yes (before output)
-stream_incomplete           the stream ended without its terminal event  yes (before output)
+stream_incomplete           a clean end without a finish reason          yes (before output)
 application_error           any other exception of the caller's own code no
 ==========================  ===========================================  =========
 

@@ -2,8 +2,14 @@
 
 It sees the same bytes the SDK will parse and answers the questions the engine needs: has
 output started (the commit point, after which a failure cannot be retried transparently), did
-the stream end with its terminal event, did an error event or a malformed event arrive, and what
-text had been delivered when it failed.
+the stream deliver its end (a finish reason, or its terminal event), did an error event or a
+malformed event arrive, and what text had been delivered when it failed.
+
+Completion is the finish reason, not the sentinel: a chat stream whose every choice carried a
+``finish_reason`` (an Anthropic stream whose ``message_delta`` carried a ``stop_reason``) is
+complete even when ``data: [DONE]`` (``message_stop``) never comes, as the official SDKs treat
+it. A stream that ends without either is a truncation. Only events count (``events``): SSE
+comments such as ``: keep-alive`` and blank lines are not events.
 """
 
 from __future__ import annotations
@@ -29,14 +35,21 @@ class Wire(Protocol):
 
 @dataclass(slots=True)
 class StreamScanner:
-    """Feed it the stream's bytes; read ``committed``, ``terminal``, ``failure``, ``text``."""
+    """Feed it the stream's bytes; read ``committed``, ``complete``, ``failure``, ``text``.
+
+    ``terminal`` is the provider's end-of-stream event (``[DONE]``, ``message_stop``,
+    ``response.completed``); ``finished`` is the finish reason (every choice's, or the
+    message's stop reason); ``choices`` maps each chat choice seen to whether it finished.
+    """
 
     wire: Wire
     committed: bool = False
     terminal: bool = False
+    finished: bool = False
     failure: Failure | None = None
     usage: Any = None
     events: int = 0
+    choices: dict[int, bool] = field(default_factory=dict)
     _text: list[str] = field(default_factory=list)
     _buffer: bytes = b""
 
@@ -90,6 +103,11 @@ class StreamScanner:
         except ValueError:
             self.fail(FailureClass.STREAM_MALFORMED, "event data is not valid JSON")
             return None
+
+    @property
+    def complete(self) -> bool:
+        """The stream delivered its end: a finish reason or its terminal event."""
+        return self.terminal or self.finished
 
     @property
     def text(self) -> str:

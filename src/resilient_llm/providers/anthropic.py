@@ -2,7 +2,9 @@
 
 No SDK import here: this module reads bytes and headers as the API sends them.
 
-* Streams end with ``message_stop``; ``ping`` events are keep-alives and carry no output.
+* Streams end with ``message_stop``; ``ping`` events are keep-alives and carry no output. A
+  ``message_delta`` with a ``stop_reason`` completes the message: a stream that ends cleanly
+  after it, without ``message_stop``, is complete (the SDK returns it normally).
 * ``event: error`` inside a 200 stream is the same failure as its HTTP twin
   (``overloaded_error`` is a 529, ``api_error`` a 500, ``invalid_request_error`` a 400): it
   is classified as that status would be, so an overload before the first token is retried
@@ -69,7 +71,8 @@ def classify_stream_error(obj: Mapping[str, Any]) -> Failure:
 
 
 class AnthropicWire:
-    """Streams end with ``message_stop``; ``ping`` events keep the connection alive."""
+    """Streams end with ``message_stop`` (complete at ``message_delta``'s ``stop_reason``);
+    ``ping`` events keep the connection alive."""
 
     name = "anthropic"
 
@@ -96,6 +99,9 @@ class AnthropicWire:
             if isinstance(message, Mapping) and isinstance(message.get("usage"), Mapping):
                 scanner.usage = dict(message["usage"])
         elif kind == "message_delta":
+            delta = obj.get("delta")
+            if isinstance(delta, Mapping) and delta.get("stop_reason"):
+                scanner.finished = True
             usage = obj.get("usage")
             if isinstance(usage, Mapping):
                 merged = dict(scanner.usage or {})

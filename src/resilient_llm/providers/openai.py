@@ -20,7 +20,8 @@ _DELTA_OUTPUT_KEYS = ("tool_calls", "function_call", "refusal", "reasoning_conte
 
 
 class OpenAIWire:
-    """Chat completions end with ``data: [DONE]``; Responses streams with ``response.completed``."""
+    """Chat completions end with ``data: [DONE]``, but are complete once every choice carried a
+    ``finish_reason``; Responses streams end (and complete) with ``response.completed``."""
 
     name = "openai"
 
@@ -47,7 +48,10 @@ class OpenAIWire:
         if not choices:
             return
         for choice in choices:
-            delta = choice.get("delta") if isinstance(choice, Mapping) else None
+            if not isinstance(choice, Mapping):
+                continue
+            _note_finish(choice, scanner)
+            delta = choice.get("delta")
             if not isinstance(delta, Mapping):
                 continue
             content = delta.get("content")
@@ -80,6 +84,17 @@ class OpenAIWire:
 
 
 OPENAI = OpenAIWire()
+
+
+def _note_finish(choice: Mapping[str, Any], scanner: StreamScanner) -> None:
+    """Track which chat choices carried their ``finish_reason``: the stream is finished once
+    every choice seen did (``n`` > 1 streams interleave their choices)."""
+    index = choice.get("index", 0)
+    if not isinstance(index, int):
+        index = 0
+    done = bool(choice.get("finish_reason")) or scanner.choices.get(index, False)
+    scanner.choices[index] = done
+    scanner.finished = all(scanner.choices.values())
 
 
 # --- rate-limit headers ---------------------------------------------------------------------

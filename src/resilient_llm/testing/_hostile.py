@@ -44,6 +44,7 @@ class Hostile:
     kind: Kind
     interval: float = 0.0
     size: int = 0
+    events: int = 0
     content_type: str = "text/html; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
 
@@ -87,9 +88,13 @@ class Hostile:
         return cls("huge_content_length", size=size, interval=interval)
 
     @classmethod
-    def keepalive_stream(cls, interval: float = 0.5) -> Hostile:
-        """An SSE 200 that sends only ``: keep-alive`` comments, one per ``interval``."""
-        return cls("keepalive_stream", interval=interval)
+    def keepalive_stream(cls, interval: float = 0.5, *, after_events: int = 0) -> Hostile:
+        """An SSE 200 that sends only ``: keep-alive`` comments, one per ``interval``; with
+        ``after_events``, the first events of a valid stream come first (chat: 1 is the first
+        output, Anthropic: 3), so the comments arrive once output has started."""
+        if after_events < 0:
+            raise ValueError(f"after_events must be >= 0, got {after_events!r}")
+        return cls("keepalive_stream", interval=interval, events=after_events)
 
     @classmethod
     def gzip_stream(cls) -> Hostile:
@@ -226,6 +231,9 @@ class HostileProvider:
                          gzip=kind == "gzip_stream")
             sock.sendall(head)
             if kind == "keepalive_stream":
+                first = body.split(b"\n\n")[: plan.events]
+                if first:
+                    sock.sendall(_chunk(b"".join(event + b"\n\n" for event in first)))
                 while not self._over(ends):
                     sock.sendall(_chunk(b": keep-alive\n\n"))
                     self._pause(plan.interval)

@@ -20,8 +20,14 @@ from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from .._errors import ResponseTooLarge
 from .._policy import Policy
 from ..context.deadline import on_asyncio
-from ..engine.call import Send, Wait
-from ..engine.classify import Failure, classify_status, deadline_failure, unknown_failure
+from ..engine.call import Call, Send, Wait
+from ..engine.classify import (
+    Failure,
+    classify_status,
+    deadline_failure,
+    first_token_timeout,
+    unknown_failure,
+)
 from ..engine.hedge import MAX_RACERS, hedge_stats
 from ..engine.plan import Admit, Admitted, Failed, Plan, Raise, Reply, Return, Served
 from ..engine.pressure import TargetPressure
@@ -223,28 +229,36 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure,
         started: float,
     ) -> Result:
+        import anyio
+
         call, base = plan.call, self._base
         left = call.remaining()
         response: httpx2.Response | None = None
         read_error: Exception | None = None
+        stream = streaming(request)
+        # connect, headers and first event share the first-token limit, from the send
+        first_by = anyio.current_time() + send.first_token_timeout if stream else math.inf
         try:
             async with _AttemptLimit(left) as scope:
-                try:
-                    response = await self._inner.handle_async_request(request)
-                except Exception as exc:  # the rule is for the wrapped transport's errors only
-                    base.reraise(exc, request)
-                response.request = request
-                base.observe(plan, state, response)
-                status = response.status_code
-                kind = content_type(response)
-                try:
-                    body = (await aread_capped(response, call.policy.max_response_bytes)
-                            if status >= 400 or is_json(kind) else b"")
-                except Exception as exc:
-                    read_error = exc
+                response = await self._headers(request, first_by)
+                if response is not None:
+                    response.request = request
+                    base.observe(plan, state, response)
+                    status = response.status_code
+                    kind = content_type(response)
+                    try:
+                        body = (await aread_capped(response, call.policy.max_response_bytes)
+                                if status >= 400 or is_json(kind) else b"")
+                    except Exception as exc:
+                        read_error = exc
         except Exception as exc:
             return base.exchange_failed(call, send, exc, request,
                                         None if response is None else response.status_code)
+        if response is None and not scope.expired and not _out_of_time(call):
+            late = first_token_timeout()
+            call.attempt_finished(late, None, send)
+            return late, httpx2.ReadTimeout("no response headers within the first-token "
+                                               "limit", request=request)
         if scope.expired or response is None:
             if response is not None:
                 await response.aclose()
@@ -260,7 +274,10 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             call.attempt_finished(failure, status, send)
             return failure, response
         if is_event_stream(kind):
-            return await self._peek_stream(request, response, plan, send, state, started)
+            if not stream:  # an event stream the request did not ask for: limit from now
+                first_by = anyio.current_time() + send.first_token_timeout
+            return await self._peek_stream(request, response, plan, send, state, started,
+                                           first_by)
         if not is_json(kind):  # the SDK reads this body itself: keep it bounded by the deadline
             inner = response.stream
             assert isinstance(inner, httpx2.AsyncByteStream)
@@ -270,11 +287,29 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         call.succeeded(send.target or call.target)
         return response
 
+    async def _headers(self, request: httpx2.Request, first_by: float) -> httpx2.Response | None:
+        """Send ``request`` and wait for its response headers; ``None`` when ``first_by`` (a
+        stream's first-token limit, on anyio's clock) passed first."""
+        import anyio
+
+        if first_by == math.inf:
+            return await self._send(request)
+        with anyio.CancelScope(deadline=first_by):
+            return await self._send(request)
+        return None
+
+    async def _send(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            return await self._inner.handle_async_request(request)
+        except Exception as exc:  # the rule is for the wrapped transport's errors only
+            self._base.reraise(exc, request)
+
     async def _peek_stream(
         self, request: httpx2.Request, response: httpx2.Response, plan: Plan, send: Send,
-        state: TargetPressure, started: float,
+        state: TargetPressure, started: float, first_by: float,
     ) -> Result:
-        """Read until the first output, so a failure before it can still be retried."""
+        """Read until the first output (by ``first_by``, on anyio's clock: the send plus the
+        first-token limit), so a failure before it can still be retried."""
         import anyio
 
         call = plan.call
@@ -286,7 +321,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         failure: Failure | None = None
         error: BaseException | None = None
         try:
-            with anyio.move_on_after(send.first_token_timeout) as scope:
+            with anyio.CancelScope(deadline=first_by) as scope:
                 async for chunk in chunks:
                     if consumer.peek(chunk):
                         break
@@ -359,6 +394,11 @@ class _AttemptLimit:
 _HAS_TIMEOUT = hasattr(asyncio, "timeout")  # Python ≥ 3.11
 
 
+def _out_of_time(call: Call) -> bool:
+    left = call.remaining()
+    return left is not None and left <= 0
+
+
 class _AsyncStream(httpx2.AsyncByteStream):
     """A committed async stream: replays the peeked bytes, then bounds every read."""
 
@@ -376,13 +416,15 @@ class _AsyncStream(httpx2.AsyncByteStream):
         idle = call.policy.stream_idle_timeout
         for early in consumer.replay():
             yield early
+        idle_by = anyio.current_time() + idle
         while True:
-            left = call.remaining()
-            limit = idle if left is None else min(idle, left)
-            by_deadline = left is not None and left <= idle
+            now, left = anyio.current_time(), call.remaining()
+            by_deadline = left is not None and now + left <= idle_by
             chunk: bytes | None = None
             try:
-                with anyio.move_on_after(max(limit, 0.0)) as scope:
+                with anyio.CancelScope(
+                    deadline=now + left if left is not None and by_deadline else idle_by
+                ) as scope:
                     chunk = await self._chunks.__anext__()
             except StopAsyncIteration:
                 break
@@ -391,7 +433,8 @@ class _AsyncStream(httpx2.AsyncByteStream):
             if scope.cancelled_caught or chunk is None:
                 stall = httpx2.ReadTimeout("stream read exceeded its limit")
                 raise consumer.read_failed("deadline" if by_deadline else "idle", stall)
-            consumer.feed(chunk)
+            if consumer.feed(chunk):  # an event (not a comment) restarts the idle limit
+                idle_by = anyio.current_time() + idle
             yield chunk
         consumer.ended()
 

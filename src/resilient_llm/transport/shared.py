@@ -13,7 +13,12 @@ import httpx2
 from .._clock import Clock, RandomSource
 from .._policy import Policy
 from ..engine.call import Call, Send, current_call, end_call, start_call
-from ..engine.classify import Failure, classify_body_read_error, classify_exception
+from ..engine.classify import (
+    Failure,
+    classify_body_read_error,
+    classify_exception,
+    first_token_timeout,
+)
 from ..engine.plan import Failed, Plan
 from ..engine.pressure import TargetKey, TargetPressure, estimate_tokens, registry
 from ..engine.routing import Target
@@ -29,6 +34,8 @@ __all__ = [
     "as_failed",
     "body_read_failed",
     "content_type",
+    "first_token_fired",
+    "first_token_timeouts",
     "header",
     "is_event_stream",
     "is_json",
@@ -111,6 +118,35 @@ def prepare_attempt(request: httpx2.Request, call: Call, send: Send, provider: s
         call.record.idempotency_key = key
 
 
+def first_token_timeouts(send: Send) -> dict[str, float | None]:
+    """The phase timeouts of a streamed attempt until its response headers arrive.
+
+    The first-token limit runs from the send and covers connecting, the headers and the first
+    event together, so no phase may wait longer than it. The body's reads keep the attempt's
+    own timeouts (:attr:`Send.timeouts`): once the headers are in, the first-token and idle
+    limits bound them (sync: the watchdog; async: cancel scopes).
+    """
+    limit = send.first_token_timeout
+    return {phase: limit if value is None or value > limit else value
+            for phase, value in send.timeouts.items()}
+
+
+_TIMEOUT_PHASES = (
+    (httpx2.ConnectTimeout, "connect"), (httpx2.ReadTimeout, "read"),
+    (httpx2.WriteTimeout, "write"), (httpx2.PoolTimeout, "pool"),
+)
+
+
+def first_token_fired(exc: BaseException, send: Send) -> bool:
+    """Did ``exc``, raised while a streamed attempt waited for its headers, come from the
+    first-token limit (rather than from a shorter timeout of the caller's own)?"""
+    for kind, phase in _TIMEOUT_PHASES:
+        if isinstance(exc, kind):
+            own = send.timeouts.get(phase)
+            return own is None or own > send.first_token_timeout
+    return False
+
+
 def status_error(response: httpx2.Response, failure: Failure) -> httpx2.HTTPStatusError:
     return httpx2.HTTPStatusError(
         f"{failure.describe()}", request=response.request, response=response
@@ -189,11 +225,15 @@ class DriverBase:
 
     @staticmethod
     def exchange_failed(call: Call, send: Send, exc: Exception, request: httpx2.Request,
-                        status: int | None) -> tuple[Failure, Exception]:
+                        status: int | None, *, first_token: bool = False
+                        ) -> tuple[Failure, Exception]:
         """An exception during an attempt (``status``: the response's, if one arrived): a
         transport failure becomes (failure, the error to report); anything else propagates
-        unchanged and is never retried. The attempt is reported finished either way."""
-        failure = classify_exception(exc)
+        unchanged and is never retried. The attempt is reported finished either way.
+        ``first_token``: a streamed attempt was waiting for its headers under the first-token
+        limit, so a timeout that limit caused is a ``first_token_timeout``."""
+        failure = (first_token_timeout() if first_token and first_token_fired(exc, send)
+                   else classify_exception(exc))
         if failure is None:
             call.attempt_finished(None, status, send)
             raise exc

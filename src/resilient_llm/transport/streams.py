@@ -5,8 +5,10 @@ A streamed attempt has two phases. Before its first output the driver feeds each
 malformed event, a body that ends early) is still the attempt's failure, and can be retried.
 Once output started the stream is committed and handed to the caller: every further chunk
 goes through :meth:`StreamConsumer.feed`, and a break becomes :class:`StreamInterrupted` with
-the partial text. A stream that ends without its provider's terminal event never looks
-complete. Every failure class is built in :mod:`resilient_llm.engine.classify`.
+the partial text. Completion is the finish reason (or the provider's terminal event): a stream
+that ends without either never looks complete, and one that delivered its finish reason is
+complete without the ``[DONE]`` sentinel, as with the official SDKs. Every failure class is
+built in :mod:`resilient_llm.engine.classify`.
 """
 
 from __future__ import annotations
@@ -53,18 +55,18 @@ class StreamConsumer:
 
     def peek(self, chunk: bytes) -> bool:
         """Keep and inspect one chunk; ``True`` once the attempt's fate is known (output, the
-        terminal event, or a failure): stop reading then."""
+        stream's end, or a failure): stop reading then."""
         self.buffered.append(chunk)
         scanner = self.scanner
         for piece in self.view(chunk):
             scanner.feed(piece)
-        return scanner.failure is not None or scanner.committed or scanner.terminal
+        return scanner.failure is not None or scanner.committed or scanner.complete
 
     def peek_ended(self) -> Failure | None:
-        """The body ended while peeking: a failure unless output or the terminal event came."""
+        """The body ended while peeking: a failure unless output or the stream's end came."""
         scanner = self.scanner
         scanner.finish()
-        if scanner.failure is None and not scanner.committed and not scanner.terminal:
+        if scanner.failure is None and not scanner.committed and not scanner.complete:
             return stream_ended_early()
         return None
 
@@ -117,23 +119,30 @@ class StreamConsumer:
 
     # --- after the stream was committed -------------------------------------------------------
 
-    def feed(self, chunk: bytes) -> None:
-        """Inspect one chunk of the committed stream; raises when it carries a failure."""
+    def feed(self, chunk: bytes) -> bool:
+        """Inspect one chunk of the committed stream; raises when it carries a failure.
+
+        Returns whether an event completed: only events restart the idle limit. SSE comments
+        (``: keep-alive``), blank lines and the bytes of an unfinished event do not, so a
+        stream that sends nothing but keep-alives ends at the idle limit."""
         scanner = self.scanner
+        before = scanner.events
         for piece in self.view(chunk):
             scanner.feed(piece)
         if scanner.failure is not None:
             raise self.interrupted(scanner.failure.kind, scanner.failure.describe())
+        return scanner.events != before
 
     def ended(self) -> None:
-        """The upstream body ended: it must end with the provider's terminal event to count."""
+        """The upstream body ended cleanly: complete if the finish reason (or the terminal
+        event) came, else a truncation."""
         call, scanner = self.call, self.scanner
         scanner.finish()
         if scanner.failure is not None:
             raise self.interrupted(scanner.failure.kind, scanner.failure.describe())
-        if not scanner.terminal:
+        if not scanner.complete:
             raise self.interrupted(FailureClass.STREAM_INCOMPLETE,
-                                   "the stream ended without its terminal event")
+                                   "the stream ended without a finish reason")
         if scanner.usage is not None:
             call.record.usage = scanner.usage
         call.emit("stream_finished")
@@ -146,7 +155,7 @@ class StreamConsumer:
         scanner = self.scanner
         if scanner.usage is not None:
             record.usage = scanner.usage
-        self.call.emit("stream_finished", detail="" if scanner.terminal else "closed_by_caller")
+        self.call.emit("stream_finished", detail="" if scanner.complete else "closed_by_caller")
 
     def read_failed(self, limit: str | None, exc: BaseException) -> BaseException:
         """A transport error, or a read that ran past ``limit`` (``"deadline"`` or ``"idle"``),

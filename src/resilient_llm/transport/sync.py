@@ -28,8 +28,10 @@ from .shared import (
     as_failed,
     body_read_failed,
     content_type,
+    first_token_timeouts,
     is_event_stream,
     is_json,
+    streaming,
 )
 from .streams import StreamConsumer
 from .watchdog import SendGuard, SyncGuard, real_deadline
@@ -133,6 +135,10 @@ class ResilientTransport(httpx2.BaseTransport):
         call, base = plan.call, self._base
         response: httpx2.Response | None = None
         sending = SendGuard(request, real_deadline(call))
+        sent_at = time.monotonic()
+        stream = streaming(request)
+        if stream:  # connect, headers and first event share the first-token limit
+            request.extensions["timeout"] = first_token_timeouts(send)
         try:
             try:
                 response = self._inner.handle_request(request)
@@ -140,6 +146,8 @@ class ResilientTransport(httpx2.BaseTransport):
                 base.reraise(exc, request)
             finally:
                 sending.close()
+                if stream:  # the body is read lazily, with the attempt's own timeouts
+                    request.extensions["timeout"] = send.timeouts
             response.request = request
             base.observe(plan, state, response)
         except Exception as exc:
@@ -150,11 +158,13 @@ class ResilientTransport(httpx2.BaseTransport):
                 timeout.__cause__ = exc
                 raise call.deadline_error(timeout) from exc
             return base.exchange_failed(call, send, exc, request,
-                                        None if response is None else response.status_code)
+                                        None if response is None else response.status_code,
+                                        first_token=stream and response is None)
         status = response.status_code
         kind = content_type(response)
         if status < 400 and is_event_stream(kind):
-            return self._peek_stream(request, response, plan, send, state, started)
+            return self._peek_stream(request, response, plan, send, state, started,
+                                     sent_at + send.first_token_timeout)
         guard = SyncGuard(response, real_deadline(call), "deadline")
         reads = status >= 400 or is_json(kind)
         try:
@@ -183,13 +193,14 @@ class ResilientTransport(httpx2.BaseTransport):
 
     def _peek_stream(
         self, request: httpx2.Request, response: httpx2.Response, plan: Plan, send: Send,
-        state: TargetPressure, started: float,
+        state: TargetPressure, started: float, first_by: float,
     ) -> Result:
-        """Read until the first output, so a failure before it can still be retried."""
+        """Read until the first output (by ``first_by``, on the monotonic clock: the send plus
+        the first-token limit), so a failure before it can still be retried."""
         call = plan.call
         consumer = StreamConsumer(call, self._base.wire,
                                   EventView(response, call.policy.max_response_bytes))
-        guard = SyncGuard(response, time.monotonic() + send.first_token_timeout, "first_token")
+        guard = SyncGuard(response, first_by, "first_token")
         inner = response.stream
         assert isinstance(inner, httpx2.SyncByteStream)
         chunks = iter(inner)
@@ -252,8 +263,8 @@ class _SyncStream(httpx2.SyncByteStream):
         guard.set(*limit(), shorter=True)
         try:
             for chunk in self._chunks:
-                consumer.feed(chunk)
-                guard.set(*limit())
+                if consumer.feed(chunk):  # an event (not a comment) restarts the idle limit
+                    guard.set(*limit())
                 yield chunk
             consumer.ended()
         except httpx2.TransportError as exc:

@@ -1,0 +1,130 @@
+"""Idle means no *event* (issue 18, item 4): SSE comments (``: keep-alive``) and blank lines do
+not restart the stream idle limit, so a stream that sends nothing but keep-alives once output
+has started ends at the idle limit, not at the deadline. Sync and async, against the hostile
+provider's keep-alive stream on a real socket."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import openai
+import pytest
+
+from resilient_llm import Policy, StreamInterrupted
+from resilient_llm.anthropic import Anthropic, AsyncAnthropic
+from resilient_llm.engine.call import end_call, start_call
+from resilient_llm.openai import AsyncOpenAI, OpenAI
+from resilient_llm.providers import OPENAI
+from resilient_llm.testing import Hostile, HostileProvider
+from resilient_llm.transport.streams import StreamConsumer
+
+MESSAGES: Any = [{"role": "user", "content": "hi"}]
+IDLE = 0.5
+# the deadline the stream used to run to; far above the idle limit
+POLICY = Policy(deadline=4, stream_idle_timeout=IDLE, first_token_timeout=3, max_attempts=1)
+
+
+@pytest.fixture
+def server() -> Iterator[HostileProvider]:
+    with HostileProvider(max_seconds=10) as provider:
+        yield provider
+
+
+def test_only_events_restart_the_idle_limit() -> None:
+    call, token = start_call(Policy(), target="m")
+    end_call(token)  # the consumer needs the call, not a current one
+    consumer = StreamConsumer(call, OPENAI)
+    assert not consumer.feed(b": keep-alive\n\n")
+    assert not consumer.feed(b"\n\n\n")
+    assert not consumer.feed(b'data: {"choices":[{"index":0,"delta":{"content":"h')  # unfinished
+    assert consumer.feed(b'i"}}]}\n\n')
+    assert consumer.feed(b': ping\n\ndata: {"choices":[]}\n\n')  # an event among comments
+    assert consumer.scanner.text == "hi"
+
+
+def openai_run(server: HostileProvider, mode: str) -> None:
+    """Read a chat stream to its end (or its error)."""
+
+    def sync() -> None:
+        with OpenAI(base_url=server.base_url, api_key="k", policy=POLICY) as client:
+            for _ in client.chat.completions.create(model="m", messages=MESSAGES, stream=True):
+                pass
+
+    async def main() -> None:
+        async with AsyncOpenAI(base_url=server.base_url, api_key="k", policy=POLICY) as client:
+            stream = await client.chat.completions.create(model="m", messages=MESSAGES,
+                                                          stream=True)
+            async for _ in stream:
+                pass
+
+    sync() if mode == "sync" else anyio.run(main)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_openai_keepalives_after_output_end_at_the_idle_limit(
+    server: HostileProvider, mode: str
+) -> None:
+    server.script(Hostile.keepalive_stream(0.05, after_events=1))
+    started = time.monotonic()
+    with pytest.raises(StreamInterrupted) as info:
+        openai_run(server, mode)
+    took = time.monotonic() - started
+    assert IDLE <= took < IDLE + 0.6  # not the 4 s deadline
+    assert info.value.failure == "stream_stall" and info.value.partial_text == "hello"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_anthropic_keepalives_after_output_end_at_the_idle_limit(
+    server: HostileProvider, mode: str
+) -> None:
+    server.script(Hostile.keepalive_stream(0.05, after_events=3))
+
+    def sync() -> None:
+        with Anthropic(base_url=server.base_url, api_key="k", policy=POLICY) as client, \
+                client.messages.stream(model="m", max_tokens=8, messages=MESSAGES) as stream:
+            for _ in stream.text_stream:
+                pass
+
+    async def main() -> None:
+        async with AsyncAnthropic(base_url=server.base_url, api_key="k",
+                                  policy=POLICY) as client:
+            async with client.messages.stream(model="m", max_tokens=8,
+                                              messages=MESSAGES) as stream:
+                async for _ in stream.text_stream:
+                    pass
+
+    started = time.monotonic()
+    with pytest.raises(StreamInterrupted) as info:
+        sync() if mode == "sync" else anyio.run(main)
+    assert IDLE <= time.monotonic() - started < IDLE + 0.6
+    assert info.value.failure == "stream_stall" and info.value.partial_text == "hello"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_keepalives_before_any_output_end_at_the_first_token_limit(
+    server: HostileProvider, mode: str
+) -> None:
+    """Before the first output the first-token limit applies (comments are not output)."""
+    server.script(Hostile.keepalive_stream(0.05))
+    policy = POLICY.model_copy(update={"first_token_timeout": 0.8, "stream_idle_timeout": 90.0})
+
+    def sync() -> None:
+        with OpenAI(base_url=server.base_url, api_key="k", policy=policy) as client:
+            list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+
+    async def main() -> None:
+        async with AsyncOpenAI(base_url=server.base_url, api_key="k", policy=policy) as client:
+            await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+
+    started = time.monotonic()
+    # APITimeoutError (async) or, until the sync watchdog's error says "timeout" (issue 18
+    # item 14), its base class APIConnectionError
+    with pytest.raises(openai.APIConnectionError):
+        sync() if mode == "sync" else anyio.run(main)
+    assert 0.8 <= time.monotonic() - started < 1.4

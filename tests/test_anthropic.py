@@ -642,3 +642,27 @@ def test_own_errors_pass_through_the_sdks_connection_error_hook(cls: Any) -> Non
         raise made from original
     except StreamInterrupted as caught:
         assert caught.__cause__ is original and original.__cause__ is None
+
+
+@pytest.mark.parametrize("original", [httpx2.TooManyRedirects("too many"), ValueError("odd")],
+                         ids=["httpx2 error", "foreign error"])
+def test_a_transport_failure_reads_as_in_the_official_client(original: Exception) -> None:
+    """The transport wraps what a custom transport raises in ``ForeignTransportError`` so it
+    can be retried; the caller must still get the SDK's own error, message and cause (from
+    anthropic 2.17 the message names the failure: ``... failed: TooManyRedirects``)."""
+
+    def raising(request: httpx2.Request) -> httpx2.Response:
+        raise original
+
+    def failure(cls: Any) -> anthropic.APIConnectionError:
+        client = cls(api_key="k", base_url="https://example.com", max_retries=0,
+                     http_client=httpx2.Client(transport=httpx2.MockTransport(raising)))
+        with pytest.raises(anthropic.APIConnectionError) as caught:
+            client.get("/foo", cast_to=httpx2.Response)
+        return caught.value
+
+    official, ours = failure(anthropic.Anthropic), failure(Anthropic)
+    assert type(ours) is type(official) is anthropic.APIConnectionError
+    assert str(ours) == str(official)
+    assert "ForeignTransportError" not in str(ours)
+    assert ours.__cause__ is original and official.__cause__ is original

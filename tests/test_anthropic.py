@@ -630,3 +630,49 @@ def test_own_errors_pass_through_the_sdks_connection_error_hook(cls: Any) -> Non
         raise made from original
     except StreamInterrupted as caught:
         assert caught.__cause__ is original and original.__cause__ is None
+
+
+@pytest.mark.parametrize("original", [httpx2.TooManyRedirects("too many"), ValueError("odd")],
+                         ids=["httpx2 error", "foreign error"])
+def test_a_transport_failure_reads_as_in_the_official_client(original: Exception) -> None:
+    """The transport wraps what a custom transport raises in ``ForeignTransportError`` so it
+    can be retried; the caller must still get the SDK's own error, message and cause (from
+    anthropic 2.17 the message names the failure: ``... failed: TooManyRedirects``)."""
+
+    def raising(request: httpx2.Request) -> httpx2.Response:
+        raise original
+
+    def failure(cls: Any) -> anthropic.APIConnectionError:
+        client = cls(api_key="k", base_url="https://example.com", max_retries=0,
+                     http_client=httpx2.Client(transport=httpx2.MockTransport(raising)))
+        with pytest.raises(anthropic.APIConnectionError) as caught:
+            client.get("/foo", cast_to=httpx2.Response)
+        return caught.value
+
+    official, ours = failure(anthropic.Anthropic), failure(Anthropic)
+    assert type(ours) is type(official) is anthropic.APIConnectionError
+    assert str(ours) == str(official)
+    assert "ForeignTransportError" not in str(ours)
+    assert ours.__cause__ is original and official.__cause__ is original
+
+
+@pytest.mark.parametrize("max_retries", [0, 2])
+def test_a_followed_redirect_is_not_a_retry(max_retries: int) -> None:
+    """httpx2 follows a redirect by sending a second request through the transport within the
+    same call; it must not use up an attempt, or ``max_retries=0`` turns every redirect into
+    a failure (the official client follows it)."""
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.host == "example.com":
+            return httpx2.Response(307, headers={"Location": "https://other.example.com/foo"})
+        return httpx2.Response(200, json={"served_by": request.url.host})
+
+    def get(cls: Any) -> Any:
+        client = cls(api_key="k", base_url="https://example.com", max_retries=max_retries,
+                     http_client=httpx2.Client(transport=httpx2.MockTransport(handler),
+                                               follow_redirects=True))
+        return client.get("/foo", cast_to=httpx2.Response)
+
+    official, ours = get(anthropic.Anthropic), get(Anthropic)
+    assert official.json() == ours.json() == {"served_by": "other.example.com"}
+    assert ours.status_code == 200 and ours.url == "https://other.example.com/foo"

@@ -47,12 +47,12 @@ def test_an_older_sdk_fails_with_the_upgrade_line() -> None:
 
 def test_a_newer_sdk_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_sdk_versions, "_warned", set())
-    with pytest.warns(UserWarning, match=r"anthropic 2\.99\.0 is newer than 2\.16\.0"):
+    with pytest.warns(UserWarning, match=r"anthropic 2\.99\.0 is newer than 2\.17\.0"):
         check_sdk_version("anthropic", "2.99.0")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_sdk_version("anthropic", "2.99.0")  # once per process and version
-        check_sdk_version("anthropic", "2.16.0")  # the tested range is silent
+        check_sdk_version("anthropic", "2.17.0")  # the tested range is silent
 
 
 @pytest.mark.parametrize(("sdk", "fake", "expect"), [

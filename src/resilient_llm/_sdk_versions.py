@@ -19,7 +19,7 @@ __all__ = ["SDK_VERSIONS", "check_sdk_version", "sdk_version_status"]
 #: SDK → (oldest supported, newest tested).
 SDK_VERSIONS: dict[str, tuple[str, str]] = {
     "openai": ("3.50.0", "3.63.0"),
-    "anthropic": ("2.10.0", "2.16.0"),
+    "anthropic": ("2.10.0", "2.17.0"),
 }
 
 _warned: set[tuple[str, str]] = set()

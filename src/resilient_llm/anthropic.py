@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ._errors import ResilientLLMError
 from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
 from .dropin.seams import SEAMS
+from .transport import ForeignTransportError
 
 check_sdk_version("anthropic", _anthropic.__version__)
 
@@ -66,8 +67,11 @@ class _OwnErrorsPassThrough:
     ``APIConnectionError`` through ``_make_connection_error(request, cause)``; for
     ``StreamInterrupted`` (with its partial text) and ``DeadlineExceeded`` that would hide
     exactly what the caller must see. A copy is returned so that the SDK's ``raise ... from``
-    chains it to the original instead of making the error its own cause. Earlier releases
-    never call this method.
+    chains it to the original instead of making the error its own cause. The SDK's message
+    names the failure (``Connection to example.com failed: TooManyRedirects``, or ``Connection
+    error.`` for a request body that cannot be read): it is built from the exception the
+    transport wrapped in ``ForeignTransportError``, as the official client would see it.
+    Earlier releases never call this method.
     """
 
     def _make_connection_error(self, request: Any, cause: Any = None, *args: Any,
@@ -76,6 +80,8 @@ class _OwnErrorsPassThrough:
             clone = type(cause).__new__(type(cause), *cause.args)  # no __init__: same state
             clone.__dict__.update(cause.__dict__)
             return clone
+        if isinstance(cause, ForeignTransportError):
+            cause = cause.original
         return super()._make_connection_error(  # type: ignore[misc]
             request, cause, *args, **kwargs)
 

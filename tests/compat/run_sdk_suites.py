@@ -63,6 +63,7 @@ TESTED: dict[str, dict[str, str]] = {
         "2.10.0": "6f3ffbdc6eb0a09a197be2eabdc62b8395a13d692710b8cdfa0393a80b355585",
         "2.12.0": "571e6d250bcd6bbaf5fd5f3c764b8e11af9901ad2e44b025f8e773c6cc7a7173",
         "2.16.0": "c6386ded247ae56db35e34a3d828229cf07847934f1cbdc7dbb696b2944b4510",
+        "2.17.0": "1be6bc44c4eca7e439432737e4af5c7a2d4935c5ebbf7b24cb75560c238a5934",
     },
 }
 SDK_NAMES = tuple(TESTED)

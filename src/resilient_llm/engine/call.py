@@ -112,6 +112,9 @@ def clip_timeouts(
 
 _NO_TIMEOUTS: Mapping[str, float | None] = {}
 
+#: The statuses with which an HTTP client follows a ``Location``.
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
 
 class Call:
     """The state of one logical call, and the decisions over it.
@@ -286,7 +289,14 @@ class Call:
     def attempt_finished(
         self, failure: Failure | None, status: int | None, send: Send | None = None
     ) -> None:
-        """Report how an attempt ended (``send`` names it when attempts overlap: hedging)."""
+        """Report how an attempt ended (``send`` names it when attempts overlap: hedging).
+
+        A redirect served (3xx) gives the call one more exchange: the client that follows it
+        sends the next request through the transport within this call, and a redirect is not
+        a retry (the SDKs never count it as one; httpx2 bounds how many it follows).
+        """
+        if failure is None and status in _REDIRECTS:
+            self.max_attempts += 1
         emit(self.record, Event(
             "attempt_finished", self.elapsed(),
             send.attempt if send is not None else self.attempts,

@@ -108,6 +108,8 @@ class Breaker:
         """Adaptive throttling for a caller with no fallback (lock held)."""
         calls = len(self._events)
         successes = sum(1 for _, ok in self._events if ok)
+        if successes == 0:  # nothing succeeds: the target is down, only the probe may test it
+            return False
         reject = max(0.0, (calls - ADAPTIVE_K * successes) / (calls + 1))
         return rng.random() >= reject
 

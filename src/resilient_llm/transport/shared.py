@@ -72,9 +72,13 @@ def is_json(content_type: str) -> bool:
 
 def streaming(request: httpx2.Request) -> bool:
     """Does this request ask for a server-sent-event stream?"""
-    if not is_replayable(request):
+    stream = request.stream
+    if not isinstance(stream, httpx2.ByteStream):
         return False
-    body = request.content
+    try:
+        body = request.content
+    except httpx2.RequestNotRead:  # a redirect's copy of the request: same bytes, not read yet
+        body = b"".join(stream)
     return b'"stream":true' in body or b'"stream": true' in body
 
 

@@ -14,6 +14,7 @@ pass by skipping.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import socket
@@ -251,34 +252,33 @@ def _start(tls: bool) -> Cluster:
     return cluster
 
 
-@pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[Cluster]:
-    """A plain 3 + 3 cluster for the session (tests that kill nodes use their own)."""
-    cluster = _start(tls=False)
+@contextlib.contextmanager
+def _running(*, tls: bool) -> Iterator[Cluster]:
+    """A started cluster, stopped and removed afterwards."""
+    cluster = _start(tls=tls)
     try:
         yield cluster
     finally:
         cluster.stop()
         shutil.rmtree(cluster.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """A plain 3 + 3 cluster for the session (tests that kill nodes use their own)."""
+    with _running(tls=False) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
 def redis_tls_cluster() -> Iterator[Cluster]:
     """A 3 + 3 cluster over TLS whose only user is an ACL user."""
-    cluster = _start(tls=True)
-    try:
+    with _running(tls=True) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.workdir, ignore_errors=True)
 
 
 @pytest.fixture
 def fresh_cluster() -> Iterator[Cluster]:
     """A cluster of this test's own, for tests that kill a node."""
-    cluster = _start(tls=False)
-    try:
+    with _running(tls=False) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.workdir, ignore_errors=True)

@@ -135,6 +135,17 @@ def test_sse_scanner_answers_for_any_stream(wire: Any, events: list[bytes], cut:
     assert scanner.failure is None or isinstance(scanner.failure.kind, FailureClass)
 
 
+
+def test_chat_events_with_malformed_choices_are_ignored() -> None:
+    """Found by the property above: ``choices`` that is not a list, or content that is not
+    text, must not crash the scanner (the stream is judged by what it does carry)."""
+    scanner = StreamScanner(OPENAI)
+    scanner.feed(b'data: {"type": "message_start", "choices": true}\n\n')
+    scanner.feed(b'data: {"choices": [{"index": 0, "delta": {"content": 5}}]}\n\n')
+    scanner.feed(b'data: {"choices": [{"index": 0, "delta": {"content": "ok"}}]}\n\n')
+    assert scanner.failure is None and scanner.committed and scanner.text == "ok"
+
+
 # --- Policy --------------------------------------------------------------------------------------
 
 setting_values = st.one_of(

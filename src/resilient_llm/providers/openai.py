@@ -45,7 +45,7 @@ class OpenAIWire:
         if usage:
             scanner.usage = usage
         choices = obj.get("choices")
-        if not choices:
+        if not isinstance(choices, list):  # a hostile or broken event: nothing to learn
             return
         for choice in choices:
             if not isinstance(choice, Mapping):
@@ -55,7 +55,7 @@ class OpenAIWire:
             if not isinstance(delta, Mapping):
                 continue
             content = delta.get("content")
-            if content:
+            if isinstance(content, str) and content:
                 scanner.committed = True
                 scanner.add_text(content)
             elif any(delta.get(key) for key in _DELTA_OUTPUT_KEYS):

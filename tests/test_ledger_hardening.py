@@ -108,8 +108,10 @@ def test_a_redis_that_never_answers_ends_by_the_deadline(silent_redis: str) -> N
     assert time.monotonic() - started < 2 + SLACK
 
 
-def test_a_redis_that_never_answers_ends_by_the_deadline_async(silent_redis: str) -> None:
-    @side_effect(store=silent_redis)
+def _async_side_effect_ends_by_the_deadline(store: str) -> None:
+    """An async side effect on ``store`` fails closed within ``deadline(2)`` + the slack."""
+
+    @side_effect(store=store)
     async def charge(amount: int) -> int:
         return amount
 
@@ -121,6 +123,10 @@ def test_a_redis_that_never_answers_ends_by_the_deadline_async(silent_redis: str
     with pytest.raises(IdempotencyStoreUnavailable):
         anyio.run(main)
     assert time.monotonic() - started < 2 + SLACK
+
+
+def test_a_redis_that_never_answers_ends_by_the_deadline_async(silent_redis: str) -> None:
+    _async_side_effect_ends_by_the_deadline(silent_redis)
 
 
 def test_redis_hung_during_the_body_ends_by_the_deadline(
@@ -199,18 +205,7 @@ def test_sqlite_write_locked_by_another_process_ends_by_the_deadline(locked_sqli
 
 
 def test_sqlite_write_locked_ends_by_the_deadline_async(locked_sqlite: str) -> None:
-    @side_effect(store=locked_sqlite)
-    async def charge(amount: int) -> int:
-        return amount
-
-    async def main() -> None:
-        async with deadline(2):
-            await charge(1)
-
-    started = time.monotonic()
-    with pytest.raises(IdempotencyStoreUnavailable):
-        anyio.run(main)
-    assert time.monotonic() - started < 2 + SLACK
+    _async_side_effect_ends_by_the_deadline(locked_sqlite)
 
 
 # --- ledgers that lost their history -------------------------------------------------------------

@@ -282,7 +282,7 @@ class Call:
         left = self.remaining()
         if left is not None and clipped(retry=self.attempts, failure=failure,
                                         max_backoff=self.policy.max_backoff,
-                                        limit=left - _RETRY_RESERVE):
+                                        limit=left - _RETRY_RESERVE, pressure=pressure):
             # The deadline clips this wait. Once is the retry that fits; twice in a row is a
             # burst of ever quicker retries as the time runs out, which only adds load.
             if self._clipped:

@@ -28,7 +28,8 @@ def backoff_delay(
     """Seconds to wait before retry number ``retry`` (1 = first retry).
 
     ``cap = min(max_backoff, base · 2^(retry−1)) · (1 + pressure)`` with ``base`` 1 s for
-    throttles (a 503 only under pressure ≥ 0.5) and 0.25 s otherwise; ``jitter = U(0, cap)`` (AWS "full jitter").
+    throttles (a 503 only under pressure ≥ 0.5) and 0.25 s otherwise;
+    ``jitter = U(0, cap)`` (AWS "full jitter").
 
     ``hint = max(Retry-After, floor)`` where ``floor`` is the pacer's time until capacity. With a
     hint the wait is ``max(jitter, hint + U(0, min(cap, 5)))``: never sooner than asked, and

@@ -165,6 +165,13 @@ def test_the_deadline_shuts_down_only_the_reused_connection_of_its_own_call(
         and connections[0] != connections[1]
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_dripped_json_body_ends_by_the_deadline(server: HostileProvider, mode: str) -> None:
+    server.script(*[Hostile.drip_body(0.2)] * 5)
+    with pytest.raises(DeadlineExceeded):
+        CALLS[mode](server, 1.5)
+
+
 @pytest.mark.parametrize("content_type", ["text/html; charset=utf-8", ""])
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_dripped_non_json_200_ends_by_the_deadline(server: HostileProvider, mode: str,

@@ -165,6 +165,34 @@ def test_the_deadline_shuts_down_only_the_reused_connection_of_its_own_call(
         and connections[0] != connections[1]
 
 
+@pytest.mark.parametrize("reused", [False, True])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_read_timeout_longer_than_the_deadline_still_ends_by_it(
+        server: HostileProvider, mode: str, reused: bool) -> None:
+    """The SDK's read timeout (2.4 s) within a second of a 1.5 s deadline is sent unchanged;
+    the deadline still ends a wait for a server that goes silent after its first byte."""
+    server.script(*[Hostile.ok(keep_alive=True)] * reused, Hostile.drip_headers(10))
+    policy = Policy(deadline=1.5, max_attempts=1)
+
+    async def main() -> None:
+        async with AsyncOpenAI(base_url=server.base_url, api_key="k", timeout=2.4,
+                               policy=policy) as client:
+            if reused:
+                await client.chat.completions.create(model="m", messages=MESSAGES)
+            with pytest.raises(DeadlineExceeded), ends_by(1.5):
+                await client.chat.completions.create(model="m", messages=MESSAGES)
+
+    if mode == "async":
+        anyio.run(main)
+    else:
+        with OpenAI(base_url=server.base_url, api_key="k", timeout=2.4, policy=policy) as client:
+            if reused:
+                client.chat.completions.create(model="m", messages=MESSAGES)
+            with pytest.raises(DeadlineExceeded), ends_by(1.5):
+                client.chat.completions.create(model="m", messages=MESSAGES)
+    assert len({request.connection for request in server.requests}) == 1
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_dripped_json_body_ends_by_the_deadline(server: HostileProvider, mode: str) -> None:
     server.script(*[Hostile.drip_body(0.2)] * 5)

@@ -258,6 +258,26 @@ def test_a_truncated_sqlite_ledger_fails_closed(tmp_path: Path) -> None:
     assert charge(1) == 1 and runs == [1, 1]
 
 
+def test_a_truncated_sqlite_ledger_fails_closed_async(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    runs: list[int] = []
+
+    @side_effect(store=f"sqlite:///{path}")
+    async def charge(amount: int) -> int:
+        runs.append(amount)
+        return amount
+
+    assert anyio.run(charge, 1) == 1 and anyio.run(charge, 1) == 1 and runs == [1]
+    close_stores()
+    for suffix in ("", "-wal", "-shm"):
+        target = Path(str(path) + suffix)
+        if target.exists():
+            target.write_bytes(b"")
+    with pytest.raises(IdempotencyStoreUnavailable, match="lost its history"):
+        anyio.run(charge, 1)
+    assert runs == [1]
+
+
 def test_at_least_once_runs_again_after_a_loss(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     runs: list[int] = []

@@ -104,3 +104,58 @@ def test_one_absurd_rate_limit_header_does_not_block_the_target(
             answer = client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
             assert answer.choices
         assert time.monotonic() - start < 5.0
+
+
+def test_a_recovered_provider_is_served_again_and_nobody_waits_on_the_down_primary(
+    provider: FaultProvider, server: FaultServer,
+) -> None:
+    """Symptom 2: with a fallback ready, calls during an outage used to wait ~2 s each on the
+    dead primary's pacer, and ~2 s each after it recovered (paced at 0.5 requests/s)."""
+    policy = Policy(fallbacks={"gpt-4.1": ("gpt-4.1-mini",)}, deadline=10)
+    served: list[tuple[float, str | None, float]] = []
+    with OpenAI(base_url=server.openai_base_url, api_key="sk-test", policy=policy) as client:
+        start = time.monotonic()
+        provider.set_default(Fault.status(503), model="gpt-4.1")  # the outage
+        while (now := time.monotonic() - start) < 10.0:
+            if now >= 1.5:
+                provider.set_default(Fault.ok(), model="gpt-4.1")  # recovered
+            began = time.monotonic()
+            answer = client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+            result = outcome(answer)
+            # what the call spent in the client: queued for admission, backing off
+            held = result.queue_wait + sum(a.waited_before for a in result.attempts)
+            served.append((began - start, result.served_by, held))
+            time.sleep(0.2)
+    assert all(held <= 0.05 for _, _, held in served)  # nobody waits on the down primary
+    # Within one break of the breaker (5–7.5 s) after the outage, the primary serves again,
+    # and every later call goes to it at once.
+    back = [at for at, by, _ in served if by == "gpt-4.1" and at >= 1.5]
+    assert back and back[0] <= 1.5 + 7.5 + 0.5
+    assert all(by == "gpt-4.1" for at, by, _ in served if at > back[0])
+
+
+def test_quantized_limits_with_misleading_headers_are_met_by_pacing() -> None:
+    """Symptom 4: headers describe 3000 requests a minute, the provider enforces 50 a second
+    with a burst of 5. Calls used to see 9–13 % 429s throughout; after the first 429s the
+    headers' burst is not believed and the pacer holds the rate."""
+    import concurrent.futures
+
+    provider = FaultProvider(rate_limit_rps=50, rate_limit_burst=5, advertised_rpm=3000)
+    with provider.serve() as server, OpenAI(base_url=server.openai_base_url,
+                                            api_key="sk-test",
+                                            policy=Policy(deadline=30)) as client:
+        start = time.monotonic()
+
+        def work() -> int:
+            done = 0
+            while time.monotonic() - start < 8.0:
+                client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+                done += 1
+            return done
+
+        with concurrent.futures.ThreadPoolExecutor(64) as pool:
+            done = sum(pool.map(lambda _: work(), range(64)))
+    late = [r for r in provider.requests if r.started_at - start >= 3.0]
+    throttled = sum(r.status == 429 for r in late)
+    assert throttled <= 0.05 * len(late), f"{throttled} of {len(late)} late attempts were 429s"
+    assert done >= 0.7 * 50 * 8  # most of the rate the provider allows is used

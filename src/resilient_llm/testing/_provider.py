@@ -73,19 +73,26 @@ class _Limits:
         rps: float | None,
         tpm: int | None,
         now: float,
+        burst: float | None = None,
+        advertised: int | None = None,
     ) -> None:
         self.capacity = capacity
         self.rps = rps
         self.tpm = tpm
         self.inflight: dict[int, float] = {}  # entry index -> expected end (monotonic)
-        self.burst = max(1.0, rps) if rps else 0.0
+        self.burst = (burst if burst is not None else max(1.0, rps)) if rps else 0.0
         self.req_tokens = self.burst
         self.tok_tokens = float(tpm or 0)
+        self.advertised = advertised
+        self.shown = float(advertised or 0)
         self.last = now
 
     def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self.last)
         self.last = now
+        if self.advertised:
+            self.shown = min(float(self.advertised),
+                             self.shown + elapsed * self.advertised / 60.0)
         if self.rps:
             self.req_tokens = min(self.burst, self.req_tokens + elapsed * self.rps)
         if self.tpm:
@@ -106,6 +113,10 @@ class _Limits:
         return _RateView(int(self.burst), int(self.req_tokens), missing / self.rps)
 
     def requests_view(self, now: float) -> _RateView:
+        if self.advertised:  # what the headers claim, not what is enforced
+            self._refill(now)
+            missing = self.advertised - self.shown
+            return _RateView(self.advertised, int(self.shown), missing * 60.0 / self.advertised)
         views = []
         if self.capacity is not None:
             views.append(self._capacity_view(now))
@@ -134,6 +145,8 @@ class _Limits:
             return "token_limit", (min(cost, self.tpm) - self.tok_tokens) / rate
         if self.rps:
             self.req_tokens -= 1.0
+        if self.advertised:
+            self.shown = max(0.0, self.shown - 1.0)
         if self.tpm:
             self.tok_tokens -= cost
         if self.capacity is not None:
@@ -163,6 +176,11 @@ class FaultProvider:
         service_time: seconds each admitted request takes before its headers (added to delay).
         retry_after_header: send ``retry-after`` (whole seconds) on limit 429s.
         rate_limit_rps: token-bucket request rate (burst = rate), 429 when empty.
+        rate_limit_burst: the bucket's depth when it is not the rate (a "quantized" limit:
+            providers may enforce a per-minute limit over much shorter windows).
+        advertised_rpm: the per-minute request limit the rate-limit headers describe instead
+            of the enforced one (remaining counts down from it and refills over a minute), as
+            a provider whose headers speak of a budget larger than the burst it allows.
         tokens_per_minute: token-bucket on estimated tokens (body bytes / 4 + max tokens).
         default: what to answer when every queue is empty.
         prefill: what to do with a final assistant turn (see ``PrefillMode``); ``None``
@@ -178,6 +196,8 @@ class FaultProvider:
         service_time: float = 0.0,
         retry_after_header: bool = False,
         rate_limit_rps: float | None = None,
+        rate_limit_burst: float | None = None,
+        advertised_rpm: int | None = None,
         tokens_per_minute: int | None = None,
         default: Fault | None = None,
         prefill: PrefillMode | None = None,
@@ -191,6 +211,11 @@ class FaultProvider:
             raise ValueError(f"service_time must be finite and >= 0, got {service_time!r}")
         if rate_limit_rps is not None and not rate_limit_rps > 0:
             raise ValueError(f"rate_limit_rps must be > 0, got {rate_limit_rps!r}")
+        if rate_limit_burst is not None and (rate_limit_rps is None or not rate_limit_burst >= 1):
+            raise ValueError("rate_limit_burst needs rate_limit_rps and must be >= 1, got "
+                             f"{rate_limit_burst!r}")
+        if advertised_rpm is not None and advertised_rpm < 1:
+            raise ValueError(f"advertised_rpm must be >= 1, got {advertised_rpm!r}")
         if tokens_per_minute is not None and tokens_per_minute < 1:
             raise ValueError(f"tokens_per_minute must be >= 1, got {tokens_per_minute!r}")
         _check_prefill(prefill)
@@ -199,7 +224,8 @@ class FaultProvider:
         self._model_prefill: dict[str, PrefillMode | None] = {}
         self.service_time = service_time
         self.retry_after_header = retry_after_header
-        self._config = (capacity, rate_limit_rps, tokens_per_minute)
+        self._config = (capacity, rate_limit_rps, tokens_per_minute, rate_limit_burst,
+                        advertised_rpm)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._queue: deque[Fault] = deque()
@@ -211,8 +237,9 @@ class FaultProvider:
         self._limits = self._new_limits()
 
     def _new_limits(self) -> _Limits:
-        capacity, rps, tpm = self._config
-        return _Limits(capacity=capacity, rps=rps, tpm=tpm, now=time.monotonic())
+        capacity, rps, tpm, burst, advertised = self._config
+        return _Limits(capacity=capacity, rps=rps, tpm=tpm, burst=burst, advertised=advertised,
+                       now=time.monotonic())
 
     def __repr__(self) -> str:
         capacity, rps, tpm = self._config

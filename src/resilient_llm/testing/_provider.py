@@ -242,9 +242,10 @@ class FaultProvider:
                        now=time.monotonic())
 
     def __repr__(self) -> str:
-        capacity, rps, tpm = self._config
+        capacity, rps, tpm, burst, advertised = self._config
         return (
             f"FaultProvider(capacity={capacity!r}, rate_limit_rps={rps!r}, "
+            f"rate_limit_burst={burst!r}, advertised_rpm={advertised!r}, "
             f"tokens_per_minute={tpm!r}, requests={self._count})"
         )
 

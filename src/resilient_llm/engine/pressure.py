@@ -424,10 +424,9 @@ class TargetPressure:
                 if rate < UNPACED:
                     bucket.level = min(bucket.level, 1.0 - rate * (retry_after or 0.0))
                 self._clamp_burst(now)
-            # A 429 from a target that publishes rate limits asks for a slower rate (the pacer
-            # answers it), not fewer requests at once; any other 429 may be a concurrency cap.
-            published = self.requests is not None and not self._cubic_bucket
-            if dropped or (throttled and not published):
+            # A 429 may be a rate limit or a concurrency cap (a provider's headers describe
+            # both the same way): it slows the rate (above) and counts as a drop.
+            if dropped or throttled:
                 self.concurrency.on_drop(now, self.inflight + 1)
             elif latency is not None:
                 # No growth while the provider says its limit is nearly spent, or just sent

@@ -141,7 +141,7 @@ def test_concurrency_cuts_on_drops_and_grows_only_when_used() -> None:
         for _ in range(10):
             now += 0.11
             limit.on_sample(0.2, now, inflight=2, may_grow=True)
-    assert limit.limit <= grown
+    assert limit.limit <= grown + 1e-9
 
 
 def test_latency_inflation_shrinks_the_limit() -> None:
@@ -157,7 +157,7 @@ def test_latency_inflation_shrinks_the_limit() -> None:
     assert limit.limit < peak * 0.9
 
 
-def test_slow_start_adds_a_slot_per_success_until_the_first_drop_then_grows_additively() -> None:
+def test_slow_start_until_the_first_drop_then_back_to_where_it_stood_then_additively() -> None:
     limit = ConcurrencyLimit(limit=20)
     now = 0.0
     for _ in range(20):  # one round trip of a full limit: it doubles
@@ -170,11 +170,19 @@ def test_slow_start_adds_a_slot_per_success_until_the_first_drop_then_grows_addi
     for _ in range(10):
         limit.on_drop(now)
     assert limit.limit == 20  # 40 were out, 20 rejected: the provider held 20
-    before = limit.limit
-    for _ in range(11):
-        now += 0.1
+    for _ in range(10):  # a slot per success back towards where it stood (TCP's ssthresh)
+        now += 0.01
         limit.on_sample(0.2, now, inflight=int(limit.limit), may_grow=True)
-    assert before < limit.limit < before * 1.5
+    assert 30 <= limit.limit < 32
+    for _ in range(20):
+        now += 0.01
+        limit.on_sample(0.2, now, inflight=int(limit.limit), may_grow=True)
+    assert 40 <= limit.limit < 42  # there: a slot per round trip from now on
+    there = limit.limit
+    for _ in range(40):
+        now += 0.01
+        limit.on_sample(0.2, now, inflight=int(limit.limit), may_grow=True)
+    assert limit.limit < there + 4
 
 
 def test_slow_start_resumes_after_calm_and_never_while_app_limited() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from resilient_llm import Failure, FailureClass
-from resilient_llm.engine.breaker import DOWN_AFTER, Breaker, counts_for_health
+from resilient_llm.engine.breaker import Breaker, counts_for_health
 from resilient_llm.testing import FakeRandom
 
 DOWN = Failure(FailureClass.SERVER_ERROR, True, status=503)
@@ -67,21 +67,28 @@ def test_a_dead_target_lets_one_caller_without_fallback_through_a_second() -> No
     refused but for one a second, which probes it (not a trickle of doomed calls); callers
     with a fallback are all refused."""
     breaker, rng = Breaker(), FakeRandom(seed=2)
-    for i in range(DOWN_AFTER):
+    for i in range(30):
         breaker.record(i * 0.01, DOWN, rng)
-    admitted = sum(breaker.allow(0.5, alone=True, rng=rng) for _ in range(200))
-    assert admitted == 1
-    assert sum(breaker.allow(1.2, alone=True, rng=rng) for _ in range(200)) == 0
-    assert not breaker.allow(1.6, rng=rng)
-    assert sum(breaker.allow(1.6, alone=True, rng=rng) for _ in range(200)) == 1
-    assert breaker.state(1.6) == "open"
+    # tripped at the fifth failure (0.04 s): the first such probe a second later
+    assert sum(breaker.allow(0.5, alone=True, rng=rng) for _ in range(200)) == 0
+    assert sum(breaker.allow(1.1, alone=True, rng=rng) for _ in range(200)) == 1
+    assert sum(breaker.allow(1.5, alone=True, rng=rng) for _ in range(200)) == 0
+    assert not breaker.allow(2.2, rng=rng)
+    assert sum(breaker.allow(2.2, alone=True, rng=rng) for _ in range(200)) == 1
+    assert breaker.state(2.2) == "open"
 
 
 def test_a_probe_without_fallback_that_is_served_lets_such_callers_through_again() -> None:
     breaker, rng = Breaker(), FakeRandom(seed=2)
-    for i in range(DOWN_AFTER):
+    for i in range(30):
         breaker.record(i * 0.01, DOWN, rng)
-    assert breaker.allow(0.5, alone=True, rng=rng)
-    breaker.record(0.6, None, rng)  # the target answered again
-    assert all(breaker.allow(0.7, alone=True, rng=rng) for _ in range(50))
-    assert not breaker.allow(0.7)  # callers with a fallback wait for the half-open probe"
+    assert breaker.allow(1.1, alone=True, rng=rng)
+    breaker.record(1.2, None, rng)  # the target answered again
+    assert all(breaker.allow(1.3, alone=True, rng=rng) for _ in range(50))
+    assert not breaker.allow(1.3)  # callers with a fallback wait for the half-open probe
+
+
+def test_a_fleets_breaker_leaves_probing_to_its_fleet_wide_probe() -> None:
+    from resilient_llm.fleet.core import FleetBreaker
+
+    assert Breaker.alone_probes and not FleetBreaker.alone_probes

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from resilient_llm import AllTargetsFailed, CircuitOpen, DeadlineExceeded, Policy
-from resilient_llm.engine.breaker import DOWN_AFTER
 from resilient_llm.engine.call import Call, Send, Wait
 from resilient_llm.engine.classify import Failure, FailureClass
 from resilient_llm.engine.plan import (
@@ -148,13 +147,21 @@ def test_an_open_circuit_without_fallback_fails_fast_with_circuit_open() -> None
     clock = FakeClock()
     plan, states = _plan(clock)
     breaker = states["m"].breaker
-    for _ in range(DOWN_AFTER):
+    for _ in range(30):
         breaker.record(clock.now(), SERVER_ERROR, FakeRandom(fixed=0.5))
     plan2 = Plan(plan.call, states=lambda name: states["m"], requested=None, replayable=True,
                  cost=lambda: 0.0)
-    # Nothing succeeded: one caller without a fallback a second probes the target; its retry
-    # within that second fails fast, before a second attempt.
-    error, actions = _drive(plan2, _script(SERVER_ERROR), clock)
+    # Nothing ever succeeded: refused before any attempt.
+    error, actions = _drive(plan2, _script(), clock)
+    assert isinstance(error, CircuitOpen)
+    assert len(actions) == 1
+    # A second on, one caller without a fallback probes the target; its retry within that
+    # second fails fast, before a second attempt.
+    clock.sleep(1.0)
+    plan3, _ = _plan(clock)
+    plan3 = Plan(plan3.call, states=lambda name: states["m"], requested=None, replayable=True,
+                 cost=lambda: 0.0)
+    error, actions = _drive(plan3, _script(SERVER_ERROR), clock)
     assert isinstance(error, CircuitOpen)
     assert sum(isinstance(a, Send) for a in actions) == 1
 

@@ -5,9 +5,9 @@ seen and the failure ratio is ≥ ``failure_ratio``. Open for ``break_for · U(1
 (jittered, so a fleet does not probe in one wave), then half-open: exactly one probe is let
 through; its success closes the circuit, its failure opens it again. Defaults follow Polly's
 anchor scaled to LLM traffic: 50 % over 30 s with at least 5 attempts, 5 s breaks. A caller
-with no fallback is not refused by an open circuit unless the target looks down (100 failures
-in a row), so a partial failure is still tried as the official SDK would try it; a target that
-looks down gets one such caller a second, as a probe.
+with no fallback is not refused by an open circuit while the target answered within the window
+(a partial failure is still tried as the official SDK would try it); a target that looks down
+gets one such caller a second, as a probe.
 
 Only failures that say something about the target's health count: overload, 5xx, timeouts,
 connection faults and stream faults. 4xx answers and 429 (the caller's own quota, paced by
@@ -25,7 +25,7 @@ from .._clock import RandomSource
 from .classify import Failure, FailureClass
 
 __all__ = [
-    "ALONE_PROBE_EVERY", "DOWN_AFTER", "Breaker", "BreakerSnapshot", "BreakerState",
+    "ALONE_PROBE_EVERY", "Breaker", "BreakerSnapshot", "BreakerState",
     "counts_for_health",
 ]
 
@@ -33,10 +33,6 @@ BreakerState = Literal["closed", "open", "half_open"]
 #: While a circuit is open and nothing in its window succeeded, one caller without a fallback
 #: per this many seconds is let through as a probe.
 ALONE_PROBE_EVERY = 1.0
-#: A target is taken for down (callers without a fallback refused) only after this many
-#: failed attempts in a row: fifty in a row still come up when 90 % of answers fail (0.5 % of
-#: runs), a hundred do not (3e-5), and until then the official SDK would have tried.
-DOWN_AFTER = 100
 
 _HEALTH = frozenset({
     FailureClass.OVERLOADED, FailureClass.SERVER_ERROR, FailureClass.TIMEOUT,
@@ -64,6 +60,9 @@ class BreakerSnapshot:
 class Breaker:
     """One target's circuit; every method takes ``now`` and does no I/O."""
 
+    #: Callers without a fallback probe a target that looks down, one a second.
+    alone_probes = True
+
     def __init__(
         self,
         *,
@@ -81,7 +80,7 @@ class Breaker:
         self._open_until = 0.0
         self._probe_out = False
         self._alone_probe_at = -float("inf")
-        self._failed_in_row = 0
+        self._last_success = -float("inf")
         self._lock = threading.Lock()
         self.transitions = 0
 
@@ -100,8 +99,8 @@ class Breaker:
         """May an attempt go to this target now? In half-open, only the first caller may.
 
         ``alone``: the caller has nowhere else to go (no fallback). Refusing it is right only
-        when the target is down: until ``DOWN_AFTER`` attempts in a row failed, the call is let
-        through. (Rejecting in proportion to the failures, as client-side adaptive throttling
+        when the target is down: while an attempt succeeded within the window, the call is
+        let through. (Rejecting in proportion to the failures, as client-side adaptive throttling
         does, fails calls the official SDK would have completed: with 80 % of answers failing,
         its three attempts still succeed for half the calls. The load such callers add stays
         bounded by the concurrency limit and the retry budget.)
@@ -116,13 +115,14 @@ class Breaker:
             return alone and self._admit_alone(now)
 
     def _admit_alone(self, now: float) -> bool:
-        """A caller with no fallback, through an open circuit (lock held): let through unless
-        the target looks down (``DOWN_AFTER`` failures in a row); then one such caller a second
-        goes as a probe (the official SDK would send them all), so a target that came back
-        serves again within a second, not only after the break."""
-        if self._failed_in_row < DOWN_AFTER:
+        """A caller with no fallback, through an open circuit (lock held): let through while
+        the target answered within the window (a partial failure); else it looks down, and one
+        such caller a second goes as a probe (the official SDK would send them all), so a
+        target that came back serves again within a second, not only after the break. A
+        fleet's breaker sends no such probes: its half-open probe is fleet-wide."""
+        if now - self._last_success <= self.window:
             return True
-        if now - self._alone_probe_at >= ALONE_PROBE_EVERY:
+        if self.alone_probes and now - self._alone_probe_at >= ALONE_PROBE_EVERY:
             self._alone_probe_at = now
             return True
         return False
@@ -142,7 +142,8 @@ class Breaker:
                 self._probe_out = False
             return
         with self._lock:
-            self._failed_in_row = 0 if healthy else self._failed_in_row + 1
+            if healthy:
+                self._last_success = now
             state = self._current(now)
             if state == "half_open":
                 self._probe_out = False
@@ -164,6 +165,7 @@ class Breaker:
                     self.transitions += 1
 
     def _trip(self, now: float, rng: RandomSource) -> None:
+        self._alone_probe_at = now  # the first probe without a fallback comes a second later
         self._state = "open"
         self._open_until = now + self.break_for * rng.uniform(1.0, 1.5)
 

@@ -268,11 +268,13 @@ class Call:
         pressure: float = 0.0,
         floor: float = 0.0,
         budget_ok: bool = True,
+        queued: bool = False,
     ) -> Wait | GiveUp:
         """Decide what follows a failed attempt: a bounded backoff, or the end of the call.
 
         ``pressure`` (0–1) widens the backoff window; ``floor`` is the pacer's time until
-        capacity (the wait is never shorter); ``budget_ok`` is the target's retry budget. A
+        capacity (the wait is never shorter); ``budget_ok`` is the target's retry budget;
+        ``queued``: the retry will queue for a slot, so it waits only ``max(hint, floor)``. A
         retry that fits after the server's hint is always taken: the jitter and spread are
         clipped so that 0.2 s remain for the attempt.
         """
@@ -288,6 +290,11 @@ class Call:
         if not budget_ok:
             return GiveUp("budget", failure)
         left = self.remaining()
+        if queued:
+            wait = max(failure.retry_after or 0.0, floor)
+            if left is not None and wait + MIN_ATTEMPT > left:
+                return GiveUp("deadline", failure)
+            return Wait(wait)
         if left is not None and clipped(retry=self.attempts, failure=failure,
                                         max_backoff=self.policy.max_backoff,
                                         limit=left - _RETRY_RESERVE, pressure=pressure):

@@ -396,6 +396,10 @@ class Plan:
             pressure=state.pressure(now),
             floor=state.time_until_available(now),
             budget_ok=budget_ok,
+            # A throttle while the target's slots are all taken: the retry will queue for a
+            # slot, and completions (not a random wait) clock it out, so it waits only for
+            # what the provider asked. A random wait would leave slots idle.
+            queued=failure.throttle and state.slots_full(),
         )
 
     # --- hedging (the async driver's second attempt) ------------------------------------------

@@ -484,6 +484,11 @@ class TargetPressure:
                                               tokens.remaining, now)
                 self.tokens.observe(tokens, now)
 
+    def slots_full(self) -> bool:
+        """Is the concurrency limit engaged, with every slot taken?"""
+        with self._lock:
+            return self.inflight >= self.concurrency.limit
+
     def normal_latency(self) -> float | None:
         """The longest answer time that is not read as pressure (twice the baseline plus
         50 ms); ``None`` before the first success."""

@@ -1112,6 +1112,9 @@ class FleetBreaker(Breaker):
     While Redis is unreachable it is the local breaker, unchanged.
     """
 
+    #: The fleet's half-open probe tests a target that looks down: no per-process probes.
+    alone_probes = False
+
     def __init__(
         self,
         link: _Link,

@@ -277,7 +277,8 @@ def test_stream_reports_time_to_first_chunk_and_usage(otel: Otel) -> None:
 def test_stream_cut_after_output_ends_the_span_in_error(otel: Otel) -> None:
     provider = FaultProvider()
     provider.script(Fault.stream_cut(after_events=3))
-    with make_client(provider) as client, pytest.raises(Exception, match="interrupted"):
+    with make_client(provider, stream_recovery="off") as client, \
+            pytest.raises(Exception, match="interrupted"):
         for _ in client.chat.completions.create(model="gpt-4.1", messages=MESSAGES,
                                                 stream=True):
             pass

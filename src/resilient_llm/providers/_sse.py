@@ -40,6 +40,11 @@ class StreamScanner:
     ``terminal`` is the provider's end-of-stream event (``[DONE]``, ``message_stop``,
     ``response.completed``); ``finished`` is the finish reason (every choice's, or the
     message's stop reason); ``choices`` maps each chat choice seen to whether it finished.
+
+    What stream recovery needs to know of the output so far: ``plain`` stays true while it is
+    text of one slot only (``slot``: the chat choice, the Anthropic content block or the
+    Responses output item), ``deltas`` counts its content events (an estimate of its tokens)
+    and ``sequence`` is the last Responses ``sequence_number``.
     """
 
     wire: Wire
@@ -50,6 +55,10 @@ class StreamScanner:
     usage: Any = None
     events: int = 0
     choices: dict[int, bool] = field(default_factory=dict)
+    plain: bool = True
+    slot: int | None = None
+    deltas: int = 0
+    sequence: int | None = None
     _text: list[str] = field(default_factory=list)
     _buffer: bytes = b""
 
@@ -64,6 +73,24 @@ class StreamScanner:
                 self._event(block)
             if self.failure is not None:
                 return
+
+    def events_of(self, chunk: bytes) -> list[bytes]:
+        """As :meth:`feed`, returning the complete events of ``chunk`` (with what was buffered
+        before) that parsed without a failure, each ended by a blank line: the bytes that may
+        reach the caller when output must stop exactly at an event's end. An unfinished event
+        stays buffered; the event that failed, and anything after it, is not returned."""
+        data = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *blocks, self._buffer = data.split(b"\n\n")
+        good: list[bytes] = []
+        for block in blocks:
+            if block:
+                self._event(block)
+            if self.failure is not None:
+                break
+            good.append(block + b"\n\n")
+        return good
 
     def _event(self, block: bytes) -> None:
         name: str | None = None
@@ -90,8 +117,17 @@ class StreamScanner:
 
     # --- used by the wires --------------------------------------------------------------------
 
-    def add_text(self, text: str) -> None:
+    def add_text(self, text: str, slot: int = 0) -> None:
         self._text.append(text)
+        self.output(slot, plain=True)
+
+    def output(self, slot: int, *, plain: bool) -> None:
+        """One content event of ``slot`` arrived (``plain``: it is text)."""
+        self.committed = True
+        self.deltas += 1
+        if not plain or (self.slot is not None and slot != self.slot):
+            self.plain = False
+        self.slot = slot
 
     def fail(self, kind: FailureClass, message: str) -> None:
         self.failure = Failure(kind=kind, retryable=True, message=message)
@@ -108,6 +144,16 @@ class StreamScanner:
     def complete(self) -> bool:
         """The stream delivered its end: a finish reason or its terminal event."""
         return self.terminal or self.finished
+
+    @property
+    def pending(self) -> bytes:
+        """The bytes of an event that has not finished arriving."""
+        return self._buffer
+
+    def resume(self) -> None:
+        """A continuation follows: forget the failure and the unfinished event of the break."""
+        self.failure = None
+        self._buffer = b""
 
     @property
     def text(self) -> str:

@@ -88,12 +88,22 @@ class AnthropicWire:
         elif kind == "message_stop":
             scanner.terminal = True
         elif kind == "content_block_delta":
-            scanner.committed = True
+            index = obj.get("index", 0)
+            index = index if isinstance(index, int) else 0
             delta = obj.get("delta")
-            if isinstance(delta, Mapping) and delta.get("type") == "text_delta":
-                text = delta.get("text")
-                if isinstance(text, str):
-                    scanner.add_text(text)
+            text = delta.get("text") if isinstance(delta, Mapping) \
+                and delta.get("type") == "text_delta" else None
+            if isinstance(text, str):
+                scanner.add_text(text, index)
+            else:
+                scanner.output(index, plain=False)
+        elif kind == "content_block_start":
+            block = obj.get("content_block")
+            index = obj.get("index")
+            if not isinstance(block, Mapping) or block.get("type") != "text" or (
+                scanner.slot is not None and index != scanner.slot
+            ):
+                scanner.plain = False
         elif kind == "message_start":
             message = obj.get("message")
             if isinstance(message, Mapping) and isinstance(message.get("usage"), Mapping):

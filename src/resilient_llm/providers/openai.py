@@ -50,16 +50,15 @@ class OpenAIWire:
         for choice in choices:
             if not isinstance(choice, Mapping):
                 continue
-            _note_finish(choice, scanner)
+            index = _note_finish(choice, scanner)
             delta = choice.get("delta")
             if not isinstance(delta, Mapping):
                 continue
             content = delta.get("content")
             if isinstance(content, str) and content:
-                scanner.committed = True
-                scanner.add_text(content)
+                scanner.add_text(content, index)
             elif any(delta.get(key) for key in _DELTA_OUTPUT_KEYS):
-                scanner.committed = True
+                scanner.output(index, plain=False)
 
     @staticmethod
     def _responses_event(kind: str, obj: Mapping[str, Any], scanner: StreamScanner) -> None:
@@ -76,25 +75,31 @@ class OpenAIWire:
             if isinstance(response, Mapping) and response.get("usage"):
                 scanner.usage = response["usage"]
         elif kind.endswith(".delta"):
-            scanner.committed = True
-            if kind == "response.output_text.delta":
-                delta = obj.get("delta")
-                if isinstance(delta, str):
-                    scanner.add_text(delta)
+            slot = obj.get("output_index", 0)
+            slot = slot if isinstance(slot, int) else 0
+            delta = obj.get("delta")
+            if kind == "response.output_text.delta" and isinstance(delta, str):
+                scanner.add_text(delta, slot)
+            else:
+                scanner.output(slot, plain=False)
+        sequence = obj.get("sequence_number")
+        if isinstance(sequence, int):
+            scanner.sequence = sequence
 
 
 OPENAI = OpenAIWire()
 
 
-def _note_finish(choice: Mapping[str, Any], scanner: StreamScanner) -> None:
+def _note_finish(choice: Mapping[str, Any], scanner: StreamScanner) -> int:
     """Track which chat choices carried their ``finish_reason``: the stream is finished once
-    every choice seen did (``n`` > 1 streams interleave their choices)."""
+    every choice seen did (``n`` > 1 streams interleave their choices). Returns the index."""
     index = choice.get("index", 0)
     if not isinstance(index, int):
         index = 0
     done = bool(choice.get("finish_reason")) or scanner.choices.get(index, False)
     scanner.choices[index] = done
     scanner.finished = all(scanner.choices.values())
+    return index
 
 
 # --- rate-limit headers ---------------------------------------------------------------------

@@ -44,7 +44,8 @@ class StreamScanner:
     What stream recovery needs to know of the output so far: ``plain`` stays true while it is
     text of one slot only (``slot``: the chat choice, the Anthropic content block or the
     Responses output item), ``deltas`` counts its content events (an estimate of its tokens)
-    and ``sequence`` is the last Responses ``sequence_number``.
+    and ``sequence`` is the last Responses ``sequence_number``; ``ids`` the Responses
+    ``response`` id and the first output ``item`` id (a continuation must keep them).
     """
 
     wire: Wire
@@ -59,6 +60,7 @@ class StreamScanner:
     slot: int | None = None
     deltas: int = 0
     sequence: int | None = None
+    ids: dict[str, str] = field(default_factory=dict)
     _text: list[str] = field(default_factory=list)
     _buffer: bytes = b""
 

@@ -74,6 +74,8 @@ class OpenAIWire:
             response = obj.get("response")
             if isinstance(response, Mapping) and response.get("usage"):
                 scanner.usage = response["usage"]
+        elif kind in ("response.created", "response.output_item.added"):
+            _note_id(kind, obj, scanner)
         elif kind.endswith(".delta"):
             slot = obj.get("output_index", 0)
             slot = slot if isinstance(slot, int) else 0
@@ -88,6 +90,17 @@ class OpenAIWire:
 
 
 OPENAI = OpenAIWire()
+
+
+def _note_id(kind: str, obj: Mapping[str, Any], scanner: StreamScanner) -> None:
+    """Keep the Responses stream's response id and first output item id."""
+    name, key = ("response", "response") if kind == "response.created" else ("item", "item")
+    if name in scanner.ids:
+        return
+    value = obj.get(key)
+    ident = value.get("id") if isinstance(value, Mapping) else None
+    if isinstance(ident, str):
+        scanner.ids[name] = ident
 
 
 def _note_finish(choice: Mapping[str, Any], scanner: StreamScanner) -> int:

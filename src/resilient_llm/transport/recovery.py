@@ -107,8 +107,8 @@ class Recovery:
         if self.original is None:
             self.original, self.original_failure = error, failure
         outer = consumer.scanner
-        if not outer.plain or len(outer.choices) > 1:
-            return None
+        if outer.complete or not outer.plain or len(outer.choices) > 1:
+            return None  # a whole answer (then a break), or output it cannot continue
         outer.resume()
         self._offset = len(outer.text)
         self._broke = failure
@@ -148,7 +148,7 @@ class Recovery:
     def splicer(self) -> Splicer:
         outer = self.consumer.scanner
         return Splicer(self.api, self.mode, expected=self.expected, slot=outer.slot or 0,
-                       prior=outer.deltas, sequence=outer.sequence)
+                       prior=outer.deltas, sequence=outer.sequence, ids=outer.ids)
 
     def deliver(self, blocks: list[bytes]) -> bytes:
         """Spliced events on their way to the caller: the caller's stream now holds them."""

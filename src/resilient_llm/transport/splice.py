@@ -161,11 +161,11 @@ class Splicer:
     last Responses ``sequence_number`` the caller saw.
     """
 
-    __slots__ = ("_buffer", "api", "expected", "mode", "prior", "regenerated", "sequence",
-                 "slot", "verified")
+    __slots__ = ("_buffer", "api", "expected", "ids", "mode", "prior", "regenerated",
+                 "sequence", "slot", "verified")
 
     def __init__(self, api: str, mode: Mode, *, expected: str, slot: int, prior: int,
-                 sequence: int | None) -> None:
+                 sequence: int | None, ids: Mapping[str, str] | None = None) -> None:
         self.api = api
         self.mode = mode
         self.expected = expected
@@ -173,6 +173,9 @@ class Splicer:
         self.slot = slot
         self.prior = prior if mode == "prefill" else 0
         self.sequence = sequence
+        #: The caller's Responses ids (``response``, ``item``): the SDK refuses a stream whose
+        #: identity changes, so the continuation's events carry them.
+        self.ids = dict(ids or {})
         #: Content events of the new answer withheld because the caller already had them.
         self.regenerated = 0
         self._buffer = b""
@@ -235,8 +238,8 @@ class Splicer:
         return _event_bytes(name, new)
 
     def _rewrites(self) -> bool:
-        """Events that pass unchanged still need a rewrite (Responses: the sequence)."""
-        return self.api == "responses" and self.sequence is not None
+        """Events that pass unchanged still need a rewrite (Responses: sequence and ids)."""
+        return self.api == "responses"
 
     # --- the prefix -------------------------------------------------------------------------
 
@@ -355,10 +358,27 @@ class Splicer:
         return self._sequenced(obj)
 
     def _sequenced(self, obj: dict[str, Any]) -> dict[str, Any]:
-        if self.sequence is None:
-            return obj
-        self.sequence += 1
-        return {**obj, "sequence_number": self.sequence}
+        """A Responses event in the caller's numbering and identity."""
+        if self.sequence is not None:
+            self.sequence += 1
+            obj = {**obj, "sequence_number": self.sequence}
+        item, response = self.ids.get("item"), self.ids.get("response")
+        if item is not None and obj.get("output_index") == self.slot:
+            if "item_id" in obj:
+                obj = {**obj, "item_id": item}
+            if isinstance(obj.get("item"), dict):
+                obj = {**obj, "item": {**obj["item"], "id": item}}
+        body = obj.get("response")
+        if response is not None and isinstance(body, dict):
+            body = {**body, "id": response}
+            output = body.get("output")
+            if item is not None and isinstance(output, list) and len(output) > self.slot \
+                    and isinstance(output[self.slot], dict):
+                output = list(output)
+                output[self.slot] = {**output[self.slot], "id": item}
+                body["output"] = output
+            obj = {**obj, "response": body}
+        return obj
 
     def _usage(self, obj: dict[str, Any], key: str, inp: str, out: str) -> dict[str, Any]:
         """A prefill's token counts, made to describe the whole answer: the content the caller

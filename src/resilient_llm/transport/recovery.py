@@ -150,10 +150,14 @@ class Recovery:
         return Splicer(self.api, self.mode, expected=self.expected, slot=outer.slot or 0,
                        prior=outer.deltas, sequence=outer.sequence, ids=outer.ids)
 
-    def deliver(self, blocks: list[bytes]) -> bytes:
-        """Spliced events on their way to the caller: the caller's stream now holds them."""
+    def deliver(self, blocks: list[bytes], inner: StreamConsumer) -> bytes:
+        """Spliced events of ``inner`` on their way to the caller: the caller's stream now
+        holds them, and the call's usage counts every attempt's tokens."""
         data = b"".join(blocks)
         self.consumer.scanner.feed(data)
+        usage = inner.scanner.usage
+        if isinstance(usage, dict):
+            self.consumer.billed = billed_usage(self.api, usage, self.earlier)
         return data
 
     def verified(self, splicer: Splicer, attempt: int) -> None:
@@ -165,16 +169,13 @@ class Recovery:
         ))
         self.call.emit("stream_recovered", target=self.target, detail=self.mode)
 
-    def finished(self, inner: StreamConsumer) -> None:
+    def finished(self) -> None:
         """The continuation ended cleanly: the caller's stream is complete (or truncated)."""
         consumer = self.consumer
         try:
             consumer.ended()
         except StreamInterrupted as error:
             raise consumer.report(error) from None
-        usage = inner.scanner.usage
-        if isinstance(usage, dict):
-            self.call.record.usage = billed_usage(self.api, usage, self.earlier)
 
     def failed(self, error: BaseException | None) -> BaseException:
         """Nothing recovered the stream: the original break, with every character delivered
@@ -242,12 +243,12 @@ class SyncResume:
                         recovery.verified(splicer, attempt)
                         reported = True
                     if blocks:
-                        yield recovery.deliver(blocks)
+                        yield recovery.deliver(blocks, inner)
                 tail = splicer.finish()
                 if splicer.verified and not reported:
                     recovery.verified(splicer, attempt)
                 if tail:
-                    yield recovery.deliver(tail)
+                    yield recovery.deliver(tail, inner)
             except StreamInterrupted as again:
                 error, consumer = again, inner
                 continue
@@ -258,7 +259,7 @@ class SyncResume:
             finally:
                 response.close()
                 self._current = None
-            recovery.finished(inner)
+            recovery.finished()
             return
 
     def close(self) -> None:
@@ -302,12 +303,12 @@ class AsyncResume:
                         recovery.verified(splicer, attempt)
                         reported = True
                     if blocks:
-                        yield recovery.deliver(blocks)
+                        yield recovery.deliver(blocks, inner)
                 tail = splicer.finish()
                 if splicer.verified and not reported:
                     recovery.verified(splicer, attempt)
                 if tail:
-                    yield recovery.deliver(tail)
+                    yield recovery.deliver(tail, inner)
             except StreamInterrupted as again:
                 error, consumer = again, inner
                 continue
@@ -318,7 +319,7 @@ class AsyncResume:
             finally:
                 await response.aclose()
                 self._current = None
-            recovery.finished(inner)
+            recovery.finished()
             return
 
     async def aclose(self) -> None:

@@ -39,7 +39,7 @@ __all__ = ["StreamConsumer"]
 class StreamConsumer:
     """One streamed attempt's bytes, inspected as they arrive (the driver does the reading)."""
 
-    __slots__ = ("broke", "buffered", "call", "nested", "scanner", "view")
+    __slots__ = ("billed", "broke", "buffered", "call", "nested", "scanner", "view")
 
     def __init__(self, call: Call, wire: Wire,
                  view: Callable[[bytes], Iterable[bytes]] | None = None) -> None:
@@ -54,6 +54,8 @@ class StreamConsumer:
         self.broke: Failure | None = None
         #: A stream read by stream recovery, not by the caller: the call's end is not its own.
         self.nested = False
+        #: The usage of every attempt of a recovered stream (else the stream's own is used).
+        self.billed: object = None
 
     # --- before the first output --------------------------------------------------------------
 
@@ -174,9 +176,13 @@ class StreamConsumer:
                                    "the stream ended without a finish reason")
         if self.nested:
             return
-        if scanner.usage is not None:
-            call.record.usage = scanner.usage
+        self._note_usage()
         call.emit("stream_finished")
+
+    def _note_usage(self) -> None:
+        usage = self.billed if self.billed is not None else self.scanner.usage
+        if usage is not None:
+            self.call.record.usage = usage
 
     def closed(self) -> None:
         """The caller closed the stream (read to its end, or stopped early): the call is over."""
@@ -184,8 +190,7 @@ class StreamConsumer:
         if record.finished or self.nested:
             return
         scanner = self.scanner
-        if scanner.usage is not None:
-            record.usage = scanner.usage
+        self._note_usage()
         self.call.emit("stream_finished", detail="" if scanner.complete else "closed_by_caller")
 
     def read_failed(self, limit: str | None, exc: BaseException) -> BaseException:

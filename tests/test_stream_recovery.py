@@ -8,6 +8,7 @@ original cause, never with what a fallback answered instead."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +22,8 @@ import pytest
 from resilient_llm import ConfigError, Policy, StreamInterrupted, outcome
 from resilient_llm.anthropic import Anthropic, AsyncAnthropic
 from resilient_llm.openai import AsyncOpenAI, OpenAI
-from resilient_llm.testing import Fault, FaultProvider, FaultServer
+from resilient_llm.providers import ANTHROPIC, OPENAI, StreamScanner
+from resilient_llm.testing import Fault, FaultProvider, FaultServer, ToolCall
 from resilient_llm.transport.splice import Diverged, Splicer, forget_rejections
 
 WORDS = [f"w{i}" for i in range(60)]
@@ -424,8 +426,13 @@ def chat_event(content: str, finish: str | None = None) -> bytes:
     return b"data: " + json.dumps({"id": "c", "choices": [choice]}).encode() + b"\n\n"
 
 
+def restart_splicer(delivered: str) -> Splicer:
+    return Splicer("chat", "restart", expected=[("text", None, delivered)], slot=0, prior=0,
+                   sequence=None)
+
+
 def test_the_event_that_crosses_the_delivered_text_is_cut_there() -> None:
-    splicer = Splicer("chat", "restart", expected="Hello wor", slot=0, prior=0, sequence=None)
+    splicer = restart_splicer("Hello wor")
     assert splicer.feed(chat_event("Hel")) == []
     assert splicer.feed(chat_event("lo w")) == []
     (passed,) = splicer.feed(chat_event("orld"))
@@ -434,15 +441,144 @@ def test_the_event_that_crosses_the_delivered_text_is_cut_there() -> None:
 
 
 def test_a_change_inside_an_event_is_divergence() -> None:
-    splicer = Splicer("chat", "restart", expected="Hello wor", slot=0, prior=0, sequence=None)
+    splicer = restart_splicer("Hello wor")
     splicer.feed(chat_event("Hello"))
     with pytest.raises(Diverged):
         splicer.feed(chat_event(" wot"))
 
 
 def test_an_event_split_across_chunks_is_read_whole() -> None:
-    splicer = Splicer("chat", "restart", expected="ab", slot=0, prior=0, sequence=None)
+    splicer = restart_splicer("ab")
     event = chat_event("abc")
     assert splicer.feed(event[:7]) == []
     (passed,) = splicer.feed(event[7:])
     assert b'"content":"c"' in passed
+
+
+# --- tool calls and content blocks ------------------------------------------------------------
+
+ARGS = '{"city": "Paris", "unit": "celsius", "days": 3, "hourly": false}'
+SAY = "Let me check."
+TOOL = [ToolCall("get_weather", ARGS)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_tool_call_cut_mid_arguments_is_restarted_and_verified(
+    provider: FaultProvider, server: FaultServer, mode: str,
+) -> None:
+    # role, 3 words, the call's opening, 3 of its 8-character argument pieces
+    provider.script(Fault.stream_cut(after_events=8, text=SAY, tool_calls=TOOL),
+                    model=PRIMARY["chat"])
+    provider.set_default(Fault.status(503), model=PRIMARY["chat"])
+    provider.set_default(Fault.ok(text=SAY, tool_calls=TOOL), model=FALLBACK["chat"])
+
+    async def run() -> Any:
+        async with AsyncOpenAI(base_url=server.openai_base_url, api_key="k",
+                               policy=policy()) as client, \
+                client.chat.completions.stream(model=PRIMARY["chat"],
+                                               messages=MESSAGES) as stream:
+            async for _ in stream:
+                pass
+            return await stream.get_final_completion(), stream
+
+    if mode == "sync":
+        with OpenAI(base_url=server.openai_base_url, api_key="k", policy=policy()) as client, \
+                client.chat.completions.stream(model=PRIMARY["chat"],
+                                               messages=MESSAGES) as stream:
+            for _ in stream:
+                pass
+            completion, handle = stream.get_final_completion(), stream
+    else:
+        completion, handle = anyio.run(run)
+    message = completion.choices[0].message
+    assert message.content == SAY
+    (call,) = message.tool_calls or []
+    assert call.function.name == "get_weather" and call.function.arguments == ARGS
+    assert call.id == "call_fault0_0", "the id the caller received first, not a new one"
+    assert completion.choices[0].finish_reason == "tool_calls"
+    (recovery,) = outcome(handle).recoveries
+    assert (recovery.mode, recovery.target) == ("restart", FALLBACK["chat"])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_anthropic_tool_use_block_cut_mid_input_is_restarted(
+    provider: FaultProvider, server: FaultServer, mode: str,
+) -> None:
+    # message_start, text block (start, ping, 3 words, stop), tool_use start, 3 input pieces
+    provider.script(Fault.stream_cut(after_events=11, text=SAY, tool_calls=TOOL),
+                    model=PRIMARY["messages"])
+    provider.set_default(Fault.status(529), model=PRIMARY["messages"])
+    provider.set_default(Fault.ok(text=SAY, tool_calls=TOOL), model=FALLBACK["messages"])
+    message, stream = _anthropic_final(server, mode)
+    assert [block.type for block in message.content] == ["text", "tool_use"]
+    assert getattr(message.content[0], "text", None) == SAY
+    tool = message.content[1]
+    assert getattr(tool, "input", None) == json.loads(ARGS)
+    assert getattr(tool, "id", None) == "toolu_fault0_0"
+    assert message.stop_reason == "tool_use"
+    (recovery,) = outcome(stream).recoveries
+    assert recovery.mode == "restart", "a tool call's input is never prefilled"
+    assert provider.requests[-1].prefill is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_text_cut_before_a_tool_use_block_continues_by_prefill(
+    provider: FaultProvider, server: FaultServer, mode: str,
+) -> None:
+    text = " ".join(WORDS[:10])
+    # message_start, content_block_start, ping, 6 words
+    provider.script(Fault.stream_cut(after_events=9, text=text, tool_calls=TOOL),
+                    model=PRIMARY["messages"])
+    provider.set_default(Fault.status(529), model=PRIMARY["messages"])
+    provider.set_default(Fault.ok(text=text, tool_calls=TOOL), model=FALLBACK["messages"])
+    message, stream = _anthropic_final(server, mode)
+    assert getattr(message.content[0], "text", None) == text
+    assert getattr(message.content[1], "input", None) == json.loads(ARGS)
+    (recovery,) = outcome(stream).recoveries
+    assert recovery.mode == "prefill"
+    assert provider.requests[-1].prefill == " ".join(WORDS[:6])
+
+
+def _anthropic_final(server: FaultServer, mode: str) -> tuple[Any, Any]:
+    async def run() -> tuple[Any, Any]:
+        async with AsyncAnthropic(base_url=server.anthropic_base_url, api_key="k",
+                                  policy=policy()) as client, \
+                client.messages.stream(model=PRIMARY["messages"], max_tokens=200,
+                                       messages=MESSAGES) as stream:
+            async for _ in stream:
+                pass
+            return await stream.get_final_message(), stream
+
+    if mode == "async":
+        result: tuple[Any, Any] = anyio.run(run)
+        return result
+    with Anthropic(base_url=server.anthropic_base_url, api_key="k",
+                   policy=policy()) as client, \
+            client.messages.stream(model=PRIMARY["messages"], max_tokens=200,
+                                   messages=MESSAGES) as stream:
+        for _ in stream:
+            pass
+        return stream.get_final_message(), stream
+
+
+def test_thinking_is_never_resumed() -> None:
+    """Thinking cannot be verified (it differs on every run) and is never replayed as a
+    prefill: a stream whose delivered output holds it is not resumable."""
+    scanner = StreamScanner(ANTHROPIC)
+    scanner.feed(
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+        b'"content_block":{"type":"thinking","thinking":""}}\n\n'
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"thinking_delta","thinking":"Hmm"}}\n\n')
+    assert scanner.committed and not scanner.resumable and not scanner.plain
+
+
+def test_tool_calls_are_resumable_but_not_prefilled() -> None:
+    scanner = StreamScanner(OPENAI)
+    scanner.feed(
+        b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+        b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1",'
+        b'"function":{"name":"f","arguments":"{\\"a"}}]}}]}\n\n')
+    assert scanner.resumable and not scanner.plain
+    assert [(p.kind, p.name, p.text) for p in scanner.parts] == [
+        ("text", None, "Hi"), ("tool", "f", '{"a')]

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from ..engine.classify import Failure, FailureClass
 
-__all__ = ["StreamScanner", "Wire"]
+__all__ = ["Part", "StreamScanner", "Wire"]
 
 
 class Wire(Protocol):
@@ -34,6 +34,21 @@ class Wire(Protocol):
 
 
 @dataclass(slots=True)
+class Part:
+    """One output of a stream, in the order outputs began: its key on the wire, its kind
+    (``text``, ``tool``, ``other``), a tool's name, and the text it carried so far."""
+
+    key: object
+    kind: str
+    name: str | None = None
+    pieces: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+@dataclass(slots=True)
 class StreamScanner:
     """Feed it the stream's bytes; read ``committed``, ``complete``, ``failure``, ``text``.
 
@@ -41,11 +56,12 @@ class StreamScanner:
     ``response.completed``); ``finished`` is the finish reason (every choice's, or the
     message's stop reason); ``choices`` maps each chat choice seen to whether it finished.
 
-    What stream recovery needs to know of the output so far: ``plain`` stays true while it is
-    text of one slot only (``slot``: the chat choice, the Anthropic content block or the
-    Responses output item), ``deltas`` counts its content events (an estimate of its tokens)
-    and ``sequence`` is the last Responses ``sequence_number``; ``ids`` the Responses
-    ``response`` id and the first output ``item`` id (a continuation must keep them).
+    What stream recovery needs to know of the output so far: ``parts``, each output in order
+    (text, or a tool call's arguments), ``resumable`` (false once an output arrived that cannot
+    be verified or continued: thinking, reasoning, a refusal, outputs that interleave),
+    ``deltas`` its content events (an estimate of its tokens), ``sequence`` the last Responses
+    ``sequence_number`` and ``ids`` the Responses ``response`` id and the first output ``item``
+    id (a continuation must keep them).
     """
 
     wire: Wire
@@ -56,8 +72,8 @@ class StreamScanner:
     usage: Any = None
     events: int = 0
     choices: dict[int, bool] = field(default_factory=dict)
-    plain: bool = True
-    slot: int | None = None
+    parts: list[Part] = field(default_factory=list)
+    resumable: bool = True
     deltas: int = 0
     sequence: int | None = None
     ids: dict[str, str] = field(default_factory=dict)
@@ -119,17 +135,35 @@ class StreamScanner:
 
     # --- used by the wires --------------------------------------------------------------------
 
-    def add_text(self, text: str, slot: int = 0) -> None:
+    def add_text(self, text: str, key: object = 0) -> None:
         self._text.append(text)
-        self.output(slot, plain=True)
+        self.output(key, "text", text)
 
-    def output(self, slot: int, *, plain: bool) -> None:
-        """One content event of ``slot`` arrived (``plain``: it is text)."""
-        self.committed = True
-        self.deltas += 1
-        if not plain or (self.slot is not None and slot != self.slot):
-            self.plain = False
-        self.slot = slot
+    def output(self, key: object, kind: str, piece: str | None = None,
+               name: str | None = None) -> None:
+        """Output ``key`` (a choice's content, a tool call, a content block) of ``kind``
+        (``text``, ``tool`` or ``other``) named ``name`` began (``piece`` is ``None``: its
+        opening event, not output yet) or carried ``piece`` (a content event)."""
+        parts = self.parts
+        last = parts[-1] if parts else None
+        if piece is not None:
+            self.committed = True
+            self.deltas += 1
+        if last is not None and last.key == key:
+            if piece:
+                last.pieces.append(piece)
+            if name and not last.name:
+                last.name = name
+            return
+        if kind == "other" or any(part.key == key for part in parts):
+            self.resumable = False  # not verifiable, or outputs interleave
+        parts.append(Part(key, kind, name, [piece] if piece else []))
+
+    @property
+    def plain(self) -> bool:
+        """The output so far is one text: a prefill can continue it."""
+        parts = self.parts
+        return self.resumable and len(parts) == 1 and parts[0].kind == "text"
 
     def fail(self, kind: FailureClass, message: str) -> None:
         self.failure = Failure(kind=kind, retryable=True, message=message)

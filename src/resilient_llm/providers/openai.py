@@ -56,9 +56,9 @@ class OpenAIWire:
                 continue
             content = delta.get("content")
             if isinstance(content, str) and content:
-                scanner.add_text(content, index)
+                scanner.add_text(content, ("text", index))
             elif any(delta.get(key) for key in _DELTA_OUTPUT_KEYS):
-                scanner.output(index, plain=False)
+                _other_output(index, delta, scanner)
 
     @staticmethod
     def _responses_event(kind: str, obj: Mapping[str, Any], scanner: StreamScanner) -> None:
@@ -83,13 +83,30 @@ class OpenAIWire:
             if kind == "response.output_text.delta" and isinstance(delta, str):
                 scanner.add_text(delta, slot)
             else:
-                scanner.output(slot, plain=False)
+                scanner.output(slot, "other", "")
         sequence = obj.get("sequence_number")
         if isinstance(sequence, int):
             scanner.sequence = sequence
 
 
 OPENAI = OpenAIWire()
+
+
+def _other_output(index: int, delta: Mapping[str, Any], scanner: StreamScanner) -> None:
+    """Chat output that is not content: tool-call arguments (resumable), anything else not."""
+    calls = delta.get("tool_calls")
+    if not isinstance(calls, list) or any(delta.get(k) for k in _DELTA_OUTPUT_KEYS[1:]):
+        scanner.output(("other", index), "other", "")
+        return
+    for call in calls:
+        if not isinstance(call, Mapping):
+            continue
+        function = call.get("function")
+        function = function if isinstance(function, Mapping) else {}
+        name, arguments = function.get("name"), function.get("arguments")
+        scanner.output(("tool", index, call.get("index", 0)), "tool",
+                       arguments if isinstance(arguments, str) else "",
+                       name if isinstance(name, str) else None)
 
 
 def _note_id(kind: str, obj: Mapping[str, Any], scanner: StreamScanner) -> None:

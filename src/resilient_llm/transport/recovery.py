@@ -90,7 +90,7 @@ class Recovery:
         #: (input tokens or None, output tokens) of every attempt that broke.
         self.earlier: list[tuple[int | None, int]] = []
         self.mode: Mode = "restart"
-        self.expected = ""
+        self.expected: list[tuple[str, str | None, str]] = []
         self.target: str | None = None
         self._offset = 0
         self._broke: Failure | None = None
@@ -107,7 +107,7 @@ class Recovery:
         if self.original is None:
             self.original, self.original_failure = error, failure
         outer = consumer.scanner
-        if outer.complete or not outer.plain or len(outer.choices) > 1:
+        if outer.complete or not outer.resumable or len(outer.choices) > 1:
             return None  # a whole answer (then a break), or output it cannot continue
         outer.resume()
         self._offset = len(outer.text)
@@ -131,23 +131,26 @@ class Recovery:
     def _edit(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         """The body of a continuation attempt to ``target`` (``Outgoing`` calls it)."""
         model = target.model or self.call.target
-        text = self.consumer.scanner.text
+        outer = self.consumer.scanner
         self.target = model
         self.mode = continuation_mode(self.call.policy, self.api, model, self.origin)
-        self.expected = text
-        if self.mode == "prefill":
-            continued = continuation_body(body, self.api, text)
+        self.expected = [(part.kind, part.name, part.text) for part in outer.parts]
+        if self.mode == "prefill":  # one text only: tool calls and thinking are never prefilled
+            continued = continuation_body(body, self.api, outer.text) if outer.plain else None
             if continued is None:
                 self.mode = "restart"
             else:
-                body, self.expected = continued
+                body, rest = continued
+                self.expected = [("text", None, rest)]
         return body
 
     # --- the continuation -------------------------------------------------------------------
 
     def splicer(self) -> Splicer:
         outer = self.consumer.scanner
-        return Splicer(self.api, self.mode, expected=self.expected, slot=outer.slot or 0,
+        first = outer.parts[0].key if outer.parts else 0
+        return Splicer(self.api, self.mode, expected=self.expected,
+                       slot=first if isinstance(first, int) else 0,
                        prior=outer.deltas, sequence=outer.sequence, ids=outer.ids)
 
     def deliver(self, blocks: list[bytes], inner: StreamConsumer) -> bytes:

@@ -150,21 +150,27 @@ def billed_usage(api: str, final: Mapping[str, Any], earlier: list[tuple[int | N
     return usage
 
 
+#: What a continuation must reproduce: each delivered output in order, as (kind, tool name,
+#: text). A prefill expects one text: the white space its prefill left out.
+Expected = list[tuple[str, str | None, str]]
+
+
 class Splicer:
     """The events of a continuation attempt → the rest of the caller's stream.
 
-    ``expected`` is the delivered text the new answer must reproduce before anything passes
-    (all of it for a restart; for a prefill, the trailing white space left out of it);
-    ``slot`` is the caller's open output (the Anthropic block, the Responses output item);
-    ``prior`` is the number of content events the caller already received by prefill (added
-    to the final token counts so that they describe the whole answer); ``sequence`` is the
-    last Responses ``sequence_number`` the caller saw.
+    ``expected`` lists the outputs the caller already has, which the new answer must reproduce
+    in order before anything passes (every output for a restart; for a prefill, the trailing
+    white space left out of it); ``slot`` is the caller's open output (the Anthropic block a
+    prefill continues, the Responses output item); ``prior`` is the number of content events
+    the caller already received by prefill (added to the final token counts so that they
+    describe the whole answer); ``sequence`` and ``ids`` are the last Responses
+    ``sequence_number`` and the caller's response and item ids.
     """
 
-    __slots__ = ("_buffer", "api", "expected", "ids", "mode", "prior", "regenerated",
-                 "sequence", "slot", "verified")
+    __slots__ = ("_buffer", "_left", "_order", "api", "expected", "ids", "mode", "prior",
+                 "regenerated", "sequence", "slot", "verified")
 
-    def __init__(self, api: str, mode: Mode, *, expected: str, slot: int, prior: int,
+    def __init__(self, api: str, mode: Mode, *, expected: Expected, slot: int, prior: int,
                  sequence: int | None, ids: Mapping[str, str] | None = None) -> None:
         self.api = api
         self.mode = mode
@@ -176,9 +182,13 @@ class Splicer:
         #: The caller's Responses ids (``response``, ``item``): the SDK refuses a stream whose
         #: identity changes, so the continuation's events carry them.
         self.ids = dict(ids or {})
-        #: Content events of the new answer withheld because the caller already had them.
+        #: Content events of the new answer that repeated what the caller had (withheld).
         self.regenerated = 0
         self._buffer = b""
+        #: The new answer's outputs seen so far → their position in ``expected``.
+        self._order: dict[Any, int] = {}
+        #: What the current expected output still has to reproduce.
+        self._left = ""
 
     # --- bytes in, bytes out ----------------------------------------------------------------
 
@@ -233,40 +243,63 @@ class Splicer:
             new = self._chat(obj)
         if new is None:
             return None
-        if new is obj and not self._rewrites():
+        if new is obj and self.api != "responses":  # Responses events get the caller's ids
             return block + b"\n\n"
         return _event_bytes(name, new)
 
-    def _rewrites(self) -> bool:
-        """Events that pass unchanged still need a rewrite (Responses: sequence and ids)."""
-        return self.api == "responses"
+    # --- the delivered outputs --------------------------------------------------------------
 
-    # --- the prefix -------------------------------------------------------------------------
-
-    def _require(self, what: str) -> None:
-        if not self.verified and self.expected:
-            raise Diverged(f"{what} before reproducing the delivered text")
-        self.verified = True
-
-    def _verify(self, piece: str) -> str:
-        """What of ``piece`` follows the delivered text (``""``: the caller already had it)."""
+    def _take(self, key: Any, kind: str, name: str | None, piece: str | None) -> str | None:
+        """One contribution of the new answer to its output ``key``: its opening (``piece``
+        ``None``) or content. Returns what reaches the caller (``None``: nothing; an opening
+        the caller has, or content it has), raises :class:`Diverged` when it differs."""
+        position = self._order.get(key)
+        if position is None:
+            if self.verified:
+                return "" if piece is None else piece  # an output the caller never had
+            position = len(self._order)
+            if position >= len(self.expected) or self._left:
+                raise Diverged("the new answer has an output the delivered one had not")
+            want_kind, want_name, want_text = self.expected[position]
+            if kind != want_kind or (want_name and name and want_name != name):
+                raise Diverged("the new answer's outputs differ from the delivered ones")
+            self._order[key] = position
+            self._left = want_text
+            if position == len(self.expected) - 1 and not want_text:
+                self.verified = True
+        elif not self.verified and position != len(self._order) - 1:
+            raise Diverged("the new answer went back to an earlier output")
+        if piece is None:
+            return None  # the caller has this output's opening
         if self.verified:
             return piece
-        expected = self.expected
-        if len(piece) <= len(expected):
-            if not expected.startswith(piece):
+        return self._verify(piece, last=position == len(self.expected) - 1)
+
+    def _verify(self, piece: str, *, last: bool) -> str | None:
+        left = self._left
+        if len(piece) <= len(left):
+            if not left.startswith(piece):
                 raise Diverged("the new answer differs from the delivered text")
-            self.expected = expected[len(piece):]
+            self._left = left[len(piece):]
             self.regenerated += 1
-            self.verified = not self.expected
-            return ""
-        if not piece.startswith(expected):
+            if last and not self._left:
+                self.verified = True
+            return None
+        if not last or not piece.startswith(left):
             raise Diverged("the new answer differs from the delivered text")
-        if expected:
+        if left:
             self.regenerated += 1
-        self.expected = ""
+        self._left = ""
         self.verified = True
-        return piece[len(expected):]
+        return piece[len(left):]
+
+    def _require(self, what: str) -> None:
+        """The new answer ends an output or the stream: it must have reproduced everything."""
+        if self.verified:
+            return
+        if self._order or any(text for _, _, text in self.expected):
+            raise Diverged(f"{what} before reproducing the delivered text")
+        self.verified = True  # a prefill with nothing left to check
 
     # --- per API ----------------------------------------------------------------------------
 
@@ -282,49 +315,81 @@ class Splicer:
         choice = choices[0]
         delta = choice.get("delta")
         delta = delta if isinstance(delta, dict) else {}
-        content = delta.get("content")
         was = self.verified
-        tail: str | None = None
+        kept: dict[str, Any] = {}
+        content = delta.get("content")
         if isinstance(content, str) and content:
-            tail = self._verify(content)
-        elif any(delta.get(key) for key in ("tool_calls", "function_call", "refusal")):
-            self._require("other output came")
+            tail = self._take(("text", 0), "text", None, content)
+            if tail:
+                kept["content"] = tail
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            passed = [call for call in map(self._tool_call, calls) if call is not None]
+            if passed:
+                kept["tool_calls"] = passed
+        if any(delta.get(key) for key in ("function_call", "refusal", "reasoning_content",
+                                          "audio")):
+            self._take(("other", 0), "other", None, None)
         if choice.get("finish_reason"):
             self._require("the answer finished")
         if was:
             return obj
-        if not self.verified or (tail == "" and not choice.get("finish_reason")):
+        if not kept and not choice.get("finish_reason"):
             return None
-        new_delta = {k: v for k, v in delta.items() if k != "role"}
-        new_delta["content"] = tail or None
+        return {**obj, "choices": [{**choice, "delta": kept}]}
+
+    def _tool_call(self, call: Any) -> dict[str, Any] | None:
+        """A chat tool-call delta, as the caller may see it (``None``: nothing of it)."""
+        if not isinstance(call, dict):
+            return None
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        key = ("tool", 0, call.get("index", 0))
+        name = function.get("name") if isinstance(function.get("name"), str) else None
+        arguments = function.get("arguments")
+        piece = arguments if isinstance(arguments, str) else ""
+        if call.get("id") or name:
+            self._take(key, "tool", name, None)
+        tail = self._take(key, "tool", name, piece) if piece else None
+        if key not in self._order:
+            return call  # an output the caller never had: as it came
         if not tail:
-            new_delta.pop("content")
-        return {**obj, "choices": [{**choice, "delta": new_delta}]}
+            return None
+        # the caller has this call's id and name: only the rest of its arguments
+        return {"index": call.get("index", 0), "function": {"arguments": tail}}
 
     def _messages(self, kind: str, obj: dict[str, Any]) -> dict[str, Any] | None:
         index = obj.get("index")
         if kind in ("message_start", "ping"):
             return obj if kind == "ping" and self.verified else None
         if kind == "content_block_start":
-            if index == 0:
-                return None  # the caller's block is open already
-            self._require("another content block started")
-            return self._index(obj)
+            block = obj.get("content_block")
+            block = block if isinstance(block, dict) else {}
+            btype = block.get("type")
+            name = block.get("name") if isinstance(block.get("name"), str) else None
+            kind_of = "text" if btype == "text" else "tool" if btype == "tool_use" else "other"
+            self._take(index, kind_of, name, None)
+            return None if index in self._order else self._index(obj)
         if kind == "content_block_delta":
             delta = obj.get("delta")
             delta = delta if isinstance(delta, dict) else {}
-            text = delta.get("text") if delta.get("type") == "text_delta" else None
-            if index != 0 or not isinstance(text, str):
-                self._require("other output came")
+            field = {"text_delta": "text", "input_json_delta": "partial_json"}.get(
+                str(delta.get("type")))
+            piece = delta.get(field) if field else None
+            if field is None or not isinstance(piece, str):
+                self._take(("other", index), "other", None, None)
                 return self._index(obj)
-            was = self.verified
-            tail = self._verify(text)
-            if was:
-                return self._index(obj)
+            tail = self._take(index, "text" if field == "text" else "tool", None, piece)
             if not tail:
                 return None
-            return self._index({**obj, "delta": {**delta, "text": tail}})
+            if tail == piece:
+                return self._index(obj)
+            return self._index({**obj, "delta": {**delta, field: tail}})
         if kind == "content_block_stop":
+            position = self._order.get(index)
+            if not self.verified and position is not None \
+                    and position < len(self.expected) - 1:
+                return None  # the caller has this block's end
             self._require("the content block ended")
             return self._index(obj)
         if kind == "message_delta":
@@ -340,20 +405,19 @@ class Splicer:
         return obj
 
     def _responses(self, kind: str, obj: dict[str, Any]) -> dict[str, Any] | None:
-        if kind in ("response.created", "response.in_progress"):
+        if kind in ("response.created", "response.in_progress", "response.queued"):
             return None
         index = obj.get("output_index")
-        if kind in ("response.output_item.added", "response.content_part.added") \
-                and index == self.slot and not self.verified:
-            return None
+        if kind in ("response.output_item.added", "response.content_part.added"):
+            item = obj.get("item")
+            other = isinstance(item, dict) and item.get("type") != "message"
+            self._take(index, "other" if other else "text", None, None)
+            return None if index in self._order else self._sequenced(obj)
         if kind == "response.output_text.delta" and isinstance(obj.get("delta"), str):
-            was = self.verified
-            tail = self._verify(obj["delta"])
-            if was:
-                return self._sequenced(obj)
+            tail = self._take(index, "text", None, obj["delta"])
             if not tail:
                 return None
-            return self._sequenced({**obj, "delta": tail})
+            return self._sequenced(obj if tail == obj["delta"] else {**obj, "delta": tail})
         self._require(f"{kind} came")
         return self._sequenced(obj)
 

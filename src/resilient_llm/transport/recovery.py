@@ -58,29 +58,21 @@ def recovery_for(plan: Plan, outgoing: Outgoing, response: httpx2.Response,
         return None
     if response.headers.get("content-encoding", "identity") not in ("identity", ""):
         return None
-    request = outgoing.request
-    api = api_of(request.url.path)
+    api = api_of(outgoing.request.url.path)
     if api is None:
         return None
-    try:
-        body = json.loads(request.content)
-    except (ValueError, UnicodeDecodeError, httpx2.RequestNotRead):
-        return None
-    if not isinstance(body, dict) or body.get("stream") is not True:
-        return None
-    return Recovery(plan, outgoing, consumer, api, body)
+    return Recovery(plan, outgoing, consumer, api)
 
 
 class Recovery:
     """The state of one stream's recovery, shared by both drivers (no I/O)."""
 
-    def __init__(self, plan: Plan, outgoing: Outgoing, consumer: StreamConsumer, api: str,
-                 body: dict[str, Any]) -> None:
+    def __init__(self, plan: Plan, outgoing: Outgoing, consumer: StreamConsumer,
+                 api: str) -> None:
         self.plan = plan
         self.call = plan.call
         self.consumer = consumer
         self.api = api
-        self.body = body
         url = outgoing.request.url
         self.origin = f"{url.scheme}://{url.host}:{url.port or ''}"
         self.outgoing = Outgoing(outgoing.request, self.call, outgoing.provider, self._edit)
@@ -107,7 +99,8 @@ class Recovery:
         if self.original is None:
             self.original, self.original_failure = error, failure
         outer = consumer.scanner
-        if outer.complete or not outer.resumable or len(outer.choices) > 1:
+        if outer.complete or not outer.resumable or len(outer.choices) > 1 \
+                or not _json_object(self.outgoing.request):
             return None  # a whole answer (then a break), or output it cannot continue
         outer.resume()
         self._offset = len(outer.text)
@@ -193,6 +186,14 @@ class Recovery:
             error.__cause__ = final
             return error
         return self.consumer.report(final)
+
+
+def _json_object(request: httpx2.Request) -> bool:
+    """Is the request's body a JSON object (the continuation edits it)? Read at a break only."""
+    try:
+        return isinstance(json.loads(request.content), dict)
+    except (ValueError, UnicodeDecodeError, httpx2.RequestNotRead):
+        return False
 
 
 def _describe(failure: Failure | None) -> str:

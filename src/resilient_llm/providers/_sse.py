@@ -77,7 +77,6 @@ class StreamScanner:
     deltas: int = 0
     sequence: int | None = None
     ids: dict[str, str] = field(default_factory=dict)
-    _text: list[str] = field(default_factory=list)
     _buffer: bytes = b""
 
     def feed(self, chunk: bytes) -> None:
@@ -136,7 +135,6 @@ class StreamScanner:
     # --- used by the wires --------------------------------------------------------------------
 
     def add_text(self, text: str, key: object = 0) -> None:
-        self._text.append(text)
         self.output(key, "text", text)
 
     def output(self, key: object, kind: str, piece: str | None = None,
@@ -194,7 +192,8 @@ class StreamScanner:
     @property
     def text(self) -> str:
         """All text delivered so far."""
-        return "".join(self._text)
+        return "".join(piece for part in self.parts if part.kind == "text"
+                       for piece in part.pieces)
 
     def finish(self) -> None:
         """The byte stream ended: parse what is left and note a missing terminal event."""

@@ -215,6 +215,12 @@ class Splicer:
         return [] if passed is None else [passed]
 
     def _event(self, block: bytes) -> bytes | None:
+        try:
+            return self._parsed(block)
+        except ValueError as exc:  # not UTF-8 or not JSON (a compressed body): cannot verify
+            raise Diverged("the new answer's events do not parse") from exc
+
+    def _parsed(self, block: bytes) -> bytes | None:
         name: str | None = None
         lines: list[str] = []
         for line in block.decode("utf-8").split("\n"):

@@ -19,7 +19,7 @@ import httpx2
 import openai
 import pytest
 
-from resilient_llm import ConfigError, Policy, StreamInterrupted, outcome
+from resilient_llm import ConfigError, DeadlineExceeded, Policy, StreamInterrupted, outcome
 from resilient_llm.anthropic import Anthropic, AsyncAnthropic
 from resilient_llm.openai import AsyncOpenAI, OpenAI
 from resilient_llm.providers import ANTHROPIC, OPENAI, StreamScanner
@@ -582,3 +582,22 @@ def test_tool_calls_are_resumable_but_not_prefilled() -> None:
     assert scanner.resumable and not scanner.plain
     assert [(p.kind, p.name, p.text) for p in scanner.parts] == [
         ("text", None, "Hi"), ("tool", "f", '{"a')]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_deadline_bounds_a_recovery(
+    provider: FaultProvider, server: FaultServer, mode: str,
+) -> None:
+    """A continuation that never answers: the call ends at its deadline, with the text the
+    caller received on the StreamInterrupted that DeadlineExceeded carries."""
+    break_primary(provider, "chat", fault_after_40("cut", "chat"))
+    provider.set_default(Fault.hang(), model=FALLBACK["chat"])
+    seen: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded) as info:
+        read(server, "chat", mode, policy(deadline=1.5), seen)
+    assert time.monotonic() - started < 1.5 + 0.5
+    interrupted = info.value.cause
+    assert isinstance(interrupted, StreamInterrupted)
+    assert interrupted.partial_text == "".join(seen) == DELIVERED
+    assert interrupted.failure == "stream_cut"

@@ -109,10 +109,10 @@ class Recovery:
         return Failed(failure, self.original, self.original)
 
     def vet(self, reply: Reply) -> Reply:
-        """A continuation attempt's result: a prefill the target rejected (a 400) becomes a
-        failure of the original class, and the target restarts from now on."""
+        """A continuation attempt's result: a prefill the target rejected (a 400 or 422)
+        becomes a failure of the original class, and the target restarts from now on."""
         if isinstance(reply, Failed) and self.mode == "prefill" \
-                and reply.failure.status == 400 and self.original_failure is not None:
+                and reply.failure.status in (400, 422) and self.original_failure is not None:
             remember_rejection(self.origin, self.target)
             original = self.original
             assert original is not None

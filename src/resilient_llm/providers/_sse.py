@@ -91,7 +91,7 @@ class StreamScanner:
             if self.failure is not None:
                 return
 
-    def events_of(self, chunk: bytes) -> list[bytes]:
+    def events_of(self, chunk: bytes) -> bytes:
         """As :meth:`feed`, returning the complete events of ``chunk`` (with what was buffered
         before) that parsed without a failure, each ended by a blank line: the bytes that may
         reach the caller when output must stop exactly at an event's end. An unfinished event
@@ -100,14 +100,14 @@ class StreamScanner:
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         *blocks, self._buffer = data.split(b"\n\n")
-        good: list[bytes] = []
-        for block in blocks:
+        for n, block in enumerate(blocks):
             if block:
                 self._event(block)
             if self.failure is not None:
-                break
-            good.append(block + b"\n\n")
-        return good
+                return b"\n\n".join(blocks[:n]) + b"\n\n" if n else b""
+        if not self._buffer:
+            return data  # whole events only: as they came
+        return data[: len(data) - len(self._buffer)]
 
     def _event(self, block: bytes) -> None:
         name: str | None = None

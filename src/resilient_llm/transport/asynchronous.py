@@ -467,15 +467,16 @@ class _AsyncStream(httpx2.AsyncByteStream):
                 events = consumer.feed_events(chunk)
                 if events:  # an event (not a comment) restarts the idle limit
                     idle_by = anyio.current_time() + idle
-                    yield b"".join(events)
+                    yield events
                 consumer.check()
                 continue
             if consumer.feed(chunk):  # an event (not a comment) restarts the idle limit
                 idle_by = anyio.current_time() + idle
             yield chunk
         if whole:
-            for event in consumer.flush_events():
-                yield event
+            last = consumer.flush_events()
+            if last:
+                yield last
             consumer.check()
         consumer.ended()
 

@@ -149,14 +149,14 @@ class StreamConsumer:
             raise self.interrupted(scanner.failure.kind, scanner.failure.describe())
         return scanner.events != before
 
-    def feed_events(self, chunk: bytes) -> list[bytes]:
+    def feed_events(self, chunk: bytes) -> bytes:
         """As :meth:`feed`, returning the complete events that parsed (each ended by a blank
         line) instead of raising: hand them to the caller, then call :meth:`check`."""
         return self.scanner.events_of(chunk)
 
-    def flush_events(self) -> list[bytes]:
+    def flush_events(self) -> bytes:
         """The body ended: the last event if it lacked its blank line (see :meth:`feed_events`)."""
-        return self.scanner.events_of(b"\n\n") if self.scanner.pending.strip() else []
+        return self.scanner.events_of(b"\n\n") if self.scanner.pending.strip() else b""
 
     def check(self) -> None:
         """Raise the StreamInterrupted of a failure :meth:`feed_events` met."""

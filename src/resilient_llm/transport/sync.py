@@ -288,9 +288,11 @@ class _SyncStream(httpx2.SyncByteStream):
                     events = consumer.feed_events(chunk)
                     if events:  # an event (not a comment) restarts the idle limit
                         guard.set(*limit())
-                        yield b"".join(events)
+                        yield events
                     consumer.check()
-                yield from consumer.flush_events()
+                last = consumer.flush_events()
+                if last:
+                    yield last
                 consumer.check()
             consumer.ended()
         except httpx2.TransportError as exc:

@@ -10,7 +10,7 @@ from resilient_llm import DeadlineExceeded, Failure, FailureClass, Policy
 from resilient_llm.engine.call import MIN_ATTEMPT, Call, GiveUp, Send, Wait, clip_timeouts
 from resilient_llm.testing import FakeClock, FakeRandom
 
-OVERLOADED = Failure(FailureClass.OVERLOADED, True, status=503)
+OVERLOADED = Failure(FailureClass.OVERLOADED, True, status=529)
 BAD_REQUEST = Failure(FailureClass.INVALID_REQUEST, False, status=400)
 
 
@@ -117,7 +117,7 @@ def test_deadline_error_carries_cause_attempts_and_budget() -> None:
 
 
 def test_concurrent_retries_do_not_synchronise() -> None:
-    """100 calls hit 503 at the same instant: their retries spread over the backoff window."""
+    """100 calls hit 529 at the same instant: their retries spread over the backoff window."""
     rng = FakeRandom(seed=7)
     clock = FakeClock()
     retry_times = []

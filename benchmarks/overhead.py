@@ -3,14 +3,16 @@
     python benchmarks/overhead.py [--quick] [--blocks B] [--block-size N] [--json PATH]
                                   [--no-pin] [--profile]
 
-Non-streaming chat completions against the fault provider running in a separate process (on
-its own CPU when the machine has two), so this process's CPU time is the client's alone.
+Chat completions (and Anthropic messages) against the fault provider running in a separate
+process (on its own CPU when the machine has two), so this process's CPU time is the client's
+alone.
 All clients run in one process, side by side: after a warm-up of each, the calls are made in
 blocks, the clients taking turns block by block (rotating who goes first) so machine drift
 hits all of them alike. Per block: wall µs/call (``perf_counter``) and client CPU µs/call
 (``process_time``: every thread of this process). Reported: the median over blocks, and the
 ratios resilient/official and each vs raw httpx2 (median of the per-block paired ratios).
-Sync (one thread, sequential) and async (one asyncio loop, 1 and 16 calls in flight).
+Sync (one thread, sequential) and async (one asyncio loop, 1 and 16 calls in flight), and
+sync streamed calls read to their end (chat completions and messages with ``stream=True``).
 ``--profile`` adds a cProfile of the resilient sync client (top functions by own time).
 """
 
@@ -97,6 +99,52 @@ def sync_clients(base: str, with_anthropic: bool) -> tuple[dict[str, SyncCall], 
         calls["raw httpx2.Client /messages"] = a_raw_call
         calls["anthropic.Anthropic"] = lambda: a_official.messages.create(**A_BODY)
         calls["resilient_llm.anthropic.Anthropic"] = lambda: a_ours.messages.create(**A_BODY)
+        closers += [a_raw, a_official, a_ours]
+    return calls, closers
+
+
+def stream_clients(base: str, with_anthropic: bool) -> tuple[dict[str, SyncCall], list[Any]]:
+    """Streamed calls read to their end: what stream inspection (and recovery's whole-event
+    delivery) costs on a healthy stream."""
+    raw = httpx2.Client(base_url=base, headers={"authorization": f"Bearer {KEY}"})
+    official = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=2)
+    ours = rl_openai.OpenAI(base_url=f"{base}/v1", api_key=KEY)
+    body = {**BODY, "stream": True}
+
+    def raw_call() -> Any:
+        with raw.stream("POST", "/v1/chat/completions", json=body) as response:
+            response.raise_for_status()
+            return list(response.iter_lines())
+
+    calls: dict[str, SyncCall] = {
+        "raw httpx2.Client stream": raw_call,
+        "openai.OpenAI stream": lambda: list(official.chat.completions.create(
+            model=MODEL, messages=MESSAGES, stream=True)),
+        "resilient_llm.openai.OpenAI stream": lambda: list(ours.chat.completions.create(
+            model=MODEL, messages=MESSAGES, stream=True)),
+    }
+    closers: list[Any] = [raw, official, ours]
+    if with_anthropic:
+        import anthropic
+
+        import resilient_llm.anthropic as rl_anthropic
+
+        a_raw = httpx2.Client(base_url=base, headers={"x-api-key": KEY,
+                                                      "anthropic-version": "2023-06-01"})
+        a_official = anthropic.Anthropic(base_url=base, api_key=KEY, max_retries=2)
+        a_ours = rl_anthropic.Anthropic(base_url=base, api_key=KEY)
+        a_body = {**A_BODY, "stream": True}
+
+        def a_raw_call() -> Any:
+            with a_raw.stream("POST", "/v1/messages", json=a_body) as response:
+                response.raise_for_status()
+                return list(response.iter_lines())
+
+        calls["raw httpx2.Client /messages stream"] = a_raw_call
+        calls["anthropic.Anthropic stream"] = lambda: list(
+            a_official.messages.create(**A_BODY, stream=True))
+        calls["resilient_llm.anthropic.Anthropic stream"] = lambda: list(
+            a_ours.messages.create(**A_BODY, stream=True))
         closers += [a_raw, a_official, a_ours]
     return calls, closers
 
@@ -360,6 +408,16 @@ def main(argv: list[str] | None = None) -> int:
                            "resilient_llm.anthropic.Anthropic"))
         results["sync"] = summarise("sync, sequential", sync, groups)
 
+        calls, closers = stream_clients(base, with_anthropic)
+        try:
+            streamed = run_sync(calls, warmup, blocks, size)
+        finally:
+            for client in closers:
+                client.close()
+        sgroups = [tuple(f"{name} stream" for name in group) for group in groups]
+        results["sync_stream"] = summarise("sync, streamed (read to the end)", streamed,
+                                           sgroups)  # type: ignore[arg-type]
+
         agroups = [("raw httpx2.AsyncClient", "openai.AsyncOpenAI",
                     "resilient_llm.openai.AsyncOpenAI")]
         if with_anthropic:
@@ -371,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             results[f"async_{concurrency}"] = summarise(
                 f"async, {concurrency} in flight (one loop)", samples, agroups)
 
-        expected = len(groups) * 3 * (warmup + blocks * size) * 3
+        expected = len(groups) * 3 * (warmup + blocks * size) * 4
         seen = server.count()
         extra = seen - expected
         print(f"\nprovider saw {seen} requests for {expected} calls"

@@ -198,7 +198,7 @@ def test_stream_cut_after_text_raises_stream_interrupted_with_the_partial_text(
     provider: FaultProvider,
 ) -> None:
     provider.set_default(Fault.stream_cut(after_events=5, text=TEXT))
-    with inproc(provider) as client:
+    with inproc(provider, policy=Policy(stream_recovery="off")) as client:
         stream = client.messages.create(model=CLAUDE, max_tokens=64, messages=MSGS, stream=True)
         seen: list[str] = []
 
@@ -420,7 +420,7 @@ async def test_async_overload_retry_and_error_event(provider: FaultProvider) -> 
 @pytest.mark.anyio
 async def test_async_cut_after_text_and_bad_request(provider: FaultProvider) -> None:
     provider.script(Fault.stream_cut(after_events=5), Fault.status(400))
-    async with ainproc(provider) as client:
+    async with ainproc(provider, policy=Policy(stream_recovery="off")) as client:
         stream = await client.messages.create(model=CLAUDE, max_tokens=64, messages=MSGS,
                                               stream=True)
         with pytest.raises(StreamInterrupted) as info:
@@ -485,7 +485,7 @@ async def test_async_env_deadline_holds_for_create_and_stream(
 def test_first_token_and_idle_limits(provider: FaultProvider, server: FaultServer) -> None:
     provider.script(Fault.first_token_delay(3.0), Fault.ok(text=TEXT),
                     Fault.stream_stall(after_events=5, seconds=3.0))
-    policy = Policy(first_token_timeout=0.3, stream_idle_timeout=0.3)
+    policy = Policy(first_token_timeout=0.3, stream_idle_timeout=0.3, stream_recovery="off")
     with Anthropic(base_url=server.anthropic_base_url, api_key="k", policy=policy) as client:
         start = time.monotonic()
         with client.messages.stream(model=CLAUDE, max_tokens=8, messages=MSGS) as stream:

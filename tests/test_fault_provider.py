@@ -37,6 +37,7 @@ from resilient_llm.testing import (
     FaultProvider,
     FaultServer,
     RecordedRequest,
+    ToolCall,
     Usage,
 )
 from resilient_llm.testing._wire import go_duration, rfc3339_after
@@ -201,6 +202,35 @@ def test_openai_chat_json_and_stream_parse(env: Env) -> None:
     assert len(deltas) >= 3
     assert "".join(deltas) == TEXT
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
+
+
+def test_tool_calls_parse_in_both_sdks_json_and_stream(env: Env) -> None:
+    args = '{"city": "Paris", "days": 3}'
+    env.provider.set_default(Fault.ok(text="Checking.", tool_calls=[ToolCall("weather", args)]))
+    client = env.openai_client()
+    message = client.chat.completions.create(model=GPT, messages=MSGS).choices[0].message
+    assert message.content == "Checking."
+    assert [(c.function.name, c.function.arguments) for c in message.tool_calls or []
+            if c.type == "function"] == [("weather", args)]
+    with client.chat.completions.stream(model=GPT, messages=MSGS) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion().choices[0]
+    assert final.finish_reason == "tool_calls"
+    (call,) = final.message.tool_calls or []
+    assert call.function.arguments == args and call.id.startswith("call_fault")
+    a_client = env.anthropic_client()
+    with a_client.messages.stream(model=CLAUDE, max_tokens=64, messages=MSGS) as a_stream:
+        for _ in a_stream:
+            pass
+        streamed = a_stream.get_final_message()
+    created = a_client.messages.create(model=CLAUDE, max_tokens=64, messages=MSGS)
+    for answer in (streamed, created):
+        assert answer.stop_reason == "tool_use"
+        assert [block.type for block in answer.content] == ["text", "tool_use"]
+        assert getattr(answer.content[1], "input", None) == json.loads(args)
+    with pytest.raises(TypeError, match="ToolCall"):
+        Fault.ok(tool_calls=[("weather", args)])  # type: ignore[list-item]
 
 
 def test_openai_responses_json_and_stream_parse(env: Env) -> None:

@@ -113,6 +113,11 @@ def run_every_kind_of_call(provider: FaultProvider, errors: list[BaseException],
         provider.script(Fault.stream_cut(after_events=3), model="gpt-4.1")
         provider.script(Fault.stream_cut(after_events=3), model="gpt-4.1-mini")
         attempt(lambda: create(model="gpt-4.1", messages=MESSAGES, stream=True))
+        # A stream that breaks on every target, so that recovery gives up too.
+        provider.script(*[Fault.stream_cut(after_events=3)] * 4, model="gpt-4.1")
+        provider.script(*[Fault.stream_cut(after_events=3)] * 4, model="gpt-4.1-mini")
+        attempt(lambda: create(model="gpt-4.1", messages=MESSAGES, stream=True))
+        provider.reset()
     with client_for(provider, deadline=2, **policy) as client:
         provider.script(Fault.status(429, headers={"retry-after": "30"}), model="gpt-4o")
         attempt(lambda: client.chat.completions.create(model="gpt-4o", messages=MESSAGES))
@@ -173,7 +178,7 @@ def test_sentinels_appear_nowhere(
     assert {type(e).__name__ for e in errors} == {
         "BadRequestError", "AllTargetsFailed", "APIConnectionError", "StreamInterrupted",
         "DeadlineExceeded", "AuthenticationError"}
-    assert len([s for s in exporter.get_finished_spans() if s.kind.name == "CLIENT"]) == 10
+    assert len([s for s in exporter.get_finished_spans() if s.kind.name == "CLIENT"]) == 11
     ours = [r for r in caplog.records if r.name.startswith("resilient_llm")]
     assert any(r.levelno == logging.WARNING for r in ours)
     assert any(r.levelno == logging.DEBUG for r in ours)
@@ -214,6 +219,6 @@ def test_the_capture_file_never_holds_the_key(
     errors: list[BaseException] = []
     run_every_kind_of_call(provider, errors, capture_file=str(path))
     text = path.read_text("utf-8")
-    assert len(text.splitlines()) == 10
+    assert len(text.splitlines()) == 11
     assert SENTINEL_KEY not in text and SENTINEL_KEY[8:28] not in text
     assert SENTINEL_PROMPT in text  # capture is for replay: the request body is the point

@@ -95,7 +95,7 @@ def test_stream_outcome_finishes_when_the_stream_does(provider: FaultProvider) -
 
 def test_stream_cut_after_output_keeps_the_partial_text(provider: FaultProvider) -> None:
     provider.set_default(Fault.stream_cut(after_events=4, text=TEXT))
-    with inproc(provider) as client:
+    with inproc(provider, policy=Policy(stream_recovery="off")) as client:
         stream = client.chat.completions.create(model=GPT, messages=MSGS, stream=True)
         with pytest.raises(StreamInterrupted) as info:
             chat_text(stream)

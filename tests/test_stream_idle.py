@@ -24,7 +24,9 @@ from resilient_llm.transport.streams import StreamConsumer
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 IDLE = 0.5
 # the deadline the stream used to run to; far above the idle limit
-POLICY = Policy(deadline=4, stream_idle_timeout=IDLE, first_token_timeout=3, max_attempts=1)
+# recovery off: these tests are about where the idle limit ends a stream
+POLICY = Policy(deadline=4, stream_idle_timeout=IDLE, first_token_timeout=3, max_attempts=1,
+                stream_recovery="off")
 
 
 @pytest.fixture

@@ -277,7 +277,8 @@ def test_stream_reports_time_to_first_chunk_and_usage(otel: Otel) -> None:
 def test_stream_cut_after_output_ends_the_span_in_error(otel: Otel) -> None:
     provider = FaultProvider()
     provider.script(Fault.stream_cut(after_events=3))
-    with make_client(provider) as client, pytest.raises(Exception, match="interrupted"):
+    with make_client(provider, stream_recovery="off") as client, \
+            pytest.raises(Exception, match="interrupted"):
         for _ in client.chat.completions.create(model="gpt-4.1", messages=MESSAGES,
                                                 stream=True):
             pass
@@ -285,6 +286,27 @@ def test_stream_cut_after_output_ends_the_span_in_error(otel: Otel) -> None:
     assert call.status.status_code is StatusCode.ERROR
     assert dict(call.attributes or {})["error.type"] == "stream_cut"
     assert dict(call.attributes or {})["resilient_llm.stream.complete"] is False
+
+
+def test_a_recovered_stream_is_a_span_event_that_agrees_with_outcome(otel: Otel) -> None:
+    provider = FaultProvider()
+    provider.script(Fault.stream_cut(after_events=3))
+    with make_client(provider) as client:
+        stream = client.chat.completions.create(model="gpt-4.1", messages=MESSAGES,
+                                                stream=True)
+        for _ in stream:
+            pass
+    (recovery,) = outcome(stream).recoveries
+    (call,) = otel.call_spans()
+    events = {e.name: dict(e.attributes or {}) for e in call.events}
+    assert events["resilient_llm.stream.recovered"] == {
+        "resilient_llm.recovery.mode": recovery.mode,
+        "resilient_llm.recovery.target": "gpt-4.1",
+        "resilient_llm.recovery.failure": "stream_cut",
+        "resilient_llm.recovery.offset": recovery.offset,
+        "resilient_llm.recovery.regenerated_tokens": recovery.regenerated_tokens}
+    assert call.status.status_code is StatusCode.UNSET
+    assert dict(call.attributes or {})["resilient_llm.stream.complete"] is True
 
 
 def test_deadline_exceeded_is_counted_logged_and_marked(

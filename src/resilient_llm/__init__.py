@@ -29,7 +29,7 @@ from .context.tools import deadline_headers, tool
 from .engine.classify import Failure, FailureClass
 from .engine.pressure import PressureSnapshot, pressure_snapshot
 from .events.bus import Event, subscribe
-from .events.outcome import AttemptInfo, Outcome, outcome
+from .events.outcome import AttemptInfo, Outcome, StreamRecovery, outcome
 from .idempotency.side_effect import SideEffect, current_idempotency_key, run, side_effect
 from .transport import AsyncResilientTransport, ForeignTransportError, ResilientTransport
 
@@ -62,6 +62,7 @@ __all__ = [
     "SideEffect",
     "SideEffectFailed",
     "StreamInterrupted",
+    "StreamRecovery",
     "attributes",
     "current_idempotency_key",
     "deadline",

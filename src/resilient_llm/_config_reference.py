@@ -33,6 +33,15 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "first_token_timeout": (("Wait for a stream's first output. Reasoning models think for "
                             "minutes; the deadline still bounds the whole call."), "120"),
     "stream_idle_timeout": ("Silence allowed between stream events once output flows.", "60"),
+    "stream_recovery": (("`on`: a stream that breaks after its first output (cut, stall, "
+                        "truncation, malformed or error event) is resumed on the same or the "
+                        "next target and your iterator keeps yielding the answer exactly once; "
+                        "`off`: it raises `StreamInterrupted`."), "off"),
+    "stream_continuation": (("How each model resumes a broken stream: `prefill` (the delivered "
+                            "text is sent back as a final assistant turn to continue) or "
+                            "`restart` (regenerate, verify the delivered text, yield only what "
+                            "follows). Unlisted models: Anthropic Messages `prefill`, others "
+                            "`restart`."), '{"deepseek-*": "prefill"}'),
     "priority": ("`batch` yields to `interactive` calls on the same target under pressure.",
                  "batch"),
     "idempotency_store": (("Ledger of `@side_effect` results: in-process, a SQLite file shared "

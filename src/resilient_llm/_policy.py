@@ -61,6 +61,11 @@ _ACCEPTED: dict[str, str] = {
     ),
     "first_token_timeout": "expected seconds, a number > 0",
     "stream_idle_timeout": "expected seconds, a number > 0",
+    "stream_recovery": "expected on or off (resume a stream that broke after its first output)",
+    "stream_continuation": (
+        'expected a JSON object mapping a model name, a name prefix ending in "*" or "*" to '
+        'prefill or restart, e.g. {"deepseek-*": "prefill", "*": "restart"}'
+    ),
     "priority": "expected interactive or batch",
     "idempotency_store": "expected memory, sqlite:///PATH or redis://HOST:PORT/DB",
     "redis_url": "expected redis://HOST:PORT/DB or rediss://...",
@@ -202,6 +207,38 @@ def _reject_cycles(chains: Mapping[str, tuple[str, ...]]) -> None:
             pending.append(list(reversed(chains.get(nxt, ()))))
 
 
+_CONTINUATIONS = ("prefill", "restart")
+
+
+def _parse_continuation(value: Any) -> Any:
+    """Model patterns (a name, ``prefix*`` or ``*``) to ``prefill`` or ``restart``."""
+    modes: dict[str, str] = {}
+    for model, mode in _json_mapping(value).items():
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError("model patterns must be non-empty strings")
+        if "*" in model[:-1]:
+            raise ValueError(f"{model!r}: '*' is only accepted at the end of a pattern")
+        if "@" in model:
+            raise ValueError(f"{model!r} would never apply: patterns match model names, "
+                             "without @region")
+        if mode not in _CONTINUATIONS:
+            raise ValueError(f"the mode of {model!r} must be prefill or restart")
+        modes[model] = mode
+    return modes
+
+
+def _parse_recovery(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("on", "continue", "true", "1"):
+            return "on"
+        if lowered in ("off", "false", "0"):
+            return "off"
+    raise ValueError("expected on or off")
+
+
 def _parse_hedge_delay(value: Any) -> float:
     return _positive_finite(float(_seconds(_ascii_number(value, integer=False))))
 
@@ -295,6 +332,13 @@ class Policy(BaseModel):
     context_fallbacks: Mapping[str, tuple[str, ...]] = {}
     first_token_timeout: float = 300.0
     stream_idle_timeout: float = 90.0
+    #: ``on``: a stream that breaks after its first output is resumed on the same or the next
+    #: target (``continue`` is accepted as a synonym); ``off``: it raises StreamInterrupted.
+    stream_recovery: Literal["on", "off"] = "on"
+    #: Model patterns (exact name, ``prefix*``, ``*``) → ``prefill`` (the target continues a
+    #: final partial assistant turn) or ``restart`` (regenerate and verify the delivered
+    #: prefix). Unlisted: Anthropic Messages prefill, everything else restarts.
+    stream_continuation: Mapping[str, Literal["prefill", "restart"]] = {}
     priority: Priority = "interactive"
     idempotency_store: str = "memory"
     redis_url: str | None = None
@@ -394,6 +438,16 @@ class Policy(BaseModel):
     def _check_chains(cls, value: Any) -> Any:
         return _parse_chain_map(value)
 
+    @field_validator("stream_recovery", mode="before")
+    @classmethod
+    def _check_recovery(cls, value: Any) -> Any:
+        return _parse_recovery(value)
+
+    @field_validator("stream_continuation", mode="before")
+    @classmethod
+    def _check_continuation(cls, value: Any) -> Any:
+        return _parse_continuation(value)
+
     @field_validator("idempotency_store")
     @classmethod
     def _check_store(cls, value: str) -> str:
@@ -468,6 +522,24 @@ class Policy(BaseModel):
         new = type(self)(**values)
         new._sources = {**self._sources, **dict.fromkeys(changes, "argument")}
         return new
+
+    def continuation(self, model: str | None) -> Literal["prefill", "restart"] | None:
+        """How ``stream_continuation`` says ``model`` resumes a stream: its exact entry, else
+        the longest matching ``prefix*``, else ``*``; ``None`` when nothing matches (the
+        provider's default applies)."""
+        modes = self.stream_continuation
+        if not modes:
+            return None
+        name = model or ""
+        if name in modes:
+            return modes[name]
+        best: str | None = None
+        for pattern in modes:
+            if pattern.endswith("*") and name.startswith(pattern[:-1]) and (
+                best is None or len(pattern) > len(best)
+            ):
+                best = pattern
+        return modes[best] if best is not None else None
 
     def source(self, field: str) -> Source:
         """Where the value of ``field`` came from: ``default``, ``environment`` or ``argument``."""

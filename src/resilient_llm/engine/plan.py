@@ -218,9 +218,21 @@ class Plan:
 
     # --- the flow -----------------------------------------------------------------------------
 
-    def run(self) -> Generator[Action, Reply, None]:
-        """The request's actions, one at a time; see the module docstring for the protocol."""
+    def run(self, after: Failed | None = None) -> Generator[Action, Reply, None]:
+        """The request's actions, one at a time; see the module docstring for the protocol.
+
+        ``after``: the response this plan returned failed later (a stream that broke after
+        its first output, whose slot was freed at that output): decide on that failure as on
+        an attempt's, then go on (stream recovery)."""
         call = self.call
+        if after is not None:
+            step = self._handle(self.state, after, held=False)
+            if not isinstance(step, Wait):
+                yield step
+                return
+            if step.seconds > 0:
+                yield step
+                call.waited(step.seconds)
         while True:
             action = self._next()
             if not isinstance(action, Send):
@@ -343,9 +355,11 @@ class Plan:
             return None
         return left - max(MIN_ATTEMPT, self.state.normal_latency() or 0.0)
 
-    def _handle(self, state: TargetPressure, result: Served | Failed,
-                send: Send) -> Wait | Return | Raise:
-        """After an attempt: hand back its response, or decide how the call goes on."""
+    def _handle(self, state: TargetPressure, result: Served | Failed, send: Send | None = None,
+                *, held: bool = True) -> Wait | Return | Raise:
+        """After an attempt: hand back its response, or decide how the call goes on
+        (``held``: the attempt still holds its admission slot; ``send``: the attempt, when it
+        is the one just made)."""
         call, router = self.call, self.router
         now = call.clock.now()
         seen = state.breaker.transitions
@@ -355,12 +369,13 @@ class Plan:
             return Return(result.response)
         failure = result.failure
         self._last = result
-        if _cut_short(state, failure, send):
+        if send is not None and _cut_short(state, failure, send):
             # The call's own deadline ended the attempt before the target's usual answer time:
             # that says nothing about the target, so neither its limit nor its breaker learns.
             state.withdraw(call.policy.priority)
         else:
-            self.release(state, 0.0, failure)
+            if held:
+                self.release(state, 0.0, failure)
             state.breaker.record(now, failure, call.rng)
         self._breaker_moved(state, seen, now)
         router.failed_here(result.error)

@@ -24,6 +24,7 @@ EventKind = Literal[
     "gave_up",
     "stream_finished",
     "stream_interrupted",
+    "stream_recovered",
 ]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from .._fastinit import fast_frozen_init
 from .event import Event
 
-__all__ = ["AttemptInfo", "CallRecord", "Outcome", "outcome", "register"]
+__all__ = ["AttemptInfo", "CallRecord", "Outcome", "StreamRecovery", "outcome", "register"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,26 @@ class AttemptInfo:
 
 
 fast_frozen_init(AttemptInfo)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecovery:
+    """A stream that broke after its first output and went on (``Outcome.recoveries``).
+
+    ``offset`` is the number of text characters the caller had received when it broke;
+    ``failure`` the class of the break; ``target`` the model that continued; ``mode``
+    ``prefill`` (the target continued the delivered text) or ``restart`` (it regenerated the
+    answer, verified against what was delivered); ``regenerated_tokens`` the content events the
+    continuation produced again and that were withheld (0 for a prefill, unless trailing white
+    space had to be verified); ``attempt`` the attempt that continued.
+    """
+
+    offset: int
+    failure: str
+    target: str | None
+    mode: str
+    regenerated_tokens: int
+    attempt: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +86,8 @@ class Outcome:
     findings: tuple[Any, ...] = ()
     pressure: float | None = None
     cost: Any = None  # a resilient_llm.telemetry.pricing.Cost when a price table is configured
+    #: Each time the stream broke after its first output and was resumed.
+    recoveries: tuple[StreamRecovery, ...] = ()
 
     @property
     def retries(self) -> int:
@@ -101,6 +123,7 @@ class CallRecord:
     cost: Any = None
     breaker_state: str | None = None
     findings: list[Any] = field(default_factory=list)
+    recoveries: list[StreamRecovery] = field(default_factory=list)
     #: The call's policy (read by listeners such as telemetry; set by the engine).
     policy: Any = None
     #: Event kinds the built-in listener does not need for this call (see ``_events.start``).
@@ -146,7 +169,8 @@ class CallRecord:
             if self.reason is None:
                 self.reason = event.detail
         elif kind == "stream_committed":
-            self.time_to_first_token = event.at
+            if self.time_to_first_token is None:  # a recovered stream commits again
+                self.time_to_first_token = event.at
         elif kind == "stream_finished":
             self.elapsed = event.at
             self.finished = True
@@ -183,6 +207,7 @@ class CallRecord:
             findings=tuple(self.findings),
             pressure=self.pressure,
             cost=self.cost,
+            recoveries=tuple(self.recoveries),
         )
 
 

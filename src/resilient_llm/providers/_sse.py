@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from ..engine.classify import Failure, FailureClass
 
-__all__ = ["StreamScanner", "Wire"]
+__all__ = ["Part", "StreamScanner", "Wire"]
 
 
 class Wire(Protocol):
@@ -34,12 +34,34 @@ class Wire(Protocol):
 
 
 @dataclass(slots=True)
+class Part:
+    """One output of a stream, in the order outputs began: its key on the wire, its kind
+    (``text``, ``tool``, ``other``), a tool's name, and the text it carried so far."""
+
+    key: object
+    kind: str
+    name: str | None = None
+    pieces: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+@dataclass(slots=True)
 class StreamScanner:
     """Feed it the stream's bytes; read ``committed``, ``complete``, ``failure``, ``text``.
 
     ``terminal`` is the provider's end-of-stream event (``[DONE]``, ``message_stop``,
     ``response.completed``); ``finished`` is the finish reason (every choice's, or the
     message's stop reason); ``choices`` maps each chat choice seen to whether it finished.
+
+    What stream recovery needs to know of the output so far: ``parts``, each output in order
+    (text, or a tool call's arguments), ``resumable`` (false once an output arrived that cannot
+    be verified or continued: thinking, reasoning, a refusal, outputs that interleave),
+    ``deltas`` its content events (an estimate of its tokens), ``sequence`` the last Responses
+    ``sequence_number`` and ``ids`` the Responses ``response`` id and the first output ``item``
+    id (a continuation must keep them).
     """
 
     wire: Wire
@@ -50,7 +72,11 @@ class StreamScanner:
     usage: Any = None
     events: int = 0
     choices: dict[int, bool] = field(default_factory=dict)
-    _text: list[str] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
+    resumable: bool = True
+    deltas: int = 0
+    sequence: int | None = None
+    ids: dict[str, str] = field(default_factory=dict)
     _buffer: bytes = b""
 
     def feed(self, chunk: bytes) -> None:
@@ -64,6 +90,24 @@ class StreamScanner:
                 self._event(block)
             if self.failure is not None:
                 return
+
+    def events_of(self, chunk: bytes) -> bytes:
+        """As :meth:`feed`, returning the complete events of ``chunk`` (with what was buffered
+        before) that parsed without a failure, each ended by a blank line: the bytes that may
+        reach the caller when output must stop exactly at an event's end. An unfinished event
+        stays buffered; the event that failed, and anything after it, is not returned."""
+        data = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *blocks, self._buffer = data.split(b"\n\n")
+        for n, block in enumerate(blocks):
+            if block:
+                self._event(block)
+            if self.failure is not None:
+                return b"\n\n".join(blocks[:n]) + b"\n\n" if n else b""
+        if not self._buffer:
+            return data  # whole events only: as they came
+        return data[: len(data) - len(self._buffer)]
 
     def _event(self, block: bytes) -> None:
         name: str | None = None
@@ -90,8 +134,34 @@ class StreamScanner:
 
     # --- used by the wires --------------------------------------------------------------------
 
-    def add_text(self, text: str) -> None:
-        self._text.append(text)
+    def add_text(self, text: str, key: object = 0) -> None:
+        self.output(key, "text", text)
+
+    def output(self, key: object, kind: str, piece: str | None = None,
+               name: str | None = None) -> None:
+        """Output ``key`` (a choice's content, a tool call, a content block) of ``kind``
+        (``text``, ``tool`` or ``other``) named ``name`` began (``piece`` is ``None``: its
+        opening event, not output yet) or carried ``piece`` (a content event)."""
+        parts = self.parts
+        last = parts[-1] if parts else None
+        if piece is not None:
+            self.committed = True
+            self.deltas += 1
+        if last is not None and last.key == key:
+            if piece:
+                last.pieces.append(piece)
+            if name and not last.name:
+                last.name = name
+            return
+        if kind == "other" or any(part.key == key for part in parts):
+            self.resumable = False  # not verifiable, or outputs interleave
+        parts.append(Part(key, kind, name, [piece] if piece else []))
+
+    @property
+    def plain(self) -> bool:
+        """The output so far is one text: a prefill can continue it."""
+        parts = self.parts
+        return self.resumable and len(parts) == 1 and parts[0].kind == "text"
 
     def fail(self, kind: FailureClass, message: str) -> None:
         self.failure = Failure(kind=kind, retryable=True, message=message)
@@ -110,9 +180,20 @@ class StreamScanner:
         return self.terminal or self.finished
 
     @property
+    def pending(self) -> bytes:
+        """The bytes of an event that has not finished arriving."""
+        return self._buffer
+
+    def resume(self) -> None:
+        """A continuation follows: forget the failure and the unfinished event of the break."""
+        self.failure = None
+        self._buffer = b""
+
+    @property
     def text(self) -> str:
         """All text delivered so far."""
-        return "".join(self._text)
+        return "".join(piece for part in self.parts if part.kind == "text"
+                       for piece in part.pieces)
 
     def finish(self) -> None:
         """The byte stream ended: parse what is left and note a missing terminal event."""

@@ -88,12 +88,25 @@ class AnthropicWire:
         elif kind == "message_stop":
             scanner.terminal = True
         elif kind == "content_block_delta":
-            scanner.committed = True
+            index = obj.get("index", 0)
+            index = index if isinstance(index, int) else 0
             delta = obj.get("delta")
-            if isinstance(delta, Mapping) and delta.get("type") == "text_delta":
-                text = delta.get("text")
-                if isinstance(text, str):
-                    scanner.add_text(text)
+            delta = delta if isinstance(delta, Mapping) else {}
+            kind = delta.get("type")
+            if kind == "text_delta" and isinstance(delta.get("text"), str):
+                scanner.add_text(delta["text"], index)
+            elif kind == "input_json_delta" and isinstance(delta.get("partial_json"), str):
+                scanner.output(index, "tool", delta["partial_json"])
+            else:  # thinking, signatures, citations: never replayed or verified
+                scanner.output(index, "other", "")
+        elif kind == "content_block_start":
+            block = obj.get("content_block")
+            block = block if isinstance(block, Mapping) else {}
+            kind = block.get("type")
+            name = block.get("name")
+            scanner.output(obj.get("index"), "text" if kind == "text" else "tool"
+                           if kind == "tool_use" else "other",
+                           name=name if isinstance(name, str) else None)
         elif kind == "message_start":
             message = obj.get("message")
             if isinstance(message, Mapping) and isinstance(message.get("usage"), Mapping):

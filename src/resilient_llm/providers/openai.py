@@ -50,16 +50,15 @@ class OpenAIWire:
         for choice in choices:
             if not isinstance(choice, Mapping):
                 continue
-            _note_finish(choice, scanner)
+            index = _note_finish(choice, scanner)
             delta = choice.get("delta")
             if not isinstance(delta, Mapping):
                 continue
             content = delta.get("content")
             if isinstance(content, str) and content:
-                scanner.committed = True
-                scanner.add_text(content)
+                scanner.add_text(content, ("text", index))
             elif any(delta.get(key) for key in _DELTA_OUTPUT_KEYS):
-                scanner.committed = True
+                _other_output(index, delta, scanner)
 
     @staticmethod
     def _responses_event(kind: str, obj: Mapping[str, Any], scanner: StreamScanner) -> None:
@@ -75,26 +74,62 @@ class OpenAIWire:
             response = obj.get("response")
             if isinstance(response, Mapping) and response.get("usage"):
                 scanner.usage = response["usage"]
+        elif kind in ("response.created", "response.output_item.added"):
+            _note_id(kind, obj, scanner)
         elif kind.endswith(".delta"):
-            scanner.committed = True
-            if kind == "response.output_text.delta":
-                delta = obj.get("delta")
-                if isinstance(delta, str):
-                    scanner.add_text(delta)
+            slot = obj.get("output_index", 0)
+            slot = slot if isinstance(slot, int) else 0
+            delta = obj.get("delta")
+            if kind == "response.output_text.delta" and isinstance(delta, str):
+                scanner.add_text(delta, slot)
+            else:
+                scanner.output(slot, "other", "")
+        sequence = obj.get("sequence_number")
+        if isinstance(sequence, int):
+            scanner.sequence = sequence
 
 
 OPENAI = OpenAIWire()
 
 
-def _note_finish(choice: Mapping[str, Any], scanner: StreamScanner) -> None:
+def _other_output(index: int, delta: Mapping[str, Any], scanner: StreamScanner) -> None:
+    """Chat output that is not content: tool-call arguments (resumable), anything else not."""
+    calls = delta.get("tool_calls")
+    if not isinstance(calls, list) or any(delta.get(k) for k in _DELTA_OUTPUT_KEYS[1:]):
+        scanner.output(("other", index), "other", "")
+        return
+    for call in calls:
+        if not isinstance(call, Mapping):
+            continue
+        function = call.get("function")
+        function = function if isinstance(function, Mapping) else {}
+        name, arguments = function.get("name"), function.get("arguments")
+        scanner.output(("tool", index, call.get("index", 0)), "tool",
+                       arguments if isinstance(arguments, str) else "",
+                       name if isinstance(name, str) else None)
+
+
+def _note_id(kind: str, obj: Mapping[str, Any], scanner: StreamScanner) -> None:
+    """Keep the Responses stream's response id and first output item id."""
+    name, key = ("response", "response") if kind == "response.created" else ("item", "item")
+    if name in scanner.ids:
+        return
+    value = obj.get(key)
+    ident = value.get("id") if isinstance(value, Mapping) else None
+    if isinstance(ident, str):
+        scanner.ids[name] = ident
+
+
+def _note_finish(choice: Mapping[str, Any], scanner: StreamScanner) -> int:
     """Track which chat choices carried their ``finish_reason``: the stream is finished once
-    every choice seen did (``n`` > 1 streams interleave their choices)."""
+    every choice seen did (``n`` > 1 streams interleave their choices). Returns the index."""
     index = choice.get("index", 0)
     if not isinstance(index, int):
         index = 0
     done = bool(choice.get("finish_reason")) or scanner.choices.get(index, False)
     scanner.choices[index] = done
     scanner.finished = all(scanner.choices.values())
+    return index
 
 
 # --- rate-limit headers ---------------------------------------------------------------------

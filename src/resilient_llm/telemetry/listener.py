@@ -339,6 +339,21 @@ def _stream_finished(state: _CallState, event: Event) -> None:
     _finish(state, event.at, None)
 
 
+def _stream_recovered(state: _CallState, event: Event) -> None:
+    """A stream that broke after its first output was resumed: a span event (no metric)."""
+    recoveries = state.record.recoveries
+    if not state.live or not recoveries:
+        return
+    recovery = recoveries[-1]
+    facts = {"resilient_llm.recovery.mode": recovery.mode,
+             "resilient_llm.recovery.target": recovery.target or "unknown",
+             "resilient_llm.recovery.failure": recovery.failure,
+             "resilient_llm.recovery.offset": recovery.offset,
+             "resilient_llm.recovery.regenerated_tokens": recovery.regenerated_tokens}
+    _call_event(state, "resilient_llm.stream.recovered", facts, event.at,
+                lambda instruments, base: None)
+
+
 def _stream_interrupted(state: _CallState, event: Event) -> None:
     failure = event.failure
     state.complete = False
@@ -367,6 +382,7 @@ _HANDLERS: dict[str, Callable[[_CallState, Event], None]] = {
     "succeeded": _succeeded,
     "stream_finished": _stream_finished,
     "stream_interrupted": _stream_interrupted,
+    "stream_recovered": _stream_recovered,
     "gave_up": _gave_up,
 }
 # Per path, the events the listener never reads (the bus does not deliver them).

@@ -24,6 +24,7 @@ from ._faults import (
     Status,
     StreamCut,
     StreamStall,
+    ToolCall,
     Usage,
 )
 from ._hostile import Hostile, HostileProvider
@@ -52,6 +53,7 @@ __all__ = [
     "Status",
     "StreamCut",
     "StreamStall",
+    "ToolCall",
     "Usage",
 ]
 

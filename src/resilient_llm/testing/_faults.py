@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -19,6 +19,7 @@ __all__ = [
     "Status",
     "StreamCut",
     "StreamStall",
+    "ToolCall",
     "Usage",
 ]
 
@@ -31,6 +32,24 @@ def _check_seconds(name: str, value: float, *, allow_inf: bool = False) -> None:
 def _check_events(value: int | None) -> None:
     if value is not None and value < 0:
         raise ValueError(f"after_events must be >= 0, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call the answer makes after its text: streamed as the API streams it (OpenAI chat:
+    ``tool_calls`` deltas, Anthropic: a ``tool_use`` block with ``input_json_delta`` events),
+    its ``arguments`` (JSON text) in pieces of eight characters, one content event each."""
+
+    name: str
+    arguments: str = "{}"
+
+
+def _tools(tool_calls: Sequence[ToolCall]) -> tuple[ToolCall, ...]:
+    calls = tuple(tool_calls)
+    for call in calls:
+        if not isinstance(call, ToolCall):
+            raise TypeError(f"tool_calls must be ToolCall values, got {call!r}")
+    return calls
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,14 +89,17 @@ class Fault:
         delay: float = 0.0,
         usage: Usage | Mapping[str, int] | None = None,
         chunk_delay: float = 0.0,
+        tool_calls: Sequence[ToolCall] = (),
     ) -> Ok:
         """A normal answer, JSON or SSE as the request asked; ``chunk_delay`` paces SSE events.
 
         ``usage`` (a ``Usage`` or a dict of its fields) replaces the estimated token counts.
+        ``tool_calls`` follow the text (which is then empty unless given).
         """
         if isinstance(usage, Mapping):
             usage = Usage(**usage)
-        return Ok(text=text, delay=delay, usage=usage, chunk_delay=chunk_delay)
+        return Ok(text=text, delay=delay, usage=usage, chunk_delay=chunk_delay,
+                  tool_calls=_tools(tool_calls))
 
     @staticmethod
     def status(
@@ -134,10 +156,12 @@ class Fault:
 
     @staticmethod
     def stream_cut(
-        *, after_events: int = 1, text: str | None = None, delay: float = 0.0
+        *, after_events: int = 1, text: str | None = None, delay: float = 0.0,
+        tool_calls: Sequence[ToolCall] = (),
     ) -> StreamCut:
         """Send ``after_events`` SSE events of a normal stream, then drop the connection."""
-        return StreamCut(after_events=after_events, text=text, delay=delay)
+        return StreamCut(after_events=after_events, text=text, delay=delay,
+                         tool_calls=_tools(tool_calls))
 
     @staticmethod
     def stream_stall(
@@ -146,27 +170,33 @@ class Fault:
         seconds: float = math.inf,
         text: str | None = None,
         delay: float = 0.0,
+        tool_calls: Sequence[ToolCall] = (),
     ) -> StreamStall:
         """Send ``after_events`` events, go silent ``seconds`` (forever by default), then go on."""
-        return StreamStall(after_events=after_events, seconds=seconds, text=text, delay=delay)
+        return StreamStall(after_events=after_events, seconds=seconds, text=text, delay=delay,
+                           tool_calls=_tools(tool_calls))
 
     @staticmethod
     def malformed_chunk(
-        *, after_events: int = 1, text: str | None = None, delay: float = 0.0
+        *, after_events: int = 1, text: str | None = None, delay: float = 0.0,
+        tool_calls: Sequence[ToolCall] = (),
     ) -> MalformedChunk:
         """Send ``after_events`` events, then a ``data:`` line of invalid JSON, then the rest."""
-        return MalformedChunk(after_events=after_events, text=text, delay=delay)
+        return MalformedChunk(after_events=after_events, text=text, delay=delay,
+                              tool_calls=_tools(tool_calls))
 
     @staticmethod
     def missing_terminator(
-        *, after_events: int | None = None, text: str | None = None, delay: float = 0.0
+        *, after_events: int | None = None, text: str | None = None, delay: float = 0.0,
+        tool_calls: Sequence[ToolCall] = (),
     ) -> MissingTerminator:
         """End the stream cleanly but without ``[DONE]``/``message_stop``/``response.completed``.
 
         With ``after_events`` the stream also stops early, still with a proper chunked end:
         the silent truncation that looks like success to the official SDKs.
         """
-        return MissingTerminator(after_events=after_events, text=text, delay=delay)
+        return MissingTerminator(after_events=after_events, text=text, delay=delay,
+                                 tool_calls=_tools(tool_calls))
 
     @staticmethod
     def error_event(
@@ -205,6 +235,7 @@ class Ok(Fault):
     text: str | None = None
     usage: Usage | None = None
     chunk_delay: float = 0.0
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def __post_init__(self) -> None:
         Fault.__post_init__(self)
@@ -252,6 +283,7 @@ class _StreamFault(Fault):
 
     text: str | None = None
     after_events: int | None = 1
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def __post_init__(self) -> None:
         Fault.__post_init__(self)

@@ -614,13 +614,14 @@ class FaultProvider:
         ):
             raise TypeError(f"unsupported fault {fault!r}; build faults with Fault.*")
 
-        text = fault.text if fault.text is not None else _wire.DEFAULT_TEXT
+        tools = fault.tool_calls
+        text = fault.text if fault.text is not None else "" if tools else _wire.DEFAULT_TEXT
         if x.prefill and text.startswith(x.prefill):
             text = text[len(x.prefill):]  # continue the answer the prefill began
         usage: Usage | None = fault.usage if isinstance(fault, Ok) else None
         headers = self._headers(x, sse=x.stream, delay=delay, requests=requests, tokens=tokens)
         if not x.stream:
-            body = _wire.json_body(x, text, usage)
+            body = _wire.json_body(x, text, usage, tools)
             if isinstance(fault, FirstTokenDelay):
                 return Plan(entry, "respond", delay + fault.seconds, 200, headers, body)
             if isinstance(fault, StreamCut):
@@ -635,7 +636,7 @@ class FaultProvider:
                 body = body[: len(body) // 2]
             return Plan(entry, "respond", delay, 200, headers, body)
 
-        script = _wire.sse_script(x, text, usage)
+        script = _wire.sse_script(x, text, usage, tools)
         events = script.events
         after = fault.after_events if not isinstance(fault, Ok) else None
         n = len(events) if after is None else min(after, len(events))

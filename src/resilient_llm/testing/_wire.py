@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ._faults import Status, Usage
+from ._faults import Status, ToolCall, Usage
 
 __all__ = [
     "DEFAULT_TEXT",
@@ -92,6 +92,15 @@ def split_text(text: str) -> list[str]:
     return _WORDS.findall(text)
 
 
+def split_arguments(arguments: str) -> list[str]:
+    """A tool call's arguments in pieces of eight characters (one content event each)."""
+    return [arguments[i:i + 8] for i in range(0, len(arguments), 8)] or [""]
+
+
+def _tool_id(x: Exchange, prefix: str, i: int) -> str:
+    return f"{prefix}_fault{x.index}_{i}"
+
+
 def _usage(x: Exchange, usage: Usage | None, pieces: list[str]) -> Usage:
     if usage is not None:
         return usage
@@ -127,8 +136,16 @@ def _chat_usage(u: Usage) -> dict[str, Any]:
     }
 
 
-def _chat_json(x: Exchange, text: str, usage: Usage | None) -> dict[str, Any]:
+def _chat_json(x: Exchange, text: str, usage: Usage | None,
+               tools: tuple[ToolCall, ...] = ()) -> dict[str, Any]:
     u = _usage(x, usage, split_text(text))
+    message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None,
+                               "annotations": []}
+    if tools:
+        message["tool_calls"] = [
+            {"id": _tool_id(x, "call", i), "type": "function",
+             "function": {"name": t.name, "arguments": t.arguments}}
+            for i, t in enumerate(tools)]
     return {
         "id": f"chatcmpl-fault{x.index}",
         "object": "chat.completion",
@@ -137,14 +154,9 @@ def _chat_json(x: Exchange, text: str, usage: Usage | None) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": text,
-                    "refusal": None,
-                    "annotations": [],
-                },
+                "message": message if tools else {**message, "content": text},
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": "tool_calls" if tools else "stop",
             }
         ],
         "usage": _chat_usage(u),
@@ -153,8 +165,10 @@ def _chat_json(x: Exchange, text: str, usage: Usage | None) -> dict[str, Any]:
     }
 
 
-def _chat_script(x: Exchange, text: str, usage: Usage | None) -> EventScript:
+def _chat_script(x: Exchange, text: str, usage: Usage | None,
+                 tools: tuple[ToolCall, ...] = ()) -> EventScript:
     pieces = split_text(text)
+    calls = [split_arguments(t.arguments) for t in tools]
     created = int(time.time())
     base = {
         "id": f"chatcmpl-fault{x.index}",
@@ -173,9 +187,17 @@ def _chat_script(x: Exchange, text: str, usage: Usage | None) -> EventScript:
 
     events = [chunk({"role": "assistant", "content": "", "refusal": None})]
     events.extend(chunk({"content": piece}) for piece in pieces)
-    events.append(chunk({}, "stop"))
+    for i, (tool, args) in enumerate(zip(tools, calls, strict=True)):
+        function = {"name": tool.name, "arguments": ""}
+        events.append(chunk({"tool_calls": [{"index": i, "id": _tool_id(x, "call", i),
+                                             "type": "function", "function": function}]}))
+        events.extend(chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+                      for piece in args)
+    events.append(chunk({}, "tool_calls" if tools else "stop"))
     if x.include_usage:
-        events.append(_sse({**base, "choices": [], "usage": _chat_usage(_usage(x, usage, pieces))}))
+        counted = pieces + [piece for args in calls for piece in args]
+        events.append(_sse({**base, "choices": [],
+                            "usage": _chat_usage(_usage(x, usage, counted))}))
     events.append(b"data: [DONE]\n\n")
     return EventScript(events, first_content=1, terminal=1)
 
@@ -357,75 +379,92 @@ def _message(x: Exchange, content: list[Any], stop: str | None, usage: dict[str,
     }
 
 
-def _messages_json(x: Exchange, text: str, usage: Usage | None) -> dict[str, Any]:
+def _messages_json(x: Exchange, text: str, usage: Usage | None,
+                   tools: tuple[ToolCall, ...] = ()) -> dict[str, Any]:
     u = _usage(x, usage, split_text(text))
-    content = [{"type": "text", "text": text}]
-    return dict(_message(x, content, "end_turn", _anthropic_usage(u)))
+    content: list[Any] = [{"type": "text", "text": text}] if text or not tools else []
+    content += [{"type": "tool_use", "id": _tool_id(x, "toolu", i), "name": t.name,
+                 "input": json.loads(t.arguments or "{}")} for i, t in enumerate(tools)]
+    return dict(_message(x, content, "tool_use" if tools else "end_turn", _anthropic_usage(u)))
 
 
-def _messages_script(x: Exchange, text: str, usage: Usage | None) -> EventScript:
+def _messages_script(x: Exchange, text: str, usage: Usage | None,
+                     tools: tuple[ToolCall, ...] = ()) -> EventScript:
     pieces = split_text(text)
-    u = _usage(x, usage, pieces)
+    calls = [split_arguments(t.arguments) for t in tools]
+    u = _usage(x, usage, pieces + [piece for args in calls for piece in args])
     start = _message(x, [], None, _anthropic_usage(u, output_tokens=1))
-    events = [
-        _sse({"type": "message_start", "message": start}, "message_start"),
-        _sse(
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-            "content_block_start",
-        ),
-        _sse({"type": "ping"}, "ping"),
-    ]
-    events.extend(
-        _sse(
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}},
-            "content_block_delta",
+    events = [_sse({"type": "message_start", "message": start}, "message_start")]
+    index = 0
+    if text or not tools:
+        events += [
+            _sse({"type": "content_block_start", "index": 0,
+                  "content_block": {"type": "text", "text": ""}}, "content_block_start"),
+            _sse({"type": "ping"}, "ping"),
+        ]
+        events.extend(
+            _sse({"type": "content_block_delta", "index": 0,
+                  "delta": {"type": "text_delta", "text": p}}, "content_block_delta")
+            for p in pieces
         )
-        for p in pieces
-    )
+        events.append(_sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+        index = 1
+    for i, (tool, args) in enumerate(zip(tools, calls, strict=True)):
+        block = {"type": "tool_use", "id": _tool_id(x, "toolu", i), "name": tool.name,
+                 "input": {}}
+        events.append(_sse({"type": "content_block_start", "index": index + i,
+                            "content_block": block}, "content_block_start"))
+        events.extend(
+            _sse({"type": "content_block_delta", "index": index + i,
+                  "delta": {"type": "input_json_delta", "partial_json": piece}},
+                 "content_block_delta")
+            for piece in args
+        )
+        events.append(_sse({"type": "content_block_stop", "index": index + i},
+                           "content_block_stop"))
     final_usage = _anthropic_usage(u)
     del final_usage["cache_creation"], final_usage["service_tier"]
     events += [
-        _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
         _sse(
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "delta": {"stop_reason": "tool_use" if tools else "end_turn",
+                          "stop_sequence": None},
                 "usage": final_usage,
             },
             "message_delta",
         ),
         _sse({"type": "message_stop"}, "message_stop"),
     ]
-    return EventScript(events, first_content=3, terminal=1)
+    return EventScript(events, first_content=3 if text or not tools else 2, terminal=1)
 
 
 # ---------------------------------------------------------------- dispatch
 
 
-def json_body(x: Exchange, text: str, usage: Usage | None) -> bytes:
-    """The complete non-streaming answer for ``x``."""
+def json_body(x: Exchange, text: str, usage: Usage | None,
+              tools: tuple[ToolCall, ...] = ()) -> bytes:
+    """The complete non-streaming answer for ``x`` (tool calls: chat and messages only)."""
     if x.api == "messages":
-        data = _messages_json(x, text, usage)
+        data = _messages_json(x, text, usage, tools)
     elif x.api == "responses":
         data = _responses_json(x, text, usage)
     elif x.api == "embeddings":
         data = _embeddings_json(x, usage)
     else:
-        data = _chat_json(x, text, usage)
+        data = _chat_json(x, text, usage, tools)
     return _dumps(data).encode()
 
 
-def sse_script(x: Exchange, text: str, usage: Usage | None) -> EventScript:
-    """The complete streamed answer for ``x``, one entry per SSE event."""
+def sse_script(x: Exchange, text: str, usage: Usage | None,
+               tools: tuple[ToolCall, ...] = ()) -> EventScript:
+    """The complete streamed answer for ``x``, one entry per SSE event (tool calls: chat and
+    messages only)."""
     if x.api == "messages":
-        return _messages_script(x, text, usage)
+        return _messages_script(x, text, usage, tools)
     if x.api == "responses":
         return _responses_script(x, text, usage)
-    return _chat_script(x, text, usage)
+    return _chat_script(x, text, usage, tools)
 
 
 def malformed_event(x: Exchange) -> bytes:

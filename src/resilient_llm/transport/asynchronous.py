@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, cast
 
 import httpx2
 
 from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
-from .._errors import ResponseTooLarge
+from .._errors import ResponseTooLarge, StreamInterrupted
 from .._policy import Policy
 from ..context.deadline import on_asyncio
 from ..engine.call import Call, Send, Wait
@@ -29,10 +29,11 @@ from ..engine.classify import (
     unknown_failure,
 )
 from ..engine.hedge import MAX_RACERS, hedge_stats
-from ..engine.plan import Admit, Admitted, Failed, Plan, Raise, Reply, Return, Served
+from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Raise, Reply, Return, Served
 from ..engine.pressure import TargetPressure
 from .bodies import AsyncBoundedBody
 from .decoding import EventView, aread_capped
+from .recovery import AsyncResume, recovery_for
 from .shared import (
     DriverBase,
     Outgoing,
@@ -74,7 +75,19 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         plan, outgoing = self._base.start(request)
-        flow = plan.run()
+        response = await self._perform(plan, plan.run(), outgoing, None)
+        stream = response.stream
+        if isinstance(stream, _AsyncStream):
+            recovery = recovery_for(plan, outgoing, response, stream.consumer)
+            if recovery is not None:
+                stream.resume = AsyncResume(recovery, self._perform)
+        return response
+
+    async def _perform(self, plan: Plan, flow: Generator[Action, Reply, None],
+                       outgoing: Outgoing, vet: Callable[[Reply], Reply] | None
+                       ) -> httpx2.Response:
+        """Carry out ``flow``'s actions. ``vet`` sees each attempt's result first; without
+        one (the caller's own request, not a stream recovery's) streams may be hedged."""
         action = next(flow)
         while True:
             if isinstance(action, Return):
@@ -85,7 +98,9 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             try:
                 if isinstance(action, Send):
                     request = outgoing.prepare(plan.target, action)
-                    if plan.call.policy.hedge and streaming(request):
+                    if vet is not None:
+                        reply = vet(await self._attempt(request, plan, action, plan.state))
+                    elif plan.call.policy.hedge and streaming(request):
                         reply = await self._hedged(plan, outgoing, request, action)
                     else:
                         reply = await self._attempt(request, plan, action, plan.state)
@@ -400,21 +415,36 @@ def _out_of_time(call: Call) -> bool:
 
 
 class _AsyncStream(httpx2.AsyncByteStream):
-    """A committed async stream: replays the peeked bytes, then bounds every read."""
+    """A committed async stream: replays the peeked bytes, then bounds every read. With a
+    ``resume`` (stream recovery) it hands over whole events, and a break goes on there."""
 
     def __init__(self, consumer: StreamConsumer, chunks: AsyncIterator[bytes],
                  inner: httpx2.AsyncByteStream) -> None:
-        self._consumer = consumer
+        self.consumer = consumer
         self._chunks = chunks
         self._inner = inner
+        self.resume: AsyncResume | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        consumer, resume = self.consumer, self.resume
+        try:
+            async for chunk in self._read(consumer, resume is not None):
+                yield chunk
+        except StreamInterrupted as error:
+            if resume is None:
+                raise consumer.report(error) from error.__cause__
+            await self._inner.aclose()
+            async for chunk in resume(error, consumer):
+                yield chunk
+
+    async def _read(self, consumer: StreamConsumer, whole: bool) -> AsyncIterator[bytes]:
+        """The upstream's bytes (``whole``: whole events only); a break raises
+        StreamInterrupted (or the deadline's error)."""
         import anyio
 
-        consumer = self._consumer
         call = consumer.call
         idle = call.policy.stream_idle_timeout
-        for early in consumer.replay():
+        for early in consumer.replay_events() if whole else consumer.replay():
             yield early
         idle_by = anyio.current_time() + idle
         while True:
@@ -433,11 +463,25 @@ class _AsyncStream(httpx2.AsyncByteStream):
             if scope.cancelled_caught or chunk is None:
                 stall = httpx2.ReadTimeout("stream read exceeded its limit")
                 raise consumer.read_failed("deadline" if by_deadline else "idle", stall)
+            if whole:
+                events = consumer.feed_events(chunk)
+                if events:  # an event (not a comment) restarts the idle limit
+                    idle_by = anyio.current_time() + idle
+                    yield events
+                consumer.check()
+                continue
             if consumer.feed(chunk):  # an event (not a comment) restarts the idle limit
                 idle_by = anyio.current_time() + idle
             yield chunk
+        if whole:
+            last = consumer.flush_events()
+            if last:
+                yield last
+            consumer.check()
         consumer.ended()
 
     async def aclose(self) -> None:
         await self._inner.aclose()
-        self._consumer.closed()
+        if self.resume is not None:
+            await self.resume.aclose()
+        self.consumer.closed()

@@ -312,13 +312,16 @@ class Outgoing:
     """The request each attempt sends: the caller's, or a copy rewritten for a fallback's model
     or region (built once per target)."""
 
-    __slots__ = ("_bodies", "call", "provider", "request", "requested_model")
+    __slots__ = ("_bodies", "call", "edit", "provider", "request", "requested_model")
 
-    def __init__(self, request: httpx2.Request, call: Call, provider: str) -> None:
+    def __init__(self, request: httpx2.Request, call: Call, provider: str,
+                 edit: Callable[[Target, dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.request = request
         self.call = call
         self.provider = provider
         self.requested_model = call.target
+        #: Rewrites the JSON body for each attempt (stream recovery's continuation requests).
+        self.edit = edit
         self._bodies: dict[str, httpx2.Request] = {}
 
     def prepare(self, target: Target, send: Send) -> httpx2.Request:
@@ -339,17 +342,21 @@ class Outgoing:
         return request
 
     def _for(self, target: Target) -> httpx2.Request:
-        request = self.request
+        request, edit = self.request, self.edit
         endpoint = self.call.policy.region_endpoints.get(target.region or "")
-        if (not target.model or target.model == self.requested_model) and endpoint is None:
+        renamed = bool(target.model) and target.model != self.requested_model
+        if not renamed and endpoint is None and edit is None:
             return request
-        cached = self._bodies.get(str(target))
+        cached = self._bodies.get(str(target)) if edit is None else None
         if cached is not None:
             return cached
         content = request.content
-        if target.model and target.model != self.requested_model:
+        if renamed or edit is not None:
             body = json.loads(content)
-            body["model"] = target.model
+            if renamed:
+                body["model"] = target.model
+            if edit is not None:
+                body = edit(target, body)
             content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         url = request.url
         if endpoint is not None:
@@ -359,11 +366,14 @@ class Outgoing:
         headers["content-length"] = str(len(content))
         if endpoint is not None:
             headers["host"] = url.netloc.decode("ascii")
+        if edit is not None:  # spliced events are read as they arrive: no compression
+            headers["accept-encoding"] = "identity"
         rewritten = httpx2.Request(
             request.method, url, headers=headers, content=content,
             extensions=dict(request.extensions),
         )
-        self._bodies[str(target)] = rewritten
+        if edit is None:
+            self._bodies[str(target)] = rewritten
         return rewritten
 
 

@@ -39,7 +39,7 @@ __all__ = ["StreamConsumer"]
 class StreamConsumer:
     """One streamed attempt's bytes, inspected as they arrive (the driver does the reading)."""
 
-    __slots__ = ("buffered", "call", "scanner", "view")
+    __slots__ = ("billed", "broke", "buffered", "call", "nested", "scanner", "view")
 
     def __init__(self, call: Call, wire: Wire,
                  view: Callable[[bytes], Iterable[bytes]] | None = None) -> None:
@@ -50,6 +50,12 @@ class StreamConsumer:
         self.view = view or _as_is
         #: The chunks read before the stream was committed, replayed to the caller.
         self.buffered: list[bytes] = []
+        #: The failure that broke the committed stream (set with its StreamInterrupted).
+        self.broke: Failure | None = None
+        #: A stream read by stream recovery, not by the caller: the call's end is not its own.
+        self.nested = False
+        #: The usage of every attempt of a recovered stream (else the stream's own is used).
+        self.billed: object = None
 
     # --- before the first output --------------------------------------------------------------
 
@@ -117,6 +123,16 @@ class StreamConsumer:
         buffered, self.buffered = self.buffered, []
         return buffered
 
+    def replay_events(self) -> list[bytes]:
+        """As :meth:`replay`, up to the end of the last complete event only (the rest is
+        buffered in the scanner and comes with :meth:`feed_events`): a recoverable stream
+        hands the caller whole events, so that a continuation can follow any of them."""
+        data = b"".join(self.replay())
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        pending = len(self.scanner.pending)
+        return [data[: len(data) - pending]] if len(data) > pending else []
+
     # --- after the stream was committed -------------------------------------------------------
 
     def feed(self, chunk: bytes) -> bool:
@@ -133,6 +149,21 @@ class StreamConsumer:
             raise self.interrupted(scanner.failure.kind, scanner.failure.describe())
         return scanner.events != before
 
+    def feed_events(self, chunk: bytes) -> bytes:
+        """As :meth:`feed`, returning the complete events that parsed (each ended by a blank
+        line) instead of raising: hand them to the caller, then call :meth:`check`."""
+        return self.scanner.events_of(chunk)
+
+    def flush_events(self) -> bytes:
+        """The body ended: the last event if it lacked its blank line (see :meth:`feed_events`)."""
+        return self.scanner.events_of(b"\n\n") if self.scanner.pending.strip() else b""
+
+    def check(self) -> None:
+        """Raise the StreamInterrupted of a failure :meth:`feed_events` met."""
+        failure = self.scanner.failure
+        if failure is not None:
+            raise self.interrupted(failure.kind, failure.describe())
+
     def ended(self) -> None:
         """The upstream body ended cleanly: complete if the finish reason (or the terminal
         event) came, else a truncation."""
@@ -143,18 +174,23 @@ class StreamConsumer:
         if not scanner.complete:
             raise self.interrupted(FailureClass.STREAM_INCOMPLETE,
                                    "the stream ended without a finish reason")
-        if scanner.usage is not None:
-            call.record.usage = scanner.usage
+        if self.nested:
+            return
+        self._note_usage()
         call.emit("stream_finished")
+
+    def _note_usage(self) -> None:
+        usage = self.billed if self.billed is not None else self.scanner.usage
+        if usage is not None:
+            self.call.record.usage = usage
 
     def closed(self) -> None:
         """The caller closed the stream (read to its end, or stopped early): the call is over."""
         record = self.call.record
-        if record.finished:
+        if record.finished or self.nested:
             return
         scanner = self.scanner
-        if scanner.usage is not None:
-            record.usage = scanner.usage
+        self._note_usage()
         self.call.emit("stream_finished", detail="" if scanner.complete else "closed_by_caller")
 
     def read_failed(self, limit: str | None, exc: BaseException) -> BaseException:
@@ -173,9 +209,13 @@ class StreamConsumer:
 
     def interrupted(self, kind: FailureClass, message: str,
                     cause: BaseException | None = None) -> StreamInterrupted:
-        """The error of a stream that broke after output had started."""
+        """The error of a stream that broke after output had started (reported to the call by
+        :meth:`report` once nothing recovers it). The failure is kept in :attr:`broke`."""
         call, scanner = self.call, self.scanner
-        error = StreamInterrupted(
+        sent = scanner.failure
+        self.broke = sent if sent is not None and sent.kind is kind \
+            else Failure(kind, True, message=message)
+        return StreamInterrupted(
             f"stream interrupted after output had started ({kind.value}: {message}); "
             f"{len(scanner.text)} characters of partial text are on the exception",
             partial_text=scanner.text,
@@ -183,7 +223,11 @@ class StreamConsumer:
             cause=cause,
             attempts=call.record.attempts,
         )
-        call.emit("stream_interrupted", failure=stream_interruption(kind), detail=kind.value)
+
+    def report(self, error: StreamInterrupted) -> StreamInterrupted:
+        """The stream ends with ``error``: tell the call (its record and telemetry)."""
+        kind = FailureClass(error.failure)
+        self.call.emit("stream_interrupted", failure=stream_interruption(kind), detail=kind.value)
         return error
 
 

@@ -9,22 +9,24 @@ hold a call past its deadline, first-token or idle limit.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import cast
 
 import httpx2
 
 from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
-from .._errors import ResponseTooLarge
+from .._errors import ResponseTooLarge, StreamInterrupted
 from .._policy import Policy
 from ..engine.call import Send, Wait
 from ..engine.classify import Failure, classify_status, deadline_failure
-from ..engine.plan import Admit, Admitted, Failed, Plan, Raise, Reply, Return, Served
+from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Raise, Reply, Return, Served
 from ..engine.pressure import TargetPressure
 from .bodies import SyncBoundedBody
 from .decoding import EventView, read_capped
+from .recovery import SyncResume, recovery_for
 from .shared import (
     DriverBase,
+    Outgoing,
     as_failed,
     body_read_failed,
     content_type,
@@ -72,7 +74,17 @@ class ResilientTransport(httpx2.BaseTransport):
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         plan, outgoing = self._base.start(request)
-        flow = plan.run()
+        response = self._perform(plan, plan.run(), outgoing, _as_is)
+        stream = response.stream
+        if isinstance(stream, _SyncStream):
+            recovery = recovery_for(plan, outgoing, response, stream.consumer)
+            if recovery is not None:
+                stream.resume = SyncResume(recovery, self._perform)
+        return response
+
+    def _perform(self, plan: Plan, flow: Generator[Action, Reply, None], outgoing: Outgoing,
+                 vet: Callable[[Reply], Reply]) -> httpx2.Response:
+        """Carry out ``flow``'s actions (``vet`` sees each attempt's result first)."""
         action = next(flow)
         while True:
             if isinstance(action, Return):
@@ -82,8 +94,8 @@ class ResilientTransport(httpx2.BaseTransport):
             reply: Reply = None
             try:
                 if isinstance(action, Send):
-                    reply = self._attempt(outgoing.prepare(plan.target, action), plan, action,
-                                          plan.state)
+                    reply = vet(self._attempt(outgoing.prepare(plan.target, action), plan,
+                                              action, plan.state))
                 elif isinstance(action, Wait):
                     plan.call.clock.sleep(action.seconds)
                 else:
@@ -239,20 +251,21 @@ class ResilientTransport(httpx2.BaseTransport):
 
 
 class _SyncStream(httpx2.SyncByteStream):
-    """A committed stream: replays the peeked bytes, then guards every read."""
+    """A committed stream: replays the peeked bytes, then guards every read. With a
+    ``resume`` (stream recovery) it hands over whole events, and a break goes on there."""
 
     def __init__(self, consumer: StreamConsumer, chunks: Iterator[bytes],
                  inner: httpx2.SyncByteStream, guard: SyncGuard) -> None:
-        self._consumer = consumer
+        self.consumer = consumer
         self._chunks = chunks
         self._inner = inner
         self._guard = guard
+        self.resume: SyncResume | None = None
 
     def __iter__(self) -> Iterator[bytes]:
-        consumer, guard = self._consumer, self._guard
+        consumer, guard, resume = self.consumer, self._guard, self.resume
         idle = consumer.call.policy.stream_idle_timeout
         deadline = real_deadline(consumer.call)
-        yield from consumer.replay()
 
         def limit() -> tuple[float | None, str]:
             at = time.monotonic() + idle
@@ -260,19 +273,52 @@ class _SyncStream(httpx2.SyncByteStream):
                 return deadline, "deadline"
             return at, "idle"
 
-        guard.set(*limit(), shorter=True)
         try:
-            for chunk in self._chunks:
-                if consumer.feed(chunk):  # an event (not a comment) restarts the idle limit
-                    guard.set(*limit())
-                yield chunk
+            if resume is None:
+                yield from consumer.replay()
+                guard.set(*limit(), shorter=True)
+                for chunk in self._chunks:
+                    if consumer.feed(chunk):  # an event (not a comment) restarts the idle limit
+                        guard.set(*limit())
+                    yield chunk
+            else:
+                yield from consumer.replay_events()
+                guard.set(*limit(), shorter=True)
+                for chunk in self._chunks:
+                    events = consumer.feed_events(chunk)
+                    if events:  # an event (not a comment) restarts the idle limit
+                        guard.set(*limit())
+                        yield events
+                    consumer.check()
+                last = consumer.flush_events()
+                if last:
+                    yield last
+                consumer.check()
             consumer.ended()
         except httpx2.TransportError as exc:
-            raise consumer.read_failed(guard.fired, exc) from exc
+            error = consumer.read_failed(guard.fired, exc)
+            if resume is None or not isinstance(error, StreamInterrupted):
+                raise (consumer.report(error) if isinstance(error, StreamInterrupted)
+                       else error) from exc
+            guard.close()
+            self._inner.close()
+            yield from resume(error, consumer)
+        except StreamInterrupted as error:
+            if resume is None:
+                raise consumer.report(error) from error.cause
+            guard.close()
+            self._inner.close()
+            yield from resume(error, consumer)
         finally:
             guard.close()
 
     def close(self) -> None:
         self._guard.close()
         self._inner.close()
-        self._consumer.closed()
+        if self.resume is not None:
+            self.resume.close()
+        self.consumer.closed()
+
+
+def _as_is(reply: Reply) -> Reply:
+    return reply

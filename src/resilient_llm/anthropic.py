@@ -31,7 +31,7 @@ tested, from ``resilient_llm._sdk_versions``) fail at import (older) or warn onc
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._sdk_versions import SDK_VERSIONS, check_sdk_version, missing_sdk
 
@@ -42,12 +42,20 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._errors import ResilientLLMError
 from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
+from .dropin.clouds import export_cloud_classes, missing_class
 from .dropin.seams import SEAMS
 from .transport import ForeignTransportError
 
 check_sdk_version("anthropic", _anthropic.__version__)
 
-__all__ = ["PRIVATE_HOOKS", "SUPPORTED_VERSIONS", "Anthropic", "AsyncAnthropic"]
+#: The cloud client classes, each with the first anthropic release that ships it (every one is
+#: in the oldest supported release, so all are exported there and since).
+_CLOUD_CLASSES = dict.fromkeys((
+    "AnthropicAWS", "AsyncAnthropicAWS", "AnthropicBedrock", "AsyncAnthropicBedrock",
+    "AnthropicBedrockMantle", "AsyncAnthropicBedrockMantle", "AnthropicFoundry",
+    "AsyncAnthropicFoundry", "AnthropicGoogleCloud", "AsyncAnthropicGoogleCloud",
+    "AnthropicVertex", "AsyncAnthropicVertex",
+), "2.10.0")
 
 #: The oldest anthropic release supported and the newest tested (``resilient_llm._sdk_versions``).
 SUPPORTED_VERSIONS = SDK_VERSIONS["anthropic"]
@@ -107,3 +115,29 @@ class AsyncAnthropic(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
 
 finish_class(Anthropic, _anthropic.Anthropic)
 finish_class(AsyncAnthropic, _anthropic.AsyncAnthropic)
+
+_SYNC = (_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn)
+_ASYNC = (_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn)
+
+if TYPE_CHECKING:  # what type checkers see; at run time the table above defines them
+    class AnthropicAWS(*_SYNC, _anthropic.AnthropicAWS): ...  # type: ignore[misc]
+    class AsyncAnthropicAWS(*_ASYNC, _anthropic.AsyncAnthropicAWS): ...  # type: ignore[misc]
+    class AnthropicBedrock(*_SYNC, _anthropic.AnthropicBedrock): ...  # type: ignore[misc]
+    class AsyncAnthropicBedrock(*_ASYNC, _anthropic.AsyncAnthropicBedrock): ...  # type: ignore[misc]
+    class AnthropicBedrockMantle(*_SYNC, _anthropic.AnthropicBedrockMantle): ...  # type: ignore[misc]
+    class AsyncAnthropicBedrockMantle(*_ASYNC, _anthropic.AsyncAnthropicBedrockMantle): ...  # type: ignore[misc]
+    class AnthropicFoundry(*_SYNC, _anthropic.AnthropicFoundry): ...  # type: ignore[misc]
+    class AsyncAnthropicFoundry(*_ASYNC, _anthropic.AsyncAnthropicFoundry): ...  # type: ignore[misc]
+    class AnthropicGoogleCloud(*_SYNC, _anthropic.AnthropicGoogleCloud): ...  # type: ignore[misc]
+    class AsyncAnthropicGoogleCloud(*_ASYNC, _anthropic.AsyncAnthropicGoogleCloud): ...  # type: ignore[misc]
+    class AnthropicVertex(*_SYNC, _anthropic.AnthropicVertex): ...  # type: ignore[misc]
+    class AsyncAnthropicVertex(*_ASYNC, _anthropic.AsyncAnthropicVertex): ...  # type: ignore[misc]
+
+__all__ = sorted(["PRIVATE_HOOKS", "SUPPORTED_VERSIONS", "Anthropic", "AsyncAnthropic",
+                  *export_cloud_classes(globals(), _anthropic, _CLOUD_CLASSES,
+                                        sync_bases=_SYNC, async_bases=_ASYNC)])
+
+
+def __getattr__(name: str) -> object:
+    """A cloud class the installed anthropic release lacks: a clear error naming the release."""
+    raise missing_class(__name__, _anthropic, _CLOUD_CLASSES, name)

@@ -360,6 +360,23 @@ def own_function(func: Callable[..., Any]) -> Any:
     return clone
 
 
+def _as_keywords(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Positional constructor arguments as keywords, named as the official ``__init__`` names
+    them (so ``max_retries`` passed by position still counts as explicit)."""
+    init: Any = cls.__dict__.get("__init__", cls.__init__)  # type: ignore[misc]
+    params = [p for p in inspect.signature(init).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][1:]  # without self
+    if len(args) > len(params):
+        raise TypeError(f"{cls.__name__}() takes at most {len(params)} positional arguments "
+                        f"({len(args)} given)")
+    named = {p.name: value for p, value in zip(params, args, strict=False)}
+    clash = named.keys() & kwargs.keys()
+    if clash:
+        raise TypeError(f"{cls.__name__}() got multiple values for argument "
+                        f"{sorted(clash)[0]!r}")
+    return {**named, **kwargs}
+
+
 class DropIn:
     """Shared by the four drop-in classes: construction, ``policy``, ``copy``, call set-up.
 
@@ -377,7 +394,9 @@ class DropIn:
     _resilient_clock: Clock = SYSTEM_CLOCK
     _resilient_rng: RandomSource = SYSTEM_RANDOM
 
-    def __init__(self, *, policy: Policy | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, policy: Policy | None = None, **kwargs: Any) -> None:
+        if args:  # some official constructors (AnthropicBedrock, ...) take positional arguments
+            kwargs = _as_keywords(type(self), args, kwargs)
         policy = policy if policy is not None else Policy.from_env()
         self._resilient_policy = policy
         # Any max_retries the caller passes counts, the SDK's default value included; copy()

@@ -1,0 +1,232 @@
+"""The cloud client classes (Azure, Bedrock, Vertex, Foundry, AWS, Google Cloud, Mantle) as
+drop-ins: every public client class of the installed SDKs has one, with the official
+constructor, and each one, sync and async, retries a throttle in its cloud's own error shape
+under one deadline, or behaves exactly like the official class when disabled.
+
+The requests go through the SDKs' own request building (deployment paths, ``api-version``,
+Bedrock ``/model/{id}/invoke``, Vertex ``:rawPredict``) to an in-process transport that answers
+them; nothing leaves the process.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+import anyio
+import httpx2
+import openai
+import pytest
+
+import resilient_llm.anthropic as anthropic_dropin
+import resilient_llm.openai as openai_dropin
+from resilient_llm import Policy, ResilientTransport, outcome
+from resilient_llm.dropin.clouds import MissingClientClass, missing_class
+from resilient_llm.testing import FakeClock, FakeRandom
+
+CHAT = {"id": "c1", "object": "chat.completion", "created": 0, "model": "gpt-4.1",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                     "finish_reason": "stop"}]}
+MESSAGE = {"id": "m1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6",
+           "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+           "usage": {"input_tokens": 1, "output_tokens": 1}}
+
+#: Constructor arguments per cloud class that need no cloud account (bearer keys or tokens).
+KWARGS: dict[str, dict[str, Any]] = {
+    "AzureOpenAI": {"api_key": "k", "api_version": "2024-10-21",
+                    "azure_endpoint": "https://eastus.example.test"},
+    "BedrockOpenAI": {"api_key": "k", "aws_region": "us-east-1"},
+    "AnthropicBedrock": {"api_key": "k", "aws_region": "us-east-1"},
+    "AnthropicBedrockMantle": {"api_key": "k", "aws_region": "us-east-1"},
+    "AnthropicAWS": {"api_key": "k", "aws_region": "us-east-1", "workspace_id": "w"},
+    "AnthropicVertex": {"region": "us-east5", "project_id": "p", "access_token": "t"},
+    "AnthropicGoogleCloud": {"project": "p", "location": "us-east5", "workspace_id": "w",
+                             "skip_auth": True},
+    "AnthropicFoundry": {"resource": "r", "api_key": "k"},
+}
+
+#: Each cloud's throttle, in its own error shape (status, headers, body).
+THROTTLES: dict[str, tuple[int, dict[str, str], dict[str, Any]]] = {
+    "AzureOpenAI": (429, {"retry-after-ms": "10", "x-ms-region": "East US"},
+                    {"error": {"code": "429", "message": "Requests to the ChatCompletions_Create "
+                               "Operation have exceeded call rate limit."}}),
+    "BedrockOpenAI": (429, {"x-amzn-errortype": "ThrottlingException:http://internal.amazon.com/"},
+                      {"message": "Too many requests, please wait before trying again."}),
+    "AnthropicBedrock": (429, {"x-amzn-errortype": "ThrottlingException"},
+                         {"message": "Too many tokens, please wait before trying again."}),
+    "AnthropicBedrockMantle": (429, {"x-amzn-errortype": "ThrottlingException"},
+                               {"message": "Too many requests."}),
+    "AnthropicAWS": (429, {}, {"type": "error", "error": {"type": "rate_limit_error",
+                                                          "message": "slow down"}}),
+    "AnthropicVertex": (429, {}, {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+                                            "message": "Quota exceeded for aiplatform."}}),
+    "AnthropicGoogleCloud": (429, {}, {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+                                                 "message": "Quota exceeded."}}),
+    "AnthropicFoundry": (429, {"retry-after": "1"},
+                         {"error": {"code": "RateLimitReached", "message": "Rate limit."}}),
+}
+
+SYNC_NAMES = sorted(KWARGS)
+
+
+def official_client_classes(sdk: Any) -> list[str]:
+    """Every public client class of ``sdk`` (a class whose ancestry holds the SDK's client
+    base), sync and async; aliases (``openai.Client``) are left out."""
+    found = []
+    for name in dir(sdk):
+        obj = getattr(sdk, name)
+        if name.startswith("_") or not isinstance(obj, type) or obj.__name__ != name:
+            continue
+        if "BaseClient" in {k.__name__ for k in obj.__mro__[1:]}:
+            found.append(name)
+    return sorted(found)
+
+
+def sdk_of(name: str) -> tuple[Any, Any]:
+    return (openai, openai_dropin) if "OpenAI" in name else (anthropic, anthropic_dropin)
+
+
+def answer(name: str) -> dict[str, Any]:
+    return CHAT if "OpenAI" in name else MESSAGE
+
+
+class Script:
+    """A transport handler that answers with the scripted responses, then with successes."""
+
+    def __init__(self, name: str, *first: httpx2.Response) -> None:
+        self.name = name
+        self.pending = list(first)
+        self.requests: list[httpx2.Request] = []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        if self.pending:
+            return self.pending.pop(0)
+        return httpx2.Response(200, json=answer(self.name))
+
+
+def throttle(name: str) -> httpx2.Response:
+    status, headers, body = THROTTLES[name]
+    return httpx2.Response(status, headers=headers, content=json.dumps(body).encode())
+
+
+def make(name: str, handler: Callable[[httpx2.Request], httpx2.Response], *,
+         is_async: bool = False, **kwargs: Any) -> Any:
+    _, dropin = sdk_of(name)
+    cls_name = f"Async{name}" if is_async else name
+    http = (httpx2.AsyncClient if is_async else httpx2.Client)(
+        transport=httpx2.MockTransport(handler))
+    client = getattr(dropin, cls_name)(http_client=http, **KWARGS[name], **kwargs)
+    client._resilient_clock = FakeClock()
+    client._resilient_rng = FakeRandom(0)
+    return client
+
+
+def create(client: Any, name: str) -> Any:
+    if "OpenAI" in name:
+        return client.chat.completions.create(
+            model="gpt-4.1", messages=[{"role": "user", "content": "hi"}])
+    return client.messages.create(model="claude-sonnet-4-6", max_tokens=8,
+                                  messages=[{"role": "user", "content": "hi"}])
+
+
+# --- one drop-in per official client class ---------------------------------------------------
+
+
+@pytest.mark.parametrize("sdk,dropin", [(openai, openai_dropin), (anthropic, anthropic_dropin)])
+def test_every_public_client_class_has_a_drop_in(sdk: Any, dropin: Any) -> None:
+    names = official_client_classes(sdk)
+    assert len(names) >= 4
+    for name in names:
+        ours, official = getattr(dropin, name), getattr(sdk, name)
+        assert name in dropin.__all__
+        assert issubclass(ours, official) and ours.__name__ == name
+        assert ours.__module__ == dropin.__name__ and ours.__doc__
+        params = inspect.signature(ours).parameters
+        assert list(params)[:-1] == list(inspect.signature(official).parameters), name
+        assert params["policy"].kind is inspect.Parameter.KEYWORD_ONLY
+        copy_params = inspect.signature(ours.copy).parameters
+        assert "policy" in copy_params and ours.with_options is ours.copy
+
+
+def test_the_test_table_covers_every_cloud_class() -> None:
+    clouds = {n.removeprefix("Async") for sdk in (openai, anthropic)
+              for n in official_client_classes(sdk)} - {"OpenAI", "Anthropic"}
+    assert clouds == set(KWARGS)
+
+
+def test_a_class_the_sdk_lacks_is_a_clear_import_error() -> None:
+    error = missing_class("resilient_llm.anthropic", anthropic, {"AnthropicMars": "9.0.0"},
+                          "AnthropicMars")
+    assert isinstance(error, MissingClientClass) and isinstance(error, ImportError)
+    assert f"anthropic {anthropic.__version__} has no AnthropicMars" in str(error)
+    assert "anthropic >= 9.0.0" in str(error)
+    plain = missing_class("resilient_llm.anthropic", anthropic, {}, "nothing_here")
+    assert type(plain) is AttributeError
+    with pytest.raises(AttributeError):
+        anthropic_dropin.nothing_here  # noqa: B018 - any other missing name: AttributeError
+    assert not hasattr(openai_dropin, "nothing_here")
+
+
+def test_positional_constructor_arguments_are_the_official_ones() -> None:
+    # AnthropicBedrock's constructor takes its AWS settings by position too
+    client = anthropic_dropin.AnthropicBedrock(None, None, "eu-west-1", api_key="k")
+    assert client.aws_region == "eu-west-1"
+    with pytest.raises(TypeError, match="multiple values for argument 'aws_region'"):
+        anthropic_dropin.AnthropicBedrock(  # type: ignore[misc]
+            None, None, "eu-west-1", aws_region="us-east-1")
+    with pytest.raises(TypeError, match="at most 0 positional arguments"):
+        anthropic_dropin.AnthropicVertex("europe-west1", access_token="t")  # type: ignore[call-arg]
+
+
+# --- each class, sync and async: a throttle in the cloud's shape is retried ----------------------
+
+
+@pytest.mark.parametrize("name", SYNC_NAMES)
+def test_a_cloud_throttle_is_retried_under_one_key(name: str) -> None:
+    script = Script(name, throttle(name))
+    with make(name, script) as client:
+        result = create(client, name)
+    assert len(script.requests) == 2
+    keys = {r.headers["idempotency-key"] for r in script.requests}
+    assert len(keys) == 1
+    record = outcome(result)
+    assert [a.failure for a in record.attempts] == ["rate_limited", None]
+
+
+@pytest.mark.parametrize("name", SYNC_NAMES)
+def test_an_async_cloud_throttle_is_retried(name: str) -> None:
+    script = Script(name, throttle(name))
+
+    async def main() -> Any:
+        async with make(name, script, is_async=True) as client:
+            return await create(client, name)
+
+    result = anyio.run(main)
+    assert len(script.requests) == 2
+    assert [a.failure for a in outcome(result).attempts] == ["rate_limited", None]
+
+
+@pytest.mark.parametrize("name", SYNC_NAMES)
+def test_disabled_is_the_official_class(name: str) -> None:
+    fast = {"retry-after-ms": "1"}
+    status, _, body = THROTTLES[name]
+    script = Script(name, httpx2.Response(status, headers=fast, json=body))
+    with make(name, script, policy=Policy(enabled=False)) as client:
+        create(client, name)
+        assert not any(isinstance(t, ResilientTransport)
+                       for t in client._client._mounts.values())
+    assert len(script.requests) == 2, "the SDK's own retry"
+    assert all("idempotency-key" not in r.headers for r in script.requests)
+
+
+@pytest.mark.parametrize("name", SYNC_NAMES)
+def test_copies_keep_the_class_and_the_policy(name: str) -> None:
+    policy = Policy(deadline=7)
+    with make(name, Script(name), policy=policy) as client:
+        copy = client.with_options(timeout=3)
+        assert type(copy) is type(client) and copy.policy is policy
+        assert client.copy(policy=Policy(deadline=9)).policy.deadline == 9

@@ -176,10 +176,9 @@ def test_positional_constructor_arguments_are_the_official_ones() -> None:
     client = anthropic_dropin.AnthropicBedrock(None, None, "eu-west-1", api_key="k")
     assert client.aws_region == "eu-west-1"
     with pytest.raises(TypeError, match="multiple values for argument 'aws_region'"):
-        anthropic_dropin.AnthropicBedrock(  # type: ignore[misc]
-            None, None, "eu-west-1", aws_region="us-east-1")
+        anthropic_dropin.AnthropicBedrock(None, None, "eu-west-1", aws_region="us-east-1")
     with pytest.raises(TypeError, match="at most 0 positional arguments"):
-        anthropic_dropin.AnthropicVertex("europe-west1", access_token="t")  # type: ignore[call-arg]
+        anthropic_dropin.AnthropicVertex("europe-west1", access_token="t")
 
 
 # --- each class, sync and async: a throttle in the cloud's shape is retried ----------------------
@@ -230,3 +229,173 @@ def test_copies_keep_the_class_and_the_policy(name: str) -> None:
         copy = client.with_options(timeout=3)
         assert type(copy) is type(client) and copy.policy is policy
         assert client.copy(policy=Policy(deadline=9)).policy.deadline == 9
+
+
+# --- the clouds' own failure shapes ---------------------------------------------------------------
+
+AZURE_FILTER = {"error": {
+    "code": "content_filter", "status": 400,
+    "message": "The response was filtered due to the prompt triggering Azure's content policy.",
+    "innererror": {"code": "ResponsibleAIPolicyViolation",
+                   "content_filter_result": {"hate": {"filtered": True, "severity": "high"}}}}}
+
+
+@pytest.mark.parametrize("status,headers,body,kind,code", [
+    (429, {"x-amzn-errortype": "ThrottlingException:http://internal.amazon.com/coral/"},
+     {"message": "Too many requests"}, "rate_limited", "ThrottlingException"),
+    (429, {"x-amzn-errortype": "ModelNotReadyException"},
+     {"message": "Model is not ready"}, "overloaded", "ModelNotReadyException"),
+    (503, {"x-amzn-errortype": "ServiceUnavailableException"},
+     {"Message": "Service unavailable"}, "overloaded", "ServiceUnavailableException"),
+    (408, {"x-amzn-errortype": "ModelTimeoutException"}, {"message": "timed out"},
+     "timeout", "ModelTimeoutException"),
+    (400, {"x-amzn-errortype": "ValidationException"},
+     {"message": "Input is too long for requested model."}, "context_length",
+     "ValidationException"),
+    (400, {"x-amzn-errortype": "ValidationException"}, {"message": "bad field"},
+     "invalid_request", "ValidationException"),
+    (403, {"x-amzn-errortype": "AccessDeniedException"}, {"message": "no"}, "auth",
+     "AccessDeniedException"),
+    (429, {}, {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+                         "message": "Quota exceeded for aiplatform.googleapis.com"}},
+     "rate_limited", "RESOURCE_EXHAUSTED"),
+    (503, {}, {"error": {"code": 503, "status": "UNAVAILABLE", "message": "try later"}},
+     "overloaded", "UNAVAILABLE"),
+    (400, {}, AZURE_FILTER, "content_policy", "ResponsibleAIPolicyViolation"),
+    (404, {}, {"error": {"code": "DeploymentNotFound", "message": "The API deployment for "
+                         "this resource does not exist."}}, "invalid_request",
+     "DeploymentNotFound"),
+    (429, {"retry-after-ms": "250", "x-ratelimit-remaining-requests": "0"},
+     {"error": {"code": "429", "message": "Rate limit is exceeded."}}, "rate_limited", "429"),
+])
+def test_cloud_error_shapes_are_classified(status: int, headers: dict[str, str],
+                                           body: dict[str, Any], kind: str, code: str) -> None:
+    from resilient_llm.engine.classify import classify_status
+
+    failure = classify_status(status, httpx2.Headers(headers), json.dumps(body).encode())
+    assert failure is not None
+    assert (failure.kind.value, failure.code) == (kind, code)
+    if "retry-after-ms" in headers:
+        assert failure.retry_after == 0.25
+
+
+@pytest.mark.parametrize("name", ["AzureOpenAI", "AnthropicBedrock"])
+def test_a_content_filter_or_validation_error_is_sent_once(name: str) -> None:
+    bad = (httpx2.Response(400, json=AZURE_FILTER) if name == "AzureOpenAI" else
+           httpx2.Response(400, headers={"x-amzn-errortype": "ValidationException"},
+                           json={"message": "messages: field required"}))
+    script = Script(name, bad)
+    sdk, _ = sdk_of(name)
+    with make(name, script) as client, pytest.raises(sdk.BadRequestError):
+        create(client, name)
+    assert len(script.requests) == 1
+
+
+# --- signatures: made per attempt, for the host, region and time each attempt goes to ----------
+
+AWS_KEYS = {"AnthropicBedrock": {"aws_access_key": "AKIDEXAMPLE", "aws_secret_key": "s3cr3t",
+                                 "aws_region": "us-east-1"},
+            "BedrockOpenAI": {"aws_access_key_id": "AKIDEXAMPLE",
+                              "aws_secret_access_key": "s3cr3t", "aws_region": "us-east-1"}}
+
+
+class Recorder(Script):
+    """A :class:`Script` that keeps what each attempt sent as it was sent (the transport
+    re-sends one request object, re-signed in place)."""
+
+    def __init__(self, name: str, *first: httpx2.Response) -> None:
+        super().__init__(name, *first)
+        self.sent: list[tuple[str, dict[str, str], bytes]] = []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.sent.append((str(request.url), dict(request.headers), request.content))
+        return super().__call__(request)
+
+
+def sigv4_check(url: str, headers: dict[str, str], body: bytes) -> tuple[bool, str]:
+    """(whether the request's SigV4 signature is valid for exactly what was sent, the region
+    its scope names), recomputed with botocore from the received URL, signed headers, body
+    and ``x-amz-date``."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    fields = dict(part.strip().split("=", 1) for part in
+                  headers["authorization"].removeprefix("AWS4-HMAC-SHA256 ").split(","))
+    _, _, region, service, _ = fields["Credential"].split("/")
+    signed = fields["SignedHeaders"].split(";")
+    request = AWSRequest(method="POST", url=url, data=body,
+                         headers={name: headers[name] for name in signed})
+    request.context["timestamp"] = headers["x-amz-date"]
+    signer = SigV4Auth(Credentials("AKIDEXAMPLE", "s3cr3t"), service, region)
+    expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)),
+                                request)
+    return expected == fields["Signature"], region
+
+
+@pytest.mark.parametrize("name", sorted(AWS_KEYS))
+def test_every_attempt_is_signed_afresh_for_what_it_sends(name: str) -> None:
+    script = Recorder(name, throttle(name), throttle(name))
+    _, dropin = sdk_of(name)
+    http = httpx2.Client(transport=httpx2.MockTransport(script))
+    client = getattr(dropin, name)(http_client=http, **AWS_KEYS[name])
+    client._resilient_clock, client._resilient_rng = FakeClock(), FakeRandom(0)
+    with client:
+        create(client, name)
+    assert len(script.sent) == 3
+    signatures = set()
+    for index, (url, headers, body) in enumerate(script.sent):
+        assert sigv4_check(url, headers, body) == (True, "us-east-1")
+        assert headers["x-stainless-retry-count"] == str(index)  # signed with its own count
+        assert "x-stainless-retry-count" in headers["authorization"]
+        signatures.add(headers["authorization"])
+    assert len(signatures) == 3, "no attempt re-sends another attempt's signature"
+
+
+def test_a_fallback_to_another_region_is_signed_for_that_region_and_host() -> None:
+    eu = "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    policy = Policy(fallbacks={"anthropic.claude-a": ["anthropic.claude-b@eu-west-1"]},
+                    region_endpoints={"eu-west-1": eu})
+    name = "AnthropicBedrock"
+    script = Recorder(name, httpx2.Response(
+        503, headers={"x-amzn-errortype": "ServiceUnavailableException"},
+        json={"message": "Service unavailable"}))
+    http = httpx2.Client(transport=httpx2.MockTransport(script))
+    client = anthropic_dropin.AnthropicBedrock(http_client=http, policy=policy,
+                                               **AWS_KEYS[name])
+    client._resilient_clock, client._resilient_rng = FakeClock(), FakeRandom(0)
+    with client:
+        message = client.messages.create(model="anthropic.claude-a", max_tokens=8,
+                                         messages=[{"role": "user", "content": "hi"}])
+    (first_url, first, first_body), (url, headers, body) = script.sent
+    assert first_url.endswith("/model/anthropic.claude-a/invoke")
+    assert url == f"{eu}/model/anthropic.claude-b/invoke", "model in the path, eu host"
+    assert "model" not in json.loads(body), "Bedrock names the model in the path only"
+    assert headers["host"] == "bedrock-runtime.eu-west-1.amazonaws.com"
+    assert sigv4_check(first_url, first, first_body) == (True, "us-east-1")
+    assert sigv4_check(url, headers, body) == (True, "eu-west-1")
+    assert headers["authorization"] != first["authorization"]
+    result = outcome(message)
+    assert result.served_by == "anthropic.claude-b" and result.degraded
+    assert result.reason == "overloaded"
+    assert [a.failure for a in result.attempts] == ["overloaded", None]
+
+
+@pytest.mark.parametrize("name", ["AnthropicBedrock", "AnthropicVertex", "BedrockOpenAI"])
+def test_residency_understands_the_cloud_region_and_fails_closed(name: str) -> None:
+    from resilient_llm import ResidencyViolation
+
+    script = Script(name)
+    policy = Policy(allowed_regions=frozenset({"eu-west-1", "europe-west1"}))
+    with make(name, script, policy=policy) as client, \
+            pytest.raises(ResidencyViolation) as info:
+        create(client, name)
+    assert script.requests == [], "nothing is sent outside the allowed regions"
+    assert info.value.region in ("us-east-1", "us-east5")
+    eu = {"AnthropicVertex": {"region": "europe-west1"}}.get(name, {"aws_region": "eu-west-1"})
+    _, dropin = sdk_of(name)
+    http = httpx2.Client(transport=httpx2.MockTransport(script))
+    with getattr(dropin, name)(http_client=http, policy=policy,
+                               **{**KWARGS[name], **eu}) as allowed:
+        create(allowed, name)
+    assert len(script.requests) == 1

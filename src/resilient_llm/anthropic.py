@@ -94,6 +94,30 @@ class _OwnErrorsPassThrough:
             request, cause, *args, **kwargs)
 
 
+class _KeepsCredentials:
+    """A copy of ``Anthropic(credentials=...)`` keeps the credentials provider and its token cache.
+
+    The official ``copy`` passes them on only when ``type(self)`` is exactly ``Anthropic`` /
+    ``AsyncAnthropic`` (its cloud subclasses authenticate otherwise), so for the drop-in, a
+    subclass, the same hand-over is made here, under the same conditions: no credential
+    argument given, and the parent sends neither an API key nor an auth token.
+    """
+
+    def _resilient_inherited(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        given = any(kwargs.get(name) is not None for name in (
+            "api_key", "auth_token", "credentials", "config", "profile"))
+        client: Any = self
+        credentials = getattr(client, "credentials", None)
+        if given or client.api_key is not None or client.auth_token is not None \
+                or credentials is None:
+            return {}
+        inherited: dict[str, Any] = {"credentials": credentials}
+        base_url = kwargs.get("base_url")
+        if base_url is None or str(base_url).rstrip("/") == str(client.base_url).rstrip("/"):
+            inherited["_token_cache"] = client._token_cache
+        return inherited
+
+
 class _AnthropicErrors:
     """What the drop-in base needs to know of the anthropic SDK: its name and its error classes."""
 
@@ -103,11 +127,12 @@ class _AnthropicErrors:
     _resilient_auth_error: type[Exception] = _anthropic.AuthenticationError
 
 
-class Anthropic(_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn, _anthropic.Anthropic):
+class Anthropic(_AnthropicErrors, _KeepsCredentials, _OwnErrorsPassThrough, SyncDropIn,
+                _anthropic.Anthropic):
     """The official ``anthropic.Anthropic`` with a deadline, jittered retries and ``outcome()``."""
 
 
-class AsyncAnthropic(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
+class AsyncAnthropic(_AnthropicErrors, _KeepsCredentials, _OwnErrorsPassThrough, AsyncDropIn,
                      _anthropic.AsyncAnthropic):
     """The official ``anthropic.AsyncAnthropic`` with a deadline, jittered retries and
     ``outcome()``."""
@@ -120,18 +145,30 @@ _SYNC = (_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn)
 _ASYNC = (_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn)
 
 if TYPE_CHECKING:  # what type checkers see; at run time the table above defines them
-    class AnthropicAWS(*_SYNC, _anthropic.AnthropicAWS): ...  # type: ignore[misc]
-    class AsyncAnthropicAWS(*_ASYNC, _anthropic.AsyncAnthropicAWS): ...  # type: ignore[misc]
-    class AnthropicBedrock(*_SYNC, _anthropic.AnthropicBedrock): ...  # type: ignore[misc]
-    class AsyncAnthropicBedrock(*_ASYNC, _anthropic.AsyncAnthropicBedrock): ...  # type: ignore[misc]
-    class AnthropicBedrockMantle(*_SYNC, _anthropic.AnthropicBedrockMantle): ...  # type: ignore[misc]
-    class AsyncAnthropicBedrockMantle(*_ASYNC, _anthropic.AsyncAnthropicBedrockMantle): ...  # type: ignore[misc]
-    class AnthropicFoundry(*_SYNC, _anthropic.AnthropicFoundry): ...  # type: ignore[misc]
-    class AsyncAnthropicFoundry(*_ASYNC, _anthropic.AsyncAnthropicFoundry): ...  # type: ignore[misc]
-    class AnthropicGoogleCloud(*_SYNC, _anthropic.AnthropicGoogleCloud): ...  # type: ignore[misc]
-    class AsyncAnthropicGoogleCloud(*_ASYNC, _anthropic.AsyncAnthropicGoogleCloud): ...  # type: ignore[misc]
-    class AnthropicVertex(*_SYNC, _anthropic.AnthropicVertex): ...  # type: ignore[misc]
-    class AsyncAnthropicVertex(*_ASYNC, _anthropic.AsyncAnthropicVertex): ...  # type: ignore[misc]
+    class AnthropicAWS(_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn,
+            _anthropic.AnthropicAWS): ...
+    class AsyncAnthropicAWS(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
+            _anthropic.AsyncAnthropicAWS): ...
+    class AnthropicBedrock(_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn,
+            _anthropic.AnthropicBedrock): ...
+    class AsyncAnthropicBedrock(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
+            _anthropic.AsyncAnthropicBedrock): ...
+    class AnthropicBedrockMantle(_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn,
+            _anthropic.AnthropicBedrockMantle): ...
+    class AsyncAnthropicBedrockMantle(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
+            _anthropic.AsyncAnthropicBedrockMantle): ...
+    class AnthropicFoundry(_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn,
+            _anthropic.AnthropicFoundry): ...
+    class AsyncAnthropicFoundry(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
+            _anthropic.AsyncAnthropicFoundry): ...
+    class AnthropicGoogleCloud(_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn,
+            _anthropic.AnthropicGoogleCloud): ...
+    class AsyncAnthropicGoogleCloud(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
+            _anthropic.AsyncAnthropicGoogleCloud): ...
+    class AnthropicVertex(_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn,
+            _anthropic.AnthropicVertex): ...
+    class AsyncAnthropicVertex(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
+            _anthropic.AsyncAnthropicVertex): ...
 
 __all__ = sorted(["PRIVATE_HOOKS", "SUPPORTED_VERSIONS", "Anthropic", "AsyncAnthropic",
                   *export_cloud_classes(globals(), _anthropic, _CLOUD_CLASSES,

@@ -38,7 +38,7 @@ from ..engine.call import Call, end_call, start_call
 from ..engine.classify import FailureClass
 from ..events.outcome import register
 from ..transport import AsyncResilientTransport, ForeignTransportError, ResilientTransport
-from ..transport.shared import LimitTimeout, StreamFailedEarly
+from ..transport.shared import SIGNER, LimitTimeout, StreamFailedEarly
 from .bodies import field_of, observe_cache, prepare_body
 
 __all__ = [
@@ -377,6 +377,29 @@ def _as_keywords(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> di
     return {**named, **kwargs}
 
 
+def cloud_region(client: Any) -> str | None:
+    """The cloud region a client was made for (Bedrock, AWS and Mantle ``aws_region``, Vertex
+    ``region``), or ``None`` (first-party APIs, Azure, Foundry)."""
+    for argument in ("aws_region", "region"):
+        value = getattr(client, argument, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _in_cloud_region(policy: Policy, region: str | None) -> Policy:
+    """``policy`` with the client's cloud region as its ``region`` when it names none, so that
+    ``RESILIENT_LLM_ALLOWED_REGIONS`` judges a Bedrock or Vertex client by the region it sends
+    to (a region name the policy cannot hold leaves the policy as it is: unknown, which an
+    allow-list refuses)."""
+    if region is None or policy.region is not None or not policy.enabled:
+        return policy
+    try:
+        return policy.replace(region=region)
+    except ValueError:
+        return policy
+
+
 class DropIn:
     """Shared by the four drop-in classes: construction, ``policy``, ``copy``, call set-up.
 
@@ -389,6 +412,8 @@ class DropIn:
     _resilient_connection_error: type[Exception]
     _resilient_auth_error: type[Exception]
     _resilient_policy: Policy
+    #: The policy calls run under: ``_resilient_policy`` in the client's cloud region.
+    _resilient_call_policy: Policy
     _resilient_explicit_retries: bool
     # Injected by tests (FakeClock / FakeRandom); the real clock otherwise.
     _resilient_clock: Clock = SYSTEM_CLOCK
@@ -403,6 +428,7 @@ class DropIn:
         # passes one always and corrects the flag afterwards.
         self._resilient_explicit_retries = "max_retries" in kwargs
         super().__init__(**kwargs)
+        self._resilient_call_policy = _in_cloud_region(policy, cloud_region(self))
         if policy.enabled:
             wrap_http_client(self._client, policy=policy,  # type: ignore[attr-defined]
                              provider=self._resilient_provider)
@@ -415,6 +441,7 @@ class DropIn:
     def copy(self, *, policy: Policy | None = None, **kwargs: Any) -> Any:
         """As the official ``copy``/``with_options``; ``policy`` replaces this client's policy."""
         extra = dict(kwargs.pop("_extra_kwargs", None) or {})
+        extra.update(self._resilient_inherited(kwargs))
         extra["policy"] = policy if policy is not None else self._resilient_policy
         client = super().copy(_extra_kwargs=extra, **kwargs)  # type: ignore[misc]
         client._resilient_explicit_retries = self._resilient_explicit_retries or isinstance(
@@ -423,6 +450,24 @@ class DropIn:
         return client
 
     with_options = copy
+
+    def regional(self, region: str | None) -> DropIn:
+        """This client, or a copy of it for another cloud region (cached), to sign for it."""
+        own = cloud_region(self)
+        if region is None or own is None or region == own.lower():
+            return self
+        copies: dict[str, DropIn] = self.__dict__.setdefault("_resilient_regional", {})
+        found = copies.get(region)
+        if found is None:
+            argument = "aws_region" if hasattr(self, "aws_region") else "region"
+            options: dict[str, Any] = {argument: region}
+            found = copies[region] = self.copy(**options)
+        return found
+
+    def _resilient_inherited(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """What a copy must be given that the official ``copy`` hands only to the official
+        class itself (none here; see the anthropic drop-in)."""
+        return {}
 
     def _resilient_errors(self) -> dict[str, Any]:
         timeout_error, connection_error = (
@@ -437,7 +482,7 @@ class DropIn:
         self, options: Any, stream: bool
     ) -> tuple[CallScope, Any, str | None, Any]:
         """Open the call; returns (scope, this call's options, response-cache key, cache hit)."""
-        policy = self._resilient_policy
+        policy = self._resilient_call_policy
         scope = CallScope(
             policy, model_of(options),
             explicit_attempts(options, self.max_retries,  # type: ignore[attr-defined]
@@ -489,8 +534,41 @@ class DropIn:
         return scope.finish(result, usage)
 
 
+class Resign:
+    """The SDK's signing step for a request it already signed once: the headers that step set
+    (``Authorization``, ``X-Amz-Date``, ``X-Amz-Security-Token``, ...) are removed first, so the
+    step signs afresh (openai's Bedrock provider refuses a request that carries one already).
+
+    For a target in another cloud region than the client's (``model@eu-west-1``), the step of a
+    copy of the client made for that region signs it, so the signature's scope names the
+    region the request goes to.
+    """
+
+    __slots__ = ("_client", "_signed")
+
+    def __init__(self, client: DropIn, before: dict[str, str], request: httpx2.Request) -> None:
+        self._client = client
+        self._signed = [name for name, value in request.headers.items()
+                        if before.get(name) != value]
+
+    def __call__(self, request: httpx2.Request, region: str | None = None) -> Any:
+        for name in self._signed:
+            request.headers.pop(name, None)
+        client = self._client.regional(region)
+        official = super(DropIn, client)  # the official class's step, not this override
+        return official._prepare_request(request)  # type: ignore[attr-defined]
+
+
 class SyncDropIn(DropIn):
     """``request()`` of the sync drop-ins: the logical call around the SDK's one attempt."""
+
+    def _prepare_request(self, request: httpx2.Request) -> None:
+        # The SDK's per-attempt step (signing, token refresh): run again by the transport for
+        # each attempt it sends after the first and each target it rewrites the request for.
+        before = dict(request.headers)
+        super()._prepare_request(request)  # type: ignore[misc]
+        if self._resilient_policy.enabled:
+            request.extensions[SIGNER] = Resign(self, before, request)
 
     def request(self, cast_to: Any, options: Any, *, stream: bool = False,
                 stream_cls: Any = None) -> Any:
@@ -517,6 +595,12 @@ class SyncDropIn(DropIn):
 
 class AsyncDropIn(DropIn):
     """``request()`` of the async drop-ins."""
+
+    async def _prepare_request(self, request: httpx2.Request) -> None:
+        before = dict(request.headers)
+        await super()._prepare_request(request)  # type: ignore[misc]
+        if self._resilient_policy.enabled:
+            request.extensions[SIGNER] = Resign(self, before, request)
 
     async def request(self, cast_to: Any, options: Any, *, stream: bool = False,
                       stream_cls: Any = None) -> Any:

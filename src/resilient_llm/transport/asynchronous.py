@@ -84,7 +84,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             reply: Reply = None
             try:
                 if isinstance(action, Send):
-                    request = outgoing.prepare(plan.target, action)
+                    request = await outgoing.aprepare(plan.target, action)
                     if plan.call.policy.hedge and streaming(request):
                         reply = await self._hedged(plan, outgoing, request, action)
                     else:
@@ -162,7 +162,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                     may_hedge = False
                     continue
                 send2, target2, state2 = hedge
-                request2 = outgoing.prepare_copy(target2, send2)
+                request2 = await outgoing.aprepare_copy(target2, send2)
                 call.emit("fell_back", target=send2.target, detail="hedge")
                 group.start_soon(run, running, request2, send2, state2, call.clock.now())
                 running += 1

@@ -3,10 +3,12 @@ request, header reads, and the error for foreign transport exceptions. No I/O he
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Callable
 from typing import Any, NoReturn
+from urllib.parse import quote, unquote
 
 import httpx2
 
@@ -26,6 +28,7 @@ from ..providers import Wire, wire_for
 from ..providers._ratelimits import parse_rate_limits
 
 __all__ = [
+    "SIGNER",
     "DriverBase",
     "ForeignTransportError",
     "LimitTimeout",
@@ -43,6 +46,13 @@ __all__ = [
 ]
 
 _IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+#: ``request.extensions`` key of the SDK's per-attempt request step (``_prepare_request``: AWS
+#: SigV4, Google and Azure tokens), put there by the drop-in clients as a callable
+#: ``(request, region)``: every attempt after the first one, and every request rewritten for
+#: another target, is signed again, for the host, path, body, region and time it is sent with,
+#: never sent with the first attempt's signature.
+SIGNER = "resilient_llm.signer"
 
 
 def header(headers: httpx2.Headers, *names: str) -> str | None:
@@ -322,21 +332,41 @@ class Outgoing:
         self._bodies: dict[str, httpx2.Request] = {}
 
     def prepare(self, target: Target, send: Send) -> httpx2.Request:
-        """The request for ``send`` to ``target``, with its per-attempt edits; reports the
-        attempt as started."""
+        """The request for ``send`` to ``target``, with its per-attempt edits (signed again
+        when it must be, see :data:`SIGNER`); reports the attempt as started."""
         outgoing = self._for(target)
         prepare_attempt(outgoing, self.call, send, self.provider)
+        self._signer(outgoing, send, target)(outgoing)
         self.call.attempt_started(send)
         return outgoing
 
-    def prepare_copy(self, target: Target, send: Send) -> httpx2.Request:
-        """As :meth:`prepare`, on a fresh copy (an attempt that runs alongside another)."""
+    async def aprepare(self, target: Target, send: Send) -> httpx2.Request:
+        """As :meth:`prepare`, with the async client's signer."""
+        outgoing = self._for(target)
+        prepare_attempt(outgoing, self.call, send, self.provider)
+        await _settled(self._signer(outgoing, send, target)(outgoing))
+        self.call.attempt_started(send)
+        return outgoing
+
+    async def aprepare_copy(self, target: Target, send: Send) -> httpx2.Request:
+        """As :meth:`aprepare`, on a fresh copy (an attempt that runs alongside another)."""
         source = self._for(target)
         request = httpx2.Request(source.method, source.url, headers=httpx2.Headers(source.headers),
                                  content=source.content, extensions=dict(source.extensions))
         prepare_attempt(request, self.call, send, self.provider)
+        await _settled(self._signer(request, send, target)(request))
         self.call.attempt_started(send)
         return request
+
+    def _signer(self, outgoing: httpx2.Request, send: Send,
+                target: Target) -> Callable[[httpx2.Request], Any]:
+        """The SDK's signing step for this attempt, for the target's region: the first attempt
+        of the caller's own request was signed by the SDK already; any other is signed again."""
+        signer = outgoing.extensions.get(SIGNER)
+        if signer is None or (send.attempt == 1 and outgoing is self.request):
+            return _unsigned
+        region = target.region
+        return lambda request: signer(request, region)
 
     def _for(self, target: Target) -> httpx2.Request:
         request = self.request
@@ -347,11 +377,15 @@ class Outgoing:
         if cached is not None:
             return cached
         content = request.content
+        url = request.url
         if target.model and target.model != self.requested_model:
             body = json.loads(content)
-            body["model"] = target.model
-            content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        url = request.url
+            if "model" in body or self.requested_model is None:
+                body["model"] = target.model
+                content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            if self.requested_model:  # clouds name the model in the path (Bedrock, Vertex)
+                url = url.copy_with(raw_path=retarget_path(
+                    url.raw_path, self.requested_model, target.model))
         if endpoint is not None:
             origin = httpx2.URL(endpoint)
             url = url.copy_with(scheme=origin.scheme, host=origin.host, port=origin.port)
@@ -365,6 +399,33 @@ class Outgoing:
         )
         self._bodies[str(target)] = rewritten
         return rewritten
+
+
+def retarget_path(raw_path: bytes, model: str, target: str) -> bytes:
+    """``raw_path`` with each path segment that names ``model`` naming ``target`` instead.
+
+    Cloud APIs name the model in the path rather than (or as well as) in the body: Bedrock's
+    ``/model/{id}/invoke``, Vertex's ``/models/{id}:rawPredict``, Azure's
+    ``/deployments/{name}/chat/completions``. A segment names it when, unquoted, it is the
+    model, or the model followed by ``:`` and a method; the query is left alone.
+    """
+    path, sep, query = raw_path.decode("ascii").partition("?")
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        name, colon, method = unquote(segment).partition(":")
+        if unquote(segment) == model or (colon and name == model and ":" not in model):
+            suffix = f":{method}" if unquote(segment) != model else ""
+            segments[index] = quote(target, safe=":;") + suffix
+    return ("/".join(segments) + sep + query).encode("ascii")
+
+
+def _unsigned(request: httpx2.Request) -> None:
+    return None
+
+
+async def _settled(result: Any) -> None:
+    if inspect.isawaitable(result):
+        await result
 
 
 def body_read_failed(call: Call, send: Send, exc: Exception, request: httpx2.Request,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -399,3 +400,91 @@ def test_residency_understands_the_cloud_region_and_fails_closed(name: str) -> N
                                **{**KWARGS[name], **eu}) as allowed:
         create(allowed, name)
     assert len(script.requests) == 1
+
+
+# --- over loopback: the deadline holds through a throttle, a hang and a stalled stream ----------
+
+#: The classes whose wire paths the fault server answers (``.../chat/completions``,
+#: ``.../messages``), with the base URL arguments that point them at it.
+def loopback_kwargs(name: str, root: str) -> dict[str, Any]:
+    table: dict[str, dict[str, Any]] = {
+        "AzureOpenAI": {"api_key": "k", "api_version": "2024-10-21", "azure_endpoint": root},
+        "BedrockOpenAI": {"api_key": "k", "aws_region": "us-east-1",
+                          "base_url": root + "/openai/v1"},
+        "AnthropicBedrockMantle": {"api_key": "k", "aws_region": "us-east-1",
+                                   "base_url": root + "/anthropic"},
+        "AnthropicAWS": {"api_key": "k", "aws_region": "us-east-1", "workspace_id": "w",
+                         "base_url": root},
+        "AnthropicFoundry": {"api_key": "k", "base_url": root + "/anthropic"},
+        "AnthropicGoogleCloud": {"project": "p", "location": "us-east5", "workspace_id": "w",
+                                 "skip_auth": True, "base_url": root},
+    }
+    return table[name]
+
+
+LOOPBACK = ["AzureOpenAI", "BedrockOpenAI", "AnthropicBedrockMantle", "AnthropicAWS",
+            "AnthropicFoundry", "AnthropicGoogleCloud"]
+DEADLINE = 0.6
+SLACK = 0.3  # the acceptance bound: deadline + 0.3 s
+
+
+def faults() -> list[Any]:
+    from resilient_llm.testing import Fault
+
+    return [Fault.status(429, headers={"retry-after": "0.2"}), Fault.hang(),
+            Fault.stream_stall(after_events=3, seconds=10.0)]
+
+
+def call_streaming(client: Any, name: str, stream: bool) -> Any:
+    if "OpenAI" in name:
+        return client.chat.completions.create(
+            model="gpt-4.1", messages=[{"role": "user", "content": "hi"}], stream=stream)
+    return client.messages.create(model="claude-sonnet-4-6", max_tokens=64, stream=stream,
+                                  messages=[{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.parametrize("name", LOOPBACK)
+def test_the_deadline_holds_over_loopback(name: str, provider: Any, server: Any) -> None:
+    from resilient_llm import DeadlineExceeded
+
+    sdk, dropin = sdk_of(name)
+    root = server.openai_base_url.rsplit("/v1", 1)[0]
+    for fault in faults():
+        provider.reset()
+        provider.set_default(fault)
+        stream = fault.kind == "stream_stall"
+        with getattr(dropin, name)(policy=Policy(deadline=DEADLINE),
+                                   **loopback_kwargs(name, root)) as client:
+            started = time.monotonic()
+            with pytest.raises((DeadlineExceeded, sdk.RateLimitError)):
+                result = call_streaming(client, name, stream)
+                for _ in result:
+                    pass
+            took = time.monotonic() - started
+        assert took <= DEADLINE + SLACK, (fault.kind, took)
+        assert provider.requests, "the cloud path reached the server"
+
+
+@pytest.mark.parametrize("name", LOOPBACK)
+def test_the_deadline_holds_over_loopback_async(name: str, provider: Any, server: Any) -> None:
+    from resilient_llm import DeadlineExceeded
+
+    sdk, dropin = sdk_of(name)
+    root = server.openai_base_url.rsplit("/v1", 1)[0]
+
+    async def one(stream: bool) -> float:
+        async with getattr(dropin, f"Async{name}")(policy=Policy(deadline=DEADLINE),
+                                                   **loopback_kwargs(name, root)) as client:
+            started = time.monotonic()
+            with pytest.raises((DeadlineExceeded, sdk.RateLimitError)):
+                result = await call_streaming(client, name, stream)
+                async for _ in result:
+                    pass
+            return time.monotonic() - started
+
+    for fault in faults():
+        provider.reset()
+        provider.set_default(fault)
+        took = anyio.run(one, fault.kind == "stream_stall")
+        assert took <= DEADLINE + SLACK, (fault.kind, took)
+        assert provider.requests

@@ -551,6 +551,14 @@ class Resign:
         self._signed = [name for name, value in request.headers.items()
                         if before.get(name) != value]
 
+    @classmethod
+    def attach(cls, client: DropIn, before: dict[str, str], request: httpx2.Request) -> None:
+        """Mark ``request`` for signing again when the SDK's step signed it (set headers)."""
+        if client._resilient_policy.enabled:
+            resign = cls(client, before, request)
+            if resign._signed:
+                request.extensions[SIGNER] = resign
+
     def __call__(self, request: httpx2.Request, region: str | None = None) -> Any:
         for name in self._signed:
             request.headers.pop(name, None)
@@ -567,8 +575,7 @@ class SyncDropIn(DropIn):
         # each attempt it sends after the first and each target it rewrites the request for.
         before = dict(request.headers)
         super()._prepare_request(request)  # type: ignore[misc]
-        if self._resilient_policy.enabled:
-            request.extensions[SIGNER] = Resign(self, before, request)
+        Resign.attach(self, before, request)
 
     def request(self, cast_to: Any, options: Any, *, stream: bool = False,
                 stream_cls: Any = None) -> Any:
@@ -599,8 +606,7 @@ class AsyncDropIn(DropIn):
     async def _prepare_request(self, request: httpx2.Request) -> None:
         before = dict(request.headers)
         await super()._prepare_request(request)  # type: ignore[misc]
-        if self._resilient_policy.enabled:
-            request.extensions[SIGNER] = Resign(self, before, request)
+        Resign.attach(self, before, request)
 
     async def request(self, cast_to: Any, options: Any, *, stream: bool = False,
                       stream_cls: Any = None) -> Any:

@@ -162,7 +162,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                     may_hedge = False
                     continue
                 send2, target2, state2 = hedge
-                request2 = await outgoing.aprepare_copy(target2, send2)
+                request2 = await outgoing.aprepare(target2, send2, copy=True)
                 call.emit("fell_back", target=send2.target, detail="hedge")
                 group.start_soon(run, running, request2, send2, state2, call.clock.now())
                 running += 1

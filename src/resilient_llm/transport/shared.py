@@ -7,7 +7,7 @@ import inspect
 import json
 import os
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 from urllib.parse import quote, unquote
 
 import httpx2
@@ -80,15 +80,19 @@ def is_json(content_type: str) -> bool:
     return "json" in content_type
 
 
+def body_of(request: httpx2.Request) -> bytes:
+    """The bytes of a request with a replayable body."""
+    try:
+        return request.content
+    except httpx2.RequestNotRead:  # a redirect's copy of the request: same bytes, not read yet
+        return b"".join(cast(httpx2.ByteStream, request.stream))
+
+
 def streaming(request: httpx2.Request) -> bool:
     """Does this request ask for a server-sent-event stream?"""
-    stream = request.stream
-    if not isinstance(stream, httpx2.ByteStream):
+    if not isinstance(request.stream, httpx2.ByteStream):
         return False
-    try:
-        body = request.content
-    except httpx2.RequestNotRead:  # a redirect's copy of the request: same bytes, not read yet
-        body = b"".join(stream)
+    body = body_of(request)
     return b'"stream":true' in body or b'"stream": true' in body
 
 
@@ -121,7 +125,10 @@ def prepare_attempt(request: httpx2.Request, call: Call, send: Send, provider: s
         record.path = url.path
     # The SDK numbers attempts in this header; its loop is off, so number ours, but never
     # overwrite a value the caller set themselves.
-    if send.attempt > 1 and request.headers.get("x-stainless-retry-count") == str(send.attempt - 2):
+    # (An attempt signed again is a fresh copy of the first one, so it still says 0.)
+    count = request.headers.get("x-stainless-retry-count")
+    if send.attempt > 1 and count is not None and count.isdigit() \
+            and int(count) < send.attempt - 1:
         request.headers["x-stainless-retry-count"] = str(send.attempt - 1)
     if request.method != "GET":
         headers = request.headers
@@ -322,10 +329,11 @@ class Outgoing:
     """The request each attempt sends: the caller's, or a copy rewritten for a fallback's model
     or region (built once per target)."""
 
-    __slots__ = ("_bodies", "call", "provider", "request", "requested_model")
+    __slots__ = ("_bodies", "_started", "call", "provider", "request", "requested_model")
 
     def __init__(self, request: httpx2.Request, call: Call, provider: str) -> None:
         self.request = request
+        self._started = False  # the request as it came (signed by the SDK) not sent yet
         self.call = call
         self.provider = provider
         self.requested_model = call.target
@@ -334,39 +342,40 @@ class Outgoing:
     def prepare(self, target: Target, send: Send) -> httpx2.Request:
         """The request for ``send`` to ``target``, with its per-attempt edits (signed again
         when it must be, see :data:`SIGNER`); reports the attempt as started."""
-        outgoing = self._for(target)
-        prepare_attempt(outgoing, self.call, send, self.provider)
-        self._signer(outgoing, send, target)(outgoing)
+        outgoing, sign = self._signed(target, send, copy=False)
+        sign(outgoing)
         self.call.attempt_started(send)
         return outgoing
 
-    async def aprepare(self, target: Target, send: Send) -> httpx2.Request:
-        """As :meth:`prepare`, with the async client's signer."""
-        outgoing = self._for(target)
-        prepare_attempt(outgoing, self.call, send, self.provider)
-        await _settled(self._signer(outgoing, send, target)(outgoing))
+    async def aprepare(self, target: Target, send: Send, *, copy: bool = False
+                       ) -> httpx2.Request:
+        """As :meth:`prepare`, with the async client's signer; ``copy``: on a fresh copy (an
+        attempt that runs alongside another)."""
+        outgoing, sign = self._signed(target, send, copy=copy)
+        await _settled(sign(outgoing))
         self.call.attempt_started(send)
         return outgoing
 
-    async def aprepare_copy(self, target: Target, send: Send) -> httpx2.Request:
-        """As :meth:`aprepare`, on a fresh copy (an attempt that runs alongside another)."""
+    def _signed(self, target: Target, send: Send, *, copy: bool
+                ) -> tuple[httpx2.Request, Callable[[httpx2.Request], Any]]:
+        """The request of this attempt with its edits, and the SDK's signing step to run on it
+        for the target's region. The first attempt of the caller's own request was signed by
+        the SDK already; any other is signed again, on a request of its own, so that no
+        attempt's headers change under another."""
         source = self._for(target)
-        request = httpx2.Request(source.method, source.url, headers=httpx2.Headers(source.headers),
-                                 content=source.content, extensions=dict(source.extensions))
-        prepare_attempt(request, self.call, send, self.provider)
-        await _settled(self._signer(request, send, target)(request))
-        self.call.attempt_started(send)
-        return request
-
-    def _signer(self, outgoing: httpx2.Request, send: Send,
-                target: Target) -> Callable[[httpx2.Request], Any]:
-        """The SDK's signing step for this attempt, for the target's region: the first attempt
-        of the caller's own request was signed by the SDK already; any other is signed again."""
-        signer = outgoing.extensions.get(SIGNER)
-        if signer is None or (send.attempt == 1 and outgoing is self.request):
-            return _unsigned
+        signer = source.extensions.get(SIGNER)
+        first = not self._started and source is self.request
+        self._started = True
+        outgoing = source
+        if copy or (signer is not None and not first):
+            outgoing = httpx2.Request(source.method, source.url,
+                                      headers=httpx2.Headers(source.headers),
+                                      content=body_of(source), extensions=dict(source.extensions))
+        prepare_attempt(outgoing, self.call, send, self.provider)
+        if signer is None or first:
+            return outgoing, _unsigned
         region = target.region
-        return lambda request: signer(request, region)
+        return outgoing, lambda request: signer(request, region)
 
     def _for(self, target: Target) -> httpx2.Request:
         request = self.request

@@ -16,6 +16,7 @@ The drop-in classes subclass the official ones and touch them through their seam
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import itertools
 from collections.abc import Callable
@@ -387,6 +388,18 @@ def cloud_region(client: Any) -> str | None:
     return None
 
 
+def _takes_policy(cls: type) -> bool:
+    """Does the constructor of ``cls`` (a drop-in, or a user's subclass of one) take
+    ``policy=``?"""
+    return _init_takes_policy(cls.__init__)  # type: ignore[misc]
+
+
+@functools.lru_cache(maxsize=256)
+def _init_takes_policy(init: Callable[..., Any]) -> bool:
+    params = inspect.signature(init).parameters.values()
+    return any(p.name == "policy" or p.kind is p.VAR_KEYWORD for p in params)
+
+
 def _in_cloud_region(policy: Policy, region: str | None) -> Policy:
     """``policy`` with the client's cloud region as its ``region`` when it names none, so that
     ``RESILIENT_LLM_ALLOWED_REGIONS`` judges a Bedrock or Vertex client by the region it sends
@@ -442,11 +455,19 @@ class DropIn:
         """As the official ``copy``/``with_options``; ``policy`` replaces this client's policy."""
         extra = dict(kwargs.pop("_extra_kwargs", None) or {})
         extra.update(self._resilient_inherited(kwargs))
-        extra["policy"] = policy if policy is not None else self._resilient_policy
+        policy = policy if policy is not None else self._resilient_policy
+        takes_policy = _takes_policy(type(self))
+        if takes_policy:
+            extra["policy"] = policy
         client = super().copy(_extra_kwargs=extra, **kwargs)  # type: ignore[misc]
+        if not takes_policy:  # a user's subclass whose constructor predates ``policy``
+            client._resilient_policy = policy
+            client._resilient_call_policy = _in_cloud_region(policy, cloud_region(client))
         client._resilient_explicit_retries = self._resilient_explicit_retries or isinstance(
             kwargs.get("max_retries"), int)
-        client._resilient_clock, client._resilient_rng = self._resilient_clock, self._resilient_rng
+        for injected in ("_resilient_clock", "_resilient_rng"):  # set by tests, not by default
+            if injected in self.__dict__:
+                setattr(client, injected, self.__dict__[injected])
         return client
 
     with_options = copy

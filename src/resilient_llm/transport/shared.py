@@ -359,8 +359,8 @@ class Outgoing:
     def _signed(self, target: Target, send: Send, *, copy: bool
                 ) -> tuple[httpx2.Request, Callable[[httpx2.Request], Any]]:
         """The request of this attempt with its edits, and the SDK's signing step to run on it
-        for the target's region. The first attempt of the caller's own request was signed by
-        the SDK already; any other is signed again, on a request of its own, so that no
+        for the target's region (after the edits, so that the signature covers them). Every
+        attempt but the first of the caller's own request is a request of its own, so that no
         attempt's headers change under another."""
         source = self._for(target)
         signer = source.extensions.get(SIGNER)
@@ -372,8 +372,9 @@ class Outgoing:
                                       headers=httpx2.Headers(source.headers),
                                       content=body_of(source), extensions=dict(source.extensions))
         prepare_attempt(outgoing, self.call, send, self.provider)
-        if signer is None or first:
+        if signer is None:
             return outgoing, _unsigned
+        # The first attempt too: its signature then covers the Idempotency-Key added above.
         region = target.region
         return outgoing, lambda request: signer(request, region)
 

@@ -488,3 +488,33 @@ def test_the_deadline_holds_over_loopback_async(name: str, provider: Any, server
         took = anyio.run(one, fault.kind == "stream_stall")
         assert took <= DEADLINE + SLACK, (fault.kind, took)
         assert provider.requests
+
+
+def test_a_vertex_model_version_is_part_of_the_model_not_a_region() -> None:
+    from resilient_llm.engine.routing import Target
+
+    assert Target.parse("claude-sonnet-4-5@20250929") == Target("claude-sonnet-4-5@20250929")
+    assert Target.parse("claude-sonnet-4-5@20250929@europe-west1") == Target(
+        "claude-sonnet-4-5@20250929", "europe-west1")
+    name = "AnthropicVertex"
+    script = Script(name, throttle(name))
+    with make(name, script) as client:
+        client.messages.create(model="claude-sonnet-4-5@20250929", max_tokens=8,
+                               messages=[{"role": "user", "content": "hi"}])
+    paths = [r.url.path for r in script.requests]
+    path = ("/v1/projects/p/locations/us-east5/publishers/anthropic/models/"
+            "claude-sonnet-4-5@20250929:rawPredict")
+    assert paths == [path, path]
+    assert all("model" not in json.loads(r.content) for r in script.requests)
+
+
+def test_a_copy_of_a_subclass_without_policy_keeps_the_policy() -> None:
+    class Legacy(openai_dropin.AzureOpenAI):
+        def __init__(self, **kwargs: Any) -> None:  # made before policy= existed
+            kwargs.pop("policy", None)
+            super().__init__(**kwargs)
+
+    policy = Policy(deadline=7)
+    client = Legacy(**KWARGS["AzureOpenAI"])
+    copied = client.copy(policy=policy)
+    assert type(copied) is Legacy and copied.policy is policy

@@ -460,7 +460,7 @@ class DropIn:
         if takes_policy:
             extra["policy"] = policy
         client = super().copy(_extra_kwargs=extra, **kwargs)  # type: ignore[misc]
-        if not takes_policy:  # a user's subclass whose constructor predates ``policy``
+        if client._resilient_policy is not policy:  # a user's subclass that drops ``policy``
             client._resilient_policy = policy
             client._resilient_call_policy = _in_cloud_region(policy, cloud_region(client))
         client._resilient_explicit_retries = self._resilient_explicit_retries or isinstance(

@@ -359,9 +359,9 @@ class Outgoing:
     def _signed(self, target: Target, send: Send, *, copy: bool
                 ) -> tuple[httpx2.Request, Callable[[httpx2.Request], Any]]:
         """The request of this attempt with its edits, and the SDK's signing step to run on it
-        for the target's region (after the edits, so that the signature covers them). Every
-        attempt but the first of the caller's own request is a request of its own, so that no
-        attempt's headers change under another."""
+        for the target's region (after the edits, so that the signature covers them). The first
+        attempt of the caller's own request was signed by the SDK already; every other one is
+        a request of its own, signed again, so that no attempt's headers change under another."""
         source = self._for(target)
         signer = source.extensions.get(SIGNER)
         first = not self._started and source is self.request
@@ -372,9 +372,8 @@ class Outgoing:
                                       headers=httpx2.Headers(source.headers),
                                       content=body_of(source), extensions=dict(source.extensions))
         prepare_attempt(outgoing, self.call, send, self.provider)
-        if signer is None:
+        if signer is None or first:  # signing again would call token providers again
             return outgoing, _unsigned
-        # The first attempt too: its signature then covers the Idempotency-Key added above.
         region = target.region
         return outgoing, lambda request: signer(request, region)
 

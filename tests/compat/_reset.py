@@ -10,23 +10,27 @@ import pytest
 
 
 def rebind(sdk: ModuleType, dropin: ModuleType) -> list[str]:
-    """Point every public name of ``sdk`` that ``dropin`` exports at the drop-in class, in the
-    package and in the public modules that define or re-export it (``openai.lib.azure``,
-    ``anthropic.lib.foundry``, ...), since the suites import from both, as users do. Private
-    modules (``anthropic._client``) keep the official classes: the SDK compares types there
-    (``type(client) in (Anthropic, AsyncAnthropic)``), and the official class tested beside
-    the drop-in (through an alias such as ``anthropic.Client``) must still be itself."""
-    names = [n for n in dropin.__all__ if isinstance(getattr(dropin, n), type)
-             and isinstance(getattr(sdk, n, None), type)]
+    """Point every public name of ``sdk`` that holds a class ``dropin`` replaces at the drop-in,
+    in the package and in the public modules that define or re-export it (``openai.lib.azure``,
+    ``anthropic.lib.foundry``, ...), aliases included (``anthropic.Client``), since the suites
+    import from all of them, as users do. Private modules (``anthropic._client``) keep the
+    official classes: the SDK compares types there (``type(client) in (Anthropic,
+    AsyncAnthropic)``). The SDK's internals keep working: a drop-in subclasses what it replaces.
+    """
+    ours = {getattr(sdk, name): getattr(dropin, name) for name in dropin.__all__
+            if isinstance(getattr(dropin, name), type)
+            and isinstance(getattr(sdk, name, None), type)}
     prefix = sdk.__name__ + "."
-    for name in names:
-        official, ours = getattr(sdk, name), getattr(dropin, name)
-        for module_name, module in list(sys.modules.items()):
-            public = not any(part.startswith("_") for part in module_name.split("."))
-            if public and (module_name == sdk.__name__ or module_name.startswith(prefix)) \
-                    and getattr(module, name, None) is official:
-                setattr(module, name, ours)
-    return names
+    rebound: list[str] = []
+    for module_name, module in list(sys.modules.items()):
+        public = not any(part.startswith("_") for part in module_name.split("."))
+        if not public or not (module_name == sdk.__name__ or module_name.startswith(prefix)):
+            continue
+        for name, value in list(vars(module).items()):
+            if isinstance(value, type) and value in ours:
+                setattr(module, name, ours[value])
+                rebound.append(f"{module_name}.{name}")
+    return rebound
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         "from resilient_llm.openai import OpenAI": "from resilient_llm.openai import OpenAI",
     }
     pairs = [("from resilient_llm.openai import OpenAI", "from openai import OpenAI")]
+    # A cloud class comes with its module: the same import, measured under its own name.
+    commands["from openai import AzureOpenAI"] = "from openai import AzureOpenAI"
+    commands["from resilient_llm.openai import AzureOpenAI"] = (
+        "from resilient_llm.openai import AzureOpenAI")
+    pairs.append(("from resilient_llm.openai import AzureOpenAI", "from openai import AzureOpenAI"))
     notes: list[str] = []
     ok, why = importable("resilient_llm.anthropic")
     if ok and args.quick:
@@ -95,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
             "from resilient_llm.anthropic import Anthropic")
         pairs.append(("from resilient_llm.anthropic import Anthropic",
                       "from anthropic import Anthropic"))
+        commands["from anthropic import AnthropicBedrock"] = (
+            "from anthropic import AnthropicBedrock")
+        commands["from resilient_llm.anthropic import AnthropicBedrock"] = (
+            "from resilient_llm.anthropic import AnthropicBedrock")
+        pairs.append(("from resilient_llm.anthropic import AnthropicBedrock",
+                      "from anthropic import AnthropicBedrock"))
     else:
         notes.append(f"anthropic pair skipped: resilient_llm.anthropic does not import ({why})")
 

@@ -31,7 +31,7 @@ tested, from ``resilient_llm._sdk_versions``) fail at import (older) or warn onc
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._sdk_versions import SDK_VERSIONS, check_sdk_version, missing_sdk
 
@@ -42,12 +42,20 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._errors import ResilientLLMError
 from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
+from .dropin.clouds import export_cloud_classes, missing_class
 from .dropin.seams import SEAMS
 from .transport import ForeignTransportError
 
 check_sdk_version("anthropic", _anthropic.__version__)
 
-__all__ = ["PRIVATE_HOOKS", "SUPPORTED_VERSIONS", "Anthropic", "AsyncAnthropic"]
+#: The cloud client classes, each with the first anthropic release that ships it (every one is
+#: in the oldest supported release, so all are exported there and since).
+_CLOUD_CLASSES = dict.fromkeys((
+    "AnthropicAWS", "AsyncAnthropicAWS", "AnthropicBedrock", "AsyncAnthropicBedrock",
+    "AnthropicBedrockMantle", "AsyncAnthropicBedrockMantle", "AnthropicFoundry",
+    "AsyncAnthropicFoundry", "AnthropicGoogleCloud", "AsyncAnthropicGoogleCloud",
+    "AnthropicVertex", "AsyncAnthropicVertex",
+), "2.10.0")
 
 #: The oldest anthropic release supported and the newest tested (``resilient_llm._sdk_versions``).
 SUPPORTED_VERSIONS = SDK_VERSIONS["anthropic"]
@@ -86,6 +94,30 @@ class _OwnErrorsPassThrough:
             request, cause, *args, **kwargs)
 
 
+class _KeepsCredentials:
+    """A copy of ``Anthropic(credentials=...)`` keeps the credentials provider and its token cache.
+
+    The official ``copy`` passes them on only when ``type(self)`` is exactly ``Anthropic`` /
+    ``AsyncAnthropic`` (its cloud subclasses authenticate otherwise), so for the drop-in, a
+    subclass, the same hand-over is made here, under the same conditions: no credential
+    argument given, and the parent sends neither an API key nor an auth token.
+    """
+
+    def _resilient_inherited(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        given = any(kwargs.get(name) is not None for name in (
+            "api_key", "auth_token", "credentials", "config", "profile"))
+        client: Any = self
+        credentials = getattr(client, "credentials", None)
+        if given or client.api_key is not None or client.auth_token is not None \
+                or credentials is None:
+            return {}
+        inherited: dict[str, Any] = {"credentials": credentials}
+        base_url = kwargs.get("base_url")
+        if base_url is None or str(base_url).rstrip("/") == str(client.base_url).rstrip("/"):
+            inherited["_token_cache"] = client._token_cache
+        return inherited
+
+
 class _AnthropicErrors:
     """What the drop-in base needs to know of the anthropic SDK: its name and its error classes."""
 
@@ -95,11 +127,12 @@ class _AnthropicErrors:
     _resilient_auth_error: type[Exception] = _anthropic.AuthenticationError
 
 
-class Anthropic(_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn, _anthropic.Anthropic):
+class Anthropic(_AnthropicErrors, _KeepsCredentials, _OwnErrorsPassThrough, SyncDropIn,
+                _anthropic.Anthropic):
     """The official ``anthropic.Anthropic`` with a deadline, jittered retries and ``outcome()``."""
 
 
-class AsyncAnthropic(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
+class AsyncAnthropic(_AnthropicErrors, _KeepsCredentials, _OwnErrorsPassThrough, AsyncDropIn,
                      _anthropic.AsyncAnthropic):
     """The official ``anthropic.AsyncAnthropic`` with a deadline, jittered retries and
     ``outcome()``."""
@@ -107,3 +140,41 @@ class AsyncAnthropic(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
 
 finish_class(Anthropic, _anthropic.Anthropic)
 finish_class(AsyncAnthropic, _anthropic.AsyncAnthropic)
+
+_SYNC = (_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn)
+_ASYNC = (_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn)
+
+if TYPE_CHECKING:  # what type checkers see; at run time the table above defines them
+    class AnthropicAWS(_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn,
+            _anthropic.AnthropicAWS): ...
+    class AsyncAnthropicAWS(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
+            _anthropic.AsyncAnthropicAWS): ...
+    class AnthropicBedrock(_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn,
+            _anthropic.AnthropicBedrock): ...
+    class AsyncAnthropicBedrock(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
+            _anthropic.AsyncAnthropicBedrock): ...
+    class AnthropicBedrockMantle(_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn,
+            _anthropic.AnthropicBedrockMantle): ...
+    class AsyncAnthropicBedrockMantle(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
+            _anthropic.AsyncAnthropicBedrockMantle): ...
+    class AnthropicFoundry(_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn,
+            _anthropic.AnthropicFoundry): ...
+    class AsyncAnthropicFoundry(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
+            _anthropic.AsyncAnthropicFoundry): ...
+    class AnthropicGoogleCloud(_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn,
+            _anthropic.AnthropicGoogleCloud): ...
+    class AsyncAnthropicGoogleCloud(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
+            _anthropic.AsyncAnthropicGoogleCloud): ...
+    class AnthropicVertex(_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn,
+            _anthropic.AnthropicVertex): ...
+    class AsyncAnthropicVertex(_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn,
+            _anthropic.AsyncAnthropicVertex): ...
+
+__all__ = sorted(["PRIVATE_HOOKS", "SUPPORTED_VERSIONS", "Anthropic", "AsyncAnthropic",
+                  *export_cloud_classes(globals(), _anthropic, _CLOUD_CLASSES,
+                                        sync_bases=_SYNC, async_bases=_ASYNC)])
+
+
+def __getattr__(name: str) -> object:
+    """A cloud class the installed anthropic release lacks: a clear error naming the release."""
+    raise missing_class(__name__, _anthropic, _CLOUD_CLASSES, name)

@@ -1,6 +1,7 @@
 """Drop-in ``OpenAI`` / ``AsyncOpenAI``: the official classes with resilience built in.
 
-``from resilient_llm.openai import OpenAI`` instead of ``from openai import OpenAI``. Same
+``from resilient_llm.openai import OpenAI`` instead of ``from openai import OpenAI``; the cloud
+classes (``AzureOpenAI``, ``BedrockOpenAI`` and their async twins) likewise. Same
 constructor (plus keyword-only ``policy=``), same methods, same return and error types. Every
 request runs under one wall-clock deadline with jittered backoff, one ``Idempotency-Key`` per
 call, guarded streams and ``outcome()``. With ``RESILIENT_LLM_ENABLED=false`` (or
@@ -13,7 +14,7 @@ is always off, so attempts never multiply.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._sdk_versions import check_sdk_version, missing_sdk
 
@@ -23,10 +24,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise missing_sdk("openai") from exc
 
 from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
+from .dropin.clouds import export_cloud_classes, missing_class
 
 check_sdk_version("openai", _openai.__version__)
 
-__all__ = ["AsyncOpenAI", "OpenAI"]
+#: The cloud client classes, each with the first openai release that ships it (every one is
+#: in the oldest supported release, so all are exported there and since).
+_CLOUD_CLASSES = {
+    "AzureOpenAI": "3.50.0", "AsyncAzureOpenAI": "3.50.0",
+    "BedrockOpenAI": "3.50.0", "AsyncBedrockOpenAI": "3.50.0",
+}
 
 
 class _OpenAIErrors:
@@ -48,3 +55,18 @@ class AsyncOpenAI(_OpenAIErrors, AsyncDropIn, _openai.AsyncOpenAI):
 
 finish_class(OpenAI, _openai.OpenAI)
 finish_class(AsyncOpenAI, _openai.AsyncOpenAI)
+
+if TYPE_CHECKING:  # what type checkers see; at run time the table below defines them
+    class AzureOpenAI(_OpenAIErrors, SyncDropIn, _openai.AzureOpenAI): ...
+    class AsyncAzureOpenAI(_OpenAIErrors, AsyncDropIn, _openai.AsyncAzureOpenAI): ...
+    class BedrockOpenAI(_OpenAIErrors, SyncDropIn, _openai.BedrockOpenAI): ...
+    class AsyncBedrockOpenAI(_OpenAIErrors, AsyncDropIn, _openai.AsyncBedrockOpenAI): ...
+
+__all__ = sorted(["AsyncOpenAI", "OpenAI", *export_cloud_classes(
+    globals(), _openai, _CLOUD_CLASSES,
+    sync_bases=(_OpenAIErrors, SyncDropIn), async_bases=(_OpenAIErrors, AsyncDropIn))])
+
+
+def __getattr__(name: str) -> object:
+    """A cloud class the installed openai release lacks: a clear error naming the release."""
+    raise missing_class(__name__, _openai, _CLOUD_CLASSES, name)

@@ -1,29 +1,19 @@
-"""Early pytest plugin: the official anthropic suite runs against resilient-llm's drop-in classes.
+"""Early pytest plugin: the official anthropic suites run against resilient-llm's drop-in classes.
 
 Loaded with ``-p rebind_anthropic`` before the suite's ``conftest.py``, which (like
-``tests/test_client.py``) does ``from anthropic import Anthropic, AsyncAnthropic`` at import
-time: by then the names already point at the subclasses. The suite's own early plugin
-(``-p tests._alias_httpx``, from its pyproject) still loads first.
+``tests/test_client.py`` and the ``tests/lib/`` cloud suites) imports the client classes at
+import time: by then the names already point at the subclasses, ``Anthropic`` and every cloud
+class alike. The suite's own early plugin (``-p tests._alias_httpx``, from its pyproject) still
+loads first.
 """
 
 from __future__ import annotations
 
 import anthropic
-import pytest
+from _reset import pytest_runtest_setup, rebind  # type: ignore[import-not-found]
 
-from resilient_llm.anthropic import Anthropic, AsyncAnthropic
+import resilient_llm.anthropic as dropin
 
-anthropic.Anthropic = Anthropic  # type: ignore[misc]
-anthropic.AsyncAnthropic = AsyncAnthropic  # type: ignore[misc]
+__all__ = ["pytest_runtest_setup"]
 
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Process-wide learned state (pressure, breakers) starts empty for every test.
-
-    The suite's tests are independent scenarios that reuse one base URL and key; a breaker
-    opened by one test's scripted 500s must not answer the next test with ``CircuitOpen``.
-    """
-    from resilient_llm.engine.pressure import registry
-
-    registry.clear()
+rebind(anthropic, dropin)

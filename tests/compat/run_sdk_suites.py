@@ -1,4 +1,4 @@
-"""Run the official SDKs' own ``tests/test_client.py`` against resilient-llm's drop-in classes.
+"""Run the official SDKs' own tests against resilient-llm's drop-in classes.
 
     python tests/compat/run_sdk_suites.py [--sdk openai|anthropic|all] [--cache DIR]
                                           [--workers N] [--keep-going]
@@ -12,9 +12,10 @@ tests, except where resilience is the point. This script:
    dependencies there, so they never leak into the project's own test run;
 2. fetches the pinned source distributions with ``pip download --no-deps --no-binary :all:``,
    checks their SHA-256, and extracts them;
-3. runs each suite's ``tests/test_client.py`` with an early plugin (``rebind_openai`` /
-   ``rebind_anthropic``) that rebinds the public client classes to the drop-ins before the
-   suite imports them, and writes JUnit XML;
+3. runs each suite's ``tests/test_client.py`` and the ``tests/lib/`` suites of its cloud client
+   classes (:data:`SUITE_FILES`) with an early plugin (``rebind_openai`` / ``rebind_anthropic``)
+   that rebinds every public client class to its drop-in before the suite imports it, and
+   writes JUnit XML;
 4. compares the outcome with ``deviations.toml``: a failure that no entry lists fails the run,
    and so does a listed test that now passes or an entry that matches no test, so the list
    stays honest.
@@ -68,6 +69,35 @@ TESTED: dict[str, dict[str, str]] = {
 }
 SDK_NAMES = tuple(TESTED)
 
+#: The test files each suite runs (globs, relative to the sdist): the client's own tests and
+#: those of every cloud client class (``tests/lib/``: Azure, Bedrock, Vertex, Foundry, AWS,
+#: Google Cloud, Mantle), without the ``*_live`` files that need a cloud account.
+SUITE_FILES: dict[str, tuple[str, ...]] = {
+    "openai": ("tests/test_client.py", "tests/lib/test_azure*.py", "tests/lib/test_bedrock*.py",
+               "tests/lib/test_vertex*.py"),
+    "anthropic": ("tests/test_client.py", "tests/lib/test_aws*.py", "tests/lib/test_azure*.py",
+                  "tests/lib/test_bedrock*.py", "tests/lib/test_vertex*.py",
+                  "tests/lib/test_google_cloud*.py", "tests/lib/test_client_copy.py"),
+}
+
+
+#: The releases whose cloud suites (``tests/lib/``) have been run against the drop-ins and their
+#: deviations listed; for any other release only ``tests/test_client.py`` runs, until someone
+#: runs its cloud suites and lists what differs (``versions = [...]`` in deviations.toml).
+CLOUD_SUITES_CHECKED: dict[str, frozenset[str]] = {
+    "openai": frozenset({"3.63.0"}),
+    "anthropic": frozenset({"2.17.0"}),
+}
+
+
+def suite_files(sdk: str, tree: Path, version: str) -> list[str]:
+    """The files of ``sdk``'s suite present in ``tree`` (older releases have fewer)."""
+    patterns = SUITE_FILES[sdk] if version in CLOUD_SUITES_CHECKED[sdk] else SUITE_FILES[sdk][:1]
+    found = sorted({str(path.relative_to(tree)) for pattern in patterns
+                    for path in tree.glob(pattern) if not path.stem.endswith("_live")})
+    return [f for f in found if f == "tests/test_client.py"] + [
+        f for f in found if f != "tests/test_client.py"]
+
 
 def installed_versions(sdks: list[str]) -> dict[str, tuple[str, str]]:
     """(version, sdist SHA-256) of each installed SDK; a version not in TESTED is an error."""
@@ -88,6 +118,8 @@ def installed_versions(sdks: list[str]) -> dict[str, tuple[str, str]]:
 
 #: What the two suites import or load as plugins (providers.md §7.1), pinned to versions their
 #: lock files accept; one environment serves both. ``aiohttp`` runs the aiohttp-client cases;
+#: ``boto3``, ``google-auth`` and ``websockets`` the cloud suites (SigV4, Google credentials,
+#: Azure realtime);
 #: ``hatchling`` and ``hatch-fancy-pypi-readme`` let pip read the sdists' metadata without
 #: building an isolated environment for each (a minute saved on a cold cache).
 TEST_DEPS = (
@@ -100,6 +132,10 @@ TEST_DEPS = (
     "time-machine==3.2.0",
     "http-snapshot[httpx]==0.1.9",
     "aiohttp==3.14.5",
+    "boto3==1.44.18",
+    "botocore==1.44.18",
+    "google-auth[requests]==2.63.1",
+    "websockets==17.4",
     "hatchling==1.33.0",
     "hatch-fancy-pypi-readme==25.1.0",
 )
@@ -244,17 +280,17 @@ def ensure_sources(python: Path, cache: Path, wanted: dict[str, tuple[str, str]]
 
 
 def run_suite(python: Path, sdk: str, tree: Path, cache: Path, workers: int,
-              deviations: list[Deviation]) -> Result:
+              deviations: list[Deviation], version: str) -> Result:
     junit = cache / f"junit-{sdk}.xml"
     junit.unlink(missing_ok=True)
-    cmd = [str(python), "-m", "pytest", "tests/test_client.py", "-q", "--tb=line",
+    cmd = [str(python), "-m", "pytest", *suite_files(sdk, tree, version), "-q", "--tb=line",
            "-p", f"rebind_{sdk}", "--junitxml", str(junit), "-o", "junit_family=xunit1"]
     for plugin in DISABLED_PLUGINS:
         cmd += ["-p", f"no:{plugin}"]
     cmd += ["-n", str(workers)] if workers > 0 else ["-p", "no:xdist"]
     deselected = [t for d in deviations if d.sdk == sdk and not d.run for t in d.patterns]
     for test_id in deselected:
-        cmd += ["--deselect", f"tests/test_client.py::{test_id}"]
+        cmd += ["--deselect", _node_id(test_id)]
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RESILIENT_LLM_", "OPENAI_", "ANTHROPIC_", "PYTEST_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
@@ -282,12 +318,24 @@ def run_suite(python: Path, sdk: str, tree: Path, cache: Path, workers: int,
 
 
 def _test_id(case: ET.Element) -> str:
-    """``TestOpenAI::test_x[param]`` (or ``test_x[param]``) from a JUnit test case."""
+    """``TestOpenAI::test_x[param]`` (or ``test_x[param]``) from a JUnit test case of
+    ``tests/test_client.py``; ``lib/test_azure.py::TestX::test_y`` for the cloud suites."""
     classname = case.get("classname", "")
     name = case.get("name", "")
     parts = classname.split(".")
     cls = parts[-1] if parts and parts[-1][:1].isupper() else ""
-    return f"{cls}::{name}" if cls else name
+    modules = parts[:-1] if cls else parts
+    own = f"{cls}::{name}" if cls else name
+    if modules[-2:] == ["tests", "test_client"] or len(modules) < 2:
+        return own
+    return "/".join(modules[1:]) + ".py::" + own
+
+
+def _node_id(test_id: str) -> str:
+    """The pytest node id of a test id as :func:`_test_id` writes it."""
+    if ".py::" in test_id:
+        return f"tests/{test_id}"
+    return f"tests/test_client.py::{test_id}"
 
 
 def compare(result: Result, deviations: list[Deviation]) -> list[str]:
@@ -329,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = False
     for sdk in sdks:
-        result = run_suite(python, sdk, trees[sdk], cache, args.workers, deviations)
+        result = run_suite(python, sdk, trees[sdk], cache, args.workers, deviations,
+                           wanted[sdk][0])
         problems = compare(result, deviations)
         entries = sum(1 for d in deviations if d.sdk == sdk)
         print(f"compat {sdk} {wanted[sdk][0]}: {len(result.passed)} passed, "

@@ -16,6 +16,7 @@ The drop-in classes subclass the official ones and touch them through their seam
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import itertools
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from ..engine.call import Call, end_call, start_call
 from ..engine.classify import FailureClass
 from ..events.outcome import register
 from ..transport import AsyncResilientTransport, ForeignTransportError, ResilientTransport
-from ..transport.shared import LimitTimeout, StreamFailedEarly
+from ..transport.shared import SIGNER, LimitTimeout, StreamFailedEarly
 from .bodies import field_of, observe_cache, prepare_body
 
 __all__ = [
@@ -360,6 +361,58 @@ def own_function(func: Callable[..., Any]) -> Any:
     return clone
 
 
+def _as_keywords(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Positional constructor arguments as keywords, named as the official ``__init__`` names
+    them (so ``max_retries`` passed by position still counts as explicit)."""
+    init: Any = cls.__dict__.get("__init__", cls.__init__)  # type: ignore[misc]
+    params = [p for p in inspect.signature(init).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][1:]  # without self
+    if len(args) > len(params):
+        raise TypeError(f"{cls.__name__}() takes at most {len(params)} positional arguments "
+                        f"({len(args)} given)")
+    named = {p.name: value for p, value in zip(params, args, strict=False)}
+    clash = named.keys() & kwargs.keys()
+    if clash:
+        raise TypeError(f"{cls.__name__}() got multiple values for argument "
+                        f"{sorted(clash)[0]!r}")
+    return {**named, **kwargs}
+
+
+def cloud_region(client: Any) -> str | None:
+    """The cloud region a client was made for (Bedrock, AWS and Mantle ``aws_region``, Vertex
+    ``region``), or ``None`` (first-party APIs, Azure, Foundry)."""
+    for argument in ("aws_region", "region"):
+        value = getattr(client, argument, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _takes_policy(cls: type) -> bool:
+    """Does the constructor of ``cls`` (a drop-in, or a user's subclass of one) take
+    ``policy=``?"""
+    return _init_takes_policy(cls.__init__)  # type: ignore[misc]
+
+
+@functools.lru_cache(maxsize=256)
+def _init_takes_policy(init: Callable[..., Any]) -> bool:
+    params = inspect.signature(init).parameters.values()
+    return any(p.name == "policy" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _in_cloud_region(policy: Policy, region: str | None) -> Policy:
+    """``policy`` with the client's cloud region as its ``region`` when it names none, so that
+    ``RESILIENT_LLM_ALLOWED_REGIONS`` judges a Bedrock or Vertex client by the region it sends
+    to (a region name the policy cannot hold leaves the policy as it is: unknown, which an
+    allow-list refuses)."""
+    if region is None or policy.region is not None or not policy.enabled:
+        return policy
+    try:
+        return policy.replace(region=region)
+    except ValueError:
+        return policy
+
+
 class DropIn:
     """Shared by the four drop-in classes: construction, ``policy``, ``copy``, call set-up.
 
@@ -372,18 +425,23 @@ class DropIn:
     _resilient_connection_error: type[Exception]
     _resilient_auth_error: type[Exception]
     _resilient_policy: Policy
+    #: The policy calls run under: ``_resilient_policy`` in the client's cloud region.
+    _resilient_call_policy: Policy
     _resilient_explicit_retries: bool
     # Injected by tests (FakeClock / FakeRandom); the real clock otherwise.
     _resilient_clock: Clock = SYSTEM_CLOCK
     _resilient_rng: RandomSource = SYSTEM_RANDOM
 
-    def __init__(self, *, policy: Policy | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, policy: Policy | None = None, **kwargs: Any) -> None:
+        if args:  # some official constructors (AnthropicBedrock, ...) take positional arguments
+            kwargs = _as_keywords(type(self), args, kwargs)
         policy = policy if policy is not None else Policy.from_env()
         self._resilient_policy = policy
         # Any max_retries the caller passes counts, the SDK's default value included; copy()
         # passes one always and corrects the flag afterwards.
         self._resilient_explicit_retries = "max_retries" in kwargs
         super().__init__(**kwargs)
+        self._resilient_call_policy = _in_cloud_region(policy, cloud_region(self))
         if policy.enabled:
             wrap_http_client(self._client, policy=policy,  # type: ignore[attr-defined]
                              provider=self._resilient_provider)
@@ -396,14 +454,41 @@ class DropIn:
     def copy(self, *, policy: Policy | None = None, **kwargs: Any) -> Any:
         """As the official ``copy``/``with_options``; ``policy`` replaces this client's policy."""
         extra = dict(kwargs.pop("_extra_kwargs", None) or {})
-        extra["policy"] = policy if policy is not None else self._resilient_policy
+        extra.update(self._resilient_inherited(kwargs))
+        policy = policy if policy is not None else self._resilient_policy
+        takes_policy = _takes_policy(type(self))
+        if takes_policy:
+            extra["policy"] = policy
         client = super().copy(_extra_kwargs=extra, **kwargs)  # type: ignore[misc]
+        if client._resilient_policy is not policy:  # a user's subclass that drops ``policy``
+            client._resilient_policy = policy
+            client._resilient_call_policy = _in_cloud_region(policy, cloud_region(client))
         client._resilient_explicit_retries = self._resilient_explicit_retries or isinstance(
             kwargs.get("max_retries"), int)
-        client._resilient_clock, client._resilient_rng = self._resilient_clock, self._resilient_rng
+        for injected in ("_resilient_clock", "_resilient_rng"):  # set by tests, not by default
+            if injected in self.__dict__:
+                setattr(client, injected, self.__dict__[injected])
         return client
 
     with_options = copy
+
+    def regional(self, region: str | None) -> DropIn:
+        """This client, or a copy of it for another cloud region (cached), to sign for it."""
+        own = cloud_region(self)
+        if region is None or own is None or region == own.lower():
+            return self
+        copies: dict[str, DropIn] = self.__dict__.setdefault("_resilient_regional", {})
+        found = copies.get(region)
+        if found is None:
+            argument = "aws_region" if hasattr(self, "aws_region") else "region"
+            options: dict[str, Any] = {argument: region}
+            found = copies[region] = self.copy(**options)
+        return found
+
+    def _resilient_inherited(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """What a copy must be given that the official ``copy`` hands only to the official
+        class itself (none here; see the anthropic drop-in)."""
+        return {}
 
     def _resilient_errors(self) -> dict[str, Any]:
         timeout_error, connection_error = (
@@ -418,7 +503,7 @@ class DropIn:
         self, options: Any, stream: bool
     ) -> tuple[CallScope, Any, str | None, Any]:
         """Open the call; returns (scope, this call's options, response-cache key, cache hit)."""
-        policy = self._resilient_policy
+        policy = self._resilient_call_policy
         scope = CallScope(
             policy, model_of(options),
             explicit_attempts(options, self.max_retries,  # type: ignore[attr-defined]
@@ -471,8 +556,48 @@ class DropIn:
         return scope.finish(result, usage)
 
 
+class Resign:
+    """The SDK's signing step for a request it already signed once: the headers that step set
+    (``Authorization``, ``X-Amz-Date``, ``X-Amz-Security-Token``, ...) are removed first, so the
+    step signs afresh (openai's Bedrock provider refuses a request that carries one already).
+
+    For a target in another cloud region than the client's (``model@eu-west-1``), the step of a
+    copy of the client made for that region signs it, so the signature's scope names the
+    region the request goes to.
+    """
+
+    __slots__ = ("_client", "_signed")
+
+    def __init__(self, client: DropIn, before: dict[str, str], request: httpx2.Request) -> None:
+        self._client = client
+        self._signed = [name for name, value in request.headers.items()
+                        if before.get(name) != value]
+
+    @classmethod
+    def attach(cls, client: DropIn, before: dict[str, str], request: httpx2.Request) -> None:
+        """Mark ``request`` for signing again when the SDK's step signed it (set headers)."""
+        if client._resilient_policy.enabled:
+            resign = cls(client, before, request)
+            if resign._signed:
+                request.extensions[SIGNER] = resign
+
+    def __call__(self, request: httpx2.Request, region: str | None = None) -> Any:
+        for name in self._signed:
+            request.headers.pop(name, None)
+        client = self._client.regional(region)
+        official = super(DropIn, client)  # the official class's step, not this override
+        return official._prepare_request(request)  # type: ignore[attr-defined]
+
+
 class SyncDropIn(DropIn):
     """``request()`` of the sync drop-ins: the logical call around the SDK's one attempt."""
+
+    def _prepare_request(self, request: httpx2.Request) -> None:
+        # The SDK's per-attempt step (signing, token refresh): run again by the transport for
+        # each attempt it sends after the first and each target it rewrites the request for.
+        before = dict(request.headers)
+        super()._prepare_request(request)  # type: ignore[misc]
+        Resign.attach(self, before, request)
 
     def request(self, cast_to: Any, options: Any, *, stream: bool = False,
                 stream_cls: Any = None) -> Any:
@@ -499,6 +624,11 @@ class SyncDropIn(DropIn):
 
 class AsyncDropIn(DropIn):
     """``request()`` of the async drop-ins."""
+
+    async def _prepare_request(self, request: httpx2.Request) -> None:
+        before = dict(request.headers)
+        await super()._prepare_request(request)  # type: ignore[misc]
+        Resign.attach(self, before, request)
 
     async def request(self, cast_to: Any, options: Any, *, stream: bool = False,
                       stream_cls: Any = None) -> Any:

@@ -42,6 +42,12 @@ SEAMS: tuple[Seam, ...] = (
          "as for openai"),
     Seam("anthropic.Anthropic", "_token_cache", "dropin.base",
          "the credentials cache the SDK invalidates and retries once on a 401"),
+    Seam("openai.OpenAI", "_prepare_request", "dropin.base.SyncDropIn",
+         "the SDK's per-attempt signing step (a provider runtime's AWS SigV4), run again for "
+         "each attempt the transport sends: a signature is never re-sent as it was"),
+    Seam("anthropic.AnthropicBedrock", "_prepare_request", "dropin.base.SyncDropIn",
+         "as for openai: Bedrock, AWS and Mantle sign with SigV4 there, Vertex and Google "
+         "Cloud refresh their token"),
     Seam("openai.Stream", "_iterator", "dropin.base.close_when_dropped",
          "a stream dropped mid-way closes its connection at once instead of at the next GC"),
     Seam("openai.lib.streaming.chat.ChatCompletionStream", "_raw_stream",

@@ -109,7 +109,12 @@ def _should_retry_header(headers: Mapping[str, str]) -> bool | None:
 
 
 def _error_fields(body: Any) -> tuple[str | None, str | None, str]:
-    """(type, code, message) from an OpenAI or Anthropic error body."""
+    """(type, code, message) from an OpenAI, Anthropic, Azure, Google or AWS error body.
+
+    Google (Vertex) bodies carry the gRPC status name (``RESOURCE_EXHAUSTED``) beside a
+    numeric ``code``; AWS (Bedrock) bodies carry only ``message`` (``Message``), their type
+    being in the ``x-amzn-errortype`` header (see :func:`_aws_error_type`).
+    """
     if not isinstance(body, Mapping):
         return None, None, ""
     error = body.get("error", body)
@@ -120,7 +125,12 @@ def _error_fields(body: Any) -> tuple[str | None, str | None, str]:
     details = error.get("details")
     if code is None and isinstance(details, Mapping):
         code = details.get("error_code")
-    message = error.get("message")
+    if not isinstance(code, str) and isinstance(error.get("status"), str):
+        code = error["status"]
+    inner = error.get("innererror")  # Azure: the content filter's own code
+    if isinstance(inner, Mapping) and inner.get("code") in _CLOUD_CLASSES:
+        code = inner["code"]
+    message = error.get("message", error.get("Message"))
     return (
         etype if isinstance(etype, str) else None,
         code if isinstance(code, str) else None,
@@ -128,10 +138,50 @@ def _error_fields(body: Any) -> tuple[str | None, str | None, str]:
     )
 
 
+def _aws_error_type(headers: Mapping[str, str]) -> str | None:
+    """The exception name of an AWS error response (``x-amzn-errortype:
+    ThrottlingException:http://internal.amazon.com/...`` → ``ThrottlingException``)."""
+    raw = headers.get("x-amzn-errortype")
+    if not raw:
+        return None
+    return raw.split(":", 1)[0].strip() or None
+
+
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
 _POLICY_CODES = frozenset({
     "content_policy_violation", "content_filter", "moderation_blocked", "invalid_prompt",
 })
+#: The clouds' own error names: AWS exceptions (Bedrock), gRPC statuses (Vertex, Google Cloud)
+#: and Azure codes, by the class each one means. A name decides before the status does: a
+#: Bedrock ``ModelNotReadyException`` is a 429 that means "scaling up", not "over your rate".
+_CLOUD_CLASSES: Mapping[str, FailureClass] = {
+    "ThrottlingException": FailureClass.RATE_LIMITED,
+    "TooManyRequestsException": FailureClass.RATE_LIMITED,
+    "ServiceUnavailableException": FailureClass.OVERLOADED,
+    "ModelNotReadyException": FailureClass.OVERLOADED,
+    "ModelTimeoutException": FailureClass.TIMEOUT,
+    "InternalServerException": FailureClass.SERVER_ERROR,
+    "ModelErrorException": FailureClass.SERVER_ERROR,
+    "ModelStreamErrorException": FailureClass.SERVER_ERROR,
+    "ServiceQuotaExceededException": FailureClass.QUOTA_EXHAUSTED,
+    "AccessDeniedException": FailureClass.AUTH,
+    "UnrecognizedClientException": FailureClass.AUTH,
+    "ExpiredTokenException": FailureClass.AUTH,
+    "ValidationException": FailureClass.INVALID_REQUEST,
+    "ResourceNotFoundException": FailureClass.INVALID_REQUEST,
+    "RESOURCE_EXHAUSTED": FailureClass.RATE_LIMITED,
+    "UNAVAILABLE": FailureClass.OVERLOADED,
+    "DEADLINE_EXCEEDED": FailureClass.TIMEOUT,
+    "INTERNAL": FailureClass.SERVER_ERROR,
+    "UNAUTHENTICATED": FailureClass.AUTH,
+    "PERMISSION_DENIED": FailureClass.AUTH,
+    "INVALID_ARGUMENT": FailureClass.INVALID_REQUEST,
+    "NOT_FOUND": FailureClass.INVALID_REQUEST,
+    "FAILED_PRECONDITION": FailureClass.INVALID_REQUEST,
+    "DeploymentNotFound": FailureClass.INVALID_REQUEST,
+    "ResponsibleAIPolicyViolation": FailureClass.CONTENT_POLICY,
+}
+
 _QUOTA_CODES = frozenset({
     "insufficient_quota", "billing_hard_limit_reached", "contract_spend_limit_reached",
     "enforced_spend_limit_reached", "spend_limit_reached",
@@ -141,21 +191,26 @@ _QUOTA_CODES = frozenset({
 def classify_error_body(
     status: int | None, body: Any, headers: Mapping[str, str] | None = None
 ) -> Failure:
-    """Classify an error from its status, headers and parsed JSON body (either provider's shape).
+    """Classify an error from its status, headers and parsed JSON body (either provider's shape,
+    or a cloud's: Azure, Bedrock's ``x-amzn-errortype``, Vertex's gRPC status names).
 
     ``status`` is ``None`` for an error that arrived inside a 200 stream: it is classified like
     its HTTP twin (``overloaded_error`` like a 529).
     """
     headers = headers or {}
     etype, code, message = _error_fields(body)
+    code = _aws_error_type(headers) or code
     retry_after = parse_retry_after(headers) if headers else None
     lowered = message.lower()
     kind: FailureClass
-    if code in _CONTEXT_CODES or (etype == "invalid_request_error" and (
+    invalid = etype == "invalid_request_error" or code == "ValidationException"
+    if code in _CONTEXT_CODES or (invalid and (
         "prompt is too long" in lowered or "context length" in lowered
-        or "context window" in lowered
+        or "context window" in lowered or "input is too long" in lowered
     )):
         kind = FailureClass.CONTEXT_LENGTH
+    elif code is not None and code in _CLOUD_CLASSES:
+        kind = _CLOUD_CLASSES[code]
     elif code in _POLICY_CODES or etype in ("content_policy_violation",):
         kind = FailureClass.CONTENT_POLICY
     elif code in _QUOTA_CODES or etype in _QUOTA_CODES:

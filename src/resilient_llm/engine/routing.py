@@ -57,8 +57,12 @@ class Target:
 
     @classmethod
     def parse(cls, spec: str, *, default_region: str | None = None) -> Target:
-        model, sep, region = spec.partition("@")
-        return cls(model.strip(), region.strip().lower() if sep else default_region)
+        """``model@region``; an ``@`` followed by digits only is part of the model's name
+        (Vertex versions models so: ``claude-sonnet-4-5@20250929``), not a region."""
+        model, sep, region = spec.rpartition("@")
+        if not sep or not any(c.isalpha() for c in region):
+            return cls(spec.strip(), default_region)
+        return cls(model.strip(), region.strip().lower())
 
     def __str__(self) -> str:
         return self.model if self.region is None else f"{self.model}@{self.region}"

@@ -97,7 +97,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
             reply: Reply = None
             try:
                 if isinstance(action, Send):
-                    request = outgoing.prepare(plan.target, action)
+                    request = await outgoing.aprepare(plan.target, action)
                     if vet is not None:
                         reply = vet(await self._attempt(request, plan, action, plan.state))
                     elif plan.call.policy.hedge and streaming(request):
@@ -177,7 +177,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                     may_hedge = False
                     continue
                 send2, target2, state2 = hedge
-                request2 = outgoing.prepare_copy(target2, send2)
+                request2 = await outgoing.aprepare(target2, send2, copy=True)
                 call.emit("fell_back", target=send2.target, detail="hedge")
                 group.start_soon(run, running, request2, send2, state2, call.clock.now())
                 running += 1

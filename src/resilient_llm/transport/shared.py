@@ -3,10 +3,12 @@ request, header reads, and the error for foreign transport exceptions. No I/O he
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
+from urllib.parse import quote, unquote
 
 import httpx2
 
@@ -26,6 +28,7 @@ from ..providers import Wire, wire_for
 from ..providers._ratelimits import parse_rate_limits
 
 __all__ = [
+    "SIGNER",
     "DriverBase",
     "ForeignTransportError",
     "LimitTimeout",
@@ -43,6 +46,13 @@ __all__ = [
 ]
 
 _IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+#: ``request.extensions`` key of the SDK's per-attempt request step (``_prepare_request``: AWS
+#: SigV4, Google and Azure tokens), put there by the drop-in clients as a callable
+#: ``(request, region)``: every attempt after the first one, and every request rewritten for
+#: another target, is signed again, for the host, path, body, region and time it is sent with,
+#: never sent with the first attempt's signature.
+SIGNER = "resilient_llm.signer"
 
 
 def header(headers: httpx2.Headers, *names: str) -> str | None:
@@ -70,15 +80,19 @@ def is_json(content_type: str) -> bool:
     return "json" in content_type
 
 
+def body_of(request: httpx2.Request) -> bytes:
+    """The bytes of a request with a replayable body."""
+    try:
+        return request.content
+    except httpx2.RequestNotRead:  # a redirect's copy of the request: same bytes, not read yet
+        return b"".join(cast(httpx2.ByteStream, request.stream))
+
+
 def streaming(request: httpx2.Request) -> bool:
     """Does this request ask for a server-sent-event stream?"""
-    stream = request.stream
-    if not isinstance(stream, httpx2.ByteStream):
+    if not isinstance(request.stream, httpx2.ByteStream):
         return False
-    try:
-        body = request.content
-    except httpx2.RequestNotRead:  # a redirect's copy of the request: same bytes, not read yet
-        body = b"".join(stream)
+    body = body_of(request)
     return b'"stream":true' in body or b'"stream": true' in body
 
 
@@ -111,7 +125,10 @@ def prepare_attempt(request: httpx2.Request, call: Call, send: Send, provider: s
         record.path = url.path
     # The SDK numbers attempts in this header; its loop is off, so number ours, but never
     # overwrite a value the caller set themselves.
-    if send.attempt > 1 and request.headers.get("x-stainless-retry-count") == str(send.attempt - 2):
+    # (An attempt signed again is a fresh copy of the first one, so it still says 0.)
+    count = request.headers.get("x-stainless-retry-count")
+    if send.attempt > 1 and count is not None and count.isdigit() \
+            and int(count) < send.attempt - 1:
         request.headers["x-stainless-retry-count"] = str(send.attempt - 1)
     if request.method != "GET":
         headers = request.headers
@@ -312,11 +329,13 @@ class Outgoing:
     """The request each attempt sends: the caller's, or a copy rewritten for a fallback's model
     or region (built once per target)."""
 
-    __slots__ = ("_bodies", "call", "edit", "provider", "request", "requested_model")
+    __slots__ = ("_bodies", "_started", "call", "edit", "provider", "request",
+                 "requested_model")
 
     def __init__(self, request: httpx2.Request, call: Call, provider: str,
                  edit: Callable[[Target, dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.request = request
+        self._started = False  # the request as it came (signed by the SDK) not sent yet
         self.call = call
         self.provider = provider
         self.requested_model = call.target
@@ -325,21 +344,42 @@ class Outgoing:
         self._bodies: dict[str, httpx2.Request] = {}
 
     def prepare(self, target: Target, send: Send) -> httpx2.Request:
-        """The request for ``send`` to ``target``, with its per-attempt edits; reports the
-        attempt as started."""
-        outgoing = self._for(target)
-        prepare_attempt(outgoing, self.call, send, self.provider)
+        """The request for ``send`` to ``target``, with its per-attempt edits (signed again
+        when it must be, see :data:`SIGNER`); reports the attempt as started."""
+        outgoing, sign = self._signed(target, send, copy=False)
+        sign(outgoing)
         self.call.attempt_started(send)
         return outgoing
 
-    def prepare_copy(self, target: Target, send: Send) -> httpx2.Request:
-        """As :meth:`prepare`, on a fresh copy (an attempt that runs alongside another)."""
-        source = self._for(target)
-        request = httpx2.Request(source.method, source.url, headers=httpx2.Headers(source.headers),
-                                 content=source.content, extensions=dict(source.extensions))
-        prepare_attempt(request, self.call, send, self.provider)
+    async def aprepare(self, target: Target, send: Send, *, copy: bool = False
+                       ) -> httpx2.Request:
+        """As :meth:`prepare`, with the async client's signer; ``copy``: on a fresh copy (an
+        attempt that runs alongside another)."""
+        outgoing, sign = self._signed(target, send, copy=copy)
+        await _settled(sign(outgoing))
         self.call.attempt_started(send)
-        return request
+        return outgoing
+
+    def _signed(self, target: Target, send: Send, *, copy: bool
+                ) -> tuple[httpx2.Request, Callable[[httpx2.Request], Any]]:
+        """The request of this attempt with its edits, and the SDK's signing step to run on it
+        for the target's region (after the edits, so that the signature covers them). The first
+        attempt of the caller's own request was signed by the SDK already; every other one is
+        a request of its own, signed again, so that no attempt's headers change under another."""
+        source = self._for(target)
+        signer = source.extensions.get(SIGNER)
+        first = not self._started and source is self.request
+        self._started = True
+        outgoing = source
+        if copy or (signer is not None and not first):
+            outgoing = httpx2.Request(source.method, source.url,
+                                      headers=httpx2.Headers(source.headers),
+                                      content=body_of(source), extensions=dict(source.extensions))
+        prepare_attempt(outgoing, self.call, send, self.provider)
+        if signer is None or first:  # signing again would call token providers again
+            return outgoing, _unsigned
+        region = target.region
+        return outgoing, lambda request: signer(request, region)
 
     def _for(self, target: Target) -> httpx2.Request:
         request, edit = self.request, self.edit
@@ -351,14 +391,17 @@ class Outgoing:
         if cached is not None:
             return cached
         content = request.content
+        url = request.url
         if renamed or edit is not None:
             body = json.loads(content)
-            if renamed:
+            if renamed and ("model" in body or self.requested_model is None):
                 body["model"] = target.model
             if edit is not None:
                 body = edit(target, body)
             content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        url = request.url
+        if renamed and self.requested_model:  # Bedrock and Vertex name the model in the path
+            url = url.copy_with(raw_path=retarget_path(
+                url.raw_path, self.requested_model, target.model))
         if endpoint is not None:
             origin = httpx2.URL(endpoint)
             url = url.copy_with(scheme=origin.scheme, host=origin.host, port=origin.port)
@@ -375,6 +418,33 @@ class Outgoing:
         if edit is None:
             self._bodies[str(target)] = rewritten
         return rewritten
+
+
+def retarget_path(raw_path: bytes, model: str, target: str) -> bytes:
+    """``raw_path`` with each path segment that names ``model`` naming ``target`` instead.
+
+    Cloud APIs name the model in the path rather than (or as well as) in the body: Bedrock's
+    ``/model/{id}/invoke``, Vertex's ``/models/{id}:rawPredict``, Azure's
+    ``/deployments/{name}/chat/completions``. A segment names it when, unquoted, it is the
+    model, or the model followed by ``:`` and a method; the query is left alone.
+    """
+    path, sep, query = raw_path.decode("ascii").partition("?")
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        name, colon, method = unquote(segment).partition(":")
+        if unquote(segment) == model or (colon and name == model and ":" not in model):
+            suffix = f":{method}" if unquote(segment) != model else ""
+            segments[index] = quote(target, safe=":;") + suffix
+    return ("/".join(segments) + sep + query).encode("ascii")
+
+
+def _unsigned(request: httpx2.Request) -> None:
+    return None
+
+
+async def _settled(result: Any) -> None:
+    if inspect.isawaitable(result):
+        await result
 
 
 def body_read_failed(call: Call, send: Send, exc: Exception, request: httpx2.Request,

@@ -1,0 +1,520 @@
+"""The cloud client classes (Azure, Bedrock, Vertex, Foundry, AWS, Google Cloud, Mantle) as
+drop-ins: every public client class of the installed SDKs has one, with the official
+constructor, and each one, sync and async, retries a throttle in its cloud's own error shape
+under one deadline, or behaves exactly like the official class when disabled.
+
+The requests go through the SDKs' own request building (deployment paths, ``api-version``,
+Bedrock ``/model/{id}/invoke``, Vertex ``:rawPredict``) to an in-process transport that answers
+them; nothing leaves the process.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+import anyio
+import httpx2
+import openai
+import pytest
+
+import resilient_llm.anthropic as anthropic_dropin
+import resilient_llm.openai as openai_dropin
+from resilient_llm import Policy, ResilientTransport, outcome
+from resilient_llm.dropin.clouds import MissingClientClass, missing_class
+from resilient_llm.testing import FakeClock, FakeRandom
+
+CHAT = {"id": "c1", "object": "chat.completion", "created": 0, "model": "gpt-4.1",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                     "finish_reason": "stop"}]}
+MESSAGE = {"id": "m1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6",
+           "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+           "usage": {"input_tokens": 1, "output_tokens": 1}}
+
+#: Constructor arguments per cloud class that need no cloud account (bearer keys or tokens).
+KWARGS: dict[str, dict[str, Any]] = {
+    "AzureOpenAI": {"api_key": "k", "api_version": "2024-10-21",
+                    "azure_endpoint": "https://eastus.example.test"},
+    "BedrockOpenAI": {"api_key": "k", "aws_region": "us-east-1"},
+    "AnthropicBedrock": {"api_key": "k", "aws_region": "us-east-1"},
+    "AnthropicBedrockMantle": {"api_key": "k", "aws_region": "us-east-1"},
+    "AnthropicAWS": {"api_key": "k", "aws_region": "us-east-1", "workspace_id": "w"},
+    "AnthropicVertex": {"region": "us-east5", "project_id": "p", "access_token": "t"},
+    "AnthropicGoogleCloud": {"project": "p", "location": "us-east5", "workspace_id": "w",
+                             "skip_auth": True},
+    "AnthropicFoundry": {"resource": "r", "api_key": "k"},
+}
+
+#: Each cloud's throttle, in its own error shape (status, headers, body).
+THROTTLES: dict[str, tuple[int, dict[str, str], dict[str, Any]]] = {
+    "AzureOpenAI": (429, {"retry-after-ms": "10", "x-ms-region": "East US"},
+                    {"error": {"code": "429", "message": "Requests to the ChatCompletions_Create "
+                               "Operation have exceeded call rate limit."}}),
+    "BedrockOpenAI": (429, {"x-amzn-errortype": "ThrottlingException:http://internal.amazon.com/"},
+                      {"message": "Too many requests, please wait before trying again."}),
+    "AnthropicBedrock": (429, {"x-amzn-errortype": "ThrottlingException"},
+                         {"message": "Too many tokens, please wait before trying again."}),
+    "AnthropicBedrockMantle": (429, {"x-amzn-errortype": "ThrottlingException"},
+                               {"message": "Too many requests."}),
+    "AnthropicAWS": (429, {}, {"type": "error", "error": {"type": "rate_limit_error",
+                                                          "message": "slow down"}}),
+    "AnthropicVertex": (429, {}, {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+                                            "message": "Quota exceeded for aiplatform."}}),
+    "AnthropicGoogleCloud": (429, {}, {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+                                                 "message": "Quota exceeded."}}),
+    "AnthropicFoundry": (429, {"retry-after": "1"},
+                         {"error": {"code": "RateLimitReached", "message": "Rate limit."}}),
+}
+
+SYNC_NAMES = sorted(KWARGS)
+
+
+def official_client_classes(sdk: Any) -> list[str]:
+    """Every public client class of ``sdk`` (a class whose ancestry holds the SDK's client
+    base), sync and async; aliases (``openai.Client``) are left out."""
+    found = []
+    for name in dir(sdk):
+        obj = getattr(sdk, name)
+        if name.startswith("_") or not isinstance(obj, type) or obj.__name__ != name:
+            continue
+        if "BaseClient" in {k.__name__ for k in obj.__mro__[1:]}:
+            found.append(name)
+    return sorted(found)
+
+
+def sdk_of(name: str) -> tuple[Any, Any]:
+    return (openai, openai_dropin) if "OpenAI" in name else (anthropic, anthropic_dropin)
+
+
+def answer(name: str) -> dict[str, Any]:
+    return CHAT if "OpenAI" in name else MESSAGE
+
+
+class Script:
+    """A transport handler that answers with the scripted responses, then with successes."""
+
+    def __init__(self, name: str, *first: httpx2.Response) -> None:
+        self.name = name
+        self.pending = list(first)
+        self.requests: list[httpx2.Request] = []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        if self.pending:
+            return self.pending.pop(0)
+        return httpx2.Response(200, json=answer(self.name))
+
+
+def throttle(name: str) -> httpx2.Response:
+    status, headers, body = THROTTLES[name]
+    return httpx2.Response(status, headers=headers, content=json.dumps(body).encode())
+
+
+def make(name: str, handler: Callable[[httpx2.Request], httpx2.Response], *,
+         is_async: bool = False, **kwargs: Any) -> Any:
+    _, dropin = sdk_of(name)
+    cls_name = f"Async{name}" if is_async else name
+    http = (httpx2.AsyncClient if is_async else httpx2.Client)(
+        transport=httpx2.MockTransport(handler))
+    client = getattr(dropin, cls_name)(http_client=http, **KWARGS[name], **kwargs)
+    client._resilient_clock = FakeClock()
+    client._resilient_rng = FakeRandom(0)
+    return client
+
+
+def create(client: Any, name: str) -> Any:
+    if "OpenAI" in name:
+        return client.chat.completions.create(
+            model="gpt-4.1", messages=[{"role": "user", "content": "hi"}])
+    return client.messages.create(model="claude-sonnet-4-6", max_tokens=8,
+                                  messages=[{"role": "user", "content": "hi"}])
+
+
+# --- one drop-in per official client class ---------------------------------------------------
+
+
+@pytest.mark.parametrize("sdk,dropin", [(openai, openai_dropin), (anthropic, anthropic_dropin)])
+def test_every_public_client_class_has_a_drop_in(sdk: Any, dropin: Any) -> None:
+    names = official_client_classes(sdk)
+    assert len(names) >= 4
+    for name in names:
+        ours, official = getattr(dropin, name), getattr(sdk, name)
+        assert name in dropin.__all__
+        assert issubclass(ours, official) and ours.__name__ == name
+        assert ours.__module__ == dropin.__name__ and ours.__doc__
+        params = inspect.signature(ours).parameters
+        assert list(params)[:-1] == list(inspect.signature(official).parameters), name
+        assert params["policy"].kind is inspect.Parameter.KEYWORD_ONLY
+        copy_params = inspect.signature(ours.copy).parameters
+        assert "policy" in copy_params and ours.with_options is ours.copy
+
+
+def test_the_test_table_covers_every_cloud_class() -> None:
+    clouds = {n.removeprefix("Async") for sdk in (openai, anthropic)
+              for n in official_client_classes(sdk)} - {"OpenAI", "Anthropic"}
+    assert clouds == set(KWARGS)
+
+
+def test_a_class_the_sdk_lacks_is_a_clear_import_error() -> None:
+    error = missing_class("resilient_llm.anthropic", anthropic, {"AnthropicMars": "9.0.0"},
+                          "AnthropicMars")
+    assert isinstance(error, MissingClientClass) and isinstance(error, ImportError)
+    assert f"anthropic {anthropic.__version__} has no AnthropicMars" in str(error)
+    assert "anthropic >= 9.0.0" in str(error)
+    plain = missing_class("resilient_llm.anthropic", anthropic, {}, "nothing_here")
+    assert type(plain) is AttributeError
+    with pytest.raises(AttributeError):
+        anthropic_dropin.nothing_here  # noqa: B018 - any other missing name: AttributeError
+    assert not hasattr(openai_dropin, "nothing_here")
+
+
+def test_positional_constructor_arguments_are_the_official_ones() -> None:
+    # AnthropicBedrock's constructor takes its AWS settings by position too
+    client = anthropic_dropin.AnthropicBedrock(None, None, "eu-west-1", api_key="k")
+    assert client.aws_region == "eu-west-1"
+    with pytest.raises(TypeError, match="multiple values for argument 'aws_region'"):
+        anthropic_dropin.AnthropicBedrock(None, None, "eu-west-1", aws_region="us-east-1")
+    with pytest.raises(TypeError, match="at most 0 positional arguments"):
+        anthropic_dropin.AnthropicVertex("europe-west1", access_token="t")
+
+
+# --- each class, sync and async: a throttle in the cloud's shape is retried ----------------------
+
+
+@pytest.mark.parametrize("name", SYNC_NAMES)
+def test_a_cloud_throttle_is_retried_under_one_key(name: str) -> None:
+    script = Script(name, throttle(name))
+    with make(name, script) as client:
+        result = create(client, name)
+    assert len(script.requests) == 2
+    keys = {r.headers["idempotency-key"] for r in script.requests}
+    assert len(keys) == 1
+    record = outcome(result)
+    assert [a.failure for a in record.attempts] == ["rate_limited", None]
+
+
+@pytest.mark.parametrize("name", SYNC_NAMES)
+def test_an_async_cloud_throttle_is_retried(name: str) -> None:
+    script = Script(name, throttle(name))
+
+    async def main() -> Any:
+        async with make(name, script, is_async=True) as client:
+            return await create(client, name)
+
+    result = anyio.run(main)
+    assert len(script.requests) == 2
+    assert [a.failure for a in outcome(result).attempts] == ["rate_limited", None]
+
+
+@pytest.mark.parametrize("name", SYNC_NAMES)
+def test_disabled_is_the_official_class(name: str) -> None:
+    fast = {"retry-after-ms": "1"}
+    status, _, body = THROTTLES[name]
+    script = Script(name, httpx2.Response(status, headers=fast, json=body))
+    with make(name, script, policy=Policy(enabled=False)) as client:
+        create(client, name)
+        assert not any(isinstance(t, ResilientTransport)
+                       for t in client._client._mounts.values())
+    assert len(script.requests) == 2, "the SDK's own retry"
+    assert all("idempotency-key" not in r.headers for r in script.requests)
+
+
+@pytest.mark.parametrize("name", SYNC_NAMES)
+def test_copies_keep_the_class_and_the_policy(name: str) -> None:
+    policy = Policy(deadline=7)
+    with make(name, Script(name), policy=policy) as client:
+        copy = client.with_options(timeout=3)
+        assert type(copy) is type(client) and copy.policy is policy
+        assert client.copy(policy=Policy(deadline=9)).policy.deadline == 9
+
+
+# --- the clouds' own failure shapes ---------------------------------------------------------------
+
+AZURE_FILTER = {"error": {
+    "code": "content_filter", "status": 400,
+    "message": "The response was filtered due to the prompt triggering Azure's content policy.",
+    "innererror": {"code": "ResponsibleAIPolicyViolation",
+                   "content_filter_result": {"hate": {"filtered": True, "severity": "high"}}}}}
+
+
+@pytest.mark.parametrize("status,headers,body,kind,code", [
+    (429, {"x-amzn-errortype": "ThrottlingException:http://internal.amazon.com/coral/"},
+     {"message": "Too many requests"}, "rate_limited", "ThrottlingException"),
+    (429, {"x-amzn-errortype": "ModelNotReadyException"},
+     {"message": "Model is not ready"}, "overloaded", "ModelNotReadyException"),
+    (503, {"x-amzn-errortype": "ServiceUnavailableException"},
+     {"Message": "Service unavailable"}, "overloaded", "ServiceUnavailableException"),
+    (408, {"x-amzn-errortype": "ModelTimeoutException"}, {"message": "timed out"},
+     "timeout", "ModelTimeoutException"),
+    (400, {"x-amzn-errortype": "ValidationException"},
+     {"message": "Input is too long for requested model."}, "context_length",
+     "ValidationException"),
+    (400, {"x-amzn-errortype": "ValidationException"}, {"message": "bad field"},
+     "invalid_request", "ValidationException"),
+    (403, {"x-amzn-errortype": "AccessDeniedException"}, {"message": "no"}, "auth",
+     "AccessDeniedException"),
+    (429, {}, {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+                         "message": "Quota exceeded for aiplatform.googleapis.com"}},
+     "rate_limited", "RESOURCE_EXHAUSTED"),
+    (503, {}, {"error": {"code": 503, "status": "UNAVAILABLE", "message": "try later"}},
+     "overloaded", "UNAVAILABLE"),
+    (400, {}, AZURE_FILTER, "content_policy", "ResponsibleAIPolicyViolation"),
+    (404, {}, {"error": {"code": "DeploymentNotFound", "message": "The API deployment for "
+                         "this resource does not exist."}}, "invalid_request",
+     "DeploymentNotFound"),
+    (429, {"retry-after-ms": "250", "x-ratelimit-remaining-requests": "0"},
+     {"error": {"code": "429", "message": "Rate limit is exceeded."}}, "rate_limited", "429"),
+])
+def test_cloud_error_shapes_are_classified(status: int, headers: dict[str, str],
+                                           body: dict[str, Any], kind: str, code: str) -> None:
+    from resilient_llm.engine.classify import classify_status
+
+    failure = classify_status(status, httpx2.Headers(headers), json.dumps(body).encode())
+    assert failure is not None
+    assert (failure.kind.value, failure.code) == (kind, code)
+    if "retry-after-ms" in headers:
+        assert failure.retry_after == 0.25
+
+
+@pytest.mark.parametrize("name", ["AzureOpenAI", "AnthropicBedrock"])
+def test_a_content_filter_or_validation_error_is_sent_once(name: str) -> None:
+    bad = (httpx2.Response(400, json=AZURE_FILTER) if name == "AzureOpenAI" else
+           httpx2.Response(400, headers={"x-amzn-errortype": "ValidationException"},
+                           json={"message": "messages: field required"}))
+    script = Script(name, bad)
+    sdk, _ = sdk_of(name)
+    with make(name, script) as client, pytest.raises(sdk.BadRequestError):
+        create(client, name)
+    assert len(script.requests) == 1
+
+
+# --- signatures: made per attempt, for the host, region and time each attempt goes to ----------
+
+AWS_KEYS = {"AnthropicBedrock": {"aws_access_key": "AKIDEXAMPLE", "aws_secret_key": "s3cr3t",
+                                 "aws_region": "us-east-1"},
+            "BedrockOpenAI": {"aws_access_key_id": "AKIDEXAMPLE",
+                              "aws_secret_access_key": "s3cr3t", "aws_region": "us-east-1"}}
+
+
+class Recorder(Script):
+    """A :class:`Script` that keeps what each attempt sent as it was sent (the transport
+    re-sends one request object, re-signed in place)."""
+
+    def __init__(self, name: str, *first: httpx2.Response) -> None:
+        super().__init__(name, *first)
+        self.sent: list[tuple[str, dict[str, str], bytes]] = []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.sent.append((str(request.url), dict(request.headers), request.content))
+        return super().__call__(request)
+
+
+def sigv4_check(url: str, headers: dict[str, str], body: bytes) -> tuple[bool, str]:
+    """(whether the request's SigV4 signature is valid for exactly what was sent, the region
+    its scope names), recomputed with botocore from the received URL, signed headers, body
+    and ``x-amz-date``."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    fields = dict(part.strip().split("=", 1) for part in
+                  headers["authorization"].removeprefix("AWS4-HMAC-SHA256 ").split(","))
+    _, _, region, service, _ = fields["Credential"].split("/")
+    signed = fields["SignedHeaders"].split(";")
+    request = AWSRequest(method="POST", url=url, data=body,
+                         headers={name: headers[name] for name in signed})
+    request.context["timestamp"] = headers["x-amz-date"]
+    signer = SigV4Auth(Credentials("AKIDEXAMPLE", "s3cr3t"), service, region)
+    expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)),
+                                request)
+    return expected == fields["Signature"], region
+
+
+@pytest.mark.parametrize("name", sorted(AWS_KEYS))
+def test_every_attempt_is_signed_afresh_for_what_it_sends(name: str) -> None:
+    script = Recorder(name, throttle(name), throttle(name))
+    _, dropin = sdk_of(name)
+    http = httpx2.Client(transport=httpx2.MockTransport(script))
+    client = getattr(dropin, name)(http_client=http, **AWS_KEYS[name])
+    client._resilient_clock, client._resilient_rng = FakeClock(), FakeRandom(0)
+    with client:
+        create(client, name)
+    assert len(script.sent) == 3
+    signatures = set()
+    for index, (url, headers, body) in enumerate(script.sent):
+        assert sigv4_check(url, headers, body) == (True, "us-east-1")
+        assert headers["x-stainless-retry-count"] == str(index)  # signed with its own count
+        assert "x-stainless-retry-count" in headers["authorization"]
+        signatures.add(headers["authorization"])
+    assert len(signatures) == 3, "no attempt re-sends another attempt's signature"
+
+
+def test_a_fallback_to_another_region_is_signed_for_that_region_and_host() -> None:
+    eu = "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    policy = Policy(fallbacks={"anthropic.claude-a": ["anthropic.claude-b@eu-west-1"]},
+                    region_endpoints={"eu-west-1": eu})
+    name = "AnthropicBedrock"
+    script = Recorder(name, httpx2.Response(
+        503, headers={"x-amzn-errortype": "ServiceUnavailableException"},
+        json={"message": "Service unavailable"}))
+    http = httpx2.Client(transport=httpx2.MockTransport(script))
+    client = anthropic_dropin.AnthropicBedrock(http_client=http, policy=policy,
+                                               **AWS_KEYS[name])
+    client._resilient_clock, client._resilient_rng = FakeClock(), FakeRandom(0)
+    with client:
+        message = client.messages.create(model="anthropic.claude-a", max_tokens=8,
+                                         messages=[{"role": "user", "content": "hi"}])
+    (first_url, first, first_body), (url, headers, body) = script.sent
+    assert first_url.endswith("/model/anthropic.claude-a/invoke")
+    assert url == f"{eu}/model/anthropic.claude-b/invoke", "model in the path, eu host"
+    assert "model" not in json.loads(body), "Bedrock names the model in the path only"
+    assert headers["host"] == "bedrock-runtime.eu-west-1.amazonaws.com"
+    assert sigv4_check(first_url, first, first_body) == (True, "us-east-1")
+    assert sigv4_check(url, headers, body) == (True, "eu-west-1")
+    assert headers["authorization"] != first["authorization"]
+    result = outcome(message)
+    assert result.served_by == "anthropic.claude-b" and result.degraded
+    assert result.reason == "overloaded"
+    assert [a.failure for a in result.attempts] == ["overloaded", None]
+
+
+@pytest.mark.parametrize("name", ["AnthropicBedrock", "AnthropicVertex", "BedrockOpenAI"])
+def test_residency_understands_the_cloud_region_and_fails_closed(name: str) -> None:
+    from resilient_llm import ResidencyViolation
+
+    script = Script(name)
+    policy = Policy(allowed_regions=frozenset({"eu-west-1", "europe-west1"}))
+    with make(name, script, policy=policy) as client, \
+            pytest.raises(ResidencyViolation) as info:
+        create(client, name)
+    assert script.requests == [], "nothing is sent outside the allowed regions"
+    assert info.value.region in ("us-east-1", "us-east5")
+    eu = {"AnthropicVertex": {"region": "europe-west1"}}.get(name, {"aws_region": "eu-west-1"})
+    _, dropin = sdk_of(name)
+    http = httpx2.Client(transport=httpx2.MockTransport(script))
+    with getattr(dropin, name)(http_client=http, policy=policy,
+                               **{**KWARGS[name], **eu}) as allowed:
+        create(allowed, name)
+    assert len(script.requests) == 1
+
+
+# --- over loopback: the deadline holds through a throttle, a hang and a stalled stream ----------
+
+#: The classes whose wire paths the fault server answers (``.../chat/completions``,
+#: ``.../messages``), with the base URL arguments that point them at it.
+def loopback_kwargs(name: str, root: str) -> dict[str, Any]:
+    table: dict[str, dict[str, Any]] = {
+        "AzureOpenAI": {"api_key": "k", "api_version": "2024-10-21", "azure_endpoint": root},
+        "BedrockOpenAI": {"api_key": "k", "aws_region": "us-east-1",
+                          "base_url": root + "/openai/v1"},
+        "AnthropicBedrockMantle": {"api_key": "k", "aws_region": "us-east-1",
+                                   "base_url": root + "/anthropic"},
+        "AnthropicAWS": {"api_key": "k", "aws_region": "us-east-1", "workspace_id": "w",
+                         "base_url": root},
+        "AnthropicFoundry": {"api_key": "k", "base_url": root + "/anthropic"},
+        "AnthropicGoogleCloud": {"project": "p", "location": "us-east5", "workspace_id": "w",
+                                 "skip_auth": True, "base_url": root},
+    }
+    return table[name]
+
+
+LOOPBACK = ["AzureOpenAI", "BedrockOpenAI", "AnthropicBedrockMantle", "AnthropicAWS",
+            "AnthropicFoundry", "AnthropicGoogleCloud"]
+DEADLINE = 0.6
+SLACK = 0.3  # the acceptance bound: deadline + 0.3 s
+
+
+def faults() -> list[Any]:
+    from resilient_llm.testing import Fault
+
+    return [Fault.status(429, headers={"retry-after": "0.2"}), Fault.hang(),
+            Fault.stream_stall(after_events=3, seconds=10.0)]
+
+
+def call_streaming(client: Any, name: str, stream: bool) -> Any:
+    if "OpenAI" in name:
+        return client.chat.completions.create(
+            model="gpt-4.1", messages=[{"role": "user", "content": "hi"}], stream=stream)
+    return client.messages.create(model="claude-sonnet-4-6", max_tokens=64, stream=stream,
+                                  messages=[{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.parametrize("name", LOOPBACK)
+def test_the_deadline_holds_over_loopback(name: str, provider: Any, server: Any) -> None:
+    from resilient_llm import DeadlineExceeded
+
+    sdk, dropin = sdk_of(name)
+    root = server.openai_base_url.rsplit("/v1", 1)[0]
+    for fault in faults():
+        provider.reset()
+        provider.set_default(fault)
+        stream = fault.kind == "stream_stall"
+        with getattr(dropin, name)(policy=Policy(deadline=DEADLINE),
+                                   **loopback_kwargs(name, root)) as client:
+            started = time.monotonic()
+            with pytest.raises((DeadlineExceeded, sdk.RateLimitError)):
+                result = call_streaming(client, name, stream)
+                for _ in result:
+                    pass
+            took = time.monotonic() - started
+        assert took <= DEADLINE + SLACK, (fault.kind, took)
+        assert provider.requests, "the cloud path reached the server"
+
+
+@pytest.mark.parametrize("name", LOOPBACK)
+def test_the_deadline_holds_over_loopback_async(name: str, provider: Any, server: Any) -> None:
+    from resilient_llm import DeadlineExceeded
+
+    sdk, dropin = sdk_of(name)
+    root = server.openai_base_url.rsplit("/v1", 1)[0]
+
+    async def one(stream: bool) -> float:
+        async with getattr(dropin, f"Async{name}")(policy=Policy(deadline=DEADLINE),
+                                                   **loopback_kwargs(name, root)) as client:
+            started = time.monotonic()
+            with pytest.raises((DeadlineExceeded, sdk.RateLimitError)):
+                result = await call_streaming(client, name, stream)
+                async for _ in result:
+                    pass
+            return time.monotonic() - started
+
+    for fault in faults():
+        provider.reset()
+        provider.set_default(fault)
+        took = anyio.run(one, fault.kind == "stream_stall")
+        assert took <= DEADLINE + SLACK, (fault.kind, took)
+        assert provider.requests
+
+
+def test_a_vertex_model_version_is_part_of_the_model_not_a_region() -> None:
+    from resilient_llm.engine.routing import Target
+
+    assert Target.parse("claude-sonnet-4-5@20250929") == Target("claude-sonnet-4-5@20250929")
+    assert Target.parse("claude-sonnet-4-5@20250929@europe-west1") == Target(
+        "claude-sonnet-4-5@20250929", "europe-west1")
+    name = "AnthropicVertex"
+    script = Script(name, throttle(name))
+    with make(name, script) as client:
+        client.messages.create(model="claude-sonnet-4-5@20250929", max_tokens=8,
+                               messages=[{"role": "user", "content": "hi"}])
+    paths = [r.url.path for r in script.requests]
+    path = ("/v1/projects/p/locations/us-east5/publishers/anthropic/models/"
+            "claude-sonnet-4-5@20250929:rawPredict")
+    assert paths == [path, path]
+    assert all("model" not in json.loads(r.content) for r in script.requests)
+
+
+def test_a_copy_of_a_subclass_without_policy_keeps_the_policy() -> None:
+    class Legacy(openai_dropin.AzureOpenAI):
+        def __init__(self, **kwargs: Any) -> None:  # made before policy= existed
+            kwargs.pop("policy", None)
+            super().__init__(**kwargs)
+
+    policy = Policy(deadline=7)
+    client = Legacy(**KWARGS["AzureOpenAI"])
+    copied = client.copy(policy=policy)
+    assert type(copied) is Legacy and copied.policy is policy

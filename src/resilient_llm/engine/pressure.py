@@ -5,22 +5,22 @@ on. For each target:
 
 * **Pacer** — token buckets for requests and tokens. Seeded from rate-limit headers: with
   ``limit`` L, ``remaining`` R and ``reset`` T (time until the bucket is full again, read as at
-  most a minute) the fill rate is ``(L − R) / T`` and the level is ``R``. A 429 empties the
-  requests bucket (the provider's answer beats its headers) and the fill rate follows CUBIC
-  (botocore's adaptive mode: C = 0.4, β = 0.7, floor 0.5/s): ``rate = C·(t − t_429 − K)³ +
-  W_max``, ``K = ∛(W_max·(1 − β)/C)``, growing with time (no cap from the measured rate, which
-  the pacer itself holds down) and forgotten at 2·W_max. Without headers, CUBIC's bucket
-  starts full, so it delays only a caller that sends faster than the rate. 503/529 and
-  timeouts are not send-rate signals: they cut the concurrency limit and feed the breaker.
-* **Concurrency limit** — AIMD on drops (429/529/503/timeouts: ``L ← 0.9·L``, at most halving
-  per second); slow start adds a slot per success while half the slots are used (doubling
-  per round trip) until the first drop, and again after 5 s without drops; then Netflix
-  Gradient2 on latency per 1 s window (``g = clamp(1.5·long/short, 0.5, 1)``,
-  ``L ← 0.8·L + 0.2·(L·g + 4)``); growth stops while the provider reports less than 10 % of
-  its request limit remaining, and while fewer than half the slots are in use.
+  most a minute) the fill rate is ``(L − R) / T`` and the level is ``R``. A 429 drains the
+  requests bucket until its ``Retry-After`` (the provider's answer beats its headers) and the
+  fill rate follows CUBIC (botocore's adaptive mode: C = 0.4, β = 0.7, floor 0.5/s):
+  ``rate = C·(t − t_429 − K)³ + W_max``, ``K = ∛(W_max·(1 − β)/C)``, one cut per overshoot,
+  growing with time (no cap from the measured rate, which the pacer itself holds down) and
+  forgotten at 2·W_max; while it is remembered the bucket holds at most ``BURST_SECONDS`` of
+  the rate, whatever burst the headers describe. Without headers CUBIC's bucket starts full,
+  so it delays only a caller that sends faster than the rate.
+* **Concurrency limit** — none until the provider pushes back (a 429, an overload answer, a
+  timeout not cut short by the caller's deadline; not a 503, which is the breaker's); then
+  AIMD (one ×0.9 cut and a slot less per further drop in each second), slow start back to
+  where it stood, Gradient2 on latency per 1 s window, and no limit again after 30 s calm.
+  Growth stops while the provider reports less than 10 % of its request limit remaining.
 * **Retry budget** — gRPC retry throttling: 10 tokens, −1 per failed attempt, +0.1 per
-  success; a retry is allowed only above 5 tokens (≈ retries ≤ 10 % of requests under
-  sustained failure, the SRE book's bound).
+  success; a retry is allowed above 5 tokens, while anything recent succeeded, or before the
+  first success; one retry per second in reserve.
 * **Priority** — waiting calls are admitted ``interactive`` first; ``batch`` calls may use at
   most 75 % of the concurrency limit, so interactive work always has headroom.
 * **Pressure** — one number in [0, 1]: the largest of slot utilisation beyond half, recent

@@ -113,6 +113,8 @@ class Cubic:
     last_throttle: float | None = None
     measured: float = 0.0
     accepted: float = 0.0
+    #: The lowest rate: ``MIN_RATE``, or two requests per deadline of the calls throttled.
+    floor: float = MIN_RATE
     _bucket: float = 0.0
     _count: int = 0
     _abucket: float = 0.0
@@ -130,19 +132,25 @@ class Cubic:
         self.accepted, self._abucket, self._acount = _rate_step(
             now, self.accepted, self._abucket, self._acount)
 
-    def on_throttle(self, now: float, current_rate: float | None) -> float:
+    def on_throttle(self, now: float, current_rate: float | None,
+                    patience: float | None = None) -> float:
         """Cut the rate for a 429; the 429s of one overshoot (within ``COOLDOWN`` seconds of
         the cut) are one signal and cut once: cut per 429, a burst of twenty in flight would
         take the rate to a thousandth of what the provider allows."""
+        if patience is not None and patience > 0:
+            # One throttle may not hold the target longer than half the deadline of the call
+            # that saw it (the other half is the attempt's): the rate never falls below two
+            # requests per such deadline.
+            self.floor = max(MIN_RATE, 2.0 / patience)
         if self.last_throttle is not None and now - self.last_throttle < self.COOLDOWN:
-            return max(self.BETA * self.w_max, MIN_RATE)
+            return max(self.BETA * self.w_max, self.floor)
         seen = self.measured if self.accepted <= 0 else min(self.measured, self.accepted)
         base = seen if current_rate is None else min(seen, current_rate)
-        base = max(base, MIN_RATE)
+        base = max(base, self.floor)
         self.w_max = base
         self.k = ((self.w_max * (1 - self.BETA)) / self.C) ** (1 / 3)
         self.last_throttle = now
-        return max(self.BETA * base, MIN_RATE)
+        return max(self.BETA * base, self.floor)
 
     def rate(self, now: float) -> float | None:
         """The allowed send rate, growing with time since the last throttle; ``None`` when
@@ -154,7 +162,7 @@ class Cubic:
         if self.last_throttle is None:
             return None
         t = now - self.last_throttle
-        return max(self.C * (t - self.k) ** 3 + self.w_max, MIN_RATE)
+        return max(self.C * (t - self.k) ** 3 + self.w_max, self.floor)
 
     def expired(self, now: float) -> bool:
         """The throttle is forgotten once the rate has grown to twice where it was cut."""

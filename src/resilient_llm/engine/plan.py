@@ -477,6 +477,7 @@ class Plan:
             succeeded=failure is None or not failure.retryable
             or failure.kind is FailureClass.RATE_LIMITED,
             retry_after=None if failure is None else failure.retry_after,
+            patience=call.record.deadline_budget,
         )
 
     # --- how a request ends -------------------------------------------------------------------

@@ -382,10 +382,13 @@ class TargetPressure:
         dropped: bool,
         succeeded: bool,
         retry_after: float | None = None,
+        patience: float | None = None,
     ) -> None:
         """An admitted attempt ended: free its slot and learn from how it went.
 
-        ``throttled`` (a 429) slows the send rate (CUBIC) when it is rate-shaped: it carried a
+        ``patience`` is the deadline budget of the call (a throttle never paces the target
+        slower than two requests per such budget). ``throttled`` (a 429) slows the send rate
+        (CUBIC) when it is rate-shaped: it carried a
         ``Retry-After`` or the target publishes rate limits. A bare 429 from a provider without
         rate-limit headers is a concurrency cap: it only cuts the limit. A 429 also drains the
         header-learned bucket so that its next request is due when ``Retry-After`` says (at
@@ -411,7 +414,7 @@ class TargetPressure:
                     or (self.requests is not None and not self._cubic_bucket)
                     or self.cubic_rate is not None):
                 current = self.requests.rate if self.requests is not None else None
-                self.cubic_rate = self.cubic.on_throttle(now, current)
+                self.cubic_rate = self.cubic.on_throttle(now, current, patience)
                 self._follow_cubic(now)
             if throttled and self.requests is not None and not self._cubic_bucket:
                 # A 429 is ground truth, headers a hint: the next request is due when the

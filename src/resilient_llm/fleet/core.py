@@ -1046,9 +1046,11 @@ class FleetPressure(TargetPressure):
         dropped: bool,
         succeeded: bool,
         retry_after: float | None = None,
+        patience: float | None = None,
     ) -> None:
         super().release(now, priority=priority, latency=latency, throttled=throttled,
-                        dropped=dropped, succeeded=succeeded, retry_after=retry_after)
+                        dropped=dropped, succeeded=succeeded, retry_after=retry_after,
+                        patience=patience)
         if not throttled or self._mode != "fleet":
             return
         with self._lock:

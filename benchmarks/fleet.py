@@ -205,7 +205,7 @@ def worker_main(cfg: dict[str, Any], conn: Any) -> None:
             return {}
         from dataclasses import asdict
 
-        from resilient_llm.fleet.core import fleet_stats
+        from resilient_llm.fleet import fleet_stats
 
         return asdict(fleet_stats())
 

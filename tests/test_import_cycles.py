@@ -21,7 +21,7 @@ ROOT = Path(resilient_llm.__file__).parent
 ALLOWED: frozenset[tuple[str, str]] = frozenset({
     # pressure/fleet composition (issue 14, branch pressure): pressure names the fleet's
     # snapshot type, the fleet subclasses pressure's classes.
-    ("resilient_llm.engine.pressure", "resilient_llm.fleet.core"),
+    ("resilient_llm.engine.pressure", "resilient_llm.fleet.pressure"),
 })
 
 
@@ -127,7 +127,7 @@ def test_the_walk_sees_lazy_and_type_only_imports() -> None:
         "resilient_llm.engine.call" in graph[m] for m in graph if m.startswith(
             "resilient_llm.transport"))
     # ``if TYPE_CHECKING:`` imports count: pressure names the fleet's snapshot type only there.
-    assert "resilient_llm.fleet.core" in graph["resilient_llm.engine.pressure"]
+    assert "resilient_llm.fleet.pressure" in graph["resilient_llm.engine.pressure"]
 
 
 def test_the_cycle_finder_finds_a_circle_through_three_modules() -> None:

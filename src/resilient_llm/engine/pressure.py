@@ -32,7 +32,7 @@ Every method takes ``now`` (an injected monotonic time) and does no I/O; a per-t
 makes it safe for threads and tasks alike (no lock is held across a wait).
 
 With ``RESILIENT_LLM_REDIS_URL`` set, :meth:`PressureRegistry.get` returns
-``_fleet.FleetPressure`` instead: the same interface, whose pacer (``_admit_wait``/``_take``)
+``fleet.FleetPressure`` instead: the same interface, whose pacer (``_admit_wait``/``_take``)
 and breaker consult state shared by the fleet through Redis (docs/fleet.md).
 """
 
@@ -61,7 +61,7 @@ from .controllers import (
 )
 
 if TYPE_CHECKING:
-    from ..fleet.core import FleetSnapshot
+    from ..fleet.pressure import FleetSnapshot
 
 __all__ = [
     "BATCH_SHARE",
@@ -501,7 +501,7 @@ class PressureRegistry:
     def get(self, key: TargetKey, now: float, *, redis_url: str | None = None) -> TargetPressure:
         """The state of ``key``; with ``redis_url`` (the fleet setting) it is fleet-backed.
 
-        Fleet-backed state (``_fleet.FleetPressure``) has the same interface; ``redis`` is
+        Fleet-backed state (``fleet.FleetPressure``) has the same interface; ``redis`` is
         imported only when the first one is built.
         """
         slot: TargetKey | tuple[TargetKey, str] = key if redis_url is None else (key, redis_url)
@@ -511,7 +511,7 @@ class PressureRegistry:
                 if redis_url is None:
                     state = TargetPressure(key, now)
                 else:
-                    from ..fleet.core import fleet_pressure
+                    from ..fleet.pressure import fleet_pressure
 
                     state = fleet_pressure(key, now, redis_url)
                 self._targets[slot] = state

@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any, TypeVar
 
+from .._instances import Instances
 from .scripts import SCRIPTS, Script
 from .stats import COUNTERS
 from .tuning import OP_TIMEOUT, PROBE_EVERY
@@ -166,25 +167,16 @@ class Link:
             client.close()
 
 
-_LINKS: dict[tuple[str, int], Link] = {}
-_LINKS_LOCK = threading.Lock()
+_LINKS: Instances[tuple[str, int], Link] = Instances(lambda slot: Link(slot[0]))
 
 
 def link_for(url: str) -> Link:
     """The process's link for ``url`` (a forked child gets its own: sockets are not shared)."""
-    slot = (url, os.getpid())
-    with _LINKS_LOCK:
-        link = _LINKS.get(slot)
-        if link is None:
-            link = _LINKS[slot] = Link(url)
-        return link
+    return _LINKS.get((url, os.getpid()))
 
 
 def reset_links() -> None:
     """Close every link and zero the counters (tests)."""
-    with _LINKS_LOCK:
-        links = list(_LINKS.values())
-        _LINKS.clear()
-    for link in links:
+    for link in _LINKS.drain():
         link.close()
     COUNTERS.reset()

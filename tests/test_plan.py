@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from resilient_llm import AllTargetsFailed, CircuitOpen, DeadlineExceeded, Policy
+from resilient_llm.engine.breaker import DOWN_AFTER
 from resilient_llm.engine.call import Call, Send, Wait
 from resilient_llm.engine.classify import Failure, FailureClass
 from resilient_llm.engine.plan import (
@@ -147,13 +148,15 @@ def test_an_open_circuit_without_fallback_fails_fast_with_circuit_open() -> None
     clock = FakeClock()
     plan, states = _plan(clock)
     breaker = states["m"].breaker
-    for _ in range(20):
+    for _ in range(DOWN_AFTER):
         breaker.record(clock.now(), SERVER_ERROR, FakeRandom(fixed=0.5))
     plan2 = Plan(plan.call, states=lambda name: states["m"], requested=None, replayable=True,
                  cost=lambda: 0.0)
-    error, actions = _drive(plan2, _script(), clock)
+    # Nothing succeeded: one caller without a fallback a second probes the target; its retry
+    # within that second fails fast, before a second attempt.
+    error, actions = _drive(plan2, _script(SERVER_ERROR), clock)
     assert isinstance(error, CircuitOpen)
-    assert len(actions) == 1
+    assert sum(isinstance(a, Send) for a in actions) == 1
 
 
 def test_an_admission_queue_is_an_action_and_its_wait_is_reported_once() -> None:

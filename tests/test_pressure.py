@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -163,9 +164,12 @@ def test_slow_start_adds_a_slot_per_success_until_the_first_drop_then_grows_addi
         now += 0.05
         limit.on_sample(0.2, now, inflight=int(limit.limit), may_grow=True)
     assert limit.limit == 40
-    for _ in range(10):  # a burst of drops inside one window halves the limit at most
+    for _ in range(10):  # a burst of drops inside one window: one cut, then a slot per drop
         limit.on_drop(now)
-    assert limit.limit == 20
+    assert limit.limit == 30
+    for _ in range(10):
+        limit.on_drop(now)
+    assert limit.limit == 20  # 40 were out, 20 rejected: the provider held 20
     before = limit.limit
     for _ in range(11):
         now += 0.1
@@ -195,7 +199,7 @@ def test_retry_budget_allows_about_ten_percent() -> None:
         budget.on_failure()
         if budget.can_retry():
             allowed += 1
-    assert allowed == 4
+    assert allowed == RetryBudget.WARMUP - 1  # the first failures say too little to ration
     for _ in range(10):
         budget.on_success()
     assert budget.tokens == pytest.approx(1.0)
@@ -203,7 +207,7 @@ def test_retry_budget_allows_about_ten_percent() -> None:
 
 def test_budget_reserve_allows_one_retry_per_second() -> None:
     state = TargetPressure(KEY, now=0.0)
-    for _ in range(10):
+    for _ in range(RetryBudget.WARMUP):
         state.budget.on_failure()
     assert state.record_retry(now=10.0) is True
     assert state.record_retry(now=10.5) is False
@@ -319,8 +323,40 @@ def test_throttle_raises_pressure_which_decays() -> None:
                   succeeded=False)
     assert state.pressure(1.0) == pytest.approx(1.0)
     assert state.pressure(6.0) == pytest.approx(0.5)
-    assert state.concurrency.limit == pytest.approx(18)
+    assert state.concurrency.limit == 1.0  # a bare 429 at one in flight: the cap it met
     assert state.snapshot(6.0).throttles == 1
+
+
+def test_no_concurrency_limit_until_the_provider_pushes_back_and_none_after_long_calm() -> None:
+    limit = ConcurrencyLimit()
+    assert math.isinf(limit.limit)
+    limit.on_sample(0.1, 0.0, inflight=500, may_grow=True)
+    assert math.isinf(limit.limit)  # nothing signalled pressure: nothing is held
+    limit.on_drop(1.0, inflight=40)
+    assert limit.limit == pytest.approx(36)  # engaged at what was in flight, then cut
+    now = 1.0
+    while now < 30.0:
+        now += 0.1
+        limit.on_sample(0.1, now, inflight=2, may_grow=True)
+    assert not math.isinf(limit.limit)
+    now += 2.0
+    limit.on_sample(0.1, now, inflight=2, may_grow=True)
+    assert math.isinf(limit.limit)  # 30 s without pushback: lifted
+
+
+def test_slow_start_climbs_back_to_half_the_old_limit_after_an_episode() -> None:
+    limit = ConcurrencyLimit(limit=20)
+    now = 0.0
+    for _ in range(6):  # a silent outage: timeouts cut it down to 3 or so
+        now += 1.0
+        for _ in range(3):
+            limit.on_drop(now, inflight=int(limit.limit))
+    low = limit.limit
+    assert low < 6
+    for _ in range(12):  # the provider is back: a slot per success up to 10
+        now += 0.05
+        limit.on_sample(0.2, now, inflight=int(limit.limit), may_grow=True)
+    assert limit.limit >= 10 > low
 
 
 def test_registry_is_bounded_and_keys_hide_credentials() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .._clock import RandomSource
 from .classify import Failure
 
-__all__ = ["THROTTLE_BASE", "TRANSIENT_BASE", "backoff_delay"]
+__all__ = ["THROTTLE_BASE", "TRANSIENT_BASE", "backoff_delay", "clipped"]
 
 #: Base of the exponential for throttles (429/529/503): the provider is short of capacity.
 THROTTLE_BASE = 1.0
@@ -53,3 +53,12 @@ def backoff_delay(
         spread = min(spread, max(0.0, limit - hint) / 4)
     jitter = rng.uniform(0.0, cap)
     return max(jitter, hint + rng.uniform(0.0, spread)) if hint > 0 else jitter
+
+
+def clipped(*, retry: int, failure: Failure, max_backoff: float, limit: float) -> bool:
+    """Does the deadline clip retry ``retry``'s backoff window (``limit`` is what it leaves for
+    waiting)? A server-directed delay is never clipped: a retry that fits after it is taken."""
+    if failure.retry_after is not None:
+        return False
+    base = THROTTLE_BASE if failure.throttle else TRANSIENT_BASE
+    return limit < min(max_backoff, base * (2.0 ** min(retry - 1, 32)))

@@ -28,7 +28,7 @@ from .._policy import Policy
 from ..context.deadline import current_deadline
 from ..events.bus import Event, EventKind, emit, needed, start
 from ..events.outcome import CallRecord
-from .backoff import backoff_delay
+from .backoff import backoff_delay, clipped
 from .classify import Failure
 
 __all__ = [
@@ -124,6 +124,7 @@ class Call:
     """
 
     __slots__ = (
+        "_clipped",
         "_last_attempt_end",
         "attempts",
         "clock",
@@ -161,6 +162,7 @@ class Call:
         self.last_failure: Failure | None = None
         self.last_error: BaseException | None = None
         self._last_attempt_end = self.started_at
+        self._clipped = False
         budget = None if deadline_at is None else max(0.0, deadline_at - self.started_at)
         if record is None:
             record = CallRecord(requested=target, deadline_budget=budget, policy=policy)
@@ -218,6 +220,22 @@ class Call:
         left = self.remaining()
         if left is not None and left < MIN_ATTEMPT:
             return GiveUp("deadline", self.last_failure)
+        self.attempts += 1
+        return self._send(self.attempts, requested, share, self.target if target is None
+                          else target)
+
+    def reclip(self, send: Send, requested: Mapping[str, float | None] | None, *,
+               share: float = 1.0) -> Send | GiveUp:
+        """``send`` with its timeouts clipped again to the time left now: the attempt waited
+        for admission after it was planned, and must still end by the deadline."""
+        left = self.remaining()
+        if left is not None and left < MIN_ATTEMPT:
+            return GiveUp("deadline", self.last_failure)
+        return self._send(send.attempt, requested, share, send.target)
+
+    def _send(self, attempt: int, requested: Mapping[str, float | None] | None, share: float,
+              target: str | None) -> Send:
+        left = self.remaining()
         if left is not None:
             left *= share
         policy = self.policy
@@ -226,9 +244,7 @@ class Call:
         if left is not None:
             first = min(first, left)
             idle = min(idle, left)
-        self.attempts += 1
-        return Send(self.attempts, clip_timeouts(requested, left), first, idle,
-                    self.target if target is None else target)
+        return Send(attempt, clip_timeouts(requested, left), first, idle, target)
 
     def withdraw(self, send: Send) -> None:
         """The attempt ``send`` was planned but will never be made (a hedge not admitted)."""
@@ -264,6 +280,14 @@ class Call:
         if not budget_ok:
             return GiveUp("budget", failure)
         left = self.remaining()
+        if left is not None and clipped(retry=self.attempts, failure=failure,
+                                        max_backoff=self.policy.max_backoff,
+                                        limit=left - _RETRY_RESERVE):
+            # The deadline clips this wait. Once is the retry that fits; twice in a row is a
+            # burst of ever quicker retries as the time runs out, which only adds load.
+            if self._clipped:
+                return GiveUp("deadline", failure)
+            self._clipped = True
         delay = backoff_delay(
             retry=self.attempts,
             failure=failure,

@@ -28,8 +28,9 @@ __all__ = [
 MIN_RATE = 0.5
 #: The fill rate of a bucket whose rate is not known yet: it never makes anyone wait.
 UNPACED = 1e9
-#: Recent attempt success share above which retries are not rationed.
-PRODUCTIVE = 0.2
+#: Recent attempt success share (an EMA over about 20 attempts) above which retries are not
+#: rationed: about one success in the last 20–60 attempts.
+PRODUCTIVE = 0.01
 #: The longest reset a rate-limit header may set (providers' windows are a minute).
 MAX_RESET = 60.0
 
@@ -89,6 +90,16 @@ class TokenBucket:
         self.level = min(limits.remaining, self.capacity)
 
 
+def _rate_step(now: float, rate: float, bucket: float, count: int) -> tuple[float, float, int]:
+    """One event of a rate measured as an EMA (0.8) of counts per 0.5 s bucket."""
+    start = math.floor(now * 2) / 2
+    if start == bucket:
+        return rate, bucket, count + 1
+    if bucket:
+        rate = 0.8 * (count / max(start - bucket, 0.5)) + 0.2 * rate
+    return rate, start, 1
+
+
 @dataclass(slots=True)
 class Cubic:
     """CUBIC send-rate control after 429s (botocore adaptive retry mode), recovering with time:
@@ -96,26 +107,37 @@ class Cubic:
 
     C: float = 0.4
     BETA: float = 0.7
+    COOLDOWN = 1.0
     w_max: float = 0.0
     k: float = 0.0
     last_throttle: float | None = None
     measured: float = 0.0
+    accepted: float = 0.0
     _bucket: float = 0.0
     _count: int = 0
+    _abucket: float = 0.0
+    _acount: int = 0
 
     def record_send(self, now: float) -> None:
         """Measured send rate: EMA (0.8) of counts per 0.5 s bucket."""
-        bucket = math.floor(now * 2) / 2
-        if bucket == self._bucket:
-            self._count += 1
-            return
-        if self._bucket:
-            current = self._count / max(bucket - self._bucket, 0.5)
-            self.measured = 0.8 * current + 0.2 * self.measured
-        self._bucket, self._count = bucket, 1
+        self.measured, self._bucket, self._count = _rate_step(
+            now, self.measured, self._bucket, self._count)
+
+    def record_accept(self, now: float) -> None:
+        """Measured rate of requests the provider accepted (answered without a 429): the
+        same EMA. After an overshoot it is what the provider let through, the better
+        ``W_max`` (the send rate then counts every rejected request too)."""
+        self.accepted, self._abucket, self._acount = _rate_step(
+            now, self.accepted, self._abucket, self._acount)
 
     def on_throttle(self, now: float, current_rate: float | None) -> float:
-        base = self.measured if current_rate is None else min(self.measured, current_rate)
+        """Cut the rate for a 429; the 429s of one overshoot (within ``COOLDOWN`` seconds of
+        the cut) are one signal and cut once: cut per 429, a burst of twenty in flight would
+        take the rate to a thousandth of what the provider allows."""
+        if self.last_throttle is not None and now - self.last_throttle < self.COOLDOWN:
+            return max(self.BETA * self.w_max, MIN_RATE)
+        seen = self.measured if self.accepted <= 0 else min(self.measured, self.accepted)
+        base = seen if current_rate is None else min(seen, current_rate)
         base = max(base, MIN_RATE)
         self.w_max = base
         self.k = ((self.w_max * (1 - self.BETA)) / self.C) ** (1 / 3)
@@ -147,33 +169,61 @@ class Cubic:
 
 @dataclass(slots=True)
 class ConcurrencyLimit:
-    """AIMD on drops, slow start per success, Gradient2 on latency once per window."""
+    """No limit until the provider pushes back; then AIMD on drops, slow start per success,
+    Gradient2 on latency once per window; unlimited again after ``release_after`` calm seconds.
 
-    limit: float = 20.0
+    ``limit`` is ``inf`` while nothing has asked for fewer requests at once: a limit guessed
+    before any pushback could only hold calls in the client that the provider would serve.
+    """
+
+    limit: float = math.inf
     minimum: float = 1.0
     maximum: float = 1024.0
     window: float = 1.0
     min_samples: int = 10
     #: Seconds without drops (and with steady latency) after which slow start resumes.
     calm: float = 5.0
+    #: Seconds without drops after which the limit is lifted altogether.
+    release_after: float = 30.0
     long_rtt: float | None = None
     _samples: list[float] = field(default_factory=list)
     _window_start: float | None = None
     _dropped: bool = False
     _cut_since: float | None = None
-    _cut_floor: float = 0.0
+    _cut_base: float = 0.0
+    _cut_drops: int = 0
+    _last_drop: float | None = None
+    _threshold: float = 0.0
 
-    def on_drop(self, now: float = 0.0) -> None:
-        """Multiplicative decrease (× 0.9 per drop), but at most halving within one window.
+    def on_drop(self, now: float = 0.0, inflight: int | None = None) -> None:
+        """A drop (a 429, an overload answer, a timeout) with ``inflight`` requests out.
 
-        A burst of throttles answering one overshoot is one signal: without the floor, the 20
-        rejections of a first wave would cut the limit to an eighth of what the provider holds.
+        One multiplicative cut (× 0.9) per window, then one slot less per further drop in
+        that window: the drops of one overshoot are one signal, and each says the provider
+        held one request fewer than was sent. Twenty rejections of a first wave of 40 leave
+        20; a burst of 400 of which 380 are rejected leaves 20 (not 360, not 400 · 0.9³⁸⁰).
+        The first drop sets the limit from ``inflight`` (default: the limit), the evidence of
+        what the provider was asked to hold.
         """
+        sent = self.limit if inflight is None else float(inflight)
+        if math.isinf(self.limit):
+            self.limit = min(self.maximum, max(self.minimum, sent))
+            self._cut_since = None
+            self._samples.clear()
+            self._window_start = None
+        if not self._dropped:
+            # The start of an episode: after it, slow start climbs back to half of where the
+            # limit stood (TCP's ssthresh), so a provider that recovers is used again at once.
+            self._threshold = self.limit * 0.5
         self._dropped = True
+        self._last_drop = now
         if self._cut_since is None or now - self._cut_since >= self.window:
             self._cut_since = now
-            self._cut_floor = self.limit * 0.5
-        self.limit = max(self.minimum, self._cut_floor, self.limit * 0.9)
+            self._cut_base = max(self.minimum, min(self.limit, sent))
+            self._cut_drops = 0
+            self.limit = max(self.minimum, self._cut_base * 0.9)
+        self._cut_drops += 1
+        self.limit = max(self.minimum, min(self.limit, self._cut_base - self._cut_drops))
 
     def on_sample(self, rtt: float, now: float, inflight: int, may_grow: bool) -> None:
         """A successful attempt's latency: slow start per success, Gradient2 per window.
@@ -184,11 +234,17 @@ class ConcurrencyLimit:
         in the client for long while the provider shows no pressure. After it, a success adds
         ``1/limit`` (one slot per round trip, congestion avoidance).
         """
+        if math.isinf(self.limit):
+            return  # unlimited: nothing is held, nothing to adjust
+        if self._last_drop is not None and now - self._last_drop >= self.release_after \
+                and not self._dropped:
+            self.limit = math.inf  # long calm since the last pushback: lift the limit
+            return
         if self._window_start is None:
             self._window_start = now
         if may_grow and inflight * 2 >= self.limit:
             # Slow start: a slot per success; after it, one per round trip (TCP's window).
-            step = 1.0 if not self._dropped else 1.0 / self.limit
+            step = 1.0 if not self._dropped or self.limit < self._threshold else 1.0 / self.limit
             self.limit = min(self.maximum, self.limit + step)
         self._samples.append(rtt)
         if now - self._window_start < self.window or len(self._samples) < self.min_samples:
@@ -227,17 +283,29 @@ class RetryBudget:
 
     #: Share of recent attempts that succeeded (EMA over about 20 attempts; 0 until seen).
     success_rate: float = 0.0
+    #: Attempts seen. Until the first success, or ``WARMUP`` attempts, the success rate says
+    #: too little to ration anything: failures are often answered faster than successes, so
+    #: a new target's first answers are failures even when most of its answers succeed.
+    seen: int = 0
+    succeeded_once: bool = False
+
+    WARMUP = 50
 
     def on_success(self) -> None:
         self.tokens = min(self.max_tokens, self.tokens + self.ratio)
         self.success_rate += 0.05 * (1.0 - self.success_rate)
+        self.seen += 1
+        self.succeeded_once = True
 
     def on_failure(self) -> None:
         self.tokens = max(0.0, self.tokens - 1.0)
         self.success_rate -= 0.05 * self.success_rate
+        self.seen += 1
 
     def can_retry(self) -> bool:
-        """Above half the tokens; or while retries are productive (≥ 20 % of recent attempts
-        succeed), since admission already bounds the load they add: refusing them then makes
-        a partial failure worse for the caller than the official SDK's two retries."""
-        return self.tokens > self.max_tokens / 2 or self.success_rate >= PRODUCTIVE
+        """Above half the tokens; or while retries are productive (anything recent succeeded),
+        since admission already bounds the load they add: refusing them then makes a partial
+        failure worse for the caller than the official SDK's two retries (at 80 % failures,
+        those still complete half the calls). Spent on a target where nothing succeeds."""
+        return (self.tokens > self.max_tokens / 2 or self.success_rate >= PRODUCTIVE
+                or (not self.succeeded_once and self.seen < self.WARMUP))

@@ -72,6 +72,14 @@ __all__ = [
 _DROPS = frozenset({FailureClass.TIMEOUT, FailureClass.OVERLOADED})
 
 
+def _says_fewer_at_once(failure: Failure) -> bool:
+    """Does ``failure`` ask for fewer requests in flight? An overload answer (529,
+    ``overloaded_error``) and a timeout do. A 503 says "unavailable": an outage or a partial
+    failure, which the breaker handles; cutting the limit for it would only queue calls that
+    the official SDK sends at once."""
+    return failure.kind in _DROPS and failure.status != 503
+
+
 # --- actions (plan → driver) ------------------------------------------------------------------
 
 
@@ -136,6 +144,23 @@ Reply = Admitted | Served | Failed | None
 
 for _message in (Admit, Return, Raise, Admitted, Served, Failed):
     fast_frozen_init(_message)  # built on every call: see ``_fastinit``
+
+
+def _cut_short(state: TargetPressure, failure: Failure, send: Send) -> bool:
+    """A timeout of an attempt that had less time than the target's answers normally take
+    (the deadline clipped it): the call ran out of time, the target did nothing wrong."""
+    if failure.kind not in _TIMEOUTS:
+        return False
+    normal = state.normal_latency()
+    if normal is None:
+        return False
+    limit = send.timeouts.get("read")
+    if failure.kind is FailureClass.FIRST_TOKEN_TIMEOUT:
+        limit = send.first_token_timeout
+    return limit is not None and limit < normal
+
+
+_TIMEOUTS = frozenset({FailureClass.TIMEOUT, FailureClass.FIRST_TOKEN_TIMEOUT})
 
 
 # --- the plan ---------------------------------------------------------------------------------
@@ -209,6 +234,15 @@ class Plan:
                     call.record.pressure = admitted.pressure
                     if admitted.waited is not None:
                         call.waited(admitted.waited, "admission")
+                        # Planned before the queue: its timeouts must still fit what is left.
+                        again = call.reclip(action, self.requested,
+                                            share=self.router.attempt_share())
+                        if isinstance(again, GiveUp):
+                            state.withdraw(call.policy.priority)
+                            state.breaker.cancel_probe()
+                            yield Raise(call.deadline_error())
+                            return
+                        action = again
             except BaseException:
                 state.breaker.cancel_probe()  # the planned attempt will not be made
                 raise
@@ -219,7 +253,7 @@ class Plan:
                 state.breaker.cancel_probe()
                 raise
             assert isinstance(result, (Served, Failed))
-            step = self._handle(state, result)
+            step = self._handle(state, result, action)
             if not isinstance(step, Wait):
                 yield step
                 return
@@ -284,8 +318,13 @@ class Plan:
         call = self.call
         left = call.remaining()
         wait = admission.wait
-        if left is not None and (left <= MIN_ATTEMPT or (wait is not None and wait > left)):
-            why = f"the pacer needs {wait:.3g} s" if wait is not None else "no slot freed in time"
+        # A slot given to a call that cannot finish in its time left is lost to the calls
+        # queued behind it: under contention, stop waiting once what is left is shorter than
+        # an answer of the target may normally take.
+        needed = max(MIN_ATTEMPT, self.state.normal_latency() or 0.0)
+        if left is not None and (left <= needed or (wait is not None and wait > left)):
+            why = (f"the pacer needs {wait:.3g} s" if wait is not None and wait > left
+                   else "no slot freed in time")
             if call.last_error is None:
                 call.note_error(TimeoutError(
                     f"admission to {self.state.key.model or 'the target'} failed: {why}"))
@@ -294,7 +333,8 @@ class Plan:
             return None
         return wait
 
-    def _handle(self, state: TargetPressure, result: Served | Failed) -> Wait | Return | Raise:
+    def _handle(self, state: TargetPressure, result: Served | Failed,
+                send: Send) -> Wait | Return | Raise:
         """After an attempt: hand back its response, or decide how the call goes on."""
         call, router = self.call, self.router
         now = call.clock.now()
@@ -305,8 +345,13 @@ class Plan:
             return Return(result.response)
         failure = result.failure
         self._last = result
-        self.release(state, 0.0, failure)
-        state.breaker.record(now, failure, call.rng)
+        if _cut_short(state, failure, send):
+            # The call's own deadline ended the attempt before the target's usual answer time:
+            # that says nothing about the target, so neither its limit nor its breaker learns.
+            state.withdraw(call.policy.priority)
+        else:
+            self.release(state, 0.0, failure)
+            state.breaker.record(now, failure, call.rng)
         self._breaker_moved(state, seen, now)
         router.failed_here(result.error)
         if not isinstance(result.last, BaseException):
@@ -397,7 +442,7 @@ class Plan:
             latency=None if failure is not None else now - started,
             # Only a 429 says "send slower"; overload and timeouts say "fewer at once".
             throttled=failure is not None and failure.kind is FailureClass.RATE_LIMITED,
-            dropped=failure is not None and failure.kind in _DROPS,
+            dropped=failure is not None and _says_fewer_at_once(failure),
             # 429s are answered by pacing and Retry-After, not by spending the retry budget,
             # whose job is to stop retries multiplying load on a failing target.
             succeeded=failure is None or not failure.retryable

@@ -85,6 +85,9 @@ BATCH_SHARE = 0.75
 _GROWTH_PAUSE = 2.0
 #: Latency above the baseline that is never read as pressure (seconds).
 _LATENCY_FLOOR = 0.05
+#: While a 429 is remembered, the burst a header-learned bucket allows: this many seconds of
+#: the allowed rate (providers may enforce a per-minute limit over windows this short).
+BURST_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +190,8 @@ class TargetPressure:
         self.breaker = Breaker()
         #: The requests bucket was made by CUBIC (no headers): it goes when the throttle does.
         self._cubic_bucket = False
+        #: The fill rate the rate-limit headers describe (``UNPACED`` until learnt).
+        self._header_rate = UNPACED
         #: Successes whose rate-limit headers may be skipped (plenty of headroom last time).
         self.headroom_skips = 0
         self.touched = now
@@ -312,26 +317,40 @@ class TargetPressure:
             self.tokens.take(cost, now)
 
     def _pacer_wait(self, cost: float, now: float) -> float:
-        wait = 0.0
-        if self.cubic_rate is not None and self.cubic.expired(now):
-            self.cubic_rate = None  # recovered with time: the throttle is forgotten
-            if self._cubic_bucket:
-                self.requests, self._cubic_bucket = None, False
-        if self.requests is not None:
-            rate = self.requests.rate
-            if self.cubic_rate is not None:
-                self.requests.rate = min(rate, self.cubic.rate(now) or rate)
-            wait = self.requests.wait_for(1, now)
-            self.requests.rate = rate
-        elif self.cubic_rate is not None:
-            # Starts full: it delays a caller only while it sends faster than the rate.
-            rate = self.cubic.rate(now) or self.cubic_rate
-            self.requests = TokenBucket(rate, max(rate, 1.0), max(rate, 1.0), now)
-            self._cubic_bucket = True
-            wait = self.requests.wait_for(1, now)
+        self._follow_cubic(now)
+        wait = 0.0 if self.requests is None else self.requests.wait_for(1, now)
         if self.tokens is not None and cost > 0:
             wait = max(wait, self.tokens.wait_for(cost, now))
         return wait
+
+    def _follow_cubic(self, now: float) -> None:
+        """Set the requests bucket's rate to what CUBIC allows now (lock held).
+
+        While a 429 is remembered the bucket fills at ``min(header rate, CUBIC rate)``, a rate
+        that grows with time and not with what the pacer let through, and holds at most
+        ``BURST_SECONDS`` of it; without headers CUBIC has a bucket of its own. Once the rate
+        has grown to twice where it was cut, the throttle is forgotten.
+        """
+        if self.cubic_rate is None:
+            return
+        bucket = self.requests
+        if self.cubic.expired(now):
+            self.cubic_rate = None  # recovered with time: the throttle is forgotten
+            if self._cubic_bucket:
+                self.requests, self._cubic_bucket = None, False
+            elif bucket is not None:
+                bucket.refill(now)
+                bucket.rate = self._header_rate
+            return
+        rate = self.cubic.rate(now) or self.cubic_rate
+        if bucket is None:
+            burst = max(1.0, rate * BURST_SECONDS)
+            self.requests = TokenBucket(rate, burst, burst, now)  # starts full
+            self._cubic_bucket = True
+            return
+        bucket.refill(now)  # what accrued so far, at the rate that held so far
+        bucket.rate = rate if self._cubic_bucket else min(self._header_rate, rate)
+        self._clamp_burst(now)
 
     def _wake_head(self) -> None:
         if self._waiting:
@@ -344,6 +363,14 @@ class TargetPressure:
                 return
 
     # feedback
+
+    def withdraw(self, priority: Priority) -> None:
+        """An admitted attempt will not be sent after all: free its slot, learn nothing."""
+        with self._lock:
+            self.inflight = max(0, self.inflight - 1)
+            if priority == "batch":
+                self.inflight_batch = max(0, self.inflight_batch - 1)
+            self._wake_head()
 
     def release(
         self,
@@ -372,6 +399,8 @@ class TargetPressure:
                 self.budget.on_success()
             else:
                 self.budget.on_failure()
+            if latency is not None:
+                self.cubic.record_accept(now)
             if throttled:
                 self.throttles += 1
                 self._last_throttle = now
@@ -383,16 +412,23 @@ class TargetPressure:
                     or self.cubic_rate is not None):
                 current = self.requests.rate if self.requests is not None else None
                 self.cubic_rate = self.cubic.on_throttle(now, current)
-            if throttled and self.requests is not None and not self._cubic_bucket \
-                    and self.requests.rate < UNPACED:
+                self._follow_cubic(now)
+            if throttled and self.requests is not None and not self._cubic_bucket:
                 # A 429 is ground truth, headers a hint: the next request is due when the
-                # provider said, not before.
+                # provider said, not before, and the burst the headers allow is not believed
+                # while the throttle is remembered (a per-minute limit may be enforced over
+                # much shorter windows).
                 bucket = self.requests
                 bucket.refill(now)
                 rate = min(bucket.rate, self.cubic.rate(now) or bucket.rate)
-                bucket.level = min(bucket.level, 1.0 - rate * (retry_after or 0.0))
-            if dropped or throttled:
-                self.concurrency.on_drop(now)
+                if rate < UNPACED:
+                    bucket.level = min(bucket.level, 1.0 - rate * (retry_after or 0.0))
+                self._clamp_burst(now)
+            # A 429 from a target that publishes rate limits asks for a slower rate (the pacer
+            # answers it), not fewer requests at once; any other 429 may be a concurrency cap.
+            published = self.requests is not None and not self._cubic_bucket
+            if dropped or (throttled and not published):
+                self.concurrency.on_drop(now, self.inflight + 1)
             elif latency is not None:
                 # No growth while the provider says its limit is nearly spent, or just sent
                 # a 429: more slots would only meet the rate limit again.
@@ -402,6 +438,16 @@ class TargetPressure:
                 self.concurrency.on_sample(latency, now, self.inflight + 1, may_grow)
                 self._learn_latency(latency)
             self._wake_head()
+
+    def _clamp_burst(self, now: float) -> None:
+        """While a 429 is remembered, the header-learned requests bucket holds at most
+        ``BURST_SECONDS`` of the allowed rate (lock held)."""
+        bucket = self.requests
+        if bucket is None or self.cubic_rate is None:
+            return
+        rate = self.cubic.rate(now) or self.cubic_rate
+        bucket.capacity = min(bucket.capacity, max(1.0, rate * BURST_SECONDS))
+        bucket.level = min(bucket.level, bucket.capacity)
 
     def _learn_latency(self, latency: float) -> None:
         """Recent latency (EMA 0.2) against a robust baseline: an EMA that falls fast (0.2) and
@@ -420,7 +466,17 @@ class TargetPressure:
                 if self.requests is None:
                     self.requests = TokenBucket(UNPACED, max(requests.limit, 1.0),
                                                 requests.remaining, now)
+                self.requests.refill(now)
+                # The headers speak of their own rate, not of the one CUBIC set (and a bucket
+                # CUBIC made becomes theirs: the provider publishes limits after all).
+                self.requests.rate, self._cubic_bucket = self._header_rate, False
+                level = self.requests.level
                 self.requests.observe(requests, now, floor=self.cubic.measured)
+                self._header_rate = self.requests.rate
+                if self.cubic_rate is not None:  # while a 429 is remembered, headers that
+                    # say "plenty left" do not refill the bucket
+                    self.requests.level = min(self.requests.level, level)
+                self._follow_cubic(now)
                 if requests.limit > 0:
                     self._remaining_fraction = requests.remaining / requests.limit
             if tokens is not None:
@@ -428,6 +484,14 @@ class TargetPressure:
                     self.tokens = TokenBucket(UNPACED, max(tokens.limit, 1.0),
                                               tokens.remaining, now)
                 self.tokens.observe(tokens, now)
+
+    def normal_latency(self) -> float | None:
+        """The longest answer time that is not read as pressure (twice the baseline plus
+        50 ms); ``None`` before the first success."""
+        with self._lock:
+            if self._baseline is None:
+                return None
+            return 2 * self._baseline + _LATENCY_FLOOR
 
     def expected_latency(self) -> float | None:
         """Recent latency of successful attempts (time to first output for streams)."""

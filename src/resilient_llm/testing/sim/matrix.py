@@ -55,6 +55,7 @@ class CellMetrics:
     recovery: float | None  # worst seed: last client-side wait or failure after the episode
     post_rate: float | None  # worst seed: successes / capacity from 5 s after the episode
     max_pressure: float
+    max_waited: float  # longest time one call spent in the client (admission, backoff)
     fallback_share: float  # calls answered by the fallback
     interactive_p99: float | None  # ``mix`` traffic only
     batch_success: float | None  # ``mix`` traffic only
@@ -135,6 +136,7 @@ def _metrics(cell: Cell, runs: list[tuple[list[CallResult], float]]) -> CellMetr
         recovery=recovery,
         post_rate=post_rate,
         max_pressure=max((r.pressure for r in calls), default=0.0),
+        max_waited=max((r.waited for r in calls), default=0.0),
         fallback_share=sum(r.model == "fb" for r in calls) / max(1, len(calls)),
         interactive_p99=interactive_p99,
         batch_success=batch_success,

@@ -30,6 +30,7 @@ from resilient_llm.fleet import (
     FleetPressure,
     Lease,
     fleet_keys,
+    fleet_pressure,
     fleet_stats,
     lease_size,
     scripts,
@@ -151,7 +152,9 @@ def test_importing_the_package_does_not_import_redis() -> None:
 def test_registry_builds_fleet_state_only_with_a_redis_url(redis_url: str) -> None:  # noqa: F811
     key = _key("registry")
     plain = registry.get(key, 0.0)
-    fleet = registry.get(key, 0.0, redis_url=redis_url)
+    with pytest.raises(ValueError, match="fleet_pressure"):
+        registry.get(key, 0.0, redis_url=redis_url)  # the engine does not know the fleet
+    fleet = registry.get(key, 0.0, redis_url=redis_url, shared=fleet_pressure)
     assert type(plain).__name__ == "TargetPressure"
     assert isinstance(fleet, FleetPressure) and isinstance(fleet.breaker, FleetBreaker)
     assert registry.get(key, 1.0, redis_url=redis_url) is fleet

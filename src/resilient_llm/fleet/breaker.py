@@ -101,7 +101,7 @@ class FleetBreaker(Breaker):
         with self._lock:
             state = self._current(now)
             if state == "open":
-                return alone and rng is not None and self._admit_alone(rng)
+                return alone and self._admit_alone(now)
             if state == "closed":
                 age = now - self._view_at
                 stale = age >= self.view_ttl or (self._fleet_failures > 0

@@ -325,8 +325,13 @@ class DriverBase:
             return hit[1]
         endpoint = f"{url.scheme}://{url.host}:{url.port or ''}"
         digest = TargetKey.of(endpoint, credential, None).credential
+        shared = None
+        if redis_url is not None:  # the fleet (and redis) load only when the setting is on
+            from ..fleet import fleet_pressure
+
+            shared = fleet_pressure
         state = registry.get(TargetKey(endpoint, digest, model), call.clock.now(),
-                             redis_url=redis_url)
+                             redis_url=redis_url, shared=shared)
         if len(self._states) > 256:
             self._states.clear()
         self._states[memo] = (registry.generation, state)

@@ -1,6 +1,6 @@
 """The pressure-control matrix, simulated: resilient-llm vs a control modelled on the official SDK.
 
-    python benchmarks/pressure_matrix.py [--seeds N] [--only TEXT] [--reduced]
+    python benchmarks/pressure_matrix.py [--seeds N] [--only TEXT] [--reduced] [--check]
                                          [--json PATH] [--markdown PATH] [--plot]
 
 Every cell of ``resilient_llm.testing.sim.MATRIX`` (provider model × traffic × deadline) runs
@@ -8,7 +8,9 @@ on virtual time with seeds 0..N−1 (default 20), once with the library's own de
 once with the control client, on the same traffic and seeds. Printed per cell and client:
 success rate, goodput / ideal, attempts per call, share of 429s, p50/p99 latency of successes,
 time to recover after an episode, and the mix cells' interactive p99. ``--plot`` writes
-``docs/pressure-matrix.png`` (needs matplotlib: ``pip install -e '.[bench]'``). No sockets.
+``docs/pressure-matrix.png`` (needs matplotlib: ``pip install -e '.[bench]'``). ``--check`` lists
+every invariant a cell breaks (``resilient_llm.testing.sim.invariants``) and exits with status
+1 if any does. No sockets.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 from resilient_llm.testing.sim import MATRIX, REDUCED, Cell, CellMetrics, run_cell
+from resilient_llm.testing.sim.invariants import violations
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--plot", action="store_true", help="write docs/pressure-matrix.png")
+    parser.add_argument("--check", action="store_true",
+                        help="list the invariants each cell breaks; exit 1 if any")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
@@ -104,12 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[list[str]] = []
     widths = [52, 9, 8, 13, 13, 6, 7, 7, 10, 17]
     print("  ".join(h.ljust(w) for h, w in zip(HEADER, widths, strict=True)))
+    broken: list[str] = []
     for cell in cells:
         metrics = run_cell(cell, range(args.seeds))
         results.append((cell, {str(kind): m for kind, m in metrics.items()}))
         for kind, m in metrics.items():
             rows.append(row(cell, kind, m))
             print("  ".join(v.ljust(w) for v, w in zip(rows[-1], widths, strict=True)), flush=True)
+        if args.check:
+            broken += [f"{cell.name}: {line}" for line in violations(cell, metrics)]
     print(f"\n{len(cells)} cells x {args.seeds} seeds x 2 clients in "
           f"{time.process_time() - began:.1f} s of CPU", file=sys.stderr)
     if args.json:
@@ -122,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         path = ROOT / "docs" / "pressure-matrix.png"
         plot(results, path)
         print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)
+    if args.check:
+        print(f"\n{len(broken)} invariant(s) broken" + (":" if broken else ""))
+        for line in broken:
+            print(f"  {line}")
+        return 1 if broken else 0
     return 0
 
 

@@ -10,7 +10,7 @@ from resilient_llm import DeadlineExceeded, Failure, FailureClass, Policy
 from resilient_llm.engine.call import MIN_ATTEMPT, Call, GiveUp, Send, Wait, clip_timeouts
 from resilient_llm.testing import FakeClock, FakeRandom
 
-OVERLOADED = Failure(FailureClass.OVERLOADED, True, status=503)
+OVERLOADED = Failure(FailureClass.OVERLOADED, True, status=529)
 BAD_REQUEST = Failure(FailureClass.INVALID_REQUEST, False, status=400)
 
 
@@ -34,10 +34,16 @@ def test_timeouts_are_clipped_to_the_time_left() -> None:
     assert clip_timeouts({"connect": 1.0, "read": None}, None) == {
         "connect": 1.0, "read": None, "write": None, "pool": None,
     }
-    # within the 50 ms tolerance the SDK's own value passes unchanged; beyond it, clipped
-    assert clip_timeouts({"connect": 1.0, "read": 2.04, "write": 2.06}, 2.0) == {
-        "connect": 1.0, "read": 2.04, "write": 2.0, "pool": 2.0,
+    # within 50 ms the SDK's own value passes unchanged; beyond it, clipped
+    assert clip_timeouts({"connect": 2.04, "read": 1.0, "write": 2.06, "pool": 2.07}, 2.0) == {
+        "connect": 2.04, "read": 1.0, "write": 2.0, "pool": 2.0,
     }
+    # the read timeout within 1 s: the drivers stop reads at the deadline themselves, so the
+    # SDK's 600 s under a 600 s deadline survives a busy CPU before the first send
+    assert clip_timeouts({"read": 600.0, "connect": 600.0}, 599.6) == {
+        "connect": 599.6, "read": 600.0, "write": 599.6, "pool": 599.6,
+    }
+    assert clip_timeouts({"read": 600.0}, 598.9)["read"] == 598.9  # a retry: clipped
     assert clip_timeouts(None, None) == {"connect": None, "read": None, "write": None,
                                          "pool": None}
 
@@ -117,7 +123,7 @@ def test_deadline_error_carries_cause_attempts_and_budget() -> None:
 
 
 def test_concurrent_retries_do_not_synchronise() -> None:
-    """100 calls hit 503 at the same instant: their retries spread over the backoff window."""
+    """100 calls hit 529 at the same instant: their retries spread over the backoff window."""
     rng = FakeRandom(seed=7)
     clock = FakeClock()
     retry_times = []

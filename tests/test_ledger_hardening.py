@@ -129,6 +129,30 @@ def test_a_redis_that_never_answers_ends_by_the_deadline_async(silent_redis: str
     _async_side_effect_ends_by_the_deadline(silent_redis)
 
 
+@pytest.fixture
+def stopped_redis() -> str:
+    """The URL of a Redis that is not running: the port refuses connections."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def test_a_stopped_redis_ends_by_the_deadline(stopped_redis: str) -> None:
+    @side_effect(store=stopped_redis)
+    def charge(amount: int) -> int:
+        return amount
+
+    started = time.monotonic()
+    with pytest.raises(IdempotencyStoreUnavailable), deadline(2):
+        charge(1)
+    assert time.monotonic() - started < 2 + SLACK
+
+
+def test_a_stopped_redis_ends_by_the_deadline_async(stopped_redis: str) -> None:
+    _async_side_effect_ends_by_the_deadline(stopped_redis)
+
+
 def test_redis_hung_during_the_body_ends_by_the_deadline(
     freezable_redis: tuple[str, Proxy], caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -234,6 +258,26 @@ def test_a_truncated_sqlite_ledger_fails_closed(tmp_path: Path) -> None:
     assert charge(1) == 1 and runs == [1, 1]
 
 
+def test_a_truncated_sqlite_ledger_fails_closed_async(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    runs: list[int] = []
+
+    @side_effect(store=f"sqlite:///{path}")
+    async def charge(amount: int) -> int:
+        runs.append(amount)
+        return amount
+
+    assert anyio.run(charge, 1) == 1 and anyio.run(charge, 1) == 1 and runs == [1]
+    close_stores()
+    for suffix in ("", "-wal", "-shm"):
+        target = Path(str(path) + suffix)
+        if target.exists():
+            target.write_bytes(b"")
+    with pytest.raises(IdempotencyStoreUnavailable, match="lost its history"):
+        anyio.run(charge, 1)
+    assert runs == [1]
+
+
 def test_at_least_once_runs_again_after_a_loss(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     runs: list[int] = []
@@ -273,6 +317,47 @@ def test_a_flushed_redis_ledger_fails_closed(redis_url: str) -> None:  # noqa: F
         assert runs == [1]
         admin.delete(RedisLedger(url).epoch_key)  # an operator accepts the loss
         assert charge(1) == 1 and runs == [1, 1]
+    finally:
+        admin.flushdb()
+        admin.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_redis_restarted_empty_during_the_body_fails_closed_for_new_workers(
+    redis_url: str, mode: str,  # noqa: F811
+) -> None:
+    """Redis without persistence restarts while the effect runs: the worker that ran it leaves
+    the tombstone when it finds its record gone, so a worker started afterwards (no epoch seen
+    yet) does not run the effect a second time."""
+    url = redis_url.rsplit("/", 1)[0] + "/6"
+    admin = redis.Redis.from_url(url)
+    admin.flushdb()
+    runs: list[int] = []
+
+    def body(amount: int) -> int:
+        runs.append(amount)
+        if len(runs) == 1:
+            admin.flushdb()  # killed and restarted empty while the effect happens
+        return amount
+
+    if mode == "sync":
+        charge: Any = side_effect(store=url)(body)
+        call = charge
+    else:
+        async def abody(amount: int) -> int:
+            return body(amount)
+
+        acharge = side_effect(store=url)(abody)
+
+        def call(amount: int) -> int:
+            return anyio.run(acharge, amount)
+
+    try:
+        assert call(1) == 1 and runs == [1]
+        close_stores()  # a new worker, started after the restart
+        with pytest.raises(IdempotencyStoreUnavailable, match="lost its history"):
+            call(1)
+        assert runs == [1]
     finally:
         admin.flushdb()
         admin.close()

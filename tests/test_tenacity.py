@@ -192,9 +192,12 @@ def test_wait_backoff_is_the_librarys_jittered_backoff(clock: FakeClock) -> None
 def test_wait_backoff_honours_retry_after_with_a_positive_spread(clock: FakeClock) -> None:
     wait = wait_backoff(rng=FakeRandom(fixed=0.5))
     seconds = wait(failed_state(status_error(429, {"Retry-After": "2"})))
-    millis = wait(failed_state(status_error(503, {"retry-after-ms": "3500"})))
+    millis = wait(failed_state(status_error(529, {"retry-after-ms": "3500"})))
     assert seconds == pytest.approx(2 + 0.5 * 1)  # hint + U(0, min(cap, 5))
     assert millis == pytest.approx(3.5 + 0.5 * 1)
+    # A 503 from a calm target is a blip, not a throttle: the transient window, 0.25 s.
+    calm = wait(failed_state(status_error(503, {"retry-after-ms": "3500"})))
+    assert calm == pytest.approx(3.5 + 0.5 * 0.25)
 
 
 def test_wait_backoff_reads_a_returned_response(clock: FakeClock) -> None:
@@ -279,8 +282,8 @@ def retrying(clock: FakeClock, **overrides: Any) -> Retrying:
     return Retrying(**settings)
 
 
-def test_a_503_tool_under_a_3s_deadline_stops_inside_it(clock: FakeClock) -> None:
-    tool = Tool(clock, *[status_error(503)] * 10, takes=0.2)
+def test_an_overloaded_tool_under_a_3s_deadline_stops_inside_it(clock: FakeClock) -> None:
+    tool = Tool(clock, *[status_error(529)] * 10, takes=0.2)
     start = clock.now()
     with deadline(3), pytest.raises(RetryError) as raised:
         retrying(clock)(tool)
@@ -294,14 +297,14 @@ def test_a_503_tool_under_a_3s_deadline_stops_inside_it(clock: FakeClock) -> Non
     assert isinstance(raised.value.last_attempt.exception(), httpx2.HTTPStatusError)
     result = outcome(raised.value)
     assert [a.failure for a in result.attempts] == ["overloaded"] * 4
-    assert [a.status for a in result.attempts] == [503] * 4
+    assert [a.status for a in result.attempts] == [529] * 4
     assert result.reason == "deadline" and result.finished and result.served_by is None
 
 
 def test_a_reserve_as_long_as_an_attempt_keeps_the_run_inside_the_deadline(
     clock: FakeClock,
 ) -> None:
-    tool = Tool(clock, *[status_error(503)] * 10, takes=0.2)
+    tool = Tool(clock, *[status_error(529)] * 10, takes=0.2)
     start = clock.now()
     with deadline(3), pytest.raises(RetryError):
         retrying(clock, stop=stop_at_deadline(reserve=0.2) | stop_after_attempt(5))(tool)
@@ -603,7 +606,7 @@ def test_a_failed_tool_call_span_says_why(clock: FakeClock, spans: InMemorySpanE
 
 @pytest.mark.anyio
 async def test_async_retrying_stops_at_the_deadline(clock: FakeClock) -> None:
-    tool = Tool(clock, *[status_error(503)] * 10, takes=0.2)
+    tool = Tool(clock, *[status_error(529)] * 10, takes=0.2)
     start = clock.now()
     with pytest.raises(RetryError) as raised:
         async with deadline(3):

@@ -4,6 +4,8 @@ and the errors a caller sees when first-token limits or malformed streams use ev
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,8 +16,10 @@ import openai
 import pytest
 
 from resilient_llm import DeadlineExceeded, Policy, ResilientTransport
+from resilient_llm.anthropic import Anthropic, AsyncAnthropic
 from resilient_llm.openai import AsyncOpenAI, OpenAI
 from resilient_llm.testing import Fault, FaultProvider, Hostile, HostileProvider
+from resilient_llm.transport.watchdog import SendGuard, _Sockets, write_tag
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 SLACK = 0.3
@@ -27,9 +31,19 @@ def server() -> Iterator[HostileProvider]:
         yield provider
 
 
+@contextlib.contextmanager
+def ends_by(deadline: float) -> Iterator[None]:
+    """The block (one call, without building or closing its client) ends by the deadline."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        assert time.monotonic() - started < deadline + SLACK
+
+
 def sync_call(server: HostileProvider, deadline: float, **policy: Any) -> Any:
     with OpenAI(base_url=server.base_url, api_key="k",
-                policy=Policy(deadline=deadline, **policy)) as client:
+                policy=Policy(deadline=deadline, **policy)) as client, ends_by(deadline):
         return client.chat.completions.create(model="m", messages=MESSAGES)
 
 
@@ -37,7 +51,8 @@ def async_call(server: HostileProvider, deadline: float, **policy: Any) -> Any:
     async def main() -> Any:
         async with AsyncOpenAI(base_url=server.base_url, api_key="k",
                                policy=Policy(deadline=deadline, **policy)) as client:
-            return await client.chat.completions.create(model="m", messages=MESSAGES)
+            with ends_by(deadline):
+                return await client.chat.completions.create(model="m", messages=MESSAGES)
 
     return anyio.run(main)
 
@@ -48,10 +63,141 @@ CALLS = {"sync": sync_call, "async": async_call}
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_dripped_headers_end_by_the_deadline(server: HostileProvider, mode: str) -> None:
     server.script(*[Hostile.drip_headers(0.2)] * 5)
-    started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
         CALLS[mode](server, 1.5)
-    assert time.monotonic() - started < 1.5 + SLACK
+
+
+def reused_connection_call(server: HostileProvider, sdk: str, deadline: float) -> None:
+    """A first call kept alive, then a second call on the same pooled connection."""
+    if sdk == "openai":
+        with OpenAI(base_url=server.base_url, api_key="k",
+                    policy=Policy(deadline=deadline, max_attempts=2)) as openai_client:
+            openai_client.chat.completions.create(model="m", messages=MESSAGES)
+            with ends_by(deadline):
+                openai_client.chat.completions.create(model="m", messages=MESSAGES)
+        return
+    with Anthropic(base_url=server.base_url.removesuffix("/v1"), api_key="k",
+                   policy=Policy(deadline=deadline, max_attempts=2)) as anthropic_client:
+        anthropic_client.messages.create(model="m", max_tokens=5, messages=MESSAGES)
+        with ends_by(deadline):
+            anthropic_client.messages.create(model="m", max_tokens=5, messages=MESSAGES)
+
+
+def reused_connection_call_async(server: HostileProvider, sdk: str, deadline: float) -> None:
+    async def main() -> None:
+        policy = Policy(deadline=deadline, max_attempts=2)
+        if sdk == "openai":
+            async with AsyncOpenAI(base_url=server.base_url, api_key="k",
+                                   policy=policy) as openai_client:
+                await openai_client.chat.completions.create(model="m", messages=MESSAGES)
+                with ends_by(deadline):
+                    await openai_client.chat.completions.create(model="m", messages=MESSAGES)
+            return
+        async with AsyncAnthropic(base_url=server.base_url.removesuffix("/v1"), api_key="k",
+                                  policy=policy) as anthropic_client:
+            await anthropic_client.messages.create(model="m", max_tokens=5, messages=MESSAGES)
+            with ends_by(deadline):
+                await anthropic_client.messages.create(model="m", max_tokens=5,
+                                                       messages=MESSAGES)
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_dripped_headers_on_a_reused_connection_end_by_the_deadline(
+        server: HostileProvider, mode: str, sdk: str) -> None:
+    server.script(Hostile.ok(keep_alive=True), *[Hostile.drip_headers(0.2)] * 3)
+    call = reused_connection_call if mode == "sync" else reused_connection_call_async
+    with pytest.raises(DeadlineExceeded):
+        call(server, sdk, 1.5)
+    first, second = server.requests
+    assert second.connection == first.connection  # the pool reused the kept-alive connection
+    # ... and the deadline ended the call, not a retry on a new connection
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_dripped_headers_of_a_stream_on_a_reused_connection_end_by_the_deadline(
+        server: HostileProvider, mode: str) -> None:
+    server.script(Hostile.ok(keep_alive=True), *[Hostile.drip_headers(0.2)] * 3)
+    policy = Policy(deadline=1.5, max_attempts=2)
+
+    async def main() -> None:
+        async with AsyncOpenAI(base_url=server.base_url, api_key="k", policy=policy) as client:
+            await client.chat.completions.create(model="m", messages=MESSAGES)
+            with pytest.raises(DeadlineExceeded), ends_by(1.5):
+                stream = await client.chat.completions.create(model="m", messages=MESSAGES,
+                                                              stream=True)
+                async for _ in stream:
+                    pass
+
+    if mode == "async":
+        anyio.run(main)
+    else:
+        with OpenAI(base_url=server.base_url, api_key="k", policy=policy) as client:
+            client.chat.completions.create(model="m", messages=MESSAGES)
+            with pytest.raises(DeadlineExceeded), ends_by(1.5):
+                for _ in client.chat.completions.create(model="m", messages=MESSAGES,
+                                                        stream=True):
+                    pass
+    first, second = server.requests
+    assert second.connection == first.connection and second.json["stream"] is True
+
+
+def test_the_deadline_shuts_down_only_the_reused_connection_of_its_own_call(
+        server: HostileProvider) -> None:
+    """Two clients each hold a kept-alive connection; the one whose reused connection drips
+    ends by its deadline, the other's idle connection stays open and serves its next call."""
+    server.script(Hostile.ok(keep_alive=True), Hostile.ok(keep_alive=True),
+                  Hostile.drip_headers(0.2), Hostile.ok(keep_alive=True))
+    with OpenAI(base_url=server.base_url, api_key="k",
+                policy=Policy(deadline=1.5, max_attempts=1)) as dripped, \
+            OpenAI(base_url=server.base_url, api_key="k",
+                   policy=Policy(deadline=5, max_attempts=1)) as healthy:
+        dripped.chat.completions.create(model="m", messages=MESSAGES)
+        healthy.chat.completions.create(model="m", messages=MESSAGES)
+        with pytest.raises(DeadlineExceeded), ends_by(1.5):
+            dripped.chat.completions.create(model="m", messages=MESSAGES)
+        answer = healthy.chat.completions.create(model="m", messages=MESSAGES)
+    assert answer.choices[0].message.content == "hello"
+    connections = [request.connection for request in server.requests]
+    assert connections[2] == connections[0] and connections[3] == connections[1] \
+        and connections[0] != connections[1]
+
+
+@pytest.mark.parametrize("reused", [False, True])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_read_timeout_longer_than_the_deadline_still_ends_by_it(
+        server: HostileProvider, mode: str, reused: bool) -> None:
+    """The SDK's read timeout (2.4 s) within a second of a 1.5 s deadline is sent unchanged;
+    the deadline still ends a wait for a server that goes silent after its first byte."""
+    server.script(*[Hostile.ok(keep_alive=True)] * reused, Hostile.drip_headers(10))
+    policy = Policy(deadline=1.5, max_attempts=1)
+
+    async def main() -> None:
+        async with AsyncOpenAI(base_url=server.base_url, api_key="k", timeout=2.4,
+                               policy=policy) as client:
+            if reused:
+                await client.chat.completions.create(model="m", messages=MESSAGES)
+            with pytest.raises(DeadlineExceeded), ends_by(1.5):
+                await client.chat.completions.create(model="m", messages=MESSAGES)
+
+    if mode == "async":
+        anyio.run(main)
+    else:
+        with OpenAI(base_url=server.base_url, api_key="k", timeout=2.4, policy=policy) as client:
+            if reused:
+                client.chat.completions.create(model="m", messages=MESSAGES)
+            with pytest.raises(DeadlineExceeded), ends_by(1.5):
+                client.chat.completions.create(model="m", messages=MESSAGES)
+    assert len({request.connection for request in server.requests}) == 1
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_dripped_json_body_ends_by_the_deadline(server: HostileProvider, mode: str) -> None:
+    server.script(*[Hostile.drip_body(0.2)] * 5)
+    with pytest.raises(DeadlineExceeded):
+        CALLS[mode](server, 1.5)
 
 
 @pytest.mark.parametrize("content_type", ["text/html; charset=utf-8", ""])
@@ -59,10 +205,8 @@ def test_dripped_headers_end_by_the_deadline(server: HostileProvider, mode: str)
 def test_dripped_non_json_200_ends_by_the_deadline(server: HostileProvider, mode: str,
                                                    content_type: str) -> None:
     server.script(*[Hostile.not_json(content_type=content_type, interval=0.2)] * 5)
-    started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
         CALLS[mode](server, 1.5)
-    assert time.monotonic() - started < 1.5 + SLACK
 
 
 def stream_call(base_url: str, mode: str, **policy: Any) -> None:
@@ -135,3 +279,46 @@ def test_the_send_guard_leaves_no_trace_extension_behind(server: HostileProvider
                                        json={"model": "m", "messages": MESSAGES})
         assert client.send(request).status_code == 200
     assert "trace" not in request.extensions
+
+
+def test_write_tags_are_distinct_and_within_a_millisecond_of_the_write_timeout() -> None:
+    tags = [write_tag(2.5, 9.0) for _ in range(997)]
+    assert len({round(tag * 1e6) for tag in tags}) == 997
+    assert all(2.5 <= tag < 2.501 for tag in tags)
+    assert 0 < write_tag(None, 0.0004) < 0.001  # no write timeout: what is left of the deadline
+    assert 7.0 <= write_tag(None, 7.0) < 7.001
+
+
+def test_a_tag_finds_the_one_socket_carrying_it_and_nothing_when_ambiguous() -> None:
+    known = _Sockets()
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        mine, other, closed = (pair[0] for pair in pairs)
+        for sock in (mine, other, closed):
+            known.add(sock)
+        tag = write_tag(1.0, 5.0)
+        mine.settimeout(tag)
+        other.settimeout(1.0)
+        assert known.tagged(tag) is mine
+        closed.settimeout(tag)
+        closed.close()
+        assert known.tagged(tag) is mine  # a closed socket is no candidate
+        other.settimeout(tag)
+        assert known.tagged(tag) is None  # two candidates: watch none rather than a stranger's
+        assert known.tagged(write_tag(1.0, 5.0)) is None
+    finally:
+        for pair in pairs:
+            for sock in pair:
+                sock.close()
+
+
+def test_the_send_guard_gives_the_tagged_timeouts_back() -> None:
+    timeouts = {"connect": 1.0, "read": 2.0, "write": 3.0, "pool": 4.0}
+    request = httpx2.Request("POST", "http://127.0.0.1:9/v1/x", extensions={"timeout": timeouts})
+    guard = SendGuard(request, time.monotonic() + 5)
+    request.extensions["trace"]("http11.send_request_headers.started", {"request": request})
+    tagged = request.extensions["timeout"]
+    assert tagged is not timeouts and tagged["write"] != 3.0 and 3.0 <= tagged["write"] < 3.001
+    assert {**tagged, "write": 3.0} == timeouts and timeouts["write"] == 3.0
+    guard.close()
+    assert request.extensions["timeout"] is timeouts and "trace" not in request.extensions

@@ -94,21 +94,34 @@ _response_caches: dict[tuple[int, float], Any] = {}
 
 
 def cached_answer(base_url: object, options: Any, policy: Policy, stream: bool, *,
-                  auth_headers: Any = None) -> tuple[str | None, Any]:
+                  client_headers: Any = None, auth_headers: Any = None
+                  ) -> tuple[str | None, Any]:
     """(key, a copy of the cached answer) for a deterministic repeat; (None, None) otherwise.
 
     Off unless ``RESILIENT_LLM_RESPONSE_CACHE`` is true. Only non-streamed requests with
     ``temperature=0`` or a ``seed`` qualify; entries are scoped by tenant namespace, endpoint
-    and credential (the client's ``auth_headers``, overridden by the request's own headers).
+    and credential (``client_headers`` and ``auth_headers``: the client's headers, overridden by
+    the request's own).
+    The key covers the request as it is sent: the body with ``extra_body`` merged over it (as
+    the SDKs merge it), the query, and every header the request adds or that the client adds
+    besides the SDK's own ``x-stainless-*`` ones (``anthropic-beta``, ``OpenAI-Project``...).
     """
     if not policy.response_cache or stream:
         return None, None
     body = getattr(options, "json_data", None)
+    extra = getattr(options, "extra_json", None)
+    if isinstance(body, dict) and isinstance(extra, dict) and extra:
+        body = {**body, **extra}  # what the SDK sends: extra_body wins
     if not isinstance(body, dict):
         return None, None
-    key = ResponseCache.key_for(body, policy.cache_namespace,
-                                scope=f"{base_url}{getattr(options, 'url', '')}",
-                                credential=_credential_digest(auth_headers, options))
+    headers = _headers_sent(client_headers, auth_headers, options)
+    params = getattr(options, "params", None)
+    scope = canonical_json([f"{base_url}{getattr(options, 'url', '')}",
+                            params if isinstance(params, dict) else {},
+                            {name: value for name, value in headers.items()
+                             if name not in _CREDENTIAL_HEADERS}])
+    key = ResponseCache.key_for(body, policy.cache_namespace, scope=scope,
+                                credential=_credential_digest(headers))
     if key is None:
         return None, None
     cache = _response_caches.get((policy.response_cache_size, policy.response_cache_ttl))
@@ -128,16 +141,25 @@ def remember_answer(key: str | None, policy: Policy, result: Any) -> None:
 
 
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
+#: Headers that differ per attempt or per call without changing the answer.
+_VOLATILE_HEADERS = ("idempotency-key", "x-request-id", "traceparent", "tracestate")
 
 
-def _credential_digest(auth_headers: Any, options: Any) -> str:
+def _headers_sent(client_headers: Any, auth_headers: Any, options: Any) -> dict[str, str]:
+    """The headers that shape the answer: the client's, overridden by the request's own."""
+    headers: dict[str, Any] = {}
+    for given in (client_headers, auth_headers, getattr(options, "headers", None)):
+        if isinstance(given, Mapping):
+            headers.update({str(k).lower(): v for k, v in given.items()})
+    return {name: value for name, value in headers.items()
+            if isinstance(value, str) and not name.startswith("x-stainless-")
+            and name not in _VOLATILE_HEADERS}
+
+
+def _credential_digest(headers: dict[str, str]) -> str:
     """A hash of the credential a request is sent with, as the fleet keys hash it."""
     from ..engine.pressure import TargetKey
 
-    headers = {str(k).lower(): v for k, v in dict(auth_headers or {}).items()}
-    extra = getattr(options, "headers", None)
-    if isinstance(extra, dict):
-        headers.update({str(k).lower(): v for k, v in extra.items()})
     credential = "\n".join(f"{name}={headers[name]}" for name in _CREDENTIAL_HEADERS
-                           if isinstance(headers.get(name), str))
+                           if name in headers)
     return TargetKey.of("", credential, None).credential

@@ -442,6 +442,7 @@ class DropIn:
 
                 key, hit = cached_answer(
                     self.base_url, options, call.policy, stream,  # type: ignore[attr-defined]
+                    client_headers=getattr(self, "default_headers", None),
                     auth_headers=getattr(self, "auth_headers", None))
             if hit is not None:
                 call.emit("succeeded", target=call.target, detail="response_cache")

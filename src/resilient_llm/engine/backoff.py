@@ -28,7 +28,8 @@ def backoff_delay(
     """Seconds to wait before retry number ``retry`` (1 = first retry).
 
     ``cap = min(max_backoff, base · 2^(retry−1)) · (1 + pressure)`` with ``base`` 1 s for
-    throttles and 0.25 s otherwise; ``jitter = U(0, cap)`` (AWS "full jitter").
+    throttles (a 503 only under pressure ≥ 0.5) and 0.25 s otherwise;
+    ``jitter = U(0, cap)`` (AWS "full jitter").
 
     ``hint = max(Retry-After, floor)`` where ``floor`` is the pacer's time until capacity. With a
     hint the wait is ``max(jitter, hint + U(0, min(cap, 5)))``: never sooner than asked, and
@@ -43,7 +44,7 @@ def backoff_delay(
     """
     if retry < 1:
         raise ValueError("retry numbers start at 1")
-    base = THROTTLE_BASE if failure.throttle else TRANSIENT_BASE
+    base = _base(failure, pressure)
     exponent = min(retry - 1, 32)
     cap = min(max_backoff, base * (2.0**exponent)) * (1.0 + max(pressure, 0.0))
     hint = max(failure.retry_after or 0.0, floor)
@@ -55,10 +56,19 @@ def backoff_delay(
     return max(jitter, hint + rng.uniform(0.0, spread)) if hint > 0 else jitter
 
 
-def clipped(*, retry: int, failure: Failure, max_backoff: float, limit: float) -> bool:
+def clipped(*, retry: int, failure: Failure, max_backoff: float, limit: float,
+            pressure: float = 0.0) -> bool:
     """Does the deadline clip retry ``retry``'s backoff window (``limit`` is what it leaves for
     waiting)? A server-directed delay is never clipped: a retry that fits after it is taken."""
     if failure.retry_after is not None:
         return False
-    base = THROTTLE_BASE if failure.throttle else TRANSIENT_BASE
-    return limit < min(max_backoff, base * (2.0 ** min(retry - 1, 32)))
+    return limit < min(max_backoff, _base(failure, pressure) * (2.0 ** min(retry - 1, 32)))
+
+
+def _base(failure: Failure, pressure: float) -> float:
+    """The exponential's base: a throttle's, or a transient error's. A 503 says "unavailable"
+    and is a throttle only while the target shows pressure: from a calm target it is a blip or
+    a partial failure, retried as quickly as the official SDK retries it."""
+    if failure.throttle and (failure.status != 503 or pressure >= 0.5):
+        return THROTTLE_BASE
+    return TRANSIENT_BASE

@@ -5,7 +5,7 @@ seen and the failure ratio is ≥ ``failure_ratio``. Open for ``break_for · U(1
 (jittered, so a fleet does not probe in one wave), then half-open: exactly one probe is let
 through; its success closes the circuit, its failure opens it again. Defaults follow Polly's
 anchor scaled to LLM traffic: 50 % over 30 s with at least 5 attempts, 5 s breaks. A caller
-with no fallback is not refused by an open circuit unless the target looks down (50 failures
+with no fallback is not refused by an open circuit unless the target looks down (100 failures
 in a row), so a partial failure is still tried as the official SDK would try it; a target that
 looks down gets one such caller a second, as a probe.
 
@@ -34,9 +34,9 @@ BreakerState = Literal["closed", "open", "half_open"]
 #: per this many seconds is let through as a probe.
 ALONE_PROBE_EVERY = 1.0
 #: A target is taken for down (callers without a fallback refused) only after this many
-#: failed attempts in a row: twenty in a row are common enough when most answers fail (1 %
-#: of runs at 80 % failures), fifty are not (1e-5), and the official SDK would have tried.
-DOWN_AFTER = 50
+#: failed attempts in a row: fifty in a row still come up when 90 % of answers fail (0.5 % of
+#: runs), a hundred do not (3e-5), and until then the official SDK would have tried.
+DOWN_AFTER = 100
 
 _HEALTH = frozenset({
     FailureClass.OVERLOADED, FailureClass.SERVER_ERROR, FailureClass.TIMEOUT,

@@ -44,7 +44,15 @@ __all__ = [
 
 #: An attempt with less time than this left is not started: it could not finish.
 MIN_ATTEMPT = 0.05
+#: How far past the time left a requested connect, write or pool timeout may be and still be
+#: sent unchanged (the SDK's 600 s under a 600 s deadline). Nothing else stops a sync connect
+#: or pool wait at the deadline, so this is the overshoot they allow.
 _CLIP_TOLERANCE = 0.05
+#: The same for the read timeout. Reads are stopped at the deadline by other means (the sync
+#: watchdog, async cancel scopes), so the read timeout can be left as the SDK computed it
+#: across the client's own work since the call began: first-call imports or a busy CPU take
+#: tens of ms, and hundreds in a spike on a loaded machine, which 50 ms did not cover.
+_READ_TOLERANCE = 1.0
 #: A backoff clipped to fit the deadline leaves at least this long for the retry itself.
 _RETRY_RESERVE = 0.2
 
@@ -90,9 +98,9 @@ def clip_timeouts(
     """Each phase timeout (connect, read, write, pool) clipped to ``remaining`` seconds.
 
     ``None`` (no limit) becomes ``remaining``: inside a deadline nothing waits unbounded. A
-    requested value within 50 ms of ``remaining`` is kept as it is, so the SDK's own timeout
-    (600 s under a 600 s deadline) reaches the transport unchanged; the overshoot it allows is
-    bounded by those 50 ms.
+    requested value within 50 ms of ``remaining`` (1 s for the read timeout, whose waits the
+    drivers stop at the deadline themselves) is kept as it is, so the SDK's own timeout (600 s
+    under a 600 s deadline) reaches the transport unchanged.
     """
     given = requested or _NO_TIMEOUTS  # unrolled: this runs on every attempt
     connect, read = given.get("connect"), given.get("read")
@@ -101,7 +109,7 @@ def clip_timeouts(
         limit = remaining + _CLIP_TOLERANCE
         if connect is None or connect > limit:
             connect = remaining
-        if read is None or read > limit:
+        if read is None or read > remaining + _READ_TOLERANCE:
             read = remaining
         if write is None or write > limit:
             write = remaining
@@ -282,7 +290,7 @@ class Call:
         left = self.remaining()
         if left is not None and clipped(retry=self.attempts, failure=failure,
                                         max_backoff=self.policy.max_backoff,
-                                        limit=left - _RETRY_RESERVE):
+                                        limit=left - _RETRY_RESERVE, pressure=pressure):
             # The deadline clips this wait. Once is the retry that fits; twice in a row is a
             # burst of ever quicker retries as the time runs out, which only adds load.
             if self._clipped:

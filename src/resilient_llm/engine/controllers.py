@@ -214,7 +214,7 @@ class ConcurrencyLimit:
         if not self._dropped:
             # The start of an episode: after it, slow start climbs back to half of where the
             # limit stood (TCP's ssthresh), so a provider that recovers is used again at once.
-            self._threshold = self.limit * 0.5
+            self._threshold = self.limit
         self._dropped = True
         self._last_drop = now
         if self._cut_since is None or now - self._cut_since >= self.window:

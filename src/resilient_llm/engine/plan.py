@@ -318,11 +318,9 @@ class Plan:
         call = self.call
         left = call.remaining()
         wait = admission.wait
-        # A slot given to a call that cannot finish in its time left is lost to the calls
-        # queued behind it: under contention, stop waiting once what is left is shorter than
-        # an answer of the target may normally take.
-        needed = max(MIN_ATTEMPT, self.state.normal_latency() or 0.0)
-        if left is not None and (left <= needed or (wait is not None and wait > left)):
+        give_up_in = self.queue_give_up_in()
+        if left is not None and give_up_in is not None and (
+                give_up_in <= 0 or (wait is not None and wait > left)):
             why = (f"the pacer needs {wait:.3g} s" if wait is not None and wait > left
                    else "no slot freed in time")
             if call.last_error is None:
@@ -332,6 +330,18 @@ class Plan:
         if wait is None:
             return None
         return wait
+
+    def queue_give_up_in(self) -> float | None:
+        """Seconds until a call queued for admission stops waiting (``None``: no deadline).
+
+        A slot given to a call that cannot finish in its time left is lost to the calls
+        queued behind it: under contention, a call stops waiting once what is left is shorter
+        than an answer of the target may normally take.
+        """
+        left = self.call.remaining()
+        if left is None:
+            return None
+        return left - max(MIN_ATTEMPT, self.state.normal_latency() or 0.0)
 
     def _handle(self, state: TargetPressure, result: Served | Failed,
                 send: Send) -> Wait | Return | Raise:

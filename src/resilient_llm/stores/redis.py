@@ -59,8 +59,12 @@ return {'run', attempt, ''}
 """
 
 # KEYS: record, lease.  ARGV: token, new state ('' deletes the key), payload, retention ms.
+# Returns 1 (recorded), 0 (another token took the key over) or -1 (the record is gone).
 _FINISH = """
 local state = redis.call('HGET', KEYS[1], 'state')
+if not state then
+  return -1
+end
 local token = redis.call('HGET', KEYS[1], 'token')
 if token ~= ARGV[1] then
   return 0
@@ -247,18 +251,26 @@ class RedisLedger:
             client.set(name, secrets.token_hex(16), nx=True)
             stored = _text(client.get(name))
         if stored == "lost" or stored is None or (self._epoch not in (None, stored)):
-            client.set(name, "lost")
-            self._epoch = None  # adopt the next epoch once an operator deleted the marker
+            self._mark_lost()  # adopt the next epoch once an operator deleted the marker
             return ("Redis lost its history (restarted without persistence, flushed or "
                     f"replaced): the epoch marker {name} is gone or changed")
         self._epoch = stored
         return None
 
     def _finish(self, key: str, token: str, state: str, payload: str) -> bool:
-        done = self._call(lambda: self._finish_script(
+        done = int(self._call(lambda: self._finish_script(
             keys=self._keys(key), args=[token, state, payload, self._retention_ms]
-        ))
-        return bool(int(done))
+        )))
+        if done < 0:
+            # The record of an effect that was running is gone: Redis restarted empty (or was
+            # flushed, or evicted it) during the body. A worker started after the restart would
+            # see no epoch and no record and run the effect again: leave the tombstone now.
+            self._call(self._mark_lost)
+        return done > 0
+
+    def _mark_lost(self) -> None:
+        self._client.set(self.epoch_key, "lost")
+        self._epoch = None
 
     def complete(self, key: str, token: str, result: str) -> bool:
         """See :meth:`~resilient_llm.stores.Ledger.complete`."""

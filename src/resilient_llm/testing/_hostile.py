@@ -4,7 +4,8 @@ Where :class:`FaultProvider` plays a provider having a bad day (429s, resets, st
 :class:`HostileProvider` plays a broken or malicious upstream, byte by byte on a real socket:
 headers and bodies dripped one byte at a time, 200s that are not JSON, gzip bodies and gzip
 bombs, a ``Content-Length`` of 100 GB, streams that send nothing but keep-alive comments,
-gzip-compressed SSE and absurd rate-limit headers. Point any client at ``server.base_url``
+gzip-compressed SSE and absurd rate-limit headers, on a fresh connection or on one kept alive
+after a good answer (the connection a client's pool reuses). Point any client at ``server.base_url``
 (OpenAI paths under ``/v1``, Anthropic's ``/v1/messages``) and check that every wait ends by
 your deadline and memory stays bounded.
 
@@ -15,6 +16,7 @@ ends.
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import socketserver
@@ -47,11 +49,15 @@ class Hostile:
     events: int = 0
     content_type: str = "text/html; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
+    keep_alive: bool = False
 
     @classmethod
-    def ok(cls) -> Hostile:
-        """A well-formed answer (the default when nothing is scripted)."""
-        return cls("ok")
+    def ok(cls, *, keep_alive: bool = False) -> Hostile:
+        """A well-formed answer (the default when nothing is scripted). With ``keep_alive``
+        the connection stays open and the next request on it gets the next scripted answer:
+        how to attack a connection the client's pool reuses (every other answer closes its
+        connection)."""
+        return cls("ok", keep_alive=keep_alive)
 
     @classmethod
     def drip_headers(cls, interval: float = 0.5) -> Hostile:
@@ -134,13 +140,15 @@ class _Request:
     headers: dict[str, str]
     body: bytes
     json: Any = field(default=None)
+    connection: int = 0
 
 
 class HostileProvider:
     """A loopback server answering each request with the next scripted :class:`Hostile`.
 
     ``with HostileProvider() as server:`` starts it on a free port of 127.0.0.1 and stops it
-    (ending every connection) on exit. ``server.requests`` lists what was received.
+    (ending every connection) on exit. ``server.requests`` lists what was received; each
+    request's ``connection`` numbers the connection it came on (1, 2, ... in accept order).
     """
 
     def __init__(self, *, max_seconds: float = 120.0) -> None:
@@ -152,6 +160,7 @@ class HostileProvider:
         self._server: socketserver.ThreadingTCPServer | None = None
         self._thread: threading.Thread | None = None
         self._bombs: dict[int, bytes] = {}
+        self._connections = itertools.count(1)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -211,12 +220,18 @@ class HostileProvider:
 
     def _handle(self, sock: socket.socket) -> None:
         sock.settimeout(5.0)
+        connection = next(self._connections)
         try:
-            request = _read_request(sock)
-            if request is None:
-                return
-            self.requests.append(request)
-            self._answer(sock, request, self._next())
+            while not self._closed.is_set():
+                request = _read_request(sock)
+                if request is None:
+                    return
+                request.connection = connection
+                self.requests.append(request)
+                plan = self._next()
+                self._answer(sock, request, plan)
+                if not plan.keep_alive:
+                    return
         except OSError:
             pass  # the client went away: that is what a hostile provider hopes for
 
@@ -228,7 +243,7 @@ class HostileProvider:
         if kind in ("keepalive_stream", "gzip_stream") or (stream and kind == "ok"):
             body = _sse_body(anthropic)
             head = _head(200, [("content-type", "text/event-stream")], chunked=True,
-                         gzip=kind == "gzip_stream")
+                         gzip=kind == "gzip_stream", close=not plan.keep_alive)
             sock.sendall(head)
             if kind == "keepalive_stream":
                 first = body.split(b"\n\n")[: plan.events]
@@ -267,7 +282,7 @@ class HostileProvider:
             body = json.dumps({"error": {"message": "rate limited", "type": "rate_limit_error",
                                          "code": "rate_limit_exceeded"}}).encode()
         head = _head(status, [("content-type", "application/json"), *plan.headers],
-                     length=len(body))
+                     length=len(body), close=not plan.keep_alive)
         self._drip(sock, head, plan.interval if kind == "drip_headers" else 0.0, ends)
         self._drip(sock, body, plan.interval if kind == "drip_body" else 0.0, ends)
 
@@ -339,8 +354,9 @@ def _read_request(sock: socket.socket) -> _Request | None:
 
 
 def _head(status: int, headers: list[tuple[str, str]], *, length: int | None = None,
-          chunked: bool = False, gzip: bool = False) -> bytes:
-    lines = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}", "connection: close"]
+          chunked: bool = False, gzip: bool = False, close: bool = True) -> bytes:
+    lines = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}",
+             "connection: close" if close else "connection: keep-alive"]
     lines += [f"{name}: {value}" for name, value in headers]
     if gzip:
         lines.append("content-encoding: gzip")

@@ -11,17 +11,19 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import socket
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import httpx2
 
 from ..engine.call import Call
 
-__all__ = ["SendGuard", "SyncGuard", "real_deadline"]
+__all__ = ["SendGuard", "SyncGuard", "real_deadline", "write_tag"]
 
 
 class _Watch:
@@ -96,8 +98,62 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 
 
+class _Sockets:
+    """Every connection socket the guards have seen, so a reused one can be found again.
+
+    A kept-alive connection taken from the pool fires no connect event: its socket was seen
+    when it was created (or with an earlier response on it) and is looked up here. Weak
+    references only: a socket leaves the set when its connection is dropped.
+    """
+
+    def __init__(self) -> None:
+        self._known: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._known.add(sock)
+
+    def tagged(self, tag: float) -> socket.socket | None:
+        """The one open socket whose timeout is ``tag``; ``None`` if none or several are."""
+        with self._lock:
+            known = list(self._known)
+        found = None
+        for sock in known:
+            timeout = sock.gettimeout()
+            if timeout is not None and abs(timeout - tag) < _TAG_TOLERANCE \
+                    and sock.fileno() != -1:
+                if found is not None:
+                    return None  # ambiguous: never shut down a connection that may be another's
+                found = sock
+        return found
+
+
+_SOCKETS = _Sockets()
+
+#: Tags differ by a microsecond at least; the socket keeps a timeout to the nanosecond.
+_TAG_TOLERANCE = 1e-7
+_TAGS = itertools.count()
+
+
+def write_tag(write: float | None, left: float) -> float:
+    """A write timeout that marks the socket it is set on, within a millisecond of ``write``.
+
+    httpcore sets a request's write timeout on its socket (``settimeout``) before each write,
+    so after the request is sent the socket's ``gettimeout()`` names the connection the pool
+    chose. The whole milliseconds of the timeout are kept; the microseconds carry a sequence
+    number (1 to 997), so concurrent sends in the same millisecond get distinct tags.
+    """
+    base = write if write is not None else left
+    base = math.floor(max(base, 0.0) * 1000) / 1000
+    return base + (next(_TAGS) % 997 + 1) * 1e-6
+
+
 def _socket_of(response: httpx2.Response) -> socket.socket | None:
-    return _stream_socket(response.extensions.get("network_stream"))
+    sock = _stream_socket(response.extensions.get("network_stream"))
+    if sock is not None:
+        _SOCKETS.add(sock)  # the connection may be reused by a later request
+    return sock
 
 
 class SyncGuard:
@@ -138,22 +194,35 @@ _CONNECTED = frozenset({
 })
 
 
+#: httpcore HTTP/1.1 trace events after the request head is written on the chosen connection.
+_SENT = frozenset({"http11.send_request_body.started", "http11.receive_response_headers.started"})
+
+
 class SendGuard:
     """Bounds the send of a request (connect, request, response headers) by the deadline.
 
-    Until the response's headers arrive the driver holds no socket to watch; the standard
-    ``trace`` request extension of httpcore hands over each new connection's stream, so the
+    Until the response's headers arrive the driver holds no socket to watch. httpcore's
+    standard ``trace`` request extension hands over each new connection's stream, so the
     watchdog can shut it down when the deadline passes mid-send (headers dripped one byte at a
-    time never trip a per-read timeout). A caller's own ``trace`` callback still runs, and is
-    restored by :meth:`close`. Transports that do not implement the extension are unaffected.
+    time never trip a per-read timeout). A kept-alive connection reused from the pool fires no
+    connect event: for HTTP/1.1 the request's write timeout is then made a tag
+    (:func:`write_tag`), and once the head is written the one known socket carrying that
+    timeout is the connection the pool chose. A caller's own ``trace`` callback still runs;
+    it and the request's timeouts are restored by :meth:`close`. Transports that do not
+    implement the extension are unaffected; HTTP/2 connections reused from the pool are not
+    watched (several calls share one socket: shutting it down would fail them all).
     """
 
-    __slots__ = ("_expires_at", "_previous", "_request", "_watch")
+    __slots__ = ("_expires_at", "_extensions", "_previous", "_request", "_tag", "_timeouts",
+                 "_watch")
 
     def __init__(self, request: httpx2.Request, expires_at: float | None) -> None:
         self._request = request
         self._expires_at = expires_at
         self._watch: _Watch | None = None
+        self._tag: float | None = None
+        self._extensions: MutableMapping[str, Any] | None = None
+        self._timeouts: Any = None
         self._previous: Callable[[str, dict[str, Any]], Any] | None = \
             request.extensions.get("trace")
         if expires_at is not None:
@@ -162,10 +231,35 @@ class SendGuard:
     def _trace(self, name: str, info: dict[str, Any]) -> None:
         if self._previous is not None:
             self._previous(name, info)
-        if name in _CONNECTED and self._watch is None and self._expires_at is not None:
+        expires_at = self._expires_at
+        if self._watch is not None or expires_at is None:
+            return
+        if name in _CONNECTED:
             sock = _stream_socket(info.get("return_value"))
             if sock is not None:
-                self._watch = _WATCHDOG.watch(sock, self._expires_at, "deadline")
+                _SOCKETS.add(sock)
+                self._watch = _WATCHDOG.watch(sock, expires_at, "deadline")
+        elif name == "http11.send_request_headers.started":
+            self._mark(info, expires_at)
+        elif name in _SENT and self._tag is not None:
+            sock = _SOCKETS.tagged(self._tag)
+            if sock is not None:
+                self._watch = _WATCHDOG.watch(sock, expires_at, "deadline")
+
+    def _mark(self, info: dict[str, Any], expires_at: float) -> None:
+        """A reused connection: tag the write timeout that httpcore is about to set on it."""
+        extensions = getattr(info.get("request"), "extensions", None)
+        if not isinstance(extensions, MutableMapping):
+            return
+        timeouts = extensions.get("timeout")
+        if not isinstance(timeouts, MutableMapping):
+            return
+        write = timeouts.get("write")
+        if not (write is None or isinstance(write, (int, float))):
+            return
+        self._tag = write_tag(write, expires_at - time.monotonic())
+        self._extensions, self._timeouts = extensions, timeouts
+        extensions["timeout"] = {**timeouts, "write": self._tag}
 
     @property
     def fired(self) -> bool:
@@ -173,7 +267,7 @@ class SendGuard:
         return self._watch is not None and self._watch.fired
 
     def close(self) -> None:
-        """The send is over: stop watching, and give the request its own ``trace`` back."""
+        """The send is over: stop watching; give the request its ``trace`` and timeouts back."""
         if self._watch is not None:
             self._watch.done = True
         extensions = self._request.extensions
@@ -182,6 +276,12 @@ class SendGuard:
                 del extensions["trace"]
             else:
                 extensions["trace"] = self._previous
+        tagged = self._extensions
+        if tagged is not None:
+            timeouts = tagged.get("timeout")
+            if isinstance(timeouts, MutableMapping) and timeouts.get("write") == self._tag:
+                tagged["timeout"] = self._timeouts
+            self._extensions = self._timeouts = None
 
 
 def _stream_socket(stream: object) -> socket.socket | None:

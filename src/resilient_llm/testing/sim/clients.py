@@ -177,12 +177,13 @@ def _queue(loop: Loop, plan: Plan, admit: Admit) -> Generator[float, None, Admit
                 break
             queued = True
             wait = plan.queue_wait(admission)
-            if wait is not None:
-                # a wait below float resolution at this time would never advance the clock
-                yield max(wait, 1e-4)
-            else:
-                left = call.remaining()
-                yield 0.05 if left is None else max(1e-4, min(0.05, left))
+            if wait is None:
+                # Until woken by a release (one thread: no wake is missed, unlike the drivers,
+                # which look again every 50 ms), or until the plan would stop waiting.
+                give_up_in = plan.queue_give_up_in()
+                wait = 1.0 if give_up_in is None else min(1.0, give_up_in)
+            # a wait below float resolution at this time would never advance the clock
+            yield max(wait, 1e-4)
     except BaseException:
         state.cancel(waiter)
         raise

@@ -9,7 +9,7 @@ importing the provider that starts them.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 __all__ = ["CUT", "Plan", "PlanSource", "RecordedRequest", "Step"]
@@ -61,23 +61,36 @@ class RecordedRequest:
 
 @dataclass(slots=True)
 class _Entry:
-    """The log's record of one request while it is answered: the request as it came in
-    (``request``) and how the answer went so far."""
-
-    request: RecordedRequest
+    index: int
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+    model: str | None
+    stream: bool
+    started_at: float
     fault: str = "ok"
     ended_at: float | None = None
     status: int | None = None
     client_disconnected: bool = False
     prefill: str | None = None
 
-    @property
-    def index(self) -> int:
-        return self.request.index
-
     def snapshot(self) -> RecordedRequest:
-        return replace(self.request, fault=self.fault, ended_at=self.ended_at, status=self.status,
-                       client_disconnected=self.client_disconnected, prefill=self.prefill)
+        return RecordedRequest(
+            index=self.index,
+            method=self.method,
+            path=self.path,
+            headers=self.headers,
+            json=self.json,
+            model=self.model,
+            stream=self.stream,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            status=self.status,
+            fault=self.fault,
+            client_disconnected=self.client_disconnected,
+            prefill=self.prefill,
+        )
 
 
 @dataclass(slots=True)

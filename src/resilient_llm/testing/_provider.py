@@ -342,11 +342,16 @@ class FaultProvider:
         cost = len(body) // 4 + _max_tokens(obj)
 
         with self._lock:
-            entry = _Entry(RecordedRequest(
-                index=self._count, method=method, path=path, headers=headers, json=data,
-                model=model, stream=stream, started_at=now, ended_at=None, status=None,
-                fault="ok", client_disconnected=False,
-            ))
+            entry = _Entry(
+                index=self._count,
+                method=method,
+                path=path,
+                headers=headers,
+                json=data,
+                model=model,
+                stream=stream,
+                started_at=now,
+            )
             self._log.append(entry)
             self._count += 1
             x = _wire.Exchange(

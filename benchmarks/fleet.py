@@ -116,12 +116,14 @@ def _preset_breaker(cfg: dict[str, Any]) -> None:
     from urllib.parse import urlsplit
 
     from resilient_llm.engine.pressure import TargetKey, registry
+    from resilient_llm.fleet import fleet_pressure
 
     url = urlsplit(cfg["base_url"])
     endpoint = f"{url.scheme}://{url.hostname}:{url.port or ''}"
     digest = TargetKey.of(endpoint, f"Bearer {cfg['api_key']}", None).credential
+    redis_url = cfg.get("redis_url")
     state = registry.get(TargetKey(endpoint, digest, cfg.get("model", MODEL)), time.monotonic(),
-                         redis_url=cfg.get("redis_url"))
+                         redis_url=redis_url, shared=fleet_pressure if redis_url else None)
     state.breaker.break_for = float(cfg["break_for"])
     state.breaker.min_calls = int(cfg.get("min_calls", 5))
 
@@ -205,7 +207,7 @@ def worker_main(cfg: dict[str, Any], conn: Any) -> None:
             return {}
         from dataclasses import asdict
 
-        from resilient_llm.fleet.core import fleet_stats
+        from resilient_llm.fleet import fleet_stats
 
         return asdict(fleet_stats())
 

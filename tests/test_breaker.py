@@ -89,6 +89,6 @@ def test_a_probe_without_fallback_that_is_served_lets_such_callers_through_again
 
 
 def test_a_fleets_breaker_leaves_probing_to_its_fleet_wide_probe() -> None:
-    from resilient_llm.fleet.core import FleetBreaker
+    from resilient_llm.fleet import FleetBreaker
 
     assert Breaker.alone_probes and not FleetBreaker.alone_probes

@@ -25,17 +25,20 @@ from benchmarks.fleet import RedisProcess, run_fleet
 
 from resilient_llm.engine.classify import Failure, FailureClass
 from resilient_llm.engine.pressure import RateLimits, TargetKey, registry
-from resilient_llm.fleet import core as _fleet
-from resilient_llm.fleet.core import (
-    IDLE_TTL,
+from resilient_llm.fleet import (
     FleetBreaker,
     FleetPressure,
     Lease,
-    _learned_rate,
-    _Link,
     fleet_keys,
+    fleet_pressure,
+    fleet_stats,
     lease_size,
+    scripts,
+    tuning,
 )
+from resilient_llm.fleet.lease import Dimension, learned_rate
+from resilient_llm.fleet.link import Link, reset_links
+from resilient_llm.fleet.tuning import IDLE_TTL
 from resilient_llm.testing import Fault, FaultProvider
 from tests.redis_server import redis_url  # noqa: F401
 
@@ -44,14 +47,14 @@ OUTAGE = Failure(kind=FailureClass.SERVER_ERROR, retryable=True, status=500)
 
 @pytest.fixture(autouse=True)
 def _fresh_links() -> Iterator[None]:
-    _fleet._reset_links()
+    reset_links()
     yield
-    _fleet._reset_links()
+    reset_links()
 
 
 @pytest.fixture
-def links() -> Iterator[list[_Link]]:
-    made: list[_Link] = []
+def links() -> Iterator[list[Link]]:
+    made: list[Link] = []
     yield made
     for link in made:
         link.close()
@@ -61,8 +64,8 @@ def _key(name: str, model: str = "gpt-4.1") -> TargetKey:
     return TargetKey.of("http://127.0.0.1:1", f"sk-{name}-{random.random()}", model)
 
 
-def _worker(url: str, key: TargetKey, links: list[_Link]) -> FleetPressure:
-    link = _Link(url)
+def _worker(url: str, key: TargetKey, links: list[Link]) -> FleetPressure:
+    link = Link(url)
     links.append(link)
     return FleetPressure(key, time.monotonic(), link)
 
@@ -106,18 +109,18 @@ def test_lease_size_covers_one_validity_window_of_demand() -> None:
     assert lease_size(0.0, 0, 1.0) == 1
     assert lease_size(10.0, 0, 0.92) == 10  # ⌈9.2⌉: one round trip per ~10 calls
     assert lease_size(1.0, 7, 0.5) == 7  # everyone already waiting
-    assert lease_size(1e9, 0, 10.0) == _fleet.MAX_LEASE
+    assert lease_size(1e9, 0, 10.0) == tuning.MAX_LEASE
 
 
 def test_rates_are_learned_only_from_headers_that_say_enough() -> None:
-    assert _learned_rate(RateLimits(40, 20, 0.5)) == pytest.approx(39.0)  # (20 − ½)/0.5
-    assert _learned_rate(RateLimits(40, 39, 0.025)) is None  # one unit: rounding dominates
-    assert _learned_rate(RateLimits(40, 0, 0.02)) is None  # empty: reset may mean "next unit"
-    assert _learned_rate(RateLimits(10_000, 9_000, 0.003)) is None  # sub-5 ms reset
+    assert learned_rate(RateLimits(40, 20, 0.5)) == pytest.approx(39.0)  # (20 − ½)/0.5
+    assert learned_rate(RateLimits(40, 39, 0.025)) is None  # one unit: rounding dominates
+    assert learned_rate(RateLimits(40, 0, 0.02)) is None  # empty: reset may mean "next unit"
+    assert learned_rate(RateLimits(10_000, 9_000, 0.003)) is None  # sub-5 ms reset
 
 
 def test_pooled_headers_average_out_rounding() -> None:
-    dim = _fleet._Dimension()
+    dim = Dimension()
     # a 40/s bucket seen with 3.2 … 6.8 units truly missing, `remaining` rounded down
     for true_missing in (3.2, 4.5, 5.9, 6.8, 3.7, 4.1):
         dim.observe(RateLimits(40, math.floor(40 - true_missing), true_missing / 40), 0.0)
@@ -139,7 +142,7 @@ def test_keys_share_one_cluster_slot_per_credential() -> None:
 def test_importing_the_package_does_not_import_redis() -> None:
     code = ("import sys, resilient_llm, resilient_llm.openai; "
             "assert 'redis' not in sys.modules, 'redis'; "
-            "assert 'resilient_llm.fleet.core' not in sys.modules, '_fleet'")
+            "assert 'resilient_llm.fleet' not in sys.modules, 'fleet'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -149,14 +152,16 @@ def test_importing_the_package_does_not_import_redis() -> None:
 def test_registry_builds_fleet_state_only_with_a_redis_url(redis_url: str) -> None:  # noqa: F811
     key = _key("registry")
     plain = registry.get(key, 0.0)
-    fleet = registry.get(key, 0.0, redis_url=redis_url)
+    with pytest.raises(ValueError, match="fleet_pressure"):
+        registry.get(key, 0.0, redis_url=redis_url)  # the engine does not know the fleet
+    fleet = registry.get(key, 0.0, redis_url=redis_url, shared=fleet_pressure)
     assert type(plain).__name__ == "TargetPressure"
     assert isinstance(fleet, FleetPressure) and isinstance(fleet.breaker, FleetBreaker)
     assert registry.get(key, 1.0, redis_url=redis_url) is fleet
 
 
 def test_fleet_admissions_stay_within_the_lease_window_bound(
-    redis_url: str, links: list[_Link],  # noqa: F811
+    redis_url: str, links: list[Link],  # noqa: F811
 ) -> None:
     """4 workers admitting as fast as allowed for 1 s: at most r·(w + τ) + 1 permits (the
     fleet starts without credit, so about r·w), most of them without a round trip."""
@@ -164,13 +169,13 @@ def test_fleet_admissions_stay_within_the_lease_window_bound(
     workers = [_worker(redis_url, key, links) for _ in range(4)]
     for w in workers:  # limit 100, rate learned (10 − ½)/0.095 = 100/s, 90 remaining
         w.observe(RateLimits(100, 90, 0.095), None, time.monotonic())
-    before = _fleet.fleet_stats()
+    before = fleet_stats()
     began = time.monotonic()
     admitted = 0
     while time.monotonic() - began < 1.0:
         for w in workers:
             admitted += _admit_now(w)
-    after = _fleet.fleet_stats()
+    after = fleet_stats()
     rate, tau = 0.95 * 100, (0.9 * 100 - 1) / (0.95 * 100)
     assert rate * 0.8 <= admitted <= rate * (1.0 + tau) + 1
     trips = after.round_trips - before.round_trips
@@ -182,19 +187,19 @@ def test_fleet_admissions_stay_within_the_lease_window_bound(
 
 
 def test_a_throttle_seen_by_one_worker_slows_the_fleet_once(
-    redis_url: str, links: list[_Link],  # noqa: F811
+    redis_url: str, links: list[Link],  # noqa: F811
 ) -> None:
     key = _key("throttle")
     a, b = (_worker(redis_url, key, links) for _ in range(2))
     for w in (a, b):
         w.observe(RateLimits(100, 50, 0.495), None, time.monotonic())  # 100/s
         _admit_now(w)
-    shared = _fleet.fleet_stats().throttles_shared
+    shared = fleet_stats().throttles_shared
     for _ in range(2):  # the same overshoot seen twice within the cooldown: one cut
         a.release(time.monotonic(), priority="interactive", latency=None, throttled=True,
                   dropped=False, succeeded=False)
         time.sleep(0.3)
-    assert _fleet.fleet_stats().throttles_shared == shared + 1
+    assert fleet_stats().throttles_shared == shared + 1
     for pool in b._pools.values():
         pool.lease.drop()
     _admit_now(b)  # b's next lease carries the fleet's CUBIC rate
@@ -204,7 +209,7 @@ def test_a_throttle_seen_by_one_worker_slows_the_fleet_once(
 
 
 def test_batch_cannot_take_the_interactive_reserve(
-    redis_url: str, links: list[_Link],  # noqa: F811
+    redis_url: str, links: list[Link],  # noqa: F811
 ) -> None:
     key = _key("priority")
     batch, interactive = _worker(redis_url, key, links), _worker(redis_url, key, links)
@@ -216,14 +221,14 @@ def test_batch_cannot_take_the_interactive_reserve(
     taken = 0
     while _admit_now(batch, "batch"):
         taken += 1
-    assert taken <= math.ceil((1 - _fleet.INTERACTIVE_RESERVE) * burst) + 1
+    assert taken <= math.ceil((1 - tuning.INTERACTIVE_RESERVE) * burst) + 1
     got = sum(_admit_now(interactive) for _ in range(3))
     assert got == 3  # the reserve is there at once for interactive calls
     assert not _admit_now(batch, "batch")  # and batch still waits
 
 
 def test_an_open_circuit_is_open_for_every_worker_with_one_probe(
-    redis_url: str, links: list[_Link],  # noqa: F811
+    redis_url: str, links: list[Link],  # noqa: F811
 ) -> None:
     key = _key("breaker")
     keys = fleet_keys(key)
@@ -244,7 +249,7 @@ def test_an_open_circuit_is_open_for_every_worker_with_one_probe(
     assert grants.count(True) == 1  # one probe for the whole fleet
     prober = (a, b, c)[grants.index(True)]
     prober.record(time.monotonic(), None, rng)  # the probe succeeds: closed for all
-    time.sleep(_fleet.PROBE_POLL + 0.05)
+    time.sleep(tuning.PROBE_POLL + 0.05)
     assert all(br.allow(time.monotonic()) for br in (a, b, c))
     client = links[0]._client
     assert int(client.hget(keys[1], "probes")) == 1
@@ -252,7 +257,7 @@ def test_an_open_circuit_is_open_for_every_worker_with_one_probe(
     assert 0 < client.pttl(keys[1]) <= IDLE_TTL * 1000
 
 
-def test_keys_expire_when_the_target_is_idle(redis_url: str, links: list[_Link]) -> None:  # noqa: F811
+def test_keys_expire_when_the_target_is_idle(redis_url: str, links: list[Link]) -> None:  # noqa: F811
     key = _key("ttl")
     w = _worker(redis_url, key, links)
     assert _admit_now(w)
@@ -265,7 +270,7 @@ def test_keys_expire_when_the_target_is_idle(redis_url: str, links: list[_Link])
 
 
 def test_unreachable_redis_falls_back_with_one_warning(
-    links: list[_Link], caplog: pytest.LogCaptureFixture,
+    links: list[Link], caplog: pytest.LogCaptureFixture,
 ) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -276,13 +281,13 @@ def test_unreachable_redis_falls_back_with_one_warning(
         assert all(_admit_now(w) for _ in range(3))
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1
-    stats = _fleet.fleet_stats()
+    stats = fleet_stats()
     assert stats.fallbacks == 1 and stats.errors == 1 and stats.local_admissions == 3
     fleet = w.snapshot(time.monotonic()).fleet
     assert fleet is not None and fleet.mode == "local"
 
 
-def test_a_hung_redis_costs_at_most_the_operation_timeout(links: list[_Link]) -> None:
+def test_a_hung_redis_costs_at_most_the_operation_timeout(links: list[Link]) -> None:
     """A server that accepts connections and never answers: bounded by OP_TIMEOUT."""
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -290,22 +295,22 @@ def test_a_hung_redis_costs_at_most_the_operation_timeout(links: list[_Link]) ->
         w = _worker(f"redis://127.0.0.1:{server.getsockname()[1]}/0", _key("hung"), links)
         began = time.monotonic()
         assert _admit_now(w)
-        assert time.monotonic() - began < 4 * _fleet.OP_TIMEOUT + 0.1
+        assert time.monotonic() - began < 4 * tuning.OP_TIMEOUT + 0.1
         began = time.monotonic()
         assert _admit_now(w)  # while down: no Redis at all
         assert time.monotonic() - began < 0.02
 
 
 def test_redis_is_not_asked_when_the_call_has_less_than_the_timeout_left(
-    redis_url: str, links: list[_Link],  # noqa: F811
+    redis_url: str, links: list[Link],  # noqa: F811
 ) -> None:
     from resilient_llm import deadline
 
-    link = _Link(redis_url)
+    link = Link(redis_url)
     links.append(link)
-    with deadline(_fleet.OP_TIMEOUT / 2):
-        assert link.call("state", [fleet_keys(_key("short"))[1]], ["30"]) is None
-    assert link.up and _fleet.fleet_stats().skipped == 1
+    with deadline(tuning.OP_TIMEOUT / 2):
+        assert link.call(scripts.STATE, [fleet_keys(_key("short"))[1]], ["30"]) is None
+    assert link.up and fleet_stats().skipped == 1
 
 
 # --- end to end: 4 worker processes, the fault provider, a real redis-server ------------------

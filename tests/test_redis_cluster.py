@@ -26,7 +26,9 @@ from benchmarks.fleet import run_fleet
 from resilient_llm import ConfigError, IdempotencyStoreUnavailable, Policy
 from resilient_llm._redis import describe_redis_failure, open_redis, parse_redis_url
 from resilient_llm._urls import redact_url
-from resilient_llm.fleet import core as _fleet
+from resilient_llm.fleet import FleetBreaker, fleet_keys
+from resilient_llm.fleet.link import Link, reset_links
+from resilient_llm.fleet.scripts import Script
 from resilient_llm.idempotency.side_effect import run, side_effect
 from resilient_llm.stores.redis import RedisLedger
 from resilient_llm.testing import FakeRandom, FaultProvider
@@ -44,9 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def _fresh_links() -> Iterator[None]:
-    _fleet._reset_links()
+    reset_links()
     yield
-    _fleet._reset_links()
+    reset_links()
 
 
 # --- URLs: validated at configuration time --------------------------------------------------------
@@ -157,7 +159,7 @@ def test_the_keys_of_one_call_share_a_slot() -> None:
     from resilient_llm.engine.pressure import TargetKey
 
     key = TargetKey.of("https://api.example.com:443", "Bearer sk-test", "gpt-4.1")
-    slots = {key_slot(k.encode()) for k in _fleet.fleet_keys(key)}
+    slots = {key_slot(k.encode()) for k in fleet_keys(key)}
     assert len(slots) == 1
     ledger = RedisLedger(client=_NoClient())
     assert len({key_slot(k.encode()) for k in ledger._keys("run:order-1|send|abc")}) == 1
@@ -210,18 +212,18 @@ def test_the_breaker_scripts_run_on_a_cluster(redis_cluster: Cluster) -> None:  
     from resilient_llm.engine.classify import Failure, FailureClass
     from resilient_llm.engine.pressure import TargetKey
 
-    link = _fleet._Link(redis_cluster.url(redis_cluster.ports[2]))
+    link = Link(redis_cluster.url(redis_cluster.ports[2]))
     calls: list[tuple[str, bool]] = []
     original = link.call
 
-    def recording(name: str, keys: list[str], args: list[Any]) -> list[Any] | None:
-        result = original(name, keys, args)
-        calls.append((name, result is not None))
+    def recording(script: Script[Any], keys: list[str], args: list[Any]) -> Any:
+        result = original(script, keys, args)
+        calls.append((script.name, result is not None))
         return result
 
     link.call = recording  # type: ignore[method-assign]
     key = TargetKey.of("https://breaker.test:443", "Bearer sk-brk", "gpt-4.1")
-    breaker = _fleet.FleetBreaker(link, _fleet.fleet_keys(key)[1], break_for=0.05, min_calls=2)
+    breaker = FleetBreaker(link, fleet_keys(key)[1], break_for=0.05, min_calls=2)
     failure = Failure(kind=FailureClass.SERVER_ERROR, retryable=True, status=500)
     rng = FakeRandom()
     for _ in range(4):

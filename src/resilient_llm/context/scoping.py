@@ -34,12 +34,7 @@ class ContextScope:
         self._enter()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._exit()
 
     async def __aenter__(self: _S) -> _S:

@@ -31,9 +31,10 @@ on. For each target:
 Every method takes ``now`` (an injected monotonic time) and does no I/O; a per-target lock
 makes it safe for threads and tasks alike (no lock is held across a wait).
 
-With ``RESILIENT_LLM_REDIS_URL`` set, :meth:`PressureRegistry.get` returns
-``_fleet.FleetPressure`` instead: the same interface, whose pacer (``_admit_wait``/``_take``)
-and breaker consult state shared by the fleet through Redis (docs/fleet.md).
+With ``RESILIENT_LLM_REDIS_URL`` set, :meth:`PressureRegistry.get` builds the target's state
+with the factory the drivers pass (``resilient_llm.fleet.fleet_pressure``): the same
+interface, whose pacer and breaker consult state shared by the fleet through Redis
+(docs/fleet.md). This module never imports the fleet.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ import itertools
 import math
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cachetools import LRUCache
 
@@ -60,9 +62,6 @@ from .controllers import (
     TokenBucket,
 )
 
-if TYPE_CHECKING:
-    from ..fleet.core import FleetSnapshot
-
 __all__ = [
     "BATCH_SHARE",
     "Admission",
@@ -72,6 +71,8 @@ __all__ = [
     "PressureSnapshot",
     "RateLimits",
     "RetryBudget",
+    "SharedStates",
+    "SharedView",
     "TargetKey",
     "TargetPressure",
     "TokenBucket",
@@ -122,6 +123,30 @@ class Admission:
 fast_frozen_init(Admission)
 
 
+class SharedView(Protocol):
+    """What a target shared by a fleet adds to its snapshot (``fleet.FleetSnapshot``)."""
+
+    @property
+    def mode(self) -> str:
+        """``fleet`` while coordinated, ``local`` while the coordination backend is away."""
+        ...
+
+    @property
+    def rate(self) -> float | None:
+        """The fleet's paced request rate, calls/s (``None``: not learned yet)."""
+        ...
+
+    @property
+    def active_workers(self) -> int:
+        """Workers sharing the target."""
+        ...
+
+    @property
+    def leased(self) -> int:
+        """Permits this worker holds."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class PressureSnapshot:
     """A read-only view of one target's state, for dashboards and ``pressure_snapshot()``."""
@@ -137,7 +162,7 @@ class PressureSnapshot:
     throttles: int
     latency_baseline: float | None
     #: The fleet view (mode, shared rate, lease, counters) when ``RESILIENT_LLM_REDIS_URL`` is set.
-    fleet: FleetSnapshot | None = None
+    fleet: SharedView | None = None
 
 
 class _Waiter:
@@ -295,7 +320,7 @@ class TargetPressure:
             self._wake_head()
             return Admission(True, 0.0, pressure)
 
-    # pacer hooks (lock held): the fleet-backed subclass in ``_fleet`` replaces these
+    # pacer hooks (lock held): the fleet-backed subclass (``fleet.pressure``) replaces these
 
     #: Admission may use the fused local-bucket pass (``_admit_local``) for these hooks.
     _local_pacer = True
@@ -560,6 +585,12 @@ class TargetPressure:
             )
 
 
+#: Builds the state of a target a fleet shares: ``(key, now, url) -> state`` for the fleet
+#: setting's URL (``resilient_llm.fleet.fleet_pressure``). The layer that knows the fleet passes
+#: it to :meth:`PressureRegistry.get`, so the engine never imports the fleet.
+SharedStates = Callable[[TargetKey, float, str], "TargetPressure"]
+
+
 class PressureRegistry:
     """All targets' state in one process: bounded (least recently used targets are dropped)."""
 
@@ -569,11 +600,10 @@ class PressureRegistry:
         self._lock = threading.Lock()
         self.generation = 0
 
-    def get(self, key: TargetKey, now: float, *, redis_url: str | None = None) -> TargetPressure:
-        """The state of ``key``; with ``redis_url`` (the fleet setting) it is fleet-backed.
-
-        Fleet-backed state (``_fleet.FleetPressure``) has the same interface; ``redis`` is
-        imported only when the first one is built.
+    def get(self, key: TargetKey, now: float, *, redis_url: str | None = None,
+            shared: SharedStates | None = None) -> TargetPressure:
+        """The state of ``key``; with ``redis_url`` (the fleet setting) it is fleet-backed,
+        built by ``shared`` (``resilient_llm.fleet.fleet_pressure``) with the same interface.
         """
         slot: TargetKey | tuple[TargetKey, str] = key if redis_url is None else (key, redis_url)
         with self._lock:
@@ -581,10 +611,12 @@ class PressureRegistry:
             if state is None:
                 if redis_url is None:
                     state = TargetPressure(key, now)
+                elif shared is None:
+                    raise ValueError(
+                        "registry.get(redis_url=...) builds a fleet-backed state and needs "
+                        "shared=, the fleet's factory (resilient_llm.fleet.fleet_pressure)")
                 else:
-                    from ..fleet.core import fleet_pressure
-
-                    state = fleet_pressure(key, now, redis_url)
+                    state = shared(key, now, redis_url)
                 self._targets[slot] = state
             return state
 

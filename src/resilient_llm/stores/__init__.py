@@ -40,8 +40,7 @@ loads a backend the first time its URL is used.
 
 from __future__ import annotations
 
-import threading
-
+from .._instances import Instances
 from .._urls import redact_url
 from .ledger import DEFAULT_RETENTION, Action, Begin, Ledger
 from .memory import MemoryLedger
@@ -57,9 +56,6 @@ __all__ = [
     "redact_url",
 ]
 
-_OPEN: dict[str, Ledger] = {}
-_OPEN_LOCK = threading.Lock()
-
 
 def open_store(url: str) -> Ledger:
     """The process-wide ledger for ``url`` (``memory``, ``sqlite:///PATH``, ``redis://...``).
@@ -68,13 +64,7 @@ def open_store(url: str) -> Ledger:
     connections (and, for ``memory``, its entries). ``sqlite:///rel/path.db`` is relative to
     the working directory, ``sqlite:////abs/path.db`` is absolute (the SQLAlchemy convention).
     """
-    with _OPEN_LOCK:
-        ledger = _OPEN.get(url)
-        if ledger is not None:
-            return ledger
-        ledger = _create(url)
-        _OPEN[url] = ledger
-        return ledger
+    return _OPEN.get(url)
 
 
 def _create(url: str) -> Ledger:
@@ -95,10 +85,10 @@ def _create(url: str) -> Ledger:
     )
 
 
+_OPEN: Instances[str, Ledger] = Instances(_create)
+
+
 def close_stores() -> None:
     """Close every ledger :func:`open_store` opened (tests, or before forking workers)."""
-    with _OPEN_LOCK:
-        ledgers = list(_OPEN.values())
-        _OPEN.clear()
-    for ledger in ledgers:
+    for ledger in _OPEN.drain():
         ledger.close()

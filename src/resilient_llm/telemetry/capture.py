@@ -16,6 +16,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._instances import Instances
 from .redact import redact_text, safe_headers
 from .tap import Exchange
 
@@ -104,18 +105,12 @@ class Sink:
         self._failed = False
 
 
-_sinks: dict[str, Sink] = {}
-_sinks_lock = threading.Lock()
+_sinks: Instances[str, Sink] = Instances(Sink)
 
 
 def sink_for(path: str) -> Sink:
     """The one sink of ``path`` in this process (so concurrent clients share one lock)."""
-    key = os.path.abspath(os.path.expanduser(path))
-    with _sinks_lock:
-        sink = _sinks.get(key)
-        if sink is None:
-            sink = _sinks[key] = Sink(key)
-        return sink
+    return _sinks.get(os.path.abspath(os.path.expanduser(path)))
 
 
 def utc_now() -> str:

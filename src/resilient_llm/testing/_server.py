@@ -17,7 +17,6 @@ import threading
 import time
 from email.utils import formatdate
 from http import HTTPStatus
-from types import TracebackType
 
 from ._plan import Plan, PlanSource
 
@@ -222,12 +221,7 @@ class FaultServer:
     def __enter__(self) -> FaultServer:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:

@@ -16,9 +16,7 @@ from typing import Any, cast
 
 import httpx2
 
-from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from .._errors import ResponseTooLarge, StreamInterrupted
-from .._policy import Policy
 from ..context.deadline import on_asyncio
 from ..engine.call import Call, Send, Wait
 from ..engine.classify import (
@@ -29,17 +27,19 @@ from ..engine.classify import (
     unknown_failure,
 )
 from ..engine.hedge import MAX_RACERS, hedge_stats
-from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Raise, Reply, Return, Served
+from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Reply, Served
 from ..engine.pressure import TargetPressure
 from .bodies import AsyncBoundedBody
 from .decoding import EventView, aread_capped
 from .recovery import AsyncResume, recovery_for
 from .shared import (
-    DriverBase,
     Outgoing,
+    Result,
+    WrappingTransport,
     as_failed,
     body_read_failed,
     content_type,
+    ended,
     is_event_stream,
     is_json,
     streaming,
@@ -48,30 +48,13 @@ from .streams import StreamConsumer
 
 __all__ = ["AsyncResilientTransport"]
 
-Result = httpx2.Response | tuple[Failure, httpx2.Response | BaseException]
 
-
-class AsyncResilientTransport(httpx2.AsyncBaseTransport):
+class AsyncResilientTransport(
+    WrappingTransport[httpx2.AsyncBaseTransport], httpx2.AsyncBaseTransport
+):
     """The async twin of :class:`ResilientTransport` (anyio: asyncio and trio)."""
 
-    def __init__(
-        self,
-        inner: httpx2.AsyncBaseTransport | None = None,
-        *,
-        policy: Policy | None = None,
-        provider: str = "openai",
-        clock: Clock = SYSTEM_CLOCK,
-        rng: RandomSource = SYSTEM_RANDOM,
-        retry_exceptions: Callable[[Exception], bool] | None = None,
-    ) -> None:
-        self._inner = inner if inner is not None else httpx2.AsyncHTTPTransport()
-        self._base = DriverBase(policy=policy, provider=provider, clock=clock, rng=rng,
-                                retry_exceptions=retry_exceptions)
-
-    @property
-    def inner(self) -> httpx2.AsyncBaseTransport:
-        """The wrapped transport."""
-        return self._inner
+    _default_inner = httpx2.AsyncHTTPTransport
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         plan, outgoing = self._base.start(request)
@@ -89,11 +72,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         """Carry out ``flow``'s actions. ``vet`` sees each attempt's result first; without
         one (the caller's own request, not a stream recovery's) streams may be hedged."""
         action = next(flow)
-        while True:
-            if isinstance(action, Return):
-                return cast(httpx2.Response, action.value)
-            if isinstance(action, Raise):
-                raise action.error
+        while (response := ended(action)) is None:
             reply: Reply = None
             try:
                 if isinstance(action, Send):
@@ -106,12 +85,13 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
                         reply = await self._attempt(request, plan, action, plan.state)
                 elif isinstance(action, Wait):
                     await plan.call.clock.asleep(action.seconds)
-                else:
+                elif isinstance(action, Admit):
                     reply = await self._queue(plan, action)
             except BaseException as exc:
                 flow.throw(exc)  # the plan frees what the action held, then re-raises
                 raise
             action = flow.send(reply)
+        return response
 
     async def _hedged(
         self, plan: Plan, outgoing: Outgoing, request: httpx2.Request, send: Send

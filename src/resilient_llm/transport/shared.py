@@ -7,12 +7,12 @@ import inspect
 import json
 import os
 from collections.abc import Callable
-from typing import Any, NoReturn, cast
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar, cast
 from urllib.parse import quote, unquote
 
 import httpx2
 
-from .._clock import Clock, RandomSource
+from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from .._policy import Policy
 from ..engine.call import Call, Send, current_call, end_call, start_call
 from ..engine.classify import (
@@ -21,7 +21,7 @@ from ..engine.classify import (
     classify_exception,
     first_token_timeout,
 )
-from ..engine.plan import Failed, Plan
+from ..engine.plan import Action, Failed, Plan, Raise, Return
 from ..engine.pressure import TargetKey, TargetPressure, estimate_tokens, registry
 from ..engine.routing import Target
 from ..providers import Wire, wire_for
@@ -33,10 +33,13 @@ __all__ = [
     "ForeignTransportError",
     "LimitTimeout",
     "Outgoing",
+    "Result",
     "StreamFailedEarly",
+    "WrappingTransport",
     "as_failed",
     "body_read_failed",
     "content_type",
+    "ended",
     "first_token_fired",
     "first_token_timeouts",
     "header",
@@ -168,6 +171,16 @@ def first_token_fired(exc: BaseException, send: Send) -> bool:
     return False
 
 
+def ended(action: Action) -> httpx2.Response | None:
+    """Where a driver's loop stops: the response a ``Return`` hands back (``None`` for every
+    other action, which the driver performs); a ``Raise`` raises its error here."""
+    if isinstance(action, Return):
+        return cast(httpx2.Response, action.value)
+    if isinstance(action, Raise):
+        raise action.error
+    return None
+
+
 def status_error(response: httpx2.Response, failure: Failure) -> httpx2.HTTPStatusError:
     return httpx2.HTTPStatusError(
         f"{failure.describe()}", request=response.request, response=response
@@ -209,6 +222,39 @@ class StreamFailedEarly(httpx2.RemoteProtocolError):
     """A stream that failed before any output for a reason its bytes showed (a malformed
     event, a body that ended early); the message says which, and the drop-in clients append
     it to the SDK's ``APIConnectionError`` ("Connection error.")."""
+
+
+#: What one attempt's exchange ends with: the response to return, or the failure and the
+#: error response or exception that caused it.
+Result = httpx2.Response | tuple[Failure, httpx2.Response | BaseException]
+
+InnerT = TypeVar("InnerT")
+
+
+class WrappingTransport(Generic[InnerT]):
+    """The face both drivers share: the transport they wrap (``inner``; by default a new one of
+    the driver's ``_default_inner`` class) and their configuration (:class:`DriverBase`)."""
+
+    _default_inner: ClassVar[Callable[[], Any]]
+
+    def __init__(
+        self,
+        inner: InnerT | None = None,
+        *,
+        policy: Policy | None = None,
+        provider: str = "openai",
+        clock: Clock = SYSTEM_CLOCK,
+        rng: RandomSource = SYSTEM_RANDOM,
+        retry_exceptions: Callable[[Exception], bool] | None = None,
+    ) -> None:
+        self._inner: InnerT = inner if inner is not None else type(self)._default_inner()
+        self._base = DriverBase(policy=policy, provider=provider, clock=clock, rng=rng,
+                                retry_exceptions=retry_exceptions)
+
+    @property
+    def inner(self) -> InnerT:
+        """The wrapped transport."""
+        return self._inner
 
 
 class DriverBase:
@@ -296,8 +342,13 @@ class DriverBase:
             return hit[1]
         endpoint = f"{url.scheme}://{url.host}:{url.port or ''}"
         digest = TargetKey.of(endpoint, credential, None).credential
+        shared = None
+        if redis_url is not None:  # the fleet (and redis) load only when the setting is on
+            from ..fleet import fleet_pressure
+
+            shared = fleet_pressure
         state = registry.get(TargetKey(endpoint, digest, model), call.clock.now(),
-                             redis_url=redis_url)
+                             redis_url=redis_url, shared=shared)
         if len(self._states) > 256:
             self._states.clear()
         self._states[memo] = (registry.generation, state)

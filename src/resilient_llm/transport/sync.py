@@ -10,26 +10,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Iterator
-from typing import cast
 
 import httpx2
 
-from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from .._errors import ResponseTooLarge, StreamInterrupted
-from .._policy import Policy
 from ..engine.call import Send, Wait
 from ..engine.classify import Failure, classify_status, deadline_failure
-from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Raise, Reply, Return, Served
+from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Reply, Served
 from ..engine.pressure import TargetPressure
 from .bodies import SyncBoundedBody
 from .decoding import EventView, read_capped
 from .recovery import SyncResume, recovery_for
 from .shared import (
-    DriverBase,
     Outgoing,
+    Result,
+    WrappingTransport,
     as_failed,
     body_read_failed,
     content_type,
+    ended,
     first_token_timeouts,
     is_event_stream,
     is_json,
@@ -40,10 +39,8 @@ from .watchdog import SendGuard, SyncGuard, real_deadline
 
 __all__ = ["ResilientTransport"]
 
-Result = httpx2.Response | tuple[Failure, httpx2.Response | BaseException]
 
-
-class ResilientTransport(httpx2.BaseTransport):
+class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTransport):
     """A sync httpx2 transport that retries, paces and bounds each request by one deadline.
 
     Wraps ``inner`` (default: a plain ``httpx2.HTTPTransport``). Inside a drop-in client call the
@@ -53,24 +50,7 @@ class ResilientTransport(httpx2.BaseTransport):
     that should be retried as connection failures (the drop-ins pass their SDK's own rule).
     """
 
-    def __init__(
-        self,
-        inner: httpx2.BaseTransport | None = None,
-        *,
-        policy: Policy | None = None,
-        provider: str = "openai",
-        clock: Clock = SYSTEM_CLOCK,
-        rng: RandomSource = SYSTEM_RANDOM,
-        retry_exceptions: Callable[[Exception], bool] | None = None,
-    ) -> None:
-        self._inner = inner if inner is not None else httpx2.HTTPTransport()
-        self._base = DriverBase(policy=policy, provider=provider, clock=clock, rng=rng,
-                                retry_exceptions=retry_exceptions)
-
-    @property
-    def inner(self) -> httpx2.BaseTransport:
-        """The wrapped transport."""
-        return self._inner
+    _default_inner = httpx2.HTTPTransport
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         plan, outgoing = self._base.start(request)
@@ -86,11 +66,7 @@ class ResilientTransport(httpx2.BaseTransport):
                  vet: Callable[[Reply], Reply]) -> httpx2.Response:
         """Carry out ``flow``'s actions (``vet`` sees each attempt's result first)."""
         action = next(flow)
-        while True:
-            if isinstance(action, Return):
-                return cast(httpx2.Response, action.value)
-            if isinstance(action, Raise):
-                raise action.error
+        while (response := ended(action)) is None:
             reply: Reply = None
             try:
                 if isinstance(action, Send):
@@ -98,12 +74,13 @@ class ResilientTransport(httpx2.BaseTransport):
                                               action, plan.state))
                 elif isinstance(action, Wait):
                     plan.call.clock.sleep(action.seconds)
-                else:
+                elif isinstance(action, Admit):
                     reply = self._queue(plan, action)
             except BaseException as exc:
                 flow.throw(exc)  # the plan frees what the action held, then re-raises
                 raise
             action = flow.send(reply)
+        return response
 
     @staticmethod
     def _queue(plan: Plan, admit: Admit) -> Admitted:

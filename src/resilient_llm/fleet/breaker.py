@@ -1,0 +1,227 @@
+"""A circuit breaker whose open state, failure window and half-open probe are the fleet's.
+
+The fleet trips once (health failures are reported as they happen, successes ride on lease
+refills), and the first worker that asks after the break gets the fleet's one probe (a
+holder field with an expiry, set atomically in ``lua/probe.lua``); everyone else stays open.
+While Redis is unreachable it is the local breaker, unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+from .._clock import RandomSource
+from ..engine.breaker import Breaker, counts_for_health
+from ..engine.classify import Failure, FailureClass
+from .link import Link, call_budget
+from .scripts import FAIL, OPEN, PROBE, RELEASE, RESULT, STATE
+from .stats import COUNTERS
+from .tuning import BREAKER_CHECK_EVERY, IDLE_TTL, PROBE_POLL
+
+__all__ = ["FleetBreaker"]
+
+
+def _owner() -> int:
+    """Who is asking: the current call (drop-in clients) or else the thread."""
+    from ..engine.call import current_call
+
+    call = current_call()
+    return id(call) if call is not None else threading.get_ident()
+
+
+class FleetBreaker(Breaker):
+    """A :class:`Breaker` whose open state, failure window and half-open probe are the fleet's.
+
+    * ``allow``: closed → no Redis while the fleet view is fresh (lease refills refresh it;
+      it is re-read when older than ``view_ttl`` = max(2τ, 1 s), or every
+      ``BREAKER_CHECK_EVERY`` while the fleet reports failures); open → no; half-open → ask
+      Redis for the fleet's one probe (granted to one worker; the others stay open, asking
+      again every ``PROBE_POLL`` or when the new break ends).
+    * ``record``: a health failure is reported at once (the fleet trips when its window
+      crosses the thresholds); the local window's own trip is published; successes are
+      counted and sent with the next lease refill. The probe's outcome closes or reopens
+      the fleet's circuit.
+    While Redis is unreachable it is the local breaker, unchanged.
+    """
+
+    #: The fleet's half-open probe tests a target that looks down: no per-process probes.
+    alone_probes = False
+
+    def __init__(
+        self,
+        link: Link,
+        key: str,
+        *,
+        window: float = 30.0,
+        min_calls: int = 5,
+        failure_ratio: float = 0.5,
+        break_for: float = 5.0,
+    ) -> None:
+        super().__init__(window=window, min_calls=min_calls, failure_ratio=failure_ratio,
+                         break_for=break_for)
+        self._link = link
+        self._key = key
+        self._fleet_probe: int | None = None  # owner holding the fleet probe
+        self._probe_owner: int | None = None  # owner holding the local probe right
+        self._probe_since = 0.0
+        self._probe_hold = 0.0
+        self._fleet_failures = 0.0
+        self._view_at = -math.inf
+        self._checking = False
+        self._successes = 0
+        #: How old the fleet view may be before ``allow`` re-reads it (set to the lease
+        #: validity by the pressure state, so busy workers never pay for it: refills refresh it).
+        self.view_ttl = 1.0
+
+    def take_successes(self) -> int:
+        with self._lock:
+            count, self._successes = self._successes, 0
+        return count
+
+    def _open_for(self, now: float, seconds: float) -> None:
+        """Adopt an open circuit (lock held)."""
+        until = now + seconds
+        if self._state != "open" or until > self._open_until:
+            if self._state != "open":
+                self.transitions += 1
+            self._state = "open"
+            self._open_until = until
+            self._probe_out = False
+            self._probe_owner = None
+
+    def adopt(self, now: float, open_left: float, failures: float) -> None:
+        """The fleet's breaker as a lease refill saw it."""
+        with self._lock:
+            self._fleet_failures = failures
+            self._view_at = now
+            if open_left > 0 and self._fleet_probe is None:
+                self._open_for(now, open_left)
+
+    def allow(self, now: float, *, alone: bool = False, rng: RandomSource | None = None) -> bool:
+        if not self._link.usable():
+            return super().allow(now, alone=alone, rng=rng)
+        with self._lock:
+            state = self._current(now)
+            if state == "open":
+                return alone and self._admit_alone(now)
+            if state == "closed":
+                age = now - self._view_at
+                stale = age >= self.view_ttl or (self._fleet_failures > 0
+                                                 and age >= BREAKER_CHECK_EVERY)
+                if not stale or self._checking:
+                    return True
+                self._checking = True
+            else:
+                if self._probe_out and now - self._probe_since < self._probe_hold:
+                    return False
+                self._probe_out = True
+                self._probe_owner = _owner()
+                self._probe_since = now
+                self._probe_hold = self._hold()
+        if state == "closed":
+            return self._check(now)
+        return self._ask_probe(now)
+
+    def _check(self, now: float) -> bool:
+        result = self._link.call(STATE, [self._key], [f"{self.window:g}"])
+        with self._lock:
+            self._checking = False
+            if result is not None:
+                self._view_at = now
+                self._fleet_failures = result.failures or 0.0
+                if result.open_left > 0:
+                    self._open_for(now, result.open_left)
+            return self._current(now) == "closed"
+
+    def _hold(self) -> float:
+        """How long a probe may stay out before someone else may probe."""
+        left = call_budget()
+        return max(self.break_for, min(left if left is not None else 60.0, 60.0)) + 1.0
+
+    def _ask_probe(self, now: float) -> bool:
+        result = self._link.call(PROBE, [self._key], [self._link.worker,
+                                                      f"{self._probe_hold:.3f}",
+                                                      f"{PROBE_POLL:g}"])
+        with self._lock:
+            if result is None:
+                return True  # Redis unreachable: the local probe right decides
+            verdict, seconds = result
+            if verdict == "probe":
+                COUNTERS.add("probes")
+                self._fleet_probe = self._probe_owner
+                return True
+            if verdict == "closed":
+                self._state = "closed"
+                self._events.clear()
+                self._probe_out = False
+                self._probe_owner = None
+                self.transitions += 1
+                return True
+            # open (a new break) or held (another worker probes): stay open locally
+            self._state = "open"
+            self._open_until = now + seconds
+            self._probe_out = False
+            self._probe_owner = None
+            return False
+
+    def cancel_probe(self) -> None:
+        owner = _owner()
+        with self._lock:
+            holder = self._fleet_probe if self._fleet_probe is not None else self._probe_owner
+            if self._link.up and self._probe_out and holder is not None and holder != owner:
+                return  # another call's probe: not ours to give back
+            fleet = self._fleet_probe is not None
+            self._fleet_probe = None
+            self._probe_owner = None
+        super().cancel_probe()
+        if fleet:
+            self._link.call(RELEASE, [self._key], [self._link.worker])
+
+    def record(self, now: float, failure: Failure | None, rng: RandomSource) -> None:
+        if not self._link.usable():
+            super().record(now, failure, rng)
+            return
+        owner = _owner()
+        with self._lock:
+            probing = self._fleet_probe is not None and self._fleet_probe == owner
+            before = self._current(now)
+        if failure is not None and failure.kind is FailureClass.RATE_LIMITED:
+            if probing:
+                self.cancel_probe()  # says nothing about health: let the next caller probe
+            return
+        healthy = not counts_for_health(failure)
+        super().record(now, failure, rng)
+        with self._lock:
+            after = self._state
+            open_left = max(0.0, self._open_until - now)
+            if probing:
+                self._fleet_probe = None
+                self._probe_owner = None
+        if probing:
+            self._link.call(RESULT, [self._key], [self._link.worker, "1" if healthy else "0",
+                                                  f"{max(open_left, 0.001):.3f}"])
+            return
+        if healthy:
+            with self._lock:
+                self._successes += 1
+            return
+        if before == "closed" and after == "open":
+            result = self._link.call(OPEN, [self._key], [self._link.worker,
+                                                         f"{open_left:.3f}",
+                                                         int(IDLE_TTL * 1000)])
+        else:
+            open_for = self.break_for * rng.uniform(1.0, 1.5)
+            result = self._link.call(FAIL, [self._key], [
+                self._link.worker, f"{self.window:g}", self.min_calls,
+                f"{self.failure_ratio:g}", f"{open_for:.3f}", self.take_successes(),
+                int(IDLE_TTL * 1000),
+            ])
+        if result is None:
+            return
+        with self._lock:
+            self._view_at = now
+            if result.failures is not None:
+                self._fleet_failures = result.failures
+            if result.open_left > 0 and self._fleet_probe is None:
+                self._open_for(now, result.open_left)

@@ -1,0 +1,182 @@
+"""The fleet's Redis link: one client per URL per process, bounded operations, outages survived.
+
+Redis failure is not the app's failure: every operation is bounded by ``OP_TIMEOUT`` (and
+skipped when the call has less left); on a timeout or a disconnect the link is down, logs one
+WARNING per outage, and tries Redis again every ``PROBE_EVERY`` seconds to rejoin. ``redis``
+is imported only when the first link connects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from typing import Any, TypeVar
+
+from .._instances import Instances
+from .scripts import SCRIPTS, Script
+from .stats import COUNTERS
+from .tuning import OP_TIMEOUT, PROBE_EVERY
+
+__all__ = ["Link", "call_budget", "link_for", "reset_links"]
+
+logger = logging.getLogger("resilient_llm")
+
+R = TypeVar("R")
+
+
+def call_budget() -> float | None:
+    """Seconds the current call has left (the tighter of its own deadline and any scope)."""
+    from ..context.deadline import remaining
+    from ..engine.call import current_call
+
+    left = remaining()
+    call = current_call()
+    if call is not None:
+        own = call.remaining()
+        if own is not None:
+            left = own if left is None else min(left, own)
+    return left
+
+
+class Link:
+    """One Redis client per URL per process, with outage detection and rejoining.
+
+    Every operation is bounded by ``OP_TIMEOUT`` (socket connect and read timeouts, no client
+    retries) and is skipped when the current call has less than that left. The first failure
+    marks the link down (one WARNING, ``fallbacks`` + 1); while down, operations return
+    ``None`` at once except one every ``PROBE_EVERY`` seconds, whose success brings it back.
+    """
+
+    def __init__(self, url: str, *, timeout: float = OP_TIMEOUT) -> None:
+        from .._redis import parse_redis_url
+
+        self.url = url
+        self.target = parse_redis_url(url, setting="RESILIENT_LLM_REDIS_URL")
+        self.label = self.target.label
+        self.timeout = timeout
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.up = True
+        self._lock = threading.Lock()
+        self._retry_at = 0.0
+        self._probing = False
+        self._down_since = 0.0
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+
+    def _connect(self) -> None:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        from .._redis import open_redis
+
+        # One redirection (MOVED/ASK while a slot moves) is followed at once; nothing else is
+        # retried: an operation must fit in ``timeout``.
+        client = open_redis(
+            self.target,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+            decode_responses=True,
+            protocol=2,
+        )
+        self._scripts = {script.name: client.register_script(script.source())
+                         for script in SCRIPTS}
+        self._client = client
+
+    def usable(self) -> bool:
+        """False while Redis is known to be down and no re-probe is due."""
+        if self.up:
+            return True
+        return time.monotonic() >= self._retry_at and not self._probing
+
+    def call(self, script: Script[R], keys: list[str], args: list[Any]) -> R | None:
+        """Run ``script`` and decode its reply; ``None`` when Redis is down, failed now, or
+        the call has too little time left."""
+        left = call_budget()
+        if left is not None and left < self.timeout:
+            COUNTERS.add("skipped")
+            return None
+        probe = False
+        with self._lock:
+            if not self.up:
+                if self._probing or time.monotonic() < self._retry_at:
+                    return None
+                self._probing = probe = True
+        from redis.exceptions import RedisError
+
+        try:
+            result = self._connected()[script.name](keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return None
+        finally:
+            if probe:
+                with self._lock:
+                    self._probing = False
+        COUNTERS.add("round_trips")
+        if not self.up:
+            self._rejoined()
+        return script.decode(list(result) if isinstance(result, list) else [result])
+
+    def _connected(self) -> dict[str, Any]:
+        """The scripts, connecting first if needed (the node is asked whether it is a cluster
+        node, so connecting is I/O and can fail like any operation)."""
+        with self._lock:
+            if self._client is None:
+                self._connect()
+            return self._scripts
+
+    def _failed(self, exc: BaseException) -> None:
+        COUNTERS.add("errors")
+        now = time.monotonic()
+        with self._lock:
+            self._retry_at = now + PROBE_EVERY
+            if not self.up:
+                return
+            self.up = False
+            self._down_since = now
+        COUNTERS.link_state(self, up=False)
+        COUNTERS.add("fallbacks")
+        from .._redis import describe_redis_failure
+
+        logger.warning(
+            "resilient-llm: Redis at %s cannot serve the fleet: %s; pacing locally at each "
+            "target's fair share of its limits until it is back (retrying every %.0f s)",
+            self.label, describe_redis_failure(exc, self.target), PROBE_EVERY,
+        )
+
+    def _rejoined(self) -> None:
+        with self._lock:
+            if self.up:
+                return
+            self.up = True
+            down_for = time.monotonic() - self._down_since
+        COUNTERS.link_state(self, up=True)
+        COUNTERS.add("rejoins")
+        logger.info("resilient-llm: Redis at %s is back after %.1f s; fleet coordination resumed",
+                    self.label, down_for)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+_LINKS: Instances[tuple[str, int], Link] = Instances(lambda slot: Link(slot[0]))
+
+
+def link_for(url: str) -> Link:
+    """The process's link for ``url`` (a forked child gets its own: sockets are not shared)."""
+    return _LINKS.get((url, os.getpid()))
+
+
+def reset_links() -> None:
+    """Close every link and zero the counters (tests)."""
+    for link in _LINKS.drain():
+        link.close()
+    COUNTERS.reset()

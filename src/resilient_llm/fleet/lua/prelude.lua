@@ -1,0 +1,71 @@
+-- Shared by every script but release.lua: helpers over the rate and breaker hashes. The
+-- placeholders on the first two lines are filled from resilient_llm.fleet.tuning on loading.
+local HEADROOM, BUDGET, TAU_MAX, TAU_UNKNOWN = $headroom, $budget, $tau_max, $tau_unknown
+local C3, BETA, FLOOR, ACTIVE, RESERVE = $cubic_c, $cubic_beta, $min_rate, $active, $reserve
+local function num(v, d)
+  if v == nil or v == false or v == '' then return d end
+  return tonumber(v)
+end
+local function fmt(x) return string.format('%.6f', x) end
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function fields(key)
+  local flat = redis.call('HGETALL', key)
+  local f = {}
+  for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
+  return f
+end
+-- The fleet's pace now: request rate r, token rate rt (nil: not learned, unpaced), the lease
+-- validity tau, and whether CUBIC is still recovering from a throttle.
+local function pace(key, f, now)
+  local rr, rc, tr, tc = num(f.rr), num(f.rc), num(f.tr), num(f.tc)
+  local r = rr and HEADROOM * rr
+  local rt = tr and HEADROOM * tr
+  local recovering = false
+  local ct = num(f.ct)
+  if ct then
+    local w = num(f.cw, FLOOR)
+    local c = C3 * (now - ct - num(f.ck, 0)) ^ 3 + w
+    if c >= (r or 2 * w) then
+      redis.call('HDEL', key, 'ct', 'ck', 'cw')
+      f.ct = nil
+    else
+      c = math.max(c, FLOOR)
+      if r and rt then rt = rt * c / r end
+      r = c
+      recovering = true
+    end
+  end
+  local tau = TAU_UNKNOWN
+  if r then
+    rc = rc or math.max(1, r)
+    tau = math.min(TAU_MAX, math.max(0.05, (BUDGET * rc - 1) / r))
+  elseif rt then
+    tau = math.min(TAU_MAX, math.max(0.05, 0.5 * BUDGET * tc / rt))
+  end
+  return r, rt, tau, recovering
+end
+-- The fleet's failure window (two buckets of `win` seconds, the older one weighted down).
+local function window(key, now, win, add_fail, add_ok)
+  local w = redis.call('HMGET', key, 'fb', 'fc', 'sc', 'pf', 'ps')
+  local fb, fc, sc = num(w[1], now), num(w[2], 0), num(w[3], 0)
+  local pf, ps = num(w[4], 0), num(w[5], 0)
+  local dirty = add_fail > 0 or add_ok > 0
+  if now - fb >= win then
+    if now - fb < 2 * win then pf, ps = fc, sc else pf, ps = 0, 0 end
+    fb, fc, sc, dirty = now, 0, 0, true
+  end
+  fc, sc = fc + add_fail, sc + add_ok
+  if dirty then
+    redis.call('HSET', key, 'fb', fmt(fb), 'fc', fc, 'sc', sc, 'pf', pf, 'ps', ps)
+  end
+  local weight = math.max(0, 1 - (now - fb) / win)
+  return fc + pf * weight, fc + sc + (pf + ps) * weight
+end
+local function open_left(key, now)
+  local b = redis.call('HMGET', key, 'st', 'ou')
+  if b[1] == 'o' then return math.max(0, num(b[2], now) - now) end
+  return 0
+end

@@ -1,0 +1,19 @@
+-- KEYS: rate. ARGV: 1 cooldown (s), 2 idle ttl (ms). Returns: cut (1/0), the fleet's new rate.
+local rk = KEYS[1]
+local now = clock()
+local f = fields(rk)
+local r, rt, tau = pace(rk, f, now)
+if f.ct and now - tonumber(f.ct) < tonumber(ARGV[1]) then
+  return {0, fmt(r or -1)}
+end
+local base = math.max(r or num(f.mm, 0), FLOOR)
+local K = (base * (1 - BETA) / C3) ^ (1 / 3)
+redis.call('HSET', rk, 'ct', fmt(now), 'ck', fmt(K), 'cw', fmt(base))
+redis.call('HINCRBY', rk, 'th', 1)
+-- The provider's bucket is empty: nobody has a burst left.
+local g = fields(rk)
+local r2, rt2, tau2 = pace(rk, g, now)
+if r then redis.call('HSET', rk, 'ra', fmt(math.max(num(f.ra, now), now + tau2))) end
+if rt then redis.call('HSET', rk, 'ta', fmt(math.max(num(f.ta, now), now + tau2))) end
+redis.call('PEXPIRE', rk, tonumber(ARGV[2]))
+return {1, fmt(BETA * base)}

@@ -1,0 +1,56 @@
+"""The fleet's constants, in one place: the Python side reads them and the Lua prelude is
+rendered from them (``scripts.py``), so both sides of a lease agree on every number."""
+
+from __future__ import annotations
+
+from ..engine.controllers import MIN_RATE, Cubic
+
+__all__ = [
+    "ACTIVE_WINDOW",
+    "BREAKER_CHECK_EVERY",
+    "BUDGET",
+    "CUBIC_BETA",
+    "CUBIC_C",
+    "HEADROOM",
+    "IDLE_TTL",
+    "INTERACTIVE_RESERVE",
+    "MAX_LEASE",
+    "MIN_RATE",
+    "OP_TIMEOUT",
+    "PROBE_EVERY",
+    "PROBE_POLL",
+    "TAU_MAX",
+    "TAU_UNKNOWN",
+    "THROTTLE_COOLDOWN",
+]
+
+#: Fraction of the header-learned rate the fleet paces at (room for clock and network jitter).
+HEADROOM = 0.95
+#: Fraction of the provider's bucket the lease window may use: ``r·τ + 1 ≤ BUDGET·C``.
+BUDGET = 0.9
+#: Longest lease validity τ, seconds: bounds how stale a lease is after a fleet-wide change.
+TAU_MAX = 10.0
+#: Lease validity while no limit is known yet (short, so learned limits spread quickly).
+TAU_UNKNOWN = 0.25
+#: Share of the burst ``batch`` leases leave to ``interactive`` (doubled after a throttle).
+INTERACTIVE_RESERVE = 0.25
+#: A worker counts as active for fair shares this long after its last lease, seconds.
+ACTIVE_WINDOW = 30.0
+#: Keys of a target nobody uses expire after this long, seconds.
+IDLE_TTL = 300.0
+#: Fleet throttle cuts are at most one per this many seconds (one overshoot, many 429s).
+THROTTLE_COOLDOWN = 1.0
+#: Bound of one Redis operation, seconds (connect and read); skipped when the call has less left.
+OP_TIMEOUT = 0.05
+#: While Redis is unreachable, one operation tries it again this often, seconds.
+PROBE_EVERY = 1.0
+#: A worker that saw fleet failures re-reads the fleet breaker at most this often, seconds.
+BREAKER_CHECK_EVERY = 0.1
+#: How often a worker asks again while another worker holds the half-open probe, seconds.
+PROBE_POLL = 0.25
+#: Largest lease, permits.
+MAX_LEASE = 1000
+
+#: The shared CUBIC cut after a throttle: the local controller's constants (botocore's).
+CUBIC_C = Cubic().C
+CUBIC_BETA = Cubic().BETA

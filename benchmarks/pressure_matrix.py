@@ -1,7 +1,7 @@
 """The pressure-control matrix, simulated: resilient-llm vs a control modelled on the official SDK.
 
     python benchmarks/pressure_matrix.py [--seeds N] [--only TEXT] [--reduced] [--check]
-                                         [--json PATH] [--markdown PATH] [--plot]
+                                         [--jobs N] [--json PATH] [--markdown PATH] [--plot]
 
 Every cell of ``resilient_llm.testing.sim.MATRIX`` (provider model × traffic × deadline) runs
 on virtual time with seeds 0..N−1 (default 20), once with the library's own decision code and
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from resilient_llm.testing.sim import MATRIX, REDUCED, Cell, CellMetrics, run_cell
 from resilient_llm.testing.sim.invariants import violations
+from resilient_llm.testing.sim.matrix import ClientKind
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,6 +87,11 @@ def plot(results: list[tuple[Cell, dict[str, CellMetrics]]], path: Path) -> None
     fig.savefig(path, dpi=110)
 
 
+def _run(index: int, seeds: int) -> dict[ClientKind, CellMetrics]:
+    """One cell of the matrix by its index (a worker process rebuilds the cell itself)."""
+    return run_cell(MATRIX[index], range(seeds))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--plot", action="store_true", help="write docs/pressure-matrix.png")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes to run cells in (the figures do not depend on it)")
     parser.add_argument("--check", action="store_true",
                         help="list the invariants each cell breaks; exit 1 if any")
     args = parser.parse_args(argv)
@@ -110,8 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     widths = [52, 9, 8, 13, 13, 6, 7, 7, 10, 17]
     print("  ".join(h.ljust(w) for h, w in zip(HEADER, widths, strict=True)))
     broken: list[str] = []
-    for cell in cells:
-        metrics = run_cell(cell, range(args.seeds))
+    indexes = [MATRIX.index(cell) for cell in cells]
+    if args.jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(args.jobs)
+        computed = pool.map(_run, indexes, [args.seeds] * len(indexes))
+    else:
+        computed = (_run(index, args.seeds) for index in indexes)
+    for cell, metrics in zip(cells, computed, strict=True):
         results.append((cell, {str(kind): m for kind, m in metrics.items()}))
         for kind, m in metrics.items():
             rows.append(row(cell, kind, m))

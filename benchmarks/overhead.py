@@ -11,7 +11,8 @@ blocks, the clients taking turns block by block (rotating who goes first) so mac
 hits all of them alike. Per block: wall µs/call (``perf_counter``) and client CPU µs/call
 (``process_time``: every thread of this process). Reported: the median over blocks, and the
 ratios resilient/official and each vs raw httpx2 (median of the per-block paired ratios).
-Sync (one thread, sequential) and async (one asyncio loop, 1 and 16 calls in flight), and
+Sync (one thread, sequential) and async (one asyncio loop, 1, 16 and 64 calls in flight:
+at 64 the wall ratio is the throughput ratio of a CPU-bound client), and
 sync streamed calls read to their end (chat completions and messages with ``stream=True``).
 ``--profile`` adds a cProfile of the resilient sync client (top functions by own time).
 """
@@ -253,7 +254,8 @@ async def run_async(base: str, with_anthropic: bool, warmup: int, blocks: int, s
 
 def plot(results: dict[str, Any], blocks: int, size: int, directory: Any) -> None:
     """Median wall µs per call: raw httpx2, official and resilient, for each configuration."""
-    parts = {"sync": "sync", "async_1": "async, 1 in flight", "async_16": "async, 16 in flight"}
+    parts = {"sync": "sync", "async_1": "async, 1 in flight", "async_16": "async, 16 in flight",
+             "async_64": "async, 64 in flight"}
     groups: list[str] = []
     series: dict[str, list[float]] = {"raw httpx2": [], "official SDK": [],
                                       "resilient drop-in": []}
@@ -423,13 +425,13 @@ def main(argv: list[str] | None = None) -> int:
         if with_anthropic:
             agroups.append(("raw httpx2.AsyncClient /messages", "anthropic.AsyncAnthropic",
                             "resilient_llm.anthropic.AsyncAnthropic"))
-        for concurrency in (1, 16):
+        for concurrency in (1, 16, 64):
             samples = asyncio.run(run_async(base, with_anthropic, warmup, blocks, size,
                                             concurrency))
             results[f"async_{concurrency}"] = summarise(
                 f"async, {concurrency} in flight (one loop)", samples, agroups)
 
-        expected = len(groups) * 3 * (warmup + blocks * size) * 4
+        expected = len(groups) * 3 * (warmup + blocks * size) * 5
         seen = server.count()
         extra = seen - expected
         print(f"\nprovider saw {seen} requests for {expected} calls"

@@ -404,8 +404,16 @@ class _AsyncStream(httpx2.AsyncByteStream):
         self._chunks = chunks
         self._inner = inner
         self.resume: AsyncResume | None = None
+        self._iterator: AsyncIterator[bytes] | None = None
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """One iteration per stream: a second ``async for`` (the SDK drains the body after
+        ``[DONE]``) goes on where the first stopped instead of reading the upstream again."""
+        if self._iterator is None:
+            self._iterator = self._iterate()
+        return self._iterator
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
         consumer, resume = self.consumer, self.resume
         try:
             async for chunk in self._read(consumer, resume is not None):

@@ -238,8 +238,16 @@ class _SyncStream(httpx2.SyncByteStream):
         self._inner = inner
         self._guard = guard
         self.resume: SyncResume | None = None
+        self._iterator: Iterator[bytes] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
+        """One iteration per stream: a second ``for`` (the SDK drains the body after
+        ``[DONE]``) goes on where the first stopped instead of reading the upstream again."""
+        if self._iterator is None:
+            self._iterator = self._iterate()
+        return self._iterator
+
+    def _iterate(self) -> Iterator[bytes]:
         consumer, guard, resume = self.consumer, self._guard, self.resume
         idle = consumer.call.policy.stream_idle_timeout
         deadline = real_deadline(consumer.call)

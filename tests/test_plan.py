@@ -199,3 +199,14 @@ def test_a_request_without_a_model_runs_on_one_unnamed_target() -> None:
     result, _ = _drive(plan, _script(None), clock)
     assert result == "response from None #1"
     assert list(states) == [None]
+
+
+def test_a_retry_that_cannot_fit_moves_to_the_fallback_instead_of_giving_up() -> None:
+    """The provider asks for 40 s and 30 are left: no retry here fits, the fallback may."""
+    clock = FakeClock()
+    plan, _ = _plan(clock, fallbacks={"m": ("fb",)})
+    throttled = Failure(FailureClass.RATE_LIMITED, True, status=429, retry_after=40.0)
+    result, actions = _drive(plan, _script(throttled, None), clock)
+    sends = [a for a in actions if isinstance(a, Send)]
+    assert [s.target for s in sends] == ["m", "fb"]
+    assert result == "response from fb #2"

@@ -353,6 +353,9 @@ class Plan:
         left = self.call.remaining()
         if left is None:
             return None
+        if self.router.has_fallback:
+            # what is left goes to the fallback's attempt, not to an answer from this target
+            return left - MIN_ATTEMPT
         return left - max(MIN_ATTEMPT, self.state.normal_latency() or 0.0)
 
     def _handle(self, state: TargetPressure, result: Served | Failed, send: Send | None = None,
@@ -393,6 +396,10 @@ class Plan:
                 return decision
             if decision.reason == "budget" and router.move("retry_budget"):
                 call.emit("fell_back", target=router.current.model, detail="retry_budget")
+                return Wait(0.0)
+            if decision.reason == "deadline" and router.move(failure.kind.value, failure):
+                # no time for another try here: the next target may still answer in time
+                call.emit("fell_back", target=router.current.model, detail=failure.kind.value)
                 return Wait(0.0)
             if decision.reason == "budget":
                 return Raise(self._budget_error(state, decision, result))

@@ -44,9 +44,7 @@ def backoff_delay(
     """
     if retry < 1:
         raise ValueError("retry numbers start at 1")
-    base = _base(failure, pressure)
-    exponent = min(retry - 1, 32)
-    cap = min(max_backoff, base * (2.0**exponent)) * (1.0 + max(pressure, 0.0))
+    cap = _window(retry, failure, max_backoff, pressure) * (1.0 + max(pressure, 0.0))
     hint = max(failure.retry_after or 0.0, floor)
     spread = min(cap, _HINT_SPREAD)
     if limit is not None:  # what the deadline leaves: the retry must still fit after the wait
@@ -62,7 +60,12 @@ def clipped(*, retry: int, failure: Failure, max_backoff: float, limit: float,
     waiting)? A server-directed delay is never clipped: a retry that fits after it is taken."""
     if failure.retry_after is not None:
         return False
-    return limit < min(max_backoff, _base(failure, pressure) * (2.0 ** min(retry - 1, 32)))
+    return limit < _window(retry, failure, max_backoff, pressure)
+
+
+def _window(retry: int, failure: Failure, max_backoff: float, pressure: float) -> float:
+    """``min(max_backoff, base · 2^(retry−1))``, before pressure widens it."""
+    return min(max_backoff, _base(failure, pressure) * (2.0 ** min(retry - 1, 32)))
 
 
 def _base(failure: Failure, pressure: float) -> float:

@@ -21,7 +21,7 @@ Driving a plan
             raise action.error               # the error that ends the request
         try:
             if isinstance(action, Admit):    # queue for the target's pacer and limit
-                reply = queue(action)        # -> Admitted (plan.queue_wait bounds each wait)
+                reply = queue(action)        # -> Admitted, or Refused (plan.queue_wait says)
             elif isinstance(action, Wait):   # back off before the next attempt
                 sleep(action.seconds)
                 reply = None
@@ -62,6 +62,7 @@ __all__ = [
     "Failed",
     "Plan",
     "Raise",
+    "Refused",
     "Reply",
     "Return",
     "Served",
@@ -123,6 +124,14 @@ class Admitted:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """The queue stopped waiting: admission cannot come in time for this call (``reason``:
+    ``paced`` when the pacer, ``saturated`` when the concurrency limit holds it)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Served:
     """The attempt produced the response to hand back (a stream: its first output arrived)."""
 
@@ -140,9 +149,9 @@ class Failed:
     error: BaseException
 
 
-Reply = Admitted | Served | Failed | None
+Reply = Admitted | Refused | Served | Failed | None
 
-for _message in (Admit, Return, Raise, Admitted, Served, Failed):
+for _message in (Admit, Return, Raise, Admitted, Refused, Served, Failed):
     fast_frozen_init(_message)  # built on every call: see ``_fastinit``
 
 
@@ -176,8 +185,8 @@ class Plan:
     the first target is outside the allowed regions.
     """
 
-    __slots__ = ("_cost", "_cost_of", "_last", "_states", "_states_of", "call", "replayable",
-                 "requested", "requested_model", "router", "state", "target")
+    __slots__ = ("_cost", "_cost_of", "_last", "_queued_at", "_states", "_states_of", "call",
+                 "replayable", "requested", "requested_model", "router", "state", "target")
 
     def __init__(
         self,
@@ -201,6 +210,7 @@ class Plan:
         self._states: dict[str | None, TargetPressure] = {}
         self.state = self._state_for(call.target)
         self._last: Failed | None = None
+        self._queued_at = 0.0
 
     @property
     def cost(self) -> float:
@@ -241,20 +251,32 @@ class Plan:
             state = self.state
             try:
                 if not self._admit_now(state):
+                    self._queued_at = call.clock.now()
                     admitted = yield Admit(state, self.cost)
-                    assert isinstance(admitted, Admitted)
-                    call.record.pressure = admitted.pressure
-                    if admitted.waited is not None:
-                        call.waited(admitted.waited, "admission")
-                        # Planned before the queue: its timeouts must still fit what is left.
-                        again = call.reclip(action, self.requested,
-                                            share=self.router.attempt_share())
-                        if isinstance(again, GiveUp):
-                            state.withdraw(call.policy.priority)
-                            state.breaker.cancel_probe()
-                            yield Raise(call.deadline_error())
-                            return
-                        action = again
+                    assert isinstance(admitted, (Admitted, Refused))
+                    if isinstance(admitted, Admitted):
+                        call.record.pressure = admitted.pressure
+                        if admitted.waited is not None:
+                            call.waited(admitted.waited, "admission")
+                            # Planned before the queue: its timeouts must still fit what is
+                            # left.
+                            again = call.reclip(action, self.requested,
+                                               share=self.router.attempt_share())
+                            if isinstance(again, Send):
+                                action = again
+                            else:
+                                state.withdraw(call.policy.priority)
+                                admitted = Refused("too_slow_for_deadline")
+                    if isinstance(admitted, Refused):
+                        # The attempt will not be made here: the next target may still serve.
+                        state.breaker.cancel_probe()
+                        call.withdraw(action)
+                        if self.router.move(admitted.reason):
+                            call.emit("fell_back", target=self.router.current.model,
+                                      detail=admitted.reason)
+                            continue
+                        yield Raise(call.deadline_error())
+                        return
             except BaseException:
                 state.breaker.cancel_probe()  # the planned attempt will not be made
                 raise
@@ -323,40 +345,46 @@ class Plan:
         call.record.pressure = pressure
         return True
 
-    def queue_wait(self, admission: Admission) -> float | None:
+    def queue_wait(self, admission: Admission) -> float | Refused | None:
         """While queued and not admitted: the seconds to sleep before asking again (``None``:
-        until woken by a release), or the error when admission cannot come before the deadline
-        (raised: fail now, not at the deadline)."""
+        until woken by a release), or :class:`Refused` when admission cannot come in time for
+        this call (the driver stops waiting and replies with it: fail or move on now, not at
+        the deadline)."""
         call = self.call
-        left = call.remaining()
         wait = admission.wait
         give_up_in = self.queue_give_up_in()
-        if left is not None and give_up_in is not None and (
-                give_up_in <= 0 or (wait is not None and wait > left)):
-            why = (f"the pacer needs {wait:.3g} s" if wait is not None and wait > left
+        paced = wait is not None and give_up_in is not None and wait > give_up_in
+        if paced or (give_up_in is not None and give_up_in <= 0):
+            why = (f"the pacer needs {wait:.3g} s" if paced and wait is not None
                    else "no slot freed in time")
-            if call.last_error is None:
+            if call.last_error is None and not self.router.has_fallback:
                 call.note_error(TimeoutError(
                     f"admission to {self.state.key.model or 'the target'} failed: {why}"))
-            raise call.deadline_error()
-        if wait is None:
-            return None
+            return Refused("paced" if paced else "saturated")
         return wait
 
     def queue_give_up_in(self) -> float | None:
-        """Seconds until a call queued for admission stops waiting (``None``: no deadline).
+        """Seconds until a call queued for admission stops waiting (``None``: never).
 
         A slot given to a call that cannot finish in its time left is lost to the calls
         queued behind it: under contention, a call stops waiting once what is left is shorter
-        than an answer of the target may normally take.
+        than an answer of the target may normally take. With a fallback ready, a call waits on
+        this target no longer than the fallback would take to answer, and never into the time
+        the fallback needs.
         """
         left = self.call.remaining()
+        if not self.router.has_fallback:
+            if left is None:
+                return None
+            return left - max(MIN_ATTEMPT, self.state.normal_latency() or 0.0)
+        fallback = self._state_for(self.router.chain[self.router.index + 1].model
+                                   or self.call.target)
+        answer = fallback.normal_latency()
+        waited = self.call.clock.now() - self._queued_at
+        patience = max(FALLBACK_PATIENCE, answer or 0.0) - waited
         if left is None:
-            return None
-        if self.router.has_fallback:
-            # what is left goes to the fallback's attempt, not to an answer from this target
-            return left - MIN_ATTEMPT
-        return left - max(MIN_ATTEMPT, self.state.normal_latency() or 0.0)
+            return patience
+        return min(patience, left - max(MIN_ATTEMPT, answer or 0.0))
 
     def _handle(self, state: TargetPressure, result: Served | Failed, send: Send | None = None,
                 *, held: bool = True) -> Wait | Return | Raise:

@@ -27,7 +27,7 @@ from ..engine.classify import (
     unknown_failure,
 )
 from ..engine.hedge import MAX_RACERS, hedge_stats
-from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Reply, Served
+from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Refused, Reply, Served
 from ..engine.pressure import TargetPressure
 from .bodies import AsyncBoundedBody
 from .decoding import EventView, aread_capped
@@ -176,7 +176,7 @@ class AsyncResilientTransport(
         return primary  # type: ignore[no-any-return]
 
     @staticmethod
-    async def _queue(plan: Plan, admit: Admit) -> Admitted:
+    async def _queue(plan: Plan, admit: Admit) -> Admitted | Refused:
         """The async twin of ``ResilientTransport._queue``."""
         import anyio
 
@@ -194,13 +194,16 @@ class AsyncResilientTransport(
                     break
                 queued = True
                 wait = plan.queue_wait(admission)
+                if isinstance(wait, Refused):
+                    state.cancel(waiter)
+                    return wait
                 if wait is not None:
                     await clock.asleep(wait)
                 else:
                     # Woken at once by a release on this loop; other threads' releases are
                     # noticed within 50 ms.
-                    left = call.remaining()
-                    with anyio.move_on_after(0.05 if left is None else min(0.05, left)):
+                    left = plan.queue_give_up_in()
+                    with anyio.move_on_after(0.05 if left is None else max(0.0, min(0.05, left))):
                         await waiter.async_event.wait()
         except BaseException:
             state.cancel(waiter)

@@ -16,7 +16,7 @@ import httpx2
 from .._errors import ResponseTooLarge, StreamInterrupted
 from ..engine.call import Send, Wait
 from ..engine.classify import Failure, classify_status, deadline_failure
-from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Reply, Served
+from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Refused, Reply, Served
 from ..engine.pressure import TargetPressure
 from .bodies import SyncBoundedBody
 from .decoding import EventView, read_capped
@@ -83,7 +83,7 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
         return response
 
     @staticmethod
-    def _queue(plan: Plan, admit: Admit) -> Admitted:
+    def _queue(plan: Plan, admit: Admit) -> Admitted | Refused:
         """Wait (bounded by the deadline) until the target's pacer and limit admit us."""
         state, call = admit.state, plan.call
         clock = call.clock
@@ -97,11 +97,14 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
                     break
                 queued = True
                 wait = plan.queue_wait(admission)
+                if isinstance(wait, Refused):
+                    state.cancel(waiter)
+                    return wait
                 if wait is not None:
                     clock.sleep(wait)
                 else:
-                    left = call.remaining()
-                    waiter.event.wait(0.05 if left is None else min(0.05, left))
+                    left = plan.queue_give_up_in()
+                    waiter.event.wait(0.05 if left is None else max(0.0, min(0.05, left)))
                     waiter.event.clear()
         except BaseException:
             state.cancel(waiter)

@@ -28,7 +28,7 @@ import httpx2
 from ..._policy import Policy, Priority
 from ...engine.call import Send, Wait, end_call, start_call
 from ...engine.classify import classify_exception, classify_status
-from ...engine.plan import Admit, Admitted, Failed, Plan, Raise, Return, Served
+from ...engine.plan import Admit, Admitted, Failed, Plan, Raise, Refused, Return, Served
 from ...engine.plan import Reply as PlanReply
 from ...engine.pressure import TargetKey, TargetPressure
 from ...providers._ratelimits import parse_rate_limits
@@ -161,7 +161,7 @@ def _drive(world: World, plan: Plan, priority: Priority) -> Generator[float, Non
         return result(False, type(exc).__name__)
 
 
-def _queue(loop: Loop, plan: Plan, admit: Admit) -> Generator[float, None, Admitted]:
+def _queue(loop: Loop, plan: Plan, admit: Admit) -> Generator[float, None, Admitted | Refused]:
     """The sync driver's admission queue: ask, sleep what the pacer says, or until woken."""
     state, call = admit.state, plan.call
     began = loop.now
@@ -177,6 +177,9 @@ def _queue(loop: Loop, plan: Plan, admit: Admit) -> Generator[float, None, Admit
                 break
             queued = True
             wait = plan.queue_wait(admission)
+            if isinstance(wait, Refused):
+                state.cancel(waiter)
+                return wait
             if wait is None:
                 # Until woken by a release (one thread: no wake is missed, unlike the drivers,
                 # which look again every 50 ms), or until the plan would stop waiting.

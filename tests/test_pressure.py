@@ -430,3 +430,42 @@ def test_rate_limits_from_raw_headers_pick_the_providers_prefix() -> None:
     assert requests == RateLimits(100, 40, 30.0) and tokens is None
     assert parse_rate_limits("anthropic", raw) == (None, None)
     assert parse_rate_limits("openai", [(b"content-type", b"text/plain")]) == (None, None)
+
+
+# --- lost attempts and silent targets ---------------------------------------------------------
+
+
+def _answered(state: TargetPressure, now: float, latency: float = 0.5) -> None:
+    """One attempt admitted at ``now - latency`` that succeeded at ``now``."""
+    assert state.admit_now("interactive", 0.0, now - latency) is not None
+    state.release(now, priority="interactive", latency=latency, throttled=False,
+                  dropped=False, succeeded=True)
+
+
+def test_an_attempt_hung_far_past_the_normal_latency_no_longer_holds_its_slot() -> None:
+    """Normal answers take 0.5 s (normal latency 1.05 s): one attempt in flight for longer
+    than that says nothing of how busy the target is, so the one slot it holds is free again;
+    a younger one keeps it."""
+    state = TargetPressure(KEY, now=0.0)
+    _answered(state, 1.0)
+    state.concurrency.limit = 1.0
+    assert state.admit_now("interactive", 0.0, 2.0) is not None  # it hangs
+    assert state.admit_now("interactive", 0.0, 2.5) is None  # young: it holds the slot
+    assert state.admit_now("interactive", 0.0, 3.2) is not None  # lost: the slot is free
+    assert state.inflight == 2  # both still count as sent until they end
+    waiter = state.enqueue("interactive", 0.0)
+    assert not state.try_admit(waiter, 3.3).granted
+    assert state.try_admit(waiter, 4.4).granted
+
+
+def test_timeouts_while_the_target_answers_nobody_do_not_cut_the_concurrency_limit() -> None:
+    state = TargetPressure(KEY, now=0.0)
+    _answered(state, 1.0)
+    assert not state.silent(1.5, 1.5)  # it answered 0.5 s ago
+    assert state.silent(1.5, 5.0)  # nothing for 4 s: an outage
+    _answered(state, 6.0)  # it is back
+    assert state.silent(3.0, 6.5)  # an attempt sent during the silence, timing out after it
+    assert not state.silent(6.2, 7.0)  # one sent since: its timeout is the usual signal
+    fresh = TargetPressure(KEY, now=0.0)
+    # Nothing known yet (no normal latency to go by): its timeouts count as usual.
+    assert not fresh.silent(0.0, 100.0)

@@ -185,8 +185,9 @@ class Plan:
     the first target is outside the allowed regions.
     """
 
-    __slots__ = ("_cost", "_cost_of", "_last", "_queued_at", "_states", "_states_of", "call",
-                 "replayable", "requested", "requested_model", "router", "state", "target")
+    __slots__ = ("_cost", "_cost_of", "_last", "_queued_at", "_sent_at", "_states", "_states_of",
+                 "call", "replayable", "requested", "requested_model", "router", "state",
+                 "target")
 
     def __init__(
         self,
@@ -211,6 +212,8 @@ class Plan:
         self.state = self._state_for(call.target)
         self._last: Failed | None = None
         self._queued_at = 0.0
+        #: When the attempt being made was admitted (its failure's release reads it).
+        self._sent_at = 0.0
 
     @property
     def cost(self) -> float:
@@ -280,10 +283,11 @@ class Plan:
             except BaseException:
                 state.breaker.cancel_probe()  # the planned attempt will not be made
                 raise
+            self._sent_at = call.clock.now()
             try:
                 result = yield action
             except BaseException:
-                self.release(state, 0.0, unknown_failure())
+                self.release(state, self._sent_at, unknown_failure())
                 state.breaker.cancel_probe()
                 raise
             assert isinstance(result, (Served, Failed))
@@ -406,7 +410,7 @@ class Plan:
             state.withdraw(call.policy.priority)
         else:
             if held:
-                self.release(state, 0.0, failure)
+                self.release(state, self._sent_at, failure)
             state.breaker.record(now, failure, call.rng)
         self._breaker_moved(state, seen, now)
         router.failed_here(result.error)
@@ -504,9 +508,11 @@ class Plan:
             now,
             priority=call.policy.priority,
             latency=None if failure is not None else now - started,
-            # Only a 429 says "send slower"; overload and timeouts say "fewer at once".
+            # Only a 429 says "send slower"; overload and timeouts say "fewer at once" (unless
+            # nothing has succeeded for a while: a target that answers nobody is down).
             throttled=failure is not None and failure.kind is FailureClass.RATE_LIMITED,
-            dropped=failure is not None and _says_fewer_at_once(failure),
+            dropped=failure is not None and _says_fewer_at_once(failure) and not (
+                failure.kind in _TIMEOUTS and state.silent(started, now)),
             # 429s are answered by pacing and Retry-After, not by spending the retry budget,
             # whose job is to stop retries multiplying load on a failing target.
             succeeded=failure is None or not failure.retryable

@@ -44,6 +44,7 @@ import itertools
 import math
 import re
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -89,6 +90,10 @@ _LATENCY_FLOOR = 0.05
 #: While a 429 is remembered, the burst a header-learned bucket allows: this many seconds of
 #: the allowed rate (providers may enforce a per-minute limit over windows this short).
 BURST_SECONDS = 0.1
+#: An attempt in flight longer than this many times the target's normal latency (and at
+#: least ``_STALE_MIN`` seconds) no longer holds a concurrency slot.
+_STALE_FACTOR = 1.0
+_STALE_MIN = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +210,12 @@ class TargetPressure:
         self.budget = RetryBudget()
         self.inflight = 0
         self.inflight_batch = 0
+        #: Admission times of the attempts in flight, oldest first (released first in, first
+        #: out: an approximation that only ever counts fewer of them as stale).
+        self._admitted_at: deque[float] = deque()
+        self._last_success = -math.inf
+        #: The last stretch in which nothing succeeded for longer than ``_stale_after``.
+        self._silence: tuple[float, float] | None = None
         self._waiting: list[_Waiter] = []
         self._last_throttle: float | None = None
         self.throttles = 0
@@ -246,10 +257,14 @@ class TargetPressure:
             if self._waiting:
                 return None
             limit = self.concurrency.limit
-            if priority == "interactive":
-                if self.inflight >= max(1.0, limit):
+            if self.inflight >= limit:  # (unlimited: never) are some slots held by lost ones?
+                holding = self._holding(now)
+                if priority == "interactive":
+                    if holding >= max(1.0, limit):
+                        return None
+                elif holding >= limit or self.inflight_batch >= max(1.0, limit * BATCH_SHARE):
                     return None
-            elif self.inflight >= limit or self.inflight_batch >= max(1.0, limit * BATCH_SHARE):
+            elif priority == "batch" and self.inflight_batch >= max(1.0, limit * BATCH_SHARE):
                 return None
             pacing: float | None = None
             if self._local_pacer and self.cubic_rate is None:
@@ -263,6 +278,7 @@ class TargetPressure:
                 self._take(cost, now, priority)
             self.touched = now
             self.inflight += 1
+            self._admitted_at.append(now)
             if priority == "batch":
                 self.inflight_batch += 1
             self.cubic.record_send(now)
@@ -301,9 +317,10 @@ class TargetPressure:
                 return Admission(False, None, pressure)
             limit = self.concurrency.limit
             cap = limit if waiter.priority == "interactive" else max(1.0, limit * BATCH_SHARE)
-            in_use = self.inflight if waiter.priority == "interactive" else self.inflight_batch
-            if self.inflight >= max(1.0, limit) or in_use >= cap:
-                if waiter.priority == "batch" and self.inflight < limit:
+            holding = self._holding(now) if self.inflight >= limit else self.inflight
+            in_use = holding if waiter.priority == "interactive" else self.inflight_batch
+            if holding >= max(1.0, limit) or in_use >= cap:
+                if waiter.priority == "batch" and holding < limit:
                     # Let the next interactive waiter, if any, use the free slot.
                     self._wake_next_interactive()
                 return Admission(False, None, pressure)
@@ -312,6 +329,7 @@ class TargetPressure:
                 return Admission(False, wait, pressure)
             self._waiting.pop(0)
             self.inflight += 1
+            self._admitted_at.append(now)
             if waiter.priority == "batch":
                 self.inflight_batch += 1
             self._take(waiter.cost, now, waiter.priority)
@@ -377,6 +395,41 @@ class TargetPressure:
         bucket.rate = rate if self._cubic_bucket else min(self._header_rate, rate)
         self._clamp_burst(now)
 
+    def silent(self, started: float, now: float) -> bool:
+        """Was the target answering nobody when an attempt sent at ``started`` was made
+        (nothing succeeded for longer than an attempt may normally take, at least a second)?
+        Its timeout then says the target was down, which is the breaker's business, not
+        that it holds fewer requests at once."""
+        with self._lock:
+            if now - self._last_success > self._stale_after():
+                return True
+            silence = self._silence
+            return silence is not None and silence[0] < started < silence[1]
+
+    def _stale_after(self) -> float:
+        """Seconds after which an attempt is presumed lost (lock held)."""
+        if self._baseline is None:
+            return math.inf
+        return max(_STALE_MIN, _STALE_FACTOR * (2 * self._baseline + _LATENCY_FLOOR))
+
+    def _holding(self, now: float) -> int:
+        """Attempts in flight that still hold a slot (lock held).
+
+        One in flight for more than twice the target's normal latency (at least a second)
+        says nothing of how busy the target is now: after a silent outage, attempts hung
+        during it would otherwise hold every slot for the rest of their timeouts and keep
+        the first requests after the recovery waiting.
+        """
+        if self._baseline is None:
+            return self.inflight
+        cutoff = now - self._stale_after()
+        stale = 0
+        for admitted in self._admitted_at:
+            if admitted > cutoff:
+                break
+            stale += 1
+        return self.inflight - stale
+
     def _wake_head(self) -> None:
         if self._waiting:
             self._waiting[0].wake()
@@ -393,6 +446,8 @@ class TargetPressure:
         """An admitted attempt will not be sent after all: free its slot, learn nothing."""
         with self._lock:
             self.inflight = max(0, self.inflight - 1)
+            if self._admitted_at:
+                self._admitted_at.popleft()
             if priority == "batch":
                 self.inflight_batch = max(0, self.inflight_batch - 1)
             self._wake_head()
@@ -421,6 +476,8 @@ class TargetPressure:
         """
         with self._lock:
             self.inflight = max(0, self.inflight - 1)
+            if self._admitted_at:
+                self._admitted_at.popleft()
             if priority == "batch":
                 self.inflight_batch = max(0, self.inflight_batch - 1)
             if succeeded:
@@ -428,6 +485,9 @@ class TargetPressure:
             else:
                 self.budget.on_failure()
             if latency is not None:
+                if now - self._last_success > self._stale_after() > 0:
+                    self._silence = (self._last_success, now)
+                self._last_success = now
                 self.cubic.record_accept(now)
             if throttled:
                 self.throttles += 1

@@ -234,6 +234,14 @@ def _matrix() -> list[Cell]:
     cells.append(Cell("absurd headers once, deadline 10 s",
                       _p(service_time=0.1, absurd_at=0), Traffic("sequential", duration=30.0),
                       deadline=10.0, checks=never | {"absurd"}))
+    # benchmarks/overload.py's burst: a cold target, headers that describe the slots
+    cells += [Cell(f"burst of 200 at once, {slots} slots x 0.2 s, slot headers{label}",
+                   _p(service_time=0.2, concurrency=slots, capacity_headers=True,
+                      retry_after=hint),
+                   Traffic("burst", duration=30.0, n=200), deadline=30.0,
+                   checks=never | {"drains"})
+              for slots, hint, label in ((10, None, ""), (20, None, ""), (40, None, ""),
+                                         (20, "auto", ", Retry-After"))]
     cells += [Cell(f"batch flood of 400 + interactive, {slots} slots",
                    _p(service_time=0.2, concurrency=slots, jitter=0.0),
                    Traffic("mix", duration=40.0, n=400, think=0.5),

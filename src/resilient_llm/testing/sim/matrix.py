@@ -259,7 +259,8 @@ _REDUCED_NAMES = (
     "outage 503 15 s, 4/s caller, fallback", "absurd headers once, deadline 10 s",
     "partial failure 50%, deadline 2 s", "batch flood of 400 + interactive, 5 slots",
     "transient 429, Retry-After 1 s, deadline 2 s", "partial failure 80%, deadline 2 s",
-    "healthy, 256 in flight, 1000 ms",
+    "healthy, 256 in flight, 1000 ms", "outage silent 10 s, 2x-capacity Poisson",
+    "burst of 200 at once, 20 slots x 0.2 s, slot headers",
 )
 #: The quantized cells are costly (the control's 200 workers retry in tight loops):
 #: ``tests/test_simulator.py`` asserts the quantized bound on one seed of its own.

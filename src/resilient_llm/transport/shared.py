@@ -25,6 +25,7 @@ from ..engine.plan import Action, Failed, Plan, Raise, Return
 from ..engine.pressure import TargetKey, TargetPressure, estimate_tokens, registry
 from ..engine.routing import Target
 from ..providers import Wire, wire_for
+from ..providers._eventstream import is_aws_event_stream
 from ..providers._ratelimits import parse_rate_limits
 
 __all__ = [
@@ -76,7 +77,8 @@ def content_type(response: httpx2.Response) -> str:
 
 
 def is_event_stream(content_type: str) -> bool:
-    return content_type.startswith("text/event-stream")
+    """A stream the drivers guard: server-sent events, or Amazon's binary event stream."""
+    return content_type.startswith("text/event-stream") or is_aws_event_stream(content_type)
 
 
 def is_json(content_type: str) -> bool:
@@ -91,10 +93,16 @@ def body_of(request: httpx2.Request) -> bytes:
         return b"".join(cast(httpx2.ByteStream, request.stream))
 
 
+#: The path suffix by which Bedrock asks for a stream (its body has no ``stream`` field).
+_BEDROCK_STREAM = b"/invoke-with-response-stream"
+
+
 def streaming(request: httpx2.Request) -> bool:
-    """Does this request ask for a server-sent-event stream?"""
+    """Does this request ask for a stream (``"stream": true``, or Bedrock's stream path)?"""
     if not isinstance(request.stream, httpx2.ByteStream):
         return False
+    if request.url.raw_path.split(b"?", 1)[0].endswith(_BEDROCK_STREAM):
+        return True
     body = body_of(request)
     return b'"stream":true' in body or b'"stream": true' in body
 

@@ -24,7 +24,7 @@ from resilient_llm.providers._eventstream import (
     is_aws_event_stream,
 )
 
-MESSAGES = [
+MESSAGES: list[dict[str, Any]] = [
     {"type": "message_start", "message": {
         "id": "m1", "type": "message", "role": "assistant", "model": "claude", "content": [],
         "stop_reason": None, "usage": {"input_tokens": 7, "output_tokens": 1}}},
@@ -154,9 +154,9 @@ def test_a_complete_stream_is_output_text_usage_and_end_in_any_split() -> None:
 
 def test_output_commits_at_the_first_content_frame_only() -> None:
     scanner = scan([chunk(event) for event in MESSAGES[:2]])
-    assert not scanner.committed and scanner.events == 2
+    assert (scanner.committed, scanner.events) == (False, 2)
     scanner.feed(chunk(MESSAGES[2]))
-    assert scanner.committed and not scanner.complete
+    assert (scanner.committed, scanner.complete) == (True, False)
 
 
 @pytest.mark.parametrize("name,message,kind", [
@@ -207,9 +207,10 @@ def test_a_chunk_that_is_not_base64_json_is_malformed() -> None:
 def test_a_body_that_ends_inside_a_frame_is_a_cut() -> None:
     whole = chunk(MESSAGES[0]) + chunk(MESSAGES[2])
     scanner = scan([whole[:-5]])
-    assert scanner.committed is False and scanner.failure is None
+    assert (scanner.committed, scanner.failure) == (False, None)
     scanner.finish()
-    assert scanner.failure is not None and scanner.failure.kind is FailureClass.STREAM_CUT
+    failure = scanner.failure
+    assert failure is not None and failure.kind is FailureClass.STREAM_CUT
 
 
 def test_a_clean_end_without_the_stop_reason_is_not_complete() -> None:

@@ -785,3 +785,107 @@ def test_a_vertex_region_endpoint_keeps_the_moved_location() -> None:
     assert custom.path == "/v1/projects/p/locations/europe-west4/x"
     assert relocated(httpx2.URL("https://bedrock-runtime.us-east-1.amazonaws.com/model/m/invoke"),
                      "eu-west-1") is None
+
+
+# --- credentials asked for per attempt, as the official clients do ------------------------------
+
+
+class TokenProvider:
+    """An Azure AD token provider that counts its calls and hands out a new token each time."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        return f"aad-{self.calls}"
+
+
+class AsyncTokenProvider(TokenProvider):
+    async def __call__(self) -> str:  # type: ignore[override]
+        return super().__call__()
+
+
+def azure_with(provider: TokenProvider, script: Script, *, is_async: bool = False,
+               **kwargs: Any) -> Any:
+    cls = openai_dropin.AsyncAzureOpenAI if is_async else openai_dropin.AzureOpenAI
+    http = (httpx2.AsyncClient if is_async else httpx2.Client)(
+        transport=httpx2.MockTransport(script))
+    client = cls(azure_ad_token_provider=provider, api_version="2024-10-21",
+                 azure_endpoint="https://eastus.example.test", http_client=http, **kwargs)
+    client._resilient_clock, client._resilient_rng = FakeClock(), FakeRandom(0)
+    return client
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_the_azure_token_provider_is_asked_once_per_attempt(is_async: bool) -> None:
+    provider = AsyncTokenProvider() if is_async else TokenProvider()
+    script = Script("AzureOpenAI", throttle("AzureOpenAI"), throttle("AzureOpenAI"))
+    client = azure_with(provider, script, is_async=is_async)
+
+    async def acall() -> Any:
+        async with client:
+            return await create(client, "AzureOpenAI")
+
+    if is_async:
+        result = anyio.run(acall)
+    else:
+        with client:
+            result = create(client, "AzureOpenAI")
+    assert provider.calls == 3, "one token per attempt, as the official client asks"
+    assert [r.headers["authorization"] for r in script.requests] == [
+        "Bearer aad-1", "Bearer aad-2", "Bearer aad-3"]
+    assert len({r.headers["idempotency-key"] for r in script.requests}) == 1
+    assert [a.failure for a in outcome(result).attempts] == ["rate_limited", "rate_limited", None]
+
+
+def test_an_azure_call_that_succeeds_at_once_asks_for_one_token() -> None:
+    provider = TokenProvider()
+    script = Script("AzureOpenAI")
+    with azure_with(provider, script) as client:
+        create(client, "AzureOpenAI")
+        create(client, "AzureOpenAI")
+    assert provider.calls == 2 and len(script.requests) == 2
+
+
+def test_a_fallback_deployment_gets_its_own_token() -> None:
+    provider = TokenProvider()
+    overloaded = httpx2.Response(503, json={"error": {"code": "503", "message": "busy"}})
+    script = Script("AzureOpenAI", overloaded)
+    policy = Policy(fallbacks={"gpt-4.1": ["gpt-4.1-backup"]})
+    with azure_with(provider, script, policy=policy) as client:
+        result = create(client, "AzureOpenAI")
+    first, second = script.requests
+    assert "/deployments/gpt-4.1/" in first.url.path
+    assert "/deployments/gpt-4.1-backup/" in second.url.path
+    assert (first.headers["authorization"], second.headers["authorization"]) == (
+        "Bearer aad-1", "Bearer aad-2")
+    assert outcome(result).served_by == "gpt-4.1-backup"
+
+
+def test_a_vertex_attempt_sent_after_its_token_expired_gets_a_fresh_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("anthropic.lib.vertex._client.refresh_auth",
+                        lambda credentials: credentials.refresh(None))
+    clock = FakeClock()
+    credentials = Credentials(clock, lifetime=1.0)  # expires during the 5 s backoff
+    slow = httpx2.Response(429, headers={"retry-after": "5"}, json={"error": {
+        "code": 429, "status": "RESOURCE_EXHAUSTED", "message": "Quota exceeded."}})
+    script = Script("AnthropicVertex", slow, slow)
+    with vertex_with(credentials, script, clock, policy=Policy(deadline=60)) as client:
+        create(client, "AnthropicVertex")
+    assert credentials.refreshes == 3
+    assert [r.headers["authorization"] for r in script.requests] == [
+        "Bearer token-1", "Bearer token-2", "Bearer token-3"]
+
+
+def test_a_vertex_token_still_valid_is_not_refreshed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("anthropic.lib.vertex._client.refresh_auth",
+                        lambda credentials: credentials.refresh(None))
+    clock = FakeClock()
+    credentials = Credentials(clock, lifetime=3600)
+    script = Script("AnthropicVertex", throttle("AnthropicVertex"), throttle("AnthropicVertex"))
+    with vertex_with(credentials, script, clock) as client:
+        create(client, "AnthropicVertex")
+    assert credentials.refreshes == 1
+    assert {r.headers["authorization"] for r in script.requests} == {"Bearer token-1"}

@@ -48,6 +48,11 @@ SEAMS: tuple[Seam, ...] = (
     Seam("anthropic.AnthropicBedrock", "_prepare_request", "dropin.base.SyncDropIn",
          "as for openai: Bedrock, AWS and Mantle sign with SigV4 there, Vertex and Google "
          "Cloud refresh their token"),
+    Seam("openai.AzureOpenAI", "_prepare_options", "dropin.signing.Resign",
+         "the SDK's per-attempt credential step (Azure's ``azure_ad_token_provider``), run "
+         "again for each attempt the transport sends: a token provider is asked per attempt"),
+    Seam("anthropic.AnthropicVertex", "_prepare_options", "dropin.signing.Resign",
+         "as for openai (the anthropic clouds add no credential there today)"),
     Seam("openai.Stream", "_iterator", "dropin.base.close_when_dropped",
          "a stream dropped mid-way closes its connection at once instead of at the next GC"),
     Seam("openai.lib.streaming.chat.ChatCompletionStream", "_raw_stream",

@@ -39,6 +39,7 @@ from ..engine.call import Call, end_call, start_call
 from ..engine.classify import FailureClass
 from ..events.outcome import register
 from ..transport import AsyncResilientTransport, ForeignTransportError, ResilientTransport
+from ..transport.legacy import legacy_client_kind, wrap_legacy_client
 from ..transport.shared import LimitTimeout, StreamFailedEarly
 from .bodies import field_of, observe_cache, prepare_body
 from .signing import Resign, note_options
@@ -94,7 +95,8 @@ def wrap_http_client(
 
     retryable = _foreign_retryable(provider)
     mounts: dict[Any, Any] = dict(client._mounts)
-    is_async = isinstance(client, httpx2.AsyncClient)
+    legacy = legacy_client_kind(client)  # an httpx.Client, which openai accepts too
+    is_async = isinstance(client, httpx2.AsyncClient) or legacy == "async"
     ours_type: type = AsyncResilientTransport if is_async else ResilientTransport
     if any(isinstance(t, ours_type) for t in mounts.values()):
         return
@@ -104,6 +106,9 @@ def wrap_http_client(
         return ours_type(tapped, policy=policy, provider=provider, clock=clock, rng=rng,
                          retry_exceptions=retryable)
 
+    if legacy is not None:
+        wrap_legacy_client(client, wrap, is_async=is_async)
+        return
     default = wrap(client._transport)
     wrapped = {pattern: default if t is None else wrap(t) for pattern, t in mounts.items()}
     wrapped[URLPattern(_ALL)] = default

@@ -31,6 +31,11 @@ SEAMS: tuple[Seam, ...] = (
          "the default transport that becomes the wrapped catch-all mount"),
     Seam("httpx2._utils", "URLPattern", "dropin.base.wrap_http_client",
          "the key type of ``_mounts`` (the catch-all ``all://`` pattern)"),
+    Seam("httpx.Client", "_transport", "transport.legacy.wrap_legacy_client",
+         "a legacy httpx client (openai accepts one as http_client): its default transport "
+         "gets the resilient transport under it, through an httpx2 adapter"),
+    Seam("httpx.Client", "_mounts", "transport.legacy.wrap_legacy_client",
+         "as ``_transport``, for the legacy client's proxy and custom mounts"),
     Seam("openai.OpenAI", "_client", "dropin.base",
          "the httpx2 client whose transport is wrapped"),
     Seam("anthropic.Anthropic", "_client", "dropin.base",

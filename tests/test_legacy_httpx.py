@@ -128,3 +128,16 @@ def test_anthropic_refuses_a_legacy_client_as_the_official_class_does(name: str)
         getattr(anthropic_dropin, name)(http_client=legacy, **kwargs)
     assert str(ours.value) == str(official.value)
     assert "httpx2" in str(ours.value)
+
+
+def test_a_stub_in_place_of_the_httpx_module_is_not_a_legacy_client(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    from types import SimpleNamespace
+
+    from resilient_llm.transport.legacy import legacy_client_kind
+
+    monkeypatch.setitem(sys.modules, "httpx", SimpleNamespace(URL=str))
+    with openai_dropin.OpenAI(api_key="k", base_url="https://api.example.test/v1") as client:
+        assert legacy_client_kind(client._client) is None
+    assert legacy_client_kind(object()) is None

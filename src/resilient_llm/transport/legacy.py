@@ -33,11 +33,12 @@ def legacy_client_kind(client: object) -> Literal["sync", "async"] | None:
     """``"sync"`` for an ``httpx.Client``, ``"async"`` for an ``httpx.AsyncClient`` (legacy
     httpx, not httpx2), else ``None``."""
     module = _legacy()
-    if module is None:
-        return None
-    if isinstance(client, module.AsyncClient):
-        return "async"
-    return "sync" if isinstance(client, module.Client) else None
+    # Whatever sits in sys.modules under that name (a test may stub it): only its classes count.
+    for kind, name in (("async", "AsyncClient"), ("sync", "Client")):
+        cls = getattr(module, name, None)
+        if isinstance(cls, type) and isinstance(client, cls):
+            return kind  # type: ignore[return-value]
+    return None
 
 
 def wrap_legacy_client(client: Any, wrap: Callable[[Any], Any], *, is_async: bool) -> None:

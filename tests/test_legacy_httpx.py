@@ -130,10 +130,12 @@ def test_anthropic_refuses_a_legacy_client_as_the_official_class_does(name: str)
     assert "httpx2" in str(ours.value)
 
 
-def test_a_stub_in_place_of_the_httpx_module_is_not_a_legacy_client(
+def test_a_stub_or_httpx2_in_place_of_the_httpx_module_is_not_a_legacy_client(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
     from types import SimpleNamespace
+
+    import httpx2
 
     from resilient_llm.transport.legacy import legacy_client_kind
 
@@ -141,3 +143,6 @@ def test_a_stub_in_place_of_the_httpx_module_is_not_a_legacy_client(
     with openai_dropin.OpenAI(api_key="k", base_url="https://api.example.test/v1") as client:
         assert legacy_client_kind(client._client) is None
     assert legacy_client_kind(object()) is None
+    monkeypatch.setitem(sys.modules, "httpx", httpx2)  # httpx2 aliased under the old name
+    assert legacy_client_kind(httpx2.Client()) is None
+    assert legacy_client_kind(httpx2.AsyncClient()) is None

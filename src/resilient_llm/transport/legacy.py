@@ -33,10 +33,12 @@ def legacy_client_kind(client: object) -> Literal["sync", "async"] | None:
     """``"sync"`` for an ``httpx.Client``, ``"async"`` for an ``httpx.AsyncClient`` (legacy
     httpx, not httpx2), else ``None``."""
     module = _legacy()
-    # Whatever sits in sys.modules under that name (a test may stub it): only its classes count.
+    # Whatever sits in sys.modules under that name (a stub, or httpx2 itself aliased there, as
+    # some test tools do): only classes that are not httpx2's count.
     for kind, name in (("async", "AsyncClient"), ("sync", "Client")):
         cls = getattr(module, name, None)
-        if isinstance(cls, type) and isinstance(client, cls):
+        if isinstance(cls, type) and cls.__module__.split(".")[0] == "httpx" \
+                and isinstance(client, cls):
             return kind  # type: ignore[return-value]
     return None
 

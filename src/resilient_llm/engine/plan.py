@@ -208,6 +208,7 @@ class Plan:
         self.requested_model = call.target
         #: The target and pressure state of the attempt being planned or made.
         self.target: Target = self.router.current
+        call.record.requested_region = self.target.region
         self._states: dict[str | None, TargetPressure] = {}
         self.state = self._state_for(call.target)
         self._last: Failed | None = None
@@ -330,6 +331,8 @@ class Plan:
                 return Raise(self._unservable(reason, state))
             call.emit("fell_back", target=router.current.model, detail=reason)
         self.target, self.state = target, state
+        # A target may differ only by region (``model@eu-west-1``): the record says which.
+        call.record.attempt_region = target.region
         action = call.next_attempt(self.requested, share=router.attempt_share())
         if isinstance(action, GiveUp):
             state.breaker.cancel_probe()

@@ -312,7 +312,8 @@ class AsyncResilientTransport(
 
         call = plan.call
         consumer = StreamConsumer(call, self._base.wire,
-                                  EventView(response, call.policy.max_response_bytes))
+                                  EventView(response, call.policy.max_response_bytes),
+                                  content_type=content_type(response))
         inner = response.stream
         assert isinstance(inner, httpx2.AsyncByteStream)
         chunks = inner.__aiter__()

@@ -52,13 +52,15 @@ AsyncPerform = Callable[[Plan, Any, Outgoing, Callable[[Reply], Reply]],
 def recovery_for(plan: Plan, outgoing: Outgoing, response: httpx2.Response,
                  consumer: StreamConsumer) -> Recovery | None:
     """The recovery of a committed stream, or ``None`` when it cannot have one (recovery off,
-    a one-shot request body, a request that did not ask for a stream, a compressed stream, an
-    API without known events)."""
+    a one-shot request body, a request that did not ask for a stream, a compressed stream, a
+    stream that is not server-sent events, an API without known events)."""
     call = plan.call
     if call.policy.stream_recovery != "on" or not plan.replayable:
         return None
     if response.headers.get("content-encoding", "identity") not in ("identity", ""):
         return None
+    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        return None  # continuations splice server-sent events only (not Bedrock's frames)
     api = api_of(outgoing.request.url.path)
     if api is None or not streaming(outgoing.request):
         return None

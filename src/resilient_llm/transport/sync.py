@@ -191,7 +191,8 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
         the first-token limit), so a failure before it can still be retried."""
         call = plan.call
         consumer = StreamConsumer(call, self._base.wire,
-                                  EventView(response, call.policy.max_response_bytes))
+                                  EventView(response, call.policy.max_response_bytes),
+                                  content_type=content_type(response))
         guard = SyncGuard(response, first_by, "first_token")
         inner = response.stream
         assert isinstance(inner, httpx2.SyncByteStream)

@@ -272,6 +272,8 @@ class FleetPressure(TargetPressure):
     """A target whose pacer and breaker are shared through Redis (see the module docstring):
     the local state composed with a :class:`LeasePacer` and a :class:`FleetBreaker`."""
 
+    breaker: FleetBreaker
+
     def __init__(self, key: TargetKey, now: float, link: Link) -> None:
         keys = fleet_keys(key)
         breaker = FleetBreaker(link, keys[1])

@@ -39,17 +39,14 @@ composed with a pacer and a breaker that consult state shared by the fleet throu
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from cachetools import LRUCache
 
-from .._fastinit import fast_frozen_init
 from .._policy import Priority
 from .breaker import Breaker
 from .controllers import (
@@ -62,6 +59,7 @@ from .controllers import (
     estimate_tokens,
 )
 from .parts import CircuitBreaker, Demand, Pacer, SharedView
+from .target import Admission, PressureSnapshot, TargetKey
 
 __all__ = [
     "BATCH_SHARE",
@@ -91,56 +89,6 @@ _LATENCY_FLOOR = 0.05
 #: While a 429 is remembered, the burst a header-learned bucket allows: this many seconds of
 #: the allowed rate (providers may enforce a per-minute limit over windows this short).
 BURST_SECONDS = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class TargetKey:
-    """What a provider throttles on: the endpoint, the credential (hashed), the model."""
-
-    endpoint: str
-    credential: str
-    model: str | None
-
-    @classmethod
-    def of(cls, endpoint: str, credential: str | None, model: str | None) -> TargetKey:
-        digest = hashlib.sha256((credential or "").encode()).hexdigest()[:12]
-        return cls(endpoint, digest, model)
-
-    def __str__(self) -> str:
-        return f"{self.endpoint}|{self.credential}|{self.model or '-'}"
-
-
-# --- per-target state -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """The answer to "may this attempt start now?"; ``wait`` is ``None`` when unknown."""
-
-    granted: bool
-    wait: float | None = None
-    pressure: float = 0.0
-
-
-fast_frozen_init(Admission)
-
-
-@dataclass(frozen=True, slots=True)
-class PressureSnapshot:
-    """A read-only view of one target's state, for dashboards and ``pressure_snapshot()``."""
-
-    target: str
-    pressure: float
-    concurrency_limit: float
-    inflight: int
-    waiting: int
-    request_rate: float | None
-    token_rate: float | None
-    retry_tokens: float
-    throttles: int
-    latency_baseline: float | None
-    #: The fleet view (mode, shared rate, lease, counters) when ``RESILIENT_LLM_REDIS_URL`` is set.
-    fleet: SharedView | None = None
 
 
 class _Waiter:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 from .._clock import RandomSource
 from ..engine.breaker import Breaker, BreakerSnapshot, BreakerState, counts_for_health
@@ -42,7 +42,15 @@ class _Threshold(Generic[T]):
     def __set_name__(self, owner: type, name: str) -> None:
         self._name = name
 
-    def __get__(self, breaker: FleetBreaker, owner: type | None = None) -> T:
+    @overload
+    def __get__(self, breaker: None, owner: type) -> _Threshold[T]: ...
+    @overload
+    def __get__(self, breaker: FleetBreaker, owner: type | None = None) -> T: ...
+
+    def __get__(self, breaker: FleetBreaker | None,
+                owner: type | None = None) -> T | _Threshold[T]:
+        if breaker is None:  # on the class: the descriptor itself
+            return self
         value: T = getattr(breaker._local, self._name)
         return value
 

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from resilient_llm._policy import Priority
+from resilient_llm.engine.parts import Demand
 from resilient_llm.engine.pressure import (
     BATCH_SHARE,
     ConcurrencyLimit,
@@ -280,10 +282,87 @@ def test_token_limit_paces_large_requests() -> None:
     assert not admission.granted and admission.wait == pytest.approx(4.0, rel=0.01)
 
 
-class _GenericPacer(TargetPressure):
-    """The same state with the fused admission pass switched off (the hooks' general path)."""
+class _IdlePacer:
+    """A pacer that never engages: the state takes its general path over its own buckets
+    (the one a fleet's state takes while Redis is away) instead of the fused admission pass."""
 
-    _local_pacer = False
+    paces_tokens = False
+
+    def sync(self) -> float:
+        return 1.0
+
+    def engaged(self) -> bool:
+        return False
+
+    def admits_at_once(self) -> bool:
+        return True
+
+    def refill(self, demand: Demand, now: float) -> bool:
+        return False
+
+    def wait(self, cost: float, now: float, priority: Priority) -> float | None:
+        raise AssertionError("an idle pacer is never asked for a permit")
+
+    def take(self, cost: float, now: float, priority: Priority) -> None:
+        pass
+
+    def observe(self, requests: RateLimits | None, tokens: RateLimits | None,
+                now: float) -> None:
+        pass
+
+    def throttled(self, now: float) -> None:
+        pass
+
+    def view(self, now: float) -> None:
+        return None
+
+
+class _Permits(_IdlePacer):
+    """A pacer whose permits decide admission, with a share the test sets."""
+
+    def __init__(self) -> None:
+        self.share, self.due, self.taken, self.active = 1.0, 0.0, 0, True
+
+    def sync(self) -> float:
+        return self.share
+
+    def engaged(self) -> bool:
+        return self.active
+
+    def wait(self, cost: float, now: float, priority: Priority) -> float | None:
+        return self.due
+
+    def take(self, cost: float, now: float, priority: Priority) -> None:
+        self.taken += 1
+
+
+def test_an_engaged_pacers_permits_decide_admission_over_the_own_buckets() -> None:
+    pacer = _Permits()
+    state = TargetPressure(KEY, now=0.0, pacer=pacer)
+    state.observe(RateLimits(limit=10, remaining=0, reset=60.0), None, 0.0)  # own bucket empty
+    pacer.due = 0.5
+    assert state.admit_now("interactive", 0.0, 0.0) is None
+    assert state.time_until_available(0.0) == 0.5
+    pacer.due = 0.0
+    assert state.admit_now("interactive", 0.0, 0.0) is not None
+    assert pacer.taken == 1 and state.inflight == 1
+    assert state.paces_tokens is False  # neither a token bucket nor a pacer that wants them
+
+
+def test_a_pacers_share_scales_the_own_buckets_and_the_headers_they_learn() -> None:
+    pacer = _Permits()
+    pacer.active = False  # the own buckets pace
+    state = TargetPressure(KEY, now=0.0, pacer=pacer)
+    state.observe(RateLimits(limit=100, remaining=100, reset=60.0), None, 0.0)
+    assert state.requests is not None and state.requests.capacity == 100
+    pacer.share = 0.25  # apart from a fleet of four
+    assert state.admit_now("interactive", 0.0, 0.0) is not None
+    assert state.requests.capacity == 25
+    state.observe(RateLimits(limit=100, remaining=100, reset=60.0), None, 1.0)
+    assert state.requests.capacity == 25  # the headers speak for the whole fleet
+    pacer.share = 1.0  # back together
+    state.admit_now("interactive", 0.0, 2.0)
+    assert state.requests.capacity == 100
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -291,7 +370,7 @@ def test_fused_admission_agrees_with_the_general_pacer_path(seed: int) -> None:
     import random
 
     rng = random.Random(seed)
-    fused, generic = TargetPressure(KEY, now=0.0), _GenericPacer(KEY, now=0.0)
+    fused, generic = TargetPressure(KEY, now=0.0), TargetPressure(KEY, now=0.0, pacer=_IdlePacer())
     now, seen = 0.0, set()
     for step in range(300):
         now += rng.choice((0.0, 0.001, 0.05, 0.3))

@@ -239,14 +239,9 @@ class Plan:
         its first output, whose slot was freed at that output): decide on that failure as on
         an attempt's, then go on (stream recovery)."""
         call = self.call
-        if after is not None:
-            step = self._handle(self.state, after, held=False)
-            if not isinstance(step, Wait):
-                yield step
-                return
-            if step.seconds > 0:
-                yield step
-                call.waited(step.seconds)
+        if after is not None and not (yield from self._follow(
+                self._handle(self.state, after, held=False))):
+            return
         while True:
             action = self._next()
             if not isinstance(action, Send):
@@ -292,13 +287,18 @@ class Plan:
                 state.breaker.cancel_probe()
                 raise
             assert isinstance(result, (Served, Failed))
-            step = self._handle(state, result, action)
-            if not isinstance(step, Wait):
-                yield step
+            if not (yield from self._follow(self._handle(state, result, action))):
                 return
-            if step.seconds > 0:
-                yield step
-                call.waited(step.seconds)
+
+    def _follow(self, step: Wait | Return | Raise) -> Generator[Action, Reply, bool]:
+        """Yield what the decision after an attempt asks for; ``False`` when the call ends."""
+        if not isinstance(step, Wait):
+            yield step
+            return False
+        if step.seconds > 0:
+            yield step
+            self.call.waited(step.seconds)
+        return True
 
     def _next(self) -> Send | Return | Raise:
         """Pick a target (skipping the ones that cannot serve now) and plan its attempt."""

@@ -455,21 +455,15 @@ class _AsyncStream(httpx2.AsyncByteStream):
             if scope.cancelled_caught or chunk is None:
                 stall = httpx2.ReadTimeout("stream read exceeded its limit")
                 raise consumer.read_failed("deadline" if by_deadline else "idle", stall)
-            if whole:
-                events = consumer.feed_events(chunk)
-                if events:  # an event (not a comment) restarts the idle limit
-                    idle_by = anyio.current_time() + idle
-                    yield events
-                consumer.check()
-                continue
-            if consumer.feed(chunk):  # an event (not a comment) restarts the idle limit
+            data, event = consumer.passing(chunk, whole)
+            if event:  # an event (not a comment) restarts the idle limit
                 idle_by = anyio.current_time() + idle
-            yield chunk
-        if whole:
-            last = consumer.flush_events()
-            if last:
-                yield last
-            consumer.check()
+            if data is not None:
+                yield data
+            consumer.check()  # (a failure ``feed`` met has raised already)
+        if whole and (last := consumer.flush_events()):
+            yield last
+        consumer.check()
         consumer.ended()
 
     async def aclose(self) -> None:

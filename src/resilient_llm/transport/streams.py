@@ -159,6 +159,15 @@ class StreamConsumer:
         line) instead of raising: hand them to the caller, then call :meth:`check`."""
         return self.scanner.events_of(chunk)
 
+    def passing(self, chunk: bytes, whole: bool) -> tuple[bytes | None, bool]:
+        """One chunk of the committed stream, for either driver: what goes on to the caller
+        (``whole``: the complete events only, ``None`` while there is none) and whether an
+        event completed (:meth:`feed`). With ``whole``, :meth:`check` once it is handed over."""
+        if whole:
+            events = self.feed_events(chunk)
+            return (events or None), bool(events)
+        return chunk, self.feed(chunk)
+
     def flush_events(self) -> bytes:
         """The body ended: the last event if it lacked its blank line (see :meth:`feed_events`)."""
         return self.scanner.events_of(b"\n\n") if self.scanner.pending.strip() else b""

@@ -262,27 +262,20 @@ class _SyncStream(httpx2.SyncByteStream):
                 return deadline, "deadline"
             return at, "idle"
 
+        whole = resume is not None
         try:
-            if resume is None:
-                yield from consumer.replay()
-                guard.set(*limit(), shorter=True)
-                for chunk in self._chunks:
-                    if consumer.feed(chunk):  # an event (not a comment) restarts the idle limit
-                        guard.set(*limit())
-                    yield chunk
-            else:
-                yield from consumer.replay_events()
-                guard.set(*limit(), shorter=True)
-                for chunk in self._chunks:
-                    events = consumer.feed_events(chunk)
-                    if events:  # an event (not a comment) restarts the idle limit
-                        guard.set(*limit())
-                        yield events
-                    consumer.check()
-                last = consumer.flush_events()
-                if last:
-                    yield last
-                consumer.check()
+            yield from consumer.replay_events() if whole else consumer.replay()
+            guard.set(*limit(), shorter=True)
+            for chunk in self._chunks:
+                data, event = consumer.passing(chunk, whole)
+                if event:  # an event (not a comment) restarts the idle limit
+                    guard.set(*limit())
+                if data is not None:
+                    yield data
+                consumer.check()  # (a failure ``feed`` met has raised already)
+            if whole and (last := consumer.flush_events()):
+                yield last
+            consumer.check()
             consumer.ended()
         except httpx2.TransportError as exc:
             error = consumer.read_failed(guard.fired, exc)

@@ -54,21 +54,14 @@ class _Error(Exception):
 
 def _queue(plan: Plan, admit: Admit, clock: FakeClock) -> Admitted | Refused:
     """The drivers' admission queue on the fake clock: ask, sleep what the plan says (a slot
-    wait is polled every 10 ms, as nothing else runs to wake it)."""
-    began = clock.now()
-    waiter = admit.state.enqueue(plan.call.policy.priority, admit.cost)
+    wait is polled every 10 ms, as nothing else runs to wake it; at least 0.1 ms, as a shorter
+    wait at this time would not advance the clock)."""
+    place = plan.enqueue(admit)
     while True:
-        admission = admit.state.try_admit(waiter, clock.now())
-        if admission.granted:
-            return Admitted(admission.pressure, clock.now() - began)
-        wait = plan.queue_wait(admission)
-        if isinstance(wait, Refused):
-            admit.state.cancel(waiter)
-            return wait
-        give_up_in = plan.queue_give_up_in()
-        # (at least 0.1 ms: a shorter wait at this time would not advance the clock)
-        clock.sleep(wait if wait is not None else 0.01 if give_up_in is None
-                    else max(1e-4, min(0.01, give_up_in)))
+        turn = place.turn()
+        if isinstance(turn, (Admitted, Refused)):
+            return turn
+        clock.sleep(turn if turn is not None else max(1e-4, place.poll(0.01)))
 
 
 def _drive(plan: Plan, answer: Callable[[Send], Served | Failed],

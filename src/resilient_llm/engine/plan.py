@@ -57,6 +57,7 @@ from .routing import FALLBACK_PATIENCE, Router, Target
 
 __all__ = [
     "Action",
+    "AdmissionQueue",
     "Admit",
     "Admitted",
     "Failed",
@@ -352,6 +353,10 @@ class Plan:
         call.record.pressure = pressure
         return True
 
+    def enqueue(self, admit: Admit) -> AdmissionQueue:
+        """Join ``admit``'s queue: the drivers ask the returned place for their turn."""
+        return AdmissionQueue(self, admit)
+
     def queue_wait(self, admission: Admission) -> float | Refused | None:
         """While queued and not admitted: the seconds to sleep before asking again (``None``:
         until woken by a release), or :class:`Refused` when admission cannot come in time for
@@ -592,3 +597,42 @@ class Plan:
         )
         error.__cause__ = router.causes.get(str(router.current))
         return error
+
+
+class AdmissionQueue:
+    """One request's place in a target's admission queue, without I/O: the drivers and the
+    simulator ask :meth:`turn`, then sleep or wait to be woken as it says, and call
+    :meth:`leave` if they stop for any other reason (an exception, a cancellation)."""
+
+    __slots__ = ("_began", "_plan", "_queued", "state", "waiter")
+
+    def __init__(self, plan: Plan, admit: Admit) -> None:
+        self._plan = plan
+        self.state = admit.state
+        self._began = plan.call.clock.now()
+        self._queued = False
+        self.waiter = admit.state.enqueue(plan.call.policy.priority, admit.cost)
+
+    def turn(self) -> Admitted | Refused | float | None:
+        """Admitted or :class:`Refused`: the wait is over (a refused request has left the
+        queue). A number: sleep that long, then ask again. ``None``: wait until woken by a
+        release, at most :meth:`poll` seconds."""
+        now = self._plan.call.clock.now()
+        admission = self.state.try_admit(self.waiter, now)
+        if admission.granted:
+            return Admitted(admission.pressure, now - self._began if self._queued else None)
+        self._queued = True
+        wait = self._plan.queue_wait(admission)
+        if isinstance(wait, Refused):
+            self.leave()
+        return wait
+
+    def poll(self, longest: float) -> float:
+        """How long to wait for a wake-up before asking again: ``longest`` (other threads'
+        releases are noticed that late), or less when the request stops waiting sooner."""
+        give_up_in = self._plan.queue_give_up_in()
+        return longest if give_up_in is None else max(0.0, min(longest, give_up_in))
+
+    def leave(self) -> None:
+        """Stop waiting (idempotent)."""
+        self.state.cancel(self.waiter)

@@ -419,14 +419,18 @@ class TargetPressure:
 
     # feedback
 
+    def _free_slot(self, priority: Priority) -> None:
+        """One attempt of ``priority`` is no longer in flight (lock held)."""
+        self.inflight = max(0, self.inflight - 1)
+        if self._admitted_at:
+            self._admitted_at.popleft()
+        if priority == "batch":
+            self.inflight_batch = max(0, self.inflight_batch - 1)
+
     def withdraw(self, priority: Priority) -> None:
         """An admitted attempt will not be sent after all: free its slot, learn nothing."""
         with self._lock:
-            self.inflight = max(0, self.inflight - 1)
-            if self._admitted_at:
-                self._admitted_at.popleft()
-            if priority == "batch":
-                self.inflight_batch = max(0, self.inflight_batch - 1)
+            self._free_slot(priority)
             self._wake_head()
 
     def release(
@@ -452,11 +456,7 @@ class TargetPressure:
         once without one): the provider's answer beats its headers, and agrees with its hint.
         """
         with self._lock:
-            self.inflight = max(0, self.inflight - 1)
-            if self._admitted_at:
-                self._admitted_at.popleft()
-            if priority == "batch":
-                self.inflight_batch = max(0, self.inflight_batch - 1)
+            self._free_slot(priority)
             if succeeded:
                 self.budget.on_success()
             else:

@@ -180,37 +180,27 @@ class AsyncResilientTransport(
         """The async twin of ``ResilientTransport._queue``."""
         import anyio
 
-        state, call = admit.state, plan.call
-        clock = call.clock
-        began = clock.now()
-        waiter = state.enqueue(call.policy.priority, admit.cost)
+        place = plan.enqueue(admit)
+        waiter = place.waiter
         waiter.loop_thread = threading.get_ident()
-        queued = False
         try:
             while True:
-                waiter.async_event = anyio.Event()
-                admission = state.try_admit(waiter, clock.now())
-                if admission.granted:
-                    break
-                queued = True
-                wait = plan.queue_wait(admission)
-                if isinstance(wait, Refused):
-                    state.cancel(waiter)
-                    return wait
-                if wait is not None:
-                    await clock.asleep(wait)
+                waiter.async_event = anyio.Event()  # before asking: no wake-up is missed
+                turn = place.turn()
+                if isinstance(turn, (Admitted, Refused)):
+                    return turn
+                if turn is not None:
+                    await plan.call.clock.asleep(turn)
                 else:
                     # Woken at once by a release on this loop; other threads' releases are
                     # noticed within 50 ms.
-                    left = plan.queue_give_up_in()
-                    with anyio.move_on_after(0.05 if left is None else max(0.0, min(0.05, left))):
+                    with anyio.move_on_after(place.poll(0.05)):
                         await waiter.async_event.wait()
         except BaseException:
-            state.cancel(waiter)
+            place.leave()
             raise
         finally:
             waiter.async_event = None
-        return Admitted(admission.pressure, clock.now() - began if queued else None)
 
     async def _attempt(
         self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure,

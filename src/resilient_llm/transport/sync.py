@@ -85,31 +85,20 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
     @staticmethod
     def _queue(plan: Plan, admit: Admit) -> Admitted | Refused:
         """Wait (bounded by the deadline) until the target's pacer and limit admit us."""
-        state, call = admit.state, plan.call
-        clock = call.clock
-        began = clock.now()
-        waiter = state.enqueue(call.policy.priority, admit.cost)
-        queued = False
+        place = plan.enqueue(admit)
         try:
             while True:
-                admission = state.try_admit(waiter, clock.now())
-                if admission.granted:
-                    break
-                queued = True
-                wait = plan.queue_wait(admission)
-                if isinstance(wait, Refused):
-                    state.cancel(waiter)
-                    return wait
-                if wait is not None:
-                    clock.sleep(wait)
+                turn = place.turn()
+                if isinstance(turn, (Admitted, Refused)):
+                    return turn
+                if turn is not None:
+                    plan.call.clock.sleep(turn)
                 else:
-                    left = plan.queue_give_up_in()
-                    waiter.event.wait(0.05 if left is None else max(0.0, min(0.05, left)))
-                    waiter.event.clear()
+                    place.waiter.event.wait(place.poll(0.05))
+                    place.waiter.event.clear()
         except BaseException:
-            state.cancel(waiter)
+            place.leave()
             raise
-        return Admitted(admission.pressure, clock.now() - began if queued else None)
 
     def _attempt(
         self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure

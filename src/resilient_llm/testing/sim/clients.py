@@ -162,35 +162,23 @@ def _drive(world: World, plan: Plan, priority: Priority) -> Generator[float, Non
 
 
 def _queue(loop: Loop, plan: Plan, admit: Admit) -> Generator[float, None, Admitted | Refused]:
-    """The sync driver's admission queue: ask, sleep what the pacer says, or until woken."""
-    state, call = admit.state, plan.call
-    began = loop.now
-    waiter = state.enqueue(call.policy.priority, admit.cost)
+    """The drivers' admission queue: ask, sleep what the pacer says, or until woken."""
+    place = plan.enqueue(admit)
     # Woken when a slot frees, as the async driver's waiters are.
-    waiter.async_event = SimEvent(loop)
-    waiter.loop_thread = threading.get_ident()
-    queued = False
+    place.waiter.async_event = SimEvent(loop)
+    place.waiter.loop_thread = threading.get_ident()
     try:
         while True:
-            admission = state.try_admit(waiter, loop.now)
-            if admission.granted:
-                break
-            queued = True
-            wait = plan.queue_wait(admission)
-            if isinstance(wait, Refused):
-                state.cancel(waiter)
-                return wait
-            if wait is None:
-                # Until woken by a release (one thread: no wake is missed, unlike the drivers,
-                # which look again every 50 ms), or until the plan would stop waiting.
-                give_up_in = plan.queue_give_up_in()
-                wait = 1.0 if give_up_in is None else min(1.0, give_up_in)
-            # a wait below float resolution at this time would never advance the clock
-            yield max(wait, 1e-4)
+            turn = place.turn()
+            if isinstance(turn, (Admitted, Refused)):
+                return turn
+            # Until woken by a release (one thread: no wake is missed, unlike the drivers,
+            # which look again every 50 ms), or until the plan would stop waiting; a wait
+            # below float resolution at this time would never advance the clock.
+            yield max(place.poll(1.0) if turn is None else turn, 1e-4)
     except BaseException:
-        state.cancel(waiter)
+        place.leave()
         raise
-    return Admitted(admission.pressure, loop.now - began if queued else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,50 +11,25 @@ endless bodies and keep-alive-only streams, absurd headers). See docs/testing.md
 from __future__ import annotations
 
 from .._public_names import show_as_package as _show_as_package
+from . import _faults
 from ._fake_clock import FakeClock, FakeRandom
-from ._faults import (
-    ErrorEvent,
-    Fault,
-    FirstTokenDelay,
-    Hang,
-    MalformedChunk,
-    MissingTerminator,
-    Ok,
-    Reset,
-    Status,
-    StreamCut,
-    StreamStall,
-    ToolCall,
-    Usage,
-)
+from ._faults import *  # noqa: F403 (every fault value is public: listed once, there)
 from ._hostile import Hostile, HostileProvider
 from ._provider import FaultProvider, PrefillMode, RecordedRequest
 from ._server import FaultServer
 from ._transport import FaultTransport
 
 __all__ = [
-    "ErrorEvent",
     "FakeClock",
     "FakeRandom",
-    "Fault",
     "FaultProvider",
     "FaultServer",
     "FaultTransport",
-    "FirstTokenDelay",
-    "Hang",
     "Hostile",
     "HostileProvider",
-    "MalformedChunk",
-    "MissingTerminator",
-    "Ok",
     "PrefillMode",
     "RecordedRequest",
-    "Reset",
-    "Status",
-    "StreamCut",
-    "StreamStall",
-    "ToolCall",
-    "Usage",
 ]
+__all__ += _faults.__all__
 
 _show_as_package(__name__, globals(), __all__)

@@ -9,7 +9,7 @@ importing the provider that starts them.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
 __all__ = ["CUT", "Plan", "PlanSource", "RecordedRequest", "Step"]
@@ -61,14 +61,10 @@ class RecordedRequest:
 
 @dataclass(slots=True)
 class _Entry:
-    index: int
-    method: str
-    path: str
-    headers: dict[str, str]
-    json: Any
-    model: str | None
-    stream: bool
-    started_at: float
+    """One request in the provider's log: ``asked`` is fixed on arrival (its outcome fields at
+    their start values), the fields here fill in as the exchange goes on."""
+
+    asked: RecordedRequest
     fault: str = "ok"
     ended_at: float | None = None
     status: int | None = None
@@ -76,20 +72,9 @@ class _Entry:
     prefill: str | None = None
 
     def snapshot(self) -> RecordedRequest:
-        return RecordedRequest(
-            index=self.index,
-            method=self.method,
-            path=self.path,
-            headers=self.headers,
-            json=self.json,
-            model=self.model,
-            stream=self.stream,
-            started_at=self.started_at,
-            ended_at=self.ended_at,
-            status=self.status,
-            fault=self.fault,
-            client_disconnected=self.client_disconnected,
-            prefill=self.prefill,
+        return replace(
+            self.asked, fault=self.fault, ended_at=self.ended_at, status=self.status,
+            client_disconnected=self.client_disconnected, prefill=self.prefill,
         )
 
 

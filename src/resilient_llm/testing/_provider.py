@@ -374,23 +374,18 @@ class FaultProvider:
         cost = len(body) // 4 + _max_tokens(obj)
 
         with self._lock:
-            entry = _Entry(
-                index=self._count,
-                method=method,
-                path=path,
-                headers=headers,
-                json=data,
-                model=model,
-                stream=stream,
-                started_at=now,
-            )
+            entry = _Entry(RecordedRequest(
+                index=self._count, method=method, path=path, headers=headers, json=data,
+                model=model, stream=stream, started_at=now, ended_at=None, status=None,
+                fault="ok", client_disconnected=False,
+            ))
             self._log.append(entry)
             self._count += 1
             x = _wire.Exchange(
                 api=api,
                 flavor=flavor,
                 model=model or "unknown-model",
-                index=entry.index,
+                index=entry.asked.index,
                 stream=stream and api != "embeddings",
                 include_usage=include_usage,
                 body_size=len(body),
@@ -423,7 +418,7 @@ class FaultProvider:
                     if isinstance(fault, Hang)
                     else fault.delay + self.service_time + _stream_time(fault)
                 )
-                rejected = self._limits.admit(entry.index, now, cost, expected)
+                rejected = self._limits.admit(entry.asked.index, now, cost, expected)
                 if rejected is not None:
                     if source is not None:  # a limit 429 must not consume the script
                         source.appendleft(fault)
@@ -496,7 +491,7 @@ class FaultProvider:
             if answered:
                 entry.status = plan.status
             entry.client_disconnected = disconnected
-            self._limits.inflight.pop(entry.index, None)
+            self._limits.inflight.pop(entry.asked.index, None)
             self._changed.notify_all()
 
     # ------------------------------------------------------------------ plans

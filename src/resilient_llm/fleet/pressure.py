@@ -10,8 +10,6 @@ and retry budgets stay local (they are about this process's sockets).
 from __future__ import annotations
 
 import math
-import random
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +76,7 @@ class FleetPressure(TargetPressure):
         self._mode = "fleet"
         self._local_share = 1.0
         self._last_throttle_sent = -math.inf
-        self._rng = random.Random()
+        self._rng = link.rng
 
     # admission
 
@@ -162,12 +160,12 @@ class FleetPressure(TargetPressure):
                                                         else self._tau)
             args = self._acquire_args(priority, want, per_call, max(0.0, ahead), now, pool.rate)
             self._refilling = True
-        sent = time.monotonic()
+        sent = self._link.now()
         result: Grant | None = None
         try:
             result = self._link.call(ACQUIRE, list(self._keys), args)
         finally:
-            rtt = time.monotonic() - sent
+            rtt = self._link.now() - sent
             with self._lock:
                 self._refilling = False
                 if result is not None:

@@ -285,7 +285,7 @@ class FleetPressure(TargetPressure):
         super().release(now, priority=priority, latency=latency, throttled=throttled,
                         dropped=dropped, succeeded=succeeded, retry_after=retry_after,
                         patience=patience)
-        if not throttled or self._mode != "fleet":
+        if not throttled or self._mode != "fleet" or not self._rate_shaped(retry_after):
             return
         with self._lock:
             for pool in self._pools.values():
@@ -299,6 +299,13 @@ class FleetPressure(TargetPressure):
             COUNTERS.add("throttles_shared")
             with self._lock:
                 self._fleet_rate = result.rate
+
+    def _rate_shaped(self, retry_after: float | None) -> bool:
+        """Does a 429 speak of the send rate (it carried a ``Retry-After``, or the provider
+        publishes limits)? A bare 429 from a provider without limits is a concurrency cap:
+        the local concurrency limit's business, not the fleet's rate (as in one process)."""
+        return retry_after is not None or self._req.capacity is not None \
+            or self._tok.capacity is not None
 
     def snapshot(self, now: float) -> Any:
         base = super().snapshot(now)

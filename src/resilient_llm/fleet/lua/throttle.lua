@@ -6,7 +6,17 @@ local r, rt, tau = pace(rk, f, now)
 if f.ct and now - tonumber(f.ct) < tonumber(ARGV[1]) then
   return {0, fmt(r or -1)}
 end
-local base = math.max(r or num(f.mm, 0), FLOOR)
+-- The headers' burst is not believed from now on (see pace in the prelude).
+if not f.qb then redis.call('HSET', rk, 'qb', 1) end
+f.qb = '1'
+-- The cut is from the fleet's pace, or without one from what the provider accepted lately;
+-- with nothing measured yet a 429 says nothing about the rate to keep.
+local base = r or num(f.sm, 0)
+if base <= 0 then
+  redis.call('PEXPIRE', rk, tonumber(ARGV[2]))
+  return {0, fmt(-1)}
+end
+base = math.max(base, FLOOR)
 local K = (base * (1 - BETA) / C3) ^ (1 / 3)
 redis.call('HSET', rk, 'ct', fmt(now), 'ck', fmt(K), 'cw', fmt(base))
 redis.call('HINCRBY', rk, 'th', 1)

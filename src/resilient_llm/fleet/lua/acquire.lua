@@ -90,7 +90,6 @@ if k >= 1 then
   end
   if r then redis.call('HSET', rk, 'ra', fmt(dims[1].after)) end
   if rt then redis.call('HSET', rk, 'ta', fmt(dims[#dims].after)) end
-  meter(rk, f, 'mb', 'mc', 'mm', k, now)
 else
   local need = math.max(1, math.min(want, fair))
   for _, x in ipairs(dims) do wait = math.max(wait, x.tat + need * x.inc - x.horizon) end

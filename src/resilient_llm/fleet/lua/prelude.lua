@@ -63,7 +63,10 @@ local function meter(key, f, b_, c_, m_, n, now)
     if n > 0 then redis.call('HINCRBY', key, c_, n) end
   else
     local m = num(f[m_], 0)
-    if mb > 0 then m = 0.8 * num(f[c_], 0) / math.max(b - mb, 0.5) + 0.2 * m end
+    if mb > 0 then
+      local last = num(f[c_], 0) / math.max(b - mb, 0.5)
+      if m > 0 then m = 0.8 * last + 0.2 * m else m = last end
+    end
     redis.call('HSET', key, b_, fmt(b), c_, n, m_, fmt(m))
   end
 end

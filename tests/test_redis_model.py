@@ -201,3 +201,80 @@ def test_a_model_link_skips_an_operation_the_call_has_no_time_for() -> None:
     finally:
         end_call(token)
     assert model.evals == 1
+
+
+# --- the fleet's Lua on virtual time: what a 429 changes -------------------------------------
+
+
+class Fleet:
+    """The fleet's scripts on the model, one worker, time set by hand."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.model = RedisModel(self.clock)
+        self.link = ModelLink(self.model, worker="w0")
+        self.keys = list(_keys())
+
+    def acquire(self, *, learned: tuple[str, str, str, str] = ("", "3000", "", ""),
+                successes: int = 0, want: int = 1) -> scripts.Grant:
+        grant = self.link.call(scripts.ACQUIRE, self.keys, _acquire(
+            "w0", (self.keys[0], self.keys[1], self.keys[2]), want=want, learned=learned,
+            successes=successes, demand=50.0))
+        assert grant is not None
+        return grant
+
+    def throttle(self) -> scripts.Cut:
+        cut = self.link.call(scripts.THROTTLE, self.keys[:1],
+                             [f"{tuning.THROTTLE_COOLDOWN:g}", int(tuning.IDLE_TTL * 1000)])
+        assert cut is not None
+        return cut
+
+
+def test_an_unpaced_fleet_paces_from_what_the_provider_accepted_after_a_429() -> None:
+    """Headers of 3000/min that never say enough to learn a rate: the fleet is unpaced until
+    a 429, which with nothing measured yet cuts nothing; once successes were reported, the
+    cut paces just under the accepted rate, with a burst of at most 0.1 s of it."""
+    fleet = Fleet()
+    assert fleet.acquire().rate == -1  # unpaced
+    assert not fleet.throttle().cut  # nothing measured: no rate to keep
+    for _ in range(20):  # 50 successes/s reported for 2 s
+        fleet.clock.now += 0.1
+        fleet.acquire(successes=5)
+    fleet.clock.now += 1.0
+    cut = fleet.throttle()
+    assert cut.cut and cut.rate == pytest.approx(tuning.HEADROOM * 50, rel=0.05)
+    grant = fleet.acquire()
+    assert grant.rate == pytest.approx(cut.rate, rel=0.01)
+    assert grant.tau <= tuning.BURST_SECONDS  # not (0.9·3000 − 1)/r = 10 s
+    assert grant.rate * grant.tau + 1 <= 0.9 * max(1.0, grant.rate * tuning.BURST_SECONDS) + 1e-3
+
+
+def test_without_a_header_rate_the_fleet_stays_paced_and_grows() -> None:
+    fleet = Fleet()
+    for _ in range(10):
+        fleet.clock.now += 0.1
+        fleet.acquire(successes=5)
+    fleet.clock.now += 1.0
+    first = fleet.throttle().rate
+    rates = []
+    for _ in range(4):
+        fleet.clock.now += 30.0
+        rates.append(fleet.acquire().rate)
+    assert first < rates[0] < rates[1] < rates[2] < rates[3]  # never back to unpaced (-1)
+
+
+def test_a_throttle_shortens_the_lease_window_a_header_rate_allowed() -> None:
+    """Headers teach 100/s with a bucket of 100 (τ ≈ 0.94 s); after a 429 the window holds
+    at most 0.1 s of the rate, and once CUBIC is back at the headers' rate the throttle is
+    forgotten but the headers' burst still is not believed."""
+    fleet = Fleet()
+    learned = ("100", "100", "", "")
+    before = fleet.acquire(learned=learned)
+    assert before.tau == pytest.approx((0.9 * 100 - 1) / 95, rel=0.01)
+    assert fleet.throttle().cut
+    after = fleet.acquire(learned=learned)
+    assert after.rate < before.rate and after.tau <= tuning.BURST_SECONDS
+    fleet.clock.now += 60.0
+    recovered = fleet.acquire(learned=learned)
+    assert recovered.rate == pytest.approx(95, rel=0.01)
+    assert recovered.tau <= tuning.BURST_SECONDS

@@ -250,7 +250,13 @@ class FleetPressure(TargetPressure):
         if self._mode == "local":
             return super()._pacer_wait(cost, now)
         wait = self._admit_wait(cost, now, "interactive")
-        return 0.0 if wait is None else wait
+        if wait is not None:
+            return wait
+        # No permit at hand and no hint yet: a call queued behind others waits for them, at
+        # this worker's share of the fleet's rate (what a fallback decision needs to know).
+        if self._waiting and self._fleet_rate:
+            return len(self._waiting) * self._active / self._fleet_rate
+        return 0.0
 
     # feedback
 

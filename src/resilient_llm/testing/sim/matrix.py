@@ -260,6 +260,10 @@ def fleet_cells() -> list[Cell]:
                   _p(**quantized), Traffic("workers", duration=20.0, n=200), processes=n,
                   deadline=30.0, redis=True, checks=never | {"quantized"})
              for n in (4, 64)]
+    # With a fallback ready, calls queued behind the fleet's pace move on to it.
+    cells.append(Cell("fleet of 4, quantized 50/s burst 5, headers 3000/min, fallback, "
+                      "with Redis", _p(**quantized), Traffic("workers", duration=20.0, n=200),
+                      processes=4, deadline=30.0, fallback=True, redis=True, checks=never))
     cells += [Cell(f"fleet of {n}, healthy, 64 in flight, 100 ms, with Redis",
                    _p(service_time=0.1), Traffic("workers", duration=4.0, n=64), processes=n,
                    deadline=30.0, redis=True, checks=never | {"healthy"})

@@ -14,8 +14,9 @@ beyond that. Ideal makespan of N calls: N × service_time / capacity.
    log), makespan vs ideal, p50/p99 latency of successes. Each repetition runs each client in a
    fresh event loop with the pressure registry cleared and the provider reset, so repetitions
    are independent; medians and ranges over repetitions are reported. A sensitivity pass repeats
-   the burst with capacity 10 and 40 (the client's initial concurrency estimate is 20, so
-   capacity 20 alone would flatter it).
+   the burst with capacity 10 and 40. The client has no concurrency limit until the provider
+   pushes back, so a cold burst meets one wave of 429s: attempts per call are at least
+   1 + (N − capacity) / N; what follows the wave is what the controllers decide.
 2. **Noisy neighbour**: one provider limit; a batch job floods it (400 calls at once) while an
    interactive caller makes 20 sequential calls through another client of the same process and
    the same target (base URL, API key, model). Interactive p50/p99: unloaded (no flood), loaded

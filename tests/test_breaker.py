@@ -92,3 +92,30 @@ def test_a_fleets_breaker_leaves_probing_to_its_fleet_wide_probe() -> None:
     from resilient_llm.fleet import FleetBreaker
 
     assert Breaker.alone_probes and not FleetBreaker.alone_probes
+
+
+def test_a_fleets_view_moves_the_local_breaker_through_its_public_methods() -> None:
+    breaker = Breaker(break_for=5.0)
+    assert breaker.hold_open(0.0, 2.0)  # the fleet's circuit is open: a change seen here
+    assert breaker.state(1.0) == "open" and breaker.transitions == 1
+    assert not breaker.hold_open(0.5, 1.0)  # already open for longer
+    assert breaker.open_left(1.0) == pytest.approx(1.0)
+    assert breaker.state(2.0) == "half_open" and breaker.open_left(2.0) == 0.0
+    breaker.claim_probe()
+    assert breaker.probe_out and not breaker.allow(2.0)  # the probe right is taken
+    seen = breaker.transitions
+    breaker.stay_open(2.0, 3.0)  # another worker probes: open here, not a change of ours
+    assert breaker.state(4.0) == "open" and breaker.transitions == seen
+    assert breaker.allow(5.5)  # half-open again, and the probe right was given back
+    breaker.close()  # the fleet's probe succeeded
+    assert breaker.state(5.5) == "closed" and breaker.transitions == seen + 2
+    assert breaker.snapshot(4.0).calls == 0
+
+
+def test_a_breaker_without_alone_probes_refuses_callers_without_a_fallback_when_down() -> None:
+    rng = FakeRandom(fixed=0.0)
+    quiet, probing = Breaker(break_for=5.0, alone_probes=False), Breaker(break_for=5.0)
+    for breaker in (quiet, probing):
+        trip(breaker, rng)
+    assert probing.allow(1.1, alone=True, rng=rng)  # one a second, as a probe
+    assert not quiet.allow(1.1, alone=True, rng=rng)  # a fleet probes fleet-wide instead

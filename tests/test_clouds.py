@@ -418,12 +418,17 @@ def loopback_kwargs(name: str, root: str) -> dict[str, Any]:
         "AnthropicFoundry": {"api_key": "k", "base_url": root + "/anthropic"},
         "AnthropicGoogleCloud": {"project": "p", "location": "us-east5", "workspace_id": "w",
                                  "skip_auth": True, "base_url": root},
+        # the fault provider answers Bedrock's /model/{id}/invoke(-with-response-stream) and
+        # Vertex's /v1/projects/{p}/locations/{region}/...:rawPredict (:streamRawPredict)
+        "AnthropicBedrock": {"api_key": "k", "aws_region": "us-east-1", "base_url": root},
+        "AnthropicVertex": {"region": "us-east5", "project_id": "p", "access_token": "t",
+                            "base_url": root + "/v1"},
     }
     return table[name]
 
 
 LOOPBACK = ["AzureOpenAI", "BedrockOpenAI", "AnthropicBedrockMantle", "AnthropicAWS",
-            "AnthropicFoundry", "AnthropicGoogleCloud"]
+            "AnthropicFoundry", "AnthropicGoogleCloud", "AnthropicBedrock", "AnthropicVertex"]
 DEADLINE = 0.6
 SLACK = 0.3  # the acceptance bound: deadline + 0.3 s
 
@@ -518,3 +523,369 @@ def test_a_copy_of_a_subclass_without_policy_keeps_the_policy() -> None:
     client = Legacy(**KWARGS["AzureOpenAI"])
     copied = client.copy(policy=policy)
     assert type(copied) is Legacy and copied.policy is policy
+
+
+# --- Bedrock and Vertex over loopback: their own wire formats, streams included ----------------
+
+REGIONAL = ["AnthropicBedrock", "AnthropicVertex"]
+#: Each cloud's own name for its throttle, as the fault provider answers it.
+THROTTLE_CODES = {"AnthropicBedrock": "ThrottlingException",
+                  "AnthropicVertex": "RESOURCE_EXHAUSTED"}
+#: A second region of each cloud, for fallbacks (and the endpoint argument it needs).
+OTHER_REGION = {"AnthropicBedrock": "eu-west-1", "AnthropicVertex": "europe-west1"}
+
+
+def regional(name: str, root: str, *, is_async: bool = False, **kwargs: Any) -> Any:
+    cls = getattr(anthropic_dropin, f"Async{name}" if is_async else name)
+    client = cls(**loopback_kwargs(name, root), **kwargs)
+    client._resilient_rng = FakeRandom(0)
+    return client
+
+
+async def areceive(client: Any, stream: bool) -> Any:
+    async with client:
+        result = await call_streaming(client, "Anthropic", stream)
+        if stream:
+            async for _ in result:
+                pass
+        return result
+
+
+def receive(client: Any, stream: bool, is_async: bool) -> Any:
+    if is_async:
+        return anyio.run(areceive, client, stream)
+    with client:
+        result = call_streaming(client, "Anthropic", stream)
+        if stream:
+            for _ in result:
+                pass
+        return result
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("name", REGIONAL)
+def test_the_clouds_own_throttle_is_classified_as_a_throttle(
+        name: str, stream: bool, is_async: bool, provider: Any, server: Any) -> None:
+    from resilient_llm.testing import Fault
+
+    provider.script(Fault.status(429, headers={"retry-after": "0.01"}))
+    result = receive(regional(name, server.url, is_async=is_async), stream, is_async)
+    first, second = provider.requests
+    assert first.status == 429 and second.status == 200
+    paths = {"AnthropicBedrock": "/model/claude-sonnet-4-6/invoke",
+             "AnthropicVertex": "/models/claude-sonnet-4-6:rawPredict"}
+    expected = paths[name].replace("invoke", "invoke-with-response-stream").replace(
+        ":rawPredict", ":streamRawPredict") if stream else paths[name]
+    assert first.path.endswith(expected)
+    record = outcome(result)
+    assert [a.failure for a in record.attempts] == ["rate_limited", None]
+    assert THROTTLE_CODES[name] in record.attempts[0].detail
+    assert record.finished
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("fault,failure", [
+    ("throttle", "rate_limited"), ("stream_error", "server_error"),
+    ("unavailable", "overloaded"), ("crc", "stream_malformed"), ("cut", "stream_cut"),
+    ("incomplete", "stream_incomplete"),
+])
+def test_a_bedrock_stream_that_fails_before_output_is_retried(
+        fault: str, failure: str, is_async: bool, provider: Any, server: Any) -> None:
+    from resilient_llm.testing import Fault
+
+    faults = {
+        "throttle": Fault.error_event(after_events=1, error_type="throttlingException"),
+        "stream_error": Fault.error_event(after_events=1,
+                                          error_type="modelStreamErrorException"),
+        "unavailable": Fault.error_event(after_events=2),  # overloaded_error's Bedrock twin
+        "crc": Fault.malformed_chunk(after_events=1),
+        "cut": Fault.stream_cut(after_events=2),
+        "incomplete": Fault.missing_terminator(after_events=2),
+    }
+    provider.script(faults[fault])
+    result = receive(regional("AnthropicBedrock", server.url, is_async=is_async), True,
+                     is_async)
+    record = outcome(result)
+    assert [a.failure for a in record.attempts] == [failure, None]
+    assert record.finished and record.usage is not None
+    assert provider.requests[0].path == "/model/claude-sonnet-4-6/invoke-with-response-stream"
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_bedrock_stream_broken_after_output_is_interrupted_with_its_text(
+        is_async: bool, provider: Any, server: Any) -> None:
+    from resilient_llm import StreamInterrupted
+    from resilient_llm.testing import Fault
+
+    provider.set_default(Fault.error_event(after_events=5, error_type="throttlingException"))
+    with pytest.raises(StreamInterrupted) as info:
+        receive(regional("AnthropicBedrock", server.url, is_async=is_async), True, is_async)
+    assert info.value.failure == "rate_limited"
+    assert info.value.partial_text and "Hello from the fault provider.".startswith(
+        info.value.partial_text)
+    assert len(provider.requests) == 1, "output had started: not sent again"
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("name", REGIONAL)
+def test_a_fallback_to_another_region_serves_the_call(name: str, is_async: bool,
+                                                      provider: Any, server: Any) -> None:
+    from resilient_llm.testing import Fault, FaultProvider
+
+    other = OTHER_REGION[name]
+    provider.set_default(Fault.status(503))
+    backup = FaultProvider()
+    with backup.serve() as second:
+        policy = Policy(fallbacks={"claude-sonnet-4-6": [f"claude-sonnet-4-6@{other}"]},
+                        region_endpoints={other: second.url})
+        result = receive(regional(name, server.url, is_async=is_async, policy=policy),
+                         True, is_async)
+        (served,) = backup.requests
+    assert provider.requests and all(r.status == 503 for r in provider.requests)
+    if name == "AnthropicVertex":  # the location in the path is the fallback's region
+        assert f"/locations/{other}/" in served.path
+    record = outcome(result)
+    assert record.attempts[-1].failure is None and record.reason == "overloaded"
+    assert record.served_region == other and record.degraded
+    assert record.served_by == "claude-sonnet-4-6"
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("name", REGIONAL)
+def test_residency_fails_closed_over_loopback(name: str, is_async: bool, provider: Any,
+                                              server: Any) -> None:
+    from resilient_llm import ResidencyViolation
+    from resilient_llm.testing import Fault
+
+    allowed = {"AnthropicBedrock": "eu-west-1", "AnthropicVertex": "europe-west1"}[name]
+    policy = Policy(allowed_regions=frozenset({allowed}))
+    with pytest.raises(ResidencyViolation) as info:
+        receive(regional(name, server.url, is_async=is_async, policy=policy), False, is_async)
+    assert info.value.region in ("us-east-1", "us-east5")
+    assert provider.requests == [], "nothing is sent outside the allowed regions"
+    # an allowed client whose only fallback is outside the set: the fallback is never used
+    provider.set_default(Fault.status(503))
+    region = {"AnthropicBedrock": {"aws_region": allowed},
+              "AnthropicVertex": {"region": allowed}}[name]
+    policy = Policy(allowed_regions=frozenset({allowed}),
+                    fallbacks={"claude-sonnet-4-6": ["claude-sonnet-4-6@us-west-2"]},
+                    region_endpoints={"us-west-2": server.url}, deadline=5)
+    cls = getattr(anthropic_dropin, f"Async{name}" if is_async else name)
+    client = cls(**{**loopback_kwargs(name, server.url), **region}, policy=policy)
+    client._resilient_clock, client._resilient_rng = FakeClock(), FakeRandom(0)
+    with pytest.raises(ResidencyViolation, match="us-west-2"):
+        receive(client, False, is_async)
+    assert all(f"/locations/{allowed}/" in r.path or "/model/" in r.path
+               for r in provider.requests)
+    assert "us-west-2" not in {r.headers.get("host", "") for r in provider.requests}
+
+
+def test_a_same_model_fallback_to_another_region_is_named_in_outcome_and_span(otel: Any) -> None:
+    eu = "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    model = "anthropic.claude-a"
+    policy = Policy(fallbacks={model: [f"{model}@eu-west-1"]}, region_endpoints={"eu-west-1": eu})
+    script = Recorder("AnthropicBedrock", httpx2.Response(
+        429, headers={"x-amzn-errortype": "ThrottlingException", "retry-after": "30"},
+        json={"message": "Too many requests"}))
+    http = httpx2.Client(transport=httpx2.MockTransport(script))
+    client = anthropic_dropin.AnthropicBedrock(http_client=http, policy=policy,
+                                               **AWS_KEYS["AnthropicBedrock"])
+    client._resilient_clock, client._resilient_rng = FakeClock(), FakeRandom(0)
+    with client:
+        message = client.messages.create(model=model, max_tokens=8,
+                                         messages=[{"role": "user", "content": "hi"}])
+    (_, _, _), (url, headers, body) = script.sent
+    assert url == f"{eu}/model/{model}/invoke"
+    assert sigv4_check(url, headers, body) == (True, "eu-west-1")
+    result = outcome(message)
+    assert (result.served_by, result.served_region) == (model, "eu-west-1")
+    assert result.degraded and result.reason == "rate_limited"
+    (span,) = otel.call_spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["resilient_llm.served_region"] == "eu-west-1"
+    assert attributes["resilient_llm.degraded"] is True
+
+
+def test_a_call_served_in_its_own_region_is_not_degraded() -> None:
+    script = Script("AnthropicBedrock", throttle("AnthropicBedrock"))
+    with make("AnthropicBedrock", script) as client:
+        result = outcome(create(client, "AnthropicBedrock"))
+    assert result.served_region == "us-east-1" and not result.degraded
+
+
+class Credentials:
+    """google-auth credentials as the Vertex client uses them: a token that expires, refreshed
+    by ``refresh`` (counted); ``expired`` follows the fake clock."""
+
+    def __init__(self, clock: FakeClock, lifetime: float) -> None:
+        self.clock, self.lifetime = clock, lifetime
+        self.refreshes = 0
+        self.token: str | None = None
+        self.expiry = 0.0
+
+    @property
+    def expired(self) -> bool:
+        return self.clock.now() >= self.expiry
+
+    def refresh(self, request: Any) -> None:
+        self.refreshes += 1
+        self.token = f"token-{self.refreshes}"
+        self.expiry = self.clock.now() + self.lifetime
+
+
+def vertex_with(credentials: Credentials, script: Script, clock: FakeClock, **kwargs: Any) -> Any:
+    http = httpx2.Client(transport=httpx2.MockTransport(script))
+    client = anthropic_dropin.AnthropicVertex(region="us-east5", project_id="p",
+                                              credentials=credentials,
+                                              http_client=http, **kwargs)
+    client._resilient_clock, client._resilient_rng = clock, FakeRandom(0)
+    return client
+
+
+def test_a_vertex_fallback_moves_the_location_and_host_and_is_authorised_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("anthropic.lib.vertex._client.refresh_auth",
+                        lambda credentials: credentials.refresh(None))
+    clock = FakeClock()
+    credentials = Credentials(clock, lifetime=3600)
+    policy = Policy(fallbacks={"claude-x": ["claude-x@europe-west1"]})
+    script = Script("AnthropicVertex", httpx2.Response(503, json={"error": {
+        "code": 503, "status": "UNAVAILABLE", "message": "The service is unavailable."}}))
+    with vertex_with(credentials, script, clock, policy=policy) as client:
+        message = client.messages.create(model="claude-x", max_tokens=8,
+                                         messages=[{"role": "user", "content": "hi"}])
+    first, second = script.requests
+    assert first.url.host == "us-east5-aiplatform.googleapis.com"
+    assert first.url.path == ("/v1/projects/p/locations/us-east5/publishers/anthropic/models/"
+                              "claude-x:rawPredict")
+    assert second.url.host == "europe-west1-aiplatform.googleapis.com"
+    assert second.headers["host"] == "europe-west1-aiplatform.googleapis.com"
+    assert second.url.path == ("/v1/projects/p/locations/europe-west1/publishers/anthropic/"
+                               "models/claude-x:rawPredict")
+    assert second.headers["authorization"] == "Bearer token-1", "authorised for the request"
+    result = outcome(message)
+    assert result.served_region == "europe-west1" and result.degraded
+
+
+def test_a_vertex_region_endpoint_keeps_the_moved_location() -> None:
+    from resilient_llm.transport.shared import relocated
+
+    url = httpx2.URL("https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/"
+                     "us-east5/publishers/anthropic/models/m:rawPredict")
+    moved = relocated(url, "global")
+    assert moved is not None and moved.host == "aiplatform.googleapis.com"
+    assert "/locations/global/" in moved.path
+    eu = relocated(url, "eu")
+    assert eu is not None and eu.host == "aiplatform.eu.rep.googleapis.com"
+    assert relocated(url, "us-east5") is None and relocated(url, None) is None
+    custom = relocated(httpx2.URL("http://127.0.0.1:9/v1/projects/p/locations/us-east5/x"),
+                       "europe-west4")
+    assert custom is not None and custom.host == "127.0.0.1"  # a custom base URL stays
+    assert custom.path == "/v1/projects/p/locations/europe-west4/x"
+    assert relocated(httpx2.URL("https://bedrock-runtime.us-east-1.amazonaws.com/model/m/invoke"),
+                     "eu-west-1") is None
+
+
+# --- credentials asked for per attempt, as the official clients do ------------------------------
+
+
+class TokenProvider:
+    """An Azure AD token provider that counts its calls and hands out a new token each time."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        return f"aad-{self.calls}"
+
+
+class AsyncTokenProvider(TokenProvider):
+    async def __call__(self) -> str:  # type: ignore[override]
+        return super().__call__()
+
+
+def azure_with(provider: TokenProvider, script: Script, *, is_async: bool = False,
+               **kwargs: Any) -> Any:
+    cls = openai_dropin.AsyncAzureOpenAI if is_async else openai_dropin.AzureOpenAI
+    http = (httpx2.AsyncClient if is_async else httpx2.Client)(
+        transport=httpx2.MockTransport(script))
+    client = cls(azure_ad_token_provider=provider, api_version="2024-10-21",
+                 azure_endpoint="https://eastus.example.test", http_client=http, **kwargs)
+    client._resilient_clock, client._resilient_rng = FakeClock(), FakeRandom(0)
+    return client
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_the_azure_token_provider_is_asked_once_per_attempt(is_async: bool) -> None:
+    provider = AsyncTokenProvider() if is_async else TokenProvider()
+    script = Script("AzureOpenAI", throttle("AzureOpenAI"), throttle("AzureOpenAI"))
+    client = azure_with(provider, script, is_async=is_async)
+
+    async def acall() -> Any:
+        async with client:
+            return await create(client, "AzureOpenAI")
+
+    if is_async:
+        result = anyio.run(acall)
+    else:
+        with client:
+            result = create(client, "AzureOpenAI")
+    assert provider.calls == 3, "one token per attempt, as the official client asks"
+    assert [r.headers["authorization"] for r in script.requests] == [
+        "Bearer aad-1", "Bearer aad-2", "Bearer aad-3"]
+    assert len({r.headers["idempotency-key"] for r in script.requests}) == 1
+    assert [a.failure for a in outcome(result).attempts] == ["rate_limited", "rate_limited", None]
+
+
+def test_an_azure_call_that_succeeds_at_once_asks_for_one_token() -> None:
+    provider = TokenProvider()
+    script = Script("AzureOpenAI")
+    with azure_with(provider, script) as client:
+        create(client, "AzureOpenAI")
+        create(client, "AzureOpenAI")
+    assert provider.calls == 2 and len(script.requests) == 2
+
+
+def test_a_fallback_deployment_gets_its_own_token() -> None:
+    provider = TokenProvider()
+    overloaded = httpx2.Response(503, json={"error": {"code": "503", "message": "busy"}})
+    script = Script("AzureOpenAI", overloaded)
+    policy = Policy(fallbacks={"gpt-4.1": ["gpt-4.1-backup"]})
+    with azure_with(provider, script, policy=policy) as client:
+        result = create(client, "AzureOpenAI")
+    first, second = script.requests
+    assert "/deployments/gpt-4.1/" in first.url.path
+    assert "/deployments/gpt-4.1-backup/" in second.url.path
+    assert (first.headers["authorization"], second.headers["authorization"]) == (
+        "Bearer aad-1", "Bearer aad-2")
+    assert outcome(result).served_by == "gpt-4.1-backup"
+
+
+def test_a_vertex_attempt_sent_after_its_token_expired_gets_a_fresh_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("anthropic.lib.vertex._client.refresh_auth",
+                        lambda credentials: credentials.refresh(None))
+    clock = FakeClock()
+    credentials = Credentials(clock, lifetime=1.0)  # expires during the 5 s backoff
+    slow = httpx2.Response(429, headers={"retry-after": "5"}, json={"error": {
+        "code": 429, "status": "RESOURCE_EXHAUSTED", "message": "Quota exceeded."}})
+    script = Script("AnthropicVertex", slow, slow)
+    with vertex_with(credentials, script, clock, policy=Policy(deadline=60)) as client:
+        create(client, "AnthropicVertex")
+    assert credentials.refreshes == 3
+    assert [r.headers["authorization"] for r in script.requests] == [
+        "Bearer token-1", "Bearer token-2", "Bearer token-3"]
+
+
+def test_a_vertex_token_still_valid_is_not_refreshed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("anthropic.lib.vertex._client.refresh_auth",
+                        lambda credentials: credentials.refresh(None))
+    clock = FakeClock()
+    credentials = Credentials(clock, lifetime=3600)
+    script = Script("AnthropicVertex", throttle("AnthropicVertex"), throttle("AnthropicVertex"))
+    with vertex_with(credentials, script, clock) as client:
+        create(client, "AnthropicVertex")
+    assert credentials.refreshes == 1
+    assert {r.headers["authorization"] for r in script.requests} == {"Bearer token-1"}

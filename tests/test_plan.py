@@ -19,11 +19,12 @@ from resilient_llm.engine.plan import (
     Failed,
     Plan,
     Raise,
+    Refused,
     Reply,
     Return,
     Served,
 )
-from resilient_llm.engine.pressure import TargetKey, TargetPressure
+from resilient_llm.engine.pressure import RateLimits, TargetKey, TargetPressure
 from resilient_llm.testing import FakeClock, FakeRandom
 
 SERVER_ERROR = Failure(FailureClass.SERVER_ERROR, True)
@@ -31,9 +32,9 @@ OVERLOADED = Failure(FailureClass.OVERLOADED, True)
 AUTH = Failure(FailureClass.AUTH, False)
 
 
-def _plan(clock: FakeClock, *, model: str | None = "m", **policy: object) -> tuple[Plan, dict[
-        str | None, TargetPressure]]:
-    call = Call(policy=Policy(**policy), target=model, deadline_at=clock.now() + 30.0,
+def _plan(clock: FakeClock, *, model: str | None = "m", deadline: float = 30.0,
+          **policy: object) -> tuple[Plan, dict[str | None, TargetPressure]]:
+    call = Call(policy=Policy(**policy), target=model, deadline_at=clock.now() + deadline,
                 max_attempts=4, clock=clock, rng=FakeRandom(fixed=0.5))
     states: dict[str | None, TargetPressure] = {}
 
@@ -51,9 +52,22 @@ class _Error(Exception):
     pass
 
 
+def _queue(plan: Plan, admit: Admit, clock: FakeClock) -> Admitted | Refused:
+    """The drivers' admission queue on the fake clock: ask, sleep what the plan says (a slot
+    wait is polled every 10 ms, as nothing else runs to wake it; at least 0.1 ms, as a shorter
+    wait at this time would not advance the clock)."""
+    place = plan.enqueue(admit)
+    while True:
+        turn = place.turn()
+        if isinstance(turn, (Admitted, Refused)):
+            return turn
+        clock.sleep(turn if turn is not None else max(1e-4, place.poll(0.01)))
+
+
 def _drive(plan: Plan, answer: Callable[[Send], Served | Failed],
-           clock: FakeClock) -> tuple[object, list[object]]:
-    """A minimal driver: performs every action, returns (result, actions seen)."""
+           clock: FakeClock, *, queue: bool = False) -> tuple[object, list[object]]:
+    """A minimal driver: performs every action, returns (result, actions seen). ``queue``:
+    admission waits run the plan's queue rules on the clock (else they are granted at once)."""
     actions: list[object] = []
     flow = plan.run()
     action = next(flow)
@@ -70,7 +84,7 @@ def _drive(plan: Plan, answer: Callable[[Send], Served | Failed],
             clock.sleep(action.seconds)
         else:
             assert isinstance(action, Admit)
-            reply = Admitted(0.0, None)
+            reply = _queue(plan, action, clock) if queue else Admitted(0.0, None)
         action = flow.send(reply)
 
 
@@ -210,3 +224,59 @@ def test_a_retry_that_cannot_fit_moves_to_the_fallback_instead_of_giving_up() ->
     sends = [a for a in actions if isinstance(a, Send)]
     assert [s.target for s in sends] == ["m", "fb"]
     assert result == "response from fb #2"
+
+
+def test_a_full_primary_holds_a_call_with_a_fallback_no_longer_than_the_fallback_takes() -> None:
+    """Every slot of the primary is taken and nobody frees one: after 50 ms in its queue
+    (the fallback's answer time is not known yet) the call moves on, and only the attempt
+    actually sent is counted."""
+    clock = FakeClock()
+    plan, states = _plan(clock, fallbacks={"m": ["f"]})
+    states["m"].concurrency.limit = 1.0
+    states["m"].inflight = 1
+    began = clock.now()
+    result, actions = _drive(plan, _script(None), clock, queue=True)
+    assert result == "response from f #1"
+    assert clock.now() - began <= 0.05 + 1e-3  # its patience, and one 0.1 ms poll
+    assert [a.target for a in actions if isinstance(a, Send)] == ["f"]
+    assert plan.call.attempts == 1
+    assert plan.router.reason == "saturated"
+    assert states["m"].inflight == 1 and not states["m"]._waiting  # the waiter left the queue
+
+
+def test_an_admission_that_cannot_come_in_time_fails_at_once_and_counts_no_attempt() -> None:
+    """The pacer needs 0.2 s and the call has 0.15 s: without a fallback it fails now, not at
+    the deadline, and its error says that no attempt was sent."""
+    clock = FakeClock()
+    plan, states = _plan(clock, deadline=0.15)
+    states["m"].observe(RateLimits(limit=10, remaining=0, reset=2.0), None, now=clock.now())
+    error, actions = _drive(plan, _script(), clock, queue=True)
+    assert isinstance(error, DeadlineExceeded)
+    assert clock.sleeps == []  # failed at once, not at the deadline
+    assert "after 0 attempts" in str(error) and "pacer needs 0.2 s" in str(error.__cause__)
+    assert not error.attempts
+    assert not any(isinstance(a, Send) for a in actions)
+
+
+def test_an_attempt_admitted_too_late_to_be_made_is_not_counted() -> None:
+    """Admitted once less than the shortest attempt is left: the call ends, and its error
+    counts only the attempt actually sent."""
+    clock = FakeClock()
+    plan, states = _plan(clock, deadline=1.0)
+    flow = plan.run()
+    action = next(flow)
+    assert isinstance(action, Send) and action.target == "m"
+    wait = flow.send(Failed(SERVER_ERROR, "e", _Error("503")))
+    assert isinstance(wait, Wait)
+    clock.sleep(wait.seconds)
+    states["m"].concurrency.limit = 1.0
+    states["m"].inflight = 1
+    action = flow.send(None)
+    assert isinstance(action, Admit)
+    clock.advance(1.0 - wait.seconds - 0.03)  # a queue that overslept: 30 ms are left
+    states["m"].inflight = 0
+    assert states["m"].try_admit(states["m"].enqueue("interactive", 0.0), clock.now()).granted
+    action = flow.send(Admitted(0.0, 0.9))
+    assert isinstance(action, Raise) and isinstance(action.error, DeadlineExceeded)
+    assert "after 1 attempt;" in str(action.error)
+    assert states["m"].inflight == 0  # the slot it was given is free again

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from resilient_llm._policy import Priority
+from resilient_llm.engine.parts import Demand
 from resilient_llm.engine.pressure import (
     BATCH_SHARE,
     ConcurrencyLimit,
@@ -280,10 +282,90 @@ def test_token_limit_paces_large_requests() -> None:
     assert not admission.granted and admission.wait == pytest.approx(4.0, rel=0.01)
 
 
-class _GenericPacer(TargetPressure):
-    """The same state with the fused admission pass switched off (the hooks' general path)."""
+class _IdlePacer:
+    """A pacer that never engages: the state takes its general path over its own buckets
+    (the one a fleet's state takes while Redis is away) instead of the fused admission pass."""
 
-    _local_pacer = False
+    paces_tokens = False
+
+    def sync(self) -> float:
+        return 1.0
+
+    def engaged(self) -> bool:
+        return False
+
+    def admits_at_once(self) -> bool:
+        return True
+
+    def refill(self, demand: Demand, now: float) -> bool:
+        return False
+
+    def wait(self, cost: float, now: float, priority: Priority) -> float | None:
+        raise AssertionError("an idle pacer is never asked for a permit")
+
+    def take(self, cost: float, now: float, priority: Priority) -> None:
+        pass
+
+    def observe(self, requests: RateLimits | None, tokens: RateLimits | None,
+                now: float) -> None:
+        pass
+
+    def throttled(self, now: float) -> None:
+        pass
+
+    def view(self, now: float) -> None:
+        return None
+
+    def backlog(self, queued: int) -> float:
+        return 0.0
+
+
+class _Permits(_IdlePacer):
+    """A pacer whose permits decide admission, with a share the test sets."""
+
+    def __init__(self) -> None:
+        self.share, self.due, self.taken, self.active = 1.0, 0.0, 0, True
+
+    def sync(self) -> float:
+        return self.share
+
+    def engaged(self) -> bool:
+        return self.active
+
+    def wait(self, cost: float, now: float, priority: Priority) -> float | None:
+        return self.due
+
+    def take(self, cost: float, now: float, priority: Priority) -> None:
+        self.taken += 1
+
+
+def test_an_engaged_pacers_permits_decide_admission_over_the_own_buckets() -> None:
+    pacer = _Permits()
+    state = TargetPressure(KEY, now=0.0, pacer=pacer)
+    state.observe(RateLimits(limit=10, remaining=0, reset=60.0), None, 0.0)  # own bucket empty
+    pacer.due = 0.5
+    assert state.admit_now("interactive", 0.0, 0.0) is None
+    assert state.time_until_available(0.0) == 0.5
+    pacer.due = 0.0
+    assert state.admit_now("interactive", 0.0, 0.0) is not None
+    assert pacer.taken == 1 and state.inflight == 1
+    assert state.paces_tokens is False  # neither a token bucket nor a pacer that wants them
+
+
+def test_a_pacers_share_scales_the_own_buckets_and_the_headers_they_learn() -> None:
+    pacer = _Permits()
+    pacer.active = False  # the own buckets pace
+    state = TargetPressure(KEY, now=0.0, pacer=pacer)
+    state.observe(RateLimits(limit=100, remaining=100, reset=60.0), None, 0.0)
+    assert state.requests is not None and state.requests.capacity == 100
+    pacer.share = 0.25  # apart from a fleet of four
+    assert state.admit_now("interactive", 0.0, 0.0) is not None
+    assert state.requests.capacity == 25
+    state.observe(RateLimits(limit=100, remaining=100, reset=60.0), None, 1.0)
+    assert state.requests.capacity == 25  # the headers speak for the whole fleet
+    pacer.share = 1.0  # back together
+    state.admit_now("interactive", 0.0, 2.0)
+    assert state.requests.capacity == 100
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -291,7 +373,7 @@ def test_fused_admission_agrees_with_the_general_pacer_path(seed: int) -> None:
     import random
 
     rng = random.Random(seed)
-    fused, generic = TargetPressure(KEY, now=0.0), _GenericPacer(KEY, now=0.0)
+    fused, generic = TargetPressure(KEY, now=0.0), TargetPressure(KEY, now=0.0, pacer=_IdlePacer())
     now, seen = 0.0, set()
     for step in range(300):
         now += rng.choice((0.0, 0.001, 0.05, 0.3))
@@ -430,3 +512,42 @@ def test_rate_limits_from_raw_headers_pick_the_providers_prefix() -> None:
     assert requests == RateLimits(100, 40, 30.0) and tokens is None
     assert parse_rate_limits("anthropic", raw) == (None, None)
     assert parse_rate_limits("openai", [(b"content-type", b"text/plain")]) == (None, None)
+
+
+# --- lost attempts and silent targets ---------------------------------------------------------
+
+
+def _answered(state: TargetPressure, now: float, latency: float = 0.5) -> None:
+    """One attempt admitted at ``now - latency`` that succeeded at ``now``."""
+    assert state.admit_now("interactive", 0.0, now - latency) is not None
+    state.release(now, priority="interactive", latency=latency, throttled=False,
+                  dropped=False, succeeded=True)
+
+
+def test_an_attempt_hung_far_past_the_normal_latency_no_longer_holds_its_slot() -> None:
+    """Normal answers take 0.5 s (normal latency 1.05 s): one attempt in flight for longer
+    than that says nothing of how busy the target is, so the one slot it holds is free again;
+    a younger one keeps it."""
+    state = TargetPressure(KEY, now=0.0)
+    _answered(state, 1.0)
+    state.concurrency.limit = 1.0
+    assert state.admit_now("interactive", 0.0, 2.0) is not None  # it hangs
+    assert state.admit_now("interactive", 0.0, 2.5) is None  # young: it holds the slot
+    assert state.admit_now("interactive", 0.0, 3.2) is not None  # lost: the slot is free
+    assert state.inflight == 2  # both still count as sent until they end
+    waiter = state.enqueue("interactive", 0.0)
+    assert not state.try_admit(waiter, 3.3).granted
+    assert state.try_admit(waiter, 4.4).granted
+
+
+def test_timeouts_while_the_target_answers_nobody_do_not_cut_the_concurrency_limit() -> None:
+    state = TargetPressure(KEY, now=0.0)
+    _answered(state, 1.0)
+    assert not state.silent(1.5, 1.5)  # it answered 0.5 s ago
+    assert state.silent(1.5, 5.0)  # nothing for 4 s: an outage
+    _answered(state, 6.0)  # it is back
+    assert state.silent(3.0, 6.5)  # an attempt sent during the silence, timing out after it
+    assert not state.silent(6.2, 7.0)  # one sent since: its timeout is the usual signal
+    fresh = TargetPressure(KEY, now=0.0)
+    # Nothing known yet (no normal latency to go by): its timeouts count as usual.
+    assert not fresh.silent(0.0, 100.0)

@@ -163,3 +163,35 @@ def test_quantized_limits_with_misleading_headers_are_met_by_pacing() -> None:
     # Pacing must not collapse the rate (the simulator holds goodput >= 0.9 R over 20 s of
     # virtual time; 8 s of wall time on a shared machine includes the learning).
     assert done >= 0.4 * 50 * 8
+
+
+def test_the_demos_brownout_is_served_in_full_within_the_deadline(
+    provider: FaultProvider, server: FaultServer
+) -> None:
+    """The README's main job, resilient half: 40 calls, 10 at a time, a 3 s deadline, a
+    primary in a brownout (429 bursts with Retry-After 1, 503s, 6 s answers, cut streams, hung
+    requests) and a healthy fallback. A call that queued behind slots held by hung attempts
+    used to wait until 50 ms before its deadline and fail instead of moving to the fallback."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from resilient_llm._demo import FALLBACK, PRIMARY, _resilient_call, brownout
+
+    provider.set_default(Fault.ok(delay=0.05), model=FALLBACK)
+    provider.script(*brownout(7, 240), model=PRIMARY)
+    policy = Policy(deadline=3.0, fallbacks={PRIMARY: [FALLBACK]})
+    with OpenAI(base_url=server.openai_base_url, api_key="sk-test", policy=policy) as client:
+        call = _resilient_call(client)
+
+        def timed(index: int) -> tuple[float, BaseException | None]:
+            started = time.monotonic()
+            try:
+                call(index)
+            except Exception as exc:  # every failure is reported below
+                return time.monotonic() - started, exc
+            return time.monotonic() - started, None
+
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            results = list(pool.map(timed, range(40)))
+    failures = [repr(error) for _, error in results if error is not None]
+    assert failures == []
+    assert max(seconds for seconds, _ in results) <= 3.0 + 0.3

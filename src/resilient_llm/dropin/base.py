@@ -39,8 +39,10 @@ from ..engine.call import Call, end_call, start_call
 from ..engine.classify import FailureClass
 from ..events.outcome import register
 from ..transport import AsyncResilientTransport, ForeignTransportError, ResilientTransport
-from ..transport.shared import SIGNER, LimitTimeout, StreamFailedEarly
+from ..transport.legacy import legacy_client_kind, wrap_legacy_client
+from ..transport.shared import LimitTimeout, StreamFailedEarly
 from .bodies import field_of, observe_cache, prepare_body
+from .signing import Resign, note_options
 
 __all__ = [
     "CallScope",
@@ -93,7 +95,8 @@ def wrap_http_client(
 
     retryable = _foreign_retryable(provider)
     mounts: dict[Any, Any] = dict(client._mounts)
-    is_async = isinstance(client, httpx2.AsyncClient)
+    legacy = legacy_client_kind(client)  # an httpx.Client, which openai accepts too
+    is_async = isinstance(client, httpx2.AsyncClient) or legacy == "async"
     ours_type: type = AsyncResilientTransport if is_async else ResilientTransport
     if any(isinstance(t, ours_type) for t in mounts.values()):
         return
@@ -103,6 +106,9 @@ def wrap_http_client(
         return ours_type(tapped, policy=policy, provider=provider, clock=clock, rng=rng,
                          retry_exceptions=retryable)
 
+    if legacy is not None:
+        wrap_legacy_client(client, wrap, is_async=is_async)
+        return
     default = wrap(client._transport)
     wrapped = {pattern: default if t is None else wrap(t) for pattern, t in mounts.items()}
     wrapped[URLPattern(_ALL)] = default
@@ -556,48 +562,22 @@ class DropIn:
         return scope.finish(result, usage)
 
 
-class Resign:
-    """The SDK's signing step for a request it already signed once: the headers that step set
-    (``Authorization``, ``X-Amz-Date``, ``X-Amz-Security-Token``, ...) are removed first, so the
-    step signs afresh (openai's Bedrock provider refuses a request that carries one already).
-
-    For a target in another cloud region than the client's (``model@eu-west-1``), the step of a
-    copy of the client made for that region signs it, so the signature's scope names the
-    region the request goes to.
-    """
-
-    __slots__ = ("_client", "_signed")
-
-    def __init__(self, client: DropIn, before: dict[str, str], request: httpx2.Request) -> None:
-        self._client = client
-        self._signed = [name for name, value in request.headers.items()
-                        if before.get(name) != value]
-
-    @classmethod
-    def attach(cls, client: DropIn, before: dict[str, str], request: httpx2.Request) -> None:
-        """Mark ``request`` for signing again when the SDK's step signed it (set headers)."""
-        if client._resilient_policy.enabled:
-            resign = cls(client, before, request)
-            if resign._signed:
-                request.extensions[SIGNER] = resign
-
-    def __call__(self, request: httpx2.Request, region: str | None = None) -> Any:
-        for name in self._signed:
-            request.headers.pop(name, None)
-        client = self._client.regional(region)
-        official = super(DropIn, client)  # the official class's step, not this override
-        return official._prepare_request(request)  # type: ignore[attr-defined]
-
-
 class SyncDropIn(DropIn):
     """``request()`` of the sync drop-ins: the logical call around the SDK's one attempt."""
+
+    def _prepare_options(self, options: Any) -> Any:
+        # The SDK's per-call credentials (Azure's token provider): noted, to be asked again
+        # for each attempt after the first (see Resign).
+        prepared = super()._prepare_options(options)  # type: ignore[misc]
+        note_options(options, prepared)
+        return prepared
 
     def _prepare_request(self, request: httpx2.Request) -> None:
         # The SDK's per-attempt step (signing, token refresh): run again by the transport for
         # each attempt it sends after the first and each target it rewrites the request for.
         before = dict(request.headers)
         super()._prepare_request(request)  # type: ignore[misc]
-        Resign.attach(self, before, request)
+        Resign.attach(self, DropIn, before, request)
 
     def request(self, cast_to: Any, options: Any, *, stream: bool = False,
                 stream_cls: Any = None) -> Any:
@@ -625,10 +605,15 @@ class SyncDropIn(DropIn):
 class AsyncDropIn(DropIn):
     """``request()`` of the async drop-ins."""
 
+    async def _prepare_options(self, options: Any) -> Any:
+        prepared = await super()._prepare_options(options)  # type: ignore[misc]
+        note_options(options, prepared)
+        return prepared
+
     async def _prepare_request(self, request: httpx2.Request) -> None:
         before = dict(request.headers)
         await super()._prepare_request(request)  # type: ignore[misc]
-        Resign.attach(self, before, request)
+        Resign.attach(self, DropIn, before, request)
 
     async def request(self, cast_to: Any, options: Any, *, stream: bool = False,
                       stream_cls: Any = None) -> Any:

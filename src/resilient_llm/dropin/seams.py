@@ -31,6 +31,11 @@ SEAMS: tuple[Seam, ...] = (
          "the default transport that becomes the wrapped catch-all mount"),
     Seam("httpx2._utils", "URLPattern", "dropin.base.wrap_http_client",
          "the key type of ``_mounts`` (the catch-all ``all://`` pattern)"),
+    Seam("httpx.Client", "_transport", "transport.legacy.wrap_legacy_client",
+         "a legacy httpx client (openai accepts one as http_client): its default transport "
+         "gets the resilient transport under it, through an httpx2 adapter"),
+    Seam("httpx.Client", "_mounts", "transport.legacy.wrap_legacy_client",
+         "as ``_transport``, for the legacy client's proxy and custom mounts"),
     Seam("openai.OpenAI", "_client", "dropin.base",
          "the httpx2 client whose transport is wrapped"),
     Seam("anthropic.Anthropic", "_client", "dropin.base",
@@ -48,6 +53,11 @@ SEAMS: tuple[Seam, ...] = (
     Seam("anthropic.AnthropicBedrock", "_prepare_request", "dropin.base.SyncDropIn",
          "as for openai: Bedrock, AWS and Mantle sign with SigV4 there, Vertex and Google "
          "Cloud refresh their token"),
+    Seam("openai.AzureOpenAI", "_prepare_options", "dropin.signing.Resign",
+         "the SDK's per-attempt credential step (Azure's ``azure_ad_token_provider``), run "
+         "again for each attempt the transport sends: a token provider is asked per attempt"),
+    Seam("anthropic.AnthropicVertex", "_prepare_options", "dropin.signing.Resign",
+         "as for openai (the anthropic clouds add no credential there today)"),
     Seam("openai.Stream", "_iterator", "dropin.base.close_when_dropped",
          "a stream dropped mid-way closes its connection at once instead of at the next GC"),
     Seam("openai.lib.streaming.chat.ChatCompletionStream", "_raw_stream",

@@ -58,7 +58,12 @@ class BreakerSnapshot:
 
 
 class Breaker:
-    """One target's circuit; every method takes ``now`` and does no I/O."""
+    """One target's circuit; every method takes ``now`` and does no I/O.
+
+    It satisfies ``engine.parts.CircuitBreaker``. A breaker shared by a fleet
+    (``fleet.FleetBreaker``) keeps one of these as its local state and moves it with the
+    methods under "coordination" below, as the fleet's view arrives.
+    """
 
     #: Callers without a fallback probe a target that looks down, one a second.
     alone_probes = True
@@ -70,7 +75,9 @@ class Breaker:
         min_calls: int = 5,
         failure_ratio: float = 0.5,
         break_for: float = 5.0,
+        alone_probes: bool = True,
     ) -> None:
+        self.alone_probes = alone_probes
         self.window = window
         self.min_calls = min_calls
         self.failure_ratio = failure_ratio
@@ -178,3 +185,50 @@ class Breaker:
                 calls=len(self._events),
                 open_until=self._open_until if state == "open" else None,
             )
+
+    # coordination: a fleet's view of the circuit, applied to the local state
+
+    @property
+    def probe_out(self) -> bool:
+        """Is the half-open probe right taken?"""
+        return self._probe_out
+
+    def claim_probe(self) -> None:
+        """Take the half-open probe right, whoever held it (a fleet's probe hold expired)."""
+        with self._lock:
+            self._probe_out = True
+
+    def hold_open(self, now: float, seconds: float) -> bool:
+        """The fleet's circuit is open for ``seconds``: be open at least that long (a change
+        when it was not open). ``False`` when it already was, for longer."""
+        until = now + seconds
+        with self._lock:
+            if self._state == "open" and until <= self._open_until:
+                return False
+            if self._state != "open":
+                self.transitions += 1
+            self._state = "open"
+            self._open_until = until
+            self._probe_out = False
+            return True
+
+    def stay_open(self, now: float, seconds: float) -> None:
+        """Someone else holds the fleet's probe, or a new break began: stay open ``seconds``
+        (not a change seen here)."""
+        with self._lock:
+            self._state = "open"
+            self._open_until = now + seconds
+            self._probe_out = False
+
+    def close(self) -> None:
+        """The fleet's probe succeeded: closed, with an empty window."""
+        with self._lock:
+            self._state = "closed"
+            self._events.clear()
+            self._probe_out = False
+            self.transitions += 1
+
+    def open_left(self, now: float) -> float:
+        """Seconds the circuit stays open (0 unless it is open)."""
+        with self._lock:
+            return max(0.0, self._open_until - now) if self._state == "open" else 0.0

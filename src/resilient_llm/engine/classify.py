@@ -52,11 +52,14 @@ __all__ = [
     "classify_body_read_error",
     "classify_error",
     "classify_error_body",
+    "classify_event_stream_exception",
     "classify_exception",
     "classify_response",
     "classify_status",
     "classify_stream_error",
     "deadline_failure",
+    "event_stream_corrupt",
+    "event_stream_cut",
     "first_token_timeout",
     "parse_retry_after",
     "stream_ended_early",
@@ -482,3 +485,29 @@ def classify_stream_error(exc: BaseException) -> Failure:
 def stream_interruption(kind: FailureClass) -> Failure:
     """A stream that broke after output had started: never retried as it is."""
     return Failure(kind=kind, retryable=False)
+
+
+# --- Amazon's binary event stream (Bedrock ``invoke-with-response-stream``) --------------------
+
+
+def classify_event_stream_exception(name: str | None, message: str | None) -> Failure:
+    """An ``exception`` (or ``error``) frame inside a 200 event stream, classified as its HTTP
+    twin with that ``x-amzn-errortype`` would be: ``throttlingException`` is a rate limit,
+    ``serviceUnavailableException`` overload, ``modelStreamErrorException`` and
+    ``internalServerException`` server errors, ``validationException`` an invalid request
+    (or a context-length error when the message says the input is too long). ``status`` stays
+    ``None``: nothing but 200 was on the wire. Unknown names count as a server error."""
+    exception = (name or "").strip()
+    exception = exception[:1].upper() + exception[1:]
+    headers = {"x-amzn-errortype": exception} if exception else {}
+    return classify_error_body(None, {"message": message or ""}, headers)
+
+
+def event_stream_corrupt(reason: str) -> Failure:
+    """An event-stream frame that cannot be read (a CRC mismatch, impossible lengths)."""
+    return Failure(FailureClass.STREAM_MALFORMED, True, message=f"event-stream frame: {reason}")
+
+
+def event_stream_cut() -> Failure:
+    """An event-stream body that ended inside a frame."""
+    return Failure(FailureClass.STREAM_CUT, True, message="the stream ended inside a frame")

@@ -11,6 +11,7 @@ None of them locks, sleeps or reads a clock; ``engine.pressure`` composes them p
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "RateLimits",
     "RetryBudget",
     "TokenBucket",
+    "estimate_tokens",
 ]
 
 #: The lowest send rate any controller sets (requests per second).
@@ -42,6 +44,10 @@ class RateLimits:
     limit: float
     remaining: float
     reset: float  # seconds until the bucket is full again
+
+    def scaled(self, share: float) -> RateLimits:
+        """The part of these limits that ``share`` of a fleet may use."""
+        return RateLimits(self.limit * share, self.remaining * share, self.reset)
 
 
 @dataclass(slots=True)
@@ -69,6 +75,12 @@ class TokenBucket:
     def take(self, cost: float, now: float) -> None:
         self.refill(now)
         self.level -= min(cost, self.capacity)
+
+    def scale(self, factor: float) -> None:
+        """Stand for ``factor`` times the limits it stood for (a fleet's share changed)."""
+        self.rate = max(self.rate * factor, MIN_RATE)
+        self.capacity = max(self.capacity * factor, 1.0)
+        self.level = min(max(self.level, 0.0), self.capacity)
 
     def observe(self, limits: RateLimits, now: float, *, floor: float = 0.0) -> None:
         """Re-seed from headers: the provider's view of the bucket wins, in both directions.
@@ -317,3 +329,20 @@ class RetryBudget:
         those still complete half the calls). Spent on a target where nothing succeeds."""
         return (self.tokens > self.max_tokens / 2 or self.success_rate >= PRODUCTIVE
                 or (not self.succeeded_once and self.seen < self.WARMUP))
+
+
+def estimate_tokens(body: bytes) -> float:
+    """Tokens a request will count against a token limit: prompt size plus ``max_tokens``.
+
+    Four bytes of JSON per token is the providers' own rule of thumb for English; the output
+    allowance is counted up front, as OpenAI's limiter does.
+    """
+    prompt = len(body) / 4.0
+    allowance = 0
+    if b"max_" in body:
+        for match in _ALLOWANCE.finditer(body):
+            allowance = max(allowance, int(match.group(1)))
+    return prompt + allowance
+
+
+_ALLOWANCE = re.compile(rb'"max_(?:completion_|output_)?tokens"\s*:\s*(\d{1,9})')

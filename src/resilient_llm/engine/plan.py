@@ -21,7 +21,7 @@ Driving a plan
             raise action.error               # the error that ends the request
         try:
             if isinstance(action, Admit):    # queue for the target's pacer and limit
-                reply = queue(action)        # -> Admitted (plan.queue_wait bounds each wait)
+                reply = queue(action)        # -> Admitted, or Refused (plan.queue_wait says)
             elif isinstance(action, Wait):   # back off before the next attempt
                 sleep(action.seconds)
                 reply = None
@@ -57,11 +57,13 @@ from .routing import FALLBACK_PATIENCE, Router, Target
 
 __all__ = [
     "Action",
+    "AdmissionQueue",
     "Admit",
     "Admitted",
     "Failed",
     "Plan",
     "Raise",
+    "Refused",
     "Reply",
     "Return",
     "Served",
@@ -123,6 +125,14 @@ class Admitted:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """The queue stopped waiting: admission cannot come in time for this call (``reason``:
+    ``paced`` when the pacer, ``saturated`` when the concurrency limit holds it)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Served:
     """The attempt produced the response to hand back (a stream: its first output arrived)."""
 
@@ -140,9 +150,9 @@ class Failed:
     error: BaseException
 
 
-Reply = Admitted | Served | Failed | None
+Reply = Admitted | Refused | Served | Failed | None
 
-for _message in (Admit, Return, Raise, Admitted, Served, Failed):
+for _message in (Admit, Return, Raise, Admitted, Refused, Served, Failed):
     fast_frozen_init(_message)  # built on every call: see ``_fastinit``
 
 
@@ -176,8 +186,9 @@ class Plan:
     the first target is outside the allowed regions.
     """
 
-    __slots__ = ("_cost", "_cost_of", "_last", "_states", "_states_of", "call", "replayable",
-                 "requested", "requested_model", "router", "state", "target")
+    __slots__ = ("_cost", "_cost_of", "_last", "_queued_at", "_sent_at", "_states", "_states_of",
+                 "call", "replayable", "requested", "requested_model", "router", "state",
+                 "target")
 
     def __init__(
         self,
@@ -198,9 +209,13 @@ class Plan:
         self.requested_model = call.target
         #: The target and pressure state of the attempt being planned or made.
         self.target: Target = self.router.current
+        call.record.requested_region = self.target.region
         self._states: dict[str | None, TargetPressure] = {}
         self.state = self._state_for(call.target)
         self._last: Failed | None = None
+        self._queued_at = 0.0
+        #: When the attempt being made was admitted (its failure's release reads it).
+        self._sent_at = 0.0
 
     @property
     def cost(self) -> float:
@@ -225,14 +240,9 @@ class Plan:
         its first output, whose slot was freed at that output): decide on that failure as on
         an attempt's, then go on (stream recovery)."""
         call = self.call
-        if after is not None:
-            step = self._handle(self.state, after, held=False)
-            if not isinstance(step, Wait):
-                yield step
-                return
-            if step.seconds > 0:
-                yield step
-                call.waited(step.seconds)
+        if after is not None and not (yield from self._follow(
+                self._handle(self.state, after, held=False))):
+            return
         while True:
             action = self._next()
             if not isinstance(action, Send):
@@ -241,37 +251,55 @@ class Plan:
             state = self.state
             try:
                 if not self._admit_now(state):
+                    self._queued_at = call.clock.now()
                     admitted = yield Admit(state, self.cost)
-                    assert isinstance(admitted, Admitted)
-                    call.record.pressure = admitted.pressure
-                    if admitted.waited is not None:
-                        call.waited(admitted.waited, "admission")
-                        # Planned before the queue: its timeouts must still fit what is left.
-                        again = call.reclip(action, self.requested,
-                                            share=self.router.attempt_share())
-                        if isinstance(again, GiveUp):
-                            state.withdraw(call.policy.priority)
-                            state.breaker.cancel_probe()
-                            yield Raise(call.deadline_error())
-                            return
-                        action = again
+                    assert isinstance(admitted, (Admitted, Refused))
+                    if isinstance(admitted, Admitted):
+                        call.record.pressure = admitted.pressure
+                        if admitted.waited is not None:
+                            call.waited(admitted.waited, "admission")
+                            # Planned before the queue: its timeouts must still fit what is
+                            # left.
+                            again = call.reclip(action, self.requested,
+                                               share=self.router.attempt_share())
+                            if isinstance(again, Send):
+                                action = again
+                            else:
+                                state.withdraw(call.policy.priority)
+                                admitted = Refused("too_slow_for_deadline")
+                    if isinstance(admitted, Refused):
+                        # The attempt will not be made here: the next target may still serve.
+                        state.breaker.cancel_probe()
+                        call.withdraw(action)
+                        if self.router.move(admitted.reason):
+                            call.emit("fell_back", target=self.router.current.model,
+                                      detail=admitted.reason)
+                            continue
+                        yield Raise(call.deadline_error())
+                        return
             except BaseException:
                 state.breaker.cancel_probe()  # the planned attempt will not be made
                 raise
+            self._sent_at = call.clock.now()
             try:
                 result = yield action
             except BaseException:
-                self.release(state, 0.0, unknown_failure())
+                self.release(state, self._sent_at, unknown_failure())
                 state.breaker.cancel_probe()
                 raise
             assert isinstance(result, (Served, Failed))
-            step = self._handle(state, result, action)
-            if not isinstance(step, Wait):
-                yield step
+            if not (yield from self._follow(self._handle(state, result, action))):
                 return
-            if step.seconds > 0:
-                yield step
-                call.waited(step.seconds)
+
+    def _follow(self, step: Wait | Return | Raise) -> Generator[Action, Reply, bool]:
+        """Yield what the decision after an attempt asks for; ``False`` when the call ends."""
+        if not isinstance(step, Wait):
+            yield step
+            return False
+        if step.seconds > 0:
+            yield step
+            self.call.waited(step.seconds)
+        return True
 
     def _next(self) -> Send | Return | Raise:
         """Pick a target (skipping the ones that cannot serve now) and plan its attempt."""
@@ -304,6 +332,8 @@ class Plan:
                 return Raise(self._unservable(reason, state))
             call.emit("fell_back", target=router.current.model, detail=reason)
         self.target, self.state = target, state
+        # A target may differ only by region (``model@eu-west-1``): the record says which.
+        call.record.attempt_region = target.region
         action = call.next_attempt(self.requested, share=router.attempt_share())
         if isinstance(action, GiveUp):
             state.breaker.cancel_probe()
@@ -323,40 +353,50 @@ class Plan:
         call.record.pressure = pressure
         return True
 
-    def queue_wait(self, admission: Admission) -> float | None:
+    def enqueue(self, admit: Admit) -> AdmissionQueue:
+        """Join ``admit``'s queue: the drivers ask the returned place for their turn."""
+        return AdmissionQueue(self, admit)
+
+    def queue_wait(self, admission: Admission) -> float | Refused | None:
         """While queued and not admitted: the seconds to sleep before asking again (``None``:
-        until woken by a release), or the error when admission cannot come before the deadline
-        (raised: fail now, not at the deadline)."""
+        until woken by a release), or :class:`Refused` when admission cannot come in time for
+        this call (the driver stops waiting and replies with it: fail or move on now, not at
+        the deadline)."""
         call = self.call
-        left = call.remaining()
         wait = admission.wait
         give_up_in = self.queue_give_up_in()
-        if left is not None and give_up_in is not None and (
-                give_up_in <= 0 or (wait is not None and wait > left)):
-            why = (f"the pacer needs {wait:.3g} s" if wait is not None and wait > left
+        paced = wait is not None and give_up_in is not None and wait > give_up_in
+        if paced or (give_up_in is not None and give_up_in <= 0):
+            why = (f"the pacer needs {wait:.3g} s" if paced and wait is not None
                    else "no slot freed in time")
-            if call.last_error is None:
+            if call.last_error is None and not self.router.has_fallback:
                 call.note_error(TimeoutError(
                     f"admission to {self.state.key.model or 'the target'} failed: {why}"))
-            raise call.deadline_error()
-        if wait is None:
-            return None
+            return Refused("paced" if paced else "saturated")
         return wait
 
     def queue_give_up_in(self) -> float | None:
-        """Seconds until a call queued for admission stops waiting (``None``: no deadline).
+        """Seconds until a call queued for admission stops waiting (``None``: never).
 
         A slot given to a call that cannot finish in its time left is lost to the calls
         queued behind it: under contention, a call stops waiting once what is left is shorter
-        than an answer of the target may normally take.
+        than an answer of the target may normally take. With a fallback ready, a call waits on
+        this target no longer than the fallback would take to answer, and never into the time
+        the fallback needs.
         """
         left = self.call.remaining()
+        if not self.router.has_fallback:
+            if left is None:
+                return None
+            return left - max(MIN_ATTEMPT, self.state.normal_latency() or 0.0)
+        fallback = self._state_for(self.router.chain[self.router.index + 1].model
+                                   or self.call.target)
+        answer = fallback.normal_latency()
+        waited = self.call.clock.now() - self._queued_at
+        patience = max(FALLBACK_PATIENCE, answer or 0.0) - waited
         if left is None:
-            return None
-        if self.router.has_fallback:
-            # what is left goes to the fallback's attempt, not to an answer from this target
-            return left - MIN_ATTEMPT
-        return left - max(MIN_ATTEMPT, self.state.normal_latency() or 0.0)
+            return patience
+        return min(patience, left - max(MIN_ATTEMPT, answer or 0.0))
 
     def _handle(self, state: TargetPressure, result: Served | Failed, send: Send | None = None,
                 *, held: bool = True) -> Wait | Return | Raise:
@@ -378,7 +418,7 @@ class Plan:
             state.withdraw(call.policy.priority)
         else:
             if held:
-                self.release(state, 0.0, failure)
+                self.release(state, self._sent_at, failure)
             state.breaker.record(now, failure, call.rng)
         self._breaker_moved(state, seen, now)
         router.failed_here(result.error)
@@ -476,9 +516,11 @@ class Plan:
             now,
             priority=call.policy.priority,
             latency=None if failure is not None else now - started,
-            # Only a 429 says "send slower"; overload and timeouts say "fewer at once".
+            # Only a 429 says "send slower"; overload and timeouts say "fewer at once" (unless
+            # nothing has succeeded for a while: a target that answers nobody is down).
             throttled=failure is not None and failure.kind is FailureClass.RATE_LIMITED,
-            dropped=failure is not None and _says_fewer_at_once(failure),
+            dropped=failure is not None and _says_fewer_at_once(failure) and not (
+                failure.kind in _TIMEOUTS and state.silent(started, now)),
             # 429s are answered by pacing and Retry-After, not by spending the retry budget,
             # whose job is to stop retries multiplying load on a failing target.
             succeeded=failure is None or not failure.retryable
@@ -555,3 +597,42 @@ class Plan:
         )
         error.__cause__ = router.causes.get(str(router.current))
         return error
+
+
+class AdmissionQueue:
+    """One request's place in a target's admission queue, without I/O: the drivers and the
+    simulator ask :meth:`turn`, then sleep or wait to be woken as it says, and call
+    :meth:`leave` if they stop for any other reason (an exception, a cancellation)."""
+
+    __slots__ = ("_began", "_plan", "_queued", "state", "waiter")
+
+    def __init__(self, plan: Plan, admit: Admit) -> None:
+        self._plan = plan
+        self.state = admit.state
+        self._began = plan.call.clock.now()
+        self._queued = False
+        self.waiter = admit.state.enqueue(plan.call.policy.priority, admit.cost)
+
+    def turn(self) -> Admitted | Refused | float | None:
+        """Admitted or :class:`Refused`: the wait is over (a refused request has left the
+        queue). A number: sleep that long, then ask again. ``None``: wait until woken by a
+        release, at most :meth:`poll` seconds."""
+        now = self._plan.call.clock.now()
+        admission = self.state.try_admit(self.waiter, now)
+        if admission.granted:
+            return Admitted(admission.pressure, now - self._began if self._queued else None)
+        self._queued = True
+        wait = self._plan.queue_wait(admission)
+        if isinstance(wait, Refused):
+            self.leave()
+        return wait
+
+    def poll(self, longest: float) -> float:
+        """How long to wait for a wake-up before asking again: ``longest`` (other threads'
+        releases are noticed that late), or less when the request stops waiting sooner."""
+        give_up_in = self._plan.queue_give_up_in()
+        return longest if give_up_in is None else max(0.0, min(longest, give_up_in))
+
+    def leave(self) -> None:
+        """Stop waiting (idempotent)."""
+        self.state.cancel(self.waiter)

@@ -32,25 +32,22 @@ Every method takes ``now`` (an injected monotonic time) and does no I/O; a per-t
 makes it safe for threads and tasks alike (no lock is held across a wait).
 
 With ``RESILIENT_LLM_REDIS_URL`` set, :meth:`PressureRegistry.get` builds the target's state
-with the factory the drivers pass (``resilient_llm.fleet.fleet_pressure``): the same
-interface, whose pacer and breaker consult state shared by the fleet through Redis
-(docs/fleet.md). This module never imports the fleet.
+with the factory the drivers pass (``resilient_llm.fleet.fleet_pressure``): the same state,
+composed with a pacer and a breaker that consult state shared by the fleet through Redis
+(the protocols of ``engine.parts``; docs/fleet.md). This module never imports the fleet.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
-import re
 import threading
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from cachetools import LRUCache
 
-from .._fastinit import fast_frozen_init
 from .._policy import Priority
 from .breaker import Breaker
 from .controllers import (
@@ -60,7 +57,10 @@ from .controllers import (
     RateLimits,
     RetryBudget,
     TokenBucket,
+    estimate_tokens,
 )
+from .parts import CircuitBreaker, Demand, Pacer, SharedView
+from .target import Admission, PressureSnapshot, TargetKey
 
 __all__ = [
     "BATCH_SHARE",
@@ -76,6 +76,7 @@ __all__ = [
     "TargetKey",
     "TargetPressure",
     "TokenBucket",
+    "estimate_tokens",
     "pressure_snapshot",
     "registry",
 ]
@@ -89,80 +90,10 @@ _LATENCY_FLOOR = 0.05
 #: While a 429 is remembered, the burst a header-learned bucket allows: this many seconds of
 #: the allowed rate (providers may enforce a per-minute limit over windows this short).
 BURST_SECONDS = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class TargetKey:
-    """What a provider throttles on: the endpoint, the credential (hashed), the model."""
-
-    endpoint: str
-    credential: str
-    model: str | None
-
-    @classmethod
-    def of(cls, endpoint: str, credential: str | None, model: str | None) -> TargetKey:
-        digest = hashlib.sha256((credential or "").encode()).hexdigest()[:12]
-        return cls(endpoint, digest, model)
-
-    def __str__(self) -> str:
-        return f"{self.endpoint}|{self.credential}|{self.model or '-'}"
-
-
-# --- per-target state -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """The answer to "may this attempt start now?"; ``wait`` is ``None`` when unknown."""
-
-    granted: bool
-    wait: float | None = None
-    pressure: float = 0.0
-
-
-fast_frozen_init(Admission)
-
-
-class SharedView(Protocol):
-    """What a target shared by a fleet adds to its snapshot (``fleet.FleetSnapshot``)."""
-
-    @property
-    def mode(self) -> str:
-        """``fleet`` while coordinated, ``local`` while the coordination backend is away."""
-        ...
-
-    @property
-    def rate(self) -> float | None:
-        """The fleet's paced request rate, calls/s (``None``: not learned yet)."""
-        ...
-
-    @property
-    def active_workers(self) -> int:
-        """Workers sharing the target."""
-        ...
-
-    @property
-    def leased(self) -> int:
-        """Permits this worker holds."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class PressureSnapshot:
-    """A read-only view of one target's state, for dashboards and ``pressure_snapshot()``."""
-
-    target: str
-    pressure: float
-    concurrency_limit: float
-    inflight: int
-    waiting: int
-    request_rate: float | None
-    token_rate: float | None
-    retry_tokens: float
-    throttles: int
-    latency_baseline: float | None
-    #: The fleet view (mode, shared rate, lease, counters) when ``RESILIENT_LLM_REDIS_URL`` is set.
-    fleet: SharedView | None = None
+#: An attempt in flight longer than this many times the target's normal latency (and at
+#: least ``_STALE_MIN`` seconds) no longer holds a concurrency slot.
+_STALE_FACTOR = 1.0
+_STALE_MIN = 1.0
 
 
 class _Waiter:
@@ -194,8 +125,13 @@ _seq = itertools.count()
 class TargetPressure:
     """Everything resilient-llm estimates about one target; see the module docstring."""
 
-    def __init__(self, key: TargetKey, now: float) -> None:
+    def __init__(self, key: TargetKey, now: float, *, pacer: Pacer | None = None,
+                 breaker: CircuitBreaker | None = None) -> None:
         self.key = key
+        #: Permits from elsewhere (a fleet's leases); ``None``: the own buckets pace alone.
+        self.pacer = pacer
+        #: The share of the provider's limits the own buckets stand for (``Pacer.sync``).
+        self._share = 1.0
         self._lock = threading.Lock()
         self.requests: TokenBucket | None = None
         self.tokens: TokenBucket | None = None
@@ -205,6 +141,12 @@ class TargetPressure:
         self.budget = RetryBudget()
         self.inflight = 0
         self.inflight_batch = 0
+        #: Admission times of the attempts in flight, oldest first (released first in, first
+        #: out: an approximation that only ever counts fewer of them as stale).
+        self._admitted_at: deque[float] = deque()
+        self._last_success = -math.inf
+        #: The last stretch in which nothing succeeded for longer than ``_stale_after``.
+        self._silence: tuple[float, float] | None = None
         self._waiting: list[_Waiter] = []
         self._last_throttle: float | None = None
         self.throttles = 0
@@ -212,7 +154,7 @@ class TargetPressure:
         self._baseline: float | None = None
         self._recent: float | None = None
         self._last_reserve_retry = -math.inf
-        self.breaker = Breaker()
+        self.breaker: CircuitBreaker = Breaker() if breaker is None else breaker
         #: The requests bucket was made by CUBIC (no headers): it goes when the throttle does.
         self._cubic_bucket = False
         #: The fill rate the rate-limit headers describe (``UNPACED`` until learnt).
@@ -242,17 +184,26 @@ class TargetPressure:
 
         The common, uncontended case: no waiter object, no queue, one short critical section.
         """
+        pacer = self.pacer
+        if pacer is not None:
+            self._follow_share(pacer)
+            if not pacer.admits_at_once():
+                return None
         with self._lock:
             if self._waiting:
                 return None
             limit = self.concurrency.limit
-            if priority == "interactive":
-                if self.inflight >= max(1.0, limit):
+            if self.inflight >= limit:  # (unlimited: never) are some slots held by lost ones?
+                holding = self._holding(now)
+                if priority == "interactive":
+                    if holding >= max(1.0, limit):
+                        return None
+                elif holding >= limit or self.inflight_batch >= max(1.0, limit * BATCH_SHARE):
                     return None
-            elif self.inflight >= limit or self.inflight_batch >= max(1.0, limit * BATCH_SHARE):
+            elif priority == "batch" and self.inflight_batch >= max(1.0, limit * BATCH_SHARE):
                 return None
             pacing: float | None = None
-            if self._local_pacer and self.cubic_rate is None:
+            if pacer is None and self.cubic_rate is None:
                 pacing = self._admit_local(cost, now)
                 if pacing is None:
                     return None
@@ -263,6 +214,7 @@ class TargetPressure:
                 self._take(cost, now, priority)
             self.touched = now
             self.inflight += 1
+            self._admitted_at.append(now)
             if priority == "batch":
                 self.inflight_batch += 1
             self.cubic.record_send(now)
@@ -294,6 +246,14 @@ class TargetPressure:
 
     def try_admit(self, waiter: _Waiter, now: float) -> Admission:
         """Admit ``waiter`` if it is first in line and capacity allows; else say how long."""
+        pacer = self.pacer
+        if pacer is not None:
+            self._follow_share(pacer)
+            demand = self._demand(waiter)
+            if demand is not None and pacer.refill(demand, now):
+                with self._lock:
+                    self._wake_head()
+            self._follow_share(pacer)
         with self._lock:
             self.touched = now
             pressure = self._pressure(now)
@@ -301,9 +261,10 @@ class TargetPressure:
                 return Admission(False, None, pressure)
             limit = self.concurrency.limit
             cap = limit if waiter.priority == "interactive" else max(1.0, limit * BATCH_SHARE)
-            in_use = self.inflight if waiter.priority == "interactive" else self.inflight_batch
-            if self.inflight >= max(1.0, limit) or in_use >= cap:
-                if waiter.priority == "batch" and self.inflight < limit:
+            holding = self._holding(now) if self.inflight >= limit else self.inflight
+            in_use = holding if waiter.priority == "interactive" else self.inflight_batch
+            if holding >= max(1.0, limit) or in_use >= cap:
+                if waiter.priority == "batch" and holding < limit:
                     # Let the next interactive waiter, if any, use the free slot.
                     self._wake_next_interactive()
                 return Admission(False, None, pressure)
@@ -312,6 +273,7 @@ class TargetPressure:
                 return Admission(False, wait, pressure)
             self._waiting.pop(0)
             self.inflight += 1
+            self._admitted_at.append(now)
             if waiter.priority == "batch":
                 self.inflight_batch += 1
             self._take(waiter.cost, now, waiter.priority)
@@ -320,28 +282,63 @@ class TargetPressure:
             self._wake_head()
             return Admission(True, 0.0, pressure)
 
-    # pacer hooks (lock held): the fleet-backed subclass (``fleet.pressure``) replaces these
-
-    #: Admission may use the fused local-bucket pass (``_admit_local``) for these hooks.
-    _local_pacer = True
+    # pacing (lock held): the own buckets, or the pacer while it is engaged
 
     @property
     def paces_tokens(self) -> bool:
-        """Does admission read the request's token estimate (a token bucket exists)?"""
-        return self.tokens is not None
+        """Does admission read the request's token estimate (a token bucket or the pacer)?"""
+        return self.tokens is not None or (self.pacer is not None and self.pacer.paces_tokens)
+
+    def _demand(self, waiter: _Waiter) -> Demand | None:
+        """What the pacer may refill for: ``waiter`` heads the queue and a slot is free."""
+        with self._lock:
+            if not self._waiting or self._waiting[0] is not waiter:
+                return None
+            limit = self.concurrency.limit
+            if self.inflight >= max(1.0, limit) or (
+                waiter.priority == "batch"
+                and self.inflight_batch >= max(1.0, limit * BATCH_SHARE)
+            ):
+                return None
+            waiting = sum(1 for w in self._waiting if w.priority == waiter.priority)
+            capacity = None if self.tokens is None else self.tokens.capacity
+            return Demand(waiter.priority, waiter.cost, waiting, capacity)
+
+    def _follow_share(self, pacer: Pacer) -> None:
+        """Scale the own buckets to the share of the provider's limits they stand for now."""
+        with self._lock:
+            share = pacer.sync()
+            if share == self._share:
+                return
+            factor, self._share = share / self._share, share
+            for bucket in (self.requests, self.tokens):
+                if bucket is not None:
+                    bucket.scale(factor)
 
     def _admit_wait(self, cost: float, now: float, priority: Priority) -> float | None:
         """Seconds until the pacer admits this call; ``None`` = unknown (wait to be woken)."""
+        pacer = self.pacer
+        if pacer is not None and pacer.engaged():
+            return pacer.wait(cost, now, priority)
         return self._pacer_wait(cost, now)
 
     def _take(self, cost: float, now: float, priority: Priority) -> None:
-        """Debit an admitted call from the pacer."""
+        """Debit an admitted call from the buckets (which keep learning while a pacer is
+        engaged, for when it is not) and tell the pacer."""
         if self.requests is not None:
             self.requests.take(1, now)
         if self.tokens is not None:
             self.tokens.take(cost, now)
+        if self.pacer is not None:
+            self.pacer.take(cost, now, priority)
 
     def _pacer_wait(self, cost: float, now: float) -> float:
+        pacer = self.pacer
+        if pacer is not None and pacer.engaged():
+            wait = pacer.wait(cost, now, "interactive")
+            if wait is None:  # no permit at hand: behind the calls already queued for one
+                return pacer.backlog(len(self._waiting)) if self._waiting else 0.0
+            return wait
         self._follow_cubic(now)
         wait = 0.0 if self.requests is None else self.requests.wait_for(1, now)
         if self.tokens is not None and cost > 0:
@@ -377,6 +374,41 @@ class TargetPressure:
         bucket.rate = rate if self._cubic_bucket else min(self._header_rate, rate)
         self._clamp_burst(now)
 
+    def silent(self, started: float, now: float) -> bool:
+        """Was the target answering nobody when an attempt sent at ``started`` was made
+        (nothing succeeded for longer than an attempt may normally take, at least a second)?
+        Its timeout then says the target was down, which is the breaker's business, not
+        that it holds fewer requests at once."""
+        with self._lock:
+            if now - self._last_success > self._stale_after():
+                return True
+            silence = self._silence
+            return silence is not None and silence[0] < started < silence[1]
+
+    def _stale_after(self) -> float:
+        """Seconds after which an attempt is presumed lost (lock held)."""
+        if self._baseline is None:
+            return math.inf
+        return max(_STALE_MIN, _STALE_FACTOR * (2 * self._baseline + _LATENCY_FLOOR))
+
+    def _holding(self, now: float) -> int:
+        """Attempts in flight that still hold a slot (lock held).
+
+        One in flight for more than twice the target's normal latency (at least a second)
+        says nothing of how busy the target is now: after a silent outage, attempts hung
+        during it would otherwise hold every slot for the rest of their timeouts and keep
+        the first requests after the recovery waiting.
+        """
+        if self._baseline is None:
+            return self.inflight
+        cutoff = now - self._stale_after()
+        stale = 0
+        for admitted in self._admitted_at:
+            if admitted > cutoff:
+                break
+            stale += 1
+        return self.inflight - stale
+
     def _wake_head(self) -> None:
         if self._waiting:
             self._waiting[0].wake()
@@ -389,12 +421,18 @@ class TargetPressure:
 
     # feedback
 
+    def _free_slot(self, priority: Priority) -> None:
+        """One attempt of ``priority`` is no longer in flight (lock held)."""
+        self.inflight = max(0, self.inflight - 1)
+        if self._admitted_at:
+            self._admitted_at.popleft()
+        if priority == "batch":
+            self.inflight_batch = max(0, self.inflight_batch - 1)
+
     def withdraw(self, priority: Priority) -> None:
         """An admitted attempt will not be sent after all: free its slot, learn nothing."""
         with self._lock:
-            self.inflight = max(0, self.inflight - 1)
-            if priority == "batch":
-                self.inflight_batch = max(0, self.inflight_batch - 1)
+            self._free_slot(priority)
             self._wake_head()
 
     def release(
@@ -420,14 +458,15 @@ class TargetPressure:
         once without one): the provider's answer beats its headers, and agrees with its hint.
         """
         with self._lock:
-            self.inflight = max(0, self.inflight - 1)
-            if priority == "batch":
-                self.inflight_batch = max(0, self.inflight_batch - 1)
+            self._free_slot(priority)
             if succeeded:
                 self.budget.on_success()
             else:
                 self.budget.on_failure()
             if latency is not None:
+                if now - self._last_success > self._stale_after() > 0:
+                    self._silence = (self._last_success, now)
+                self._last_success = now
                 self.cubic.record_accept(now)
             if throttled:
                 self.throttles += 1
@@ -465,6 +504,8 @@ class TargetPressure:
                 self.concurrency.on_sample(latency, now, self.inflight + 1, may_grow)
                 self._learn_latency(latency)
             self._wake_head()
+        if throttled and self.pacer is not None:
+            self.pacer.throttled(now)
 
     def _clamp_burst(self, now: float) -> None:
         """While a 429 is remembered, the header-learned requests bucket holds at most
@@ -487,7 +528,13 @@ class TargetPressure:
             self._baseline += weight * (latency - self._baseline)
 
     def observe(self, requests: RateLimits | None, tokens: RateLimits | None, now: float) -> None:
-        """Rate-limit headers from any response of this target."""
+        """Rate-limit headers from any response of this target (scaled to the own buckets'
+        share while a fleet's backend is away)."""
+        if self.pacer is not None:
+            self.pacer.observe(requests, tokens, now)
+            if self._share != 1.0:
+                requests = None if requests is None else requests.scaled(self._share)
+                tokens = None if tokens is None else tokens.scaled(self._share)
         with self._lock:
             if requests is not None:
                 if self.requests is None:
@@ -582,7 +629,10 @@ class TargetPressure:
                 retry_tokens=round(self.budget.tokens, 2),
                 throttles=self.throttles,
                 latency_baseline=self._baseline,
+                fleet=None if self.pacer is None else self.pacer.view(now),
             )
+
+
 
 
 #: Builds the state of a target a fleet shares: ``(key, now, url) -> state`` for the fleet
@@ -644,23 +694,3 @@ def pressure_snapshot() -> list[PressureSnapshot]:
     import time
 
     return registry.snapshots(time.monotonic())
-
-
-def estimate_tokens(body: bytes) -> float:
-    """Tokens a request will count against a token limit: prompt size plus ``max_tokens``.
-
-    Four bytes of JSON per token is the providers' own rule of thumb for English; the output
-    allowance is counted up front, as OpenAI's limiter does.
-    """
-    prompt = len(body) / 4.0
-    allowance = 0
-    if b"max_" in body:
-        for match in _ALLOWANCE.finditer(body):
-            allowance = max(allowance, int(match.group(1)))
-    return prompt + allowance
-
-
-_ALLOWANCE = re.compile(rb'"max_(?:completion_|output_)?tokens"\s*:\s*(\d{1,9})')
-
-
-__all__ += ["estimate_tokens"]

@@ -66,8 +66,10 @@ class StreamRecovery:
 class Outcome:
     """The resilience facts of one logical call.
 
-    ``served_by`` is the model that produced the answer; ``degraded`` is true when that is not
-    the model asked for. ``elapsed`` and ``time_to_first_token`` are seconds.
+    ``served_by`` is the model that produced the answer and ``served_region`` the region of
+    the target that did (``None`` when the chain names no regions); ``degraded`` is true when
+    that is not the model asked for, or a fallback to another region of the same model
+    (``model@eu-west-1``) served it. ``elapsed`` and ``time_to_first_token`` are seconds.
     """
 
     requested: str | None
@@ -88,6 +90,7 @@ class Outcome:
     cost: Any = None  # a resilient_llm.telemetry.pricing.Cost when a price table is configured
     #: Each time the stream broke after its first output and was resumed.
     recoveries: tuple[StreamRecovery, ...] = ()
+    served_region: str | None = None
 
     @property
     def retries(self) -> int:
@@ -113,6 +116,12 @@ class CallRecord:
     pressure: float | None = None
     attempts: list[AttemptInfo] = field(default_factory=list)
     served_by: str | None = None
+    #: The region of the call's first target, of the attempt under way, and of the target
+    #: that served the call (set by the plan; a same-model fallback to another region
+    #: differs only here).
+    requested_region: str | None = None
+    attempt_region: str | None = None
+    served_region: str | None = None
     reason: str | None = None
     finished: bool = False
     error: str | None = None
@@ -155,9 +164,11 @@ class CallRecord:
             ))
             if failure is None:
                 self.served_by = event.target or target
+                self.served_region = self.attempt_region
         elif kind == "succeeded":
             self.elapsed = event.at
             self.served_by = event.target or self.served_by
+            self.served_region = self.attempt_region
             self.finished = event.detail != "stream"
         elif kind == "waited":
             self._waited += event.seconds
@@ -186,10 +197,18 @@ class CallRecord:
         self._pending[attempt] = (target, at, self._waited)
         self._waited = 0.0
 
+    def degraded_by(self, served: str | None) -> bool:
+        """Is an answer by ``served`` degraded: another model than the one asked for, or the
+        same model in another region than the call's first target's?"""
+        if not served:
+            return False
+        return bool(self.requested and served != self.requested) \
+            or self.served_region != self.requested_region
+
     def outcome(self) -> Outcome:
         """An immutable snapshot."""
         served = self.served_by
-        degraded = bool(served and self.requested and served != self.requested)
+        degraded = self.degraded_by(served)
         return Outcome(
             requested=self.requested,
             served_by=served,
@@ -208,6 +227,7 @@ class CallRecord:
             pressure=self.pressure,
             cost=self.cost,
             recoveries=tuple(self.recoveries),
+            served_region=self.served_region,
         )
 
 

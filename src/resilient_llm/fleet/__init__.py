@@ -1,9 +1,10 @@
 """Fleet-wide pressure state in Redis: one API key, many workers, one well-paced client.
 
 With ``RESILIENT_LLM_REDIS_URL`` set, :func:`fleet_pressure` builds a :class:`FleetPressure`
-per target — a target state whose pacer and breaker consult Redis — so every process sharing
-a key behaves like one client. The drivers see the
-same interface as without Redis. What is shared, and why that and no more:
+per target — the engine's target state composed with a pacer and a breaker that consult
+Redis (``LeasePacer`` and ``FleetBreaker``, implementing the protocols of ``engine.parts``) —
+so every process sharing a key behaves like one client. The drivers see the same state as
+without Redis. What is shared, and why that and no more:
 
 * **Rate** (§3.2 of the algorithms reference): per target one GCRA per dimension (requests,
   tokens), in one Redis hash, updated by Lua with the *server's* clock (``TIME``). The rate

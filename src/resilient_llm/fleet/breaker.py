@@ -3,16 +3,19 @@
 The fleet trips once (health failures are reported as they happen, successes ride on lease
 refills), and the first worker that asks after the break gets the fleet's one probe (a
 holder field with an expiry, set atomically in ``lua/probe.lua``); everyone else stays open.
-While Redis is unreachable it is the local breaker, unchanged.
+While Redis is unreachable it is the local breaker, unchanged: a ``FleetBreaker`` keeps an
+``engine.breaker.Breaker`` as its local state and satisfies the same protocol
+(``engine.parts.CircuitBreaker``).
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from typing import Generic, TypeVar, overload
 
 from .._clock import RandomSource
-from ..engine.breaker import Breaker, counts_for_health
+from ..engine.breaker import Breaker, BreakerSnapshot, BreakerState, counts_for_health
 from ..engine.classify import Failure, FailureClass
 from .link import Link, call_budget
 from .scripts import FAIL, OPEN, PROBE, RELEASE, RESULT, STATE
@@ -20,6 +23,8 @@ from .stats import COUNTERS
 from .tuning import BREAKER_CHECK_EVERY, IDLE_TTL, PROBE_POLL
 
 __all__ = ["FleetBreaker"]
+
+T = TypeVar("T")
 
 
 def _owner() -> int:
@@ -30,8 +35,31 @@ def _owner() -> int:
     return id(call) if call is not None else threading.get_ident()
 
 
-class FleetBreaker(Breaker):
-    """A :class:`Breaker` whose open state, failure window and half-open probe are the fleet's.
+class _Threshold(Generic[T]):
+    """A threshold of a :class:`FleetBreaker` kept by its local breaker, so that the fleet's
+    rules and the local ones always read the same value (callers may tune it after creation)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, breaker: None, owner: type) -> _Threshold[T]: ...
+    @overload
+    def __get__(self, breaker: FleetBreaker, owner: type | None = None) -> T: ...
+
+    def __get__(self, breaker: FleetBreaker | None,
+                owner: type | None = None) -> T | _Threshold[T]:
+        if breaker is None:  # on the class: the descriptor itself
+            return self
+        value: T = getattr(breaker._local, self._name)
+        return value
+
+    def __set__(self, breaker: FleetBreaker, value: T) -> None:
+        setattr(breaker._local, self._name, value)
+
+
+class FleetBreaker:
+    """A circuit breaker whose open state, failure window and half-open probe are the fleet's.
 
     * ``allow``: closed → no Redis while the fleet view is fresh (lease refills refresh it;
       it is re-read when older than ``view_ttl`` = max(2τ, 1 s), or every
@@ -47,6 +75,10 @@ class FleetBreaker(Breaker):
 
     #: The fleet's half-open probe tests a target that looks down: no per-process probes.
     alone_probes = False
+    window = _Threshold[float]()
+    min_calls = _Threshold[int]()
+    failure_ratio = _Threshold[float]()
+    break_for = _Threshold[float]()
 
     def __init__(
         self,
@@ -58,8 +90,9 @@ class FleetBreaker(Breaker):
         failure_ratio: float = 0.5,
         break_for: float = 5.0,
     ) -> None:
-        super().__init__(window=window, min_calls=min_calls, failure_ratio=failure_ratio,
-                         break_for=break_for)
+        self._local = Breaker(window=window, min_calls=min_calls, failure_ratio=failure_ratio,
+                              break_for=break_for, alone_probes=False)
+        self._lock = threading.Lock()
         self._link = link
         self._key = key
         self._fleet_probe: int | None = None  # owner holding the fleet probe
@@ -74,6 +107,17 @@ class FleetBreaker(Breaker):
         #: validity by the pressure state, so busy workers never pay for it: refills refresh it).
         self.view_ttl = 1.0
 
+    @property
+    def transitions(self) -> int:
+        """State changes seen by this process."""
+        return self._local.transitions
+
+    def state(self, now: float) -> BreakerState:
+        return self._local.state(now)
+
+    def snapshot(self, now: float) -> BreakerSnapshot:
+        return self._local.snapshot(now)
+
     def take_successes(self) -> int:
         with self._lock:
             count, self._successes = self._successes, 0
@@ -81,13 +125,7 @@ class FleetBreaker(Breaker):
 
     def _open_for(self, now: float, seconds: float) -> None:
         """Adopt an open circuit (lock held)."""
-        until = now + seconds
-        if self._state != "open" or until > self._open_until:
-            if self._state != "open":
-                self.transitions += 1
-            self._state = "open"
-            self._open_until = until
-            self._probe_out = False
+        if self._local.hold_open(now, seconds):
             self._probe_owner = None
 
     def adopt(self, now: float, open_left: float, failures: float) -> None:
@@ -100,11 +138,11 @@ class FleetBreaker(Breaker):
 
     def allow(self, now: float, *, alone: bool = False, rng: RandomSource | None = None) -> bool:
         if not self._link.usable():
-            return super().allow(now, alone=alone, rng=rng)
+            return self._local.allow(now, alone=alone, rng=rng)
         with self._lock:
-            state = self._current(now)
+            state = self._local.state(now)
             if state == "open":
-                return alone and self._admit_alone(now)
+                return self._local.allow(now, alone=alone, rng=rng)
             if state == "closed":
                 age = now - self._view_at
                 stale = age >= self.view_ttl or (self._fleet_failures > 0
@@ -113,9 +151,9 @@ class FleetBreaker(Breaker):
                     return True
                 self._checking = True
             else:
-                if self._probe_out and now - self._probe_since < self._probe_hold:
+                if self._local.probe_out and now - self._probe_since < self._probe_hold:
                     return False
-                self._probe_out = True
+                self._local.claim_probe()
                 self._probe_owner = _owner()
                 self._probe_since = now
                 self._probe_hold = self._hold()
@@ -132,7 +170,7 @@ class FleetBreaker(Breaker):
                 self._fleet_failures = result.failures or 0.0
                 if result.open_left > 0:
                     self._open_for(now, result.open_left)
-            return self._current(now) == "closed"
+            return self._local.state(now) == "closed"
 
     def _hold(self) -> float:
         """How long a probe may stay out before someone else may probe."""
@@ -151,50 +189,45 @@ class FleetBreaker(Breaker):
                 COUNTERS.add("probes")
                 self._fleet_probe = self._probe_owner
                 return True
+            self._probe_owner = None
             if verdict == "closed":
-                self._state = "closed"
-                self._events.clear()
-                self._probe_out = False
-                self._probe_owner = None
-                self.transitions += 1
+                self._local.close()
                 return True
             # open (a new break) or held (another worker probes): stay open locally
-            self._state = "open"
-            self._open_until = now + seconds
-            self._probe_out = False
-            self._probe_owner = None
+            self._local.stay_open(now, seconds)
             return False
 
     def cancel_probe(self) -> None:
         owner = _owner()
         with self._lock:
             holder = self._fleet_probe if self._fleet_probe is not None else self._probe_owner
-            if self._link.up and self._probe_out and holder is not None and holder != owner:
+            if (self._link.up and self._local.probe_out and holder is not None
+                    and holder != owner):
                 return  # another call's probe: not ours to give back
             fleet = self._fleet_probe is not None
             self._fleet_probe = None
             self._probe_owner = None
-        super().cancel_probe()
+        self._local.cancel_probe()
         if fleet:
             self._link.call(RELEASE, [self._key], [self._link.worker])
 
     def record(self, now: float, failure: Failure | None, rng: RandomSource) -> None:
         if not self._link.usable():
-            super().record(now, failure, rng)
+            self._local.record(now, failure, rng)
             return
         owner = _owner()
         with self._lock:
             probing = self._fleet_probe is not None and self._fleet_probe == owner
-            before = self._current(now)
+            before = self._local.state(now)
         if failure is not None and failure.kind is FailureClass.RATE_LIMITED:
             if probing:
                 self.cancel_probe()  # says nothing about health: let the next caller probe
             return
         healthy = not counts_for_health(failure)
-        super().record(now, failure, rng)
+        self._local.record(now, failure, rng)
         with self._lock:
-            after = self._state
-            open_left = max(0.0, self._open_until - now)
+            after = self._local.state(now)
+            open_left = self._local.open_left(now)
             if probing:
                 self._fleet_probe = None
                 self._probe_owner = None

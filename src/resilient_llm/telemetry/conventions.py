@@ -118,6 +118,7 @@ RESILIENT_ATTRIBUTES = frozenset({
     "resilient_llm.degraded",
     "resilient_llm.retried",
     "resilient_llm.served_by",
+    "resilient_llm.served_region",
     "resilient_llm.reason",
     "resilient_llm.deadline.budget",
     "resilient_llm.deadline.remaining",

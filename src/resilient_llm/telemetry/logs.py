@@ -21,6 +21,12 @@ __all__ = ["log", "log_attempt", "log_call", "log_move"]
 log = logging.getLogger("resilient_llm.calls")
 
 
+def served_text(summary: CallSummary) -> str | None:
+    """The target that served a call, with its region when it has one (``model@eu-west-1``)."""
+    region = summary.served_region
+    return summary.served_by if region is None else f"{summary.served_by}@{region}"
+
+
 def attempts_text(attempts: Iterable[AttemptInfo]) -> str:
     """``#1 gpt-4.1 server_error HTTP 500 0.001 s; #2 …``: every attempt on one line."""
     parts = []
@@ -72,8 +78,9 @@ def log_call(summary: CallSummary) -> None:
         log.warning(
             "resilient_llm: call %s for %s was served by %s (degraded, reason: %s) after %d "
             "attempt%s in %.2f s%s%s; attempts: %s",
-            summary.call_id, summary.requested, summary.served_by, summary.reason or "unknown",
-            n, plural, summary.elapsed, of_budget, scope, attempts_text(summary.attempts))
+            summary.call_id, summary.requested, served_text(summary),
+            summary.reason or "unknown", n, plural, summary.elapsed, of_budget, scope,
+            attempts_text(summary.attempts))
     elif summary.committed:
         log.warning(
             "resilient_llm: call %s for %s: stream from %s interrupted after output had "

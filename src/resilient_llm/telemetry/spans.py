@@ -122,6 +122,8 @@ def call_attributes(summary: CallSummary, conv: Conventions) -> dict[str, Any]:
     }
     if summary.served_by is not None:
         facts["resilient_llm.served_by"] = summary.served_by
+        if summary.served_region is not None:
+            facts["resilient_llm.served_region"] = summary.served_region
         facts["gen_ai.response.model"] = summary.response_model
     if summary.reason is not None:
         facts["resilient_llm.reason"] = summary.reason

@@ -77,9 +77,10 @@ class CallSummary:
     """Everything the sinks report about one logical call, fixed when the call ends.
 
     ``served_by`` is ``None`` for a failed call unless its stream had already delivered output
-    (``committed``); ``error`` is the call's ``error.type`` (``None`` on success); ``reason``
-    says why it fell back or gave up. ``exchange`` is the last attempt exactly as sent (for
-    content and capture), ``None`` when no bytes were tapped.
+    (``committed``), and ``served_region`` with it; ``error`` is the call's ``error.type``
+    (``None`` on success); ``reason`` says why it fell back or gave up. ``exchange`` is the
+    last attempt exactly as sent (for content and capture), ``None`` when no bytes were
+    tapped.
     """
 
     call_id: str
@@ -91,6 +92,7 @@ class CallSummary:
     error: str | None
     elapsed: float
     attempts: tuple[AttemptInfo, ...] = ()
+    served_region: str | None = None
     give_up: str | None = None
     committed: bool = False
     complete: bool | None = None
@@ -152,7 +154,7 @@ def summarize(
     """
     provider = record.provider or "openai"
     served = record.served_by if error is None or committed else None
-    degraded = bool(served and record.requested and served != record.requested)
+    degraded = record.degraded_by(served)
     reason = record.reason or give_up
     if degraded and reason is None:
         reason = last_failure
@@ -172,6 +174,7 @@ def summarize(
         error=error,
         elapsed=max(at, 0.0),
         attempts=tuple(record.attempts),
+        served_region=record.served_region if served is not None else None,
         give_up=give_up,
         committed=committed,
         complete=complete,

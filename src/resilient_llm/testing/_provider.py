@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from . import _wire
+from . import _clouds, _wire
 from ._faults import (
     ErrorEvent,
     Fault,
@@ -163,7 +163,8 @@ _APIS: Final = (
 
 
 class FaultProvider:
-    """A scriptable fake of the OpenAI and Anthropic HTTP APIs for testing resilience.
+    """A scriptable fake of the OpenAI and Anthropic HTTP APIs for testing resilience (and of
+    Anthropic's Messages on Bedrock and Vertex, by their paths: see ``_clouds.py``).
 
     Each request takes the next fault from the per-model queue (matched on the body's
     ``model``), else the global queue, else the per-model default, else ``default``. Capacity
@@ -354,6 +355,9 @@ class FaultProvider:
             if path.endswith(suffix):
                 api, flavor = name, fl
                 break
+        cloud = _clouds.route(path)  # Bedrock and Vertex: Messages, the model in the path
+        if cloud is not None:
+            api, flavor = "messages", "anthropic"
         data: Any = None
         bad_json = False
         if body:
@@ -362,9 +366,9 @@ class FaultProvider:
             except ValueError:
                 bad_json = True
         obj: Mapping[str, Any] = data if isinstance(data, dict) else {}
-        model = obj.get("model")
+        model = obj.get("model") if cloud is None else cloud.model
         model = model if isinstance(model, str) else None
-        stream = obj.get("stream") is True
+        stream = obj.get("stream") is True or (cloud is not None and cloud.stream)
         options = obj.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         cost = len(body) // 4 + _max_tokens(obj)
@@ -429,6 +433,8 @@ class FaultProvider:
                     entry.fault = fault.kind
                     view = self._limits.requests_view(now)
                     plan = self._plan(entry, x, fault, self.service_time, view, cost)
+            if cloud is not None:
+                plan = _clouds.adapt(plan, x.request_id, cloud, x.stream)
             plan.release = self._release
             self._changed.notify_all()
         return plan

@@ -27,7 +27,7 @@ from ..engine.classify import (
     unknown_failure,
 )
 from ..engine.hedge import MAX_RACERS, hedge_stats
-from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Reply, Served
+from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Refused, Reply, Served
 from ..engine.pressure import TargetPressure
 from .bodies import AsyncBoundedBody
 from .decoding import EventView, aread_capped
@@ -176,38 +176,31 @@ class AsyncResilientTransport(
         return primary  # type: ignore[no-any-return]
 
     @staticmethod
-    async def _queue(plan: Plan, admit: Admit) -> Admitted:
+    async def _queue(plan: Plan, admit: Admit) -> Admitted | Refused:
         """The async twin of ``ResilientTransport._queue``."""
         import anyio
 
-        state, call = admit.state, plan.call
-        clock = call.clock
-        began = clock.now()
-        waiter = state.enqueue(call.policy.priority, admit.cost)
+        place = plan.enqueue(admit)
+        waiter = place.waiter
         waiter.loop_thread = threading.get_ident()
-        queued = False
         try:
             while True:
-                waiter.async_event = anyio.Event()
-                admission = state.try_admit(waiter, clock.now())
-                if admission.granted:
-                    break
-                queued = True
-                wait = plan.queue_wait(admission)
-                if wait is not None:
-                    await clock.asleep(wait)
+                waiter.async_event = anyio.Event()  # before asking: no wake-up is missed
+                turn = place.turn()
+                if isinstance(turn, (Admitted, Refused)):
+                    return turn
+                if turn is not None:
+                    await plan.call.clock.asleep(turn)
                 else:
                     # Woken at once by a release on this loop; other threads' releases are
                     # noticed within 50 ms.
-                    left = call.remaining()
-                    with anyio.move_on_after(0.05 if left is None else min(0.05, left)):
+                    with anyio.move_on_after(place.poll(0.05)):
                         await waiter.async_event.wait()
         except BaseException:
-            state.cancel(waiter)
+            place.leave()
             raise
         finally:
             waiter.async_event = None
-        return Admitted(admission.pressure, clock.now() - began if queued else None)
 
     async def _attempt(
         self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure,
@@ -309,7 +302,8 @@ class AsyncResilientTransport(
 
         call = plan.call
         consumer = StreamConsumer(call, self._base.wire,
-                                  EventView(response, call.policy.max_response_bytes))
+                                  EventView(response, call.policy.max_response_bytes),
+                                  content_type=content_type(response))
         inner = response.stream
         assert isinstance(inner, httpx2.AsyncByteStream)
         chunks = inner.__aiter__()
@@ -451,21 +445,15 @@ class _AsyncStream(httpx2.AsyncByteStream):
             if scope.cancelled_caught or chunk is None:
                 stall = httpx2.ReadTimeout("stream read exceeded its limit")
                 raise consumer.read_failed("deadline" if by_deadline else "idle", stall)
-            if whole:
-                events = consumer.feed_events(chunk)
-                if events:  # an event (not a comment) restarts the idle limit
-                    idle_by = anyio.current_time() + idle
-                    yield events
-                consumer.check()
-                continue
-            if consumer.feed(chunk):  # an event (not a comment) restarts the idle limit
+            data, event = consumer.passing(chunk, whole)
+            if event:  # an event (not a comment) restarts the idle limit
                 idle_by = anyio.current_time() + idle
-            yield chunk
-        if whole:
-            last = consumer.flush_events()
-            if last:
-                yield last
-            consumer.check()
+            if data is not None:
+                yield data
+            consumer.check()  # (a failure ``feed`` met has raised already)
+        if whole and (last := consumer.flush_events()):
+            yield last
+        consumer.check()
         consumer.ended()
 
     async def aclose(self) -> None:

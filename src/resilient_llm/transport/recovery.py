@@ -19,14 +19,14 @@ drivers send them.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
 from typing import Any
 
 import httpx2
 
 from .._errors import DeadlineExceeded, StreamInterrupted
 from ..engine.classify import Failure, FailureClass
-from ..engine.plan import Failed, Plan, Reply
+from ..engine.plan import Action, Failed, Plan, Reply
 from ..engine.routing import Target
 from ..events.outcome import StreamRecovery
 from .shared import Outgoing, streaming
@@ -42,7 +42,7 @@ from .splice import (
 )
 from .streams import StreamConsumer
 
-__all__ = ["AsyncResume", "Recovery", "SyncResume", "recovery_for"]
+__all__ = ["AsyncResume", "Continuation", "Recovery", "SyncResume", "recovery_for"]
 
 Perform = Callable[[Plan, Any, Outgoing, Callable[[Reply], Reply]], httpx2.Response]
 AsyncPerform = Callable[[Plan, Any, Outgoing, Callable[[Reply], Reply]],
@@ -52,13 +52,15 @@ AsyncPerform = Callable[[Plan, Any, Outgoing, Callable[[Reply], Reply]],
 def recovery_for(plan: Plan, outgoing: Outgoing, response: httpx2.Response,
                  consumer: StreamConsumer) -> Recovery | None:
     """The recovery of a committed stream, or ``None`` when it cannot have one (recovery off,
-    a one-shot request body, a request that did not ask for a stream, a compressed stream, an
-    API without known events)."""
+    a one-shot request body, a request that did not ask for a stream, a compressed stream, a
+    stream that is not server-sent events, an API without known events)."""
     call = plan.call
     if call.policy.stream_recovery != "on" or not plan.replayable:
         return None
     if response.headers.get("content-encoding", "identity") not in ("identity", ""):
         return None
+    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        return None  # continuations splice server-sent events only (not Bedrock's frames)
     api = api_of(outgoing.request.url.path)
     if api is None or not streaming(outgoing.request):
         return None
@@ -89,6 +91,15 @@ class Recovery:
         self._broke: Failure | None = None
 
     # --- a break ----------------------------------------------------------------------------
+
+    def resume(self, error: StreamInterrupted,
+               scanner_of: StreamConsumer) -> Generator[Action, Reply, None]:
+        """The plan's actions for the next continuation attempt after a break; raises what the
+        caller's stream ends with when the output so far cannot be continued."""
+        failed = self.broke(error, scanner_of)
+        if failed is None:
+            raise self.failed(None) from error
+        return self.plan.run(after=failed)
 
     def broke(self, error: StreamInterrupted, scanner_of: StreamConsumer) -> Failed | None:
         """The stream broke with ``error`` (its attempt's consumer: ``scanner_of``): the reply
@@ -140,12 +151,19 @@ class Recovery:
 
     # --- the continuation -------------------------------------------------------------------
 
-    def splicer(self) -> Splicer:
+    def continuation(self, response: httpx2.Response) -> Continuation | None:
+        """The events of a continuation's ``response`` on their way to the caller; ``None``
+        when its body is not one the drivers inspect (it cannot be spliced)."""
+        inner = getattr(response.stream, "consumer", None)
+        if not isinstance(inner, StreamConsumer):
+            return None
+        inner.nested = True
         outer = self.consumer.scanner
         first = outer.parts[0].key if outer.parts else 0
-        return Splicer(self.api, self.mode, expected=self.expected,
-                       slot=first if isinstance(first, int) else 0,
-                       prior=outer.deltas, sequence=outer.sequence, ids=outer.ids)
+        splicer = Splicer(self.api, self.mode, expected=self.expected,
+                          slot=first if isinstance(first, int) else 0,
+                          prior=outer.deltas, sequence=outer.sequence, ids=outer.ids)
+        return Continuation(self, splicer, inner)
 
     def deliver(self, blocks: list[bytes], inner: StreamConsumer) -> bytes:
         """Spliced events of ``inner`` on their way to the caller: the caller's stream now
@@ -189,6 +207,33 @@ class Recovery:
         return self.consumer.report(final)
 
 
+class Continuation:
+    """One continuation's events on their way to the caller, without I/O: both readers feed
+    it the body's chunks and yield what it returns (``None``: nothing to pass on yet)."""
+
+    def __init__(self, recovery: Recovery, splicer: Splicer, inner: StreamConsumer) -> None:
+        self._recovery = recovery
+        self._splicer = splicer
+        #: The consumer reading the continuation's body (where a further break is seen).
+        self.inner = inner
+        self._attempt = recovery.call.attempts
+        self._reported = False
+
+    def feed(self, chunk: bytes) -> bytes | None:
+        return self._pass(self._splicer.feed(chunk))
+
+    def finish(self) -> bytes | None:
+        """The body ended: what the splicer still held."""
+        return self._pass(self._splicer.finish())
+
+    def _pass(self, blocks: list[bytes]) -> bytes | None:
+        splicer = self._splicer
+        if splicer.verified and not self._reported:  # reproduced what was delivered
+            self._recovery.verified(splicer, self._attempt)
+            self._reported = True
+        return self._recovery.deliver(blocks, self.inner) if blocks else None
+
+
 def _json_object(request: httpx2.Request) -> bool:
     """Is the request's body a JSON object (the continuation edits it)? Read at a break only."""
     try:
@@ -208,11 +253,6 @@ def _input_tokens(api: str, usage: Any) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _inner(response: httpx2.Response) -> StreamConsumer | None:
-    consumer = getattr(response.stream, "consumer", None)
-    return consumer if isinstance(consumer, StreamConsumer) else None
-
-
 class SyncResume:
     """Reads continuations for the sync driver (``perform`` runs a plan's flow)."""
 
@@ -223,43 +263,27 @@ class SyncResume:
 
     def __call__(self, error: StreamInterrupted, consumer: StreamConsumer) -> Iterator[bytes]:
         recovery = self.recovery
-        plan = recovery.plan
         while True:
-            failed = recovery.broke(error, consumer)
-            if failed is None:
-                raise recovery.failed(None) from error
+            flow = recovery.resume(error, consumer)
             try:
-                response = self._perform(plan, plan.run(after=failed), recovery.outgoing,
-                                         recovery.vet)
+                response = self._perform(recovery.plan, flow, recovery.outgoing, recovery.vet)
             except Exception as exc:
                 raise recovery.failed(exc) from exc
-            inner = _inner(response)
-            if inner is None:
+            continuation = recovery.continuation(response)
+            if continuation is None:
                 response.close()
                 raise recovery.failed(None)
-            inner.nested = True
             self._current = response
-            splicer = recovery.splicer()
-            attempt, reported = recovery.call.attempts, False
             try:
                 for chunk in response.stream:  # type: ignore[union-attr]
-                    blocks = splicer.feed(chunk)
-                    if splicer.verified and not reported:
-                        recovery.verified(splicer, attempt)
-                        reported = True
-                    if blocks:
-                        yield recovery.deliver(blocks, inner)
-                tail = splicer.finish()
-                if splicer.verified and not reported:
-                    recovery.verified(splicer, attempt)
-                if tail:
-                    yield recovery.deliver(tail, inner)
+                    if (data := continuation.feed(chunk)) is not None:
+                        yield data
+                if (data := continuation.finish()) is not None:
+                    yield data
             except StreamInterrupted as again:
-                error, consumer = again, inner
+                error, consumer = again, continuation.inner
                 continue
-            except Diverged as exc:
-                raise recovery.failed(None) from exc
-            except DeadlineExceeded as exc:
+            except (Diverged, DeadlineExceeded) as exc:
                 raise recovery.failed(exc) from exc
             finally:
                 response.close()
@@ -283,43 +307,27 @@ class AsyncResume:
     async def __call__(self, error: StreamInterrupted,
                        consumer: StreamConsumer) -> AsyncIterator[bytes]:
         recovery = self.recovery
-        plan = recovery.plan
         while True:
-            failed = recovery.broke(error, consumer)
-            if failed is None:
-                raise recovery.failed(None) from error
+            flow = recovery.resume(error, consumer)
             try:
-                response = await self._perform(plan, plan.run(after=failed), recovery.outgoing,
-                                               recovery.vet)
+                response = await self._perform(recovery.plan, flow, recovery.outgoing, recovery.vet)
             except Exception as exc:
                 raise recovery.failed(exc) from exc
-            inner = _inner(response)
-            if inner is None:
+            continuation = recovery.continuation(response)
+            if continuation is None:
                 await response.aclose()
                 raise recovery.failed(None)
-            inner.nested = True
             self._current = response
-            splicer = recovery.splicer()
-            attempt, reported = recovery.call.attempts, False
             try:
                 async for chunk in response.stream:  # type: ignore[union-attr]
-                    blocks = splicer.feed(chunk)
-                    if splicer.verified and not reported:
-                        recovery.verified(splicer, attempt)
-                        reported = True
-                    if blocks:
-                        yield recovery.deliver(blocks, inner)
-                tail = splicer.finish()
-                if splicer.verified and not reported:
-                    recovery.verified(splicer, attempt)
-                if tail:
-                    yield recovery.deliver(tail, inner)
+                    if (data := continuation.feed(chunk)) is not None:
+                        yield data
+                if (data := continuation.finish()) is not None:
+                    yield data
             except StreamInterrupted as again:
-                error, consumer = again, inner
+                error, consumer = again, continuation.inner
                 continue
-            except Diverged as exc:
-                raise recovery.failed(None) from exc
-            except DeadlineExceeded as exc:
+            except (Diverged, DeadlineExceeded) as exc:
                 raise recovery.failed(exc) from exc
             finally:
                 await response.aclose()

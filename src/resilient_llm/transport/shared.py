@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar, cast
 from urllib.parse import quote, unquote
@@ -25,6 +26,7 @@ from ..engine.plan import Action, Failed, Plan, Raise, Return
 from ..engine.pressure import TargetKey, TargetPressure, estimate_tokens, registry
 from ..engine.routing import Target
 from ..providers import Wire, wire_for
+from ..providers._eventstream import is_aws_event_stream
 from ..providers._ratelimits import parse_rate_limits
 
 __all__ = [
@@ -76,7 +78,8 @@ def content_type(response: httpx2.Response) -> str:
 
 
 def is_event_stream(content_type: str) -> bool:
-    return content_type.startswith("text/event-stream")
+    """A stream the drivers guard: server-sent events, or Amazon's binary event stream."""
+    return content_type.startswith("text/event-stream") or is_aws_event_stream(content_type)
 
 
 def is_json(content_type: str) -> bool:
@@ -91,10 +94,16 @@ def body_of(request: httpx2.Request) -> bytes:
         return b"".join(cast(httpx2.ByteStream, request.stream))
 
 
+#: The path suffix by which Bedrock asks for a stream (its body has no ``stream`` field).
+_BEDROCK_STREAM = b"/invoke-with-response-stream"
+
+
 def streaming(request: httpx2.Request) -> bool:
-    """Does this request ask for a server-sent-event stream?"""
+    """Does this request ask for a stream (``"stream": true``, or Bedrock's stream path)?"""
     if not isinstance(request.stream, httpx2.ByteStream):
         return False
+    if request.url.raw_path.split(b"?", 1)[0].endswith(_BEDROCK_STREAM):
+        return True
     body = body_of(request)
     return b'"stream":true' in body or b'"stream": true' in body
 
@@ -436,7 +445,8 @@ class Outgoing:
         request, edit = self.request, self.edit
         endpoint = self.call.policy.region_endpoints.get(target.region or "")
         renamed = bool(target.model) and target.model != self.requested_model
-        if not renamed and endpoint is None and edit is None:
+        located = relocated(request.url, target.region)
+        if not renamed and endpoint is None and edit is None and located is None:
             return request
         cached = self._bodies.get(str(target)) if edit is None else None
         if cached is not None:
@@ -450,6 +460,8 @@ class Outgoing:
             if edit is not None:
                 body = edit(target, body)
             content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        if located is not None:  # Vertex names the region in the path (and its host)
+            url = located
         if renamed and self.requested_model:  # Bedrock and Vertex name the model in the path
             url = url.copy_with(raw_path=retarget_path(
                 url.raw_path, self.requested_model, target.model))
@@ -458,7 +470,7 @@ class Outgoing:
             url = url.copy_with(scheme=origin.scheme, host=origin.host, port=origin.port)
         headers = httpx2.Headers(request.headers)
         headers["content-length"] = str(len(content))
-        if endpoint is not None:
+        if url.netloc != request.url.netloc:
             headers["host"] = url.netloc.decode("ascii")
         if edit is not None:  # spliced events are read as they arrive: no compression
             headers["accept-encoding"] = "identity"
@@ -469,6 +481,37 @@ class Outgoing:
         if edit is None:
             self._bodies[str(target)] = rewritten
         return rewritten
+
+
+_LOCATION = re.compile(rb"/locations/([^/?]+)/")
+
+
+def vertex_host(region: str) -> str:
+    """Vertex AI's host for a location, as the official client makes it."""
+    if region == "global":
+        return "aiplatform.googleapis.com"
+    if region in ("us", "eu"):
+        return f"aiplatform.{region}.rep.googleapis.com"
+    return f"{region}-aiplatform.googleapis.com"
+
+
+def relocated(url: httpx2.URL, region: str | None) -> httpx2.URL | None:
+    """``url`` moved to ``region`` when its path names another location (Vertex:
+    ``/projects/{p}/locations/{region}/...``), else ``None``. The host moves too when it is
+    that location's Vertex host; any other host (a custom ``base_url``) stays, and a
+    ``RESILIENT_LLM_REGION_ENDPOINTS`` entry for the region replaces it afterwards."""
+    if region is None or b"/locations/" not in url.raw_path:
+        return None
+    found = _LOCATION.search(url.raw_path)
+    if found is None:
+        return None
+    own = unquote(found[1].decode("ascii"))
+    if own.lower() == region:
+        return None
+    raw = url.raw_path
+    path = raw[: found.start(1)] + quote(region, safe="").encode("ascii") + raw[found.end(1):]
+    host = vertex_host(region) if url.host == vertex_host(own) else url.host
+    return url.copy_with(raw_path=path, host=host)
 
 
 def retarget_path(raw_path: bytes, model: str, target: str) -> bytes:

@@ -31,6 +31,7 @@ from ..engine.classify import (
 from ..engine.plan import Plan
 from ..engine.pressure import TargetPressure
 from ..providers import StreamScanner, Wire
+from ..providers._eventstream import EventStreamScanner, is_aws_event_stream
 from .shared import LimitTimeout, StreamFailedEarly
 
 __all__ = ["StreamConsumer"]
@@ -42,9 +43,13 @@ class StreamConsumer:
     __slots__ = ("billed", "broke", "buffered", "call", "nested", "scanner", "view")
 
     def __init__(self, call: Call, wire: Wire,
-                 view: Callable[[bytes], Iterable[bytes]] | None = None) -> None:
+                 view: Callable[[bytes], Iterable[bytes]] | None = None, *,
+                 content_type: str = "text/event-stream") -> None:
         self.call = call
-        self.scanner = StreamScanner(wire)
+        #: Server-sent events, or Amazon's binary framing (Bedrock): the same questions asked
+        #: of either (output, end, failure), by the scanner of the response's framing.
+        self.scanner = (EventStreamScanner(wire) if is_aws_event_stream(content_type)
+                        else StreamScanner(wire))
         #: What the scanner reads of a chunk: its decoded bytes when the stream is compressed
         #: (see :class:`~.decoding.EventView`); the caller always gets the chunk as received.
         self.view = view or _as_is
@@ -153,6 +158,15 @@ class StreamConsumer:
         """As :meth:`feed`, returning the complete events that parsed (each ended by a blank
         line) instead of raising: hand them to the caller, then call :meth:`check`."""
         return self.scanner.events_of(chunk)
+
+    def passing(self, chunk: bytes, whole: bool) -> tuple[bytes | None, bool]:
+        """One chunk of the committed stream, for either driver: what goes on to the caller
+        (``whole``: the complete events only, ``None`` while there is none) and whether an
+        event completed (:meth:`feed`). With ``whole``, :meth:`check` once it is handed over."""
+        if whole:
+            events = self.feed_events(chunk)
+            return (events or None), bool(events)
+        return chunk, self.feed(chunk)
 
     def flush_events(self) -> bytes:
         """The body ended: the last event if it lacked its blank line (see :meth:`feed_events`)."""

@@ -16,7 +16,7 @@ import httpx2
 from .._errors import ResponseTooLarge, StreamInterrupted
 from ..engine.call import Send, Wait
 from ..engine.classify import Failure, classify_status, deadline_failure
-from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Reply, Served
+from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Refused, Reply, Served
 from ..engine.pressure import TargetPressure
 from .bodies import SyncBoundedBody
 from .decoding import EventView, read_capped
@@ -83,30 +83,22 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
         return response
 
     @staticmethod
-    def _queue(plan: Plan, admit: Admit) -> Admitted:
+    def _queue(plan: Plan, admit: Admit) -> Admitted | Refused:
         """Wait (bounded by the deadline) until the target's pacer and limit admit us."""
-        state, call = admit.state, plan.call
-        clock = call.clock
-        began = clock.now()
-        waiter = state.enqueue(call.policy.priority, admit.cost)
-        queued = False
+        place = plan.enqueue(admit)
         try:
             while True:
-                admission = state.try_admit(waiter, clock.now())
-                if admission.granted:
-                    break
-                queued = True
-                wait = plan.queue_wait(admission)
-                if wait is not None:
-                    clock.sleep(wait)
+                turn = place.turn()
+                if isinstance(turn, (Admitted, Refused)):
+                    return turn
+                if turn is not None:
+                    plan.call.clock.sleep(turn)
                 else:
-                    left = call.remaining()
-                    waiter.event.wait(0.05 if left is None else min(0.05, left))
-                    waiter.event.clear()
+                    place.waiter.event.wait(place.poll(0.05))
+                    place.waiter.event.clear()
         except BaseException:
-            state.cancel(waiter)
+            place.leave()
             raise
-        return Admitted(admission.pressure, clock.now() - began if queued else None)
 
     def _attempt(
         self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure
@@ -188,7 +180,8 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
         the first-token limit), so a failure before it can still be retried."""
         call = plan.call
         consumer = StreamConsumer(call, self._base.wire,
-                                  EventView(response, call.policy.max_response_bytes))
+                                  EventView(response, call.policy.max_response_bytes),
+                                  content_type=content_type(response))
         guard = SyncGuard(response, first_by, "first_token")
         inner = response.stream
         assert isinstance(inner, httpx2.SyncByteStream)
@@ -258,27 +251,20 @@ class _SyncStream(httpx2.SyncByteStream):
                 return deadline, "deadline"
             return at, "idle"
 
+        whole = resume is not None
         try:
-            if resume is None:
-                yield from consumer.replay()
-                guard.set(*limit(), shorter=True)
-                for chunk in self._chunks:
-                    if consumer.feed(chunk):  # an event (not a comment) restarts the idle limit
-                        guard.set(*limit())
-                    yield chunk
-            else:
-                yield from consumer.replay_events()
-                guard.set(*limit(), shorter=True)
-                for chunk in self._chunks:
-                    events = consumer.feed_events(chunk)
-                    if events:  # an event (not a comment) restarts the idle limit
-                        guard.set(*limit())
-                        yield events
-                    consumer.check()
-                last = consumer.flush_events()
-                if last:
-                    yield last
-                consumer.check()
+            yield from consumer.replay_events() if whole else consumer.replay()
+            guard.set(*limit(), shorter=True)
+            for chunk in self._chunks:
+                data, event = consumer.passing(chunk, whole)
+                if event:  # an event (not a comment) restarts the idle limit
+                    guard.set(*limit())
+                if data is not None:
+                    yield data
+                consumer.check()  # (a failure ``feed`` met has raised already)
+            if whole and (last := consumer.flush_events()):
+                yield last
+            consumer.check()
             consumer.ended()
         except httpx2.TransportError as exc:
             error = consumer.read_failed(guard.fired, exc)

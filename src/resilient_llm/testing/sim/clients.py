@@ -33,7 +33,7 @@ import httpx2
 from ..._policy import Policy, Priority
 from ...engine.call import Send, Wait, start_call
 from ...engine.classify import classify_exception, classify_status
-from ...engine.plan import Admit, Admitted, Failed, Plan, Raise, Return, Served
+from ...engine.plan import Admit, Admitted, Failed, Plan, Raise, Refused, Return, Served
 from ...engine.plan import Reply as PlanReply
 from ...engine.pressure import PressureRegistry, TargetKey, TargetPressure
 from ...providers._ratelimits import parse_rate_limits
@@ -201,37 +201,28 @@ def _drive(world: World, plan: Plan, priority: Priority) -> Generator[float, Non
         return result(False, type(exc).__name__)
 
 
-def _queue(loop: Loop, plan: Plan, admit: Admit) -> Generator[float, None, Admitted]:
-    """The sync driver's admission queue: ask, sleep what the pacer says, or until woken."""
-    state, call = admit.state, plan.call
-    began = loop.now
-    waiter = state.enqueue(call.policy.priority, admit.cost)
+def _queue(loop: Loop, plan: Plan, admit: Admit) -> Generator[float, None, Admitted | Refused]:
+    """The drivers' admission queue: ask, sleep what the pacer says, or until woken."""
+    place = plan.enqueue(admit)
     # Woken when a slot frees, as the async driver's waiters are.
-    event = waiter.async_event = SimEvent(loop)
-    waiter.loop_thread = threading.get_ident()
-    queued = False
+    event = place.waiter.async_event = SimEvent(loop)
+    place.waiter.loop_thread = threading.get_ident()
     try:
         while True:
-            admission = state.try_admit(waiter, loop.now)
-            if admission.granted:
-                break
-            queued = True
-            wait = plan.queue_wait(admission)
-            if wait is None:
-                # Until woken by a release (one thread: no wake is missed, unlike the drivers,
-                # which look again every 50 ms), or until the plan would stop waiting.
-                give_up_in = plan.queue_give_up_in()
-                wait = 1.0 if give_up_in is None else min(1.0, give_up_in)
-            if event.pending:  # woken while asking: look again (almost) at once
-                wait = 0.0
-            # a wait below float resolution at this time would never advance the clock
+            turn = place.turn()
+            if isinstance(turn, (Admitted, Refused)):
+                return turn
+            # Until woken by a release (one thread: no wake is missed, unlike the drivers,
+            # which look again every 50 ms), or until the plan would stop waiting; a wait
+            # below float resolution at this time would never advance the clock. Woken while
+            # asking (the event is pending): look again (almost) at once.
+            wait = 0.0 if event.pending else (place.poll(1.0) if turn is None else turn)
             event.arm()
             yield max(wait, 1e-4)
             event.disarm()
     except BaseException:
-        state.cancel(waiter)
+        place.leave()
         raise
-    return Admitted(admission.pressure, loop.now - began if queued else None)
 
 
 @dataclass(frozen=True, slots=True)

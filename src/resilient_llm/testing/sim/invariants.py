@@ -29,6 +29,7 @@ RULES: dict[str, str] = {
              ">= 0.95 x theirs (the fleet paces within the limit), 429s after 10 s <= "
              "max(theirs, 1 %)",
     "priority": "interactive p99 <= 2 x its unloaded p99, every batch call succeeds",
+    "drains": "a burst beyond capacity is served within 1.5 x its ideal makespan",
 }
 
 #: Client-side waiting that counts as "not held": scheduling noise, not a queue.
@@ -78,6 +79,10 @@ def violations(cell: Cell, metrics: Mapping[ClientKind, CellMetrics]) -> list[st
              f"{ours.late_429:.1%} 429s after 10 s > {apart.late_429:.1%} without Redis")
     need("quantized", ours.late_429 <= 0.01, f"{ours.late_429:.1%} 429s after 10 s")
     need("quantized", ours.goodput_ratio >= 0.9, f"goodput {ours.goodput_ratio:.2f} x R")
+    if model.concurrency is not None:
+        ideal = cell.traffic.n * model.service_time / model.concurrency
+        need("drains", ours.p99 <= 1.5 * ideal,
+             f"p99 {ours.p99:.3g} s > 1.5 x the ideal makespan {ideal:.3g} s")
     if cell.traffic.kind == "mix":
         unloaded = model.service_time * (1 + model.jitter)
         p99 = ours.interactive_p99 if ours.interactive_p99 is not None else math.inf

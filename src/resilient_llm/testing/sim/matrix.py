@@ -243,6 +243,14 @@ def _matrix() -> list[Cell]:
     cells.append(Cell("absurd headers once, deadline 10 s",
                       _p(service_time=0.1, absurd_at=0), Traffic("sequential", duration=30.0),
                       deadline=10.0, checks=never | {"absurd"}))
+    # benchmarks/overload.py's burst: a cold target, headers that describe the slots
+    cells += [Cell(f"burst of 200 at once, {slots} slots x 0.2 s, slot headers{label}",
+                   _p(service_time=0.2, concurrency=slots, capacity_headers=True,
+                      retry_after=hint),
+                   Traffic("burst", duration=30.0, n=200), deadline=30.0,
+                   checks=never | {"drains"})
+              for slots, hint, label in ((10, None, ""), (20, None, ""), (40, None, ""),
+                                         (20, "auto", ", Retry-After"))]
     cells += [Cell(f"batch flood of 400 + interactive, {slots} slots",
                    _p(service_time=0.2, concurrency=slots, jitter=0.0),
                    Traffic("mix", duration=40.0, n=400, think=0.5),
@@ -300,7 +308,8 @@ _REDUCED_NAMES = (
     "outage 503 15 s, 4/s caller, fallback", "absurd headers once, deadline 10 s",
     "partial failure 50%, deadline 2 s", "batch flood of 400 + interactive, 5 slots",
     "transient 429, Retry-After 1 s, deadline 2 s", "partial failure 80%, deadline 2 s",
-    "healthy, 256 in flight, 1000 ms",
+    "healthy, 256 in flight, 1000 ms", "outage silent 10 s, 2x-capacity Poisson",
+    "burst of 200 at once, 20 slots x 0.2 s, slot headers",
 )
 #: The quantized cells are costly (the control's 200 workers retry in tight loops):
 #: ``tests/test_simulator.py`` asserts the quantized bound on one seed of its own.

@@ -10,6 +10,7 @@ provider frees the slot it used when the reply's latency has passed.
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class ProviderModel:
     tokens_per_request: float = 100.0
     #: The per-minute request limit the headers describe (``None`` = no rate-limit headers).
     header_limit: float | None = None
+    #: Headers describe the concurrency cap as the fault provider does: limit = slots,
+    #: remaining = free slots, reset = time until every request in service has finished.
+    capacity_headers: bool = False
     header_style: Literal["openai", "anthropic"] = "openai"
     #: ``Retry-After`` on 429/503/529: seconds, absent (``None``) or ``"auto"`` (time to capacity).
     retry_after: float | Literal["auto"] | None = "auto"
@@ -83,6 +87,7 @@ class ProviderModel:
     _tokens: float = 0.0
     _header_level: float = 0.0
     _updated: float = 0.0
+    _ends: list[float] = field(default_factory=list)
 
     def start(self, loop: Loop, seed: int) -> None:
         """Bind to ``loop`` at its current time, with full buckets and a seeded random source."""
@@ -93,6 +98,7 @@ class ProviderModel:
         self._tokens = self.token_rate if self.token_rate is not None else 0.0
         self._header_level = self.header_limit or 0.0
         self.inflight = self.attempts = 0
+        self._ends = []
 
     @property
     def capacity(self) -> float:
@@ -129,7 +135,9 @@ class ProviderModel:
         if self.fail_ratio and self._rng.random() < self.fail_ratio:
             return self._status(self.fail_status, self._latency(t) * 0.2)
         if self.concurrency is not None and self.inflight >= self.concurrency:
-            return self._status(self.overload_status, 0.005)
+            # the hint, when given: until the next slot frees
+            return self._status(self.overload_status, 0.005,
+                                wait=max(0.001, self._ends[0] - now) if self._ends else None)
         if self.rate is not None and self._level < 1.0:
             return self._status(429, 0.005, wait=(1.0 - self._level) / self.rate)
         cost = self.tokens_per_request
@@ -143,6 +151,7 @@ class ProviderModel:
             self._header_level = max(0.0, self._header_level - 1.0)
         latency = self._latency(t)
         self.inflight += 1
+        heapq.heappush(self._ends, now + latency)
         self._loop.at(now + latency, self._done)
         headers = self._limit_headers(now, absurd=index == self.absurd_at)
         return Reply(latency, 200, headers)
@@ -151,6 +160,7 @@ class ProviderModel:
 
     def _done(self) -> None:
         self.inflight -= 1
+        heapq.heappop(self._ends)
 
     def _latency(self, t: float) -> float:
         base = self.service_time * self._rng.uniform(1 - self.jitter, 1 + self.jitter)
@@ -183,11 +193,18 @@ class ProviderModel:
             seconds = (wait if wait is not None else 1.0) if hint == "auto" else hint
             headers["retry-after-ms"] = str(max(1, round(seconds * 1000)))
             headers["retry-after"] = str(max(0, math.ceil(seconds)))
-        if self.header_limit is not None and self._loop is not None:
+        if (self.header_limit is not None or self.capacity_headers) and self._loop is not None:
             headers.update(self._limit_headers(self._loop.now, absurd=False))
         return Reply(latency, status, headers)
 
     def _limit_headers(self, now: float, *, absurd: bool) -> dict[str, str]:
+        if self.capacity_headers and self.concurrency is not None:
+            return {
+                "x-ratelimit-limit-requests": str(self.concurrency),
+                "x-ratelimit-remaining-requests": str(max(0, self.concurrency - self.inflight)),
+                "x-ratelimit-reset-requests":
+                    f"{max(0.0, max(self._ends, default=now) - now):.3f}s",
+            }
         if self.header_limit is None and not absurd:
             return {}
         limit = self.header_limit or 1000.0

@@ -316,6 +316,9 @@ class _IdlePacer:
     def view(self, now: float) -> None:
         return None
 
+    def backlog(self, queued: int) -> float:
+        return 0.0
+
 
 class _Permits(_IdlePacer):
     """A pacer whose permits decide admission, with a share the test sets."""

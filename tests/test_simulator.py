@@ -8,8 +8,12 @@ here sleeps; the whole file takes well under a minute of CPU.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from resilient_llm import Policy
+from resilient_llm.fleet import FleetPressure
 from resilient_llm.testing.sim import (
     MATRIX,
     REDUCED,
@@ -18,12 +22,14 @@ from resilient_llm.testing.sim import (
     ControlClient,
     Loop,
     ProviderModel,
+    ResilientClient,
     Traffic,
     World,
     run_cell,
     simulate,
 )
 from resilient_llm.testing.sim.invariants import violations
+from resilient_llm.testing.sim.redis_model import RedisModel
 
 SEEDS = range(5)
 
@@ -179,6 +185,46 @@ def test_quantized_limits_are_met_by_pacing_not_by_429s() -> None:
     assert ours.late_429 <= 0.01 < 0.9 < control.late_429
     assert ours.goodput_ratio >= 0.9
     assert ours.success >= 0.99 > 0.05 > control.success
+
+
+# --- fleets sharing one key through Redis (modelled in memory, running the fleet's Lua) ---------
+
+
+def test_fleet_runs_are_deterministic_per_seed() -> None:
+    chosen = cell("fleet of 4, one 429, headers 3000/min, fallback, with Redis")
+    first, _ = simulate(chosen, 1, "resilient")
+    assert first == simulate(chosen, 1, "resilient")[0]
+    assert first != simulate(chosen, 2, "resilient")[0]
+
+
+def test_fleet_processes_share_one_target_through_the_modelled_redis() -> None:
+    loop = Loop()
+    world = World(loop, {"m": ProviderModel(service_time=0.05, rate=20.0, burst=20.0,
+                                            header_limit=1200.0)}, 0)
+    redis = RedisModel(lambda: loop.now)
+    policy = Policy(deadline=10.0, telemetry=False)
+    clients = [ResilientClient(world, policy=policy, seed=0, process=p, redis=redis)
+               for p in range(4)]
+    results: list[CallResult] = []
+    Traffic("workers", duration=3.0, n=8).spawn(loop, clients, "m", results,
+                                                random.Random(0))
+    loop.run()
+    assert results and all(r.ok for r in results)
+    states = [client.state("m") for client in clients]
+    assert all(isinstance(state, FleetPressure) for state in states)
+    fleet = states[0].snapshot(loop.now).fleet
+    assert fleet is not None and fleet.mode == "fleet" and fleet.active_workers == 4
+    assert redis.evals > 0
+
+
+def test_quantized_limits_are_met_by_a_fleet_with_redis() -> None:
+    """4 processes, 200 workers, a provider enforcing 50/s with a burst of 5 under headers of
+    3000/min: with Redis the fleet meets the quantized bound, and does no worse than the same
+    processes pacing apart (``benchmarks/pressure_matrix.py --only "fleet of"`` runs 64 too)."""
+    chosen = cell("fleet of 4, quantized 50/s burst 5, headers 3000/min, with Redis")
+    metrics = run_cell(chosen, [0])
+    assert violations(chosen, metrics) == []
+    assert metrics["resilient"].late_429 <= 0.01 < metrics["control"].late_429
 
 
 @pytest.mark.parametrize("chosen", REDUCED, ids=lambda c: c.name)

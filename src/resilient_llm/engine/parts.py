@@ -141,6 +141,11 @@ class Pacer(Protocol):
         """Seconds until a permit is at hand; ``None``: unknown (wait to be woken)."""
         ...
 
+    def backlog(self, queued: int) -> float:
+        """Seconds until ``queued`` calls already waiting have their permits, when
+        :meth:`wait` does not know (what a call deciding on a fallback waits behind them)."""
+        ...
+
     def take(self, cost: float, now: float, priority: Priority) -> None:
         """An admission was made (also while not :meth:`engaged`: demand is counted)."""
         ...

@@ -336,7 +336,9 @@ class TargetPressure:
         pacer = self.pacer
         if pacer is not None and pacer.engaged():
             wait = pacer.wait(cost, now, "interactive")
-            return 0.0 if wait is None else wait
+            if wait is None:  # no permit at hand: behind the calls already queued for one
+                return pacer.backlog(len(self._waiting)) if self._waiting else 0.0
+            return wait
         self._follow_cubic(now)
         wait = 0.0 if self.requests is None else self.requests.wait_for(1, now)
         if self.tokens is not None and cost > 0:

@@ -19,10 +19,17 @@ without Redis. What is shared, and why that and no more:
   provider's bucket ``C + ρ·w`` for every ``w``. Lease size ``k = clamp(⌈d·τ⌉, 1, ⌊r·τ/N⌋)``
   (``d`` this worker's demand, ``N`` active workers): a busy worker pays one round trip per
   ``d·τ`` calls, and no worker holds more than its fair share of the window.
-* **Throttles**: a 429/529/503 seen by any worker runs the botocore CUBIC cut once for the
-  fleet (``W_max = r``, ``r ← β·r``, ``K = ∛(W_max·(1 − β)/C)``), at most once per second
-  (one overshoot is seen by many workers at once); every worker paces by
+* **Throttles**: a rate-shaped 429 (it carries a ``Retry-After``, or the provider publishes
+  limits; a bare 429 is a concurrency cap, the local limit's business) seen by any worker
+  runs the botocore CUBIC cut once for the fleet (``W_max = r``, or without a paced rate what
+  the provider accepted lately, ``r ← β·r``, ``K = ∛(W_max·(1 − β)/C)``), at most once per
+  second (one overshoot is seen by many workers at once); every worker paces by
   ``C·(t − t_throttle − K)³ + W_max`` computed on the server clock, so recovery is shared too.
+  The throttle is forgotten when CUBIC is back at the headers' rate (without one, CUBIC keeps
+  pacing: unpaced again would only buy the next burst of 429s), and from the first throttle
+  on the provider's bucket is taken as at most ``BURST_SECONDS`` (0.1 s) of the rate, whatever
+  the headers describe: a 429 is ground truth, and a per-minute limit may be enforced over
+  much shorter windows.
 * **Priorities**: ``batch`` leases may take only permits that conform now and must leave
   ``INTERACTIVE_RESERVE`` (25 %, 50 % while recovering from a throttle) of the burst; only
   ``interactive`` leases may also book slots ahead. Under pressure batch waits first.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import secrets
 import socket
 import threading
@@ -60,6 +61,8 @@ class Link:
         self.timeout = timeout
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.up = True
+        #: Jitter for the targets on this link (a simulated link seeds its own).
+        self.rng = random.Random()
         self._lock = threading.Lock()
         self._retry_at = 0.0
         self._probing = False
@@ -87,6 +90,10 @@ class Link:
         self._scripts = {script.name: client.register_script(script.source())
                          for script in SCRIPTS}
         self._client = client
+
+    def now(self) -> float:
+        """The clock round trips are timed on (a simulated link's is virtual)."""
+        return time.monotonic()
 
     def usable(self) -> bool:
         """False while Redis is known to be down and no re-probe is due."""

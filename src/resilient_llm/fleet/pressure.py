@@ -14,9 +14,7 @@ a ``FleetBreaker`` (an ``engine.parts.CircuitBreaker``).
 from __future__ import annotations
 
 import math
-import random
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +84,7 @@ class LeasePacer:
         self._mode = "fleet"
         self._local_share = 1.0
         self._last_throttle_sent = -math.inf
-        self._rng = random.Random()
+        self._rng = link.rng
 
     @property
     def paces_tokens(self) -> bool:
@@ -151,12 +149,12 @@ class LeasePacer:
                                                         else self._tau)
             args = self._acquire_args(priority, want, per_call, max(0.0, ahead), now, pool.rate)
             self._refilling = True
-        sent = time.monotonic()
+        sent = self._link.now()
         result: Grant | None = None
         try:
             result = self._link.call(ACQUIRE, list(self._keys), args)
         finally:
-            rtt = time.monotonic() - sent
+            rtt = self._link.now() - sent
             with self._lock:
                 self._refilling = False
                 if result is not None:
@@ -222,6 +220,12 @@ class LeasePacer:
                 return own.hint_until - now
             return None  # a refill is due or under way: wait to be woken
 
+    def backlog(self, queued: int) -> float:
+        # Their turn at this worker's share of the fleet's rate.
+        with self._lock:
+            rate, active = self._fleet_rate, self._active
+        return queued * active / rate if rate else 0.0
+
     def take(self, cost: float, now: float, priority: Priority) -> None:
         with self._lock:
             self._pools[priority].enqueued += 1  # demand, for the next lease's size
@@ -246,7 +250,7 @@ class LeasePacer:
                 self._drop_leases(hints=True)
 
     def throttled(self, now: float) -> None:
-        if self._mode != "fleet":
+        if self._mode != "fleet" or not self._rate_shaped():
             return
         with self._lock:
             self._drop_leases(hints=False)
@@ -259,6 +263,12 @@ class LeasePacer:
             COUNTERS.add("throttles_shared")
             with self._lock:
                 self._fleet_rate = result.rate
+
+    def _rate_shaped(self) -> bool:
+        """Does a 429 speak of the send rate (the provider publishes limits)? A bare 429 from
+        a provider without limits is a concurrency cap: the local concurrency limit's
+        business, not the fleet's rate (as in one process)."""
+        return self._req.capacity is not None or self._tok.capacity is not None
 
     def view(self, now: float) -> FleetSnapshot:
         with self._lock:

@@ -165,7 +165,7 @@ def _prelude() -> str:
         headroom=tuning.HEADROOM, budget=tuning.BUDGET, tau_max=tuning.TAU_MAX,
         tau_unknown=tuning.TAU_UNKNOWN, cubic_c=tuning.CUBIC_C, cubic_beta=tuning.CUBIC_BETA,
         min_rate=tuning.MIN_RATE, active=tuning.ACTIVE_WINDOW,
-        reserve=tuning.INTERACTIVE_RESERVE,
+        reserve=tuning.INTERACTIVE_RESERVE, burst_seconds=tuning.BURST_SECONDS,
     )
 
 

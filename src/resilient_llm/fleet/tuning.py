@@ -4,11 +4,13 @@ rendered from them (``scripts.py``), so both sides of a lease agree on every num
 from __future__ import annotations
 
 from ..engine.controllers import MIN_RATE, Cubic
+from ..engine.pressure import BURST_SECONDS
 
 __all__ = [
     "ACTIVE_WINDOW",
     "BREAKER_CHECK_EVERY",
     "BUDGET",
+    "BURST_SECONDS",
     "CUBIC_BETA",
     "CUBIC_C",
     "HEADROOM",

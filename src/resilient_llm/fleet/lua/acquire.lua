@@ -90,15 +90,6 @@ if k >= 1 then
   end
   if r then redis.call('HSET', rk, 'ra', fmt(dims[1].after)) end
   if rt then redis.call('HSET', rk, 'ta', fmt(dims[#dims].after)) end
-  local b = math.floor(now * 2) / 2
-  local mb = num(f.mb, 0)
-  if b == mb then
-    redis.call('HINCRBY', rk, 'mc', k)
-  else
-    local mm = num(f.mm, 0)
-    if mb > 0 then mm = 0.8 * num(f.mc, 0) / math.max(b - mb, 0.5) + 0.2 * mm end
-    redis.call('HSET', rk, 'mb', fmt(b), 'mc', k, 'mm', fmt(mm))
-  end
 else
   local need = math.max(1, math.min(want, fair))
   for _, x in ipairs(dims) do wait = math.max(wait, x.tat + need * x.inc - x.horizon) end
@@ -106,6 +97,9 @@ else
   if r and not f.ra then redis.call('HSET', rk, 'ra', fmt(dims[1].tat)) end
   if rt and not f.ta then redis.call('HSET', rk, 'ta', fmt(dims[#dims].tat)) end
 end
+-- What the provider accepted (the successes the workers report): a throttle's base when the
+-- fleet knows no rate of its own.
+meter(rk, f, 'sb', 'sn', 'sm', tonumber(ARGV[13]), now)
 local est_f = window(bk, now, tonumber(ARGV[16]), 0, tonumber(ARGV[13]))
 local open = open_left(bk, now)
 local ttl = tonumber(ARGV[17])

@@ -2,6 +2,7 @@
 -- placeholders on the first two lines are filled from resilient_llm.fleet.tuning on loading.
 local HEADROOM, BUDGET, TAU_MAX, TAU_UNKNOWN = $headroom, $budget, $tau_max, $tau_unknown
 local C3, BETA, FLOOR, ACTIVE, RESERVE = $cubic_c, $cubic_beta, $min_rate, $active, $reserve
+local BURST = $burst_seconds
 local function num(v, d)
   if v == nil or v == false or v == '' then return d end
   return tonumber(v)
@@ -18,7 +19,12 @@ local function fields(key)
   return f
 end
 -- The fleet's pace now: request rate r, token rate rt (nil: not learned, unpaced), the lease
--- validity tau, and whether CUBIC is still recovering from a throttle.
+-- validity tau, and whether CUBIC is still recovering from a throttle. A throttle is forgotten
+-- once CUBIC is back at the headers' rate; without a header rate CUBIC keeps pacing (its rate
+-- grows with time: being unpaced again would only buy the next burst of 429s). Once the fleet
+-- was throttled (`qb`), the provider's burst is not believed to exceed BURST seconds of the
+-- rate, whatever the headers say: a 429 is ground truth, and a per-minute limit may be
+-- enforced over much shorter windows.
 local function pace(key, f, now)
   local rr, rc, tr, tc = num(f.rr), num(f.rc), num(f.tr), num(f.tc)
   local r = rr and HEADROOM * rr
@@ -28,24 +34,41 @@ local function pace(key, f, now)
   if ct then
     local w = num(f.cw, FLOOR)
     local c = C3 * (now - ct - num(f.ck, 0)) ^ 3 + w
-    if c >= (r or 2 * w) then
+    if (r and c >= r) or (not r and rt and c >= 2 * w) then
       redis.call('HDEL', key, 'ct', 'ck', 'cw')
       f.ct = nil
     else
       c = math.max(c, FLOOR)
       if r and rt then rt = rt * c / r end
+      recovering = c < (r or 2 * w)
       r = c
-      recovering = true
     end
   end
   local tau = TAU_UNKNOWN
   if r then
     rc = rc or math.max(1, r)
+    if f.qb then rc = math.min(rc, math.max(1, r * BURST)) end
     tau = math.min(TAU_MAX, math.max(0.05, (BUDGET * rc - 1) / r))
   elseif rt then
     tau = math.min(TAU_MAX, math.max(0.05, 0.5 * BUDGET * tc / rt))
   end
   return r, rt, tau, recovering
+end
+-- A rate meter in the hash `key` over 0.5 s buckets: fields b_ (bucket start), c_ (count in
+-- it), m_ (the rate, an EMA over buckets); adds n at now.
+local function meter(key, f, b_, c_, m_, n, now)
+  local b = math.floor(now * 2) / 2
+  local mb = num(f[b_], 0)
+  if b == mb then
+    if n > 0 then redis.call('HINCRBY', key, c_, n) end
+  else
+    local m = num(f[m_], 0)
+    if mb > 0 then
+      local last = num(f[c_], 0) / math.max(b - mb, 0.5)
+      if m > 0 then m = 0.8 * last + 0.2 * m else m = last end
+    end
+    redis.call('HSET', key, b_, fmt(b), c_, n, m_, fmt(m))
+  end
 end
 -- The fleet's failure window (two buckets of `win` seconds, the older one weighted down).
 local function window(key, now, win, add_fail, add_ok)

@@ -5,7 +5,11 @@
   concurrency limit, retry budget, attempt planning, backoff, give-up → error) — with the
   provider's answers classified and their headers parsed by the same functions the drivers
   use. Only the I/O is simulated: :func:`_drive` performs the plan's actions on virtual time,
-  as the sync driver does on real time.
+  as the sync driver does on real time. Given a :class:`~.redis_model.RedisModel`, a process
+  is one worker of a fleet: its targets are built by the registry with the fleet's state
+  (``FleetPressure`` and ``FleetBreaker`` over a :class:`~.redis_model.ModelLink`), as the
+  drivers build them with ``RESILIENT_LLM_REDIS_URL`` set, and each call runs in its own
+  context, so the fleet code sees the call (its deadline, its probe) as it does in a driver.
 * :class:`ControlClient` is the official SDK's retry loop: 2 retries, exponential backoff
   (0.5 s doubling, at most 8 s, minus up to 25 % jitter), ``Retry-After`` honoured up to 60 s,
   retries on 408/409/429/5xx and connection errors, and a 600 s timeout per attempt.
@@ -16,25 +20,27 @@ deadline, keeps trying after it (as a real caller's SDK would) but that success 
 
 from __future__ import annotations
 
+import contextvars
 import json
 import random
 import threading
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 
 from ..._policy import Policy, Priority
-from ...engine.call import Send, Wait, end_call, start_call
+from ...engine.call import Send, Wait, start_call
 from ...engine.classify import classify_exception, classify_status
 from ...engine.plan import Admit, Admitted, Failed, Plan, Raise, Refused, Return, Served
 from ...engine.plan import Reply as PlanReply
-from ...engine.pressure import TargetKey, TargetPressure
+from ...engine.pressure import PressureRegistry, TargetKey, TargetPressure
 from ...providers._ratelimits import parse_rate_limits
 from .._fake_clock import FakeRandom
 from .loop import Loop, SimClock, SimEvent
 from .providers import ProviderModel, Reply
+from .redis_model import ModelLink, RedisModel
 
 __all__ = ["CallResult", "ControlClient", "ResilientClient", "World"]
 
@@ -45,6 +51,9 @@ _BODY_529 = json.dumps({"type": "error", "error": {"type": "overloaded_error",
                                                    "message": "overloaded"}}).encode()
 #: The token estimate of a simulated request (a short prompt and ``max_tokens`` 16).
 _COST = 30.0
+#: Every process of a fleet calls the same endpoint with the same key: one shared target.
+_FLEET_ENDPOINT = "http://sim.invalid:80"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,33 +94,64 @@ class World:
 
 class ResilientClient:
     """One process using resilient-llm: its own pressure states (one per model), so the
-    processes of a fleet without Redis learn apart, as separate processes do."""
+    processes of a fleet without Redis learn apart, as separate processes do; with ``redis``
+    (the fleet's shared Redis, modelled) they are one fleet's workers."""
 
-    def __init__(self, world: World, *, policy: Policy, seed: int, process: int = 0) -> None:
+    def __init__(self, world: World, *, policy: Policy, seed: int, process: int = 0,
+                 redis: RedisModel | None = None) -> None:
         self.world = world
         self._clock = SimClock(world.loop)
         self._rng = FakeRandom(seed * 1009 + process)
         self._policies = {priority: policy.replace(priority=priority)
                           for priority in ("interactive", "batch")}
         self._states: dict[str | None, TargetPressure] = {}
-        self._endpoint = f"http://p{process}.sim.invalid:80"
+        self._registry = PressureRegistry()
+        self._link: ModelLink | None = None
+        if redis is None:
+            self._endpoint = f"http://p{process}.sim.invalid:80"
+        else:
+            self._endpoint = _FLEET_ENDPOINT
+            self._link = ModelLink(redis, worker=f"p{process}", seed=seed * 1031 + process)
+
+    def _fleet_state(self, key: TargetKey, now: float, redis_url: str) -> TargetPressure:
+        """The registry's factory for a fleet-backed target (``fleet_pressure``'s, on the
+        modelled Redis)."""
+        from ...fleet import FleetPressure
+
+        assert self._link is not None
+        return FleetPressure(key, now, self._link)
 
     def state(self, model: str | None) -> TargetPressure:
         """This process's pressure state for ``model``."""
         found = self._states.get(model)
         if found is None:
             key = TargetKey.of(self._endpoint, "sim-key", model)
-            found = self._states[model] = TargetPressure(key, self._clock.now())
+            found = self._states[model] = self._registry.get(
+                key, self._clock.now(), redis_url=None if self._link is None else "redis://model",
+                shared=self._fleet_state)
         return found
 
     def call(self, model: str, priority: Priority = "interactive") -> Generator[float, None,
                                                                                 CallResult]:
-        call, token = start_call(self._policies[priority], target=model, clock=self._clock,
-                                 rng=self._rng)
-        end_call(token)
+        # Each call in a context of its own, current while its steps run (as a driver's call
+        # is current in its thread or task): the fleet code reads it.
+        context = contextvars.Context()
+        call, _ = context.run(start_call, self._policies[priority], target=model,
+                              clock=self._clock, rng=self._rng)
         plan = Plan(call, states=self.state, requested=None, replayable=True,
                     cost=lambda: _COST)
-        return (yield from _drive(self.world, plan, priority))
+        return (yield from _within(context, _drive(self.world, plan, priority)))
+
+
+def _within(context: contextvars.Context, process: Generator[float, None, T]) -> Generator[
+        float, None, T]:
+    """Run every step of ``process`` in ``context``."""
+    try:
+        while True:
+            yield context.run(next, process)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
 
 
 def _drive(world: World, plan: Plan, priority: Priority) -> Generator[float, None, CallResult]:
@@ -165,7 +205,7 @@ def _queue(loop: Loop, plan: Plan, admit: Admit) -> Generator[float, None, Admit
     """The drivers' admission queue: ask, sleep what the pacer says, or until woken."""
     place = plan.enqueue(admit)
     # Woken when a slot frees, as the async driver's waiters are.
-    place.waiter.async_event = SimEvent(loop)
+    event = place.waiter.async_event = SimEvent(loop)
     place.waiter.loop_thread = threading.get_ident()
     try:
         while True:
@@ -174,8 +214,12 @@ def _queue(loop: Loop, plan: Plan, admit: Admit) -> Generator[float, None, Admit
                 return turn
             # Until woken by a release (one thread: no wake is missed, unlike the drivers,
             # which look again every 50 ms), or until the plan would stop waiting; a wait
-            # below float resolution at this time would never advance the clock.
-            yield max(place.poll(1.0) if turn is None else turn, 1e-4)
+            # below float resolution at this time would never advance the clock. Woken while
+            # asking (the event is pending): look again (almost) at once.
+            wait = 0.0 if event.pending else (place.poll(1.0) if turn is None else turn)
+            event.arm()
+            yield max(wait, 1e-4)
+            event.disarm()
     except BaseException:
         place.leave()
         raise

@@ -25,6 +25,9 @@ RULES: dict[str, str] = {
     "fallback_fast": "with a fallback ready, no call waits over 50 ms on the down primary",
     "absurd": "one absurd header never holds a call in the client longer than its deadline",
     "quantized": "after 10 s: 429s <= 1 % of attempts, goodput >= 0.9 x the enforced rate",
+    "fleet": "a fleet with Redis vs the same processes without: success >= theirs, goodput "
+             ">= 0.95 x theirs (the fleet paces within the limit), 429s after 10 s <= "
+             "max(theirs, 1 %)",
     "priority": "interactive p99 <= 2 x its unloaded p99, every batch call succeeds",
     "drains": "a burst beyond capacity is served within 1.5 x its ideal makespan",
 }
@@ -66,6 +69,14 @@ def violations(cell: Cell, metrics: Mapping[ClientKind, CellMetrics]) -> list[st
          f"a call waited {ours.max_waited:.3g} s in the client")
     need("absurd", ours.max_waited < cell.deadline and ours.success == 1.0,
          f"a call waited {ours.max_waited:.3g} s, success {ours.success:.1%}")
+    apart = metrics.get("apart")
+    if apart is not None:
+        need("fleet", ours.success >= apart.success,
+             f"success {ours.success:.1%} < {apart.success:.1%} without Redis")
+        need("fleet", ours.goodput >= 0.95 * apart.goodput,
+             f"goodput {ours.goodput:.1f}/s < 0.95 x {apart.goodput:.1f}/s without Redis")
+        need("fleet", ours.late_429 <= max(apart.late_429, 0.01),
+             f"{ours.late_429:.1%} 429s after 10 s > {apart.late_429:.1%} without Redis")
     need("quantized", ours.late_429 <= 0.01, f"{ours.late_429:.1%} 429s after 10 s")
     need("quantized", ours.goodput_ratio >= 0.9, f"goodput {ours.goodput_ratio:.2f} x R")
     if model.concurrency is not None:

@@ -92,19 +92,37 @@ class SimEvent:
     """An event a sleeping process waits on: ``set()`` resumes it at once.
 
     It stands in for the asyncio event an admission waiter is woken with, so a simulated call
-    queued for admission resumes when a slot frees, as the drivers' calls do.
+    queued for admission resumes when a slot frees, as the drivers' calls do. It wakes the
+    process only while it sleeps on it (:meth:`arm`); set at any other time (say by the
+    process itself, while it asks for admission) it stays ``pending``, as an event set before
+    a wait makes the wait return at once, and never cuts a later, unrelated sleep short.
     """
 
-    __slots__ = ("_loop", "_proc")
+    __slots__ = ("_armed", "_loop", "_proc", "pending")
 
     def __init__(self, loop: Loop) -> None:
         if loop.current is None:
             raise RuntimeError("a SimEvent belongs to a running process")
         self._loop = loop
         self._proc = loop.current
+        self._armed = False
+        self.pending = False
+
+    def arm(self) -> None:
+        """The process is about to sleep on this event."""
+        self._armed = True
+
+    def disarm(self) -> None:
+        """The process is awake again (woken, or its sleep ended)."""
+        self._armed = False
+        self.pending = False
 
     def set(self) -> None:
-        self._loop.wake(self._proc)
+        if self._armed:
+            self._armed = False
+            self._loop.wake(self._proc)
+        else:
+            self.pending = True
 
 
 class SimClock:

@@ -17,11 +17,13 @@ from ..._policy import Policy
 from .clients import CallResult, ControlClient, ResilientClient, World
 from .loop import Loop
 from .providers import Fault, ProviderModel
+from .redis_model import RedisModel
 from .traffic import Client, Traffic
 
-__all__ = ["MATRIX", "REDUCED", "Cell", "CellMetrics", "run_cell", "simulate"]
+__all__ = ["MATRIX", "REDUCED", "Cell", "CellMetrics", "fleet_cells", "run_cell", "simulate"]
 
-ClientKind = Literal["resilient", "control"]
+#: ``apart``: a Redis cell's processes without Redis (only for cells with ``redis``).
+ClientKind = Literal["resilient", "control", "apart"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class Cell:
     #: A healthy fallback model is configured (resilient client only: the SDK has none).
     fallback: bool = False
     processes: int = 1
+    #: The processes are one fleet sharing a (modelled) Redis; the metrics then also have the
+    #: same processes without Redis (``"apart"``), which the fleet must not do worse than.
+    redis: bool = False
     #: Which invariants apply to this cell (see ``tests/test_simulator.py``).
     checks: frozenset[str] = field(default_factory=frozenset)
 
@@ -72,9 +77,11 @@ def simulate(cell: Cell, seed: int, kind: ClientKind) -> tuple[list[CallResult],
     clients: list[Client] = []
     policy = Policy(deadline=cell.deadline, telemetry=False,
                     fallbacks={"m": ("fb",)} if cell.fallback else {})
+    redis = RedisModel(lambda: loop.now) if cell.redis and kind == "resilient" else None
     for process in range(cell.processes):
-        if kind == "resilient":
-            clients.append(ResilientClient(world, policy=policy, seed=seed, process=process))
+        if kind != "control":
+            clients.append(ResilientClient(world, policy=policy, seed=seed, process=process,
+                                           redis=redis))
         else:
             clients.append(ControlClient(world, deadline=cell.deadline, seed=seed,
                                          process=process))
@@ -87,8 +94,10 @@ def simulate(cell: Cell, seed: int, kind: ClientKind) -> tuple[list[CallResult],
 
 def run_cell(cell: Cell, seeds: Sequence[int]) -> dict[ClientKind, CellMetrics]:
     """Both clients' metrics for ``cell`` over ``seeds``."""
+    kinds: tuple[ClientKind, ...] = ("resilient", "control", "apart") if cell.redis else (
+        "resilient", "control")
     return {kind: _metrics(cell, [simulate(cell, seed, kind) for seed in seeds])
-            for kind in ("resilient", "control")}
+            for kind in kinds}
 
 
 def _metrics(cell: Cell, runs: list[tuple[list[CallResult], float]]) -> CellMetrics:
@@ -250,7 +259,47 @@ def _matrix() -> list[Cell]:
     return cells
 
 
-MATRIX: list[Cell] = _matrix()
+def fleet_cells() -> list[Cell]:
+    """Fleets of 4 and 64 processes sharing one key through Redis (modelled in memory, running
+    the fleet's Lua), each next to the same processes without Redis (``apart``)."""
+    never = frozenset({"never_worse", "fleet"})
+    quantized = {"service_time": 0.05, "rate": 50.0, "burst": 5.0, "header_limit": 3000.0}
+    cells = [Cell(f"fleet of {n}, quantized 50/s burst 5, headers 3000/min, with Redis",
+                  _p(**quantized), Traffic("workers", duration=20.0, n=200), processes=n,
+                  deadline=30.0, redis=True, checks=never | {"quantized"})
+             for n in (4, 64)]
+    # With a fallback ready, calls queued behind the fleet's pace move on to it.
+    cells.append(Cell("fleet of 4, quantized 50/s burst 5, headers 3000/min, fallback, "
+                      "with Redis", _p(**quantized), Traffic("workers", duration=20.0, n=200),
+                      processes=4, deadline=30.0, fallback=True, redis=True, checks=never))
+    cells += [Cell(f"fleet of {n}, healthy, 64 in flight, 100 ms, with Redis",
+                   _p(service_time=0.1), Traffic("workers", duration=4.0, n=64), processes=n,
+                   deadline=30.0, redis=True, checks=never | {"healthy"})
+              for n in (4, 64)]
+    # Symptom 6 of the pressure-control issue: one 503 (or a throttle: 429, 529) must not
+    # block the model for the fleet, which has a fallback ready; the provider publishes limits.
+    # (A throttled primary is not down: "fallback_fast" is the 503's and 529's promise.)
+    cells += [Cell(f"fleet of 4, one {fault}, headers 3000/min, fallback, with Redis",
+                   _p(service_time=0.05, transient=(fault,), retry_after=None,
+                      header_limit=3000.0),
+                   Traffic("sequential", duration=20.0, think=0.2), processes=4,
+                   deadline=10.0, fallback=True, redis=True,
+                   checks=never | {"transient"} | ({"fallback_fast"} if fault != "429"
+                                                    else frozenset()))
+              for fault in ("503", "429", "529")]
+    cells.append(Cell("fleet of 4, outage 503 15 s, 4/s callers, fallback, with Redis",
+                      _p(service_time=0.05, outage=(5.0, 20.0, "503"), retry_after=None),
+                      Traffic("sequential", duration=45.0, think=0.2), processes=4,
+                      deadline=10.0, fallback=True, redis=True,
+                      checks=never | {"recovers", "fallback_fast"}))
+    cells += [Cell(f"fleet of {n}, Poisson 1.5x capacity (20 slots x 0.5 s), with Redis",
+                   _p(**_CAPPED), Traffic("poisson", duration=30.0, rate=60.0), processes=n,
+                   deadline=10.0, redis=True, checks=never)
+              for n in (4, 64)]
+    return cells
+
+
+MATRIX: list[Cell] = _matrix() + fleet_cells()
 _REDUCED_NAMES = (
     "transient 429, deadline 1 s", "transient 503, deadline 2 s", "transient 529, deadline 1 s",
     "transient 500, deadline 1 s", "transient reset, deadline 1 s",
@@ -265,3 +314,6 @@ _REDUCED_NAMES = (
 #: The quantized cells are costly (the control's 200 workers retry in tight loops):
 #: ``tests/test_simulator.py`` asserts the quantized bound on one seed of its own.
 REDUCED: list[Cell] = [cell for cell in MATRIX if cell.name in _REDUCED_NAMES]
+#: The fleet's cells in CI: the cheap one here; the quantized fleet of 4 on one seed of its own.
+_FLEET_REDUCED = ("fleet of 4, one 503, headers 3000/min, fallback, with Redis",)
+REDUCED += [cell for cell in MATRIX if cell.name in _FLEET_REDUCED]

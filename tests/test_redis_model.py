@@ -1,0 +1,280 @@
+"""The simulator's in-memory Redis against a real ``redis-server``: same scripts, same replies.
+
+``resilient_llm.testing.sim.redis_model`` runs the fleet's own Lua on virtual time. Here the
+same sequences of script calls go to the model and to a real server, and every reply (and
+the state left behind) must be identical. The real server's clock cannot be set, so its copy
+of each script reads ``TIME`` from a list the test writes before each call (the same
+``[seconds, microseconds]`` the model's ``TIME`` answers); nothing else in the scripts changes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from resilient_llm.engine.pressure import TargetKey
+from resilient_llm.fleet import fleet_keys, scripts, tuning
+from resilient_llm.testing.sim.redis_model import ModelLink, RedisError, RedisModel
+from tests.redis_server import redis_url  # noqa: F401
+
+_TIME_KEY = "rllm:test:time"
+_EPOCH = 1_780_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = _EPOCH
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Twin:
+    """One script call, made on the model and on the real server at the same instant."""
+
+    def __init__(self, url: str) -> None:
+        self.clock = Clock()
+        self.model = RedisModel(self.clock)
+        self.real = redis.Redis.from_url(url, decode_responses=True)
+        clock = f"redis.call('LRANGE', '{_TIME_KEY}', 0, 1)"
+        self._real_scripts = {
+            s.name: self.real.register_script(s.source().replace("redis.call('TIME')", clock))
+            for s in scripts.SCRIPTS
+        }
+
+    def run(self, script: scripts.Script[Any], keys: list[str], args: list[Any]) -> Any:
+        moment = self.model.command("TIME")
+        pipe = self.real.pipeline()
+        pipe.delete(_TIME_KEY)
+        pipe.rpush(_TIME_KEY, *moment)  # type: ignore[misc]
+        pipe.execute()
+        ours = self.model.eval(script.source(), keys, args)
+        theirs = self._real_scripts[script.name](keys=keys, args=args)
+        assert ours == theirs, f"{script.name}{args}: model {ours!r}, redis-server {theirs!r}"
+        return script.decode(ours if isinstance(ours, list) else [ours])
+
+    def state(self, key: str) -> Any:
+        kind = self.real.type(key)
+        if kind == "hash":
+            flat = self.model.command("HGETALL", key)
+            assert isinstance(flat, list)
+            return self.real.hgetall(key), dict(zip(flat[::2], flat[1::2], strict=True))
+        if kind == "zset":
+            return self.real.zcard(key), self.model.command("ZCARD", key)
+        return kind, self.model.command("EXISTS", key)
+
+
+@pytest.fixture
+def twin(redis_url: str) -> Iterator[Twin]:  # noqa: F811
+    made = Twin(redis_url)
+    yield made
+    made.real.close()
+
+
+def _keys() -> tuple[str, str, str]:
+    return fleet_keys(TargetKey.of("http://sim.invalid:80", f"sk-{random.random()}", "m"))
+
+
+def _acquire(worker: str, keys: tuple[str, str, str], *, want: int = 4, batch: bool = False,
+             learned: tuple[str, str, str, str] = ("", "", "", ""),
+             remaining: tuple[str, str, str] = ("", "", ""), successes: int = 0,
+             demand: float = 0.0, per_call: float = 30.0) -> list[Any]:
+    return [worker, want, f"{per_call:.3f}", "1" if batch else "0", "0.2500", *learned,
+            *remaining, successes, "http://sim.invalid:80", "m", "30", int(tuning.IDLE_TTL * 1000),
+            f"{demand:.4f}"]
+
+
+def _fail(worker: str, successes: int = 0) -> list[Any]:
+    return [worker, "30", 5, "0.5", "5.000", successes, int(tuning.IDLE_TTL * 1000)]
+
+
+def test_a_random_fleet_conversation_gets_the_same_replies(twin: Twin) -> None:
+    """Workers lease, learn limits, throttle, fail, trip, probe and recover, at random steps
+    of virtual time: every reply and the hashes left behind are the same on both."""
+    rk, bk, _ = keys = _keys()
+    rng = random.Random(7)
+    workers = [f"w{i}" for i in range(4)]
+    seen: set[str] = set()
+    for step in range(300):
+        twin.clock.now += rng.choice((0.0, 0.001, 0.013, 0.05, 0.2, 0.7, 1.3))
+        worker = rng.choice(workers)
+        roll = rng.random()
+        if roll < 0.45:
+            learned = ("47.5", "3000", "", "") if step > 20 else ("", "3000", "", "")
+            if rng.random() < 0.2:
+                learned = ("40", "5", "4000", "90000")
+            remaining = ((str(rng.randint(0, 3000)), "", f"{rng.uniform(0, 2):.3f}")
+                         if rng.random() < 0.3 else ("", "", ""))
+            grant = twin.run(scripts.ACQUIRE, list(keys), _acquire(
+                worker, keys, want=rng.randint(1, 40), batch=rng.random() < 0.3,
+                learned=learned, remaining=remaining, successes=rng.randint(0, 3),
+                demand=rng.choice((0.0, 5.0, 50.0))))
+            seen.add("granted" if grant.granted else "wait")
+        elif roll < 0.6:
+            cut = twin.run(scripts.THROTTLE, [rk], [f"{tuning.THROTTLE_COOLDOWN:g}",
+                                                    int(tuning.IDLE_TTL * 1000)])
+            seen.add("cut" if cut.cut else "no cut")
+        elif roll < 0.72:
+            view = twin.run(scripts.FAIL, [bk], _fail(worker, rng.randint(0, 2)))
+            seen.add("open" if view.open_left > 0 else "closed")
+        elif roll < 0.76:
+            twin.run(scripts.OPEN, [bk], [worker, "2.500", int(tuning.IDLE_TTL * 1000)])
+        elif roll < 0.86:
+            verdict = twin.run(scripts.PROBE, [bk], [worker, "6.000", "0.25"])
+            seen.add(verdict.verdict)
+            if verdict.verdict == "probe" and rng.random() < 0.5:  # else it stays out
+                twin.run(scripts.RESULT, [bk], [worker, rng.choice("01"), "3.000"])
+        elif roll < 0.9:
+            twin.run(scripts.RELEASE, [bk], [worker])
+        else:
+            twin.run(scripts.STATE, [bk], ["30"])
+    for key in keys:
+        real, model = twin.state(key)
+        assert real == model
+    # the conversation went through every branch worth comparing
+    assert seen >= {"granted", "wait", "cut", "no cut", "open", "closed", "probe", "held"}
+
+
+def test_a_quantized_flood_gets_the_same_leases(twin: Twin) -> None:
+    """The shape the simulator's fleet cells make: many workers, small leases, throttles."""
+    rk, _, _ = keys = _keys()
+    rng = random.Random(3)
+    for step in range(400):
+        twin.clock.now += rng.expovariate(200.0)
+        worker = f"p{rng.randrange(64)}"
+        if step % 37 == 36:
+            twin.run(scripts.THROTTLE, [rk], ["1", int(tuning.IDLE_TTL * 1000)])
+            continue
+        grant = twin.run(scripts.ACQUIRE, list(keys), _acquire(
+            worker, keys, want=rng.randint(1, 3), learned=("", "3000", "", ""),
+            demand=rng.uniform(0.5, 4.0)))
+        assert grant.granted >= 0 and grant.tau > 0
+
+
+def test_keys_expire_on_virtual_time() -> None:
+    clock = Clock()
+    model = RedisModel(clock)
+    model.command("HSET", "h", "a", "1")
+    assert model.command("PEXPIRE", "h", "1500") == 1
+    clock.now += 1.499
+    assert model.command("HGET", "h", "a") == "1"
+    assert model.command("PTTL", "h") == 1
+    clock.now += 0.001
+    assert model.command("EXISTS", "h") == 0
+    assert model.command("HGETALL", "h") == []
+    model.command("HSET", "h", "a", "2")  # a new key: no expiry carried over
+    assert model.command("PTTL", "h") == -1
+    model.command("HDEL", "h", "a")  # an emptied hash is deleted
+    assert model.command("EXISTS", "h") == 0
+
+
+def test_the_model_refuses_what_redis_refuses() -> None:
+    model = RedisModel(Clock())
+    model.command("SET", "s", "x")
+    with pytest.raises(RedisError, match="WRONGTYPE"):
+        model.command("HSET", "s", "a", "1")
+    model.command("HSET", "h", "a", "1.5")
+    with pytest.raises(RedisError, match="not an integer"):
+        model.command("HINCRBY", "h", "a", "1")
+    with pytest.raises(RedisError, match="unknown command 'FLUSHALL'"):
+        model.command("FLUSHALL")
+
+
+def test_a_model_link_skips_an_operation_the_call_has_no_time_for() -> None:
+    from resilient_llm._policy import Policy
+    from resilient_llm.engine.call import end_call, start_call
+    from resilient_llm.testing import FakeClock
+
+    clock = FakeClock()
+    model = RedisModel(clock.now)
+    link = ModelLink(model, worker="w0")
+    keys = list(_keys())
+    assert link.call(scripts.STATE, keys[1:2], ["30"]) is not None
+    _, token = start_call(Policy(deadline=1.0, telemetry=False), target="m", clock=clock)
+    try:
+        clock.advance(1.0 - tuning.OP_TIMEOUT / 2)
+        assert link.call(scripts.STATE, keys[1:2], ["30"]) is None
+    finally:
+        end_call(token)
+    assert model.evals == 1
+
+
+# --- the fleet's Lua on virtual time: what a 429 changes -------------------------------------
+
+
+class Fleet:
+    """The fleet's scripts on the model, one worker, time set by hand."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.model = RedisModel(self.clock)
+        self.link = ModelLink(self.model, worker="w0")
+        self.keys = list(_keys())
+
+    def acquire(self, *, learned: tuple[str, str, str, str] = ("", "3000", "", ""),
+                successes: int = 0, want: int = 1) -> scripts.Grant:
+        grant = self.link.call(scripts.ACQUIRE, self.keys, _acquire(
+            "w0", (self.keys[0], self.keys[1], self.keys[2]), want=want, learned=learned,
+            successes=successes, demand=50.0))
+        assert grant is not None
+        return grant
+
+    def throttle(self) -> scripts.Cut:
+        cut = self.link.call(scripts.THROTTLE, self.keys[:1],
+                             [f"{tuning.THROTTLE_COOLDOWN:g}", int(tuning.IDLE_TTL * 1000)])
+        assert cut is not None
+        return cut
+
+
+def test_an_unpaced_fleet_paces_from_what_the_provider_accepted_after_a_429() -> None:
+    """Headers of 3000/min that never say enough to learn a rate: the fleet is unpaced until
+    a 429, which with nothing measured yet cuts nothing; once successes were reported, the
+    cut paces just under the accepted rate, with a burst of at most 0.1 s of it."""
+    fleet = Fleet()
+    assert fleet.acquire().rate == -1  # unpaced
+    assert not fleet.throttle().cut  # nothing measured: no rate to keep
+    for _ in range(20):  # 50 successes/s reported for 2 s
+        fleet.clock.now += 0.1
+        fleet.acquire(successes=5)
+    fleet.clock.now += 1.0
+    cut = fleet.throttle()
+    assert cut.cut and cut.rate == pytest.approx(tuning.HEADROOM * 50, rel=0.05)
+    grant = fleet.acquire()
+    assert grant.rate == pytest.approx(cut.rate, rel=0.01)
+    assert grant.tau <= tuning.BURST_SECONDS  # not (0.9·3000 − 1)/r = 10 s
+    assert grant.rate * grant.tau + 1 <= 0.9 * max(1.0, grant.rate * tuning.BURST_SECONDS) + 1e-3
+
+
+def test_without_a_header_rate_the_fleet_stays_paced_and_grows() -> None:
+    fleet = Fleet()
+    for _ in range(10):
+        fleet.clock.now += 0.1
+        fleet.acquire(successes=5)
+    fleet.clock.now += 1.0
+    first = fleet.throttle().rate
+    rates = []
+    for _ in range(4):
+        fleet.clock.now += 30.0
+        rates.append(fleet.acquire().rate)
+    assert first < rates[0] < rates[1] < rates[2] < rates[3]  # never back to unpaced (-1)
+
+
+def test_a_throttle_shortens_the_lease_window_a_header_rate_allowed() -> None:
+    """Headers teach 100/s with a bucket of 100 (τ ≈ 0.94 s); after a 429 the window holds
+    at most 0.1 s of the rate, and once CUBIC is back at the headers' rate the throttle is
+    forgotten but the headers' burst still is not believed."""
+    fleet = Fleet()
+    learned = ("100", "100", "", "")
+    before = fleet.acquire(learned=learned)
+    assert before.tau == pytest.approx((0.9 * 100 - 1) / 95, rel=0.01)
+    assert fleet.throttle().cut
+    after = fleet.acquire(learned=learned)
+    assert after.rate < before.rate and after.tau <= tuning.BURST_SECONDS
+    fleet.clock.now += 60.0
+    recovered = fleet.acquire(learned=learned)
+    assert recovered.rate == pytest.approx(95, rel=0.01)
+    assert recovered.tau <= tuning.BURST_SECONDS

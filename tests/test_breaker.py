@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from resilient_llm import Failure, FailureClass
-from resilient_llm.engine.breaker import Breaker, counts_for_health
+from resilient_llm.engine.breaker import ALONE_WARMUP, Breaker, counts_for_health
 from resilient_llm.testing import FakeRandom
 
 DOWN = Failure(FailureClass.SERVER_ERROR, True, status=503)
@@ -67,7 +67,7 @@ def test_a_dead_target_lets_one_caller_without_fallback_through_a_second() -> No
     refused but for one a second, which probes it (not a trickle of doomed calls); callers
     with a fallback are all refused."""
     breaker, rng = Breaker(), FakeRandom(seed=2)
-    for i in range(30):
+    for i in range(ALONE_WARMUP):
         breaker.record(i * 0.01, DOWN, rng)
     # tripped at the fifth failure (0.04 s): the first such probe a second later
     assert sum(breaker.allow(0.5, alone=True, rng=rng) for _ in range(200)) == 0
@@ -116,6 +116,22 @@ def test_a_breaker_without_alone_probes_refuses_callers_without_a_fallback_when_
     rng = FakeRandom(fixed=0.0)
     quiet, probing = Breaker(break_for=5.0, alone_probes=False), Breaker(break_for=5.0)
     for breaker in (quiet, probing):
-        trip(breaker, rng)
+        for i in range(ALONE_WARMUP):
+            breaker.record(i * 0.01, DOWN, rng)
     assert probing.allow(1.1, alone=True, rng=rng)  # one a second, as a probe
     assert not quiet.allow(1.1, alone=True, rng=rng)  # a fleet probes fleet-wide instead
+
+
+def test_a_target_that_never_succeeded_lets_callers_without_a_fallback_try_for_a_while() -> None:
+    """Its first answers are often its fast failures: a target failing 90 % of requests trips
+    at once, and one probe a second would take ten seconds to find the success that shows it
+    is up. Callers with nowhere else to go try it for its first ``ALONE_WARMUP`` answers; a
+    caller with a fallback is refused as before."""
+    breaker, rng = Breaker(), FakeRandom(fixed=0.0)
+    trip(breaker, rng)
+    assert breaker.state(0.1) == "open"
+    assert not breaker.allow(0.1, rng=rng)
+    for i in range(ALONE_WARMUP - breaker.min_calls):
+        assert breaker.allow(0.1 + i * 0.001, alone=True, rng=rng)
+        breaker.record(0.1 + i * 0.001, DOWN, rng)
+    assert not breaker.allow(0.5, alone=True, rng=rng)  # down, as far as anyone can tell

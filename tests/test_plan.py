@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from resilient_llm import AllTargetsFailed, CircuitOpen, DeadlineExceeded, Policy
+from resilient_llm.engine.breaker import ALONE_WARMUP
 from resilient_llm.engine.call import Call, Send, Wait
 from resilient_llm.engine.classify import Failure, FailureClass
 from resilient_llm.engine.plan import (
@@ -161,7 +162,7 @@ def test_an_open_circuit_without_fallback_fails_fast_with_circuit_open() -> None
     clock = FakeClock()
     plan, states = _plan(clock)
     breaker = states["m"].breaker
-    for _ in range(30):
+    for _ in range(ALONE_WARMUP):
         breaker.record(clock.now(), SERVER_ERROR, FakeRandom(fixed=0.5))
     plan2 = Plan(plan.call, states=lambda name: states["m"], requested=None, replayable=True,
                  cost=lambda: 0.0)

@@ -25,7 +25,7 @@ from .._clock import RandomSource
 from .classify import Failure, FailureClass
 
 __all__ = [
-    "ALONE_PROBE_EVERY", "Breaker", "BreakerSnapshot", "BreakerState",
+    "ALONE_PROBE_EVERY", "ALONE_WARMUP", "Breaker", "BreakerSnapshot", "BreakerState",
     "counts_for_health",
 ]
 
@@ -33,6 +33,10 @@ BreakerState = Literal["closed", "open", "half_open"]
 #: While a circuit is open and nothing in its window succeeded, one caller without a fallback
 #: per this many seconds is let through as a probe.
 ALONE_PROBE_EVERY = 1.0
+#: Attempts a target that never succeeded still gets from callers without a fallback: its
+#: first answers are often its fast failures, and a target failing 90 % of requests would
+#: otherwise wait ten probes (ten seconds) for the success that lets such callers through.
+ALONE_WARMUP = 50
 
 _HEALTH = frozenset({
     FailureClass.OVERLOADED, FailureClass.SERVER_ERROR, FailureClass.TIMEOUT,
@@ -88,6 +92,7 @@ class Breaker:
         self._probe_out = False
         self._alone_probe_at = -float("inf")
         self._last_success = -float("inf")
+        self._recorded = 0
         self._lock = threading.Lock()
         self.transitions = 0
 
@@ -129,6 +134,8 @@ class Breaker:
         fleet's breaker sends no such probes: its half-open probe is fleet-wide."""
         if now - self._last_success <= self.window:
             return True
+        if self._last_success == -float("inf") and self._recorded < ALONE_WARMUP:
+            return True  # never succeeded yet: too few answers to call it down
         if self.alone_probes and now - self._alone_probe_at >= ALONE_PROBE_EVERY:
             self._alone_probe_at = now
             return True
@@ -149,6 +156,7 @@ class Breaker:
                 self._probe_out = False
             return
         with self._lock:
+            self._recorded += 1
             if healthy:
                 self._last_success = now
             state = self._current(now)

@@ -18,6 +18,7 @@ SCRIPT = Path(__file__).resolve().parent / "compat" / "run_sdk_suites.py"
 
 
 @pytest.mark.slow
+@pytest.mark.compat
 def test_official_client_suites_pass_against_the_drop_ins() -> None:
     proc = subprocess.run(
         [sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=900, check=False

@@ -61,7 +61,7 @@ def plot(results: list[tuple[Cell, dict[str, CellMetrics]]], path: Path) -> None
     import matplotlib.pyplot as plt
 
     names = [cell.name for cell, _ in results]
-    fig, axes = plt.subplots(1, 2, figsize=(14, 0.32 * len(names) + 1.5), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(16, 0.32 * len(names) + 1.5), sharey=True)
     ys = range(len(names))
     for ax, metric, title in ((axes[0], "success", "success rate"),
                               (axes[1], "p99_ratio", "p99 latency / control's")):
@@ -83,7 +83,7 @@ def plot(results: list[tuple[Cell, dict[str, CellMetrics]]], path: Path) -> None
     axes[0].invert_yaxis()
     axes[0].legend(loc="lower left", fontsize=8)
     fig.suptitle("Simulated pressure matrix: resilient-llm vs the official SDK's retry loop")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.6 / fig.get_figheight()))
     fig.savefig(path, dpi=110)
 
 

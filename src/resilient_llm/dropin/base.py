@@ -568,15 +568,21 @@ class Resign:
 
     __slots__ = ("_client", "_signed")
 
-    def __init__(self, client: DropIn, before: dict[str, str], request: httpx2.Request) -> None:
+    def __init__(self, client: DropIn, before: list[tuple[bytes, bytes]],
+                 request: httpx2.Request) -> None:
         self._client = client
-        self._signed = [name for name, value in request.headers.items()
-                        if before.get(name) != value]
+        headers = request.headers
+        previous = dict(httpx2.Headers(before, encoding=headers.encoding).items())
+        self._signed = [name for name, value in headers.items() if previous.get(name) != value]
 
     @classmethod
-    def attach(cls, client: DropIn, before: dict[str, str], request: httpx2.Request) -> None:
-        """Mark ``request`` for signing again when the SDK's step signed it (set headers)."""
-        if client._resilient_policy.enabled:
+    def attach(cls, client: DropIn, before: list[tuple[bytes, bytes]],
+               request: httpx2.Request) -> None:
+        """Mark ``request`` for signing again when the SDK's step signed it (set headers).
+
+        ``before``: the request's ``headers.raw`` before the step. Most steps set nothing (no
+        cloud signing): the raw lists are then equal and nothing else is read."""
+        if client._resilient_policy.enabled and request.headers.raw != before:
             resign = cls(client, before, request)
             if resign._signed:
                 request.extensions[SIGNER] = resign
@@ -595,7 +601,7 @@ class SyncDropIn(DropIn):
     def _prepare_request(self, request: httpx2.Request) -> None:
         # The SDK's per-attempt step (signing, token refresh): run again by the transport for
         # each attempt it sends after the first and each target it rewrites the request for.
-        before = dict(request.headers)
+        before = request.headers.raw
         super()._prepare_request(request)  # type: ignore[misc]
         Resign.attach(self, before, request)
 
@@ -626,7 +632,7 @@ class AsyncDropIn(DropIn):
     """``request()`` of the async drop-ins."""
 
     async def _prepare_request(self, request: httpx2.Request) -> None:
-        before = dict(request.headers)
+        before = request.headers.raw
         await super()._prepare_request(request)  # type: ignore[misc]
         Resign.attach(self, before, request)
 

@@ -11,7 +11,7 @@ the caller stays httpx2's: these only measure, in pieces of at most 1 MiB, and k
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator, Sequence
 
 import httpx2
 
@@ -109,52 +109,23 @@ class _Meter:
                 raise _too_large(self.limit, "body, decoded,")
 
 
-class _MeteredBody(httpx2.SyncByteStream):
-    """``inner``'s chunks, each counted by ``meter`` as it passes (it raises past the cap)."""
-
-    __slots__ = ("_inner", "_meter")
-
-    def __init__(self, inner: httpx2.SyncByteStream, meter: _Meter) -> None:
-        self._inner = inner
-        self._meter = meter
-
-    def __iter__(self) -> Iterator[bytes]:
-        feed = self._meter.feed
-        for chunk in self._inner:
-            feed(chunk)
-            yield chunk
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-class _AsyncMeteredBody(httpx2.AsyncByteStream):
-    """The async twin of :class:`_MeteredBody`."""
-
-    __slots__ = ("_inner", "_meter")
-
-    def __init__(self, inner: httpx2.AsyncByteStream, meter: _Meter) -> None:
-        self._inner = inner
-        self._meter = meter
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        feed = self._meter.feed
-        async for chunk in self._inner:
-            feed(chunk)
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+def _replaced(response: httpx2.Response, raw: Sequence[bytes]) -> None:
+    response.stream = httpx2.ByteStream(b"".join(raw))
 
 
 def read_capped(response: httpx2.Response, limit: int) -> bytes:
-    """``response.read()``, refusing a body over ``limit`` bytes (raw or decoded) as it comes.
-
-    One read: httpx2 reads (and closes, whatever happens) the body through a stream that meters
-    each chunk on its way."""
+    """``response.read()``, refusing a body over ``limit`` bytes (raw or decoded) as it comes."""
     inner = response.stream
     assert isinstance(inner, httpx2.SyncByteStream)
-    response.stream = _MeteredBody(inner, _Meter(response, limit))
+    meter = _Meter(response, limit)
+    raw: list[bytes] = []
+    try:
+        for chunk in inner:
+            meter.feed(chunk)
+            raw.append(chunk)
+    finally:
+        inner.close()
+    _replaced(response, raw)
     return response.read()
 
 
@@ -162,7 +133,15 @@ async def aread_capped(response: httpx2.Response, limit: int) -> bytes:
     """The async twin of :func:`read_capped`."""
     inner = response.stream
     assert isinstance(inner, httpx2.AsyncByteStream)
-    response.stream = _AsyncMeteredBody(inner, _Meter(response, limit))
+    meter = _Meter(response, limit)
+    raw: list[bytes] = []
+    try:
+        async for chunk in inner:
+            meter.feed(chunk)
+            raw.append(chunk)
+    finally:
+        await inner.aclose()
+    _replaced(response, raw)
     return await response.aread()
 
 

@@ -575,7 +575,7 @@ class SyncDropIn(DropIn):
     def _prepare_request(self, request: httpx2.Request) -> None:
         # The SDK's per-attempt step (signing, token refresh): run again by the transport for
         # each attempt it sends after the first and each target it rewrites the request for.
-        before = dict(request.headers)
+        before = request.headers.raw
         super()._prepare_request(request)  # type: ignore[misc]
         Resign.attach(self, DropIn, before, request)
 
@@ -611,7 +611,7 @@ class AsyncDropIn(DropIn):
         return prepared
 
     async def _prepare_request(self, request: httpx2.Request) -> None:
-        before = dict(request.headers)
+        before = request.headers.raw
         await super()._prepare_request(request)  # type: ignore[misc]
         Resign.attach(self, DropIn, before, request)
 

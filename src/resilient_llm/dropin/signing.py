@@ -61,22 +61,27 @@ class Resign:
 
     __slots__ = ("_client", "_mixin", "_options", "_signed")
 
-    def __init__(self, client: Any, mixin: type, before: dict[str, str],
+    def __init__(self, client: Any, mixin: type, before: list[tuple[bytes, bytes]],
                  request: httpx2.Request,
                  options: tuple[Any, tuple[str, ...]] | None = None) -> None:
         self._client = client
         self._mixin = mixin  # the drop-in class whose official parent runs the steps
-        self._signed = [name for name, value in request.headers.items()
-                        if before.get(name) != value]
+        headers = request.headers
+        previous = dict(httpx2.Headers(before, encoding=headers.encoding).items())
+        self._signed = [name for name, value in headers.items() if previous.get(name) != value]
         self._options = options
 
     @classmethod
-    def attach(cls, client: Any, mixin: type, before: dict[str, str],
+    def attach(cls, client: Any, mixin: type, before: list[tuple[bytes, bytes]],
                request: httpx2.Request) -> None:
-        """Mark ``request`` for signing again when the SDK's steps authorised it."""
+        """Mark ``request`` for signing again when the SDK's steps authorised it.
+
+        ``before``: the request's ``headers.raw`` before the step. Most steps set nothing (no
+        cloud signing): the raw lists are then equal and nothing else is read."""
         options = _OPTIONS_AUTH.get()
         _OPTIONS_AUTH.set(None)
-        if client._resilient_policy.enabled:
+        if client._resilient_policy.enabled and (
+                options is not None or request.headers.raw != before):
             resign = cls(client, mixin, before, request, options)
             if resign._signed or options is not None:
                 request.extensions[SIGNER] = resign

@@ -138,10 +138,10 @@ def prepare_attempt(request: httpx2.Request, call: Call, send: Send, provider: s
     # The SDK numbers attempts in this header; its loop is off, so number ours, but never
     # overwrite a value the caller set themselves.
     # (An attempt signed again is a fresh copy of the first one, so it still says 0.)
-    count = request.headers.get("x-stainless-retry-count")
-    if send.attempt > 1 and count is not None and count.isdigit() \
-            and int(count) < send.attempt - 1:
-        request.headers["x-stainless-retry-count"] = str(send.attempt - 1)
+    if send.attempt > 1:
+        count = request.headers.get("x-stainless-retry-count")
+        if count is not None and count.isdigit() and int(count) < send.attempt - 1:
+            request.headers["x-stainless-retry-count"] = str(send.attempt - 1)
     if request.method != "GET":
         headers = request.headers
         key = headers.get(_IDEMPOTENCY_HEADER)

@@ -208,7 +208,9 @@ class SendGuard:
     connect event: for HTTP/1.1 the request's write timeout is then made a tag
     (:func:`write_tag`), and once the head is written the one known socket carrying that
     timeout is the connection the pool chose. A caller's own ``trace`` callback still runs;
-    it and the request's timeouts are restored by :meth:`close`. Transports that do not
+    it gets its place back as soon as the connection is watched (httpcore then calls it, not
+    the guard, for the rest of the exchange), and the request's timeouts are restored by
+    :meth:`close`. Transports that do not
     implement the extension are unaffected; HTTP/2 connections reused from the pool are not
     watched (several calls share one socket: shutting it down would fail them all).
     """
@@ -239,12 +241,24 @@ class SendGuard:
             if sock is not None:
                 _SOCKETS.add(sock)
                 self._watch = _WATCHDOG.watch(sock, expires_at, "deadline")
+                self._unhook()
         elif name == "http11.send_request_headers.started":
             self._mark(info, expires_at)
         elif name in _SENT and self._tag is not None:
             sock = _SOCKETS.tagged(self._tag)
             if sock is not None:
                 self._watch = _WATCHDOG.watch(sock, expires_at, "deadline")
+                self._unhook()
+
+    def _unhook(self) -> None:
+        """Give the request its own ``trace`` back (none, or the caller's): once the connection
+        is watched, or the send is over, the guard needs no more events."""
+        extensions = self._request.extensions
+        if extensions.get("trace") == self._trace:
+            if self._previous is None:
+                del extensions["trace"]
+            else:
+                extensions["trace"] = self._previous
 
     def _mark(self, info: dict[str, Any], expires_at: float) -> None:
         """A reused connection: tag the write timeout that httpcore is about to set on it."""
@@ -270,12 +284,7 @@ class SendGuard:
         """The send is over: stop watching; give the request its ``trace`` and timeouts back."""
         if self._watch is not None:
             self._watch.done = True
-        extensions = self._request.extensions
-        if extensions.get("trace") == self._trace:
-            if self._previous is None:
-                del extensions["trace"]
-            else:
-                extensions["trace"] = self._previous
+        self._unhook()
         tagged = self._extensions
         if tagged is not None:
             timeouts = tagged.get("timeout")

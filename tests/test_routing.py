@@ -23,7 +23,7 @@ from resilient_llm import (
     outcome,
     resilient,
 )
-from resilient_llm.engine.breaker import Breaker
+from resilient_llm.engine.breaker import ALONE_WARMUP, Breaker
 from resilient_llm.engine.routing import Router, Target
 from resilient_llm.openai import OpenAI
 from resilient_llm.testing import FakeClock, FakeRandom, Fault, FaultProvider, FaultServer
@@ -260,7 +260,8 @@ def test_open_circuit_sends_calls_straight_to_the_fallback() -> None:
 def test_single_target_with_open_circuit_fails_fast() -> None:
     handler = ByModel(a=(503, None))
     with client(handler, max_attempts=1) as c:
-        for _ in range(5):
+        # a target that never succeeded is tried for its first answers before it looks down
+        for _ in range(ALONE_WARMUP):
             with pytest.raises(openai.InternalServerError):
                 c.chat.completions.create(model="a", messages=MESSAGES)
         handler.models.clear()

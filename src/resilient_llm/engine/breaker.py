@@ -131,10 +131,13 @@ class Breaker:
         the target answered within the window (a partial failure); else it looks down, and one
         such caller a second goes as a probe (the official SDK would send them all), so a
         target that came back serves again within a second, not only after the break. A
-        fleet's breaker sends no such probes: its half-open probe is fleet-wide."""
+        target that never succeeded is tried for its first ``ALONE_WARMUP`` answers. A
+        fleet's breaker does neither: its circuit opened on the fleet's evidence, and its
+        half-open probe is fleet-wide."""
         if now - self._last_success <= self.window:
             return True
-        if self._last_success == -float("inf") and self._recorded < ALONE_WARMUP:
+        if self.alone_probes and self._last_success == -float("inf") \
+                and self._recorded < ALONE_WARMUP:
             return True  # never succeeded yet: too few answers to call it down
         if self.alone_probes and now - self._alone_probe_at >= ALONE_PROBE_EVERY:
             self._alone_probe_at = now

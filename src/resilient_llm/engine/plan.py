@@ -21,7 +21,7 @@ Driving a plan
             raise action.error               # the error that ends the request
         try:
             if isinstance(action, Admit):    # queue for the target's pacer and limit
-                reply = queue(action)        # -> Admitted, or Refused (plan.queue_wait says)
+                reply = queue(action)        # -> Admitted or Refused (see AdmissionQueue)
             elif isinstance(action, Wait):   # back off before the next attempt
                 sleep(action.seconds)
                 reply = None
@@ -186,9 +186,8 @@ class Plan:
     the first target is outside the allowed regions.
     """
 
-    __slots__ = ("_cost", "_cost_of", "_last", "_queued_at", "_sent_at", "_states", "_states_of",
-                 "call", "replayable", "requested", "requested_model", "router", "state",
-                 "target")
+    __slots__ = ("_cost", "_cost_of", "_last", "_sent_at", "_states", "_states_of", "call",
+                 "replayable", "requested", "requested_model", "router", "state", "target")
 
     def __init__(
         self,
@@ -213,7 +212,6 @@ class Plan:
         self._states: dict[str | None, TargetPressure] = {}
         self.state = self._state_for(call.target)
         self._last: Failed | None = None
-        self._queued_at = 0.0
         #: When the attempt being made was admitted (its failure's release reads it).
         self._sent_at = 0.0
 
@@ -251,7 +249,6 @@ class Plan:
             state = self.state
             try:
                 if not self._admit_now(state):
-                    self._queued_at = call.clock.now()
                     admitted = yield Admit(state, self.cost)
                     assert isinstance(admitted, (Admitted, Refused))
                     if isinstance(admitted, Admitted):
@@ -357,14 +354,14 @@ class Plan:
         """Join ``admit``'s queue: the drivers ask the returned place for their turn."""
         return AdmissionQueue(self, admit)
 
-    def queue_wait(self, admission: Admission) -> float | Refused | None:
-        """While queued and not admitted: the seconds to sleep before asking again (``None``:
-        until woken by a release), or :class:`Refused` when admission cannot come in time for
-        this call (the driver stops waiting and replies with it: fail or move on now, not at
-        the deadline)."""
+    def _queue_wait(self, admission: Admission, since: float) -> float | Refused | None:
+        """While queued (since ``since``) and not admitted: the seconds to sleep before asking
+        again (``None``: until woken by a release), or :class:`Refused` when admission cannot
+        come in time for this call (the driver stops waiting and replies with it: fail or move
+        on now, not at the deadline)."""
         call = self.call
         wait = admission.wait
-        give_up_in = self.queue_give_up_in()
+        give_up_in = self._give_up_in(since)
         paced = wait is not None and give_up_in is not None and wait > give_up_in
         if paced or (give_up_in is not None and give_up_in <= 0):
             why = (f"the pacer needs {wait:.3g} s" if paced and wait is not None
@@ -375,8 +372,9 @@ class Plan:
             return Refused("paced" if paced else "saturated")
         return wait
 
-    def queue_give_up_in(self) -> float | None:
-        """Seconds until a call queued for admission stops waiting (``None``: never).
+    def _give_up_in(self, since: float) -> float | None:
+        """Seconds until a call queued for admission since ``since`` stops waiting (``None``:
+        never).
 
         A slot given to a call that cannot finish in its time left is lost to the calls
         queued behind it: under contention, a call stops waiting once what is left is shorter
@@ -392,7 +390,7 @@ class Plan:
         fallback = self._state_for(self.router.chain[self.router.index + 1].model
                                    or self.call.target)
         answer = fallback.normal_latency()
-        waited = self.call.clock.now() - self._queued_at
+        waited = self.call.clock.now() - since
         patience = max(FALLBACK_PATIENCE, answer or 0.0) - waited
         if left is None:
             return patience
@@ -622,7 +620,7 @@ class AdmissionQueue:
         if admission.granted:
             return Admitted(admission.pressure, now - self._began if self._queued else None)
         self._queued = True
-        wait = self._plan.queue_wait(admission)
+        wait = self._plan._queue_wait(admission, self._began)
         if isinstance(wait, Refused):
             self.leave()
         return wait
@@ -630,7 +628,7 @@ class AdmissionQueue:
     def poll(self, longest: float) -> float:
         """How long to wait for a wake-up before asking again: ``longest`` (other threads'
         releases are noticed that late), or less when the request stops waiting sooner."""
-        give_up_in = self._plan.queue_give_up_in()
+        give_up_in = self._plan._give_up_in(self._began)
         return longest if give_up_in is None else max(0.0, min(longest, give_up_in))
 
     def leave(self) -> None:

@@ -387,9 +387,8 @@ class TargetPressure:
 
     def _stale_after(self) -> float:
         """Seconds after which an attempt is presumed lost (lock held)."""
-        if self._baseline is None:
-            return math.inf
-        return max(_STALE_MIN, _STALE_FACTOR * (2 * self._baseline + _LATENCY_FLOOR))
+        normal = self._normal()
+        return math.inf if normal is None else max(_STALE_MIN, _STALE_FACTOR * normal)
 
     def _holding(self, now: float) -> int:
         """Attempts in flight that still hold a slot (lock held).
@@ -568,9 +567,11 @@ class TargetPressure:
         """The longest answer time that is not read as pressure (twice the baseline plus
         50 ms); ``None`` before the first success."""
         with self._lock:
-            if self._baseline is None:
-                return None
-            return 2 * self._baseline + _LATENCY_FLOOR
+            return self._normal()
+
+    def _normal(self) -> float | None:
+        """``normal_latency`` with the lock held."""
+        return None if self._baseline is None else 2 * self._baseline + _LATENCY_FLOOR
 
     def expected_latency(self) -> float | None:
         """Recent latency of successful attempts (time to first output for streams)."""

@@ -108,6 +108,19 @@ def test_a_redis_that_never_answers_ends_by_the_deadline(silent_redis: str) -> N
     assert time.monotonic() - started < 2 + SLACK
 
 
+def _side_effect_ends_by_the_deadline(store: str) -> None:
+    """A side effect on ``store`` fails closed within ``deadline(2)`` + the slack."""
+
+    @side_effect(store=store)
+    def charge(amount: int) -> int:
+        return amount
+
+    started = time.monotonic()
+    with pytest.raises(IdempotencyStoreUnavailable), deadline(2):
+        charge(1)
+    assert time.monotonic() - started < 2 + SLACK
+
+
 def _async_side_effect_ends_by_the_deadline(store: str) -> None:
     """An async side effect on ``store`` fails closed within ``deadline(2)`` + the slack."""
 
@@ -139,14 +152,7 @@ def stopped_redis() -> str:
 
 
 def test_a_stopped_redis_ends_by_the_deadline(stopped_redis: str) -> None:
-    @side_effect(store=stopped_redis)
-    def charge(amount: int) -> int:
-        return amount
-
-    started = time.monotonic()
-    with pytest.raises(IdempotencyStoreUnavailable), deadline(2):
-        charge(1)
-    assert time.monotonic() - started < 2 + SLACK
+    _side_effect_ends_by_the_deadline(stopped_redis)
 
 
 def test_a_stopped_redis_ends_by_the_deadline_async(stopped_redis: str) -> None:
@@ -218,14 +224,7 @@ def locked_sqlite(tmp_path: Path) -> Iterator[str]:
 
 
 def test_sqlite_write_locked_by_another_process_ends_by_the_deadline(locked_sqlite: str) -> None:
-    @side_effect(store=locked_sqlite)
-    def charge(amount: int) -> int:
-        return amount
-
-    started = time.monotonic()
-    with pytest.raises(IdempotencyStoreUnavailable), deadline(2):
-        charge(1)
-    assert time.monotonic() - started < 2 + SLACK
+    _side_effect_ends_by_the_deadline(locked_sqlite)
 
 
 def test_sqlite_write_locked_ends_by_the_deadline_async(locked_sqlite: str) -> None:

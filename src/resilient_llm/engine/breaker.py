@@ -136,10 +136,11 @@ class Breaker:
         half-open probe is fleet-wide."""
         if now - self._last_success <= self.window:
             return True
-        if self.alone_probes and self._last_success == -float("inf") \
-                and self._recorded < ALONE_WARMUP:
+        if not self.alone_probes:
+            return False
+        if self._last_success == -float("inf") and self._recorded < ALONE_WARMUP:
             return True  # never succeeded yet: too few answers to call it down
-        if self.alone_probes and now - self._alone_probe_at >= ALONE_PROBE_EVERY:
+        if now - self._alone_probe_at >= ALONE_PROBE_EVERY:
             self._alone_probe_at = now
             return True
         return False

@@ -27,6 +27,7 @@ import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..engine.classify import (
     FailureClass,
@@ -82,8 +83,9 @@ def _crc(data: bytes | memoryview, start: int = 0) -> int:
     return binascii.crc32(data, start) & 0xFFFFFFFF
 
 
-#: Fixed-size header value types: type byte → struct format.
-_FIXED = {2: ">b", 3: ">h", 4: ">i", 5: ">q", 8: ">q"}
+#: Fixed-size header value types: type byte → their compiled struct.
+_FIXED = {kind: struct.Struct(fmt)
+          for kind, fmt in {2: ">b", 3: ">h", 4: ">i", 5: ">q", 8: ">q"}.items()}
 
 
 def _headers(block: bytes) -> dict[str, HeaderValue]:
@@ -100,9 +102,9 @@ def _headers(block: bytes) -> dict[str, HeaderValue]:
             if kind in (0, 1):
                 value = kind == 0
             elif kind in _FIXED:
-                fmt = _FIXED[kind]
-                value = struct.unpack_from(fmt, block, at)[0]
-                at += struct.calcsize(fmt)
+                fixed = _FIXED[kind]
+                value = fixed.unpack_from(block, at)[0]
+                at += fixed.size
             elif kind in (6, 7):
                 (length,) = struct.unpack_from(">H", block, at)
                 raw = block[at + 2: at + 2 + length]
@@ -148,7 +150,7 @@ class EventStreamDecoder:
         try:
             while len(buffer) >= _PRELUDE:
                 total, header_size, prelude_crc = struct.unpack_from(">III", buffer)
-                if _crc(memoryview(buffer)[:8]) != prelude_crc:
+                if _crc(bytes(buffer[:8])) != prelude_crc:
                     raise FramingError("prelude CRC mismatch")
                 if total < _OVERHEAD + header_size or total > MAX_MESSAGE \
                         or header_size > MAX_HEADERS:
@@ -188,6 +190,8 @@ class EventStreamScanner(StreamScanner):
     """A :class:`~._sse.StreamScanner` for the binary framing: every frame is an event (the
     idle limit restarts on it), the Messages event in a ``chunk`` frame is read by the wire as
     its SSE twin would be, and a broken frame or an exception frame is the stream's failure."""
+
+    splices: ClassVar[bool] = False  # stream recovery splices server-sent events only
 
     _decoder: EventStreamDecoder = field(default_factory=EventStreamDecoder)
 

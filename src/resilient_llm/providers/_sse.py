@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from ..engine.classify import Failure, FailureClass
 
@@ -63,6 +63,9 @@ class StreamScanner:
     ``sequence_number`` and ``ids`` the Responses ``response`` id and the first output ``item``
     id (a continuation must keep them).
     """
+
+    #: Can stream recovery splice this framing event by event (server-sent events can)?
+    splices: ClassVar[bool] = True
 
     wire: Wire
     committed: bool = False

@@ -59,7 +59,7 @@ def recovery_for(plan: Plan, outgoing: Outgoing, response: httpx2.Response,
         return None
     if response.headers.get("content-encoding", "identity") not in ("identity", ""):
         return None
-    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+    if not consumer.scanner.splices:
         return None  # continuations splice server-sent events only (not Bedrock's frames)
     api = api_of(outgoing.request.url.path)
     if api is None or not streaming(outgoing.request):

@@ -28,6 +28,9 @@ logger = logging.getLogger("resilient_llm")
 
 R = TypeVar("R")
 
+#: What :meth:`Link._run` returns when Redis gave no reply (down, or it failed now).
+UNANSWERED: Any = object()
+
 
 def call_budget() -> float | None:
     """Seconds the current call has left (the tighter of its own deadline and any scope)."""
@@ -108,11 +111,18 @@ class Link:
         if left is not None and left < self.timeout:
             COUNTERS.add("skipped")
             return None
+        result = self._run(script, keys, args)
+        if result is UNANSWERED:
+            return None
+        return script.decode(list(result) if isinstance(result, list) else [result])
+
+    def _run(self, script: Script[Any], keys: list[str], args: list[Any]) -> Any:
+        """``script``'s raw reply, or ``UNANSWERED`` when Redis is down or failed now."""
         probe = False
         with self._lock:
             if not self.up:
                 if self._probing or time.monotonic() < self._retry_at:
-                    return None
+                    return UNANSWERED
                 self._probing = probe = True
         from redis.exceptions import RedisError
 
@@ -120,7 +130,7 @@ class Link:
             result = self._connected()[script.name](keys=keys, args=args)
         except (RedisError, OSError) as exc:
             self._failed(exc)
-            return None
+            return UNANSWERED
         finally:
             if probe:
                 with self._lock:
@@ -128,7 +138,7 @@ class Link:
         COUNTERS.add("round_trips")
         if not self.up:
             self._rejoined()
-        return script.decode(list(result) if isinstance(result, list) else [result])
+        return result
 
     def _connected(self) -> dict[str, Any]:
         """The scripts, connecting first if needed (the node is asked whether it is a cluster

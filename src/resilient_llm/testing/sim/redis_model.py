@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from ...fleet.link import Link, call_budget
+from ...fleet.link import Link
 from ...fleet.scripts import Script
 from ...fleet.tuning import OP_TIMEOUT
 
 __all__ = ["ModelLink", "RedisError", "RedisModel"]
 
-R = TypeVar("R")
 Reply = int | str | list[Any] | None
 
 
@@ -194,11 +193,15 @@ class RedisModel:
     def _cmd_hset(self, key: str, *pairs: str) -> Reply:
         if not pairs or len(pairs) % 2:
             raise RedisError("ERR wrong number of arguments for 'hset' command")
+        return self._put(key, zip(pairs[::2], pairs[1::2], strict=True))
+
+    def _put(self, key: str, entries: Iterable[tuple[str, Any]]) -> int:
+        """Set ``entries`` in the hash or sorted set at ``key``: how many were new."""
         found = self._typed(key, dict, create=True)
         added = 0
-        for field, value in zip(pairs[::2], pairs[1::2], strict=True):
-            added += field not in found
-            found[field] = value
+        for name, value in entries:
+            added += name not in found
+            found[name] = value
         return added
 
     def _cmd_hdel(self, key: str, *fields: str) -> Reply:
@@ -221,12 +224,8 @@ class RedisModel:
     def _cmd_zadd(self, key: str, *pairs: str) -> Reply:
         if not pairs or len(pairs) % 2:
             raise RedisError("ERR syntax error")
-        found = self._typed(key, dict, create=True)
-        added = 0
-        for score, member in zip(pairs[::2], pairs[1::2], strict=True):
-            added += member not in found
-            found[member] = _score(score)[0]
-        return added
+        return self._put(key, ((member, _score(score)[0])
+                               for score, member in zip(pairs[::2], pairs[1::2], strict=True)))
 
     def _cmd_zremrangebyscore(self, key: str, low: str, high: str) -> Reply:
         found = self._typed(key, dict)
@@ -304,15 +303,11 @@ class ModelLink(Link):
     def usable(self) -> bool:
         return True
 
-    def call(self, script: Script[R], keys: list[str], args: list[Any]) -> R | None:
-        left = call_budget()
-        if left is not None and left < self.timeout:
-            return None
+    def _run(self, script: Script[Any], keys: list[str], args: list[Any]) -> Any:
         source = _SOURCES.get(script.name)
         if source is None:
             source = _SOURCES[script.name] = script.source()
-        reply = self.model.eval(source, keys, args)
-        return script.decode(reply if isinstance(reply, list) else [reply])
+        return self.model.eval(source, keys, args)
 
     def close(self) -> None:
         return None

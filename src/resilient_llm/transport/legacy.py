@@ -16,6 +16,7 @@ do the same, as the official classes do.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal
@@ -186,16 +187,35 @@ class LegacyBridge:
 
 
 def _legacy_stream(stream: Any) -> Any:
-    module = _legacy()
+    return _stream_classes(_legacy())[0](stream)
 
-    class _Stream(module.SyncByteStream):  # type: ignore[misc, name-defined]
+
+@functools.cache
+def _stream_classes(module: Any) -> tuple[type, type]:
+    """The legacy module's byte streams over a resilient response's, made once per module."""
+
+    class Stream(module.SyncByteStream):  # type: ignore[misc]
+        def __init__(self, stream: Any) -> None:
+            self._stream = stream
+
         def __iter__(self) -> Iterator[bytes]:
-            yield from stream
+            yield from self._stream
 
         def close(self) -> None:
-            stream.close()
+            self._stream.close()
 
-    return _Stream()
+    class AsyncStream(module.AsyncByteStream):  # type: ignore[misc]
+        def __init__(self, stream: Any) -> None:
+            self._stream = stream
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for chunk in self._stream:
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._stream.aclose()
+
+    return Stream, AsyncStream
 
 
 class AsyncLegacyBridge:
@@ -220,14 +240,4 @@ class AsyncLegacyBridge:
 
 
 def _async_legacy_stream(stream: Any) -> Any:
-    module = _legacy()
-
-    class _Stream(module.AsyncByteStream):  # type: ignore[misc, name-defined]
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            async for chunk in stream:
-                yield chunk
-
-        async def aclose(self) -> None:
-            await stream.aclose()
-
-    return _Stream()
+    return _stream_classes(_legacy())[1](stream)

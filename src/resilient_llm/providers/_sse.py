@@ -20,7 +20,25 @@ from typing import Any, ClassVar, Protocol
 
 from ..engine.classify import Failure, FailureClass
 
-__all__ = ["Part", "StreamScanner", "Wire"]
+__all__ = ["Part", "StreamScanner", "Wire", "event_fields"]
+
+
+def event_fields(text: str) -> tuple[str | None, str | None]:
+    """One server-sent event block's ``event`` name and its ``data`` lines joined (``None``
+    when it has none: a comment or keep-alive), as the SSE format defines them."""
+    name: str | None = None
+    lines: list[str] = []
+    for line in text.split("\n"):
+        if not line or line.startswith(":"):
+            continue
+        key, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if key == "data":
+            lines.append(value)
+        elif key == "event":
+            name = value
+    return name, ("\n".join(lines) if lines else None)
 
 
 class Wire(Protocol):
@@ -113,27 +131,16 @@ class StreamScanner:
         return data[: len(data) - len(self._buffer)]
 
     def _event(self, block: bytes) -> None:
-        name: str | None = None
-        lines: list[str] = []
         try:
             text = block.decode("utf-8")
         except UnicodeDecodeError:
             self.fail(FailureClass.STREAM_MALFORMED, "event is not UTF-8")
             return
-        for line in text.split("\n"):
-            if not line or line.startswith(":"):
-                continue
-            key, _, value = line.partition(":")
-            if value.startswith(" "):
-                value = value[1:]
-            if key == "data":
-                lines.append(value)
-            elif key == "event":
-                name = value
-        if not lines:
+        name, data = event_fields(text)
+        if data is None:
             return
         self.events += 1
-        self.wire.inspect(name, "\n".join(lines), self)
+        self.wire.inspect(name, data, self)
 
     # --- used by the wires --------------------------------------------------------------------
 

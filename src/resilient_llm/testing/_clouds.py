@@ -27,6 +27,7 @@ from typing import Any, Literal
 from urllib.parse import unquote
 
 from ..providers._eventstream import CONTENT_TYPE, encode_message
+from ..providers._sse import event_fields
 from ._plan import Plan, Step
 
 __all__ = ["CloudRoute", "adapt", "route"]
@@ -162,14 +163,8 @@ def _frames(step: bytes) -> Step:
 
 
 def _event(block: bytes) -> tuple[str | None, bytes | None]:
-    event: str | None = None
-    data: list[bytes] = []
-    for line in block.split(b"\n"):
-        if line.startswith(b"event:"):
-            event = line[6:].strip().decode("utf-8", "replace")
-        elif line.startswith(b"data:"):
-            data.append(line[5:].removeprefix(b" "))
-    return event, (b"\n".join(data) if data else None)
+    event, data = event_fields(block.decode("utf-8", "replace"))
+    return event, (None if data is None else data.encode())
 
 
 def _chunk(data: bytes) -> bytes:

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from .._policy import Policy
+from ..providers._sse import event_fields
 
 __all__ = [
     "Diverged",
@@ -221,20 +222,9 @@ class Splicer:
             raise Diverged("the new answer's events do not parse") from exc
 
     def _parsed(self, block: bytes) -> bytes | None:
-        name: str | None = None
-        lines: list[str] = []
-        for line in block.decode("utf-8").split("\n"):
-            if not line or line.startswith(":"):
-                continue
-            key, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if key == "data":
-                lines.append(value)
-            elif key == "event":
-                name = value
-        if not lines:
+        name, data = event_fields(block.decode("utf-8"))
+        if data is None:
             return None
-        data = "\n".join(lines)
         if data == "[DONE]":
             self._require("the stream ended")
             return block + b"\n\n"

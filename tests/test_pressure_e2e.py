@@ -146,15 +146,23 @@ def test_quantized_limits_with_misleading_headers_are_met_by_pacing() -> None:
                                             policy=Policy(deadline=30)) as client:
         start = time.monotonic()
 
+        failed: list[openai.RateLimitError] = []
+
         def work() -> int:
             done = 0
             while time.monotonic() - start < 8.0:
-                client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
-                done += 1
+                try:
+                    client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+                except openai.RateLimitError as exc:  # four 429s in a row: the attempt cap
+                    failed.append(exc)
+                else:
+                    done += 1
             return done
 
         with concurrent.futures.ThreadPoolExecutor(64) as pool:
             done = sum(pool.map(lambda _: work(), range(64)))
+    # A call fails only when each of its attempts met a 429 (the official client: nearly all).
+    assert len(failed) <= 0.01 * (done + len(failed)), f"{len(failed)} of {done} calls failed"
     late = [r for r in provider.requests if r.started_at - start >= 3.0]
     throttled = sum(r.status == 429 for r in late)
     # The symptom was 9–13 % throughout (the official client: nearly all); 8 s of wall time

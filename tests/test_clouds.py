@@ -571,7 +571,8 @@ def test_the_clouds_own_throttle_is_classified_as_a_throttle(
 
     provider.script(Fault.status(429, headers={"retry-after": "0.01"}))
     result = receive(regional(name, server.url, is_async=is_async), stream, is_async)
-    first, second = provider.requests
+    # the server logs a stream's status once its last byte is out: the client may be done first
+    first, second = provider.wait_for(lambda log: len(log) == 2 and log[1].ended_at is not None)
     assert first.status == 429 and second.status == 200
     paths = {"AnthropicBedrock": "/model/claude-sonnet-4-6/invoke",
              "AnthropicVertex": "/models/claude-sonnet-4-6:rawPredict"}

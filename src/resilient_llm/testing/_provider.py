@@ -480,6 +480,13 @@ class FaultProvider:
             return self._queue.popleft(), self._queue
         return self._default_for(model), None
 
+    def _answering(self, plan: Plan) -> None:
+        """Called by a driver just before the status line goes out: the log shows the status
+        from then on, so a client that has read the answer never finds it missing."""
+        with self._lock:
+            plan.entry.status = plan.status
+            self._changed.notify_all()
+
     def _finish(self, plan: Plan, *, answered: bool, disconnected: bool) -> None:
         """Called once by a driver when the exchange is over, whichever way."""
         with self._lock:

@@ -354,6 +354,7 @@ class FaultServer:
             if plan.action == "reset":
                 conn.reset()
                 return False
+            self.provider._answering(plan)
             if plan.steps is None:
                 conn.write(self._head(plan, keep_alive, len(plan.body)) + plan.body)
                 answered = True

@@ -13,7 +13,8 @@ import types
 import typing
 from typing import Any
 
-from ._policy import _ACCEPTED, ENV_PREFIX, STRICT_VAR, Policy, env_var
+from ._policy import ENV_PREFIX, STRICT_VAR, Policy, env_var
+from ._policy_values import _ACCEPTED
 
 __all__ = ["MEANINGS", "render_markdown", "rows"]
 

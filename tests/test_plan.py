@@ -15,6 +15,8 @@ from resilient_llm.engine.breaker import ALONE_WARMUP
 from resilient_llm.engine.call import Call, Send, Wait
 from resilient_llm.engine.classify import Failure, FailureClass
 from resilient_llm.engine.plan import (
+    HEAD_POLL,
+    LINE_POLL,
     Admit,
     Admitted,
     Failed,
@@ -243,6 +245,30 @@ def test_a_full_primary_holds_a_call_with_a_fallback_no_longer_than_the_fallback
     assert plan.call.attempts == 1
     assert plan.router.reason == "saturated"
     assert states["m"].inflight == 1 and not states["m"]._waiting  # the waiter left the queue
+
+
+def test_only_the_first_in_line_polls_often() -> None:
+    """Waiters behind the head are woken when they reach it, so they ask rarely (400 queued
+    calls polling every 50 ms spent as much CPU as their requests); the head asks every 50 ms,
+    as the clock alone can free it a slot. Both waits stop where the call would give up."""
+    clock = FakeClock()
+    first, states = _plan(clock, deadline=30.0)
+    second, _ = _plan(clock, deadline=0.3)
+    third, _ = _plan(clock, deadline=30.0)
+    state = states["m"]
+    state.concurrency.limit = 1.0
+    state.inflight = 1
+    head = first.enqueue(Admit(state, 0.0))
+    short = second.enqueue(Admit(state, 0.0))
+    behind = third.enqueue(Admit(state, 0.0))
+    assert head.turn() is None and short.turn() is None and behind.turn() is None
+    assert head.poll() == HEAD_POLL
+    assert behind.poll() == LINE_POLL
+    assert short.poll() < 0.3  # it gives up before its deadline: its wait ends there
+    assert behind.poll(HEAD_POLL) == HEAD_POLL  # a driver that cannot be woken across threads
+    head.leave()
+    short.leave()
+    assert behind.poll() == HEAD_POLL
 
 
 def test_an_admission_that_cannot_come_in_time_fails_at_once_and_counts_no_attempt() -> None:

@@ -551,3 +551,26 @@ def test_timeouts_while_the_target_answers_nobody_do_not_cut_the_concurrency_lim
     fresh = TargetPressure(KEY, now=0.0)
     # Nothing known yet (no normal latency to go by): its timeouts count as usual.
     assert not fresh.silent(0.0, 100.0)
+
+
+def test_a_release_on_another_thread_wakes_an_async_waiter_at_once() -> None:
+    """A queued task behind the head polls only every second: a slot freed by a sync caller
+    on another thread must reach it through its loop, not at its next poll."""
+    import anyio
+
+    from resilient_llm.transport.asynchronous import _cross_thread_wake
+
+    state = TargetPressure(KEY, now=0.0)
+
+    async def wait_for_a_wake_from_another_thread() -> None:
+        waiter = state.enqueue("interactive", 0.0)
+        waiter.loop_thread = threading.get_ident()
+        waiter.async_event = anyio.Event()
+        waiter.notify = _cross_thread_wake(lambda: waiter.async_event)
+        waker = threading.Thread(target=waiter.wake)
+        waker.start()
+        with anyio.fail_after(0.5):  # nothing else would wake it: no poll runs here
+            await waiter.async_event.wait()
+        waker.join()
+
+    asyncio.run(wait_for_a_wake_from_another_thread())

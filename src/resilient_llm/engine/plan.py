@@ -597,6 +597,12 @@ class Plan:
         return error
 
 
+#: How often the first waiter in line asks again (seconds), and the others (a safety net: they
+#: are woken when they reach the head).
+HEAD_POLL = 0.05
+LINE_POLL = 1.0
+
+
 class AdmissionQueue:
     """One request's place in a target's admission queue, without I/O: the drivers and the
     simulator ask :meth:`turn`, then sleep or wait to be woken as it says, and call
@@ -625,9 +631,16 @@ class AdmissionQueue:
             self.leave()
         return wait
 
-    def poll(self, longest: float) -> float:
-        """How long to wait for a wake-up before asking again: ``longest`` (other threads'
-        releases are noticed that late), or less when the request stops waiting sooner."""
+    def poll(self, longest: float | None = None) -> float:
+        """How long to wait for a wake-up before asking again, at most.
+
+        The first in line asks every ``HEAD_POLL`` seconds: the clock alone can admit it (an
+        attempt in flight too long stops holding its slot). The others are woken when they
+        reach the head, so they ask every ``LINE_POLL`` seconds only as a safety net; a driver
+        whose wake-ups cannot cross threads passes ``longest=HEAD_POLL``. Less when the
+        request stops waiting sooner."""
+        if longest is None:
+            longest = HEAD_POLL if self.state.first_in_line(self.waiter) else LINE_POLL
         give_up_in = self._plan._give_up_in(self._began)
         return longest if give_up_in is None else max(0.0, min(longest, give_up_in))
 

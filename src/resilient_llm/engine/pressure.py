@@ -39,12 +39,10 @@ composed with a pacer and a breaker that consult state shared by the fleet throu
 
 from __future__ import annotations
 
-import itertools
 import math
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from cachetools import LRUCache
 
@@ -61,6 +59,7 @@ from .controllers import (
 )
 from .parts import CircuitBreaker, Demand, Pacer, SharedView
 from .target import Admission, PressureSnapshot, TargetKey
+from .waiter import Waiter
 
 __all__ = [
     "BATCH_SHARE",
@@ -96,30 +95,6 @@ _STALE_FACTOR = 1.0
 _STALE_MIN = 1.0
 
 
-class _Waiter:
-    """One call waiting for admission; woken when a slot frees (thread- and task-safe)."""
-
-    __slots__ = ("async_event", "cost", "event", "loop_thread", "priority", "seq")
-
-    def __init__(self, priority: Priority, seq: int, cost: float) -> None:
-        self.priority = priority
-        self.seq = seq
-        self.cost = cost
-        self.event = threading.Event()
-        self.async_event: Any = None
-        self.loop_thread: int | None = None
-
-    def wake(self) -> None:
-        self.event.set()
-        if self.async_event is not None and threading.get_ident() == self.loop_thread:
-            self.async_event.set()  # same event loop: wake the task at once
-
-    @property
-    def rank(self) -> tuple[int, int]:
-        return (0 if self.priority == "interactive" else 1, self.seq)
-
-
-_seq = itertools.count()
 
 
 class TargetPressure:
@@ -147,7 +122,7 @@ class TargetPressure:
         self._last_success = -math.inf
         #: The last stretch in which nothing succeeded for longer than ``_stale_after``.
         self._silence: tuple[float, float] | None = None
-        self._waiting: list[_Waiter] = []
+        self._waiting: list[Waiter] = []
         self._last_throttle: float | None = None
         self.throttles = 0
         self._remaining_fraction: float | None = None
@@ -165,14 +140,19 @@ class TargetPressure:
 
     # admission
 
-    def enqueue(self, priority: Priority, cost: float) -> _Waiter:
-        waiter = _Waiter(priority, next(_seq), cost)
+    def enqueue(self, priority: Priority, cost: float) -> Waiter:
+        waiter = Waiter(priority, cost)
         with self._lock:
             self._waiting.append(waiter)
             self._waiting.sort(key=lambda w: w.rank)
         return waiter
 
-    def cancel(self, waiter: _Waiter) -> None:
+    def first_in_line(self, waiter: Waiter) -> bool:
+        """Whether ``waiter`` is the one the next free slot goes to."""
+        with self._lock:
+            return bool(self._waiting) and self._waiting[0] is waiter
+
+    def cancel(self, waiter: Waiter) -> None:
         with self._lock:
             if waiter in self._waiting:
                 self._waiting.remove(waiter)
@@ -244,7 +224,7 @@ class TargetPressure:
         requests.level -= need
         return 0.0 if requests.level >= need else (need - requests.level) / max(requests.rate, 1e-9)
 
-    def try_admit(self, waiter: _Waiter, now: float) -> Admission:
+    def try_admit(self, waiter: Waiter, now: float) -> Admission:
         """Admit ``waiter`` if it is first in line and capacity allows; else say how long."""
         pacer = self.pacer
         if pacer is not None:
@@ -289,7 +269,7 @@ class TargetPressure:
         """Does admission read the request's token estimate (a token bucket or the pacer)?"""
         return self.tokens is not None or (self.pacer is not None and self.pacer.paces_tokens)
 
-    def _demand(self, waiter: _Waiter) -> Demand | None:
+    def _demand(self, waiter: Waiter) -> Demand | None:
         """What the pacer may refill for: ``waiter`` heads the queue and a slot is free."""
         with self._lock:
             if not self._waiting or self._waiting[0] is not waiter:

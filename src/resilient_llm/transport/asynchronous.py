@@ -9,6 +9,7 @@ hedged (``Policy.hedge``): a second attempt races the first when no output came 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 from collections.abc import AsyncIterator, Callable, Generator
@@ -27,7 +28,17 @@ from ..engine.classify import (
     unknown_failure,
 )
 from ..engine.hedge import MAX_RACERS, hedge_stats
-from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Refused, Reply, Served
+from ..engine.plan import (
+    HEAD_POLL,
+    Action,
+    Admit,
+    Admitted,
+    Failed,
+    Plan,
+    Refused,
+    Reply,
+    Served,
+)
 from ..engine.pressure import TargetPressure
 from .bodies import AsyncBoundedBody
 from .decoding import EventView, aread_capped
@@ -183,6 +194,10 @@ class AsyncResilientTransport(
         place = plan.enqueue(admit)
         waiter = place.waiter
         waiter.loop_thread = threading.get_ident()
+        # A release on this loop wakes the task at once; one on another thread reaches it
+        # through the loop on asyncio, and is noticed at the next poll elsewhere.
+        waiter.notify = _cross_thread_wake(lambda: waiter.async_event) if on_asyncio() else None
+        longest = None if waiter.notify is not None else HEAD_POLL
         try:
             while True:
                 waiter.async_event = anyio.Event()  # before asking: no wake-up is missed
@@ -192,15 +207,14 @@ class AsyncResilientTransport(
                 if turn is not None:
                     await plan.call.clock.asleep(turn)
                 else:
-                    # Woken at once by a release on this loop; other threads' releases are
-                    # noticed within 50 ms.
-                    with anyio.move_on_after(place.poll(0.05)):
+                    with anyio.move_on_after(place.poll(longest)):
                         await waiter.async_event.wait()
         except BaseException:
             place.leave()
             raise
         finally:
             waiter.async_event = None
+            waiter.notify = None
 
     async def _attempt(
         self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure,
@@ -381,6 +395,24 @@ class _AttemptLimit:
 
 
 _HAS_TIMEOUT = hasattr(asyncio, "timeout")  # Python ≥ 3.11
+
+
+def _cross_thread_wake(current_event: Callable[[], Any]) -> Callable[[], None]:
+    """A wake-up another thread can send to a task on this asyncio loop. The loop sets the
+    event the task waits on when the callback runs, not the one current when it was sent (the
+    task may have moved on to a new one: at worst it asks once more)."""
+    loop = asyncio.get_running_loop()
+
+    def set_current() -> None:
+        event = current_event()
+        if event is not None:
+            event.set()
+
+    def notify() -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits on it any more
+            loop.call_soon_threadsafe(set_current)
+
+    return notify
 
 
 def _out_of_time(call: Call) -> bool:

@@ -88,14 +88,14 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
         place = plan.enqueue(admit)
         try:
             while True:
+                place.waiter.event.clear()  # before asking: no wake-up is missed
                 turn = place.turn()
                 if isinstance(turn, (Admitted, Refused)):
                     return turn
                 if turn is not None:
                     plan.call.clock.sleep(turn)
                 else:
-                    place.waiter.event.wait(place.poll(0.05))
-                    place.waiter.event.clear()
+                    place.waiter.event.wait(place.poll())
         except BaseException:
             place.leave()
             raise

@@ -52,7 +52,7 @@ from .._errors import (
     SideEffectFailed,
 )
 from .._policy import Policy
-from ..context.scoping import ContextScope
+from ..context.scoping import VarScope
 from ..context.tools import _TOOL_KEY, Budget, _seconds_or_none, current_policy
 from ..stores import Begin, Ledger, open_store
 from ..stores.ledger import within
@@ -119,7 +119,7 @@ def _check_id(value: object, what: str) -> str:
     return value
 
 
-class Run(ContextScope):
+class Run(VarScope[tuple[str, ...]]):
     """A durable run scope: ``with run("order-1234"):`` (also ``async with``).
 
     Idempotency keys of side effects inside derive from the run id, so a replay of the same
@@ -129,26 +129,19 @@ class Run(ContextScope):
     ``("order-1234", "refund")``.
     """
 
-    __slots__ = ("_run_id", "_token")
+    __slots__ = ("_run_id",)
 
     def __init__(self, run_id: str) -> None:
+        super().__init__(_RUN)
         self._run_id = _check_id(run_id, "run_id")
-        self._token: contextvars.Token[tuple[str, ...]] | None = None
 
     @property
     def run_id(self) -> str:
         """This scope's own id (normalised to NFC)."""
         return self._run_id
 
-    def _enter(self) -> None:
-        if self._token is not None:
-            raise RuntimeError("a run scope cannot be entered twice; create a new one")
-        self._token = _RUN.set((*_RUN.get(), self._run_id))
-
-    def _exit(self) -> None:
-        if self._token is not None:
-            _RUN.reset(self._token)
-            self._token = None
+    def _value(self) -> tuple[str, ...]:
+        return (*_RUN.get(), self._run_id)
 
     def __repr__(self) -> str:
         return f"run({self._run_id!r})"

@@ -6,7 +6,6 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
 __all__ = ["ContextScope", "VarScope", "decorate"]
@@ -42,13 +41,8 @@ class ContextScope:
     async def __aenter__(self: _S) -> _S:
         return self.__enter__()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.__exit__(*exc_info)
 
 
 class VarScope(ContextScope, Generic[T]):

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
 from . import _clouds, _wire
 from ._faults import (
@@ -50,6 +50,28 @@ support prefill do. ``None`` (the default) behaves like the real API of the requ
 """
 
 _PREFILL_MODES: Final = ("continue", "ignore", "reject")
+
+T = TypeVar("T")
+
+
+class _PerModel(Generic[T]):
+    """A setting with one value for every model and overrides for some: what the setters'
+    ``model=`` argument chooses between (``None``: the value for every model)."""
+
+    __slots__ = ("everywhere", "models")
+
+    def __init__(self, everywhere: T) -> None:
+        self.everywhere = everywhere
+        self.models: dict[str, T] = {}
+
+    def set(self, value: T, model: str | None) -> None:
+        if model is None:
+            self.everywhere = value
+        else:
+            self.models[model] = value
+
+    def get(self, model: str | None) -> T:
+        return self.everywhere if model is None else self.models.get(model, self.everywhere)
 
 
 @dataclass(slots=True)
@@ -220,9 +242,8 @@ class FaultProvider:
         if tokens_per_minute is not None and tokens_per_minute < 1:
             raise ValueError(f"tokens_per_minute must be >= 1, got {tokens_per_minute!r}")
         _check_prefill(prefill)
-        self.default: Fault = default if default is not None else Fault.ok()
-        self.prefill: PrefillMode | None = prefill
-        self._model_prefill: dict[str, PrefillMode | None] = {}
+        self._defaults = _PerModel(default if default is not None else Fault.ok())
+        self._prefill: _PerModel[PrefillMode | None] = _PerModel(prefill)
         self.service_time = service_time
         self.retry_after_header = retry_after_header
         self._config = (capacity, rate_limit_rps, tokens_per_minute, rate_limit_burst,
@@ -231,7 +252,6 @@ class FaultProvider:
         self._changed = threading.Condition(self._lock)
         self._queue: deque[Fault] = deque()
         self._model_queues: dict[str, deque[Fault]] = {}
-        self._model_defaults: dict[str, Fault] = {}
         self._log: deque[_Entry] = deque(maxlen=log_limit)
         self._count = 0
         self._release = threading.Event()
@@ -250,6 +270,24 @@ class FaultProvider:
             f"tokens_per_minute={tpm!r}, requests={self._count})"
         )
 
+    @property
+    def default(self) -> Fault:
+        """What every model is answered when the queues are empty (see :meth:`set_default`)."""
+        return self._defaults.everywhere
+
+    @default.setter
+    def default(self, fault: Fault) -> None:
+        self.set_default(fault)
+
+    @property
+    def prefill(self) -> PrefillMode | None:
+        """How every model answers a prefill (see :meth:`set_prefill`)."""
+        return self._prefill.everywhere
+
+    @prefill.setter
+    def prefill(self, mode: PrefillMode | None) -> None:
+        self.set_prefill(mode)
+
     # ------------------------------------------------------------------ scripting
 
     def script(self, *faults: Fault, model: str | None = None) -> None:
@@ -266,19 +304,13 @@ class FaultProvider:
         """What to answer when the queues are empty (for one model, or for all)."""
         _check_fault(fault)
         with self._lock:
-            if model is None:
-                self.default = fault
-            else:
-                self._model_defaults[model] = fault
+            self._defaults.set(fault, model)
 
     def set_prefill(self, mode: PrefillMode | None, *, model: str | None = None) -> None:
         """How requests ending with an assistant turn are answered (for one model, or all)."""
         _check_prefill(mode)
         with self._lock:
-            if model is None:
-                self.prefill = mode
-            else:
-                self._model_prefill[model] = mode
+            self._prefill.set(mode, model)
 
     def pending(self, *, model: str | None = None) -> int:
         """How many scripted faults are still queued (global, or for ``model``)."""
@@ -291,8 +323,8 @@ class FaultProvider:
         with self._lock:
             self._queue.clear()
             self._model_queues.clear()
-            self._model_defaults.clear()
-            self._model_prefill.clear()
+            self._defaults.models.clear()
+            self._prefill.models.clear()
             self._log.clear()
             self._count = 0
             self._limits = self._new_limits()
@@ -435,7 +467,7 @@ class FaultProvider:
         return plan
 
     def _prefill_mode(self, x: _wire.Exchange) -> PrefillMode:
-        mode = self._model_prefill.get(x.model, self.prefill)
+        mode = self._prefill.get(x.model)
         if mode is None:
             return "continue" if x.flavor == "anthropic" else "ignore"
         return mode
@@ -465,11 +497,6 @@ class FaultProvider:
             x.prefill = None  # answered as a new turn
         return None
 
-    def _default_for(self, model: str | None) -> Fault:
-        if model is not None and model in self._model_defaults:
-            return self._model_defaults[model]
-        return self.default
-
     def _next_fault(self, model: str | None) -> tuple[Fault, deque[Fault] | None]:
         """The fault for this request and the queue it came from (None for a default)."""
         if model is not None:
@@ -478,7 +505,7 @@ class FaultProvider:
                 return queue.popleft(), queue
         if self._queue:
             return self._queue.popleft(), self._queue
-        return self._default_for(model), None
+        return self._defaults.get(model), None
 
     def _finish(self, plan: Plan, *, answered: bool, disconnected: bool) -> None:
         """Called once by a driver when the exchange is over, whichever way."""

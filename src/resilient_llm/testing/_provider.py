@@ -85,93 +85,93 @@ _NOMINAL_REQUESTS = _RateView(10_000, 9_999, 0.006)
 _NOMINAL_TOKENS = 2_000_000
 
 
+@dataclass(frozen=True, slots=True)
+class _LimitConfig:
+    """The limits a provider enforces (``advertised``: only claims in its headers); ``None``
+    is no such limit, and ``burst`` defaults to the rate (at least 1)."""
+
+    capacity: int | None = None
+    rps: float | None = None
+    tpm: int | None = None
+    burst: float | None = None
+    advertised: int | None = None
+
+
 class _Limits:
     """Capacity, request-rate and token-rate limits; used only under the provider lock."""
 
-    def __init__(
-        self,
-        *,
-        capacity: int | None,
-        rps: float | None,
-        tpm: int | None,
-        now: float,
-        burst: float | None = None,
-        advertised: int | None = None,
-    ) -> None:
-        self.capacity = capacity
-        self.rps = rps
-        self.tpm = tpm
+    def __init__(self, config: _LimitConfig, now: float) -> None:
+        self.config = config
+        rps = config.rps
         self.inflight: dict[int, float] = {}  # entry index -> expected end (monotonic)
-        self.burst = (burst if burst is not None else max(1.0, rps)) if rps else 0.0
+        self.burst = (config.burst if config.burst is not None else max(1.0, rps)) if rps else 0.0
         self.req_tokens = self.burst
-        self.tok_tokens = float(tpm or 0)
-        self.advertised = advertised
-        self.shown = float(advertised or 0)
+        self.tok_tokens = float(config.tpm or 0)
+        self.shown = float(config.advertised or 0)
         self.last = now
 
     def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self.last)
         self.last = now
-        if self.advertised:
-            self.shown = min(float(self.advertised),
-                             self.shown + elapsed * self.advertised / 60.0)
-        if self.rps:
-            self.req_tokens = min(self.burst, self.req_tokens + elapsed * self.rps)
-        if self.tpm:
-            self.tok_tokens = min(float(self.tpm), self.tok_tokens + elapsed * self.tpm / 60.0)
+        if advertised := self.config.advertised:
+            self.shown = min(float(advertised), self.shown + elapsed * advertised / 60.0)
+        if rps := self.config.rps:
+            self.req_tokens = min(self.burst, self.req_tokens + elapsed * rps)
+        if tpm := self.config.tpm:
+            self.tok_tokens = min(float(tpm), self.tok_tokens + elapsed * tpm / 60.0)
 
     def _capacity_view(self, now: float) -> _RateView:
-        assert self.capacity is not None
-        remaining = max(0, self.capacity - len(self.inflight))
+        assert self.config.capacity is not None
+        remaining = max(0, self.config.capacity - len(self.inflight))
         # As OpenAI documents its reset: the time until the limit is back to its initial
         # state, here when every request in flight has finished.
         ends = [end for end in self.inflight.values() if math.isfinite(end)]
         reset = max(0.0, max(ends) - now) if ends else 0.0
-        return _RateView(self.capacity, remaining, reset)
+        return _RateView(self.config.capacity, remaining, reset)
 
     def _rps_view(self) -> _RateView:
-        assert self.rps
+        assert self.config.rps
         missing = self.burst - self.req_tokens
-        return _RateView(int(self.burst), int(self.req_tokens), missing / self.rps)
+        return _RateView(int(self.burst), int(self.req_tokens), missing / self.config.rps)
 
     def requests_view(self, now: float) -> _RateView:
-        if self.advertised:  # what the headers claim, not what is enforced
+        if advertised := self.config.advertised:  # what the headers claim, not what is enforced
             self._refill(now)
-            missing = self.advertised - self.shown
-            return _RateView(self.advertised, int(self.shown), missing * 60.0 / self.advertised)
+            missing = advertised - self.shown
+            return _RateView(advertised, int(self.shown), missing * 60.0 / advertised)
         views = []
-        if self.capacity is not None:
+        if self.config.capacity is not None:
             views.append(self._capacity_view(now))
-        if self.rps:
+        if self.config.rps:
             views.append(self._rps_view())
         if not views:
             return _NOMINAL_REQUESTS
         return min(views, key=lambda v: v.remaining / max(1, v.limit))
 
     def tokens_view(self, cost: int) -> _RateView:
-        if not self.tpm:
+        if not self.config.tpm:
             return _RateView(_NOMINAL_TOKENS, _NOMINAL_TOKENS - min(cost, _NOMINAL_TOKENS), 0.0)
-        missing = self.tpm - self.tok_tokens
-        return _RateView(self.tpm, int(self.tok_tokens), missing / (self.tpm / 60.0))
+        missing = self.config.tpm - self.tok_tokens
+        return _RateView(self.config.tpm, int(self.tok_tokens), missing / (self.config.tpm / 60.0))
 
     def admit(self, index: int, now: float, cost: int, expected: float) -> tuple[str, float] | None:
         """Admit the request (and hold a slot) or return (fault name, seconds to wait)."""
         self._refill(now)
-        if self.capacity is not None and len(self.inflight) >= self.capacity:
+        if self.config.capacity is not None and len(self.inflight) >= self.config.capacity:
             ends = [end for end in self.inflight.values() if math.isfinite(end)]
             return "capacity", (max(0.0, min(ends) - now) if ends else 1.0)
-        if self.rps and self.req_tokens < 1.0:
-            return "rate_limit", (1.0 - self.req_tokens) / self.rps
-        if self.tpm and self.tok_tokens < cost:
-            rate = self.tpm / 60.0
-            return "token_limit", (min(cost, self.tpm) - self.tok_tokens) / rate
-        if self.rps:
+        if self.config.rps and self.req_tokens < 1.0:
+            return "rate_limit", (1.0 - self.req_tokens) / self.config.rps
+        if self.config.tpm and self.tok_tokens < cost:
+            rate = self.config.tpm / 60.0
+            return "token_limit", (min(cost, self.config.tpm) - self.tok_tokens) / rate
+        if self.config.rps:
             self.req_tokens -= 1.0
-        if self.advertised:
+        if self.config.advertised:
             self.shown = max(0.0, self.shown - 1.0)
-        if self.tpm:
+        if self.config.tpm:
             self.tok_tokens -= cost
-        if self.capacity is not None:
+        if self.config.capacity is not None:
             self.inflight[index] = now + expected
         return None
 
@@ -246,8 +246,8 @@ class FaultProvider:
         self._prefill: _PerModel[PrefillMode | None] = _PerModel(prefill)
         self.service_time = service_time
         self.retry_after_header = retry_after_header
-        self._config = (capacity, rate_limit_rps, tokens_per_minute, rate_limit_burst,
-                        advertised_rpm)
+        self._config = _LimitConfig(capacity, rate_limit_rps, tokens_per_minute,
+                                    rate_limit_burst, advertised_rpm)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._queue: deque[Fault] = deque()
@@ -258,16 +258,14 @@ class FaultProvider:
         self._limits = self._new_limits()
 
     def _new_limits(self) -> _Limits:
-        capacity, rps, tpm, burst, advertised = self._config
-        return _Limits(capacity=capacity, rps=rps, tpm=tpm, burst=burst, advertised=advertised,
-                       now=time.monotonic())
+        return _Limits(self._config, now=time.monotonic())
 
     def __repr__(self) -> str:
-        capacity, rps, tpm, burst, advertised = self._config
+        c = self._config
         return (
-            f"FaultProvider(capacity={capacity!r}, rate_limit_rps={rps!r}, "
-            f"rate_limit_burst={burst!r}, advertised_rpm={advertised!r}, "
-            f"tokens_per_minute={tpm!r}, requests={self._count})"
+            f"FaultProvider(capacity={c.capacity!r}, rate_limit_rps={c.rps!r}, "
+            f"rate_limit_burst={c.burst!r}, advertised_rpm={c.advertised!r}, "
+            f"tokens_per_minute={c.tpm!r}, requests={self._count})"
         )
 
     @property

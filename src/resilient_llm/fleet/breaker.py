@@ -29,6 +29,7 @@ from .tuning import BREAKER_CHECK_EVERY, IDLE_TTL, PROBE_POLL
 
 __all__ = ["FleetBreaker"]
 
+
 def _owner() -> int:
     """Who is asking: the current call (drop-in clients) or else the thread."""
     from ..engine.call import current_call

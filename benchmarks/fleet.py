@@ -124,8 +124,8 @@ def _preset_breaker(cfg: dict[str, Any]) -> None:
     redis_url = cfg.get("redis_url")
     state = registry.get(TargetKey(endpoint, digest, cfg.get("model", MODEL)), time.monotonic(),
                          redis_url=redis_url, shared=fleet_pressure if redis_url else None)
-    state.breaker.break_for = float(cfg["break_for"])
-    state.breaker.min_calls = int(cfg.get("min_calls", 5))
+    state.breaker.thresholds.break_for = float(cfg["break_for"])
+    state.breaker.thresholds.min_calls = int(cfg.get("min_calls", 5))
 
 
 class _Warnings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from resilient_llm import Failure, FailureClass
-from resilient_llm.engine.breaker import ALONE_WARMUP, Breaker, counts_for_health
+from resilient_llm.engine.breaker import ALONE_WARMUP, Breaker, Thresholds, counts_for_health
 from resilient_llm.testing import FakeRandom
 
 DOWN = Failure(FailureClass.SERVER_ERROR, True, status=503)
@@ -14,13 +14,13 @@ BAD_REQUEST = Failure(FailureClass.INVALID_REQUEST, False, status=400)
 
 
 def trip(breaker: Breaker, rng: FakeRandom, now: float = 0.0) -> None:
-    for i in range(breaker.min_calls):
+    for i in range(breaker.thresholds.min_calls):
         assert breaker.allow(now + i * 0.01)
         breaker.record(now + i * 0.01, DOWN, rng)
 
 
 def test_opens_after_enough_failures_then_lets_exactly_one_probe_through() -> None:
-    breaker, rng = Breaker(break_for=5.0), FakeRandom(fixed=0.0)
+    breaker, rng = Breaker(Thresholds(break_for=5.0)), FakeRandom(fixed=0.0)
     trip(breaker, rng)
     assert breaker.state(0.1) == "open" and not breaker.allow(0.1)
     assert breaker.snapshot(0.1).open_until == pytest.approx(0.04 + 5.0)
@@ -30,8 +30,19 @@ def test_opens_after_enough_failures_then_lets_exactly_one_probe_through() -> No
     assert breaker.state(5.2) == "closed" and breaker.allow(5.2)
 
 
+def test_thresholds_shared_and_tuned_in_place_take_effect_at_once() -> None:
+    shared, rng = Thresholds(), FakeRandom(fixed=0.0)
+    assert shared == Thresholds(window=30.0, min_calls=5, failure_ratio=0.5, break_for=5.0)
+    first, second = Breaker(shared), Breaker(shared)
+    second.thresholds.min_calls, second.thresholds.break_for = 2, 1.0  # tunes both
+    for breaker in (first, second):
+        trip(breaker, rng)
+        assert breaker.state(0.1) == "open"
+        assert breaker.snapshot(0.1).open_until == pytest.approx(0.01 + 1.0)
+
+
 def test_a_failed_probe_opens_again_and_a_cancelled_probe_frees_the_slot() -> None:
-    breaker, rng = Breaker(break_for=1.0), FakeRandom(fixed=0.0)
+    breaker, rng = Breaker(Thresholds(break_for=1.0)), FakeRandom(fixed=0.0)
     trip(breaker, rng)
     assert breaker.allow(2.0)
     breaker.cancel_probe()
@@ -52,7 +63,7 @@ def test_only_health_failures_count() -> None:
 def test_a_caller_without_fallback_is_admitted_while_the_target_is_partly_up() -> None:
     """Partial failure: most attempts fail, some succeed. Refusing such callers would be worse
     than the official SDK's tries; a caller with a fallback moves on."""
-    breaker, rng = Breaker(min_calls=4), FakeRandom(seed=1)
+    breaker, rng = Breaker(Thresholds(min_calls=4)), FakeRandom(seed=1)
     now = 0.0
     for i in range(200):  # 90 % fail, in runs of up to 18
         now += 0.01
@@ -95,7 +106,7 @@ def test_a_fleets_breaker_leaves_probing_to_its_fleet_wide_probe() -> None:
 
 
 def test_a_fleets_view_moves_the_local_breaker_through_its_public_methods() -> None:
-    breaker = Breaker(break_for=5.0)
+    breaker = Breaker(Thresholds(break_for=5.0))
     assert breaker.hold_open(0.0, 2.0)  # the fleet's circuit is open: a change seen here
     assert breaker.state(1.0) == "open" and breaker.transitions == 1
     assert not breaker.hold_open(0.5, 1.0)  # already open for longer
@@ -114,7 +125,8 @@ def test_a_fleets_view_moves_the_local_breaker_through_its_public_methods() -> N
 
 def test_a_breaker_without_alone_probes_refuses_callers_without_a_fallback_when_down() -> None:
     rng = FakeRandom(fixed=0.0)
-    quiet, probing = Breaker(break_for=5.0, alone_probes=False), Breaker(break_for=5.0)
+    quiet = Breaker(Thresholds(break_for=5.0), alone_probes=False)
+    probing = Breaker(Thresholds(break_for=5.0))
     for breaker in (quiet, probing):
         for i in range(ALONE_WARMUP):
             breaker.record(i * 0.01, DOWN, rng)
@@ -131,7 +143,7 @@ def test_a_target_that_never_succeeded_lets_callers_without_a_fallback_try_for_a
     trip(breaker, rng)
     assert breaker.state(0.1) == "open"
     assert not breaker.allow(0.1, rng=rng)
-    for i in range(ALONE_WARMUP - breaker.min_calls):
+    for i in range(ALONE_WARMUP - breaker.thresholds.min_calls):
         assert breaker.allow(0.1 + i * 0.001, alone=True, rng=rng)
         breaker.record(0.1 + i * 0.001, DOWN, rng)
     assert not breaker.allow(0.5, alone=True, rng=rng)  # down, as far as anyone can tell

@@ -813,7 +813,10 @@ def test_queues_defaults_and_reset() -> None:
         assert status(GPT) == 200  # then the default
         assert status("gpt-old") == 404  # per-model default
         provider.default = Fault.status(418)
+        assert provider.default == Fault.status(418)
         assert status(GPT) == 418
+        with pytest.raises(TypeError, match="Fault"):
+            provider.default = "teapot"  # type: ignore[assignment]
         provider.reset()
         assert provider.requests == [] and provider.pending() == 0
         assert status("gpt-old") == 418  # per-model defaults cleared, default kept

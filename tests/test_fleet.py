@@ -233,7 +233,7 @@ def test_an_open_circuit_is_open_for_every_worker_with_one_probe(
     keys = fleet_keys(key)
     a, b, c = (_worker(redis_url, key, links).breaker for _ in range(3))
     for br in (a, b, c):
-        br.break_for = 0.3
+        br.thresholds.break_for = 0.3
     rng = random.Random(1)
     assert a.allow(time.monotonic()) and b.allow(time.monotonic())  # b's view: closed, fresh
     for _ in range(5):

@@ -14,6 +14,7 @@ import threading
 import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -30,10 +31,12 @@ from resilient_llm import (
     DeadlineExceeded,
     IdempotencyConflict,
     IdempotencyStoreUnavailable,
+    SideEffectOptions,
     _clock,
     deadline,
 )
 from resilient_llm.context import deadline as _deadline
+from resilient_llm.idempotency.options import Options
 from resilient_llm.idempotency.side_effect import (
     IdempotencyOutcomeUnknown,
     SideEffectFailed,
@@ -707,6 +710,32 @@ def test_methods_ignore_self() -> None:
     assert b.sent == []
     with pytest.raises(ValueError):
         side_effect(ignore=("nope",))(lambda x: x)
+
+
+def test_options_are_checked_when_decorating_and_name_what_is_wrong() -> None:
+    with pytest.raises(TypeError, match=r"unknown options \['kye'\]; it takes clock, "):
+        side_effect(kye=lambda: "k")  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="timeout must be a positive"):
+        side_effect(timeout=0)
+    with pytest.raises(ValueError, match="on_expired_lease must be"):
+        side_effect(on_expired_lease="sometimes")  # type: ignore[call-overload]
+    options = Options({"reserve": 0, "lease": timedelta(minutes=2), "ignore": ["self"]})
+    assert (options.reserve, options.lease, options.timeout) == (0.0, 120.0, None)
+    assert options.ignore == frozenset({"self"})
+    assert Options({}).retryable == (ConnectionRefusedError,)
+
+
+def test_an_option_set_can_be_typed_and_shared() -> None:
+    shared: SideEffectOptions = {"store": MemoryLedger(), "name": "billing.charge"}
+    calls: list[int] = []
+
+    @side_effect(**shared)
+    def charge(cents: int) -> int:
+        calls.append(cents)
+        return cents
+
+    assert charge(5) == 5 and charge(5) == 5
+    assert calls == [5] and charge.name == "billing.charge"
 
 
 def test_begin_values_are_plain_data() -> None:

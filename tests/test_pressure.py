@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from resilient_llm._policy import Priority
+from resilient_llm.engine.controllers import EventRate, Gradient2
 from resilient_llm.engine.parts import Demand
 from resilient_llm.engine.pressure import (
     BATCH_SHARE,
@@ -213,6 +214,42 @@ def test_retry_budget_allows_about_ten_percent() -> None:
     for _ in range(10):
         budget.on_success()
     assert budget.tokens == pytest.approx(1.0)
+
+
+def test_retry_budget_starts_full_at_its_own_size() -> None:
+    budget = RetryBudget(max_tokens=4.0)
+    assert budget.tokens == 4.0
+    budget.on_failure()
+    assert budget.tokens == 3.0
+    assert budget.can_retry()  # 3 of 4 tokens: above half (and still warming up)
+
+
+def test_event_rate_counts_per_half_second_bucket() -> None:
+    rate = EventRate()
+    for i in range(10):  # 10 events in the first half second
+        rate.record(0.5 + i * 0.04)
+    assert rate.rate == 0.0  # a bucket counts once the next one starts
+    rate.record(1.0)
+    assert rate.rate == pytest.approx(0.8 * 10 / 0.5)
+    rate.record(3.0)  # one event in a bucket, then two idle seconds
+    assert rate.rate == pytest.approx(0.8 * 1 / 2.0 + 0.2 * 16.0)
+
+
+def test_gradient2_reports_once_per_full_window() -> None:
+    latency = Gradient2(min_samples=3)
+    assert latency.sample(0.2, now=0.0, window=1.0) is None
+    assert latency.sample(0.2, now=0.5, window=1.0) is None
+    assert latency.sample(0.2, now=1.0, window=1.0) == 1.0  # first window: long = short
+    assert latency.long_rtt == pytest.approx(0.2)
+    for now in (1.5, 1.8):
+        assert latency.sample(0.8, now=now, window=1.0) is None
+    gradient = latency.sample(0.8, now=2.0, window=1.0)  # RTTs quadrupled: latency rising
+    assert gradient is not None
+    assert gradient == pytest.approx(max(0.5, 1.5 * (0.9 * 0.2 + 0.1 * 0.8) / 0.8))
+    latency.sample(0.2, now=2.1, window=1.0)
+    latency.restart()  # the open window is dropped, the long RTT kept
+    assert latency.sample(0.2, now=2.2, window=1.0) is None
+    assert latency.long_rtt == pytest.approx(0.26)
 
 
 def test_budget_reserve_allows_one_retry_per_second() -> None:

@@ -26,6 +26,7 @@ from benchmarks.fleet import run_fleet
 from resilient_llm import ConfigError, IdempotencyStoreUnavailable, Policy
 from resilient_llm._redis import describe_redis_failure, open_redis, parse_redis_url
 from resilient_llm._urls import redact_url
+from resilient_llm.engine.breaker import Thresholds
 from resilient_llm.fleet import FleetBreaker, fleet_keys
 from resilient_llm.fleet.link import Link, reset_links
 from resilient_llm.fleet.scripts import Script
@@ -223,7 +224,7 @@ def test_the_breaker_scripts_run_on_a_cluster(redis_cluster: Cluster) -> None:  
 
     link.call = recording  # type: ignore[method-assign]
     key = TargetKey.of("https://breaker.test:443", "Bearer sk-brk", "gpt-4.1")
-    breaker = FleetBreaker(link, fleet_keys(key)[1], break_for=0.05, min_calls=2)
+    breaker = FleetBreaker(link, fleet_keys(key)[1], Thresholds(break_for=0.05, min_calls=2))
     failure = Failure(kind=FailureClass.SERVER_ERROR, retryable=True, status=500)
     rng = FakeRandom()
     for _ in range(4):

@@ -30,6 +30,7 @@ from .engine.classify import Failure, FailureClass
 from .engine.pressure import PressureSnapshot, pressure_snapshot
 from .events.bus import Event, subscribe
 from .events.outcome import AttemptInfo, Outcome, StreamRecovery, outcome
+from .idempotency.options import SideEffectOptions
 from .idempotency.side_effect import SideEffect, current_idempotency_key, run, side_effect
 from .transport import AsyncResilientTransport, ForeignTransportError, ResilientTransport
 
@@ -61,6 +62,7 @@ __all__ = [
     "RetryBudgetExhausted",
     "SideEffect",
     "SideEffectFailed",
+    "SideEffectOptions",
     "StreamInterrupted",
     "StreamRecovery",
     "attributes",

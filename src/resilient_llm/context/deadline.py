@@ -18,11 +18,11 @@ from asyncio import _get_running_loop as _asyncio_running_loop
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._errors import DeadlineExceeded
-from .scoping import ContextScope, decorate
+from .scoping import VarScope, decorate
 
 __all__ = ["Deadline", "current_deadline", "deadline", "remaining", "to_seconds"]
 
@@ -102,7 +102,7 @@ def remaining(*, clock: Clock = SYSTEM_CLOCK) -> float | None:
     return max(0.0, at - clock.now())
 
 
-class Deadline(ContextScope):
+class Deadline(VarScope[float | None]):
     """A deadline scope: ``with deadline(2):``, ``async with deadline(2):`` or ``@deadline(2)``.
 
     Sync scopes are cooperative: every resilient-llm call inside checks and honours them. Async
@@ -110,39 +110,29 @@ class Deadline(ContextScope):
     is up and the scope raises :class:`DeadlineExceeded`.
     """
 
-    __slots__ = ("_async_scope", "_at", "_seconds", "_token")
+    __slots__ = ("_async_scope", "_seconds")
 
     def __init__(self, seconds: float | timedelta) -> None:
+        super().__init__(_DEADLINE)
         self._seconds = to_seconds(seconds, name="deadline")
-        self._token: contextvars.Token[float | None] | None = None
         self._async_scope: Any = None
-        self._at: float | None = None
 
     @property
     def seconds(self) -> float:
         """The budget this scope grants, in seconds."""
         return self._seconds
 
-    def _enter(self) -> float:
-        if self._token is not None:
-            raise RuntimeError("a deadline scope cannot be entered twice; create a new one")
+    def _value(self) -> float:
         at = SYSTEM_CLOCK.now() + self._seconds
         outer = _DEADLINE.get()
         if outer is not None:
             at = min(at, outer)
-        self._at = at
-        self._token = _DEADLINE.set(at)
         return at
-
-    def _exit(self) -> None:
-        if self._token is not None:
-            _DEADLINE.reset(self._token)
-            self._token = None
 
     async def __aenter__(self) -> Deadline:
         import anyio
 
-        at = self._enter()
+        at = cast(float, self._enter())  # the value of _value(): never None
         scope = anyio.CancelScope(deadline=anyio.current_time() + (at - SYSTEM_CLOCK.now()))
         scope.__enter__()
         self._async_scope = scope

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._policy import Policy
 
-__all__ = ["OVERRIDES", "Overrides", "effective_policy", "freeze", "push"]
+__all__ = ["OVERRIDES", "Overrides", "effective_policy", "freeze", "merged"]
 
 # Each override is (field, hashable form, original value); sorted by field.
 Overrides = tuple[tuple[str, Any, Any], ...]
@@ -47,10 +47,10 @@ def effective_policy(base: Policy) -> Policy:
     return derived
 
 
-def push(changes: Overrides) -> contextvars.Token[Overrides]:
-    """Enter a scope that adds ``changes`` to the enclosing ones; reset the token to leave."""
+def merged(changes: Overrides) -> Overrides:
+    """The overrides in force inside a scope that adds ``changes`` to the enclosing ones."""
     if not changes:
-        return OVERRIDES.set(OVERRIDES.get())
-    merged = {name: (frozen, value) for name, frozen, value in OVERRIDES.get()}
-    merged.update({name: (frozen, value) for name, frozen, value in changes})
-    return OVERRIDES.set(tuple((name, *merged[name]) for name in sorted(merged)))
+        return OVERRIDES.get()
+    combined = {name: (frozen, value) for name, frozen, value in OVERRIDES.get()}
+    combined.update({name: (frozen, value) for name, frozen, value in changes})
+    return tuple((name, *combined[name]) for name in sorted(combined))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
@@ -10,39 +9,35 @@ from typing import Any, TypeVar, cast
 
 from .._policy import Policy, Priority
 from .deadline import Deadline
-from .overrides import OVERRIDES, Overrides, effective_policy, freeze, push
-from .scoping import ContextScope, decorate
+from .overrides import OVERRIDES, Overrides, effective_policy, freeze, merged
+from .scoping import VarScope, decorate
 
 __all__ = ["effective_policy", "resilient"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-class _Resilient(ContextScope):
-    """The scope object behind :func:`resilient` (its changes already validated)."""
+class _Resilient(VarScope[Overrides]):
+    """The scope behind :func:`resilient` (its changes already validated)."""
 
-    __slots__ = ("_deadline", "_frozen", "_scope", "_token", "_tool", "_tool_reserve")
+    __slots__ = ("_deadline", "_frozen", "_scope", "_tool", "_tool_reserve")
 
     def __init__(self, frozen: Overrides, seconds: float | None,
                  tool: bool = False, tool_reserve: float | None = None) -> None:
+        super().__init__(OVERRIDES)
         self._frozen = frozen
         self._deadline = seconds
         self._tool = tool
         self._tool_reserve = tool_reserve
-        self._token: contextvars.Token[Overrides] | None = None
         self._scope: Deadline | None = None
 
-    def _push(self) -> None:
-        self._token = push(self._frozen)
+    def _value(self) -> Overrides:
+        return merged(self._frozen)
 
-    def _pop(self) -> None:
-        if self._token is not None:
-            OVERRIDES.reset(self._token)
-            self._token = None
-
-    def _enter(self) -> None:
-        self._push()
+    def _enter(self) -> Overrides:
+        overrides = super()._enter()
         if self._deadline is not None:
             self._scope = Deadline(self._deadline).__enter__()
+        return overrides
 
     def _exit(self) -> None:
         scope, self._scope = self._scope, None
@@ -50,10 +45,10 @@ class _Resilient(ContextScope):
             if scope is not None:
                 scope.__exit__(None, None, None)
         finally:
-            self._pop()
+            super()._exit()
 
     async def __aenter__(self) -> _Resilient:
-        self._push()
+        super()._enter()
         if self._deadline is not None:
             self._scope = await Deadline(self._deadline).__aenter__()
         return self
@@ -65,7 +60,7 @@ class _Resilient(ContextScope):
             if scope is not None:
                 await scope.__aexit__(et, e, tb)
         finally:
-            self._pop()
+            super()._exit()
 
     def __call__(self, func: F) -> F:
         frozen, seconds = self._frozen, self._deadline

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
-__all__ = ["ContextScope", "decorate"]
+__all__ = ["ContextScope", "VarScope", "decorate"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 _S = TypeVar("_S", bound="ContextScope")
 
 
@@ -40,13 +41,40 @@ class ContextScope:
     async def __aenter__(self: _S) -> _S:
         return self.__enter__()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.__exit__(*exc_info)
+
+
+class VarScope(ContextScope, Generic[T]):
+    """A scope that sets one context variable to ``_value()`` on entry, entered at most once.
+
+    Why at most once: exit restores the variable from the token of the entry, so a second
+    entry of the same object would lose the first token and leave the variable set after
+    both exits. A subclass passes its variable and says what the value becomes inside.
+    """
+
+    __slots__ = ("_token", "_var")
+
+    def __init__(self, var: contextvars.ContextVar[T]) -> None:
+        self._var = var
+        self._token: contextvars.Token[T] | None = None
+
+    def _value(self) -> T:
+        """What the variable holds inside the scope (read at entry)."""
+        raise NotImplementedError
+
+    def _enter(self) -> T:
+        if self._token is not None:
+            kind = type(self).__name__.lstrip("_").lower()  # deadline, run, resilient
+            raise RuntimeError(f"a {kind} scope cannot be entered twice; create a new one")
+        value = self._value()
+        self._token = self._var.set(value)
+        return value
+
+    def _exit(self) -> None:
+        if self._token is not None:
+            self._var.reset(self._token)
+            self._token = None
 
 
 def decorate(func: F, fresh: Callable[[], ContextScope]) -> F:

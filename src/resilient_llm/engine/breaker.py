@@ -26,7 +26,7 @@ from .classify import Failure, FailureClass
 
 __all__ = [
     "ALONE_PROBE_EVERY", "ALONE_WARMUP", "Breaker", "BreakerSnapshot", "BreakerState",
-    "counts_for_health",
+    "Thresholds", "counts_for_health",
 ]
 
 BreakerState = Literal["closed", "open", "half_open"]
@@ -51,6 +51,24 @@ def counts_for_health(failure: Failure | None) -> bool:
     return failure is not None and failure.kind in _HEALTH
 
 
+@dataclass(slots=True)
+class Thresholds:
+    """When a circuit opens and for how long (the module docstring gives the rules).
+
+    A value of its own because two breakers may share one: a fleet's breaker and the local
+    one it keeps read the same thresholds, and tuning them (``breaker.thresholds.break_for =
+    ...``) tunes both.
+    """
+
+    #: Seconds of attempts the failure ratio is measured over.
+    window: float = 30.0
+    #: Attempts the window needs before it may open the circuit.
+    min_calls: int = 5
+    failure_ratio: float = 0.5
+    #: Seconds an open circuit waits, times U(1, 1.5), before its half-open probe.
+    break_for: float = 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class BreakerSnapshot:
     """A read-only view of one breaker."""
@@ -72,20 +90,10 @@ class Breaker:
     #: Callers without a fallback probe a target that looks down, one a second.
     alone_probes = True
 
-    def __init__(
-        self,
-        *,
-        window: float = 30.0,
-        min_calls: int = 5,
-        failure_ratio: float = 0.5,
-        break_for: float = 5.0,
-        alone_probes: bool = True,
-    ) -> None:
+    def __init__(self, thresholds: Thresholds | None = None, *,
+                 alone_probes: bool = True) -> None:
         self.alone_probes = alone_probes
-        self.window = window
-        self.min_calls = min_calls
-        self.failure_ratio = failure_ratio
-        self.break_for = break_for
+        self.thresholds = Thresholds() if thresholds is None else thresholds
         self._events: deque[tuple[float, bool]] = deque(maxlen=1024)
         self._state: BreakerState = "closed"
         self._open_until = 0.0
@@ -134,7 +142,7 @@ class Breaker:
         target that never succeeded is tried for its first ``ALONE_WARMUP`` answers. A
         fleet's breaker does neither: its circuit opened on the fleet's evidence, and its
         half-open probe is fleet-wide."""
-        if now - self._last_success <= self.window:
+        if now - self._last_success <= self.thresholds.window:
             return True
         if not self.alone_probes:
             return False
@@ -174,19 +182,20 @@ class Breaker:
                 self.transitions += 1
                 return
             self._events.append((now, healthy))
-            while self._events and self._events[0][0] < now - self.window:
+            thresholds = self.thresholds
+            while self._events and self._events[0][0] < now - thresholds.window:
                 self._events.popleft()
             if state == "closed" and not healthy:
                 calls = len(self._events)
                 failures = sum(1 for _, ok in self._events if not ok)
-                if calls >= self.min_calls and failures >= self.failure_ratio * calls:
+                if calls >= thresholds.min_calls and failures >= thresholds.failure_ratio * calls:
                     self._trip(now, rng)
                     self.transitions += 1
 
     def _trip(self, now: float, rng: RandomSource) -> None:
         self._alone_probe_at = now  # the first probe without a fallback comes a second later
         self._state = "open"
-        self._open_until = now + self.break_for * rng.uniform(1.0, 1.5)
+        self._open_until = now + self.thresholds.break_for * rng.uniform(1.0, 1.5)
 
     def snapshot(self, now: float) -> BreakerSnapshot:
         with self._lock:

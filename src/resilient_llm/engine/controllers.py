@@ -2,7 +2,8 @@
 
 * :class:`TokenBucket` — the pacer's buckets, seeded from rate-limit headers.
 * :class:`Cubic` — the send rate after 429s (botocore's adaptive mode), recovering with time.
-* :class:`ConcurrencyLimit` — AIMD on drops, slow start per success, Gradient2 on latency.
+* :class:`ConcurrencyLimit` — AIMD on drops, slow start per success, :class:`Gradient2` on
+  latency.
 * :class:`RetryBudget` — gRPC retry throttling.
 
 None of them locks, sleeps or reads a clock; ``engine.pressure`` composes them per target.
@@ -20,6 +21,8 @@ __all__ = [
     "UNPACED",
     "ConcurrencyLimit",
     "Cubic",
+    "EventRate",
+    "Gradient2",
     "RateLimits",
     "RetryBudget",
     "TokenBucket",
@@ -102,14 +105,24 @@ class TokenBucket:
         self.level = min(limits.remaining, self.capacity)
 
 
-def _rate_step(now: float, rate: float, bucket: float, count: int) -> tuple[float, float, int]:
-    """One event of a rate measured as an EMA (0.8) of counts per 0.5 s bucket."""
-    start = math.floor(now * 2) / 2
-    if start == bucket:
-        return rate, bucket, count + 1
-    if bucket:
-        rate = 0.8 * (count / max(start - bucket, 0.5)) + 0.2 * rate
-    return rate, start, 1
+@dataclass(slots=True)
+class EventRate:
+    """How often something happens: an EMA (0.8) of counts per 0.5 s bucket, botocore's
+    measured send rate. A type because :class:`Cubic` measures two (sends and accepts)."""
+
+    rate: float = 0.0
+    _bucket: float = 0.0
+    _count: int = 0
+
+    def record(self, now: float) -> None:
+        """One event at ``now``; the rate moves when a new bucket starts."""
+        start = math.floor(now * 2) / 2
+        if start == self._bucket:
+            self._count += 1
+            return
+        if self._bucket:
+            self.rate = 0.8 * (self._count / max(start - self._bucket, 0.5)) + 0.2 * self.rate
+        self._bucket, self._count = start, 1
 
 
 @dataclass(slots=True)
@@ -123,26 +136,28 @@ class Cubic:
     w_max: float = 0.0
     k: float = 0.0
     last_throttle: float | None = None
-    measured: float = 0.0
-    accepted: float = 0.0
     #: The lowest rate: ``MIN_RATE``, or two requests per deadline of the calls throttled.
     floor: float = MIN_RATE
-    _bucket: float = 0.0
-    _count: int = 0
-    _abucket: float = 0.0
-    _acount: int = 0
+    _sent: EventRate = field(default_factory=EventRate)
+    _accepted: EventRate = field(default_factory=EventRate)
+
+    @property
+    def measured(self) -> float:
+        """The measured send rate (requests per second)."""
+        return self._sent.rate
+
+    @property
+    def accepted(self) -> float:
+        """The measured rate of requests the provider accepted (answered without a 429).
+        After an overshoot it is what the provider let through, the better ``W_max`` (the
+        send rate then counts every rejected request too)."""
+        return self._accepted.rate
 
     def record_send(self, now: float) -> None:
-        """Measured send rate: EMA (0.8) of counts per 0.5 s bucket."""
-        self.measured, self._bucket, self._count = _rate_step(
-            now, self.measured, self._bucket, self._count)
+        self._sent.record(now)
 
     def record_accept(self, now: float) -> None:
-        """Measured rate of requests the provider accepted (answered without a 429): the
-        same EMA. After an overshoot it is what the provider let through, the better
-        ``W_max`` (the send rate then counts every rejected request too)."""
-        self.accepted, self._abucket, self._acount = _rate_step(
-            now, self.accepted, self._abucket, self._acount)
+        self._accepted.record(now)
 
     def on_throttle(self, now: float, current_rate: float | None,
                     patience: float | None = None) -> float:
@@ -188,6 +203,42 @@ class Cubic:
 
 
 @dataclass(slots=True)
+class Gradient2:
+    """Netflix's Gradient2 latency signal: the ratio of a slow EMA of window-average RTTs
+    (the "long" RTT) to the latest window's average, clamped to [0.5, 1]. Below 1, latency
+    is rising: the provider is queueing what it is sent."""
+
+    #: Samples a window needs before it counts (besides lasting ``window`` seconds).
+    min_samples: int = 10
+    long_rtt: float | None = None
+    _samples: list[float] = field(default_factory=list)
+    _window_start: float | None = None
+
+    def sample(self, rtt: float, now: float, window: float) -> float | None:
+        """Add one RTT; the gradient when this sample closes a window, else ``None``."""
+        if self._window_start is None:
+            self._window_start = now
+        self._samples.append(rtt)
+        if now - self._window_start < window or len(self._samples) < self.min_samples:
+            return None
+        short = max(sum(self._samples) / len(self._samples), 1e-6)  # a zero RTT is a clock artefact
+        self._samples.clear()
+        self._window_start = now
+        if self.long_rtt is None:
+            self.long_rtt = short
+        else:  # a slow EMA of the window averages: Gradient2's "long" RTT
+            self.long_rtt = 0.9 * self.long_rtt + 0.1 * short
+            if self.long_rtt / short > 2:
+                self.long_rtt *= 0.95
+        return max(0.5, min(1.0, 1.5 * self.long_rtt / short))
+
+    def restart(self) -> None:
+        """Drop the open window (the limit it measured against was just replaced)."""
+        self._samples.clear()
+        self._window_start = None
+
+
+@dataclass(slots=True)
 class ConcurrencyLimit:
     """No limit until the provider pushes back; then AIMD on drops, slow start per success,
     Gradient2 on latency once per window; unlimited again after ``release_after`` calm seconds.
@@ -199,15 +250,13 @@ class ConcurrencyLimit:
     limit: float = math.inf
     minimum: float = 1.0
     maximum: float = 1024.0
+    #: Seconds of one cut (the drops within count once) and of one latency window.
     window: float = 1.0
-    min_samples: int = 10
     #: Seconds without drops (and with steady latency) after which slow start resumes.
     calm: float = 5.0
     #: Seconds without drops after which the limit is lifted altogether.
     release_after: float = 30.0
-    long_rtt: float | None = None
-    _samples: list[float] = field(default_factory=list)
-    _window_start: float | None = None
+    latency: Gradient2 = field(default_factory=Gradient2)
     _dropped: bool = False
     _cut_since: float | None = None
     _cut_base: float = 0.0
@@ -229,8 +278,7 @@ class ConcurrencyLimit:
         if math.isinf(self.limit):
             self.limit = min(self.maximum, max(self.minimum, sent))
             self._cut_since = None
-            self._samples.clear()
-            self._window_start = None
+            self.latency.restart()
         if not self._dropped:
             # The start of an episode: after it, slow start climbs back to half of where the
             # limit stood (TCP's ssthresh), so a provider that recovers is used again at once.
@@ -260,25 +308,13 @@ class ConcurrencyLimit:
                 and not self._dropped:
             self.limit = math.inf  # long calm since the last pushback: lift the limit
             return
-        if self._window_start is None:
-            self._window_start = now
         if may_grow and inflight * 2 >= self.limit:
             # Slow start: a slot per success; after it, one per round trip (TCP's window).
             step = 1.0 if not self._dropped or self.limit < self._threshold else 1.0 / self.limit
             self.limit = min(self.maximum, self.limit + step)
-        self._samples.append(rtt)
-        if now - self._window_start < self.window or len(self._samples) < self.min_samples:
+        gradient = self.latency.sample(rtt, now, self.window)
+        if gradient is None:
             return
-        short = max(sum(self._samples) / len(self._samples), 1e-6)  # a zero RTT is a clock artefact
-        self._samples.clear()
-        self._window_start = now
-        if self.long_rtt is None:
-            self.long_rtt = short
-        else:  # a slow EMA of the window averages: Gradient2's "long" RTT
-            self.long_rtt = 0.9 * self.long_rtt + 0.1 * short
-            if self.long_rtt / short > 2:
-                self.long_rtt *= 0.95
-        gradient = max(0.5, min(1.0, 1.5 * self.long_rtt / short))
         saturated = may_grow and inflight * 2 >= self.limit
         if gradient < 1.0:
             self._dropped = True  # latency is rising: slow start is over
@@ -297,7 +333,8 @@ class RetryBudget:
 
     max_tokens: float = 10.0
     ratio: float = 0.1
-    tokens: float = 10.0
+    #: Starts full (``max_tokens``).
+    tokens: float = field(init=False)
     requests: int = 0
     retries: int = 0
 
@@ -310,6 +347,9 @@ class RetryBudget:
     succeeded_once: bool = False
 
     WARMUP = 50
+
+    def __post_init__(self) -> None:
+        self.tokens = self.max_tokens
 
     def on_success(self) -> None:
         self.tokens = min(self.max_tokens, self.tokens + self.ratio)

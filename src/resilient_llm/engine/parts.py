@@ -24,7 +24,7 @@ from typing import Protocol
 
 from .._clock import RandomSource
 from .._policy import Priority
-from .breaker import BreakerSnapshot, BreakerState
+from .breaker import BreakerSnapshot, BreakerState, Thresholds
 from .classify import Failure
 from .controllers import RateLimits
 
@@ -34,12 +34,10 @@ __all__ = ["CircuitBreaker", "Demand", "Pacer", "SharedView"]
 class CircuitBreaker(Protocol):
     """A target's circuit, as the plan uses it (``engine.breaker.Breaker`` documents the rules)."""
 
-    #: The thresholds (``engine.breaker`` documents them): a failure ratio over ``window``
-    #: seconds of at least ``min_calls`` attempts trips it for ``break_for`` (jittered).
-    window: float
-    min_calls: int
-    failure_ratio: float
-    break_for: float
+    @property
+    def thresholds(self) -> Thresholds:
+        """When it opens and for how long (``engine.breaker`` documents them); tuned in place."""
+        ...
 
     @property
     def transitions(self) -> int:

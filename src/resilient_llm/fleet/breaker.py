@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Generic, TypeVar, overload
 
 from .._clock import RandomSource
-from ..engine.breaker import Breaker, BreakerSnapshot, BreakerState, counts_for_health
+from ..engine.breaker import (
+    Breaker,
+    BreakerSnapshot,
+    BreakerState,
+    Thresholds,
+    counts_for_health,
+)
 from ..engine.classify import Failure, FailureClass
 from .link import Link, call_budget
 from .scripts import FAIL, OPEN, PROBE, RELEASE, RESULT, STATE
@@ -24,8 +29,6 @@ from .tuning import BREAKER_CHECK_EVERY, IDLE_TTL, PROBE_POLL
 
 __all__ = ["FleetBreaker"]
 
-T = TypeVar("T")
-
 
 def _owner() -> int:
     """Who is asking: the current call (drop-in clients) or else the thread."""
@@ -33,29 +36,6 @@ def _owner() -> int:
 
     call = current_call()
     return id(call) if call is not None else threading.get_ident()
-
-
-class _Threshold(Generic[T]):
-    """A threshold of a :class:`FleetBreaker` kept by its local breaker, so that the fleet's
-    rules and the local ones always read the same value (callers may tune it after creation)."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._name = name
-
-    @overload
-    def __get__(self, breaker: None, owner: type) -> _Threshold[T]: ...
-    @overload
-    def __get__(self, breaker: FleetBreaker, owner: type | None = None) -> T: ...
-
-    def __get__(self, breaker: FleetBreaker | None,
-                owner: type | None = None) -> T | _Threshold[T]:
-        if breaker is None:  # on the class: the descriptor itself
-            return self
-        value: T = getattr(breaker._local, self._name)
-        return value
-
-    def __set__(self, breaker: FleetBreaker, value: T) -> None:
-        setattr(breaker._local, self._name, value)
 
 
 class FleetBreaker:
@@ -75,23 +55,9 @@ class FleetBreaker:
 
     #: The fleet's half-open probe tests a target that looks down: no per-process probes.
     alone_probes = False
-    window = _Threshold[float]()
-    min_calls = _Threshold[int]()
-    failure_ratio = _Threshold[float]()
-    break_for = _Threshold[float]()
 
-    def __init__(
-        self,
-        link: Link,
-        key: str,
-        *,
-        window: float = 30.0,
-        min_calls: int = 5,
-        failure_ratio: float = 0.5,
-        break_for: float = 5.0,
-    ) -> None:
-        self._local = Breaker(window=window, min_calls=min_calls, failure_ratio=failure_ratio,
-                              break_for=break_for, alone_probes=False)
+    def __init__(self, link: Link, key: str, thresholds: Thresholds | None = None) -> None:
+        self._local = Breaker(thresholds, alone_probes=False)
         self._lock = threading.Lock()
         self._link = link
         self._key = key
@@ -106,6 +72,11 @@ class FleetBreaker:
         #: How old the fleet view may be before ``allow`` re-reads it (set to the lease
         #: validity by the pressure state, so busy workers never pay for it: refills refresh it).
         self.view_ttl = 1.0
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The local breaker's: the fleet's rules and the local ones read the same values."""
+        return self._local.thresholds
 
     @property
     def transitions(self) -> int:
@@ -162,7 +133,7 @@ class FleetBreaker:
         return self._ask_probe(now)
 
     def _check(self, now: float) -> bool:
-        result = self._link.call(STATE, [self._key], [f"{self.window:g}"])
+        result = self._link.call(STATE, [self._key], [f"{self.thresholds.window:g}"])
         with self._lock:
             self._checking = False
             if result is not None:
@@ -175,7 +146,7 @@ class FleetBreaker:
     def _hold(self) -> float:
         """How long a probe may stay out before someone else may probe."""
         left = call_budget()
-        return max(self.break_for, min(left if left is not None else 60.0, 60.0)) + 1.0
+        return max(self.thresholds.break_for, min(left if left is not None else 60.0, 60.0)) + 1.0
 
     def _ask_probe(self, now: float) -> bool:
         result = self._link.call(PROBE, [self._key], [self._link.worker,
@@ -244,10 +215,10 @@ class FleetBreaker:
                                                          f"{open_left:.3f}",
                                                          int(IDLE_TTL * 1000)])
         else:
-            open_for = self.break_for * rng.uniform(1.0, 1.5)
+            open_for = self.thresholds.break_for * rng.uniform(1.0, 1.5)
             result = self._link.call(FAIL, [self._key], [
-                self._link.worker, f"{self.window:g}", self.min_calls,
-                f"{self.failure_ratio:g}", f"{open_for:.3f}", self.take_successes(),
+                self._link.worker, f"{self.thresholds.window:g}", self.thresholds.min_calls,
+                f"{self.thresholds.failure_ratio:g}", f"{open_for:.3f}", self.take_successes(),
                 int(IDLE_TTL * 1000),
             ])
         if result is None:

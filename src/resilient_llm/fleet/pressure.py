@@ -177,7 +177,7 @@ class LeasePacer:
             _fmt(max(0.0, now - observed) if fresh else None),
             self._breaker.take_successes(),
             self._target.endpoint, self._target.model or "-",
-            f"{self._breaker.window:g}", int(IDLE_TTL * 1000), f"{demand:.4f}",
+            f"{self._breaker.thresholds.window:g}", int(IDLE_TTL * 1000), f"{demand:.4f}",
         ]
         return args
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import datetime as _dt
 import functools
 import inspect
 import logging
@@ -39,11 +38,10 @@ import time
 import typing
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 from pydantic import TypeAdapter, ValidationError
 
-from .._clock import Clock
 from .._errors import (
     DeadlineExceeded,
     IdempotencyConflict,
@@ -52,8 +50,8 @@ from .._errors import (
     SideEffectFailed,
 )
 from .._policy import Policy
-from ..context.scoping import ContextScope
-from ..context.tools import _TOOL_KEY, Budget, _seconds_or_none, current_policy
+from ..context.scoping import VarScope
+from ..context.tools import _TOOL_KEY, Budget, current_policy
 from ..stores import Begin, Ledger, open_store
 from ..stores.ledger import within
 from .keys import (
@@ -63,7 +61,11 @@ from .keys import (
     canonical_json,
     derive_key,
 )
+from .options import ExpiredLeasePolicy, Options, SideEffectOptions
 from .outcomes import decode_error, encode_error
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -98,7 +100,6 @@ _RECORD_FLOOR = 0.25
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.25
 
-ExpiredLeasePolicy = Literal["at_most_once", "at_least_once"]
 
 
 # --- the run scope -------------------------------------------------------------------------------
@@ -119,7 +120,7 @@ def _check_id(value: object, what: str) -> str:
     return value
 
 
-class Run(ContextScope):
+class Run(VarScope[tuple[str, ...]]):
     """A durable run scope: ``with run("order-1234"):`` (also ``async with``).
 
     Idempotency keys of side effects inside derive from the run id, so a replay of the same
@@ -129,26 +130,19 @@ class Run(ContextScope):
     ``("order-1234", "refund")``.
     """
 
-    __slots__ = ("_run_id", "_token")
+    __slots__ = ("_run_id",)
 
     def __init__(self, run_id: str) -> None:
+        super().__init__(_RUN)
         self._run_id = _check_id(run_id, "run_id")
-        self._token: contextvars.Token[tuple[str, ...]] | None = None
 
     @property
     def run_id(self) -> str:
         """This scope's own id (normalised to NFC)."""
         return self._run_id
 
-    def _enter(self) -> None:
-        if self._token is not None:
-            raise RuntimeError("a run scope cannot be entered twice; create a new one")
-        self._token = _RUN.set((*_RUN.get(), self._run_id))
-
-    def _exit(self) -> None:
-        if self._token is not None:
-            _RUN.reset(self._token)
-            self._token = None
+    def _value(self) -> tuple[str, ...]:
+        return (*_RUN.get(), self._run_id)
 
     def __repr__(self) -> str:
         return f"run({self._run_id!r})"
@@ -170,9 +164,6 @@ def current_idempotency_key() -> str | None:
 
 
 # --- the decorator -------------------------------------------------------------------------------
-
-Retryable = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
-
 
 @dataclasses.dataclass(slots=True)
 class _Plan:
@@ -240,43 +231,17 @@ class SideEffect(Protocol[P, R_co]):
 class _Engine:
     """Everything behind one ``@side_effect`` function: planning, the ledger protocol, drivers."""
 
-    def __init__(
-        self,
-        func: Callable[..., Any],
-        *,
-        key: Callable[..., str] | None,
-        store: str | Ledger | None,
-        name: str | None,
-        on_expired_lease: ExpiredLeasePolicy | None,
-        fail_open: bool | None,
-        reserve: float | None,
-        timeout: float | None,
-        lease: float | None,
-        retryable: Retryable,
-        ignore: Sequence[str],
-        clock: Clock | None,
-    ) -> None:
+    def __init__(self, func: Callable[..., Any], options: Options) -> None:
         self._func = func
         self._is_async = inspect.iscoroutinefunction(func)
         self._signature = inspect.signature(func)
-        unknown = set(ignore) - set(self._signature.parameters)
+        unknown = options.ignore - set(self._signature.parameters)
         if unknown:
             raise ValueError(
                 f"ignore= names no parameter of {func.__qualname__}: {sorted(unknown)}"
             )
-        if on_expired_lease not in (None, "at_most_once", "at_least_once"):
-            raise ValueError("on_expired_lease must be 'at_most_once' or 'at_least_once'")
-        self.name = name or f"{func.__module__}.{func.__qualname__}"
-        self._key = key
-        self._store = store
-        self._on_expired_lease = on_expired_lease
-        self._fail_open = fail_open
-        self._reserve = reserve
-        self._timeout = timeout
-        self._lease = lease
-        self._retryable = retryable
-        self._ignore = frozenset(ignore)
-        self._clock = clock
+        self.name = options.name or f"{func.__module__}.{func.__qualname__}"
+        self._options = options
         self._adapter: TypeAdapter[Any] | None = None
 
     # --- the public surface --------------------------------------------------------------------
@@ -334,45 +299,46 @@ class _Engine:
     def _plan(self, run_id: str | None, call_id: str | None, args: Sequence[Any],
               kwargs: Mapping[str, Any], *, budget: bool = True) -> _Plan:
         policy: Policy = current_policy()
-        reserve = self._reserve if self._reserve is not None else policy.tool_reserve
+        options = self._options
+        reserve = options.reserve if options.reserve is not None else policy.tool_reserve
         tool_budget = Budget(self.name, reserve=reserve if budget else 0.0,
-                             timeout=self._timeout if budget else None, clock=self._clock)
-        if isinstance(self._store, str) or self._store is None:
-            url = self._store if self._store is not None else policy.idempotency_store
+                             timeout=options.timeout if budget else None, clock=options.clock)
+        if isinstance(options.store, str) or options.store is None:
+            url = options.store if options.store is not None else policy.idempotency_store
             ledger = open_store(url)
             store_name = url.split("://", 1)[0] if "://" in url else url
         else:
-            ledger = self._store
+            ledger = options.store
             store_name = type(ledger).__name__
         self._adapter_for_result()
-        digest = arguments_digest(self._signature, args, kwargs, ignore=self._ignore)
+        digest = arguments_digest(self._signature, args, kwargs, ignore=options.ignore)
         kind: Literal["call", "key", "args"]
         identity: str | None
         if call_id is not None:
             kind, identity = "call", call_id
-        elif self._key is not None:
-            custom = self._key(*args, **kwargs)
+        elif options.key is not None:
+            custom = options.key(*args, **kwargs)
             if not isinstance(custom, str) or not custom:
                 raise TypeError(f"key= of side effect {self.name!r} must return a non-empty str")
             kind, identity = "key", custom
         else:
             kind, identity = "args", None
-        if self._lease is not None:
-            lease = self._lease
+        if options.lease is not None:
+            lease = options.lease
         elif tool_budget.limit is not None:
             lease = tool_budget.limit + LEASE_GRACE
         else:
             lease = min(policy.deadline, DEFAULT_LEASE)
         secret = policy.idempotency_secret.get_secret_value() \
             if policy.idempotency_secret else None
-        on_expired = self._on_expired_lease or policy.idempotency_on_expired_lease
+        on_expired = options.on_expired_lease or policy.idempotency_on_expired_lease
         return _Plan(
             ledger=ledger, budget=tool_budget,
             secret=secret.encode("utf-8") if secret else None,
             run=(run_id,) if run_id is not None else _RUN.get(),
             kind=kind, identity=identity, digest=digest, lease=lease,
             takeover=on_expired == "at_least_once",
-            fail_open=(self._fail_open if self._fail_open is not None
+            fail_open=(options.fail_open if options.fail_open is not None
                        else policy.idempotency_fail_open),
             store_name=store_name,
         )
@@ -436,9 +402,9 @@ class _Engine:
             return None, error
 
     def _is_retryable(self, exc: BaseException) -> bool:
-        if isinstance(self._retryable, tuple):
-            return isinstance(exc, self._retryable)
-        return bool(self._retryable(exc))
+        if isinstance(self._options.retryable, tuple):
+            return isinstance(exc, self._options.retryable)
+        return bool(self._options.retryable(exc))
 
     def _unavailable(self, plan: _Plan, exc: IdempotencyStoreUnavailable) -> None:
         if not plan.fail_open:
@@ -602,43 +568,20 @@ def _io_end(plan: _Plan, floor: float = 0.0) -> float | None:
 def side_effect(func: Callable[P, R], /) -> SideEffect[P, R]: ...
 @overload
 def side_effect(
-    *,
-    key: Callable[..., str] | None = None,
-    store: str | Ledger | None = None,
-    name: str | None = None,
-    on_expired_lease: ExpiredLeasePolicy | None = None,
-    fail_open: bool | None = None,
-    reserve: float | _dt.timedelta | None = None,
-    timeout: float | _dt.timedelta | None = None,
-    lease: float | _dt.timedelta | None = None,
-    retryable: Retryable = (ConnectionRefusedError,),
-    ignore: Sequence[str] = (),
-    clock: Clock | None = None,
+    **options: Unpack[SideEffectOptions],
 ) -> Callable[[Callable[P, R]], SideEffect[P, R]]: ...
 
 
 def side_effect(
-    func: Callable[P, R] | None = None,
-    /,
-    *,
-    key: Callable[..., str] | None = None,
-    store: str | Ledger | None = None,
-    name: str | None = None,
-    on_expired_lease: ExpiredLeasePolicy | None = None,
-    fail_open: bool | None = None,
-    reserve: float | _dt.timedelta | None = None,
-    timeout: float | _dt.timedelta | None = None,
-    lease: float | _dt.timedelta | None = None,
-    retryable: Retryable = (ConnectionRefusedError,),
-    ignore: Sequence[str] = (),
-    clock: Clock | None = None,
+    func: Callable[P, R] | None = None, /, **options: Unpack[SideEffectOptions],
 ) -> SideEffect[P, R] | Callable[[Callable[P, R]], SideEffect[P, R]]:
     """Run a sync or async function at most once per idempotency key: ``@side_effect``.
 
     Concurrent duplicates wait for the first execution and get its result; later calls replay
     the stored result (validated back into the return annotation's type) or re-raise the
     recorded error. The function runs under the caller's deadline minus ``reserve`` like a
-    :func:`~resilient_llm.tool`. Options (``None`` = the policy's value):
+    :func:`~resilient_llm.tool`. Options (typed by :class:`~resilient_llm.SideEffectOptions`;
+    ``None`` = the policy's value):
 
     - ``key``: ``key(*args, **kwargs) -> str`` replaces the arguments (or tool-call id) as the
       action's identity; arguments still form the fingerprint checked for conflicts.
@@ -654,16 +597,10 @@ def side_effect(
     - ``ignore``: parameter names left out of the arguments (clients, loggers, ``self``).
     - ``clock``: for tests.
     """
-    reserve_s = _seconds_or_none(reserve, "reserve", zero_ok=True)
-    timeout_s = _seconds_or_none(timeout, "timeout", zero_ok=False)
-    lease_s = _seconds_or_none(lease, "lease", zero_ok=False)
+    checked = Options(options)
 
     def decorate(fn: Callable[P, R]) -> SideEffect[P, R]:
-        engine = _Engine(
-            fn, key=key, store=store, name=name, on_expired_lease=on_expired_lease,
-            fail_open=fail_open, reserve=reserve_s, timeout=timeout_s, lease=lease_s,
-            retryable=retryable, ignore=ignore, clock=clock,
-        )
+        engine = _Engine(fn, checked)
         wrapper: Any = engine.function(None, None)
         wrapper.name = engine.name
         wrapper.with_options = engine.with_options

@@ -75,22 +75,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0, help="0 picks a free port")
     serve.add_argument("--script", type=Path, help="JSON file of scripted faults")
-    serve.add_argument("--capacity", type=int, default=None)
-    serve.add_argument("--service-time", type=float, default=0.0)
-    serve.add_argument("--rate-limit-rps", type=float, default=None)
-    serve.add_argument("--tokens-per-minute", type=int, default=None)
-    serve.add_argument("--retry-after", action="store_true", help="send retry-after on 429s")
-    serve.add_argument("--log-limit", type=int, default=10_000, help="requests kept in memory")
+    # The FaultProvider's own options, each named once: its keyword is the option's dest.
+    provider_options = [
+        serve.add_argument("--capacity", type=int, default=None),
+        serve.add_argument("--service-time", type=float, default=0.0),
+        serve.add_argument("--rate-limit-rps", type=float, default=None),
+        serve.add_argument("--tokens-per-minute", type=int, default=None),
+        serve.add_argument("--retry-after", dest="retry_after_header", action="store_true",
+                           help="send retry-after on 429s"),
+        serve.add_argument("--log-limit", type=int, default=10_000,
+                           help="requests kept in memory"),
+    ]
     args = parser.parse_args(argv)
 
-    provider = FaultProvider(
-        capacity=args.capacity,
-        service_time=args.service_time,
-        retry_after_header=args.retry_after,
-        rate_limit_rps=args.rate_limit_rps,
-        tokens_per_minute=args.tokens_per_minute,
-        log_limit=args.log_limit,
-    )
+    provider = FaultProvider(**{opt.dest: getattr(args, opt.dest) for opt in provider_options})
     if args.script is not None:
         load_script(provider, args.script)
     with provider.serve(host=args.host, port=args.port) as server:

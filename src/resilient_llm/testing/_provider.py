@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
 from . import _clouds, _wire
 from ._faults import (
@@ -51,6 +51,28 @@ support prefill do. ``None`` (the default) behaves like the real API of the requ
 
 _PREFILL_MODES: Final = ("continue", "ignore", "reject")
 
+T = TypeVar("T")
+
+
+class _PerModel(Generic[T]):
+    """A setting with one value for every model and overrides for some: what the setters'
+    ``model=`` argument chooses between (``None``: the value for every model)."""
+
+    __slots__ = ("everywhere", "models")
+
+    def __init__(self, everywhere: T) -> None:
+        self.everywhere = everywhere
+        self.models: dict[str, T] = {}
+
+    def set(self, value: T, model: str | None) -> None:
+        if model is None:
+            self.everywhere = value
+        else:
+            self.models[model] = value
+
+    def get(self, model: str | None) -> T:
+        return self.everywhere if model is None else self.models.get(model, self.everywhere)
+
 
 @dataclass(slots=True)
 class _RateView:
@@ -63,93 +85,93 @@ _NOMINAL_REQUESTS = _RateView(10_000, 9_999, 0.006)
 _NOMINAL_TOKENS = 2_000_000
 
 
+@dataclass(frozen=True, slots=True)
+class _LimitConfig:
+    """The limits a provider enforces (``advertised``: only claims in its headers); ``None``
+    is no such limit, and ``burst`` defaults to the rate (at least 1)."""
+
+    capacity: int | None = None
+    rps: float | None = None
+    tpm: int | None = None
+    burst: float | None = None
+    advertised: int | None = None
+
+
 class _Limits:
     """Capacity, request-rate and token-rate limits; used only under the provider lock."""
 
-    def __init__(
-        self,
-        *,
-        capacity: int | None,
-        rps: float | None,
-        tpm: int | None,
-        now: float,
-        burst: float | None = None,
-        advertised: int | None = None,
-    ) -> None:
-        self.capacity = capacity
-        self.rps = rps
-        self.tpm = tpm
+    def __init__(self, config: _LimitConfig, now: float) -> None:
+        self.config = config
+        rps = config.rps
         self.inflight: dict[int, float] = {}  # entry index -> expected end (monotonic)
-        self.burst = (burst if burst is not None else max(1.0, rps)) if rps else 0.0
+        self.burst = (config.burst if config.burst is not None else max(1.0, rps)) if rps else 0.0
         self.req_tokens = self.burst
-        self.tok_tokens = float(tpm or 0)
-        self.advertised = advertised
-        self.shown = float(advertised or 0)
+        self.tok_tokens = float(config.tpm or 0)
+        self.shown = float(config.advertised or 0)
         self.last = now
 
     def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self.last)
         self.last = now
-        if self.advertised:
-            self.shown = min(float(self.advertised),
-                             self.shown + elapsed * self.advertised / 60.0)
-        if self.rps:
-            self.req_tokens = min(self.burst, self.req_tokens + elapsed * self.rps)
-        if self.tpm:
-            self.tok_tokens = min(float(self.tpm), self.tok_tokens + elapsed * self.tpm / 60.0)
+        if advertised := self.config.advertised:
+            self.shown = min(float(advertised), self.shown + elapsed * advertised / 60.0)
+        if rps := self.config.rps:
+            self.req_tokens = min(self.burst, self.req_tokens + elapsed * rps)
+        if tpm := self.config.tpm:
+            self.tok_tokens = min(float(tpm), self.tok_tokens + elapsed * tpm / 60.0)
 
     def _capacity_view(self, now: float) -> _RateView:
-        assert self.capacity is not None
-        remaining = max(0, self.capacity - len(self.inflight))
+        assert self.config.capacity is not None
+        remaining = max(0, self.config.capacity - len(self.inflight))
         # As OpenAI documents its reset: the time until the limit is back to its initial
         # state, here when every request in flight has finished.
         ends = [end for end in self.inflight.values() if math.isfinite(end)]
         reset = max(0.0, max(ends) - now) if ends else 0.0
-        return _RateView(self.capacity, remaining, reset)
+        return _RateView(self.config.capacity, remaining, reset)
 
     def _rps_view(self) -> _RateView:
-        assert self.rps
+        assert self.config.rps
         missing = self.burst - self.req_tokens
-        return _RateView(int(self.burst), int(self.req_tokens), missing / self.rps)
+        return _RateView(int(self.burst), int(self.req_tokens), missing / self.config.rps)
 
     def requests_view(self, now: float) -> _RateView:
-        if self.advertised:  # what the headers claim, not what is enforced
+        if advertised := self.config.advertised:  # what the headers claim, not what is enforced
             self._refill(now)
-            missing = self.advertised - self.shown
-            return _RateView(self.advertised, int(self.shown), missing * 60.0 / self.advertised)
+            missing = advertised - self.shown
+            return _RateView(advertised, int(self.shown), missing * 60.0 / advertised)
         views = []
-        if self.capacity is not None:
+        if self.config.capacity is not None:
             views.append(self._capacity_view(now))
-        if self.rps:
+        if self.config.rps:
             views.append(self._rps_view())
         if not views:
             return _NOMINAL_REQUESTS
         return min(views, key=lambda v: v.remaining / max(1, v.limit))
 
     def tokens_view(self, cost: int) -> _RateView:
-        if not self.tpm:
+        if not self.config.tpm:
             return _RateView(_NOMINAL_TOKENS, _NOMINAL_TOKENS - min(cost, _NOMINAL_TOKENS), 0.0)
-        missing = self.tpm - self.tok_tokens
-        return _RateView(self.tpm, int(self.tok_tokens), missing / (self.tpm / 60.0))
+        missing = self.config.tpm - self.tok_tokens
+        return _RateView(self.config.tpm, int(self.tok_tokens), missing / (self.config.tpm / 60.0))
 
     def admit(self, index: int, now: float, cost: int, expected: float) -> tuple[str, float] | None:
         """Admit the request (and hold a slot) or return (fault name, seconds to wait)."""
         self._refill(now)
-        if self.capacity is not None and len(self.inflight) >= self.capacity:
+        if self.config.capacity is not None and len(self.inflight) >= self.config.capacity:
             ends = [end for end in self.inflight.values() if math.isfinite(end)]
             return "capacity", (max(0.0, min(ends) - now) if ends else 1.0)
-        if self.rps and self.req_tokens < 1.0:
-            return "rate_limit", (1.0 - self.req_tokens) / self.rps
-        if self.tpm and self.tok_tokens < cost:
-            rate = self.tpm / 60.0
-            return "token_limit", (min(cost, self.tpm) - self.tok_tokens) / rate
-        if self.rps:
+        if self.config.rps and self.req_tokens < 1.0:
+            return "rate_limit", (1.0 - self.req_tokens) / self.config.rps
+        if self.config.tpm and self.tok_tokens < cost:
+            rate = self.config.tpm / 60.0
+            return "token_limit", (min(cost, self.config.tpm) - self.tok_tokens) / rate
+        if self.config.rps:
             self.req_tokens -= 1.0
-        if self.advertised:
+        if self.config.advertised:
             self.shown = max(0.0, self.shown - 1.0)
-        if self.tpm:
+        if self.config.tpm:
             self.tok_tokens -= cost
-        if self.capacity is not None:
+        if self.config.capacity is not None:
             self.inflight[index] = now + expected
         return None
 
@@ -220,35 +242,49 @@ class FaultProvider:
         if tokens_per_minute is not None and tokens_per_minute < 1:
             raise ValueError(f"tokens_per_minute must be >= 1, got {tokens_per_minute!r}")
         _check_prefill(prefill)
-        self.default: Fault = default if default is not None else Fault.ok()
-        self.prefill: PrefillMode | None = prefill
-        self._model_prefill: dict[str, PrefillMode | None] = {}
+        self._defaults = _PerModel(default if default is not None else Fault.ok())
+        self._prefill: _PerModel[PrefillMode | None] = _PerModel(prefill)
         self.service_time = service_time
         self.retry_after_header = retry_after_header
-        self._config = (capacity, rate_limit_rps, tokens_per_minute, rate_limit_burst,
-                        advertised_rpm)
+        self._config = _LimitConfig(capacity, rate_limit_rps, tokens_per_minute,
+                                    rate_limit_burst, advertised_rpm)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._queue: deque[Fault] = deque()
         self._model_queues: dict[str, deque[Fault]] = {}
-        self._model_defaults: dict[str, Fault] = {}
         self._log: deque[_Entry] = deque(maxlen=log_limit)
         self._count = 0
         self._release = threading.Event()
         self._limits = self._new_limits()
 
     def _new_limits(self) -> _Limits:
-        capacity, rps, tpm, burst, advertised = self._config
-        return _Limits(capacity=capacity, rps=rps, tpm=tpm, burst=burst, advertised=advertised,
-                       now=time.monotonic())
+        return _Limits(self._config, now=time.monotonic())
 
     def __repr__(self) -> str:
-        capacity, rps, tpm, burst, advertised = self._config
+        c = self._config
         return (
-            f"FaultProvider(capacity={capacity!r}, rate_limit_rps={rps!r}, "
-            f"rate_limit_burst={burst!r}, advertised_rpm={advertised!r}, "
-            f"tokens_per_minute={tpm!r}, requests={self._count})"
+            f"FaultProvider(capacity={c.capacity!r}, rate_limit_rps={c.rps!r}, "
+            f"rate_limit_burst={c.burst!r}, advertised_rpm={c.advertised!r}, "
+            f"tokens_per_minute={c.tpm!r}, requests={self._count})"
         )
+
+    @property
+    def default(self) -> Fault:
+        """What every model is answered when the queues are empty (see :meth:`set_default`)."""
+        return self._defaults.everywhere
+
+    @default.setter
+    def default(self, fault: Fault) -> None:
+        self.set_default(fault)
+
+    @property
+    def prefill(self) -> PrefillMode | None:
+        """How every model answers a prefill (see :meth:`set_prefill`)."""
+        return self._prefill.everywhere
+
+    @prefill.setter
+    def prefill(self, mode: PrefillMode | None) -> None:
+        self.set_prefill(mode)
 
     # ------------------------------------------------------------------ scripting
 
@@ -266,19 +302,13 @@ class FaultProvider:
         """What to answer when the queues are empty (for one model, or for all)."""
         _check_fault(fault)
         with self._lock:
-            if model is None:
-                self.default = fault
-            else:
-                self._model_defaults[model] = fault
+            self._defaults.set(fault, model)
 
     def set_prefill(self, mode: PrefillMode | None, *, model: str | None = None) -> None:
         """How requests ending with an assistant turn are answered (for one model, or all)."""
         _check_prefill(mode)
         with self._lock:
-            if model is None:
-                self.prefill = mode
-            else:
-                self._model_prefill[model] = mode
+            self._prefill.set(mode, model)
 
     def pending(self, *, model: str | None = None) -> int:
         """How many scripted faults are still queued (global, or for ``model``)."""
@@ -291,8 +321,8 @@ class FaultProvider:
         with self._lock:
             self._queue.clear()
             self._model_queues.clear()
-            self._model_defaults.clear()
-            self._model_prefill.clear()
+            self._defaults.models.clear()
+            self._prefill.models.clear()
             self._log.clear()
             self._count = 0
             self._limits = self._new_limits()
@@ -435,7 +465,7 @@ class FaultProvider:
         return plan
 
     def _prefill_mode(self, x: _wire.Exchange) -> PrefillMode:
-        mode = self._model_prefill.get(x.model, self.prefill)
+        mode = self._prefill.get(x.model)
         if mode is None:
             return "continue" if x.flavor == "anthropic" else "ignore"
         return mode
@@ -465,11 +495,6 @@ class FaultProvider:
             x.prefill = None  # answered as a new turn
         return None
 
-    def _default_for(self, model: str | None) -> Fault:
-        if model is not None and model in self._model_defaults:
-            return self._model_defaults[model]
-        return self.default
-
     def _next_fault(self, model: str | None) -> tuple[Fault, deque[Fault] | None]:
         """The fault for this request and the queue it came from (None for a default)."""
         if model is not None:
@@ -478,7 +503,7 @@ class FaultProvider:
                 return queue.popleft(), queue
         if self._queue:
             return self._queue.popleft(), self._queue
-        return self._default_for(model), None
+        return self._defaults.get(model), None
 
     def _answering(self, plan: Plan) -> None:
         """Called by a driver just before the status line goes out: the log shows the status

@@ -144,8 +144,9 @@ def prepare_attempt(request: httpx2.Request, call: Call, send: Send, provider: s
             request.headers["x-stainless-retry-count"] = str(send.attempt - 1)
     if request.method != "GET":
         headers = request.headers
-        key = headers.get(_IDEMPOTENCY_HEADER)
-        if key is None:
+        if _IDEMPOTENCY_HEADER in headers:  # the caller's own (a miss costs no KeyError here)
+            key = headers[_IDEMPOTENCY_HEADER]
+        else:
             key = call.record.idempotency_key or f"rllm-{os.urandom(16).hex()}"
             headers[_IDEMPOTENCY_HEADER] = key
         call.record.idempotency_key = key

@@ -3,6 +3,7 @@ request, header reads, and the error for foreign transport exceptions. No I/O he
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -373,17 +374,16 @@ class DriverBase:
     def start(self, request: httpx2.Request) -> tuple[Plan, Outgoing]:
         """The plan of ``request``, and the requests its attempts send."""
         call = self._call_for(request)
-        replayable = is_replayable(request)
-
-        def states(model: str | None) -> TargetPressure:
-            return self.pressure_for(request, call, model)
-
-        def cost() -> float:
-            return estimate_tokens(request.content)
-
-        plan = Plan(call, states=states, requested=request.extensions.get("timeout"),
-                    replayable=replayable, cost=cost)
+        # (partials rather than closures: one object each per request, no cells)
+        plan = Plan(call, states=functools.partial(self.pressure_for, request, call),
+                    requested=request.extensions.get("timeout"),
+                    replayable=is_replayable(request),
+                    cost=functools.partial(_estimated_cost, request))
         return plan, Outgoing(request, call, self._wire.name)
+
+
+def _estimated_cost(request: httpx2.Request) -> float:
+    return estimate_tokens(request.content)
 
 
 class Outgoing:

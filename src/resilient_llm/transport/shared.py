@@ -402,7 +402,8 @@ class Outgoing:
         self.requested_model = call.target
         #: Rewrites the JSON body for each attempt (stream recovery's continuation requests).
         self.edit = edit
-        self._bodies: dict[str, httpx2.Request] = {}
+        #: The request rewritten per target (made when a first rewrite is: most calls have none).
+        self._bodies: dict[str, httpx2.Request] | None = None
 
     def prepare(self, target: Target, send: Send) -> httpx2.Request:
         """The request for ``send`` to ``target``, with its per-attempt edits (signed again
@@ -449,7 +450,7 @@ class Outgoing:
         located = relocated(request.url, target.region)
         if not renamed and endpoint is None and edit is None and located is None:
             return request
-        cached = self._bodies.get(str(target)) if edit is None else None
+        cached = self._bodies.get(str(target)) if edit is None and self._bodies else None
         if cached is not None:
             return cached
         content = request.content
@@ -480,6 +481,8 @@ class Outgoing:
             extensions=dict(request.extensions),
         )
         if edit is None:
+            if self._bodies is None:
+                self._bodies = {}
             self._bodies[str(target)] = rewritten
         return rewritten
 

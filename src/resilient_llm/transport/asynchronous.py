@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import math
 import threading
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import Any, cast
 
 import httpx2
@@ -57,21 +57,20 @@ class AsyncResilientTransport(
 
     _default_inner = httpx2.AsyncHTTPTransport
 
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+    def handle_async_request(
+        self, request: httpx2.Request
+    ) -> Coroutine[Any, Any, httpx2.Response]:
+        """The request's plan, performed by :meth:`_perform`'s coroutine (returned, not
+        awaited here: one frame less between the caller and the wire)."""
         plan, outgoing = self._base.start(request)
-        response = await self._perform(plan, plan.run(), outgoing, None)
-        stream = response.stream
-        if isinstance(stream, _AsyncStream):
-            recovery = recovery_for(plan, outgoing, response, stream.consumer)
-            if recovery is not None:
-                stream.resume = AsyncResume(recovery, self._perform)
-        return response
+        return self._perform(plan, plan.run(), outgoing, None)
 
     async def _perform(self, plan: Plan, flow: Generator[Action, Reply, None],
                        outgoing: Outgoing, vet: Callable[[Reply], Reply] | None
                        ) -> httpx2.Response:
         """Carry out ``flow``'s actions. ``vet`` sees each attempt's result first; without
-        one (the caller's own request, not a stream recovery's) streams may be hedged."""
+        one (the caller's own request, not a stream recovery's) streams may be hedged, and a
+        stream that breaks after its first output may be resumed."""
         action = next(flow)
         while (response := ended(action)) is None:
             reply: Reply = None
@@ -92,6 +91,11 @@ class AsyncResilientTransport(
                 flow.throw(exc)  # the plan frees what the action held, then re-raises
                 raise
             action = flow.send(reply)
+        stream = response.stream
+        if vet is None and isinstance(stream, _AsyncStream):
+            recovery = recovery_for(plan, outgoing, response, stream.consumer)
+            if recovery is not None:
+                stream.resume = AsyncResume(recovery, self._perform)
         return response
 
     async def _hedged(

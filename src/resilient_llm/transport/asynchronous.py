@@ -369,6 +369,11 @@ class _AttemptLimit:
 _HAS_TIMEOUT = hasattr(asyncio, "timeout")  # Python ≥ 3.11
 
 
+def _out_of_time(call: Call) -> bool:
+    left = call.remaining()
+    return left is not None and left <= 0
+
+
 def _anyio_now() -> float:
     import anyio
 
@@ -387,11 +392,6 @@ def _first_token_scope(first_by: float) -> contextlib.AbstractContextManager[Any
     import anyio
 
     return anyio.CancelScope(deadline=first_by)
-
-
-def _out_of_time(call: Call) -> bool:
-    left = call.remaining()
-    return left is not None and left <= 0
 
 
 class _AsyncStream(httpx2.AsyncByteStream):

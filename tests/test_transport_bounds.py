@@ -5,6 +5,8 @@ and the errors a caller sees when first-token limits or malformed streams use ev
 from __future__ import annotations
 
 import contextlib
+import gc
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from resilient_llm import DeadlineExceeded, Policy, ResilientTransport
 from resilient_llm.anthropic import Anthropic, AsyncAnthropic
 from resilient_llm.openai import AsyncOpenAI, OpenAI
 from resilient_llm.testing import Fault, FaultProvider, Hostile, HostileProvider
-from resilient_llm.transport.watchdog import SendGuard, _Sockets, write_tag
+from resilient_llm.transport.watchdog import _WATCHDOG, SendGuard, SyncGuard, _Sockets, write_tag
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 SLACK = 0.3
@@ -310,6 +312,48 @@ def test_a_tag_finds_the_one_socket_carrying_it_and_nothing_when_ambiguous() -> 
         for pair in pairs:
             for sock in pair:
                 sock.close()
+
+
+def test_a_socket_is_known_once_and_forgotten_when_it_goes() -> None:
+    known = _Sockets()
+    first, second = socket.socketpair()
+    try:
+        known.add(first)
+        known.add(first)  # seen again with a later response: still one entry
+        first.settimeout(tag := write_tag(1.0, 5.0))
+        assert known.tagged(tag) is first and len(known._known) == 1
+    finally:
+        first.close()
+        second.close()
+    del first
+    gc.collect()
+    assert known._known == {}  # dropped with its connection: no entry left behind
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+def test_the_watchdog_bounds_reads_in_a_forked_child() -> None:
+    reader, writer = socket.socketpair()
+    guard_parent = SyncGuard.__new__(SyncGuard)  # start the parent's watchdog thread first
+    guard_parent._watch = _WATCHDOG.watch(reader, time.monotonic() + 60, "deadline")
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's thread is not here; a new watch must still fire
+        code = 1
+        try:
+            child_reader, _child_writer = socket.socketpair()
+            child_reader.settimeout(3)  # without a watchdog: a timeout, not a hang
+            watch = _WATCHDOG.watch(child_reader, time.monotonic() + 0.05, "deadline")
+            started = time.monotonic()
+            data = child_reader.recv(1)  # no byte ever comes: only a shutdown ends this read
+            code = 0 if data == b"" and watch.fired and time.monotonic() - started < 5 else 2
+        finally:
+            os._exit(code)
+    try:
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        guard_parent.close()
+        reader.close()
+        writer.close()
 
 
 def test_the_send_guard_gives_the_tagged_timeouts_back() -> None:

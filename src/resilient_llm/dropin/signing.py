@@ -35,8 +35,11 @@ _OPTIONS_AUTH: ContextVar[tuple[Any, tuple[str, ...]] | None] = ContextVar(
 def _auth_added(given: Any, prepared: Any) -> tuple[str, ...]:
     """The authorisation headers ``_prepare_options`` added or changed (``given`` to
     ``prepared``)."""
-    before = {str(k).lower(): v for k, v in _headers_of(given).items()}
-    return tuple(name for name, value in _headers_of(prepared).items()
+    given_headers, prepared_headers = _headers_of(given), _headers_of(prepared)
+    if prepared_headers is given_headers or prepared_headers == given_headers:
+        return ()  # the common case: the step added no header (a static API key)
+    before = {str(k).lower(): v for k, v in given_headers.items()}
+    return tuple(name for name, value in prepared_headers.items()
                  if str(name).lower() in _AUTH_HEADERS and isinstance(value, str)
                  and before.get(str(name).lower()) != value)
 

@@ -76,8 +76,8 @@ class Router:
     """The chain of one call and where it stands."""
 
     chain: list[Target]
-    context_chain: list[Target]
-    blocked: list[Target]
+    context_chain: Sequence[Target]
+    blocked: Sequence[Target]
     index: int = 0
     tries_here: int = 0
     reason: str | None = None
@@ -88,10 +88,10 @@ class Router:
     def for_call(cls, policy: Policy, model: str | None) -> Router:
         """Build the chain for ``model``; raises ResidencyViolation if it cannot start."""
         if model is None:
-            return cls([Target("", policy.region)], [], [])
+            return cls([Target("", policy.region)], (), ())
         if not policy.fallbacks and not policy.context_fallbacks \
                 and policy.allowed_regions is None and "@" not in model:
-            return cls([Target(model, policy.region)], [], [])  # the common case, cheaply
+            return cls([Target(model, policy.region)], (), ())  # the common case, cheaply
         primary = Target.parse(model, default_region=policy.region)
         chain = [primary, *_targets(_chain_of(policy.fallbacks, primary.model), policy)]
         context = _targets(_chain_of(policy.context_fallbacks, primary.model), policy)
@@ -174,7 +174,8 @@ class Router:
         if failure is not None and failure.kind is FailureClass.CONTEXT_LENGTH:
             if not self.context_chain:
                 return False
-            nxt = self.context_chain.pop(0)
+            nxt, *rest = self.context_chain
+            self.context_chain = rest
             self.chain = [*self.chain[: self.index + 1], nxt]
             self.on_context_chain = True
         if not self.has_fallback:

@@ -231,39 +231,46 @@ class CallRecord:
         )
 
 
-_registry: dict[int, tuple[weakref.ref[Any], CallRecord]] = {}
+class _Entry(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to a call's result that carries the call's record and its own key
+    (one object per call: no closure, cell or tuple around it)."""
+
+    __slots__ = ("key", "record")
+
+    key: int
+    record: CallRecord
+
+
+_registry: dict[int, _Entry] = {}
 _registry_lock = threading.Lock()
 
 
 def register(result: Any, record: CallRecord) -> None:
     """Remember which call produced ``result`` (kept only as long as ``result`` lives)."""
-    key = id(result)
-
-    def forget(ref: weakref.ref[Any]) -> None:
-        _forget(key, ref)
-
     try:
-        ref = weakref.ref(result, forget)
+        entry = _Entry(result, _forget)
     except TypeError:  # not weak-referenceable (e.g. a plain str): nothing to attach to
         return
+    entry.key = key = id(result)
+    entry.record = record
     with _registry_lock:
-        _registry[key] = (ref, record)
+        _registry[key] = entry
 
 
-def _forget(key: int, ref: weakref.ref[Any]) -> None:
+def _forget(entry: weakref.ref[Any]) -> None:
+    assert isinstance(entry, _Entry)
     with _registry_lock:
-        entry = _registry.get(key)
-        if entry is not None and entry[0] is ref:
-            del _registry[key]
+        if _registry.get(entry.key) is entry:
+            del _registry[entry.key]
 
 
 def lookup(result: Any) -> CallRecord | None:
     """The record registered for ``result``, if any (stream helpers: their raw stream's)."""
     entry = _registry.get(id(result))
-    if entry is None or entry[0]() is not result:
+    if entry is None or entry() is not result:
         raw = getattr(result, "_raw_stream", None)  # MessageStream, ChatCompletionStream
         return lookup(raw) if raw is not None and raw is not result else None
-    return entry[1]
+    return entry.record
 
 
 def outcome(result: Any) -> Outcome:

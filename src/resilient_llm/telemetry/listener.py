@@ -111,7 +111,7 @@ _LEAN_KINDS = frozenset({"attempt_finished", "succeeded", "gave_up", "stream_int
 def _open(record: CallRecord) -> frozenset[str]:
     """The bus's question when a call starts: how much work does the call get, that is, which
     of its events can telemetry do without?"""
-    if _state_of(record) is not None:  # started twice: keep what is open
+    if _states and _state_of(record) is not None:  # started twice: keep what is open
         return _QUIET_DEEP
     attrs = current_attributes()
     if attrs and not record.attributes:
@@ -173,6 +173,9 @@ def _later(state: _CallState, work: Callable[[Attributes], None]) -> None:
 
 
 def _on_event(record: CallRecord, event: Event) -> None:
+    if record.quiet is _QUIET_LEAN:  # decided when the call opened: no state kept for it
+        _lean(record, event)
+        return
     state = _state_of(record)
     if state is None and not record.quiet:  # a record that never went through a call's start
         start(record)

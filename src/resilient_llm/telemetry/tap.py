@@ -18,7 +18,7 @@ import contextlib
 import contextvars
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import httpx2
@@ -202,10 +202,17 @@ class AsyncTap(httpx2.AsyncBaseTransport):
     def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
         self.inner = inner
 
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+    def handle_async_request(
+        self, request: httpx2.Request
+    ) -> Coroutine[Any, Any, httpx2.Response]:
+        """The inner transport's own coroutine when the attempt is not recorded (the common
+        case: no frame of the tap's between the driver and the wire while it waits)."""
         owner = _take()
         if owner is None:
-            return await self.inner.handle_async_request(request)
+            return self.inner.handle_async_request(request)
+        return self._recorded(owner, request)
+
+    async def _recorded(self, owner: Any, request: httpx2.Request) -> httpx2.Response:
         with _recorded(owner, request) as exchange:
             response = await self.inner.handle_async_request(request)
         _answered(owner, exchange, response, httpx2.AsyncByteStream, _AsyncTee)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import math
 import threading
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import Any, cast
 
 import httpx2
@@ -67,21 +67,20 @@ class AsyncResilientTransport(
 
     _default_inner = httpx2.AsyncHTTPTransport
 
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+    def handle_async_request(
+        self, request: httpx2.Request
+    ) -> Coroutine[Any, Any, httpx2.Response]:
+        """The request's plan, performed by :meth:`_perform`'s coroutine (returned, not
+        awaited here: one frame less between the caller and the wire)."""
         plan, outgoing = self._base.start(request)
-        response = await self._perform(plan, plan.run(), outgoing, None)
-        stream = response.stream
-        if isinstance(stream, _AsyncStream):
-            recovery = recovery_for(plan, outgoing, response, stream.consumer)
-            if recovery is not None:
-                stream.resume = AsyncResume(recovery, self._perform)
-        return response
+        return self._perform(plan, plan.run(), outgoing, None)
 
     async def _perform(self, plan: Plan, flow: Generator[Action, Reply, None],
                        outgoing: Outgoing, vet: Callable[[Reply], Reply] | None
                        ) -> httpx2.Response:
         """Carry out ``flow``'s actions. ``vet`` sees each attempt's result first; without
-        one (the caller's own request, not a stream recovery's) streams may be hedged."""
+        one (the caller's own request, not a stream recovery's) streams may be hedged, and a
+        stream that breaks after its first output may be resumed."""
         action = next(flow)
         while (response := ended(action)) is None:
             reply: Reply = None
@@ -102,6 +101,11 @@ class AsyncResilientTransport(
                 flow.throw(exc)  # the plan frees what the action held, then re-raises
                 raise
             action = flow.send(reply)
+        stream = response.stream
+        if vet is None and isinstance(stream, _AsyncStream):
+            recovery = recovery_for(plan, outgoing, response, stream.consumer)
+            if recovery is not None:
+                stream.resume = AsyncResume(recovery, self._perform)
         return response
 
     async def _hedged(
@@ -220,29 +224,26 @@ class AsyncResilientTransport(
         self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure,
         started: float | None = None,
     ) -> Served | Failed:
-        call = plan.call
-        result = await self._exchange(request, plan, send, state,
-                                      call.clock.now() if started is None else started)
-        if isinstance(result, httpx2.Response):
-            return Served(result)
-        return as_failed(*result)
+        """One attempt: send ``request``, read what the plan needs of the answer, report it.
 
-    async def _exchange(
-        self, request: httpx2.Request, plan: Plan, send: Send, state: TargetPressure,
-        started: float,
-    ) -> Result:
-        import anyio
-
+        One coroutine from the send to the reply (no helper coroutines in between): every
+        suspension while the provider answers passes through each frame of the chain."""
         call, base = plan.call, self._base
+        if started is None:
+            started = call.clock.now()
         left = call.remaining()
         response: httpx2.Response | None = None
         read_error: Exception | None = None
         stream = streaming(request)
         # connect, headers and first event share the first-token limit, from the send
-        first_by = anyio.current_time() + send.first_token_timeout if stream else math.inf
+        first_by = _anyio_now() + send.first_token_timeout if stream else math.inf
         try:
             async with _AttemptLimit(left) as scope:
-                response = await self._headers(request, first_by)
+                with _first_token_scope(first_by):
+                    try:
+                        response = await self._inner.handle_async_request(request)
+                    except Exception as exc:  # the rule is for the wrapped transport's errors
+                        base.reraise(exc, request)
                 if response is not None:
                     response.request = request
                     base.observe(plan, state, response)
@@ -254,13 +255,13 @@ class AsyncResilientTransport(
                     except Exception as exc:
                         read_error = exc
         except Exception as exc:
-            return base.exchange_failed(call, send, exc, request,
-                                        None if response is None else response.status_code)
+            return as_failed(*base.exchange_failed(
+                call, send, exc, request, None if response is None else response.status_code))
         if response is None and not scope.expired and not _out_of_time(call):
             late = first_token_timeout()
             call.attempt_finished(late, None, send)
-            return late, httpx2.ReadTimeout("no response headers within the first-token "
-                                               "limit", request=request)
+            return as_failed(late, httpx2.ReadTimeout("no response headers within the "
+                                                      "first-token limit", request=request))
         if scope.expired or response is None:
             if response is not None:
                 await response.aclose()
@@ -269,17 +270,18 @@ class AsyncResilientTransport(
             raise call.deadline_error(httpx2.ReadTimeout("deadline reached during the attempt",
                                                          request=request))
         if read_error is not None:
-            return body_read_failed(call, send, read_error, request, status)
+            return as_failed(*body_read_failed(call, send, read_error, request, status))
         if status >= 400:
             failure = classify_status(status, response.headers, body, base.wire.name)
             assert failure is not None
             call.attempt_finished(failure, status, send)
-            return failure, response
+            return as_failed(failure, response)
         if is_event_stream(kind):
             if not stream:  # an event stream the request did not ask for: limit from now
-                first_by = anyio.current_time() + send.first_token_timeout
-            return await self._peek_stream(request, response, plan, send, state, started,
-                                           first_by)
+                first_by = _anyio_now() + send.first_token_timeout
+            result = await self._peek_stream(request, response, plan, send, state, started,
+                                             first_by)
+            return Served(result) if isinstance(result, httpx2.Response) else as_failed(*result)
         if not is_json(kind):  # the SDK reads this body itself: keep it bounded by the deadline
             inner = response.stream
             assert isinstance(inner, httpx2.AsyncByteStream)
@@ -287,24 +289,7 @@ class AsyncResilientTransport(
         call.attempt_finished(None, status, send)
         plan.release(state, started, None)
         call.succeeded(send.target or call.target)
-        return response
-
-    async def _headers(self, request: httpx2.Request, first_by: float) -> httpx2.Response | None:
-        """Send ``request`` and wait for its response headers; ``None`` when ``first_by`` (a
-        stream's first-token limit, on anyio's clock) passed first."""
-        import anyio
-
-        if first_by == math.inf:
-            return await self._send(request)
-        with anyio.CancelScope(deadline=first_by):
-            return await self._send(request)
-        return None
-
-    async def _send(self, request: httpx2.Request) -> httpx2.Response:
-        try:
-            return await self._inner.handle_async_request(request)
-        except Exception as exc:  # the rule is for the wrapped transport's errors only
-            self._base.reraise(exc, request)
+        return Served(response)
 
     async def _peek_stream(
         self, request: httpx2.Request, response: httpx2.Response, plan: Plan, send: Send,
@@ -418,6 +403,26 @@ def _cross_thread_wake(current_event: Callable[[], Any]) -> Callable[[], None]:
 def _out_of_time(call: Call) -> bool:
     left = call.remaining()
     return left is not None and left <= 0
+
+
+def _anyio_now() -> float:
+    import anyio
+
+    return anyio.current_time()
+
+
+#: The first-token limit's scope when there is none (a request that is no stream).
+_UNLIMITED = contextlib.nullcontext()
+
+
+def _first_token_scope(first_by: float) -> contextlib.AbstractContextManager[Any]:
+    """A cancel scope that ends the wait for the response headers at ``first_by`` (anyio's
+    clock; a stream's first-token limit); no scope at all when there is no such limit."""
+    if first_by == math.inf:
+        return _UNLIMITED
+    import anyio
+
+    return anyio.CancelScope(deadline=first_by)
 
 
 class _AsyncStream(httpx2.AsyncByteStream):

@@ -78,9 +78,23 @@ def _too_large(limit: int, what: str) -> ResponseTooLarge:
     )
 
 
-def check_declared(response: httpx2.Response, limit: int) -> None:
-    """Refuse at once a body whose ``Content-Length`` already exceeds the cap."""
-    declared = response.headers.get("content-length", "")
+def _framing(response: httpx2.Response) -> tuple[str, str]:
+    """The ``Content-Length`` and ``Content-Encoding`` of ``response`` ("" when absent; a
+    repeated header's values joined by ", ", as ``Headers.get`` gives them), read in one pass
+    over the raw headers: a ``Headers.get`` scans them all, and raises inside for a miss."""
+    length: list[str] = []
+    coding: list[str] = []
+    for name, value in response.headers.raw:
+        lowered = name.lower()
+        if lowered == b"content-length":
+            length.append(value.decode("latin-1"))
+        elif lowered == b"content-encoding":
+            coding.append(value.decode("latin-1"))
+    return ", ".join(length), ", ".join(coding)
+
+
+def check_declared(declared: str, limit: int) -> None:
+    """Refuse at once a body whose ``Content-Length`` (``declared``) already exceeds the cap."""
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit, f"body (Content-Length {int(declared)})")
 
@@ -91,8 +105,9 @@ class _Meter:
     __slots__ = ("_inflater", "decoded", "limit", "raw")
 
     def __init__(self, response: httpx2.Response, limit: int) -> None:
-        check_declared(response, limit)
-        self._inflater = Inflater(response.headers.get("content-encoding", ""))
+        length, coding = _framing(response)
+        check_declared(length, limit)
+        self._inflater = Inflater(coding)
         self.limit = limit
         self.raw = 0
         self.decoded = 0
@@ -152,7 +167,7 @@ class EventView:
     __slots__ = ("_inflater", "_pending", "limit")
 
     def __init__(self, response: httpx2.Response, limit: int) -> None:
-        self._inflater = Inflater(response.headers.get("content-encoding", ""))
+        self._inflater = Inflater(_framing(response)[1])
         self.limit = limit
         self._pending = 0
 

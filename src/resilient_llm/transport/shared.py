@@ -3,6 +3,7 @@ request, header reads, and the error for foreign transport exceptions. No I/O he
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -144,8 +145,9 @@ def prepare_attempt(request: httpx2.Request, call: Call, send: Send, provider: s
             request.headers["x-stainless-retry-count"] = str(send.attempt - 1)
     if request.method != "GET":
         headers = request.headers
-        key = headers.get(_IDEMPOTENCY_HEADER)
-        if key is None:
+        if _IDEMPOTENCY_HEADER in headers:  # the caller's own (a miss costs no KeyError here)
+            key = headers[_IDEMPOTENCY_HEADER]
+        else:
             key = call.record.idempotency_key or f"rllm-{os.urandom(16).hex()}"
             headers[_IDEMPOTENCY_HEADER] = key
         call.record.idempotency_key = key
@@ -372,17 +374,16 @@ class DriverBase:
     def start(self, request: httpx2.Request) -> tuple[Plan, Outgoing]:
         """The plan of ``request``, and the requests its attempts send."""
         call = self._call_for(request)
-        replayable = is_replayable(request)
-
-        def states(model: str | None) -> TargetPressure:
-            return self.pressure_for(request, call, model)
-
-        def cost() -> float:
-            return estimate_tokens(request.content)
-
-        plan = Plan(call, states=states, requested=request.extensions.get("timeout"),
-                    replayable=replayable, cost=cost)
+        # (partials rather than closures: one object each per request, no cells)
+        plan = Plan(call, states=functools.partial(self.pressure_for, request, call),
+                    requested=request.extensions.get("timeout"),
+                    replayable=is_replayable(request),
+                    cost=functools.partial(_estimated_cost, request))
         return plan, Outgoing(request, call, self._wire.name)
+
+
+def _estimated_cost(request: httpx2.Request) -> float:
+    return estimate_tokens(request.content)
 
 
 class Outgoing:
@@ -401,7 +402,8 @@ class Outgoing:
         self.requested_model = call.target
         #: Rewrites the JSON body for each attempt (stream recovery's continuation requests).
         self.edit = edit
-        self._bodies: dict[str, httpx2.Request] = {}
+        #: The request rewritten per target (made when a first rewrite is: most calls have none).
+        self._bodies: dict[str, httpx2.Request] | None = None
 
     def prepare(self, target: Target, send: Send) -> httpx2.Request:
         """The request for ``send`` to ``target``, with its per-attempt edits (signed again
@@ -448,7 +450,7 @@ class Outgoing:
         located = relocated(request.url, target.region)
         if not renamed and endpoint is None and edit is None and located is None:
             return request
-        cached = self._bodies.get(str(target)) if edit is None else None
+        cached = self._bodies.get(str(target)) if edit is None and self._bodies else None
         if cached is not None:
             return cached
         content = request.content
@@ -479,6 +481,8 @@ class Outgoing:
             extensions=dict(request.extensions),
         )
         if edit is None:
+            if self._bodies is None:
+                self._bodies = {}
             self._bodies[str(target)] = rewritten
         return rewritten
 

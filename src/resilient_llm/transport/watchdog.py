@@ -12,12 +12,13 @@ import contextlib
 import heapq
 import itertools
 import math
+import os
 import socket
 import threading
 import time
 import weakref
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx2
 
@@ -52,6 +53,13 @@ class _Watchdog:
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
 
+    def forked(self) -> None:
+        """In a forked child: the parent's thread is not there, nor its reads; start afresh
+        (no per-watch ``is_alive()`` check is needed then: the thread never ends otherwise)."""
+        self._heap = []
+        self._cond = threading.Condition()
+        self._thread = None
+
     def watch(self, sock: socket.socket, expires_at: float, limit: str) -> _Watch:
         entry = _Watch(sock, expires_at, limit)
         self.reschedule(entry)
@@ -65,7 +73,7 @@ class _Watchdog:
                 heapq.heapify(heap)
             earliest = heap[0][0] if heap else None
             heapq.heappush(heap, (entry.expires_at, next(self._seq), entry))
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="resilient-llm-watchdog", daemon=True
                 )
@@ -96,6 +104,8 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+if hasattr(os, "register_at_fork"):  # (not on Windows, which has no fork)
+    os.register_at_fork(after_in_child=_WATCHDOG.forked)
 
 
 class _Sockets:
@@ -107,19 +117,33 @@ class _Sockets:
     """
 
     def __init__(self) -> None:
-        self._known: weakref.WeakSet[socket.socket] = weakref.WeakSet()
-        self._lock = threading.Lock()
+        # By id, each socket's weak reference made once (a ``WeakSet`` makes one per ``add``
+        # and iterates slowly). No lock: each step is one dict operation, atomic under the
+        # GIL, and the callback that drops an entry runs while its socket is being freed,
+        # before any other object can take that id.
+        self._known: dict[int, weakref.ref[socket.socket]] = {}
 
     def add(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._known.add(sock)
+        key = id(sock)
+        known = self._known.get(key)
+        if known is not None and known() is sock:
+            return
+        known_sockets = self._known
+
+        def forget(ref: weakref.ref[socket.socket]) -> None:
+            if known_sockets.get(key) is ref:
+                known_sockets.pop(key, None)
+
+        known_sockets[key] = weakref.ref(sock, forget)
 
     def tagged(self, tag: float) -> socket.socket | None:
         """The one open socket whose timeout is ``tag``; ``None`` if none or several are."""
-        with self._lock:
-            known = list(self._known)
+        known = tuple(self._known.values())
         found = None
-        for sock in known:
+        for ref in known:
+            sock = ref()
+            if sock is None:
+                continue
             timeout = sock.gettimeout()
             if timeout is not None and abs(timeout - tag) < _TAG_TOLERANCE \
                     and sock.fileno() != -1:
@@ -263,10 +287,10 @@ class SendGuard:
     def _mark(self, info: dict[str, Any], expires_at: float) -> None:
         """A reused connection: tag the write timeout that httpcore is about to set on it."""
         extensions = getattr(info.get("request"), "extensions", None)
-        if not isinstance(extensions, MutableMapping):
+        if not _is_mapping(extensions):
             return
         timeouts = extensions.get("timeout")
-        if not isinstance(timeouts, MutableMapping):
+        if not _is_mapping(timeouts):
             return
         write = timeouts.get("write")
         if not (write is None or isinstance(write, (int, float))):
@@ -288,9 +312,15 @@ class SendGuard:
         tagged = self._extensions
         if tagged is not None:
             timeouts = tagged.get("timeout")
-            if isinstance(timeouts, MutableMapping) and timeouts.get("write") == self._tag:
+            if _is_mapping(timeouts) and timeouts.get("write") == self._tag:
                 tagged["timeout"] = self._timeouts
             self._extensions = self._timeouts = None
+
+
+def _is_mapping(value: object) -> TypeGuard[MutableMapping[str, Any]]:
+    """A mutable mapping (httpx2's extensions and timeouts are plain dicts: checked first,
+    without the ABC's slower instance check)."""
+    return type(value) is dict or isinstance(value, MutableMapping)
 
 
 def _stream_socket(stream: object) -> socket.socket | None:

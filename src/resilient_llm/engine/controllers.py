@@ -82,7 +82,8 @@ class TokenBucket:
         self.capacity = max(self.capacity * factor, 1.0)
         self.level = min(max(self.level, 0.0), self.capacity)
 
-    def observe(self, limits: RateLimits, now: float, *, floor: float = 0.0) -> None:
+    def observe(self, limits: RateLimits, now: float, *, floor: float = 0.0,
+                most: float | None = None, need: float = 1.0) -> None:
         """Re-seed from headers: the provider's view of the bucket wins, in both directions.
 
         The fill rate is learnt once at least half the bucket is in use — before that the
@@ -90,6 +91,12 @@ class TokenBucket:
         (a concurrency cap) would make it absurdly low — and never below ``floor``, the send
         rate the provider has been accepting. Until a rate is learnt the bucket does not pace.
         A reset beyond a minute is read as a minute.
+
+        ``most``: the longest these headers alone may make a request of ``need`` tokens wait
+        (half the deadline of the call that saw them); the rate is raised to fit. A tiny
+        limit spent "for a minute" (or for 99999999h) would otherwise keep the target
+        unadmitted for longer than that call could wait, and nothing admitted means no fresh
+        header to correct it.
         """
         self.refill(now)
         self.capacity = max(limits.limit, 1.0)
@@ -100,6 +107,9 @@ class TokenBucket:
         if reset > 0 and missing >= max(2.0, 0.5 * limits.limit):
             self.rate = max(missing / reset, floor, MIN_RATE)
         self.level = min(limits.remaining, self.capacity)
+        short = min(need, self.capacity) - self.level
+        if most is not None and most > 0 and short > 0:
+            self.rate = max(self.rate, short / most)
 
 
 def _rate_step(now: float, rate: float, bucket: float, count: int) -> tuple[float, float, int]:

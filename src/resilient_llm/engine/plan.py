@@ -501,7 +501,9 @@ class Plan:
         """Rate-limit headers of a response from ``state``'s target (after ``wants_limits``)."""
         if requests is None and tokens is None:
             return
-        state.observe(requests, tokens, self.call.clock.now())
+        patience = self.call.record.deadline_budget
+        state.observe(requests, tokens, self.call.clock.now(), patience=patience,
+                      cost=self.cost if tokens is not None and patience is not None else 0.0)
         roomy = all(d is None or d.remaining > 0.5 * d.limit for d in (requests, tokens))
         state.headroom_skips = 7 if roomy else 0
 

@@ -488,7 +488,12 @@ class TargetPressure:
                 bucket.refill(now)
                 rate = min(bucket.rate, self.cubic.rate(now) or bucket.rate)
                 if rate < UNPACED:
-                    bucket.level = min(bucket.level, 1.0 - rate * (retry_after or 0.0))
+                    # (but not for longer than half the deadline of the call that was told:
+                    # one response never keeps the target unadmitted longer than that)
+                    hold = retry_after or 0.0
+                    if patience is not None and patience > 0:
+                        hold = min(hold, patience / 2)
+                    bucket.level = min(bucket.level, 1.0 - rate * hold)
                 self._clamp_burst(now)
             # A 429 may be a rate limit or a concurrency cap (a provider's headers describe
             # both the same way): it slows the rate (above) and counts as a drop.
@@ -526,9 +531,13 @@ class TargetPressure:
             weight = 0.2 if latency < self._baseline else 0.05
             self._baseline += weight * (latency - self._baseline)
 
-    def observe(self, requests: RateLimits | None, tokens: RateLimits | None, now: float) -> None:
+    def observe(self, requests: RateLimits | None, tokens: RateLimits | None, now: float, *,
+                patience: float | None = None, cost: float = 0.0) -> None:
         """Rate-limit headers from any response of this target (scaled to the own buckets'
-        share while a fleet's backend is away)."""
+        share while a fleet's backend is away). ``patience`` is the deadline budget of the
+        call that saw them, ``cost`` its token estimate: these headers alone never make such
+        a request wait longer than half that budget (the other half is the attempt's)."""
+        most = None if patience is None else patience / 2
         if self.pacer is not None:
             self.pacer.observe(requests, tokens, now)
             if self._share != 1.0:
@@ -544,7 +553,7 @@ class TargetPressure:
                 # CUBIC made becomes theirs: the provider publishes limits after all).
                 self.requests.rate, self._cubic_bucket = self._header_rate, False
                 level = self.requests.level
-                self.requests.observe(requests, now, floor=self.cubic.measured)
+                self.requests.observe(requests, now, floor=self.cubic.measured, most=most)
                 self._header_rate = self.requests.rate
                 if self.cubic_rate is not None:  # while a 429 is remembered, headers that
                     # say "plenty left" do not refill the bucket
@@ -556,7 +565,7 @@ class TargetPressure:
                 if self.tokens is None:
                     self.tokens = TokenBucket(UNPACED, max(tokens.limit, 1.0),
                                               tokens.remaining, now)
-                self.tokens.observe(tokens, now)
+                self.tokens.observe(tokens, now, most=most, need=cost)
 
     def slots_full(self) -> bool:
         """Is the concurrency limit engaged, with every slot taken?"""

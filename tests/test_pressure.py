@@ -441,7 +441,8 @@ def test_throttle_raises_pressure_which_decays() -> None:
                   succeeded=False)
     assert state.pressure(1.0) == pytest.approx(1.0)
     assert state.pressure(6.0) == pytest.approx(0.5)
-    assert state.concurrency.limit == 1.0  # a bare 429 at one in flight: the cap it met
+    # a bare 429 to the only request in flight: not "too many at once", no limit
+    assert math.isinf(state.concurrency.limit)
     assert state.snapshot(6.0).throttles == 1
 
 
@@ -460,6 +461,18 @@ def test_no_concurrency_limit_until_the_provider_pushes_back_and_none_after_long
     now += 2.0
     limit.on_sample(0.1, now, inflight=2, may_grow=True)
     assert math.isinf(limit.limit)  # 30 s without pushback: lifted
+
+
+def test_a_drop_of_the_only_request_in_flight_sets_no_limit() -> None:
+    """One request in flight cannot have been too many at once: a limit of one learnt from it
+    would hold a later burst the official SDK sends at once. Two in flight are evidence."""
+    limit = ConcurrencyLimit()
+    limit.on_drop(0.0, inflight=1)
+    assert math.isinf(limit.limit)
+    limit.on_drop(0.0, inflight=2)
+    assert limit.limit == 1.0
+    limit.on_drop(2.0, inflight=1)  # nor does it cut a limit already engaged
+    assert limit.limit == 1.0
 
 
 def test_slow_start_climbs_back_to_half_the_old_limit_after_an_episode() -> None:

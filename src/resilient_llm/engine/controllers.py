@@ -233,9 +233,17 @@ class ConcurrencyLimit:
         held one request fewer than was sent. Twenty rejections of a first wave of 40 leave
         20; a burst of 400 of which 380 are rejected leaves 20 (not 360, not 400 · 0.9³⁸⁰).
         The first drop sets the limit from ``inflight`` (default: the limit), the evidence of
-        what the provider was asked to hold.
+        what the provider was asked to hold; a drop of the only request in flight says nothing
+        about how many at once the provider takes, and changes nothing.
         """
         sent = self.limit if inflight is None else float(inflight)
+        if sent <= self.minimum:
+            # One request in flight cannot have been too many at once: the provider is short
+            # of capacity for everyone's work, which the breaker and the backoff answer. A
+            # limit of one would hold the calls this client makes next: after one transient
+            # 529 to a lone call, a burst of 20 waited for slots the official SDK never waits
+            # for, and most of it ran out of time.
+            return
         if math.isinf(self.limit):
             self.limit = min(self.maximum, max(self.minimum, sent))
             self._cut_since = None

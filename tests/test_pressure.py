@@ -465,13 +465,13 @@ def test_no_concurrency_limit_until_the_provider_pushes_back_and_none_after_long
 
 def test_a_drop_of_the_only_request_in_flight_sets_no_limit() -> None:
     """One request in flight cannot have been too many at once: a limit of one learnt from it
-    would hold a later burst the official SDK sends at once. Two in flight are evidence."""
+    would hold a later burst the official SDK sends at once. More in flight are evidence."""
     limit = ConcurrencyLimit()
     limit.on_drop(0.0, inflight=1)
     assert math.isinf(limit.limit)
-    limit.on_drop(0.0, inflight=2)
-    assert limit.limit == 1.0
-    limit.on_drop(2.0, inflight=1)  # nor does it cut a limit already engaged
+    limit.on_drop(0.0, inflight=3)
+    assert limit.limit == 2.0
+    limit.on_drop(2.0, inflight=1)  # an engaged limit is cut as before
     assert limit.limit == 1.0
 
 

@@ -234,10 +234,10 @@ class ConcurrencyLimit:
         20; a burst of 400 of which 380 are rejected leaves 20 (not 360, not 400 · 0.9³⁸⁰).
         The first drop sets the limit from ``inflight`` (default: the limit), the evidence of
         what the provider was asked to hold; a drop of the only request in flight says nothing
-        about how many at once the provider takes, and changes nothing.
+        about how many at once the provider takes, and engages no limit.
         """
         sent = self.limit if inflight is None else float(inflight)
-        if sent <= self.minimum:
+        if sent <= self.minimum and math.isinf(self.limit):
             # One request in flight cannot have been too many at once: the provider is short
             # of capacity for everyone's work, which the breaker and the backoff answer. A
             # limit of one would hold the calls this client makes next: after one transient

@@ -85,6 +85,9 @@ __all__ = [
 BATCH_SHARE = 0.75
 #: Seconds after a 429 during which the concurrency limit does not grow.
 _GROWTH_PAUSE = 2.0
+#: A 429 slows the send rate only when another came within this many seconds (or the rate
+#: is already slowed): one 429 alone is a blip, retried as its ``Retry-After`` says.
+_BLIP_WINDOW = 10.0
 #: Latency above the baseline that is never read as pressure (seconds).
 _LATENCY_FLOOR = 0.05
 #: While a 429 is remembered, the burst a header-learned bucket allows: this many seconds of
@@ -467,12 +470,18 @@ class TargetPressure:
                     self._silence = (self._last_success, now)
                 self._last_success = now
                 self.cubic.record_accept(now)
+            previous = self._last_throttle
             if throttled:
                 self.throttles += 1
                 self._last_throttle = now
             # A send rate is known once one 0.5 s bucket of sends was measured: a 429 to a
-            # caller that has sent a request or two says nothing about the rate to keep.
-            if throttled and self.cubic.measured > 0 and (
+            # caller that has sent a request or two says nothing about the rate to keep. One
+            # 429 alone is a blip, not a rate: pacing every later call at 0.7 times the rate
+            # of a caller that met it once held a burst right after it that the official
+            # SDK sends at once. The second within ``_BLIP_WINDOW`` is a rate.
+            repeated = self.cubic_rate is not None or (
+                previous is not None and now - previous <= _BLIP_WINDOW)
+            if throttled and repeated and self.cubic.measured > 0 and (
                     retry_after is not None
                     or (self.requests is not None and not self._cubic_bucket)
                     or self.cubic_rate is not None):

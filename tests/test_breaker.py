@@ -30,15 +30,6 @@ def test_opens_after_enough_failures_then_lets_exactly_one_probe_through() -> No
     assert breaker.state(5.2) == "closed" and breaker.allow(5.2)
 
 
-def test_the_snapshot_counts_health_failures_in_a_row() -> None:
-    breaker, rng = Breaker(), FakeRandom(fixed=0.0)
-    for at, outcome, streak in ((0.0, DOWN, 1), (0.1, None, 0), (0.2, DOWN, 1),
-                                (0.3, THROTTLED, 1), (0.4, BAD_REQUEST, 0), (0.5, DOWN, 1),
-                                (0.6, DOWN, 2)):
-        breaker.record(at, outcome, rng)
-        assert breaker.snapshot(at).streak == streak, at
-
-
 def test_a_failed_probe_opens_again_and_a_cancelled_probe_frees_the_slot() -> None:
     breaker, rng = Breaker(break_for=1.0), FakeRandom(fixed=0.0)
     trip(breaker, rng)
@@ -144,3 +135,12 @@ def test_a_target_that_never_succeeded_lets_callers_without_a_fallback_try_for_a
         assert breaker.allow(0.1 + i * 0.001, alone=True, rng=rng)
         breaker.record(0.1 + i * 0.001, DOWN, rng)
     assert not breaker.allow(0.5, alone=True, rng=rng)  # down, as far as anyone can tell
+
+
+def test_the_snapshot_counts_health_failures_in_a_row() -> None:
+    breaker, rng = Breaker(), FakeRandom(fixed=0.0)
+    for at, outcome, streak in ((0.0, DOWN, 1), (0.1, None, 0), (0.2, DOWN, 1),
+                                (0.3, THROTTLED, 1), (0.4, BAD_REQUEST, 0), (0.5, DOWN, 1),
+                                (0.6, DOWN, 2)):
+        breaker.record(at, outcome, rng)
+        assert breaker.snapshot(at).streak == streak, at

@@ -85,8 +85,7 @@ __all__ = [
 BATCH_SHARE = 0.75
 #: Seconds after a 429 during which the concurrency limit does not grow.
 _GROWTH_PAUSE = 2.0
-#: A 429 slows the send rate only when another came within this many seconds (or the rate
-#: is already slowed): one 429 alone is a blip, retried as its ``Retry-After`` says.
+#: A 429 slows the send rate only when another came within this many seconds: one alone is a blip.
 _BLIP_WINDOW = 10.0
 #: Latency above the baseline that is never read as pressure (seconds).
 _LATENCY_FLOOR = 0.05
@@ -475,10 +474,8 @@ class TargetPressure:
                 self.throttles += 1
                 self._last_throttle = now
             # A send rate is known once one 0.5 s bucket of sends was measured: a 429 to a
-            # caller that has sent a request or two says nothing about the rate to keep. One
-            # 429 alone is a blip, not a rate: pacing every later call at 0.7 times the rate
-            # of a caller that met it once held a burst right after it that the official
-            # SDK sends at once. The second within ``_BLIP_WINDOW`` is a rate.
+            # caller that has sent a request or two says nothing about the rate to keep; nor
+            # does one 429 alone (paced at 0.7 x its rate, a burst after it ran out of time).
             repeated = self.cubic_rate is not None or (
                 previous is not None and now - previous <= _BLIP_WINDOW)
             if throttled and repeated and self.cubic.measured > 0 and (
@@ -496,12 +493,8 @@ class TargetPressure:
                 bucket = self.requests
                 bucket.refill(now)
                 rate = min(bucket.rate, self.cubic.rate(now) or bucket.rate)
-                if rate < UNPACED:
-                    # (but not for longer than half the deadline of the call that was told:
-                    # one response never keeps the target unadmitted longer than that)
-                    hold = retry_after or 0.0
-                    if patience is not None and patience > 0:
-                        hold = min(hold, patience / 2)
+                if rate < UNPACED:  # (for at most half the deadline of the call told so)
+                    hold = min(retry_after or 0.0, (patience or math.inf) / 2)
                     bucket.level = min(bucket.level, 1.0 - rate * hold)
                 self._clamp_burst(now)
             # A 429 may be a rate limit or a concurrency cap (a provider's headers describe
@@ -543,9 +536,8 @@ class TargetPressure:
     def observe(self, requests: RateLimits | None, tokens: RateLimits | None, now: float, *,
                 patience: float | None = None, cost: float = 0.0) -> None:
         """Rate-limit headers from any response of this target (scaled to the own buckets'
-        share while a fleet's backend is away). ``patience`` is the deadline budget of the
-        call that saw them, ``cost`` its token estimate: these headers alone never make such
-        a request wait longer than half that budget (the other half is the attempt's)."""
+        share while a fleet's backend is away). They alone never make a request of ``cost``
+        tokens wait longer than half ``patience``, the deadline of the call that saw them."""
         most = None if patience is None else patience / 2
         if self.pacer is not None:
             self.pacer.observe(requests, tokens, now)

@@ -122,6 +122,8 @@ def test_deadline_ends_a_call_with_the_sdk_error_as_its_cause(provider: FaultPro
     assert isinstance(info.value.cause, anthropic.RateLimitError)
     assert info.value.__cause__ is info.value.cause
     assert len(provider.requests) == 1 and clock.sleeps == []
+    # The SDK re-raises a copy of the error (``_make_connection_error``): its message stays.
+    assert str(info.value).startswith("deadline of 5 s exceeded after 1 attempt; last failure")
 
 
 def test_explicit_max_retries_is_honoured(provider: FaultProvider) -> None:

@@ -147,3 +147,12 @@ def test_a_target_that_never_succeeded_lets_callers_without_a_fallback_try_for_a
         assert breaker.allow(0.1 + i * 0.001, alone=True, rng=rng)
         breaker.record(0.1 + i * 0.001, DOWN, rng)
     assert not breaker.allow(0.5, alone=True, rng=rng)  # down, as far as anyone can tell
+
+
+def test_the_snapshot_counts_health_failures_in_a_row() -> None:
+    breaker, rng = Breaker(), FakeRandom(fixed=0.0)
+    for at, outcome, streak in ((0.0, DOWN, 1), (0.1, None, 0), (0.2, DOWN, 1),
+                                (0.3, THROTTLED, 1), (0.4, BAD_REQUEST, 0), (0.5, DOWN, 1),
+                                (0.6, DOWN, 2)):
+        breaker.record(at, outcome, rng)
+        assert breaker.snapshot(at).streak == streak, at

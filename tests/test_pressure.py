@@ -319,6 +319,34 @@ def test_token_limit_paces_large_requests() -> None:
     assert not admission.granted and admission.wait == pytest.approx(4.0, rel=0.01)
 
 
+def test_headers_alone_never_hold_a_request_longer_than_half_the_deadline_that_saw_them() -> None:
+    """A tiny limit spent "for 99999999h" (read as a minute) would pace at 0.5 requests/s and
+    3 tokens a minute: a request waiting 2 s and 60 s, beyond a 1 s deadline, and nothing
+    admitted means no fresh header to correct it. For the call that saw them (deadline 1 s)
+    they hold the next request of its size for at most 0.5 s; a patient call's headers still
+    pace as they say."""
+    spent = (RateLimits(limit=2, remaining=0, reset=60.0), RateLimits(limit=3, remaining=0,
+                                                                       reset=60.0))
+    short = TargetPressure(KEY, now=0.0)
+    short.observe(*spent, now=0.0, patience=1.0, cost=3.0)
+    assert short.time_until_available(0.0, cost=3.0) == pytest.approx(0.5)
+    patient = TargetPressure(KEY, now=0.0)
+    patient.observe(*spent, now=0.0, patience=600.0, cost=3.0)
+    assert patient.time_until_available(0.0) == pytest.approx(2.0)  # MIN_RATE: 0.5/s
+    assert patient.time_until_available(0.0, cost=3.0) == pytest.approx(6.0)
+
+
+def test_a_429s_retry_after_drains_the_pacer_for_at_most_half_the_deadline_that_saw_it() -> None:
+    """``Retry-After: 3600`` once: the next request is due in half the deadline of the call
+    that was told (0.5 s of 1 s), not in an hour."""
+    for patience, due in ((1.0, 0.5), (None, 3600.0)):
+        state = TargetPressure(KEY, now=0.0)
+        state.observe(RateLimits(limit=60, remaining=0, reset=30.0), None, now=0.0)  # 2/s
+        state.release(0.0, priority="interactive", latency=None, throttled=True, dropped=False,
+                      succeeded=True, retry_after=3600.0, patience=patience)
+        assert state.time_until_available(0.0) == pytest.approx(due, rel=0.01)
+
+
 class _IdlePacer:
     """A pacer that never engages: the state takes its general path over its own buckets
     (the one a fleet's state takes while Redis is away) instead of the fused admission pass."""
@@ -450,7 +478,8 @@ def test_throttle_raises_pressure_which_decays() -> None:
                   succeeded=False)
     assert state.pressure(1.0) == pytest.approx(1.0)
     assert state.pressure(6.0) == pytest.approx(0.5)
-    assert state.concurrency.limit == 1.0  # a bare 429 at one in flight: the cap it met
+    # a bare 429 to the only request in flight: not "too many at once", no limit
+    assert math.isinf(state.concurrency.limit)
     assert state.snapshot(6.0).throttles == 1
 
 
@@ -469,6 +498,18 @@ def test_no_concurrency_limit_until_the_provider_pushes_back_and_none_after_long
     now += 2.0
     limit.on_sample(0.1, now, inflight=2, may_grow=True)
     assert math.isinf(limit.limit)  # 30 s without pushback: lifted
+
+
+def test_a_drop_of_the_only_request_in_flight_sets_no_limit() -> None:
+    """One request in flight cannot have been too many at once: a limit of one learnt from it
+    would hold a later burst the official SDK sends at once. More in flight are evidence."""
+    limit = ConcurrencyLimit()
+    limit.on_drop(0.0, inflight=1)
+    assert math.isinf(limit.limit)
+    limit.on_drop(0.0, inflight=3)
+    assert limit.limit == 2.0
+    limit.on_drop(2.0, inflight=1)  # an engaged limit is cut as before
+    assert limit.limit == 1.0
 
 
 def test_slow_start_climbs_back_to_half_the_old_limit_after_an_episode() -> None:

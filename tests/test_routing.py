@@ -21,6 +21,7 @@ from resilient_llm import (
     Policy,
     ResidencyViolation,
     outcome,
+    pressure_snapshot,
     resilient,
 )
 from resilient_llm.engine.breaker import ALONE_WARMUP, Breaker, Thresholds
@@ -79,6 +80,19 @@ def test_one_retry_per_target_then_move() -> None:
     router = Router.for_call(Policy(fallbacks={"a": ["b"]}), "a")
     router.tries_here = 2
     assert router.after_failure(failure(FailureClass.SERVER_ERROR)) == "move"
+
+
+def test_a_target_failing_in_a_row_is_left_at_once_when_a_fallback_is_ready() -> None:
+    """The retry on the same target is for a blip: a target that failed the attempt before
+    too (refusing connections, resetting them) is down, and the fallback serves now."""
+    router = Router.for_call(Policy(fallbacks={"a": ["b"]}), "a")
+    router.tries_here = 1
+    for kind in (FailureClass.CONNECT_ERROR, FailureClass.CONNECTION_RESET,
+                 FailureClass.SERVER_ERROR):
+        assert router.after_failure(failure(kind)) == "retry"
+        assert router.after_failure(failure(kind), failing=True) == "move"
+    alone = Router.for_call(Policy(), "a")  # nowhere else to go: retry as the SDK would
+    assert alone.after_failure(failure(FailureClass.CONNECT_ERROR), failing=True) == "retry"
 
 
 def test_context_length_goes_to_the_context_chain_only() -> None:
@@ -384,3 +398,32 @@ def test_circuit_changes_are_reported_as_events() -> None:
     finally:
         unsubscribe()
     assert seen == [("a", "open"), ("a", "half_open"), ("a", "closed")]
+
+
+def test_two_regions_of_a_model_are_two_targets() -> None:
+    """The primary region refuses connections, the same model in another region serves. The
+    regions used to share one pressure state (one breaker): the fallback's successes hid the
+    primary's failures, so every call tried the dead region again and backed off for it.
+    Now the primary fails twice in a row and later calls leave it at once."""
+    sent: list[str] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request.url.host)
+        if request.url.host == "down.test":
+            raise httpx2.ConnectError("connection refused", request=request)
+        return httpx2.Response(200, json=completion("m"))
+
+    c = OpenAI(api_key="sk-test", base_url="http://down.test/v1",
+               policy=Policy(fallbacks={"m": ["m@up"]},
+                             region_endpoints={"up": "http://up.test"}),
+               http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
+    c._resilient_clock, c._resilient_rng = FakeClock(), FakeRandom(fixed=0.5)
+    with c:
+        for _ in range(3):
+            answer = c.chat.completions.create(model="m", messages=MESSAGES)
+            assert outcome(answer).served_region == "up"
+    # the first call tries the primary twice (a blip gets one retry); later ones once each
+    assert sent == ["down.test", "down.test", "up.test", "down.test", "up.test",
+                    "down.test", "up.test"]
+    targets = {s.target.rsplit("|", 1)[1] for s in pressure_snapshot()}
+    assert {"m", "m@up"} <= targets

@@ -86,6 +86,9 @@ class _OwnErrorsPassThrough:
                                **kwargs: Any) -> Any:
         if isinstance(cause, ResilientLLMError):
             clone = type(cause).__new__(type(cause), *cause.args)  # no __init__: same state
+            # ``OSError.__new__`` (``DeadlineExceeded`` is a ``TimeoutError``) leaves ``args``
+            # to ``__init__`` when a subclass defines one: without this the message is lost.
+            clone.args = cause.args
             clone.__dict__.update(cause.__dict__)
             return clone
         if isinstance(cause, ForeignTransportError):

@@ -77,6 +77,8 @@ class BreakerSnapshot:
     failures: int
     calls: int
     open_until: float | None
+    #: Health failures in a row, up to the latest attempt (0: it succeeded).
+    streak: int = 0
 
 
 class Breaker:
@@ -200,11 +202,17 @@ class Breaker:
     def snapshot(self, now: float) -> BreakerSnapshot:
         with self._lock:
             state = self._current(now)
+            streak = 0
+            for _, ok in reversed(self._events):
+                if ok:
+                    break
+                streak += 1
             return BreakerSnapshot(
                 state=state,
                 failures=sum(1 for _, ok in self._events if not ok),
                 calls=len(self._events),
                 open_until=self._open_until if state == "open" else None,
+                streak=streak,
             )
 
     # coordination: a fleet's view of the circuit, applied to the local state

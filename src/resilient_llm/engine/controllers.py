@@ -85,7 +85,8 @@ class TokenBucket:
         self.capacity = max(self.capacity * factor, 1.0)
         self.level = min(max(self.level, 0.0), self.capacity)
 
-    def observe(self, limits: RateLimits, now: float, *, floor: float = 0.0) -> None:
+    def observe(self, limits: RateLimits, now: float, *, floor: float = 0.0,
+                most: float | None = None, need: float = 1.0) -> None:
         """Re-seed from headers: the provider's view of the bucket wins, in both directions.
 
         The fill rate is learnt once at least half the bucket is in use — before that the
@@ -93,6 +94,12 @@ class TokenBucket:
         (a concurrency cap) would make it absurdly low — and never below ``floor``, the send
         rate the provider has been accepting. Until a rate is learnt the bucket does not pace.
         A reset beyond a minute is read as a minute.
+
+        ``most``: the longest these headers alone may make a request of ``need`` tokens wait
+        (half the deadline of the call that saw them); the rate is raised to fit. A tiny
+        limit spent "for a minute" (or for 99999999h) would otherwise keep the target
+        unadmitted for longer than that call could wait, and nothing admitted means no fresh
+        header to correct it.
         """
         self.refill(now)
         self.capacity = max(limits.limit, 1.0)
@@ -103,6 +110,9 @@ class TokenBucket:
         if reset > 0 and missing >= max(2.0, 0.5 * limits.limit):
             self.rate = max(missing / reset, floor, MIN_RATE)
         self.level = min(limits.remaining, self.capacity)
+        short = min(need, self.capacity) - self.level
+        if most is not None and most > 0 and short > 0:
+            self.rate = max(self.rate, short / most)
 
 
 @dataclass(slots=True)
@@ -272,9 +282,17 @@ class ConcurrencyLimit:
         held one request fewer than was sent. Twenty rejections of a first wave of 40 leave
         20; a burst of 400 of which 380 are rejected leaves 20 (not 360, not 400 · 0.9³⁸⁰).
         The first drop sets the limit from ``inflight`` (default: the limit), the evidence of
-        what the provider was asked to hold.
+        what the provider was asked to hold; a drop of the only request in flight says nothing
+        about how many at once the provider takes, and engages no limit.
         """
         sent = self.limit if inflight is None else float(inflight)
+        if sent <= self.minimum and math.isinf(self.limit):
+            # One request in flight cannot have been too many at once: the provider is short
+            # of capacity for everyone's work, which the breaker and the backoff answer. A
+            # limit of one would hold the calls this client makes next: after one transient
+            # 529 to a lone call, a burst of 20 waited for slots the official SDK never waits
+            # for, and most of it ran out of time.
+            return
         if math.isinf(self.limit):
             self.limit = min(self.maximum, max(self.minimum, sent))
             self._cut_since = None

@@ -210,7 +210,7 @@ class Plan:
         self.target: Target = self.router.current
         call.record.requested_region = self.target.region
         self._states: dict[str | None, TargetPressure] = {}
-        self.state = self._state_for(call.target)
+        self.state = self._state_for(self._key(self.target))
         self._last: Failed | None = None
         #: When the attempt being made was admitted (its failure's release reads it).
         self._sent_at = 0.0
@@ -222,6 +222,15 @@ class Plan:
         if self._cost is None:
             self._cost = self._cost_of() if self.replayable else 0.0
         return self._cost
+
+    def _key(self, target: Target) -> str | None:
+        """The name of ``target``'s pressure state: its model, with its region when that is
+        not the policy's own (two regions of one model are two targets: one may be down, or
+        throttled, while the other serves, and neither may open the other's circuit)."""
+        model = target.model or self.call.target
+        if target.region is None or target.region == self.call.policy.region or not model:
+            return model
+        return f"{model}@{target.region}"
 
     def _state_for(self, model: str | None) -> TargetPressure:
         state = self._states.get(model)
@@ -305,7 +314,7 @@ class Plan:
             target = router.current
             if target.model:
                 call.route_to(target.model)
-            state = self._state_for(call.target)
+            state = self._state_for(self._key(target))
             now = call.clock.now()
             reason = None
             if router.has_fallback:  # latency and saturation only matter with somewhere to go
@@ -387,8 +396,7 @@ class Plan:
             if left is None:
                 return None
             return left - max(MIN_ATTEMPT, self.state.normal_latency() or 0.0)
-        fallback = self._state_for(self.router.chain[self.router.index + 1].model
-                                   or self.call.target)
+        fallback = self._state_for(self._key(self.router.chain[self.router.index + 1]))
         answer = fallback.normal_latency()
         waited = self.call.clock.now() - since
         patience = max(FALLBACK_PATIENCE, answer or 0.0) - waited
@@ -422,7 +430,8 @@ class Plan:
         router.failed_here(result.error)
         if not isinstance(result.last, BaseException):
             call.note_error(result.error)  # an exception is noted by ``after_failure``
-        step = router.after_failure(failure)
+        step = router.after_failure(failure, failing=router.has_fallback and (
+            state.breaker.snapshot(now).streak >= 2))
         if step == "move":
             if router.move(failure.kind.value, failure):
                 call.emit("fell_back", target=router.current.model, detail=failure.kind.value)
@@ -473,7 +482,7 @@ class Plan:
         call, router = self.call, self.router
         target = router.chain[router.index + 1] if router.has_fallback else router.current
         model = target.model or call.target
-        state = self._state_for(model)
+        state = self._state_for(self._key(target))
         action = call.next_attempt(self.requested, target=model)
         if isinstance(action, GiveUp):
             return None
@@ -501,7 +510,9 @@ class Plan:
         """Rate-limit headers of a response from ``state``'s target (after ``wants_limits``)."""
         if requests is None and tokens is None:
             return
-        state.observe(requests, tokens, self.call.clock.now())
+        patience = self.call.record.deadline_budget
+        state.observe(requests, tokens, self.call.clock.now(), patience=patience,
+                      cost=self.cost if tokens is not None and patience is not None else 0.0)
         roomy = all(d is None or d.remaining > 0.5 * d.limit for d in (requests, tokens))
         state.headroom_skips = 7 if roomy else 0
 

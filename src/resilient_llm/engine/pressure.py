@@ -84,6 +84,8 @@ __all__ = [
 BATCH_SHARE = 0.75
 #: Seconds after a 429 during which the concurrency limit does not grow.
 _GROWTH_PAUSE = 2.0
+#: A 429 slows the send rate only when another came within this many seconds: one alone is a blip.
+_BLIP_WINDOW = 10.0
 #: Latency above the baseline that is never read as pressure (seconds).
 _LATENCY_FLOOR = 0.05
 #: While a 429 is remembered, the burst a header-learned bucket allows: this many seconds of
@@ -447,12 +449,16 @@ class TargetPressure:
                     self._silence = (self._last_success, now)
                 self._last_success = now
                 self.cubic.record_accept(now)
+            previous = self._last_throttle
             if throttled:
                 self.throttles += 1
                 self._last_throttle = now
             # A send rate is known once one 0.5 s bucket of sends was measured: a 429 to a
-            # caller that has sent a request or two says nothing about the rate to keep.
-            if throttled and self.cubic.measured > 0 and (
+            # caller that has sent a request or two says nothing about the rate to keep; nor
+            # does one 429 alone (paced at 0.7 x its rate, a burst after it ran out of time).
+            repeated = self.cubic_rate is not None or (
+                previous is not None and now - previous <= _BLIP_WINDOW)
+            if throttled and repeated and self.cubic.measured > 0 and (
                     retry_after is not None
                     or (self.requests is not None and not self._cubic_bucket)
                     or self.cubic_rate is not None):
@@ -467,8 +473,9 @@ class TargetPressure:
                 bucket = self.requests
                 bucket.refill(now)
                 rate = min(bucket.rate, self.cubic.rate(now) or bucket.rate)
-                if rate < UNPACED:
-                    bucket.level = min(bucket.level, 1.0 - rate * (retry_after or 0.0))
+                if rate < UNPACED:  # (for at most half the deadline of the call told so)
+                    hold = min(retry_after or 0.0, (patience or math.inf) / 2)
+                    bucket.level = min(bucket.level, 1.0 - rate * hold)
                 self._clamp_burst(now)
             # A 429 may be a rate limit or a concurrency cap (a provider's headers describe
             # both the same way): it slows the rate (above) and counts as a drop.
@@ -506,9 +513,12 @@ class TargetPressure:
             weight = 0.2 if latency < self._baseline else 0.05
             self._baseline += weight * (latency - self._baseline)
 
-    def observe(self, requests: RateLimits | None, tokens: RateLimits | None, now: float) -> None:
+    def observe(self, requests: RateLimits | None, tokens: RateLimits | None, now: float, *,
+                patience: float | None = None, cost: float = 0.0) -> None:
         """Rate-limit headers from any response of this target (scaled to the own buckets'
-        share while a fleet's backend is away)."""
+        share while a fleet's backend is away). They alone never make a request of ``cost``
+        tokens wait longer than half ``patience``, the deadline of the call that saw them."""
+        most = None if patience is None else patience / 2
         if self.pacer is not None:
             self.pacer.observe(requests, tokens, now)
             if self._share != 1.0:
@@ -524,7 +534,7 @@ class TargetPressure:
                 # CUBIC made becomes theirs: the provider publishes limits after all).
                 self.requests.rate, self._cubic_bucket = self._header_rate, False
                 level = self.requests.level
-                self.requests.observe(requests, now, floor=self.cubic.measured)
+                self.requests.observe(requests, now, floor=self.cubic.measured, most=most)
                 self._header_rate = self.requests.rate
                 if self.cubic_rate is not None:  # while a 429 is remembered, headers that
                     # say "plenty left" do not refill the bucket
@@ -536,7 +546,7 @@ class TargetPressure:
                 if self.tokens is None:
                     self.tokens = TokenBucket(UNPACED, max(tokens.limit, 1.0),
                                               tokens.remaining, now)
-                self.tokens.observe(tokens, now)
+                self.tokens.observe(tokens, now, most=most, need=cost)
 
     def slots_full(self) -> bool:
         """Is the concurrency limit engaged, with every slot taken?"""

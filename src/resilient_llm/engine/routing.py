@@ -9,7 +9,8 @@ over across regions too. When to move on, and when not:
 * ``context_length`` goes to the next model of ``Policy.context_fallbacks`` (a larger window;
   keyed like ``fallbacks``, ``"*"`` for any model), never to the same model again;
 * overload, timeouts and first-token timeouts move on at once; server errors, resets, stream
-  faults and short rate limits get one retry on the same target first;
+  faults and short rate limits get one retry on the same target first, unless the target
+  failed the attempt before too (a target failing in a row is down, not blipping);
 * a target whose circuit is open, whose expected latency exceeds the time left, or which is
   saturated while the call is ``batch`` is skipped without an attempt (the last target of a
   chain is never skipped for latency or saturation: it is the last chance);
@@ -149,8 +150,12 @@ class Router:
             return "saturated"
         return None
 
-    def after_failure(self, failure: Failure) -> Step:
-        """Retry the same target, move to the next, or stop (the caller decides what stop means)."""
+    def after_failure(self, failure: Failure, *, failing: bool = False) -> Step:
+        """Retry the same target, move to the next, or stop (the caller decides what stop means).
+
+        ``failing``: the target failed the attempts before this one too (of any call): the
+        retry on the same target is for a blip, and a target failing in a row is not one, so
+        with a fallback ready the call moves on at once instead of backing off for it."""
         kind = failure.kind
         if kind is FailureClass.CONTEXT_LENGTH:
             return "move" if self.context_chain else "stop"
@@ -162,7 +167,7 @@ class Router:
             return "move"
         if kind is FailureClass.RATE_LIMITED and (failure.retry_after or 0) > _SHORT_RETRY_AFTER:
             return "move"
-        return "retry" if self.tries_here < 2 else "move"
+        return "retry" if self.tries_here < 2 and not failing else "move"
 
     def failed_here(self, error: BaseException) -> None:
         """An attempt on the current target failed with ``error`` (kept as its cause)."""

@@ -616,6 +616,18 @@ def test_breaking_out_of_an_anthropic_stream_closes_upstream(env: Env) -> None:
     assert env.settled()[0].client_disconnected
 
 
+def test_a_streamed_status_is_logged_once_its_headers_are_out(env: Env) -> None:
+    # A client that has read the status line finds it in the log while the body still flows.
+    env.provider.default = Fault.stream_stall(after_events=1, seconds=0.5)
+    body = {"model": GPT, "messages": MSGS, "stream": True}
+    with env.http().stream("POST", env.openai_url() + "/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        (record,) = env.provider.requests
+        assert record.status == 200 and not record.finished
+    (record,) = env.settled()
+    assert record.status == 200 and record.client_disconnected
+
+
 def test_a_stream_read_to_the_end_is_not_a_disconnect(env: Env) -> None:
     env.provider.default = Fault.ok(chunk_delay=0.01)
     assert chat_stream_text(env.openai_client()) == TEXT

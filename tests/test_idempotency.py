@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -736,6 +737,14 @@ def test_an_option_set_can_be_typed_and_shared() -> None:
 
     assert charge(5) == 5 and charge(5) == 5
     assert calls == [5] and charge.name == "billing.charge"
+
+
+def test_the_decorators_type_hints_resolve_at_run_time() -> None:
+    # Frameworks that introspect decorators (get_type_hints, signature(eval_str=True)) must
+    # be able to resolve every annotation, the options' type included.
+    hints = typing.get_type_hints(side_effect)
+    assert typing.get_args(hints["options"]) == (SideEffectOptions,)
+    assert "options" in inspect.signature(side_effect, eval_str=True).parameters
 
 
 def test_begin_values_are_plain_data() -> None:

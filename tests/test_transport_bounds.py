@@ -8,6 +8,7 @@ import contextlib
 import gc
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +22,14 @@ from resilient_llm import DeadlineExceeded, Policy, ResilientTransport
 from resilient_llm.anthropic import Anthropic, AsyncAnthropic
 from resilient_llm.openai import AsyncOpenAI, OpenAI
 from resilient_llm.testing import Fault, FaultProvider, Hostile, HostileProvider
-from resilient_llm.transport.watchdog import _WATCHDOG, SendGuard, SyncGuard, _Sockets, write_tag
+from resilient_llm.transport.watchdog import (
+    _WATCHDOG,
+    SendGuard,
+    SyncGuard,
+    _Sockets,
+    _Watchdog,
+    write_tag,
+)
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 SLACK = 0.3
@@ -352,6 +360,29 @@ def test_the_watchdog_bounds_reads_in_a_forked_child() -> None:
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         guard_parent.close()
+        reader.close()
+        writer.close()
+
+
+def test_a_watchdog_thread_that_could_not_start_is_started_by_the_next_watch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    watchdog = _Watchdog()
+    real_start = threading.Thread.start
+
+    def refuse(thread: threading.Thread) -> None:
+        monkeypatch.setattr(threading.Thread, "start", real_start)  # only this once
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    reader, writer = socket.socketpair()
+    try:
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            watchdog.watch(reader, time.monotonic() + 60, "deadline")
+        reader.settimeout(3)  # without a watchdog: a timeout, not a hang
+        watch = watchdog.watch(reader, time.monotonic() + 0.05, "deadline")
+        assert reader.recv(1) == b"" and watch.fired  # only a shutdown ends this read
+    finally:
         reader.close()
         writer.close()
 

@@ -34,11 +34,12 @@ import dataclasses
 import functools
 import inspect
 import logging
+import sys
 import time
 import typing
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -64,7 +65,9 @@ from .keys import (
 from .options import ExpiredLeasePolicy, Options, SideEffectOptions
 from .outcomes import decode_error, encode_error
 
-if TYPE_CHECKING:
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # (pydantic's own dependency; imported at run time so the hints resolve)
     from typing_extensions import Unpack
 
 __all__ = [

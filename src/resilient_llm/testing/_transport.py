@@ -262,6 +262,7 @@ class FaultTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
             return httpx2.Response(
                 plan.status, headers=plan.headers, content=plan.body, request=waits.request
             )
+        self.provider._answering(plan)  # the status is logged once the client can read it
         return httpx2.Response(
             plan.status,
             headers=_response_headers(plan),

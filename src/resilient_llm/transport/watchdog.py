@@ -74,10 +74,11 @@ class _Watchdog:
             earliest = heap[0][0] if heap else None
             heapq.heappush(heap, (entry.expires_at, next(self._seq), entry))
             if self._thread is None:
-                self._thread = threading.Thread(
+                thread = threading.Thread(
                     target=self._run, name="resilient-llm-watchdog", daemon=True
                 )
-                self._thread.start()
+                thread.start()  # kept once started: a start that failed is tried again
+                self._thread = thread
             if earliest is None or entry.expires_at < earliest:
                 self._cond.notify()  # the thread sleeps until the earliest instant only
 

@@ -20,7 +20,7 @@ def trip(breaker: Breaker, rng: FakeRandom, now: float = 0.0) -> None:
 
 
 def test_opens_after_enough_failures_then_lets_exactly_one_probe_through() -> None:
-    breaker, rng = Breaker(Thresholds(break_for=5.0)), FakeRandom(fixed=0.0)
+    breaker, rng = Breaker(thresholds=Thresholds(break_for=5.0)), FakeRandom(fixed=0.0)
     trip(breaker, rng)
     assert breaker.state(0.1) == "open" and not breaker.allow(0.1)
     assert breaker.snapshot(0.1).open_until == pytest.approx(0.04 + 5.0)
@@ -33,7 +33,7 @@ def test_opens_after_enough_failures_then_lets_exactly_one_probe_through() -> No
 def test_thresholds_shared_and_tuned_in_place_take_effect_at_once() -> None:
     shared, rng = Thresholds(), FakeRandom(fixed=0.0)
     assert shared == Thresholds(window=30.0, min_calls=5, failure_ratio=0.5, break_for=5.0)
-    first, second = Breaker(shared), Breaker(shared)
+    first, second = Breaker(thresholds=shared), Breaker(thresholds=shared)
     second.thresholds.min_calls, second.thresholds.break_for = 2, 1.0  # tunes both
     for breaker in (first, second):
         trip(breaker, rng)
@@ -42,7 +42,7 @@ def test_thresholds_shared_and_tuned_in_place_take_effect_at_once() -> None:
 
 
 def test_a_failed_probe_opens_again_and_a_cancelled_probe_frees_the_slot() -> None:
-    breaker, rng = Breaker(Thresholds(break_for=1.0)), FakeRandom(fixed=0.0)
+    breaker, rng = Breaker(thresholds=Thresholds(break_for=1.0)), FakeRandom(fixed=0.0)
     trip(breaker, rng)
     assert breaker.allow(2.0)
     breaker.cancel_probe()
@@ -63,7 +63,7 @@ def test_only_health_failures_count() -> None:
 def test_a_caller_without_fallback_is_admitted_while_the_target_is_partly_up() -> None:
     """Partial failure: most attempts fail, some succeed. Refusing such callers would be worse
     than the official SDK's tries; a caller with a fallback moves on."""
-    breaker, rng = Breaker(Thresholds(min_calls=4)), FakeRandom(seed=1)
+    breaker, rng = Breaker(thresholds=Thresholds(min_calls=4)), FakeRandom(seed=1)
     now = 0.0
     for i in range(200):  # 90 % fail, in runs of up to 18
         now += 0.01
@@ -106,7 +106,7 @@ def test_a_fleets_breaker_leaves_probing_to_its_fleet_wide_probe() -> None:
 
 
 def test_a_fleets_view_moves_the_local_breaker_through_its_public_methods() -> None:
-    breaker = Breaker(Thresholds(break_for=5.0))
+    breaker = Breaker(thresholds=Thresholds(break_for=5.0))
     assert breaker.hold_open(0.0, 2.0)  # the fleet's circuit is open: a change seen here
     assert breaker.state(1.0) == "open" and breaker.transitions == 1
     assert not breaker.hold_open(0.5, 1.0)  # already open for longer
@@ -125,8 +125,8 @@ def test_a_fleets_view_moves_the_local_breaker_through_its_public_methods() -> N
 
 def test_a_breaker_without_alone_probes_refuses_callers_without_a_fallback_when_down() -> None:
     rng = FakeRandom(fixed=0.0)
-    quiet = Breaker(Thresholds(break_for=5.0), alone_probes=False)
-    probing = Breaker(Thresholds(break_for=5.0))
+    quiet = Breaker(thresholds=Thresholds(break_for=5.0), alone_probes=False)
+    probing = Breaker(thresholds=Thresholds(break_for=5.0))
     for breaker in (quiet, probing):
         for i in range(ALONE_WARMUP):
             breaker.record(i * 0.01, DOWN, rng)

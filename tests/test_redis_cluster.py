@@ -224,7 +224,8 @@ def test_the_breaker_scripts_run_on_a_cluster(redis_cluster: Cluster) -> None:  
 
     link.call = recording  # type: ignore[method-assign]
     key = TargetKey.of("https://breaker.test:443", "Bearer sk-brk", "gpt-4.1")
-    breaker = FleetBreaker(link, fleet_keys(key)[1], Thresholds(break_for=0.05, min_calls=2))
+    breaker = FleetBreaker(link, fleet_keys(key)[1],
+                           thresholds=Thresholds(break_for=0.05, min_calls=2))
     failure = Failure(kind=FailureClass.SERVER_ERROR, retryable=True, status=500)
     rng = FakeRandom()
     for _ in range(4):

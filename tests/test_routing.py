@@ -145,7 +145,7 @@ def test_target_parsing() -> None:
 
 def test_breaker_opens_probes_once_and_closes() -> None:
     rng = FakeRandom(fixed=0.0)
-    breaker = Breaker(Thresholds(min_calls=5, failure_ratio=0.5, break_for=5.0))
+    breaker = Breaker(thresholds=Thresholds(min_calls=5, failure_ratio=0.5, break_for=5.0))
     down = failure(FailureClass.OVERLOADED, status=503)
     for second in range(5):
         assert breaker.allow(float(second))
@@ -163,7 +163,7 @@ def test_breaker_opens_probes_once_and_closes() -> None:
 
 def test_breaker_ignores_rate_limits_and_counts_4xx_as_healthy() -> None:
     rng = FakeRandom(fixed=0.0)
-    breaker = Breaker(Thresholds(min_calls=5))
+    breaker = Breaker(thresholds=Thresholds(min_calls=5))
     for second in range(10):
         breaker.record(float(second), failure(FailureClass.RATE_LIMITED), rng)
         breaker.record(float(second), failure(FailureClass.INVALID_REQUEST, retryable=False), rng)
@@ -173,7 +173,7 @@ def test_breaker_ignores_rate_limits_and_counts_4xx_as_healthy() -> None:
 def test_break_interval_is_jittered() -> None:
     opened = []
     for u in (0.0, 0.999):
-        breaker = Breaker(Thresholds(min_calls=1, break_for=5.0))
+        breaker = Breaker(thresholds=Thresholds(min_calls=1, break_for=5.0))
         breaker.record(0.0, failure(FailureClass.SERVER_ERROR), FakeRandom(fixed=u))
         opened.append(breaker.snapshot(0.0).open_until)
     assert opened[0] == pytest.approx(5.0) and opened[1] == pytest.approx(7.4975)

@@ -92,7 +92,7 @@ class Breaker:
     #: Callers without a fallback probe a target that looks down, one a second.
     alone_probes = True
 
-    def __init__(self, thresholds: Thresholds | None = None, *,
+    def __init__(self, *, thresholds: Thresholds | None = None,
                  alone_probes: bool = True) -> None:
         self.alone_probes = alone_probes
         self.thresholds = Thresholds() if thresholds is None else thresholds

@@ -37,8 +37,10 @@ class Waiter:
         self.event.set()
         if self.async_event is not None and threading.get_ident() == self.loop_thread:
             self.async_event.set()  # same event loop: wake the task at once
-        elif self.notify is not None:
-            self.notify()  # another thread: ask the task's loop to wake it
+        else:
+            notify = self.notify  # read once: the driver clears it when it stops waiting
+            if notify is not None:
+                notify()  # another thread: ask the task's loop to wake it
 
     @property
     def rank(self) -> tuple[int, int]:

@@ -56,8 +56,8 @@ class FleetBreaker:
     #: The fleet's half-open probe tests a target that looks down: no per-process probes.
     alone_probes = False
 
-    def __init__(self, link: Link, key: str, thresholds: Thresholds | None = None) -> None:
-        self._local = Breaker(thresholds, alone_probes=False)
+    def __init__(self, link: Link, key: str, *, thresholds: Thresholds | None = None) -> None:
+        self._local = Breaker(thresholds=thresholds, alone_probes=False)
         self._lock = threading.Lock()
         self._link = link
         self._key = key

@@ -212,10 +212,12 @@ def _queue(loop: Loop, plan: Plan, admit: Admit) -> Generator[float, None, Admit
             turn = place.turn()
             if isinstance(turn, (Admitted, Refused)):
                 return turn
-            # Until woken by a release (one thread: no wake is missed, unlike the drivers,
-            # which look again every 50 ms), or until the plan would stop waiting; a wait
-            # below float resolution at this time would never advance the clock. Woken while
-            # asking (the event is pending): look again (almost) at once.
+            # Until woken by a release (one thread: no wake is missed), or until the plan
+            # would stop waiting; a wait below float resolution at this time would never
+            # advance the clock. Woken while asking (the event is pending): look again (almost)
+            # at once. Every waiter looks again after 1 s at the latest; the drivers' first in
+            # line looks every 50 ms (HEAD_POLL), so a slot freed by the clock alone (a stale
+            # attempt) is taken here later than there: the model errs against the client.
             wait = 0.0 if event.pending else (place.poll(1.0) if turn is None else turn)
             event.arm()
             yield max(wait, 1e-4)

@@ -188,6 +188,33 @@ def test_slow_start_until_the_first_drop_then_back_to_where_it_stood_then_additi
     assert limit.limit < there + 4
 
 
+def test_a_refusal_episode_gives_the_limit_back_when_it_ends() -> None:
+    """A 10 s throttle episode refuses every request however few are out: its drops cut the
+    limit to one. The first request accepted after it, sent while drops were still coming,
+    brings back the limit of before the episode (the official client just sends)."""
+    limit = ConcurrencyLimit(limit=20)
+    now = 5.0
+    while now < 15.0:
+        limit.on_drop(now, inflight=max(1, int(limit.limit)))
+        now += 0.1
+    assert limit.limit == 1
+    limit.on_sample(0.05, now + 0.05, inflight=1, may_grow=False)  # sent after the last drop
+    assert limit.limit == 20
+
+
+def test_one_overshoot_is_not_an_episode() -> None:
+    """Twenty of forty rejected at once, then a retry accepted, soon or seconds later: the
+    provider held twenty, and the cut stands."""
+    for accepted_at in (0.3, 2.1):
+        limit = ConcurrencyLimit(limit=40)
+        for _ in range(20):
+            limit.on_drop(0.0, inflight=40)
+        cut = limit.limit
+        assert cut == 20
+        limit.on_sample(accepted_at - 0.1, accepted_at, inflight=20, may_grow=False)
+        assert limit.limit == cut
+
+
 def test_slow_start_resumes_after_calm_and_never_while_app_limited() -> None:
     limit = ConcurrencyLimit(limit=20)
     limit.on_drop(0.0)
@@ -652,3 +679,25 @@ def test_a_release_on_another_thread_wakes_an_async_waiter_at_once() -> None:
         waker.join()
 
     asyncio.run(wait_for_a_wake_from_another_thread())
+
+
+@pytest.mark.parametrize("accepted_between", [False, True])
+def test_throttles_with_nothing_accepted_between_do_not_slow_the_send_rate(
+        accepted_between: bool) -> None:
+    """Two 429s with ``Retry-After`` within seconds slow the send rate when the provider
+    accepted something between them (a rate limit). With nothing accepted between, it was
+    refusing every rate (a throttle episode): pacing at the floor would hold callers for
+    seconds after the episode ends, when the official client is served at once."""
+    state = TargetPressure(KEY, now=0.0)
+    for i in range(20):
+        state.cubic.record_send(10.0 + i * 0.1)  # a measured send rate
+    def ended(now: float, *, accepted: bool) -> None:
+        state.release(now, priority="interactive", latency=0.05 if accepted else None,
+                      throttled=not accepted, dropped=False, succeeded=accepted,
+                      retry_after=None if accepted else 1.0, patience=10.0)
+
+    ended(12.0, accepted=False)
+    if accepted_between:
+        ended(12.2, accepted=True)
+    ended(12.5, accepted=False)
+    assert (state.cubic_rate is not None) is accepted_between

@@ -609,3 +609,37 @@ def test_a_burst_after_one_transient_fault_is_sent_at_once(
         assert result.error is None, f"{model}: {result.error!r}"
         assert outcome(result.answer).queue_wait == 0.0, model
         assert result.took < 2.0, model
+
+
+# --- 8. a throttle episode, once over, holds nobody -------------------------------------------
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_after_a_throttle_episode_a_sequential_caller_is_not_held(
+    provider: FaultProvider, server: FaultServer, flavor: Flavor,
+) -> None:
+    """Every request is refused with ``429`` and ``Retry-After`` for a while (nothing is
+    accepted between the refusals), then the provider is healthy: the calls made after it are
+    sent at once, as the official client sends them. Paced at the send-rate floor (0.5/s),
+    a caller was held for about two seconds after such an episode ended."""
+    model = f"episode-{flavor.name}"
+    refusal = Fault.status(429, headers={"retry-after": "0.3"})
+    provider.script(*[refusal] * 8, model=model)
+    client = flavor.client(server, Policy(deadline=10.0), asynchronous=False,
+                           rng=FakeRandom(fixed=0.0))
+    episode: list[Any] = []
+    while len(provider.requests) < 8:  # the episode: calls until every refusal was served
+        try:
+            episode.append(flavor.create(client, model))
+        except Exception as exc:  # a call may exhaust its attempts inside the episode
+            episode.append(exc)
+    after = []
+    for _ in range(8):  # then a caller at ~10 calls/s
+        started = time.monotonic()
+        answer = flavor.create(client, model)
+        after.append((time.monotonic() - started, outcome(answer)))
+    statuses = [r.status for r in provider.requests]
+    assert statuses[:8] == [429] * 8 and set(statuses[8:]) == {200}
+    for took, record in after:
+        assert len(record.attempts) == 1 and record.queue_wait == 0.0, record
+        assert record.attempts[0].waited_before == 0.0 and took < 0.5, (took, record)

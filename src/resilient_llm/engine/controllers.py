@@ -273,6 +273,10 @@ class ConcurrencyLimit:
     _cut_drops: int = 0
     _last_drop: float | None = None
     _threshold: float = 0.0
+    #: The first drop since the provider last accepted a request sent after a drop, and the
+    #: limit then: a refusal that is an episode (see ``_end_refusal``) gives that limit back.
+    _refused_since: float | None = None
+    _before_refusal: float = math.inf
 
     def on_drop(self, now: float = 0.0, inflight: int | None = None) -> None:
         """A drop (a 429, an overload answer, a timeout) with ``inflight`` requests out.
@@ -293,6 +297,8 @@ class ConcurrencyLimit:
             # 529 to a lone call, a burst of 20 waited for slots the official SDK never waits
             # for, and most of it ran out of time.
             return
+        if self._refused_since is None:
+            self._refused_since, self._before_refusal = now, self.limit
         if math.isinf(self.limit):
             self.limit = min(self.maximum, max(self.minimum, sent))
             self._cut_since = None
@@ -311,6 +317,23 @@ class ConcurrencyLimit:
         self._cut_drops += 1
         self.limit = max(self.minimum, min(self.limit, self._cut_base - self._cut_drops))
 
+    def _end_refusal(self, sent: float) -> None:
+        """A request sent at ``sent``, after the provider began refusing, was accepted.
+
+        When the provider had refused for longer than a window, right up to this request, it
+        was an episode (a throttle, a storm, an outage of errors) that refused every number of
+        requests at once, not a measure of how many it takes: its drops had cut the limit to
+        one, and slow start, paused after each 429, left callers waiting seconds after it
+        ended. The limit it had before comes back at once (the official client just sends).
+        A first engagement (no limit before) gives nothing back.
+        """
+        began, before, last = self._refused_since, self._before_refusal, self._last_drop
+        self._refused_since = None
+        if began is None or last is None or math.isinf(before):
+            return
+        if last - began > self.window and last >= sent - self.window and before > self.limit:
+            self.limit = before
+
     def on_sample(self, rtt: float, now: float, inflight: int, may_grow: bool) -> None:
         """A successful attempt's latency: slow start per success, Gradient2 per window.
 
@@ -320,6 +343,8 @@ class ConcurrencyLimit:
         in the client for long while the provider shows no pressure. After it, a success adds
         ``1/limit`` (one slot per round trip, congestion avoidance).
         """
+        if self._refused_since is not None and now - rtt >= self._refused_since:
+            self._end_refusal(sent=now - rtt)
         if math.isinf(self.limit):
             return  # unlimited: nothing is held, nothing to adjust
         if self._last_drop is not None and now - self._last_drop >= self.release_after \

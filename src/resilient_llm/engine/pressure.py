@@ -455,10 +455,13 @@ class TargetPressure:
                 self._last_throttle = now
             # A send rate is known once one 0.5 s bucket of sends was measured: a 429 to a
             # caller that has sent a request or two says nothing about the rate to keep; nor
-            # does one 429 alone (paced at 0.7 x its rate, a burst after it ran out of time).
+            # does one 429 alone (paced at 0.7 x its rate, a burst after it ran out of time),
+            # nor one with nothing accepted since the last (a throttle episode refuses every
+            # rate: paced at its floor, callers waited ~2 s after it ended).
             repeated = self.cubic_rate is not None or (
                 previous is not None and now - previous <= _BLIP_WINDOW)
-            if throttled and repeated and self.cubic.measured > 0 and (
+            accepted = previous is None or self._last_success > previous
+            if throttled and repeated and accepted and self.cubic.measured > 0 and (
                     retry_after is not None
                     or (self.requests is not None and not self._cubic_bucket)
                     or self.cubic_rate is not None):

@@ -231,6 +231,16 @@ def _matrix() -> list[Cell]:
                    Traffic("poisson", duration=40.0, rate=80.0), deadline=5.0,
                    checks=never | {"recovers"})
               for kind in ("503", "refused", "silent")]
+    cells += [Cell(f"throttle episode {kind} 10 s{', Retry-After 1 s' if hint else ''}, "
+                   "4/s caller",
+                   _p(service_time=0.05, outage=(5.0, 15.0, kind), retry_after=hint),
+                   Traffic("sequential", duration=30.0, think=0.2), deadline=10.0,
+                   checks=never | {"recovers"})
+              for kind, hint in (("429", None), ("429", 1.0), ("529", None))]
+    cells.append(Cell("throttle episode 429 10 s, 2x-capacity Poisson",
+                      _p(**{**_CAPPED, "outage": (5.0, 15.0, "429")}),
+                      Traffic("poisson", duration=40.0, rate=80.0), deadline=5.0,
+                      checks=never | {"recovers"}))
     cells.append(Cell("brownout x10 for 10 s", _p(service_time=0.2, brownout=(5.0, 15.0, 10.0)),
                       Traffic("workers", duration=40.0, n=8), deadline=10.0,
                       checks=never | {"recovers"}))
@@ -310,6 +320,7 @@ _REDUCED_NAMES = (
     "transient 429, Retry-After 1 s, deadline 2 s", "partial failure 80%, deadline 2 s",
     "healthy, 256 in flight, 1000 ms", "outage silent 10 s, 2x-capacity Poisson",
     "burst of 200 at once, 20 slots x 0.2 s, slot headers",
+    "throttle episode 429 10 s, Retry-After 1 s, 4/s caller",
 )
 #: The quantized cells are costly (the control's 200 workers retry in tight loops):
 #: ``tests/test_simulator.py`` asserts the quantized bound on one seed of its own.

@@ -64,8 +64,9 @@ class ProviderModel:
     header_style: Literal["openai", "anthropic"] = "openai"
     #: ``Retry-After`` on 429/503/529: seconds, absent (``None``) or ``"auto"`` (time to capacity).
     retry_after: float | Literal["auto"] | None = "auto"
-    #: (start, end, kind): 503s, refused connections, or no answer at all.
-    outage: tuple[float, float, Literal["503", "refused", "silent"]] | None = None
+    #: (start, end, kind): 503s, refused connections, no answer at all, or a throttle episode
+    #: (every request answered 429 or 529, with ``retry_after`` as configured).
+    outage: tuple[float, float, Literal["503", "refused", "silent", "429", "529"]] | None = None
     #: (start, end, factor): latency × factor.
     brownout: tuple[float, float, float] | None = None
     #: The first attempts fail, in order, with these faults.
@@ -129,9 +130,9 @@ class ProviderModel:
             return self._fault(self.transient[index])
         if self.outage is not None and self.outage[0] <= t < self.outage[1]:
             kind = self.outage[2]
-            if kind == "503":
-                return self._status(503, 0.01)
-            return Reply(0.001 if kind == "refused" else math.inf, None, {}, kind)
+            if kind == "refused" or kind == "silent":
+                return Reply(0.001 if kind == "refused" else math.inf, None, {}, kind)
+            return self._status(int(kind), 0.01 if kind == "503" else 0.005)
         if self.fail_ratio and self._rng.random() < self.fail_ratio:
             return self._status(self.fail_status, self._latency(t) * 0.2)
         if self.concurrency is not None and self.inflight >= self.concurrency:

@@ -14,7 +14,7 @@ import typing
 from typing import Any
 
 from ._policy import ENV_PREFIX, STRICT_VAR, Policy, env_var
-from ._policy_values import _ACCEPTED
+from ._policy_values import ACCEPTED
 
 __all__ = ["MEANINGS", "render_markdown", "rows"]
 
@@ -154,7 +154,7 @@ def rows() -> list[tuple[str, str, str, str, str, str]]:
     out = []
     for field, info in Policy.model_fields.items():
         meaning, example = MEANINGS[field]
-        accepted = _ACCEPTED.get(field, "")
+        accepted = ACCEPTED.get(field, "")
         accepted = accepted.removeprefix("expected ")
         out.append((env_var(field), meaning, _type_name(info.annotation), _default(field),
                     accepted, example))

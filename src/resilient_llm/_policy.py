@@ -26,20 +26,20 @@ from pydantic import (
 
 from ._errors import ConfigError
 from ._policy_values import (
-    _ACCEPTED,
-    _BOUNDS,
-    _OPTIONAL_FILES,
-    _OPTIONAL_PARSERS,
-    _SECONDS_FIELDS,
-    _STORE_SCHEMES,
-    _URL_FIELDS,
-    _ascii_number,
-    _json_mapping,
-    _parse_chain_map,
-    _parse_continuation,
-    _parse_recovery,
-    _region,
-    _seconds,
+    ACCEPTED,
+    BOUNDS,
+    OPTIONAL_FILES,
+    OPTIONAL_PARSERS,
+    SECONDS_FIELDS,
+    STORE_SCHEMES,
+    URL_FIELDS,
+    as_seconds,
+    ascii_number,
+    json_mapping,
+    parse_chain_map,
+    parse_continuation,
+    parse_recovery,
+    region_name,
 )
 from ._urls import check_http_url, redact_url
 
@@ -131,21 +131,21 @@ class Policy(BaseModel):
             raise error
         self._sources = dict.fromkeys(values, "argument")
 
-    @field_validator(*_SECONDS_FIELDS, mode="before")
+    @field_validator(*SECONDS_FIELDS, mode="before")
     @classmethod
     def _accept_timedelta(cls, value: Any) -> Any:
-        return _seconds(value)
+        return as_seconds(value)
 
-    @field_validator(*_BOUNDS, mode="before")
+    @field_validator(*BOUNDS, mode="before")
     @classmethod
-    def _ascii_number(cls, value: Any, info: ValidationInfo) -> Any:
-        return _ascii_number(value, integer=info.field_name in (
+    def ascii_number(cls, value: Any, info: ValidationInfo) -> Any:
+        return ascii_number(value, integer=info.field_name in (
             "max_attempts", "response_cache_size", "max_response_bytes"))
 
-    @field_validator(*_BOUNDS)
+    @field_validator(*BOUNDS)
     @classmethod
     def _check_bounds(cls, value: float, info: ValidationInfo) -> float:
-        low, high, low_open = _BOUNDS[str(info.field_name)]
+        low, high, low_open = BOUNDS[str(info.field_name)]
         if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
             raise ValueError("out of range")
         return value
@@ -157,39 +157,39 @@ class Policy(BaseModel):
             raise ValueError("too short")
         return value
 
-    @field_validator(*_OPTIONAL_PARSERS, mode="before")
+    @field_validator(*OPTIONAL_PARSERS, mode="before")
     @classmethod
     def _parse_optional(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None or value == "":
             return None
-        return _OPTIONAL_PARSERS[str(info.field_name)](value)
+        return OPTIONAL_PARSERS[str(info.field_name)](value)
 
-    @field_validator(*_OPTIONAL_FILES)
+    @field_validator(*OPTIONAL_FILES)
     @classmethod
     def _check_optional_file(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or not value.strip():
             return None
-        return _OPTIONAL_FILES[str(info.field_name)](value)
+        return OPTIONAL_FILES[str(info.field_name)](value)
 
     @field_validator("fallbacks", "context_fallbacks", mode="before")
     @classmethod
     def _check_chains(cls, value: Any) -> Any:
-        return _parse_chain_map(value)
+        return parse_chain_map(value)
 
     @field_validator("stream_recovery", mode="before")
     @classmethod
     def _check_recovery(cls, value: Any) -> Any:
-        return _parse_recovery(value)
+        return parse_recovery(value)
 
     @field_validator("stream_continuation", mode="before")
     @classmethod
     def _check_continuation(cls, value: Any) -> Any:
-        return _parse_continuation(value)
+        return parse_continuation(value)
 
     @field_validator("idempotency_store")
     @classmethod
     def _check_store(cls, value: str) -> str:
-        if value != "memory" and not value.startswith(_STORE_SCHEMES[1:]):
+        if value != "memory" and not value.startswith(STORE_SCHEMES[1:]):
             raise ValueError("unknown store")
         if value.startswith("sqlite:///") and len(value) == len("sqlite:///"):
             raise ValueError("missing path")
@@ -221,8 +221,8 @@ class Policy(BaseModel):
     @classmethod
     def _check_endpoints(cls, value: Any) -> Any:
         endpoints = {}
-        for region, url in _json_mapping(value).items():
-            name = _region(str(region))
+        for region, url in json_mapping(value).items():
+            name = region_name(str(region))
             if not isinstance(url, str):
                 raise ValueError(f"the endpoint of {name!r} is not an http(s) URL")
             try:
@@ -292,7 +292,7 @@ class Policy(BaseModel):
             value = getattr(self, field)
             if isinstance(value, frozenset):
                 shown = ",".join(sorted(value))
-            elif field in _URL_FIELDS and value:
+            elif field in URL_FIELDS and value:
                 shown = _shown_urls(value) if isinstance(value, str) \
                     else json.dumps(_shown_urls(value))
             elif isinstance(value, Mapping):
@@ -305,7 +305,7 @@ class Policy(BaseModel):
             rows.append((env_var(field), field, shown or "(none)", self.source(field)))
         return rows
 
-    @field_serializer(*_URL_FIELDS)
+    @field_serializer(*URL_FIELDS)
     def _dump_urls(self, value: Any) -> Any:
         """``model_dump()`` shows URLs without credentials (secrets dump as ``**********``)."""
         return _shown_urls(value)
@@ -315,7 +315,7 @@ class Policy(BaseModel):
         for name in type(self).model_fields:
             if name in self._sources:
                 value = getattr(self, name)
-                yield name, _shown_urls(value) if name in _URL_FIELDS else value
+                yield name, _shown_urls(value) if name in URL_FIELDS else value
 
     def __repr__(self) -> str:
         changed = ", ".join(f"{name}={value!r}" for name, value in self.__repr_args__())
@@ -391,7 +391,7 @@ def _config_error(exc: ValidationError, values: Mapping[str, Any]) -> ConfigErro
             f"Policy({field}=...)", values.get(field), f"unknown setting; known: {known}"
         )
     else:
-        accepted = _ACCEPTED.get(field, first["msg"])
+        accepted = ACCEPTED.get(field, first["msg"])
         ctx = first.get("ctx") or {}
         detail = str(ctx.get("error", ""))
         if detail and detail not in accepted and first["type"] == "value_error":
@@ -399,7 +399,7 @@ def _config_error(exc: ValidationError, values: Mapping[str, Any]) -> ConfigErro
         value = values.get(field)
         if field.endswith("_secret"):
             value = "***"  # never echo a credential
-        elif field in _URL_FIELDS:
+        elif field in URL_FIELDS:
             value = _shown_urls(value)
         error = ConfigError(f"Policy({field}=...)", value, accepted)
     error.field = field

@@ -13,6 +13,12 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
+__all__ = [
+    "ACCEPTED", "BOUNDS", "OPTIONAL_FILES", "OPTIONAL_PARSERS", "SECONDS_FIELDS",
+    "STORE_SCHEMES", "URL_FIELDS", "as_seconds", "ascii_number", "json_mapping",
+    "parse_chain_map", "parse_continuation", "parse_recovery", "region_name",
+]
+
 _MAX_DEADLINE = 24 * 3600.0
 _MIN_DEADLINE = 0.01
 #: Longest path through fallback chains (a chain's fallback may have its own chain).
@@ -21,11 +27,11 @@ _REGION = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}", re.ASCII)
 _INT_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 #: Fields that hold URLs (or a mapping of URLs): shown only through ``redact_url``.
-_URL_FIELDS = ("idempotency_store", "redis_url", "region_endpoints")
-_STORE_SCHEMES = ("memory", "sqlite:///", "redis://", "rediss://")
+URL_FIELDS = ("idempotency_store", "redis_url", "region_endpoints")
+STORE_SCHEMES = ("memory", "sqlite:///", "redis://", "rediss://")
 
 # What each setting accepts, in words: used in every ConfigError.
-_ACCEPTED: dict[str, str] = {
+ACCEPTED: dict[str, str] = {
     "enabled": "expected true or false",
     "deadline": f"expected seconds, a number from {_MIN_DEADLINE:g} to {_MAX_DEADLINE:g}",
     "max_attempts": "expected a whole number from 1 to 20 (attempts per call across all targets)",
@@ -93,13 +99,13 @@ _ACCEPTED: dict[str, str] = {
 }
 
 
-def _seconds(value: Any) -> Any:
+def as_seconds(value: Any) -> Any:
     if isinstance(value, timedelta):
         return value.total_seconds()
     return value
 
 
-def _ascii_number(value: Any, *, integer: bool) -> Any:
+def ascii_number(value: Any, *, integer: bool) -> Any:
     """Numbers in text are ASCII decimals: ``float("٣")`` is 3.0, which no one meant."""
     pattern = _INT_TEXT if integer else _FLOAT_TEXT
     if isinstance(value, str) and value.strip() and not pattern.fullmatch(value.strip()):
@@ -113,7 +119,7 @@ def _positive_finite(value: float) -> float:
     return value
 
 
-def _json_mapping(value: Any) -> Mapping[Any, Any]:
+def json_mapping(value: Any) -> Mapping[Any, Any]:
     """A mapping setting: a mapping, a JSON object in text, or unset (``None``/``""``) as ``{}``."""
     if value is None or value == "":
         return {}
@@ -124,8 +130,8 @@ def _json_mapping(value: Any) -> Mapping[Any, Any]:
     return value
 
 
-def _parse_chain_map(value: Any) -> Any:
-    value = _json_mapping(value)
+def parse_chain_map(value: Any) -> Any:
+    value = json_mapping(value)
     chains: dict[str, tuple[str, ...]] = {}
     for model, chain in value.items():
         if not isinstance(model, str) or not model.strip():
@@ -188,10 +194,10 @@ def _reject_cycles(chains: Mapping[str, tuple[str, ...]]) -> None:
 _CONTINUATIONS = ("prefill", "restart")
 
 
-def _parse_continuation(value: Any) -> Any:
+def parse_continuation(value: Any) -> Any:
     """Model patterns (a name, ``prefix*`` or ``*``) to ``prefill`` or ``restart``."""
     modes: dict[str, str] = {}
-    for model, mode in _json_mapping(value).items():
+    for model, mode in json_mapping(value).items():
         if not isinstance(model, str) or not model.strip():
             raise ValueError("model patterns must be non-empty strings")
         if "*" in model[:-1]:
@@ -205,7 +211,7 @@ def _parse_continuation(value: Any) -> Any:
     return modes
 
 
-def _parse_recovery(value: Any) -> Any:
+def parse_recovery(value: Any) -> Any:
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, str):
@@ -218,18 +224,18 @@ def _parse_recovery(value: Any) -> Any:
 
 
 def _parse_hedge_delay(value: Any) -> float:
-    return _positive_finite(float(_seconds(_ascii_number(value, integer=False))))
+    return _positive_finite(float(as_seconds(ascii_number(value, integer=False))))
 
 
 def _parse_region(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("bad region")
-    return _region(value)
+    return region_name(value)
 
 
 def _parse_regions(value: Any) -> frozenset[str]:
     items = value.split(",") if isinstance(value, str) else list(value)
-    regions = frozenset(_region(str(r)) for r in items)
+    regions = frozenset(region_name(str(r)) for r in items)
     if not regions:
         raise ValueError("empty region")
     return regions
@@ -260,22 +266,22 @@ def _check_prices_path(value: str) -> str:
 
 
 #: Optional settings that ``None`` or ``""`` leaves unset; anything else goes to the parser.
-_OPTIONAL_PARSERS: dict[str, Callable[[Any], Any]] = {
+OPTIONAL_PARSERS: dict[str, Callable[[Any], Any]] = {
     "hedge_delay": _parse_hedge_delay,
     "region": _parse_region,
     "allowed_regions": _parse_regions,
     "prices": _parse_prices,
 }
 #: Optional file paths that ``None`` or blank text leaves unset; anything else is checked.
-_OPTIONAL_FILES: dict[str, Callable[[str], str]] = {
+OPTIONAL_FILES: dict[str, Callable[[str], str]] = {
     "capture_file": _check_capture_path,
     "prices_file": _check_prices_path,
 }
 #: Settings given in seconds (a number or a ``timedelta``).
-_SECONDS_FIELDS = ("deadline", "first_token_timeout", "stream_idle_timeout", "max_backoff",
+SECONDS_FIELDS = ("deadline", "first_token_timeout", "stream_idle_timeout", "max_backoff",
                    "tool_reserve", "response_cache_ttl")
 #: Numeric ranges: (low, high, low excluded). Infinity means "no upper bound" but a finite value.
-_BOUNDS: dict[str, tuple[float, float, bool]] = {
+BOUNDS: dict[str, tuple[float, float, bool]] = {
     "deadline": (_MIN_DEADLINE, _MAX_DEADLINE, False),
     "first_token_timeout": (0.0, math.inf, True),
     "stream_idle_timeout": (0.0, math.inf, True),
@@ -288,7 +294,7 @@ _BOUNDS: dict[str, tuple[float, float, bool]] = {
     "max_response_bytes": (64 * 1024, 16 * 1024**3, False),
 }
 
-def _region(text: str) -> str:
+def region_name(text: str) -> str:
     name = text.strip().lower()
     if not _REGION.fullmatch(name):
         raise ValueError(f"{name[:40]!r} is not a region name")

@@ -490,8 +490,7 @@ class _AsyncStream(httpx2.AsyncByteStream):
             consumer.check()  # (a failure ``feed`` met has raised already)
         if whole and (last := consumer.flush_events()):
             yield last
-        consumer.check()
-        consumer.ended()
+        consumer.ended()  # (raises a failure the last events met, as check() would)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

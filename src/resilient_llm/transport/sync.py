@@ -264,8 +264,7 @@ class _SyncStream(httpx2.SyncByteStream):
                 consumer.check()  # (a failure ``feed`` met has raised already)
             if whole and (last := consumer.flush_events()):
                 yield last
-            consumer.check()
-            consumer.ended()
+            consumer.ended()  # (raises a failure the last events met, as check() would)
         except httpx2.TransportError as exc:
             error = consumer.read_failed(guard.fired, exc)
             if resume is None or not isinstance(error, StreamInterrupted):

@@ -262,6 +262,15 @@ def test_event_rate_counts_per_half_second_bucket() -> None:
     assert rate.rate == pytest.approx(0.8 * 1 / 2.0 + 0.2 * 16.0)
 
 
+def test_event_rate_counts_the_bucket_that_starts_at_zero() -> None:
+    """A clock that starts at 0 (a fake one, a fresh simulation) has a first bucket too."""
+    rate = EventRate()
+    for i in range(5):
+        rate.record(i * 0.1)
+    rate.record(0.5)
+    assert rate.rate == pytest.approx(0.8 * 5 / 0.5)
+
+
 def test_gradient2_reports_once_per_full_window() -> None:
     latency = Gradient2(min_samples=3)
     assert latency.sample(0.2, now=0.0, window=1.0) is None

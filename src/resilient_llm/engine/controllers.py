@@ -121,7 +121,7 @@ class EventRate:
     measured send rate. A type because :class:`Cubic` measures two (sends and accepts)."""
 
     rate: float = 0.0
-    _bucket: float = 0.0
+    _bucket: float | None = None
     _count: int = 0
 
     def record(self, now: float) -> None:
@@ -130,7 +130,7 @@ class EventRate:
         if start == self._bucket:
             self._count += 1
             return
-        if self._bucket:
+        if self._bucket is not None:
             self.rate = 0.8 * (self._count / max(start - self._bucket, 0.5)) + 0.2 * self.rate
         self._bucket, self._count = start, 1
 

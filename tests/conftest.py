@@ -28,12 +28,22 @@ def anyio_backend() -> str:
 
 @pytest.fixture(autouse=True)
 def _fresh_pressure_state() -> Iterator[None]:
-    """Each test starts with no learned pressure (limits, budgets) from earlier tests."""
+    """Each test starts with nothing learned of any target by earlier tests: pressure (limits,
+    budgets), hedge samples and budget, prefill rejections. Everything learned is keyed by the
+    endpoint, and a loopback port is reused within one run: a test must not inherit a budget
+    an earlier test drained on the same port."""
+    from resilient_llm.engine import hedge
     from resilient_llm.engine.pressure import registry
+    from resilient_llm.transport.splice import forget_rejections
 
-    registry.clear()
+    def forget() -> None:
+        registry.clear()
+        hedge.clear()
+        forget_rejections()
+
+    forget()
     yield
-    registry.clear()
+    forget()
 
 
 # --- OpenTelemetry: the SDK's in-memory exporters, wired to resilient-llm only --------------------

@@ -24,7 +24,7 @@ from resilient_llm.anthropic import Anthropic, AsyncAnthropic
 from resilient_llm.openai import AsyncOpenAI, OpenAI
 from resilient_llm.providers import ANTHROPIC, OPENAI, StreamScanner
 from resilient_llm.testing import Fault, FaultProvider, FaultServer, ToolCall
-from resilient_llm.transport.splice import Diverged, Splicer, forget_rejections
+from resilient_llm.transport.splice import Diverged, Splicer
 
 WORDS = [f"w{i}" for i in range(60)]
 ANSWER = " ".join(WORDS)  # 60 content events on every wire: one per word
@@ -49,13 +49,6 @@ def policy(**changes: Any) -> Policy:
     }
     values.update(changes)
     return Policy(**values)
-
-
-@pytest.fixture(autouse=True)
-def _forget_rejections() -> Iterator[None]:
-    forget_rejections()
-    yield
-    forget_rejections()
 
 
 @pytest.fixture

@@ -129,6 +129,38 @@ def test_cubic_decreases_on_throttle_then_recovers_cubically() -> None:
     assert at_k == pytest.approx(measured)
 
 
+def test_a_throttle_after_a_pause_cuts_from_the_rate_the_provider_last_accepted() -> None:
+    """A periodic batch: 2 s of 100 requests/s accepted, 2 s idle, then a burst whose first
+    request meets a 429. The measured rates average the pause in (a tenth of what the provider
+    had just served); the cut starts from what it demonstrably accepted."""
+    cubic = Cubic()
+    for i in range(200):
+        cubic.record_send(i * 0.01)
+        cubic.record_accept(i * 0.01 + 0.2)
+    for _ in range(20):  # the next burst: twenty sent at once, after the pause
+        cubic.record_send(4.2)
+    peak = cubic.demonstrated(4.2)
+    assert peak > 70 and cubic.measured < 0.5 * peak  # the average saw the pause
+    cut = cubic.on_throttle(now=4.2, current_rate=None)
+    assert cut == pytest.approx(0.7 * peak)
+
+
+def test_the_demonstrated_rate_is_forgotten_after_the_hold_and_capped_by_the_current_rate(
+) -> None:
+    cubic = Cubic()
+    for i in range(100):
+        cubic.record_accept(i * 0.01)
+    assert cubic.demonstrated(1.0) > 50
+    assert cubic.demonstrated(1.0 + Cubic.PEAK_HOLD + 1) == 0.0
+    # a rate already cut (the pacer's) is the base when it is lower: cuts still compound
+    assert cubic.on_throttle(now=1.0, current_rate=10.0) == pytest.approx(7.0)
+    # long after: nothing demonstrated, the measured send rate is the base
+    for i in range(40):
+        cubic.record_send(100.0 + i * 0.1)
+    assert cubic.on_throttle(now=104.0, current_rate=None) == pytest.approx(
+        0.7 * cubic.measured)
+
+
 def test_concurrency_cuts_on_drops_and_grows_only_when_used() -> None:
     limit = ConcurrencyLimit(limit=20)
     limit.on_drop(0.0)

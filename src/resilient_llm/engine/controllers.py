@@ -134,6 +134,12 @@ class EventRate:
             self.rate = 0.8 * (self._count / max(start - self._bucket, 0.5)) + 0.2 * self.rate
         self._bucket, self._count = start, 1
 
+    @property
+    def latest(self) -> float:
+        """Events per second in the open half-second so far: a burst's own rate, whatever
+        came (or did not) before it."""
+        return self._count * 2.0
+
 
 @dataclass(slots=True)
 class Cubic:
@@ -146,10 +152,14 @@ class Cubic:
     w_max: float = 0.0
     k: float = 0.0
     last_throttle: float | None = None
+    #: Seconds the highest accepted rate is remembered as the provider's demonstrated capacity.
+    PEAK_HOLD = 30.0
     #: The lowest rate: ``MIN_RATE``, or two requests per deadline of the calls throttled.
     floor: float = MIN_RATE
     _sent: EventRate = field(default_factory=EventRate)
     _accepted: EventRate = field(default_factory=EventRate)
+    _peak: float = 0.0
+    _peak_at: float = -math.inf
 
     @property
     def measured(self) -> float:
@@ -167,7 +177,23 @@ class Cubic:
         self._sent.record(now)
 
     def record_accept(self, now: float) -> None:
-        self._accepted.record(now)
+        accepted = self._accepted
+        accepted.record(now)
+        busy = accepted.latest
+        if busy >= self._peak or now - self._peak_at > self.PEAK_HOLD:
+            self._peak, self._peak_at = busy, now
+
+    def demonstrated(self, now: float) -> float:
+        """The most the provider accepted in one half-second within the last ``PEAK_HOLD``
+        seconds, per second (0: nothing accepted).
+
+        The rate a throttle cuts from. The measured rates are averages over time, idle time
+        included, and move only when a half-second ends: after a pause, a burst's first 429
+        would cut from a rate diluted by the pause (a tenth of what the provider had just
+        served), and CUBIC takes many seconds to climb back: warm bursts against a 20-slot
+        provider took 3-6x their ideal time, and with a 2 s deadline some ran out of it.
+        """
+        return self._peak if now - self._peak_at <= self.PEAK_HOLD else 0.0
 
     def on_throttle(self, now: float, current_rate: float | None,
                     patience: float | None = None) -> float:
@@ -181,7 +207,7 @@ class Cubic:
             self.floor = max(MIN_RATE, 2.0 / patience)
         if self.last_throttle is not None and now - self.last_throttle < self.COOLDOWN:
             return max(self.BETA * self.w_max, self.floor)
-        seen = self.measured if self.accepted <= 0 else min(self.measured, self.accepted)
+        seen = self.demonstrated(now) or self.measured
         base = seen if current_rate is None else min(seen, current_rate)
         base = max(base, self.floor)
         self.w_max = base

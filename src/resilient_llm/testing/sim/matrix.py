@@ -261,6 +261,14 @@ def _matrix() -> list[Cell]:
                    checks=never | {"drains"})
               for slots, hint, label in ((10, None, ""), (20, None, ""), (40, None, ""),
                                          (20, "auto", ", Retry-After"))]
+    # The same burst again and again (a periodic batch job): each meets what the earlier
+    # ones taught the client, after a pause that the measured rates average in.
+    cells += [Cell(f"bursts of 200 every {every:g} s, {slots} slots x 0.2 s, slot headers",
+                   _p(service_time=0.2, concurrency=slots, capacity_headers=True,
+                      retry_after=None),
+                   Traffic("bursts", duration=30.0, n=200, think=every), deadline=30.0,
+                   checks=never | {"drains"})
+              for slots, every in ((10, 6.0), (20, 4.0), (40, 3.0))]
     cells += [Cell(f"batch flood of 400 + interactive, {slots} slots",
                    _p(service_time=0.2, concurrency=slots, jitter=0.0),
                    Traffic("mix", duration=40.0, n=400, think=0.5),
@@ -320,6 +328,7 @@ _REDUCED_NAMES = (
     "transient 429, Retry-After 1 s, deadline 2 s", "partial failure 80%, deadline 2 s",
     "healthy, 256 in flight, 1000 ms", "outage silent 10 s, 2x-capacity Poisson",
     "burst of 200 at once, 20 slots x 0.2 s, slot headers",
+    "bursts of 200 every 4 s, 20 slots x 0.2 s, slot headers",
     "throttle episode 429 10 s, Retry-After 1 s, 4/s caller",
 )
 #: The quantized cells are costly (the control's 200 workers retry in tight loops):

@@ -31,12 +31,14 @@ class Traffic:
     * ``sequential``: one caller per process, a call, then ``think`` seconds, again.
     * ``poisson``: open loop, ``rate`` calls per second in total, spread over the processes.
     * ``burst``: ``n`` calls at once.
+    * ``bursts``: ``n`` calls at once every ``think`` seconds (a periodic batch: each burst
+      meets the state the previous ones left).
     * ``workers``: ``n`` closed-loop workers (a call, at once the next; 10 ms after a call that
       failed at once), over the processes.
     * ``mix``: a burst of ``n`` batch calls plus one sequential interactive caller.
     """
 
-    kind: Literal["sequential", "poisson", "burst", "workers", "mix"]
+    kind: Literal["sequential", "poisson", "burst", "bursts", "workers", "mix"]
     duration: float = 30.0
     rate: float = 0.0
     n: int = 1
@@ -50,6 +52,8 @@ class Traffic:
             return self.n / service_time
         if self.kind == "burst":
             return self.n / self.duration
+        if self.kind == "bursts":
+            return self.n / self.think
         if self.kind == "mix":
             return self.n / self.duration + 1 / (service_time + self.think)
         return 1 / (service_time + self.think)
@@ -84,6 +88,12 @@ class Traffic:
         elif self.kind == "burst":
             for index in range(self.n):
                 loop.spawn(once(clients[index % len(clients)], "interactive"))
+        elif self.kind == "bursts":
+            when = t0
+            while when < end:
+                for index in range(self.n):
+                    loop.spawn(once(clients[index % len(clients)], "interactive"), at=when)
+                when += self.think
         elif self.kind == "mix":
             for index in range(self.n):
                 loop.spawn(once(clients[index % len(clients)], "batch"))

@@ -133,12 +133,13 @@ def test_concurrent_retries_do_not_synchronise() -> None:
         decision = call.after_failure(OVERLOADED)
         assert isinstance(decision, Wait)
         retry_times.append(decision.seconds)
-    window = 1.0  # first retry of a throttle: U(0, 1 s)
+    window = 0.5  # first retry of a throttle: U(0, 0.5 s)
     assert max(retry_times) - min(retry_times) > 0.8 * window
-    # No 50 ms slot holds more than 15 % of the retries (a synchronised wave would hold 100 %).
-    slots = [int(t / 0.05) for t in retry_times]
+    # No twentieth of the window holds more than 15 % of the retries (a synchronised wave
+    # would hold 100 %).
+    slots = [int(t / (window / 20)) for t in retry_times]
     assert max(slots.count(s) for s in set(slots)) <= 15
-    assert statistics.pstdev(retry_times) > 0.2
+    assert statistics.pstdev(retry_times) > 0.2 * window
 
 
 def test_events_build_the_outcome() -> None:

@@ -186,18 +186,22 @@ def test_wait_backoff_is_the_librarys_jittered_backoff(clock: FakeClock) -> None
     transient = [wait(failed_state(httpx2.ReadTimeout("slow"), attempt=n)) for n in (1, 2, 3)]
     throttled = [wait(failed_state(status_error(429), attempt=n)) for n in (1, 2, 3, 4)]
     assert transient == pytest.approx([0.125, 0.25, 0.5])  # U(0, 0.25·2^(n−1)) at 0.5
-    assert throttled == pytest.approx([0.5, 1.0, 1.5, 1.5])  # U(0, min(3, 2^(n−1))) at 0.5
+    # U(0, min(3, 2^(n−1))) at 0.5, the first retry's window the official SDKs' 0.5 s
+    assert throttled == pytest.approx([0.25, 1.0, 1.5, 1.5])
 
 
 def test_wait_backoff_honours_retry_after_with_a_positive_spread(clock: FakeClock) -> None:
     wait = wait_backoff(rng=FakeRandom(fixed=0.5))
     seconds = wait(failed_state(status_error(429, {"Retry-After": "2"})))
     millis = wait(failed_state(status_error(529, {"retry-after-ms": "3500"})))
-    assert seconds == pytest.approx(2 + 0.5 * 1)  # hint + U(0, min(cap, 5))
-    assert millis == pytest.approx(3.5 + 0.5 * 1)
-    # A 503 from a calm target is a blip, not a throttle: the transient window, 0.25 s.
-    calm = wait(failed_state(status_error(503, {"retry-after-ms": "3500"})))
-    assert calm == pytest.approx(3.5 + 0.5 * 0.25)
+    assert seconds == pytest.approx(2 + 0.5 * 0.2)  # first retry: hint + U(0, hint / 10)
+    assert millis == pytest.approx(3.5 + 0.5 * 0.35)
+    # Later retries: hint + U(0, min(window, 5)). A 503 from a calm target is a blip, not a
+    # throttle: the transient window (0.25 s doubling), not the throttle's (1 s doubling).
+    later = wait(failed_state(status_error(429, {"Retry-After": "2"}), attempt=2))
+    calm = wait(failed_state(status_error(503, {"retry-after-ms": "3500"}), attempt=2))
+    assert later == pytest.approx(2 + 0.5 * 2.0)
+    assert calm == pytest.approx(3.5 + 0.5 * 0.5)
 
 
 def test_wait_backoff_reads_a_returned_response(clock: FakeClock) -> None:
@@ -287,10 +291,11 @@ def test_an_overloaded_tool_under_a_3s_deadline_stops_inside_it(clock: FakeClock
     start = clock.now()
     with deadline(3), pytest.raises(RetryError) as raised:
         retrying(clock)(tool)
-    # Waits U(0, 2^(n−1)) at 0.5: 0.5, 1.0, then 2.0 cut to 0.85 so that the fourth attempt
-    # starts 50 ms before the deadline; after it no wait fits and the run stops.
-    assert clock.sleeps == pytest.approx([0.5, 1.0, 0.85])
-    assert [t - start for t in tool.calls] == pytest.approx([0.0, 0.7, 1.9, 2.95])
+    # Waits at 0.5 of their windows: 0.25 (the first retry's 0.5 s), 1.0 (2^(n−1)), then 2.0
+    # cut to 1.1 so that the fourth attempt starts 50 ms before the deadline; after it no
+    # wait fits and the run stops.
+    assert clock.sleeps == pytest.approx([0.25, 1.0, 1.1])
+    assert [t - start for t in tool.calls] == pytest.approx([0.0, 0.45, 1.65, 2.95])
     # A sync tool runs to completion: the overshoot is at most one attempt (pass the tool
     # ``timeout=remaining()``, or keep a ``reserve`` as long as an attempt, to bound it).
     assert clock.now() - start == pytest.approx(3.15)
@@ -613,7 +618,7 @@ async def test_async_retrying_stops_at_the_deadline(clock: FakeClock) -> None:
             await AsyncRetrying(stop=stop_at_deadline() | stop_after_attempt(5),
                                 wait=wait_backoff(rng=FakeRandom(fixed=0.5)),
                                 sleep=clock.asleep, **record_attempts(name="search"))(tool.acall)
-    assert clock.sleeps == pytest.approx([0.5, 1.0, 0.85])
+    assert clock.sleeps == pytest.approx([0.25, 1.0, 1.1])
     assert clock.now() - start == pytest.approx(3.15)
     assert len(outcome(raised.value).attempts) == 4
 

@@ -462,7 +462,9 @@ class Plan:
             failure,
             last if isinstance(last, BaseException) else None,
             replayable=self.replayable,
-            pressure=state.pressure(now),
+            # A first retry is not widened by the throttle it answers (one transient 429
+            # must not cost more than the official SDK's 0.375-0.5 s); later ones are.
+            pressure=state.pressure(now, throttle_recency=call.attempts > 1),
             floor=state.time_until_available(now),
             budget_ok=budget_ok,
             # A throttle while the target's slots are all taken: the retry will queue for a

@@ -590,11 +590,12 @@ class TargetPressure:
 
     # reading
 
-    def _pressure(self, now: float, pacing: float | None = None) -> float:
+    def _pressure(self, now: float, pacing: float | None = None, *,
+                  throttle_recency: bool = True) -> float:
         limit = max(self.concurrency.limit, 1.0)
         utilisation = max(0.0, (self.inflight + len(self._waiting)) / limit - 0.5) * 2
         throttle = 0.0
-        if self._last_throttle is not None:
+        if self._last_throttle is not None and throttle_recency:
             throttle = max(0.0, 1.0 - (now - self._last_throttle) / 10.0)
         inflation = 0.0
         if self._baseline is not None and self._recent is not None:
@@ -606,9 +607,13 @@ class TargetPressure:
             pacing = self._pacer_wait(0.0, now) if self.requests is not None else 0.0
         return min(1.0, max(utilisation, throttle, inflation, pacing))
 
-    def pressure(self, now: float) -> float:
+    def pressure(self, now: float, *, throttle_recency: bool = True) -> float:
+        """0 (calm) to 1: the highest of utilisation, throttle recency (1 right after a 429,
+        0 ten seconds later), latency inflation and pacing. Without ``throttle_recency``:
+        what the target shows besides its last 429 (a first retry's backoff is not widened
+        by the very throttle it answers)."""
         with self._lock:
-            return self._pressure(now)
+            return self._pressure(now, throttle_recency=throttle_recency)
 
     def snapshot(self, now: float) -> PressureSnapshot:
         with self._lock:

@@ -24,6 +24,7 @@ import pytest
 from benchmarks.fleet import RedisProcess, run_fleet
 
 from resilient_llm.engine.classify import Failure, FailureClass
+from resilient_llm.engine.plan import REFUSAL_PATIENCE
 from resilient_llm.engine.pressure import RateLimits, TargetKey, registry
 from resilient_llm.fleet import (
     FleetBreaker,
@@ -375,7 +376,11 @@ def test_a_circuit_opened_by_one_worker_stops_the_others(redis_url: str) -> None
     assert 2 <= len(probes) <= math.ceil(2.6 / break_for)
     assert all(b - a >= 0.9 * break_for for a, b in itertools.pairwise(probes))
     opened = sum(r["errors"].get("CircuitOpen", 0) for r in results)
-    assert opened > 10 and all(r["errors"].get("CircuitOpen", 0) for r in results)
+    # Every worker was refused; each refused call was held (sending nothing) as long as the
+    # official SDK's retries would take before it failed, so a worker fails a call or two a
+    # second, not hundreds.
+    assert all(r["errors"].get("CircuitOpen", 0) for r in results)
+    assert opened <= len(results) * math.ceil(2.6 / REFUSAL_PATIENCE)
 
 
 def test_killing_redis_mid_run_fails_no_call() -> None:

@@ -17,6 +17,7 @@ from resilient_llm.engine.classify import Failure, FailureClass
 from resilient_llm.engine.plan import (
     HEAD_POLL,
     LINE_POLL,
+    REFUSAL_PATIENCE,
     Admit,
     Admitted,
     Failed,
@@ -160,27 +161,57 @@ def test_no_wait_is_started_that_would_end_past_the_deadline() -> None:
     assert isinstance(error.__cause__, _Error)
 
 
-def test_an_open_circuit_without_fallback_fails_fast_with_circuit_open() -> None:
-    clock = FakeClock()
+def _open_circuit(clock: FakeClock) -> tuple[Plan, dict[str | None, TargetPressure]]:
+    """A plan for a target whose circuit opened on ``ALONE_WARMUP`` failures (nothing ever
+    succeeded), with no fallback."""
     plan, states = _plan(clock)
     breaker = states["m"].breaker
     for _ in range(ALONE_WARMUP):
         breaker.record(clock.now(), SERVER_ERROR, FakeRandom(fixed=0.5))
-    plan2 = Plan(plan.call, states=lambda name: states["m"], requested=None, replayable=True,
-                 cost=lambda: 0.0)
-    # Nothing ever succeeded: refused before any attempt.
-    error, actions = _drive(plan2, _script(), clock)
+    return Plan(plan.call, states=lambda name: states["m"], requested=None, replayable=True,
+                cost=lambda: 0.0), states
+
+
+def test_an_open_circuit_without_fallback_holds_the_call_as_long_as_the_sdk_would_retry(
+) -> None:
+    """Refused by an open circuit with nowhere else to go, a call waits for the target's next
+    probe (one caller a second) instead of failing at once, sending nothing meanwhile; it
+    fails with ``CircuitOpen`` no sooner than the official SDK's retries would have
+    (``REFUSAL_PATIENCE``), after one attempt instead of three."""
+    clock = FakeClock()
+    plan, _ = _open_circuit(clock)
+    start = clock.now()
+    error, actions = _drive(plan, _script(SERVER_ERROR), clock)
     assert isinstance(error, CircuitOpen)
-    assert len(actions) == 1
-    # A second on, one caller without a fallback probes the target; its retry within that
-    # second fails fast, before a second attempt.
-    clock.sleep(1.0)
-    plan3, _ = _plan(clock)
-    plan3 = Plan(plan3.call, states=lambda name: states["m"], requested=None, replayable=True,
-                 cost=lambda: 0.0)
-    error, actions = _drive(plan3, _script(SERVER_ERROR), clock)
+    kinds = [type(a).__name__ for a in actions]
+    assert kinds[0] == "Wait" and actions[0].reason == "circuit"  # type: ignore[attr-defined]
+    assert sum(isinstance(a, Send) for a in actions) == 1  # the probe its turn allowed
+    held = sum(a.seconds for a in actions if isinstance(a, Wait) and a.reason == "circuit")
+    assert held <= REFUSAL_PATIENCE + 1e-9
+    assert clock.now() - start >= REFUSAL_PATIENCE - 1e-9
+
+
+def test_a_call_held_by_an_open_circuit_is_served_when_its_probe_succeeds() -> None:
+    clock = FakeClock()
+    plan, states = _open_circuit(clock)
+    result, actions = _drive(plan, _script(None), clock)
+    assert result == "response from m #1"
+    assert [type(a).__name__ for a in actions] == ["Wait", "Send", "Return"]
+    # it answered: callers with nowhere else to go are let through again at once
+    assert states["m"].breaker.allow(clock.now(), alone=True)
+
+
+def test_a_short_deadline_fails_an_open_circuit_at_once() -> None:
+    clock = FakeClock()
+    plan, states = _plan(clock, deadline=0.04)
+    breaker = states["m"].breaker
+    for _ in range(ALONE_WARMUP):
+        breaker.record(clock.now(), SERVER_ERROR, FakeRandom(fixed=0.5))
+    plan = Plan(plan.call, states=lambda name: states["m"], requested=None, replayable=True,
+                cost=lambda: 0.0)
+    error, actions = _drive(plan, _script(), clock)
     assert isinstance(error, CircuitOpen)
-    assert sum(isinstance(a, Send) for a in actions) == 1
+    assert len(actions) == 1  # no time for a wait and an attempt: nothing to hold for
 
 
 def test_an_admission_queue_is_an_action_and_its_wait_is_reported_once() -> None:

@@ -271,16 +271,29 @@ def test_open_circuit_sends_calls_straight_to_the_fallback() -> None:
         assert handler.models == ["a"] and not outcome(answer).degraded
 
 
-def test_single_target_with_open_circuit_fails_fast() -> None:
+def test_single_target_with_open_circuit_waits_for_its_probe_not_failing_at_once() -> None:
+    """With nowhere else to go, a call refused by an open circuit waits (sending nothing) for
+    the target's next probe, one a second, rather than fail in a millisecond: a worker that
+    calls again at once would otherwise hammer the down target with first attempts."""
     handler = ByModel(a=(503, None))
-    with client(handler, max_attempts=1) as c:
+    clock = FakeClock()
+    with client(handler, clock, max_attempts=1) as c:
         # a target that never succeeded is tried for its first answers before it looks down
         for _ in range(ALONE_WARMUP):
             with pytest.raises(openai.InternalServerError):
                 c.chat.completions.create(model="a", messages=MESSAGES)
         handler.models.clear()
-        with pytest.raises(CircuitOpen) as info:
+        start = clock.now()
+        with pytest.raises(openai.InternalServerError):  # the probe's own answer
             c.chat.completions.create(model="a", messages=MESSAGES)
+        assert handler.models == ["a"]  # one request: the probe its turn allowed
+        assert 0 < clock.now() - start <= 1.0
+        # Within that second of the probe, the next call waits for the next one; with a
+        # deadline too short for that it fails at once, with nothing sent.
+    handler.models.clear()
+    with client(handler, clock, max_attempts=1, deadline=0.5) as short, \
+            pytest.raises(CircuitOpen) as info:
+        short.chat.completions.create(model="a", messages=MESSAGES)
     assert handler.models == [] and info.value.target == "a"
 
 

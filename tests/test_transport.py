@@ -542,6 +542,7 @@ def test_a_token_limit_paces_by_the_size_of_each_request(driver: Driver) -> None
 
 def test_spent_retry_budget_fails_instead_of_adding_load(driver: Driver) -> None:
     from resilient_llm import RetryBudgetExhausted
+    from resilient_llm.engine.plan import REFUSAL_PATIENCE
     from resilient_llm.engine.pressure import registry
 
     clock = FakeClock()
@@ -555,7 +556,12 @@ def test_spent_retry_budget_fails_instead_of_adding_load(driver: Driver) -> None
         state._last_reserve_retry = clock.now()  # ...and the reserve retry of this second
         with pytest.raises(RetryBudgetExhausted) as info:
             post(client)
-    assert len(script.requests) == 2 and clock.sleeps == []
+    # The refused call does not fail in a millisecond (a worker calling again at once would
+    # send a first attempt each time): it is held as long as the official SDK's retries would
+    # take, sending nothing, then asks the budget again: its reserve allows one retry a second
+    # to a target where nothing succeeds, and that retry failed too.
+    assert clock.sleeps == [pytest.approx(REFUSAL_PATIENCE)]
+    assert len(script.requests) == 3
     assert isinstance(info.value.cause, httpx2.HTTPStatusError)
     assert "retry budget" in str(info.value)
 

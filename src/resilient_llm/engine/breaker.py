@@ -257,6 +257,19 @@ class Breaker:
             self._probe_out = False
             self.transitions += 1
 
+    def next_chance(self, now: float) -> float:
+        """Seconds until :meth:`allow` may let a caller with nowhere else to go through
+        (``alone``): 0 when it may now; else the next per-second probe, or the end of the
+        break, or (a half-open probe out) one probe interval."""
+        with self._lock:
+            state = self._current(now)
+            if state == "closed" or (state == "half_open" and not self._probe_out):
+                return 0.0
+            wait = max(0.0, self._open_until - now) if state == "open" else ALONE_PROBE_EVERY
+            if self.alone_probes:
+                wait = min(wait, max(0.0, ALONE_PROBE_EVERY - (now - self._alone_probe_at)))
+            return wait
+
     def open_left(self, now: float) -> float:
         """Seconds the circuit stays open (0 unless it is open)."""
         with self._lock:

@@ -48,6 +48,10 @@ class CircuitBreaker(Protocol):
         """May an attempt go to the target now (``alone``: the caller has no fallback)?"""
         ...
 
+    def next_chance(self, now: float) -> float:
+        """Seconds until :meth:`allow` may let a caller with no fallback through (0: now)."""
+        ...
+
     def cancel_probe(self) -> None:
         """The attempt :meth:`allow` let through will not be sent."""
         ...

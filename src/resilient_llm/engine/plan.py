@@ -56,6 +56,7 @@ from .pressure import Admission, RateLimits, TargetPressure
 from .routing import FALLBACK_PATIENCE, Router, Target
 
 __all__ = [
+    "REFUSAL_PATIENCE",
     "Action",
     "AdmissionQueue",
     "Admit",
@@ -69,6 +70,14 @@ __all__ = [
     "Served",
 ]
 
+
+#: The longest a call with nowhere else to go waits, in all, when this library's own protection
+#: refuses it (an open circuit, a spent retry budget) before it fails: the official SDKs' retry
+#: span (0.5 s and 1 s of backoff), so that it fails no sooner than they would, without
+#: sending what they would.
+REFUSAL_PATIENCE = 1.5
+#: The shortest wait for an open circuit's next chance (no spinning on a refusal).
+_CIRCUIT_POLL = 0.01
 
 #: Failures that cut the concurrency limit (besides 429s).
 _DROPS = frozenset({FailureClass.TIMEOUT, FailureClass.OVERLOADED})
@@ -186,8 +195,9 @@ class Plan:
     the first target is outside the allowed regions.
     """
 
-    __slots__ = ("_cost", "_cost_of", "_last", "_sent_at", "_states", "_states_of", "call",
-                 "replayable", "requested", "requested_model", "router", "state", "target")
+    __slots__ = ("_cost", "_cost_of", "_last", "_refusal_waited", "_refused", "_sent_at",
+                 "_states", "_states_of", "call", "replayable", "requested", "requested_model",
+                 "router", "state", "target")
 
     def __init__(
         self,
@@ -212,6 +222,10 @@ class Plan:
         self._states: dict[str | None, TargetPressure] = {}
         self.state = self._state_for(self._key(self.target))
         self._last: Failed | None = None
+        #: Seconds this call waited on refusals of its own protection (see REFUSAL_PATIENCE),
+        #: and the budget refusal it waits on (asked again before the next attempt).
+        self._refusal_waited = 0.0
+        self._refused: tuple[GiveUp, Failed] | None = None
         #: When the attempt being made was admitted (its failure's release reads it).
         self._sent_at = 0.0
 
@@ -252,6 +266,10 @@ class Plan:
             return
         while True:
             action = self._next()
+            if isinstance(action, Wait):  # an open circuit with nowhere else to go
+                yield action
+                call.waited(action.seconds, action.reason)
+                continue
             if not isinstance(action, Send):
                 yield action
                 return
@@ -307,9 +325,39 @@ class Plan:
             self.call.waited(step.seconds)
         return True
 
-    def _next(self) -> Send | Return | Raise:
+    def _circuit_wait(self, state: TargetPressure, now: float) -> Wait | None:
+        """A call with nowhere else to go, refused by an open circuit, waits for the target's
+        next chance (its next probe, or the end of the break); ``None`` when it may not
+        (see :meth:`_hold`)."""
+        return self._hold(max(state.breaker.next_chance(now), _CIRCUIT_POLL), "circuit")
+
+    def _hold(self, seconds: float, reason: str) -> Wait | None:
+        """Wait ``seconds`` on a refusal of this library's own protection rather than fail at
+        once: within ``REFUSAL_PATIENCE`` seconds in all and within the deadline, else
+        ``None`` (fail now).
+
+        Failing at once protects the caller's latency but not a worker that calls again:
+        through a 10 s outage of 503s, 16 closed-loop workers made 6 600 calls that failed in
+        ~10 ms each (every one sent its first attempt: 20 times the official client's load),
+        where the official client spent ~1.3 s on each failure. The wait sends nothing, and
+        a call still goes ahead if the refusal lifts within it.
+        """
+        left = self.call.remaining()
+        seconds = min(seconds, REFUSAL_PATIENCE - self._refusal_waited)
+        if left is not None:
+            seconds = min(seconds, left - MIN_ATTEMPT)
+        if seconds < _CIRCUIT_POLL:
+            return None
+        self._refusal_waited += seconds
+        return Wait(seconds, reason)
+
+    def _next(self) -> Send | Return | Raise | Wait:
         """Pick a target (skipping the ones that cannot serve now) and plan its attempt."""
         call, router = self.call, self.router
+        if self._refused is not None:  # the retry budget refused; it had time to refill
+            (decision, result), self._refused = self._refused, None
+            if not self.state.record_retry(call.clock.now()):
+                return Raise(self._budget_error(self.state, decision, result))
         while True:
             target = router.current
             if target.model:
@@ -334,6 +382,10 @@ class Plan:
             self._breaker_moved(state, seen, now)
             if reason is None:
                 break
+            if reason == "circuit_open" and not router.has_fallback:
+                wait = self._circuit_wait(state, now)
+                if wait is not None:
+                    return wait
             if not router.move(reason):
                 return Raise(self._unservable(reason, state))
             call.emit("fell_back", target=router.current.model, detail=reason)
@@ -449,7 +501,11 @@ class Plan:
                 call.emit("fell_back", target=router.current.model, detail=failure.kind.value)
                 return Wait(0.0)
             if decision.reason == "budget":
-                return Raise(self._budget_error(state, decision, result))
+                hold = self._hold(REFUSAL_PATIENCE, "budget")
+                if hold is None:
+                    return Raise(self._budget_error(state, decision, result))
+                self._refused = (decision, result)  # asked again before the next attempt
+                return hold
             return self._end(decision, result)
         return self._end(GiveUp("not_retryable", failure), result)
 

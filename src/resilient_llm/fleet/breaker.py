@@ -89,6 +89,11 @@ class FleetBreaker:
     def snapshot(self, now: float) -> BreakerSnapshot:
         return self._local.snapshot(now)
 
+    def next_chance(self, now: float) -> float:
+        """Seconds until :meth:`allow` may let a caller through: the local view's (the fleet's
+        break as last seen, or one probe interval while another worker probes)."""
+        return self._local.next_chance(now)
+
     def take_successes(self) -> int:
         with self._lock:
             count, self._successes = self._successes, 0

@@ -231,6 +231,12 @@ def _matrix() -> list[Cell]:
                    Traffic("poisson", duration=40.0, rate=80.0), deadline=5.0,
                    checks=never | {"recovers"})
               for kind in ("503", "refused", "silent")]
+    # Closed-loop workers with no fallback: a call refused at once (open circuit, spent retry
+    # budget) would bring its worker straight back with a first attempt for the down target.
+    cells.append(Cell("outage 503 10 s, 16 workers, no fallback",
+                      _p(service_time=0.1, outage=(5.0, 15.0, "503"), retry_after=None),
+                      Traffic("workers", duration=30.0, n=16), deadline=10.0,
+                      checks=never | {"recovers"}))
     cells += [Cell(f"throttle episode {kind} 10 s{', Retry-After 1 s' if hint else ''}, "
                    "4/s caller",
                    _p(service_time=0.05, outage=(5.0, 15.0, kind), retry_after=hint),

@@ -46,10 +46,19 @@ through ``states`` (one per model of the chain), so a whole run is deterministic
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
 
 from .._errors import AllTargetsFailed, CircuitOpen, RetryBudgetExhausted
-from .._fastinit import fast_frozen_init
+from .actions import (
+    Action,
+    Admit,
+    Admitted,
+    Failed,
+    Raise,
+    Refused,
+    Reply,
+    Return,
+    Served,
+)
 from .call import MIN_ATTEMPT, Call, GiveUp, Send, Wait
 from .classify import Failure, FailureClass, unknown_failure
 from .pressure import Admission, RateLimits, TargetPressure
@@ -89,80 +98,6 @@ def _says_fewer_at_once(failure: Failure) -> bool:
     failure, which the breaker handles; cutting the limit for it would only queue calls that
     the official SDK sends at once."""
     return failure.kind in _DROPS and failure.status != 503
-
-
-# --- actions (plan → driver) ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Admit:
-    """Queue for admission to ``state`` (its pacer and concurrency limit), with ``cost`` as the
-    request's token estimate. The uncontended case never gets here: the plan admits it itself."""
-
-    state: TargetPressure
-    cost: float
-
-
-@dataclass(frozen=True, slots=True)
-class Return:
-    """The request is over: hand ``value`` (the response) back to the caller."""
-
-    value: object
-
-
-@dataclass(frozen=True, slots=True)
-class Raise:
-    """The request is over: raise ``error``."""
-
-    error: BaseException
-
-
-#: What :meth:`Plan.run` yields: ``Send`` and ``Wait`` are the call's own decisions.
-Action = Admit | Send | Wait | Return | Raise
-
-
-# --- replies (driver → plan) ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Admitted:
-    """Admission was granted at this ``pressure`` after ``waited`` seconds in the queue
-    (``None``: it never had to wait)."""
-
-    pressure: float
-    waited: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """The queue stopped waiting: admission cannot come in time for this call (``reason``:
-    ``paced`` when the pacer, ``saturated`` when the concurrency limit holds it)."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Served:
-    """The attempt produced the response to hand back (a stream: its first output arrived)."""
-
-    response: object
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """The attempt failed as ``failure``. ``last`` is what the caller would see if this were
-    the end (an error response to hand back, or an exception to raise); ``error`` is the same
-    as an exception, kept as the cause of whatever error ends the call."""
-
-    failure: Failure
-    last: object
-    error: BaseException
-
-
-Reply = Admitted | Refused | Served | Failed | None
-
-for _message in (Admit, Return, Raise, Admitted, Refused, Served, Failed):
-    fast_frozen_init(_message)  # built on every call: see ``_fastinit``
 
 
 def _cut_short(state: TargetPressure, failure: Failure, send: Send) -> bool:

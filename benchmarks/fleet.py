@@ -115,7 +115,8 @@ def _preset_breaker(cfg: dict[str, Any]) -> None:
     """Give the target's breaker a short break (tests), before the first call creates it."""
     from urllib.parse import urlsplit
 
-    from resilient_llm.engine.pressure import TargetKey, registry
+    from resilient_llm.engine.pressure import TargetKey
+    from resilient_llm.engine.registry import registry
     from resilient_llm.fleet import fleet_pressure
 
     url = urlsplit(cfg["base_url"])

@@ -21,7 +21,7 @@ from typing import Any
 
 from resilient_llm import Policy
 from resilient_llm.engine.hedge import clear as clear_hedges
-from resilient_llm.engine.pressure import registry
+from resilient_llm.engine.registry import registry
 from resilient_llm.openai import AsyncOpenAI
 from resilient_llm.testing import Fault, FaultProvider
 

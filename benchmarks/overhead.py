@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             0 if args.quick else 12_000)
         if sustained_calls:
             # A fresh target key: nothing learned above carries over.
-            from resilient_llm.engine.pressure import registry
+            from resilient_llm.engine.registry import registry
 
             registry.clear()
             print(f"\nsustained pacing check: up to {sustained_calls} sequential calls "

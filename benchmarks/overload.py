@@ -59,7 +59,7 @@ from benchmarks._common import (  # noqa: E402
 )
 from benchmarks._plot import grouped_bars, plot_dir  # noqa: E402
 from resilient_llm import Policy  # noqa: E402
-from resilient_llm.engine.pressure import registry  # noqa: E402
+from resilient_llm.engine.registry import registry  # noqa: E402
 
 # Failed calls are counted in the tables; the library's per-call failure log lines would only
 # interleave with them.

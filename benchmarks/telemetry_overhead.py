@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from resilient_llm import Policy
-from resilient_llm.engine.pressure import registry
+from resilient_llm.engine.registry import registry
 from resilient_llm.openai import OpenAI
 from resilient_llm.telemetry import otel as _telemetry
 from resilient_llm.testing import FaultProvider

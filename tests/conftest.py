@@ -33,7 +33,7 @@ def _fresh_pressure_state() -> Iterator[None]:
     endpoint, and a loopback port is reused within one run: a test must not inherit a budget
     an earlier test drained on the same port."""
     from resilient_llm.engine import hedge
-    from resilient_llm.engine.pressure import registry
+    from resilient_llm.engine.registry import registry
     from resilient_llm.transport.splice import forget_rejections
 
     def forget() -> None:

@@ -28,7 +28,7 @@ from resilient_llm import (
 )
 from resilient_llm.anthropic import Anthropic, AsyncAnthropic
 from resilient_llm.engine.classify import FailureClass
-from resilient_llm.engine.pressure import registry
+from resilient_llm.engine.registry import registry
 from resilient_llm.providers._sse import StreamScanner
 from resilient_llm.providers.anthropic import (
     ANTHROPIC,

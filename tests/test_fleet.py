@@ -25,7 +25,8 @@ from benchmarks.fleet import RedisProcess, run_fleet
 
 from resilient_llm.engine.classify import Failure, FailureClass
 from resilient_llm.engine.plan import REFUSAL_PATIENCE
-from resilient_llm.engine.pressure import RateLimits, TargetKey, registry
+from resilient_llm.engine.pressure import RateLimits, TargetKey
+from resilient_llm.engine.registry import registry
 from resilient_llm.fleet import (
     FleetBreaker,
     FleetPressure,

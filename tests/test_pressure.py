@@ -14,9 +14,9 @@ from resilient_llm.engine.controllers import EventRate, Gradient2
 from resilient_llm.engine.parts import Demand
 from resilient_llm.engine.pressure import (
     BATCH_SHARE,
+    INTERACTIVE_MEMORY,
     ConcurrencyLimit,
     Cubic,
-    PressureRegistry,
     RateLimits,
     RetryBudget,
     TargetKey,
@@ -24,6 +24,7 @@ from resilient_llm.engine.pressure import (
     TokenBucket,
     estimate_tokens,
 )
+from resilient_llm.engine.registry import PressureRegistry
 from resilient_llm.providers._ratelimits import (
     parse_anthropic,
     parse_go_duration,
@@ -349,13 +350,29 @@ def test_concurrency_limit_bounds_admission() -> None:
     assert admit(state, now=1.0)
 
 
-def test_batch_keeps_headroom_for_interactive() -> None:
+def test_batch_keeps_headroom_for_interactive_while_interactive_work_is_about() -> None:
     state = TargetPressure(KEY, now=0.0)
     state.concurrency.limit = 8
+    assert admit(state, "interactive")  # interactive work is about: batch keeps headroom
     batch = sum(admit(state, "batch") for _ in range(8))
     assert batch == int(8 * BATCH_SHARE)
-    assert admit(state, "interactive") and admit(state, "interactive")
+    assert admit(state, "interactive")  # the eighth slot
     assert not admit(state, "interactive")
+
+
+def test_batch_alone_may_use_every_slot() -> None:
+    """With no interactive call admitted within ``INTERACTIVE_MEMORY`` seconds, a batch job
+    holding slots back for nobody would drain a flood slower than the official client."""
+    state = TargetPressure(KEY, now=0.0)
+    state.concurrency.limit = 8
+    assert sum(admit(state, "batch") for _ in range(10)) == 8
+    late = TargetPressure(KEY, now=0.0)
+    late.concurrency.limit = 8
+    assert late.admit_now("interactive", 1.0, 0.0) is not None
+    late.release(0.1, priority="interactive", latency=0.1, throttled=False, dropped=False,
+                 succeeded=True)
+    now = 0.2 + INTERACTIVE_MEMORY
+    assert sum(late.admit_now("batch", 1.0, now) is not None for _ in range(10)) == 8
 
 
 def test_interactive_waiters_go_first() -> None:

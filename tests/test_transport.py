@@ -519,7 +519,8 @@ def test_pacer_wait_that_fits_is_waited_and_reported_as_queue_wait(driver: Drive
 
 
 def test_a_token_limit_paces_by_the_size_of_each_request(driver: Driver) -> None:
-    from resilient_llm.engine.pressure import estimate_tokens, registry
+    from resilient_llm.engine.pressure import estimate_tokens
+    from resilient_llm.engine.registry import registry
 
     clock = FakeClock()
     # 6 000 tokens a minute (100/s) with 1 000 left: a small request goes at once, a large one
@@ -543,7 +544,7 @@ def test_a_token_limit_paces_by_the_size_of_each_request(driver: Driver) -> None
 def test_spent_retry_budget_fails_instead_of_adding_load(driver: Driver) -> None:
     from resilient_llm import RetryBudgetExhausted
     from resilient_llm.engine.plan import REFUSAL_PATIENCE
-    from resilient_llm.engine.pressure import registry
+    from resilient_llm.engine.registry import registry
 
     clock = FakeClock()
     script = Script(lambda r: httpx2.Response(200, json=OK), lambda r: error(503))

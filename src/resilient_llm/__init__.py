@@ -27,7 +27,8 @@ from .context.deadline import deadline, remaining
 from .context.scope import resilient
 from .context.tools import deadline_headers, tool
 from .engine.classify import Failure, FailureClass
-from .engine.pressure import PressureSnapshot, pressure_snapshot
+from .engine.registry import pressure_snapshot
+from .engine.target import PressureSnapshot
 from .events.bus import Event, subscribe
 from .events.outcome import AttemptInfo, Outcome, StreamRecovery, outcome
 from .idempotency.options import SideEffectOptions

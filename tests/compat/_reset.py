@@ -40,6 +40,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     The suites' tests are independent scenarios that reuse one base URL and key; a breaker
     opened by one test's scripted 500s must not answer the next test with ``CircuitOpen``.
     """
-    from resilient_llm.engine.pressure import registry
+    from resilient_llm.engine.registry import registry
 
     registry.clear()

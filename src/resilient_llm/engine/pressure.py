@@ -21,8 +21,9 @@ on. For each target:
 * **Retry budget** — gRPC retry throttling: 10 tokens, −1 per failed attempt, +0.1 per
   success; a retry is allowed above 5 tokens, while anything recent succeeded, or before the
   first success; one retry per second in reserve.
-* **Priority** — waiting calls are admitted ``interactive`` first; ``batch`` calls may use at
-  most 75 % of the concurrency limit, so interactive work always has headroom.
+* **Priority** — waiting calls are admitted ``interactive`` first; while interactive calls
+  are about (one admitted in the last 30 s), ``batch`` calls may use at most 75 % of the
+  concurrency limit, so interactive work always has headroom.
 * **Pressure** — one number in [0, 1]: the largest of slot utilisation beyond half, recent
   429s (decaying over 10 s), latency inflation (0 up to twice a robust baseline plus 50 ms,
   1 at twice that), and the pacer's wait (1 s = 1). It widens backoff windows and is
@@ -31,8 +32,8 @@ on. For each target:
 Every method takes ``now`` (an injected monotonic time) and does no I/O; a per-target lock
 makes it safe for threads and tasks alike (no lock is held across a wait).
 
-With ``RESILIENT_LLM_REDIS_URL`` set, :meth:`PressureRegistry.get` builds the target's state
-with the factory the drivers pass (``resilient_llm.fleet.fleet_pressure``): the same state,
+With ``RESILIENT_LLM_REDIS_URL`` set, the registry (``engine.registry``) builds the target's
+state with the factory the drivers pass (``resilient_llm.fleet.fleet_pressure``): the same state,
 composed with a pacer and a breaker that consult state shared by the fleet through Redis
 (the protocols of ``engine.parts``; docs/fleet.md). This module never imports the fleet.
 """
@@ -42,9 +43,6 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Callable
-
-from cachetools import LRUCache
 
 from .._policy import Priority
 from .breaker import Breaker
@@ -63,25 +61,24 @@ from .waiter import Waiter
 
 __all__ = [
     "BATCH_SHARE",
+    "INTERACTIVE_MEMORY",
     "Admission",
     "ConcurrencyLimit",
     "Cubic",
-    "PressureRegistry",
     "PressureSnapshot",
     "RateLimits",
     "RetryBudget",
-    "SharedStates",
     "SharedView",
     "TargetKey",
     "TargetPressure",
     "TokenBucket",
     "estimate_tokens",
-    "pressure_snapshot",
-    "registry",
 ]
 
-#: Share of the concurrency limit ``batch`` calls may hold.
+#: Share of the concurrency limit ``batch`` calls may hold while interactive work is about.
 BATCH_SHARE = 0.75
+#: Seconds an interactive admission keeps the headroom reserved for interactive work.
+INTERACTIVE_MEMORY = 30.0
 #: Seconds after a 429 during which the concurrency limit does not grow.
 _GROWTH_PAUSE = 2.0
 #: A 429 slows the send rate only when another came within this many seconds: one alone is a blip.
@@ -118,6 +115,8 @@ class TargetPressure:
         self.budget = RetryBudget()
         self.inflight = 0
         self.inflight_batch = 0
+        #: When an interactive call was last admitted (the batch share applies for a while).
+        self._interactive_at = -math.inf
         #: Admission times of the attempts in flight, oldest first (released first in, first
         #: out: an approximation that only ever counts fewer of them as stale).
         self._admitted_at: deque[float] = deque()
@@ -180,9 +179,9 @@ class TargetPressure:
                 if priority == "interactive":
                     if holding >= max(1.0, limit):
                         return None
-                elif holding >= limit or self.inflight_batch >= max(1.0, limit * BATCH_SHARE):
+                elif holding >= limit or self.inflight_batch >= self._batch_cap(limit, now):
                     return None
-            elif priority == "batch" and self.inflight_batch >= max(1.0, limit * BATCH_SHARE):
+            elif priority == "batch" and self.inflight_batch >= self._batch_cap(limit, now):
                 return None
             pacing: float | None = None
             if pacer is None and self.cubic_rate is None:
@@ -199,9 +198,20 @@ class TargetPressure:
             self._admitted_at.append(now)
             if priority == "batch":
                 self.inflight_batch += 1
+            else:
+                self._interactive_at = now
             self.cubic.record_send(now)
             self.budget.requests += 1
             return self._pressure(now, pacing)
+
+    def _batch_cap(self, limit: float, now: float) -> float:
+        """Slots ``batch`` calls may hold (lock held): ``BATCH_SHARE`` of the limit while an
+        interactive call was admitted within ``INTERACTIVE_MEMORY`` seconds, else all of it.
+        A batch job alone holding a quarter of the slots back for nobody took a round trip
+        more than the official client to drain a flood the provider had room for."""
+        if now - self._interactive_at <= INTERACTIVE_MEMORY:
+            return max(1.0, limit * BATCH_SHARE)
+        return limit
 
     def _admit_local(self, cost: float, now: float) -> float | None:
         """``_admit_wait``, ``_take`` and the pacing term of ``_pressure`` in one pass, for the
@@ -242,7 +252,7 @@ class TargetPressure:
             if not self._waiting or self._waiting[0] is not waiter:
                 return Admission(False, None, pressure)
             limit = self.concurrency.limit
-            cap = limit if waiter.priority == "interactive" else max(1.0, limit * BATCH_SHARE)
+            cap = limit if waiter.priority == "interactive" else self._batch_cap(limit, now)
             holding = self._holding(now) if self.inflight >= limit else self.inflight
             in_use = holding if waiter.priority == "interactive" else self.inflight_batch
             if holding >= max(1.0, limit) or in_use >= cap:
@@ -258,6 +268,8 @@ class TargetPressure:
             self._admitted_at.append(now)
             if waiter.priority == "batch":
                 self.inflight_batch += 1
+            else:
+                self._interactive_at = now
             self._take(waiter.cost, now, waiter.priority)
             self.cubic.record_send(now)
             self.budget.requests += 1
@@ -279,7 +291,7 @@ class TargetPressure:
             limit = self.concurrency.limit
             if self.inflight >= max(1.0, limit) or (
                 waiter.priority == "batch"
-                and self.inflight_batch >= max(1.0, limit * BATCH_SHARE)
+                and self.inflight_batch >= self._batch_cap(limit, self.touched)
             ):
                 return None
             waiting = sum(1 for w in self._waiting if w.priority == waiter.priority)
@@ -630,66 +642,3 @@ class TargetPressure:
                 latency_baseline=self._baseline,
                 fleet=None if self.pacer is None else self.pacer.view(now),
             )
-
-
-
-
-#: Builds the state of a target a fleet shares: ``(key, now, url) -> state`` for the fleet
-#: setting's URL (``resilient_llm.fleet.fleet_pressure``). The layer that knows the fleet passes
-#: it to :meth:`PressureRegistry.get`, so the engine never imports the fleet.
-SharedStates = Callable[[TargetKey, float, str], "TargetPressure"]
-
-
-class PressureRegistry:
-    """All targets' state in one process: bounded (least recently used targets are dropped)."""
-
-    def __init__(self, maxsize: int = 1024) -> None:
-        self._targets: LRUCache[TargetKey | tuple[TargetKey, str], TargetPressure] = LRUCache(
-            maxsize=maxsize)
-        self._lock = threading.Lock()
-        self.generation = 0
-
-    def get(self, key: TargetKey, now: float, *, redis_url: str | None = None,
-            shared: SharedStates | None = None) -> TargetPressure:
-        """The state of ``key``; with ``redis_url`` (the fleet setting) it is fleet-backed,
-        built by ``shared`` (``resilient_llm.fleet.fleet_pressure``) with the same interface.
-        """
-        slot: TargetKey | tuple[TargetKey, str] = key if redis_url is None else (key, redis_url)
-        with self._lock:
-            state = self._targets.get(slot)
-            if state is None:
-                if redis_url is None:
-                    state = TargetPressure(key, now)
-                elif shared is None:
-                    raise ValueError(
-                        "registry.get(redis_url=...) builds a fleet-backed state and needs "
-                        "shared=, the fleet's factory (resilient_llm.fleet.fleet_pressure)")
-                else:
-                    state = shared(key, now, redis_url)
-                self._targets[slot] = state
-            return state
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._targets)
-
-    def snapshots(self, now: float) -> list[PressureSnapshot]:
-        with self._lock:
-            states = list(self._targets.values())
-        return [state.snapshot(now) for state in states]
-
-    def clear(self) -> None:
-        """Forget every target (tests, reconfiguration); cached lookups notice by generation."""
-        with self._lock:
-            self._targets.clear()
-            self.generation += 1
-
-
-registry = PressureRegistry()
-
-
-def pressure_snapshot() -> list[PressureSnapshot]:
-    """A read-only snapshot of every target's pressure state in this process (for dashboards)."""
-    import time
-
-    return registry.snapshots(time.monotonic())

@@ -35,7 +35,7 @@ _THROTTLES = frozenset({"rate_limited", "overloaded"})
 
 def observe_pressure(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
     """One point per target the engine tracks: ``endpoint|credential hash|model``."""
-    from ..engine.pressure import pressure_snapshot
+    from ..engine.registry import pressure_snapshot
 
     for snapshot in pressure_snapshot():
         model = snapshot.target.rsplit("|", 1)[-1]

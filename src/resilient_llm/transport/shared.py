@@ -24,7 +24,8 @@ from ..engine.classify import (
     first_token_timeout,
 )
 from ..engine.plan import Action, Failed, Plan, Raise, Return
-from ..engine.pressure import TargetKey, TargetPressure, estimate_tokens, registry
+from ..engine.pressure import TargetKey, TargetPressure, estimate_tokens
+from ..engine.registry import registry
 from ..engine.routing import Target
 from ..providers import Wire, wire_for
 from ..providers._eventstream import is_aws_event_stream

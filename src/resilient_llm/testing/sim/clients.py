@@ -35,7 +35,8 @@ from ...engine.call import Send, Wait, start_call
 from ...engine.classify import classify_exception, classify_status
 from ...engine.plan import Admit, Admitted, Failed, Plan, Raise, Refused, Return, Served
 from ...engine.plan import Reply as PlanReply
-from ...engine.pressure import PressureRegistry, TargetKey, TargetPressure
+from ...engine.pressure import TargetKey, TargetPressure
+from ...engine.registry import PressureRegistry
 from ...providers._ratelimits import parse_rate_limits
 from .._fake_clock import FakeRandom
 from .loop import Loop, SimClock, SimEvent

@@ -10,7 +10,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from resilient_llm import AllTargetsFailed, CircuitOpen, DeadlineExceeded, Policy
+from resilient_llm import (
+    AllTargetsFailed,
+    CircuitOpen,
+    DeadlineExceeded,
+    Policy,
+    RetryBudgetExhausted,
+)
 from resilient_llm.engine.breaker import ALONE_WARMUP
 from resilient_llm.engine.call import Call, Send, Wait
 from resilient_llm.engine.classify import Failure, FailureClass
@@ -212,6 +218,64 @@ def test_a_short_deadline_fails_an_open_circuit_at_once() -> None:
     error, actions = _drive(plan, _script(), clock)
     assert isinstance(error, CircuitOpen)
     assert len(actions) == 1  # no time for a wait and an attempt: nothing to hold for
+
+
+def _spent_budget(state: TargetPressure, now: float) -> None:
+    """Sustained failures spent the target's retry budget and its reserve of this second."""
+    state.budget.tokens = 5.0
+    state.budget.success_rate = 0.0
+    state.budget.seen = state.budget.WARMUP
+    state._last_reserve_retry = now
+
+
+def test_a_spent_budget_holds_the_call_then_asks_again_and_keeps_the_servers_hint() -> None:
+    """A retry the budget refuses is held (sending nothing) for as long as the official SDK's
+    retries would take, or as long as the server's ``Retry-After`` when that is longer; the
+    budget is asked again after it (its reserve allows one retry a second)."""
+    clock = FakeClock()
+    plan, states = _plan(clock)
+    _spent_budget(states["m"], clock.now())
+    # (a 503 with a hint: a 429 says the target works, and does not spend the budget)
+    hinted = Failure(FailureClass.SERVER_ERROR, True, status=503, retry_after=3.0)
+    result, actions = _drive(plan, _script(hinted, None), clock)
+    assert result == "response from m #2"
+    holds = [a for a in actions if isinstance(a, Wait)]
+    assert [h.reason for h in holds] == ["budget"]
+    assert holds[0].seconds == pytest.approx(3.0)  # the hint, beyond REFUSAL_PATIENCE
+    # Without a hint: the patience, and a budget still spent after it ends the call.
+    clock2 = FakeClock()
+    plan2, states2 = _plan(clock2)
+    _spent_budget(states2["m"], clock2.now())
+    states2["m"]._last_reserve_retry = clock2.now() + REFUSAL_PATIENCE  # no reserve either
+    error, actions2 = _drive(plan2, _script(SERVER_ERROR), clock2)
+    assert isinstance(error, RetryBudgetExhausted)
+    assert [type(a).__name__ for a in actions2] == ["Send", "Wait", "Raise"]
+    assert actions2[1].seconds == pytest.approx(REFUSAL_PATIENCE)  # type: ignore[attr-defined]
+
+
+def test_a_hold_leaves_the_attempt_after_it_the_time_an_answer_takes() -> None:
+    """A hold that would leave the next attempt less than the target's normal answer time
+    is cut short, or not taken: a retry that cannot finish only adds load to a target whose
+    budget (or circuit) already says it is failing."""
+    clock = FakeClock()
+    plan, states = _plan(clock, deadline=1.0)
+    state = states["m"]
+    for _ in range(20):  # the target answers in about 0.4 s
+        state._learn_latency(0.4)
+    _spent_budget(state, clock.now())
+    error, actions = _drive(plan, _script(SERVER_ERROR, SERVER_ERROR), clock)
+    holds = [a for a in actions if isinstance(a, Wait)]
+    normal = state.normal_latency()
+    assert normal is not None and normal >= 0.4
+    assert isinstance(error, RetryBudgetExhausted) and len(holds) == 1
+    assert 0 < holds[0].seconds <= 1.0 - normal + 1e-9
+    hinted = Failure(FailureClass.SERVER_ERROR, True, status=503, retry_after=3.0)
+    clock2 = FakeClock()
+    plan2, states2 = _plan(clock2, deadline=2.0)
+    _spent_budget(states2["m"], clock2.now())
+    error, actions2 = _drive(plan2, _script(hinted), clock2)
+    assert isinstance(error, RetryBudgetExhausted)  # the hint leaves no time: at once
+    assert [type(a).__name__ for a in actions2] == ["Send", "Raise"]
 
 
 def test_an_admission_queue_is_an_action_and_its_wait_is_reported_once() -> None:

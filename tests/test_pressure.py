@@ -146,6 +146,17 @@ def test_a_throttle_after_a_pause_cuts_from_the_rate_the_provider_last_accepted(
     assert cut == pytest.approx(0.7 * peak)
 
 
+def test_the_peak_is_the_busiest_half_second_within_the_window() -> None:
+    rate = EventRate()
+    for i in range(30):  # 30 events in [0, 0.5), then 4 in [1.0, 1.5)
+        rate.record(i * 0.01)
+    for i in range(4):
+        rate.record(1.0 + i * 0.1)
+    assert rate.peak(1.4, within=30.0) == 60.0  # the busy half-second, not an average
+    assert rate.peak(1.4, within=1.0) == 8.0  # only the half-second that began within 1 s
+    assert rate.peak(100.0, within=30.0) == 0.0
+
+
 def test_the_demonstrated_rate_is_forgotten_after_the_hold_and_capped_by_the_current_rate(
 ) -> None:
     cubic = Cubic()

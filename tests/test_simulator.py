@@ -233,3 +233,8 @@ def test_the_reduced_matrix_meets_every_invariant(chosen: Cell) -> None:
     (``resilient_llm.testing.sim.invariants``); the full matrix is
     ``benchmarks/pressure_matrix.py --check``."""
     assert violations(chosen, run_cell(chosen, range(3))) == []
+
+
+def test_bursts_traffic_needs_a_period() -> None:
+    with pytest.raises(ValueError, match="think > 0"):
+        Traffic("bursts", n=10, think=0.0).offered(0.2)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -123,6 +124,8 @@ class EventRate:
     rate: float = 0.0
     _bucket: float | None = None
     _count: int = 0
+    #: The last closed half-seconds, (start, events): what :meth:`peak` looks back on.
+    _closed: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
 
     def record(self, now: float) -> None:
         """One event at ``now``; the rate moves when a new bucket starts."""
@@ -132,13 +135,20 @@ class EventRate:
             return
         if self._bucket is not None:
             self.rate = 0.8 * (self._count / max(start - self._bucket, 0.5)) + 0.2 * self.rate
+            self._closed.append((self._bucket, self._count))
         self._bucket, self._count = start, 1
 
-    @property
-    def latest(self) -> float:
-        """Events per second in the open half-second so far: a burst's own rate, whatever
-        came (or did not) before it."""
-        return self._count * 2.0
+    def peak(self, now: float, within: float) -> float:
+        """The most events in one half-second that began within ``within`` seconds before
+        ``now``, per second (0: none): a burst's own rate, whatever came (or did not) before
+        or after it, unlike :attr:`rate`."""
+        best = 0
+        if self._bucket is not None and now - self._bucket <= within:
+            best = self._count
+        for start, count in self._closed:
+            if count > best and now - start <= within:
+                best = count
+        return best * 2.0
 
 
 @dataclass(slots=True)
@@ -152,14 +162,13 @@ class Cubic:
     w_max: float = 0.0
     k: float = 0.0
     last_throttle: float | None = None
-    #: Seconds the highest accepted rate is remembered as the provider's demonstrated capacity.
+    #: Seconds the highest accepted rate is remembered as the provider's demonstrated capacity
+    #: (a quota that shrank since is found by the cuts that follow, one a second).
     PEAK_HOLD = 30.0
     #: The lowest rate: ``MIN_RATE``, or two requests per deadline of the calls throttled.
     floor: float = MIN_RATE
     _sent: EventRate = field(default_factory=EventRate)
     _accepted: EventRate = field(default_factory=EventRate)
-    _peak: float = 0.0
-    _peak_at: float = -math.inf
 
     @property
     def measured(self) -> float:
@@ -177,11 +186,7 @@ class Cubic:
         self._sent.record(now)
 
     def record_accept(self, now: float) -> None:
-        accepted = self._accepted
-        accepted.record(now)
-        busy = accepted.latest
-        if busy >= self._peak or now - self._peak_at > self.PEAK_HOLD:
-            self._peak, self._peak_at = busy, now
+        self._accepted.record(now)
 
     def demonstrated(self, now: float) -> float:
         """The most the provider accepted in one half-second within the last ``PEAK_HOLD``
@@ -193,7 +198,7 @@ class Cubic:
         served), and CUBIC takes many seconds to climb back: warm bursts against a 20-slot
         provider took 3-6x their ideal time, and with a 2 s deadline some ran out of it.
         """
-        return self._peak if now - self._peak_at <= self.PEAK_HOLD else 0.0
+        return self._accepted.peak(now, self.PEAK_HOLD)
 
     def on_throttle(self, now: float, current_rate: float | None,
                     patience: float | None = None) -> float:

@@ -257,19 +257,21 @@ class Plan:
             return False
         if step.seconds > 0:
             yield step
-            self.call.waited(step.seconds)
+            self.call.waited(step.seconds, step.reason)
         return True
 
     def _circuit_wait(self, state: TargetPressure, now: float) -> Wait | None:
         """A call with nowhere else to go, refused by an open circuit, waits for the target's
         next chance (its next probe, or the end of the break); ``None`` when it may not
         (see :meth:`_hold`)."""
-        return self._hold(max(state.breaker.next_chance(now), _CIRCUIT_POLL), "circuit")
+        return self._hold(state, max(state.breaker.next_chance(now), _CIRCUIT_POLL), "circuit")
 
-    def _hold(self, seconds: float, reason: str) -> Wait | None:
+    def _hold(self, state: TargetPressure, seconds: float, reason: str, *,
+              at_least: float = 0.0) -> Wait | None:
         """Wait ``seconds`` on a refusal of this library's own protection rather than fail at
-        once: within ``REFUSAL_PATIENCE`` seconds in all and within the deadline, else
-        ``None`` (fail now).
+        once: within ``REFUSAL_PATIENCE`` seconds in all (or ``at_least``, a server's hint),
+        and only while an attempt after it would still have the time an answer of the target
+        normally takes; else ``None`` (fail now).
 
         Failing at once protects the caller's latency but not a worker that calls again:
         through a 10 s outage of 503s, 16 closed-loop workers made 6 600 calls that failed in
@@ -277,10 +279,13 @@ class Plan:
         where the official client spent ~1.3 s on each failure. The wait sends nothing, and
         a call still goes ahead if the refusal lifts within it.
         """
+        seconds = max(min(seconds, REFUSAL_PATIENCE - self._refusal_waited), at_least)
         left = self.call.remaining()
-        seconds = min(seconds, REFUSAL_PATIENCE - self._refusal_waited)
         if left is not None:
-            seconds = min(seconds, left - MIN_ATTEMPT)
+            answer = max(MIN_ATTEMPT, state.normal_latency() or 0.0)
+            if at_least + answer > left:
+                return None  # what the server asked for leaves no time to use it
+            seconds = min(seconds, left - answer)
         if seconds < _CIRCUIT_POLL:
             return None
         self._refusal_waited += seconds
@@ -289,10 +294,6 @@ class Plan:
     def _next(self) -> Send | Return | Raise | Wait:
         """Pick a target (skipping the ones that cannot serve now) and plan its attempt."""
         call, router = self.call, self.router
-        if self._refused is not None:  # the retry budget refused; it had time to refill
-            (decision, result), self._refused = self._refused, None
-            if not self.state.record_retry(call.clock.now()):
-                return Raise(self._budget_error(self.state, decision, result))
         while True:
             target = router.current
             if target.model:
@@ -325,6 +326,11 @@ class Plan:
                 return Raise(self._unservable(reason, state))
             call.emit("fell_back", target=router.current.model, detail=reason)
         self.target, self.state = target, state
+        if self._refused is not None:  # the retry budget refused; it had time to refill
+            (decision, result), self._refused = self._refused, None
+            if not state.record_retry(call.clock.now()):
+                state.breaker.cancel_probe()
+                return Raise(self._budget_error(state, decision, result))
         # A target may differ only by region (``model@eu-west-1``): the record says which.
         call.record.attempt_region = target.region
         action = call.next_attempt(self.requested, share=router.attempt_share())
@@ -436,7 +442,8 @@ class Plan:
                 call.emit("fell_back", target=router.current.model, detail=failure.kind.value)
                 return Wait(0.0)
             if decision.reason == "budget":
-                hold = self._hold(REFUSAL_PATIENCE, "budget")
+                hold = self._hold(state, REFUSAL_PATIENCE, "budget",
+                                  at_least=failure.retry_after or 0.0)
                 if hold is None:
                     return Raise(self._budget_error(state, decision, result))
                 self._refused = (decision, result)  # asked again before the next attempt

@@ -241,7 +241,7 @@ class TargetPressure:
         pacer = self.pacer
         if pacer is not None:
             self._follow_share(pacer)
-            demand = self._demand(waiter)
+            demand = self._demand(waiter, now)
             if demand is not None and pacer.refill(demand, now):
                 with self._lock:
                     self._wake_head()
@@ -283,7 +283,7 @@ class TargetPressure:
         """Does admission read the request's token estimate (a token bucket or the pacer)?"""
         return self.tokens is not None or (self.pacer is not None and self.pacer.paces_tokens)
 
-    def _demand(self, waiter: Waiter) -> Demand | None:
+    def _demand(self, waiter: Waiter, now: float) -> Demand | None:
         """What the pacer may refill for: ``waiter`` heads the queue and a slot is free."""
         with self._lock:
             if not self._waiting or self._waiting[0] is not waiter:
@@ -291,7 +291,7 @@ class TargetPressure:
             limit = self.concurrency.limit
             if self.inflight >= max(1.0, limit) or (
                 waiter.priority == "batch"
-                and self.inflight_batch >= self._batch_cap(limit, self.touched)
+                and self.inflight_batch >= self._batch_cap(limit, now)
             ):
                 return None
             waiting = sum(1 for w in self._waiting if w.priority == waiter.priority)

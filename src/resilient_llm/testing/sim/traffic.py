@@ -53,10 +53,16 @@ class Traffic:
         if self.kind == "burst":
             return self.n / self.duration
         if self.kind == "bursts":
-            return self.n / self.think
+            return self.n / self._period()
         if self.kind == "mix":
             return self.n / self.duration + 1 / (service_time + self.think)
         return 1 / (service_time + self.think)
+
+    def _period(self) -> float:
+        if self.think <= 0:
+            raise ValueError(f"bursts traffic needs think > 0 (seconds between bursts), "
+                             f"got {self.think!r}")
+        return self.think
 
     def spawn(self, loop: Loop, clients: Sequence[Client], model: str,
               results: list[CallResult], rng: random.Random) -> None:
@@ -89,11 +95,11 @@ class Traffic:
             for index in range(self.n):
                 loop.spawn(once(clients[index % len(clients)], "interactive"))
         elif self.kind == "bursts":
-            when = t0
+            when, period = t0, self._period()
             while when < end:
                 for index in range(self.n):
                     loop.spawn(once(clients[index % len(clients)], "interactive"), at=when)
-                when += self.think
+                when += period
         elif self.kind == "mix":
             for index in range(self.n):
                 loop.spawn(once(clients[index % len(clients)], "batch"))

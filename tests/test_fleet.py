@@ -407,4 +407,7 @@ def test_killing_redis_mid_run_fails_no_call() -> None:
         assert stats["admissions"] - r["half"]["admissions"] > 0  # coordinated again after
         assert sum("unreachable" in m for m in r["warnings"]) == stats["fallbacks"]  # per outage
     throttled = sum(1 for e in provider.requests if e.status == 429)
-    assert throttled <= 0.05 * len(provider.requests)  # a few around the two transitions
+    # A few around the two transitions: 3–7 % of attempts over repeated runs (the official
+    # client meets 38 % in benchmarks/fleet.py). Since first retries wait what the official
+    # SDK's do (at most 0.5 s, not up to 2 s), those 429s' retries come back sooner.
+    assert throttled <= 0.1 * len(provider.requests)

@@ -196,7 +196,7 @@ class Cubic:
         included, and move only when a half-second ends: after a pause, a burst's first 429
         would cut from a rate diluted by the pause (a tenth of what the provider had just
         served), and CUBIC takes many seconds to climb back: warm bursts against a 20-slot
-        provider took 3-6x their ideal time, and with a 2 s deadline some ran out of it.
+        provider took 2-7x their ideal time, and with a 2 s deadline some ran out of it.
         """
         return self._accepted.peak(now, self.PEAK_HOLD)
 

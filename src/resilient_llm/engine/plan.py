@@ -85,8 +85,8 @@ __all__ = [
 #: span (0.5 s and 1 s of backoff), so that it fails no sooner than they would, without
 #: sending what they would.
 REFUSAL_PATIENCE = 1.5
-#: The shortest wait for an open circuit's next chance (no spinning on a refusal).
-_CIRCUIT_POLL = 0.01
+#: The shortest hold on a refusal (no spinning on an open circuit whose next chance is now).
+_SHORTEST_HOLD = 0.01
 
 #: Failures that cut the concurrency limit (besides 429s).
 _DROPS = frozenset({FailureClass.TIMEOUT, FailureClass.OVERLOADED})
@@ -201,7 +201,7 @@ class Plan:
             return
         while True:
             action = self._next()
-            if isinstance(action, Wait):  # an open circuit with nowhere else to go
+            if isinstance(action, Wait):  # held by an open circuit with nowhere else to go
                 yield action
                 call.waited(action.seconds, action.reason)
                 continue
@@ -260,12 +260,6 @@ class Plan:
             self.call.waited(step.seconds, step.reason)
         return True
 
-    def _circuit_wait(self, state: TargetPressure, now: float) -> Wait | None:
-        """A call with nowhere else to go, refused by an open circuit, waits for the target's
-        next chance (its next probe, or the end of the break); ``None`` when it may not
-        (see :meth:`_hold`)."""
-        return self._hold(state, max(state.breaker.next_chance(now), _CIRCUIT_POLL), "circuit")
-
     def _hold(self, state: TargetPressure, seconds: float, reason: str, *,
               at_least: float = 0.0) -> Wait | None:
         """Wait ``seconds`` on a refusal of this library's own protection rather than fail at
@@ -279,14 +273,15 @@ class Plan:
         where the official client spent ~1.3 s on each failure. The wait sends nothing, and
         a call still goes ahead if the refusal lifts within it.
         """
-        seconds = max(min(seconds, REFUSAL_PATIENCE - self._refusal_waited), at_least)
+        seconds = min(max(seconds, _SHORTEST_HOLD), REFUSAL_PATIENCE - self._refusal_waited)
+        seconds = max(seconds, at_least)  # a server's hint is waited out in full
         left = self.call.remaining()
         if left is not None:
             answer = max(MIN_ATTEMPT, state.normal_latency() or 0.0)
             if at_least + answer > left:
                 return None  # what the server asked for leaves no time to use it
             seconds = min(seconds, left - answer)
-        if seconds < _CIRCUIT_POLL:
+        if seconds < _SHORTEST_HOLD:
             return None
         self._refusal_waited += seconds
         return Wait(seconds, reason)
@@ -319,7 +314,8 @@ class Plan:
             if reason is None:
                 break
             if reason == "circuit_open" and not router.has_fallback:
-                wait = self._circuit_wait(state, now)
+                # nowhere else to go: wait for the target's next probe, or the end of its break
+                wait = self._hold(state, state.breaker.next_chance(now), "circuit")
                 if wait is not None:
                     return wait
             if not router.move(reason):

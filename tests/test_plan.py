@@ -253,6 +253,19 @@ def test_a_spent_budget_holds_the_call_then_asks_again_and_keeps_the_servers_hin
     assert actions2[1].seconds == pytest.approx(REFUSAL_PATIENCE)  # type: ignore[attr-defined]
 
 
+def test_a_stream_broken_mid_answer_is_not_held_by_a_spent_budget() -> None:
+    """Stream recovery after a break: the official SDK raises at once, and so does a spent
+    retry budget here (no hold: the caller is reading the stream, not calling again)."""
+    clock = FakeClock()
+    plan, states = _plan(clock)
+    _spent_budget(states["m"], clock.now())
+    broken = Failed(SERVER_ERROR, "stream cut", _Error("server_error"))
+    flow = plan.run(after=broken)
+    action = next(flow)
+    assert isinstance(action, Raise) and isinstance(action.error, RetryBudgetExhausted)
+    assert clock.sleeps == []
+
+
 def test_a_hold_leaves_the_attempt_after_it_the_time_an_answer_takes() -> None:
     """A hold that would leave the next attempt less than the target's normal answer time
     is cut short, or not taken: a retry that cannot finish only adds load to a target whose

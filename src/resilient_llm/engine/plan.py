@@ -196,9 +196,13 @@ class Plan:
         its first output, whose slot was freed at that output): decide on that failure as on
         an attempt's, then go on (stream recovery)."""
         call = self.call
-        if after is not None and not (yield from self._follow(
-                self._handle(self.state, after, held=False))):
-            return
+        if after is not None:
+            # A stream that broke mid-answer: the official SDK raises at once, so a refusal of
+            # this library's own protection is not held here (the caller is reading, not
+            # looping back with new calls).
+            self._refusal_waited = REFUSAL_PATIENCE
+            if not (yield from self._follow(self._handle(self.state, after, held=False))):
+                return
         while True:
             action = self._next()
             if isinstance(action, Wait):  # held by an open circuit with nowhere else to go

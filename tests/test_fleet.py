@@ -379,10 +379,13 @@ def test_a_circuit_opened_by_one_worker_stops_the_others(redis_url: str) -> None
     assert 2 <= len(probes) <= math.ceil((2.6 + REFUSAL_PATIENCE) / break_for)
     assert all(b - a >= 0.9 * break_for for a, b in itertools.pairwise(probes))
     opened = sum(r["errors"].get("CircuitOpen", 0) for r in results)
-    # Every worker was refused; each refused call was held (sending nothing) as long as the
-    # official SDK's retries would take before it failed, so a worker fails a call or two a
-    # second, not hundreds.
-    assert all(r["errors"].get("CircuitOpen", 0) for r in results)
+    # The fleet was refused by the circuit one worker opened (the probe bound above is what shows
+    # that the others did not send). A held call may be the one given the next probe, so one
+    # worker may see only the provider's 500s: every worker failed, not every worker was refused.
+    # Each refused call was held (sending nothing) as long as the official SDK's retries would
+    # take before it failed, so a worker fails a call or two a second, not hundreds.
+    assert opened >= 1
+    assert all(r["errors"] for r in results)
     assert opened <= len(results) * math.ceil(2.6 / REFUSAL_PATIENCE)
 
 

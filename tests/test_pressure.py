@@ -173,6 +173,17 @@ def test_the_demonstrated_rate_is_forgotten_after_the_hold_and_capped_by_the_cur
         0.7 * cubic.measured)
 
 
+def test_the_concurrency_limit_binds_at_what_it_allowed_before_the_cut_under_way() -> None:
+    limit = ConcurrencyLimit()
+    assert not limit.binds(500, 0.0)  # unlimited: nothing holds the sending back
+    limit.on_drop(0.0, inflight=20)  # engaged at 20, cut to 18
+    assert limit.limit == pytest.approx(18.0)
+    # The drops of this overshoot came with up to 20 out: they meet what it allowed then.
+    assert limit.binds(20, 0.5) and limit.binds(18, 0.5) and not limit.binds(17, 0.5)
+    # Once the cut's window is over, the limit is the one in force (0.9 of it).
+    assert limit.binds(17, 2.0) and not limit.binds(16, 2.0)
+
+
 def test_concurrency_cuts_on_drops_and_grows_only_when_used() -> None:
     limit = ConcurrencyLimit(limit=20)
     limit.on_drop(0.0)
@@ -748,6 +759,39 @@ def test_a_release_on_another_thread_wakes_an_async_waiter_at_once() -> None:
         waker.join()
 
     asyncio.run(wait_for_a_wake_from_another_thread())
+
+
+@pytest.mark.parametrize(("held", "slows"), [(10, False), (4, True)])
+def test_a_429_at_the_concurrency_limit_cuts_the_limit_not_the_send_rate(
+        held: int, slows: bool) -> None:
+    """A provider of 10 slots: a drop engaged a limit of 10, and the limit probes for an 11th.
+    429s with the limit's worth in flight are that probe meeting the edge; the limit answers
+    them, and cutting the send rate as well paced warm bursts below what the slots serve. The
+    same 429s with fewer in flight than the limit are rate-shaped: they slow the send rate."""
+    state = TargetPressure(KEY, now=0.0)
+    state.observe(RateLimits(limit=100, remaining=10, reset=1.0), None, 0.0)  # headers: a rate
+    for i in range(20):
+        state.cubic.record_send(i * 0.05)
+        state.cubic.record_accept(i * 0.05 + 0.2)
+    state.concurrency.on_drop(0.5, inflight=11)
+    limit = state.concurrency.limit
+    assert limit == pytest.approx(9.9)
+
+    def throttled(now: float) -> None:
+        state.inflight = held  # the 429'd attempt among them
+        state.release(now, priority="interactive", latency=None, throttled=True,
+                      dropped=False, succeeded=True, retry_after=None, patience=10.0)
+
+    def accepted(now: float) -> None:
+        state.release(now, priority="interactive", latency=0.2, throttled=False,
+                      dropped=False, succeeded=True, patience=10.0)
+
+    accepted(1.9)
+    throttled(2.0)
+    accepted(2.05)  # accepted between the 429s: they are not an episode refusing everything
+    throttled(2.1)
+    assert (state.cubic_rate is not None) is slows
+    assert state.concurrency.limit < limit  # the limit is cut either way
 
 
 @pytest.mark.parametrize("accepted_between", [False, True])

@@ -301,6 +301,8 @@ class ConcurrencyLimit:
     _dropped: bool = False
     _cut_since: float | None = None
     _cut_base: float = 0.0
+    #: The limit before the latest cut (what the overshoot it answers was allowed).
+    _before_cut: float = math.inf
     _cut_drops: int = 0
     _last_drop: float | None = None
     _threshold: float = 0.0
@@ -342,11 +344,24 @@ class ConcurrencyLimit:
         self._last_drop = now
         if self._cut_since is None or now - self._cut_since >= self.window:
             self._cut_since = now
+            self._before_cut = self.limit
             self._cut_base = max(self.minimum, min(self.limit, sent))
             self._cut_drops = 0
             self.limit = max(self.minimum, self._cut_base * 0.9)
         self._cut_drops += 1
         self.limit = max(self.minimum, min(self.limit, self._cut_base - self._cut_drops))
+
+    def binds(self, inflight: float, now: float) -> bool:
+        """Were ``inflight`` requests at once about what the limit allows (0.9 of it, as it
+        stood before the cut of an overshoot still being answered)? Then the limit is what
+        holds the sending back, and a drop with that many out is its own probe for one more
+        slot meeting the provider's edge."""
+        if math.isinf(self.limit):
+            return False
+        limit = self.limit
+        if self._cut_since is not None and now - self._cut_since < self.window:
+            limit = max(limit, self._before_cut)
+        return inflight >= 0.9 * limit
 
     def _end_refusal(self, sent: float) -> None:
         """A request sent at ``sent``, after the provider began refusing, was accepted.

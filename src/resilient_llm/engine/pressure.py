@@ -462,6 +462,12 @@ class TargetPressure:
                 self._last_success = now
                 self.cubic.record_accept(now)
             previous = self._last_throttle
+            # A 429 with as many requests in flight as an engaged concurrency limit allows: the
+            # limit's probe for one more slot met the provider's edge, and the limit answers it
+            # (below). Cutting the send rate as well paced warm bursts against a 40-slot
+            # provider at 0.8x what its slots serve, for seconds after each probe. 429s with
+            # fewer in flight than the limit allows are rate-shaped: they slow the send rate.
+            probe = throttled and self.concurrency.binds(self.inflight + 1, now)
             if throttled:
                 self.throttles += 1
                 self._last_throttle = now
@@ -473,7 +479,7 @@ class TargetPressure:
             repeated = self.cubic_rate is not None or (
                 previous is not None and now - previous <= _BLIP_WINDOW)
             accepted = previous is None or self._last_success > previous
-            if throttled and repeated and accepted and self.cubic.measured > 0 and (
+            if throttled and not probe and repeated and accepted and self.cubic.measured > 0 and (
                     retry_after is not None
                     or (self.requests is not None and not self._cubic_bucket)
                     or self.cubic_rate is not None):

@@ -22,6 +22,7 @@ from resilient_llm.testing.sim import (
     ControlClient,
     Loop,
     ProviderModel,
+    Reply,
     ResilientClient,
     Traffic,
     World,
@@ -63,6 +64,24 @@ def test_the_control_retries_twice_and_honours_retry_after() -> None:
     (result,) = results
     assert not result.ok and result.attempts == 3 and result.throttled == 3
     assert result.waited == pytest.approx(1.4)  # two waits of exactly Retry-After
+
+
+@pytest.mark.parametrize("kind", ["control", "resilient"])
+def test_a_streamed_answer_holds_its_slot_and_its_caller_until_its_end(kind: str) -> None:
+    loop = Loop()
+    provider = ProviderModel(service_time=0.3, jitter=0.0, stream_tail=3.0, concurrency=1)
+    world = World(loop, {"m": provider}, 0)
+    client = (ControlClient(world, deadline=60.0, seed=0) if kind == "control"
+              else ResilientClient(world, policy=Policy(deadline=60.0, telemetry=False), seed=0))
+    results: list[CallResult] = []
+    later: list[Reply] = []
+    loop.spawn(client.call("m"), done=results.append)
+    loop.at(loop.now + 1.0, lambda: later.append(world.serve("m")))
+    loop.run()
+    (streamed,) = results
+    assert streamed.ok and streamed.latency == pytest.approx(3.3)  # read to the stream's end
+    assert later[0].status == 429  # its one slot is still held after the first output
+    assert provider.capacity == pytest.approx(1 / 3.3)
 
 
 def test_thousands_of_simulated_seconds_take_seconds() -> None:

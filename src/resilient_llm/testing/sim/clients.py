@@ -168,11 +168,18 @@ def _drive(world: World, plan: Plan, priority: Priority) -> Generator[float, Non
                           plan.target.model or call.target, plan.state.pressure(loop.now))
 
     flow = plan.run()
+    tail = 0.0  # a streamed answer's reading after its first output (the call is the caller's)
     try:
         action = next(flow)
         while True:
             if isinstance(action, Return):
                 status = getattr(action.value, "status", 200)
+                if status < 400 and tail > 0:
+                    left = call.remaining()
+                    if left is not None and left < tail:  # the deadline cuts the stream
+                        yield max(left, 0.0)
+                        return result(False, "DeadlineExceeded")
+                    yield tail
                 return result(status < 400, None if status < 400 else f"http_{status}")
             if isinstance(action, Raise):
                 return result(False, type(action.error).__name__)
@@ -188,6 +195,7 @@ def _drive(world: World, plan: Plan, priority: Priority) -> Generator[float, Non
                     yield latency
                     in_attempts += latency
                     reply = _outcome(plan, action, answer, latency < answer.latency, started)
+                    tail = answer.tail if isinstance(reply, Served) else 0.0
                     if isinstance(reply, Failed) and reply.failure.status == 429:
                         throttled += 1
                 elif isinstance(action, Wait):
@@ -299,6 +307,8 @@ class ControlClient:
             yield latency
             in_attempts += latency
             if reply.ok:
+                yield reply.tail  # a stream, read to its end
+                in_attempts += reply.tail
                 ok = loop.now - start <= self.deadline
                 return CallResult(start, loop.now, ok, attempts, throttled,
                                   loop.now - start - in_attempts, priority,

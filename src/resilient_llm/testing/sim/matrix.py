@@ -275,6 +275,21 @@ def _matrix() -> list[Cell]:
                    Traffic("bursts", duration=30.0, n=200, think=every), deadline=30.0,
                    checks=never | {"drains"})
               for slots, every in ((10, 6.0), (20, 4.0), (40, 3.0))]
+    # Streamed answers: the first output after 0.3 s, the rest over 3 s more, each holding a
+    # slot of the provider until its end (the client frees its own at the first output).
+    stream = {"service_time": 0.3, "stream_tail": 3.0}
+    streams_capacity = 20 / 3.3
+    cells += [Cell(f"streams (3.3 s, first output at 0.3 s), 20 slots, Poisson {load:g}x",
+                   _p(**stream, concurrency=20),
+                   Traffic("poisson", duration=40.0, rate=load * streams_capacity),
+                   deadline=60.0, checks=never)
+              for load in (0.9, 1.5)]
+    cells.append(Cell("streams (3.3 s, first output at 0.3 s), 20 slots, burst of 100",
+                      _p(**stream, concurrency=20), Traffic("burst", duration=60.0, n=100),
+                      deadline=120.0, checks=never))
+    cells.append(Cell("streams (3.3 s, first output at 0.3 s), 5 requests/s, Poisson 1.5x",
+                      _p(**stream, rate=5.0, burst=5.0),
+                      Traffic("poisson", duration=40.0, rate=7.5), deadline=60.0, checks=never))
     cells += [Cell(f"batch flood of 400 + interactive, {slots} slots",
                    _p(service_time=0.2, concurrency=slots, jitter=0.0),
                    Traffic("mix", duration=40.0, n=400, think=0.5),
@@ -336,6 +351,7 @@ _REDUCED_NAMES = (
     "burst of 200 at once, 20 slots x 0.2 s, slot headers",
     "bursts of 200 every 4 s, 20 slots x 0.2 s, slot headers",
     "throttle episode 429 10 s, Retry-After 1 s, 4/s caller",
+    "streams (3.3 s, first output at 0.3 s), 20 slots, burst of 100",
 )
 #: The quantized cells are costly (the control's 200 workers retry in tight loops):
 #: ``tests/test_simulator.py`` asserts the quantized bound on one seed of its own.

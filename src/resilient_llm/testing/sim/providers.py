@@ -34,6 +34,8 @@ class Reply:
     status: int | None
     headers: dict[str, str]
     fault: Literal["refused", "reset", "silent"] | None = None
+    #: A streamed answer: seconds from its first output (``latency``) to its end.
+    tail: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -49,6 +51,9 @@ class ProviderModel:
     jitter: float = 0.2
     #: Requests in service at once; beyond it the answer is ``overload_status``.
     concurrency: int | None = None
+    #: Answers are streamed: the first output comes after the latency, the rest over this
+    #: many seconds more, the request holding its slot (and the caller reading) until then.
+    stream_tail: float = 0.0
     overload_status: int = 429
     #: Enforced request bucket: ``rate`` per second, ``burst`` deep (``None`` = unlimited).
     rate: float | None = None
@@ -110,7 +115,7 @@ class ProviderModel:
         if self.token_rate is not None:
             limits.append(self.token_rate / self.tokens_per_request)
         if self.concurrency is not None:
-            limits.append(self.concurrency / self.service_time)
+            limits.append(self.concurrency / (self.service_time + self.stream_tail))
         return min(limits)
 
     @property
@@ -152,10 +157,11 @@ class ProviderModel:
             self._header_level = max(0.0, self._header_level - 1.0)
         latency = self._latency(t)
         self.inflight += 1
-        heapq.heappush(self._ends, now + latency)
-        self._loop.at(now + latency, self._done)
+        end = now + latency + self.stream_tail
+        heapq.heappush(self._ends, end)
+        self._loop.at(end, self._done)
         headers = self._limit_headers(now, absurd=index == self.absurd_at)
-        return Reply(latency, 200, headers)
+        return Reply(latency, 200, headers, tail=self.stream_tail)
 
     # --- internals
 

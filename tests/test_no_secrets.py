@@ -101,9 +101,13 @@ def run_every_kind_of_call(provider: FaultProvider, errors: list[BaseException],
         attempt(lambda: create(model="gpt-4.1", messages=MESSAGES))
         provider.script(Fault.status(400), model="gpt-4.1")
         attempt(lambda: create(model="gpt-4.1", messages=MESSAGES))
-        provider.script(Fault.status(503), model="gpt-4.1")
-        provider.script(*[Fault.status(503)] * 3, model="gpt-4.1-mini")
+        # Both targets down: every target fails (the fallback's failures send the last
+        # attempts back to the primary, which fails them too).
+        for model in ("gpt-4.1", "gpt-4.1-mini"):
+            provider.set_default(Fault.status(503), model=model)
         attempt(lambda: create(model="gpt-4.1", messages=MESSAGES))
+        for model in ("gpt-4.1", "gpt-4.1-mini"):
+            provider.set_default(Fault.ok(), model=model)
         provider.script(*[Fault.reset()] * 4, model="o3")
         attempt(lambda: create(model="o3", messages=MESSAGES))
         attempt(lambda: create(model="gpt-4.1", messages=MESSAGES, stream=True,

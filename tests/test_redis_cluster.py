@@ -336,19 +336,24 @@ def test_a_failover_during_the_body_leaves_one_execution(
     with run(run_id):
         second = _settle(lambda: charge_again(5))
     assert executions == [5]
-    assert first == "charged 5" and second in ("charged 5", "outcome unknown")
+    # Right after a failover, under load, the cluster may still refuse the second worker for
+    # longer than its socket timeout: it then fails closed (and runs nothing), also honest.
+    assert first == "charged 5" and second in ("charged 5", "outcome unknown",
+                                               "store unavailable")
     ledger.close()
     other.close()
 
 
 def _settle(call: Any) -> str:
-    """The call's result, or ``"outcome unknown"`` when the ledger honestly cannot say."""
-    from resilient_llm import IdempotencyOutcomeUnknown
+    """The call's result, or what the ledger honestly says when it cannot give one."""
+    from resilient_llm import IdempotencyOutcomeUnknown, IdempotencyStoreUnavailable
 
     try:
         return str(call())
     except IdempotencyOutcomeUnknown:
         return "outcome unknown"
+    except IdempotencyStoreUnavailable:
+        return "store unavailable"
 
 
 def test_an_unreachable_cluster_store_fails_closed_and_says_why(caplog: Any) -> None:

@@ -95,6 +95,38 @@ def test_a_target_failing_in_a_row_is_left_at_once_when_a_fallback_is_ready() ->
     assert alone.after_failure(failure(FailureClass.CONNECT_ERROR), failing=True) == "retry"
 
 
+def test_after_the_last_target_the_call_goes_back_to_the_first() -> None:
+    """A fallback that fails as a target that would be left (twice, in a row, overloaded, or
+    refusing for seconds) must not take the rest of the call's attempts: the official client
+    would have spent them on the model asked for."""
+    def on_fallback(tries: int) -> Router:
+        router = Router.for_call(Policy(fallbacks={"a": ["b"]}), "a")
+        router.move("overloaded")
+        router.tries_here = tries
+        return router
+
+    blip = on_fallback(1)
+    assert not blip.returns(failure(FailureClass.SERVER_ERROR))  # one blip: retry it
+    assert blip.current.model == "b"
+    for router, kwargs, fault in [
+        (on_fallback(2), {}, failure(FailureClass.SERVER_ERROR)),
+        (on_fallback(1), {"failing": True}, failure(FailureClass.CONNECT_ERROR)),
+        (on_fallback(1), {}, failure(FailureClass.OVERLOADED)),
+        (on_fallback(1), {}, failure(FailureClass.RATE_LIMITED, retry_after=5.0)),
+    ]:
+        assert router.returns(fault, **kwargs)
+        assert router.current.model == "a" and router.tries_here == 0
+        assert not router.has_fallback  # the fallback, tried and failed, is not tried again
+    for fault in (failure(FailureClass.AUTH, retryable=False),
+                  failure(FailureClass.SERVER_ERROR, retryable=False)):
+        assert not on_fallback(2).returns(fault)
+    assert not Router.for_call(Policy(fallbacks={"a": ["b"]}), "a").returns(
+        failure(FailureClass.OVERLOADED))  # not at the chain's end
+    context = Router.for_call(Policy(context_fallbacks={"a": ["large"]}), "a")
+    assert context.move("context_length", failure(FailureClass.CONTEXT_LENGTH, retryable=False))
+    assert not context.returns(failure(FailureClass.OVERLOADED))  # "a" cannot hold the prompt
+
+
 def test_context_length_goes_to_the_context_chain_only() -> None:
     policy = Policy(fallbacks={"small": ["other"]}, context_fallbacks={"small": ["large"]})
     router = Router.for_call(policy, "small")
@@ -200,11 +232,14 @@ class ByModel:
         model = json.loads(request.content)["model"]
         self.models.append(model)
         answer = self.answers.get(model, 200)
+        if isinstance(answer, list):  # answers in turn, the last one from then on
+            answer = answer.pop(0) if len(answer) > 1 else answer[0]
         if answer == 200:
             return httpx2.Response(200, json=completion(model))
-        status, code = answer
-        return httpx2.Response(status, json={"error": {"message": f"reason {code}",
-                                                       "type": "x", "code": code}})
+        status, code, *retry_after = answer
+        headers = {"retry-after": str(retry_after[0])} if retry_after else {}
+        return httpx2.Response(status, headers=headers, json={
+            "error": {"message": f"reason {code}", "type": "x", "code": code}})
 
 
 def client(handler: ByModel, clock: FakeClock | None = None, **policy: Any) -> OpenAI:
@@ -252,6 +287,38 @@ def test_all_targets_failed_carries_each_cause_as_the_sdk_error() -> None:
     assert set(info.value.causes) == {"a", "b"}
     assert isinstance(info.value.causes["a"], openai.InternalServerError)
     assert len(handler.models) == 4
+
+
+def test_a_fallback_that_is_down_gives_the_attempts_back_to_the_primary() -> None:
+    handler = ByModel(a=[(503, None), (503, None), 200], b=(503, None))
+    with client(handler, fallbacks={"a": ["b"]}, max_attempts=4) as c:
+        answer = c.chat.completions.create(model="a", messages=MESSAGES)
+    # A 503 moves at once; the fallback's 503 sends the rest back (the official: a, a, a).
+    assert handler.models == ["a", "b", "a", "a"]
+    assert answer.model == "a" and outcome(answer).served_by == "a"
+
+
+def test_a_primary_failure_stays_on_the_primary_while_the_fallback_is_unavailable() -> None:
+    """The fallback's circuit is open, or it asked for seconds of quiet: retrying the primary,
+    as the official client would, is the call's best chance."""
+    clock = FakeClock()
+    handler = ByModel(b=(503, None))
+    with client(handler, clock, fallbacks={"a": ["b"]}) as c:
+        for _ in range(5):  # the fallback's own callers open its circuit
+            with pytest.raises(openai.InternalServerError):
+                c.with_options(max_retries=0).chat.completions.create(model="b", messages=MESSAGES)
+        handler.models.clear()
+        handler.answers["a"] = [(500, None), 200]
+        c.chat.completions.create(model="a", messages=MESSAGES)
+        assert handler.models == ["a", "a"]
+    throttled = ByModel(b=(429, "rate_limit_exceeded", 30))
+    with client(throttled, FakeClock(), fallbacks={"a": ["b"]}) as c:
+        with pytest.raises(openai.RateLimitError):
+            c.with_options(max_retries=0).chat.completions.create(model="b", messages=MESSAGES)
+        throttled.models.clear()
+        throttled.answers["a"] = [(500, None), (500, None), 200]
+        c.chat.completions.create(model="a", messages=MESSAGES)
+        assert throttled.models == ["a", "a", "a"]
 
 
 def test_open_circuit_sends_calls_straight_to_the_fallback() -> None:

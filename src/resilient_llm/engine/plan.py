@@ -46,6 +46,7 @@ through ``states`` (one per model of the chain), so a whole run is deterministic
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping
+from dataclasses import replace
 
 from .._errors import AllTargetsFailed, CircuitOpen, RetryBudgetExhausted
 from .actions import (
@@ -130,7 +131,8 @@ class Plan:
     the first target is outside the allowed regions.
     """
 
-    __slots__ = ("_cost", "_cost_of", "_last", "_refusal_waited", "_refused", "_sent_at",
+    __slots__ = ("_can_move", "_cost", "_cost_of", "_last", "_refusal_waited", "_refused",
+                 "_sent_at",
                  "_states", "_states_of", "call", "replayable", "requested", "requested_model",
                  "router", "state", "target")
 
@@ -163,6 +165,8 @@ class Plan:
         self._refused: tuple[GiveUp, Failed] | None = None
         #: When the attempt being made was admitted (its failure's release reads it).
         self._sent_at = 0.0
+        #: A later target could take the call (decided with each target picked).
+        self._can_move = False
 
     @property
     def cost(self) -> float:
@@ -224,7 +228,7 @@ class Plan:
                             # Planned before the queue: its timeouts must still fit what is
                             # left.
                             again = call.reclip(action, self.requested,
-                                               share=self.router.attempt_share())
+                                               share=self._attempt_share())
                             if isinstance(again, Send):
                                 action = again
                             else:
@@ -300,7 +304,11 @@ class Plan:
             state = self._state_for(self._key(target))
             now = call.clock.now()
             reason = None
-            if router.has_fallback:  # latency and saturation only matter with somewhere to go
+            # Latency and saturation only matter with somewhere to go: a fallback whose
+            # circuit is open is not (a busy primary skipped for it failed calls the official
+            # client's retries on the primary would have served).
+            self._can_move = ready = router.has_fallback and self._fallback_ready(now)
+            if ready:
                 reason = router.skip_reason(
                     circuit_open=False,
                     expected_latency=state.expected_latency(),
@@ -333,7 +341,7 @@ class Plan:
                 return Raise(self._budget_error(state, decision, result))
         # A target may differ only by region (``model@eu-west-1``): the record says which.
         call.record.attempt_region = target.region
-        action = call.next_attempt(self.requested, share=router.attempt_share())
+        action = call.next_attempt(self.requested, share=self._attempt_share())
         if isinstance(action, GiveUp):
             state.breaker.cancel_probe()
             last = self._last
@@ -341,6 +349,21 @@ class Plan:
                 return Raise(call.deadline_error())
             return self._end(action, last)
         return action
+
+    def _attempt_share(self) -> float:
+        """Share of the time left one attempt may use: half while a fallback is ready."""
+        return self.router.attempt_share() if self._can_move else 1.0
+
+    def _fallback_ready(self, now: float) -> bool:
+        """Could a later target of the chain take the call now: its circuit is not open, and
+        it has not asked (``Retry-After``) to be left alone for longer than moving takes?"""
+        router = self.router
+        for target in router.chain[router.index + 1:]:
+            state = self._state_for(self._key(target))
+            if state.breaker.state(now) != "open" \
+                    and state.refusing_until <= now + FALLBACK_PATIENCE:
+                return True
+        return False
 
     def _admit_now(self, state: TargetPressure) -> bool:
         """Admission without waiting, the uncontended case; ``False``: queue for it."""
@@ -385,7 +408,7 @@ class Plan:
         the fallback needs.
         """
         left = self.call.remaining()
-        if not self.router.has_fallback:
+        if not self._can_move:
             if left is None:
                 return None
             return left - max(MIN_ATTEMPT, self.state.normal_latency() or 0.0)
@@ -425,12 +448,21 @@ class Plan:
             call.note_error(result.error)  # an exception is noted by ``after_failure``
         step = router.after_failure(failure, failing=router.has_fallback and (
             state.breaker.snapshot(now).streak >= 2))
+        if step == "move" and failure.kind is not FailureClass.CONTEXT_LENGTH \
+                and not self._fallback_ready(now):
+            step = "retry"  # the fallbacks are down or refusing for now: stay, as the SDK does
         if step == "move":
             if router.move(failure.kind.value, failure):
                 call.emit("fell_back", target=router.current.model, detail=failure.kind.value)
                 return Wait(0.0)
             step = "stop"
         if step == "retry":
+            if router.returns(failure, failing=state.breaker.snapshot(now).streak >= 2):
+                # Back to the first target: its own retry, paced by its own state, not by the
+                # Retry-After of the fallback that refused.
+                call.emit("fell_back", target=router.current.model, detail="chain_exhausted")
+                state = self._state_for(self._key(router.current))
+                result = Failed(replace(failure, retry_after=None), result.last, result.error)
             decision = self._decide(state, result)
             if isinstance(decision, Wait):
                 return decision

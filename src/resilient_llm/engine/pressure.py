@@ -125,6 +125,9 @@ class TargetPressure:
         self._silence: tuple[float, float] | None = None
         self._waiting: list[Waiter] = []
         self._last_throttle: float | None = None
+        #: Until when the target asked (``Retry-After`` on a refusal) not to be sent to: a
+        #: fallback refusing for longer than moving takes is not somewhere to go.
+        self.refusing_until = -math.inf
         self.throttles = 0
         self._remaining_fraction: float | None = None
         self._baseline: float | None = None
@@ -456,6 +459,8 @@ class TargetPressure:
                 self.budget.on_success()
             else:
                 self.budget.on_failure()
+            if retry_after is not None and latency is None:
+                self.refusing_until = max(self.refusing_until, now + retry_after)
             if latency is not None:
                 if now - self._last_success > self._stale_after() > 0:
                     self._silence = (self._last_success, now)

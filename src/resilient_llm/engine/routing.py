@@ -15,7 +15,10 @@ over across regions too. When to move on, and when not:
   saturated while the call is ``batch`` is skipped without an attempt (the last target of a
   chain is never skipped for latency or saturation: it is the last chance);
 * while a fallback remains, one attempt may use at most half of the time left, so a target
-  that never answers cannot take the fallback's budget with it.
+  that never answers cannot take the fallback's budget with it;
+* when the last target fails as one that would be left, the call's remaining retries (after
+  their backoff) go to the first target: a fallback that is down must not take attempts the
+  official client would have spent on the model asked for.
 
 With ``RESILIENT_LLM_ALLOWED_REGIONS`` set, a target whose region is outside the set (or
 unknown) is never used: if the chain has nothing else left, the call fails closed with
@@ -168,6 +171,32 @@ class Router:
         if kind is FailureClass.RATE_LIMITED and (failure.retry_after or 0) > _SHORT_RETRY_AFTER:
             return "move"
         return "retry" if self.tries_here < 2 and not failing else "move"
+
+    def returns(self, failure: Failure, *, failing: bool = False) -> bool:
+        """After the chain's last target failed: spend the call's remaining attempts on its
+        first target (``True``) rather than on the last one.
+
+        Only when the last target failed as one that would be left if there were somewhere to
+        go (see :meth:`after_failure`): a fallback that is down or throttled for seconds must
+        not take the rest of the call's attempts, when the official client would have spent
+        them on the model asked for, which may only have been busy. The fallbacks, tried and
+        failed, are not tried again in this call (bouncing between a busy primary and a down
+        fallback gave the primary half the attempts the official client gives it). Never
+        after a context-length move: the earlier targets' windows were too small."""
+        if self.index == 0 or self.has_fallback or self.on_context_chain:
+            return False
+        kind = failure.kind
+        if kind in NEVER_FALL_BACK or kind is FailureClass.CONTEXT_LENGTH or not failure.retryable:
+            return False
+        leaving = kind in _MOVE_AT_ONCE or failing or self.tries_here >= 2 or (
+            kind is FailureClass.RATE_LIMITED
+            and (failure.retry_after or 0) > _SHORT_RETRY_AFTER)
+        if not leaving:
+            return False
+        self.chain = self.chain[:1]
+        self.index = 0
+        self.tries_here = 0
+        return True
 
     def failed_here(self, error: BaseException) -> None:
         """An attempt on the current target failed with ``error`` (kept as its cause)."""

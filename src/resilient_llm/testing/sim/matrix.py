@@ -34,8 +34,10 @@ class Cell:
     provider: Callable[[], ProviderModel]
     traffic: Traffic
     deadline: float = 30.0
-    #: A healthy fallback model is configured (resilient client only: the SDK has none).
+    #: A fallback model is configured (resilient client only: the SDK has none): healthy
+    #: and unlimited, with the primary's service time, unless ``fallback_model`` says.
     fallback: bool = False
+    fallback_model: Callable[[], ProviderModel] | None = None
     processes: int = 1
     #: The processes are one fleet sharing a (modelled) Redis; the metrics then also have the
     #: same processes without Redis (``"apart"``), which the fleet must not do worse than.
@@ -72,7 +74,8 @@ def simulate(cell: Cell, seed: int, kind: ClientKind) -> tuple[list[CallResult],
     primary = cell.provider()
     models = {"m": primary}
     if cell.fallback:
-        models["fb"] = ProviderModel(service_time=primary.service_time)
+        models["fb"] = (cell.fallback_model() if cell.fallback_model is not None
+                        else ProviderModel(service_time=primary.service_time))
     world = World(loop, models, seed)
     clients: list[Client] = []
     policy = Policy(deadline=cell.deadline, telemetry=False,
@@ -275,6 +278,29 @@ def _matrix() -> list[Cell]:
                    Traffic("bursts", duration=30.0, n=200, think=every), deadline=30.0,
                    checks=never | {"drains"})
               for slots, every in ((10, 6.0), (20, 4.0), (40, 3.0))]
+    # Fallbacks that are smaller, slower, down or throttled: a fallback must never serve
+    # fewer calls than retrying the primary alone (the official client) would.
+    capped = {"service_time": 0.5, "concurrency": 20}
+    cells += [
+        Cell("fallback of 5 slots, primary 20 slots x 0.5 s, Poisson 1.5x",
+             _p(**capped), Traffic("poisson", duration=30.0, rate=60.0), deadline=10.0,
+             fallback=True, fallback_model=_p(service_time=0.5, concurrency=5), checks=never),
+        Cell("fallback 5x slower, primary 20 slots x 0.5 s, Poisson 1.25x",
+             _p(**capped), Traffic("poisson", duration=30.0, rate=50.0), deadline=10.0,
+             fallback=True, fallback_model=_p(service_time=2.5, concurrency=50), checks=never),
+        Cell("fallback down (503), primary 20 slots x 0.5 s, Poisson 1.25x",
+             _p(**capped), Traffic("poisson", duration=30.0, rate=50.0), deadline=10.0,
+             fallback=True, checks=never,
+             fallback_model=_p(service_time=0.5, outage=(0.0, 1e9, "503"), retry_after=None)),
+        Cell("fallback throttled (429, Retry-After 5 s), primary 10% 503, 4 workers",
+             _p(service_time=0.2, fail_ratio=0.1), Traffic("workers", duration=30.0, n=4),
+             deadline=10.0, fallback=True, checks=never,
+             fallback_model=_p(service_time=0.2, outage=(0.0, 1e9, "429"), retry_after=5.0)),
+        Cell("outage 503 10 s, fallback of 2 slots, Poisson 20/s",
+             _p(service_time=0.2, outage=(5.0, 15.0, "503"), retry_after=None),
+             Traffic("poisson", duration=30.0, rate=20.0), deadline=10.0, fallback=True,
+             fallback_model=_p(service_time=0.2, concurrency=2), checks=never),
+    ]
     # Streamed answers: the first output after 0.3 s, the rest over 3 s more, each holding a
     # slot of the provider until its end (the client frees its own at the first output).
     stream = {"service_time": 0.3, "stream_tail": 3.0}
@@ -352,6 +378,8 @@ _REDUCED_NAMES = (
     "bursts of 200 every 4 s, 20 slots x 0.2 s, slot headers",
     "throttle episode 429 10 s, Retry-After 1 s, 4/s caller",
     "streams (3.3 s, first output at 0.3 s), 20 slots, burst of 100",
+    "fallback throttled (429, Retry-After 5 s), primary 10% 503, 4 workers",
+    "fallback down (503), primary 20 slots x 0.5 s, Poisson 1.25x",
 )
 #: The quantized cells are costly (the control's 200 workers retry in tight loops):
 #: ``tests/test_simulator.py`` asserts the quantized bound on one seed of its own.

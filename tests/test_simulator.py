@@ -9,10 +9,12 @@ here sleeps; the whole file takes well under a minute of CPU.
 from __future__ import annotations
 
 import random
+from collections.abc import Generator
 
 import pytest
 
 from resilient_llm import Policy
+from resilient_llm._policy import Priority
 from resilient_llm.fleet import FleetPressure
 from resilient_llm.testing.sim import (
     MATRIX,
@@ -82,6 +84,35 @@ def test_a_streamed_answer_holds_its_slot_and_its_caller_until_its_end(kind: str
     assert streamed.ok and streamed.latency == pytest.approx(3.3)  # read to the stream's end
     assert later[0].status == 429  # its one slot is still held after the first output
     assert provider.capacity == pytest.approx(1 / 3.3)
+
+
+def test_calls_of_different_sizes_are_charged_their_own_tokens() -> None:
+    loop = Loop()
+    provider = ProviderModel(service_time=0.1, jitter=0.0, token_rate=1000.0,
+                             token_headers=True)
+    World(loop, {"m": provider}, 0)
+    large = provider.serve(loop.now, tokens=900.0)
+    assert large.status == 200
+    assert large.headers["x-ratelimit-remaining-tokens"] == "100"
+    assert large.headers["x-ratelimit-reset-tokens"] == "0.900s"
+    assert provider.serve(loop.now, tokens=200.0).status == 429  # 100 left: too few
+    assert provider.serve(loop.now, tokens=100.0).status == 200  # enough for a small one
+
+    sizes: list[float | None] = []
+
+    class Recorder:
+        def call(self, model: str, priority: Priority = "interactive",
+                 tokens: float | None = None) -> Generator[float, None, CallResult]:
+            sizes.append(tokens)
+            yield 0.0
+            return CallResult(loop.now, loop.now, True, 1, 0, 0.0)
+
+    results: list[CallResult] = []
+    Traffic("poisson", duration=10.0, rate=20.0, tokens=(10.0, 1990.0)).spawn(
+        loop, [Recorder()], "m", results, random.Random(0))
+    loop.run()
+    assert len(sizes) > 100 and all(s is not None and 10.0 <= s <= 1990.0 for s in sizes)
+    assert len({round(s or 0) for s in sizes}) > 50  # drawn per call, not one size
 
 
 def test_thousands_of_simulated_seconds_take_seconds() -> None:

@@ -89,8 +89,8 @@ class World:
         for index, model in enumerate(self.models.values()):
             model.start(loop, seed * 31 + index)
 
-    def serve(self, model: str) -> Reply:
-        return self.models[model].serve(self.loop.now)
+    def serve(self, model: str, tokens: float | None = None) -> Reply:
+        return self.models[model].serve(self.loop.now, tokens)
 
 
 class ResilientClient:
@@ -132,16 +132,17 @@ class ResilientClient:
                 shared=self._fleet_state)
         return found
 
-    def call(self, model: str, priority: Priority = "interactive") -> Generator[float, None,
-                                                                                CallResult]:
+    def call(self, model: str, priority: Priority = "interactive",
+             tokens: float | None = None) -> Generator[float, None, CallResult]:
         # Each call in a context of its own, current while its steps run (as a driver's call
         # is current in its thread or task): the fleet code reads it.
         context = contextvars.Context()
         call, _ = context.run(start_call, self._policies[priority], target=model,
                               clock=self._clock, rng=self._rng)
+        cost = _COST if tokens is None else tokens  # the drivers' estimate from the body
         plan = Plan(call, states=self.state, requested=None, replayable=True,
-                    cost=lambda: _COST)
-        return (yield from _within(context, _drive(self.world, plan, priority)))
+                    cost=lambda: cost)
+        return (yield from _within(context, _drive(self.world, plan, priority, tokens)))
 
 
 def _within(context: contextvars.Context, process: Generator[float, None, T]) -> Generator[
@@ -155,7 +156,8 @@ def _within(context: contextvars.Context, process: Generator[float, None, T]) ->
         return result
 
 
-def _drive(world: World, plan: Plan, priority: Priority) -> Generator[float, None, CallResult]:
+def _drive(world: World, plan: Plan, priority: Priority,
+           tokens: float | None = None) -> Generator[float, None, CallResult]:
     """Perform the plan's actions on virtual time, as the sync driver does on real time."""
     loop, call = world.loop, plan.call
     start = loop.now
@@ -187,7 +189,7 @@ def _drive(world: World, plan: Plan, priority: Priority) -> Generator[float, Non
             try:
                 if isinstance(action, Send):
                     started = loop.now
-                    answer = world.serve(plan.target.model or call.target or "")
+                    answer = world.serve(plan.target.model or call.target or "", tokens)
                     attempts += 1
                     call.attempt_started(action)
                     read = action.timeouts.get("read")
@@ -293,15 +295,15 @@ class ControlClient:
         self.deadline = deadline
         self._rng = random.Random(seed * 1013 + process)
 
-    def call(self, model: str, priority: Priority = "interactive") -> Generator[float, None,
-                                                                                CallResult]:
+    def call(self, model: str, priority: Priority = "interactive",
+             tokens: float | None = None) -> Generator[float, None, CallResult]:
         loop = self.world.loop
         start = loop.now
         attempts = throttled = 0
         in_attempts = 0.0
         last = "none"
         for retry in range(self.MAX_RETRIES + 1):
-            reply = self.world.serve(model)
+            reply = self.world.serve(model, tokens)
             attempts += 1
             latency = min(reply.latency, self.TIMEOUT)
             yield latency

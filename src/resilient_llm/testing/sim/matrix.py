@@ -278,6 +278,16 @@ def _matrix() -> list[Cell]:
                    Traffic("bursts", duration=30.0, n=200, think=every), deadline=30.0,
                    checks=never | {"drains"})
               for slots, every in ((10, 6.0), (20, 4.0), (40, 3.0))]
+    # Prompts of very different sizes against a token limit: each call's size drawn from
+    # 10-1990 tokens (the client estimates it, the provider charges it), 2000 tokens/s.
+    cells += [Cell(f"token limit 2000 tokens/s, calls of 10-1990 tokens{label}, Poisson "
+                   f"{load:g}x, deadline {deadline:g} s",
+                   _p(service_time=0.5, token_rate=2000.0, tokens_per_request=1000.0,
+                      token_headers=headers),
+                   Traffic("poisson", duration=40.0, rate=2.0 * load, tokens=(10.0, 1990.0)),
+                   deadline=deadline, checks=never)
+              for headers, label in ((True, ", token headers"), (False, ""))
+              for load, deadline in ((0.8, 10.0), (1.5, 10.0), (1.5, 30.0))]
     # Fallbacks that are smaller, slower, down or throttled: a fallback must never serve
     # fewer calls than retrying the primary alone (the official client) would.
     capped = {"service_time": 0.5, "concurrency": 20}

@@ -67,6 +67,9 @@ class ProviderModel:
     #: remaining = free slots, reset = time until every request in service has finished.
     capacity_headers: bool = False
     header_style: Literal["openai", "anthropic"] = "openai"
+    #: Headers (OpenAI's) describe the enforced token bucket as it is: limit = ``token_rate``,
+    #: remaining = tokens left, reset = time until it is full again.
+    token_headers: bool = False
     #: ``Retry-After`` on 429/503/529: seconds, absent (``None``) or ``"auto"`` (time to capacity).
     retry_after: float | Literal["auto"] | None = "auto"
     #: (start, end, kind): 503s, refused connections, no answer at all, or a throttle episode
@@ -124,8 +127,8 @@ class ProviderModel:
         ends = [w[1] for w in (self.outage, self.brownout) if w is not None]
         return max(ends) if ends else None
 
-    def serve(self, now: float) -> Reply:
-        """Answer one attempt arriving at ``now``."""
+    def serve(self, now: float, tokens: float | None = None) -> Reply:
+        """Answer one attempt arriving at ``now`` (of ``tokens``: ``tokens_per_request``)."""
         assert self._loop is not None, "call start() first"
         t = now - self.started
         index = self.attempts
@@ -146,7 +149,7 @@ class ProviderModel:
                                 wait=max(0.001, self._ends[0] - now) if self._ends else None)
         if self.rate is not None and self._level < 1.0:
             return self._status(429, 0.005, wait=(1.0 - self._level) / self.rate)
-        cost = self.tokens_per_request
+        cost = self.tokens_per_request if tokens is None else tokens
         if self.token_rate is not None and self._tokens < cost:
             return self._status(429, 0.005, wait=(cost - self._tokens) / self.token_rate)
         if self.rate is not None:
@@ -200,11 +203,19 @@ class ProviderModel:
             seconds = (wait if wait is not None else 1.0) if hint == "auto" else hint
             headers["retry-after-ms"] = str(max(1, round(seconds * 1000)))
             headers["retry-after"] = str(max(0, math.ceil(seconds)))
-        if (self.header_limit is not None or self.capacity_headers) and self._loop is not None:
+        if (self.header_limit is not None or self.capacity_headers or self.token_headers) \
+                and self._loop is not None:
             headers.update(self._limit_headers(self._loop.now, absurd=False))
         return Reply(latency, status, headers)
 
     def _limit_headers(self, now: float, *, absurd: bool) -> dict[str, str]:
+        if self.token_headers and self.token_rate is not None and not absurd:
+            left = max(0.0, self._tokens)
+            return {
+                "x-ratelimit-limit-tokens": str(int(self.token_rate)),
+                "x-ratelimit-remaining-tokens": str(math.floor(left)),
+                "x-ratelimit-reset-tokens": f"{(self.token_rate - left) / self.token_rate:.3f}s",
+            }
         if self.capacity_headers and self.concurrency is not None:
             return {
                 "x-ratelimit-limit-requests": str(self.concurrency),

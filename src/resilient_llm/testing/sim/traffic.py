@@ -20,8 +20,8 @@ _SPIN = 0.01
 class Client(Protocol):
     """What a traffic model needs from a client: one call as a simulated process."""
 
-    def call(self, model: str, priority: Priority = "interactive") -> Generator[
-            float, None, CallResult]: ...
+    def call(self, model: str, priority: Priority = "interactive",
+             tokens: float | None = None) -> Generator[float, None, CallResult]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,9 @@ class Traffic:
     * ``workers``: ``n`` closed-loop workers (a call, at once the next; 10 ms after a call that
       failed at once), over the processes.
     * ``mix``: a burst of ``n`` batch calls plus one sequential interactive caller.
+
+    ``tokens`` (low, high): each call's size in tokens, drawn uniformly; the client estimates
+    it and the provider charges it (``None``: the provider's ``tokens_per_request``).
     """
 
     kind: Literal["sequential", "poisson", "burst", "bursts", "workers", "mix"]
@@ -43,6 +46,7 @@ class Traffic:
     rate: float = 0.0
     n: int = 1
     think: float = 0.25
+    tokens: tuple[float, float] | None = None
 
     def offered(self, service_time: float) -> float:
         """Calls per second this shape asks for when nothing fails."""
@@ -71,18 +75,22 @@ class Traffic:
         end = t0 + self.duration
         record: Callable[[CallResult], None] = results.append
 
+        def size() -> float | None:
+            return None if self.tokens is None else rng.uniform(*self.tokens)
+
         def repeat(client: Client, priority: Priority, pause: float) -> Generator[float, None,
                                                                                   None]:
             while loop.now < end:
-                result = yield from client.call(model, priority)
+                result = yield from client.call(model, priority, size())
                 record(result)
                 if pause > 0:
                     yield pause
                 elif not result.ok and result.latency < _SPIN:
                     yield _SPIN  # a worker failed at once: it would spin, not stall time
 
-        def once(client: Client, priority: Priority) -> Generator[float, None, None]:
-            record((yield from client.call(model, priority)))
+        def once(client: Client, priority: Priority,
+                 tokens: float | None = None) -> Generator[float, None, None]:
+            record((yield from client.call(model, priority, tokens)))
 
         if self.kind == "sequential":
             for client in clients:
@@ -110,5 +118,5 @@ class Traffic:
                 when += rng.expovariate(self.rate)
                 if when >= end:
                     break
-                loop.spawn(once(clients[index % len(clients)], "interactive"), at=when)
+                loop.spawn(once(clients[index % len(clients)], "interactive", size()), at=when)
                 index += 1

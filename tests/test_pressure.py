@@ -173,15 +173,24 @@ def test_the_demonstrated_rate_is_forgotten_after_the_hold_and_capped_by_the_cur
         0.7 * cubic.measured)
 
 
-def test_the_concurrency_limit_binds_at_what_it_allowed_before_the_cut_under_way() -> None:
+def test_a_drop_binds_the_concurrency_limit_only_when_it_was_probing_for_more() -> None:
     limit = ConcurrencyLimit()
     assert not limit.binds(500, 0.0)  # unlimited: nothing holds the sending back
     limit.on_drop(0.0, inflight=20)  # engaged at 20, cut to 18
     assert limit.limit == pytest.approx(18.0)
-    # The drops of this overshoot came with up to 20 out: they meet what it allowed then.
-    assert limit.binds(20, 0.5) and limit.binds(18, 0.5) and not limit.binds(17, 0.5)
-    # Once the cut's window is over, the limit is the one in force (0.9 of it).
-    assert limit.binds(17, 2.0) and not limit.binds(16, 2.0)
+    assert not limit.binds(20, 0.5)  # the drop that engaged it was no probe of its own
+    limit.on_sample(0.2, 2.0, inflight=18, may_grow=True)  # slow start: one slot more
+    assert limit.limit == pytest.approx(19.0)
+    # Probing now: a drop with about what it allows out (0.9 of 19) is the probe's.
+    assert limit.binds(19, 2.1) and limit.binds(18, 2.1) and not limit.binds(17, 2.1)
+    limit.on_drop(2.2, inflight=20)  # that overshoot's cut: 17.1, then a slot per drop
+    # Its other drops came with up to 19 out: they meet what it allowed before the cut.
+    assert limit.binds(18, 2.5) and not limit.binds(17, 2.5)
+    # The window over and no growth since the cut: no probe until it grows again.
+    assert not limit.binds(17, 4.0)
+    floor = ConcurrencyLimit(limit=1.0)
+    floor.on_sample(0.2, 0.0, inflight=1, may_grow=False)
+    assert not floor.binds(1, 0.0)  # one request at once probes nothing
 
 
 def test_concurrency_cuts_on_drops_and_grows_only_when_used() -> None:
@@ -783,10 +792,13 @@ def test_a_429_at_the_concurrency_limit_cuts_the_limit_not_the_send_rate(
                       dropped=False, succeeded=True, retry_after=None, patience=10.0)
 
     def accepted(now: float) -> None:
+        state.inflight = 10  # the limit's worth out: slow start adds a slot (it probes)
         state.release(now, priority="interactive", latency=0.2, throttled=False,
                       dropped=False, succeeded=True, patience=10.0)
 
     accepted(1.9)
+    assert state.concurrency.limit > limit
+    limit = state.concurrency.limit
     throttled(2.0)
     accepted(2.05)  # accepted between the 429s: they are not an episode refusing everything
     throttled(2.1)

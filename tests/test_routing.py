@@ -106,7 +106,7 @@ def test_after_the_last_target_the_call_goes_back_to_the_first() -> None:
         return router
 
     blip = on_fallback(1)
-    assert not blip.returns(failure(FailureClass.SERVER_ERROR))  # one blip: retry it
+    assert not blip.would_return(failure(FailureClass.SERVER_ERROR))  # one blip: retry it
     assert blip.current.model == "b"
     for router, kwargs, fault in [
         (on_fallback(2), {}, failure(FailureClass.SERVER_ERROR)),
@@ -114,17 +114,20 @@ def test_after_the_last_target_the_call_goes_back_to_the_first() -> None:
         (on_fallback(1), {}, failure(FailureClass.OVERLOADED)),
         (on_fallback(1), {}, failure(FailureClass.RATE_LIMITED, retry_after=5.0)),
     ]:
-        assert router.returns(fault, **kwargs)
+        assert router.would_return(fault, **kwargs)
+        assert router.current.model == "b"  # asking changes nothing
+        router.back_to_first()
         assert router.current.model == "a" and router.tries_here == 0
         assert not router.has_fallback  # the fallback, tried and failed, is not tried again
     for fault in (failure(FailureClass.AUTH, retryable=False),
                   failure(FailureClass.SERVER_ERROR, retryable=False)):
-        assert not on_fallback(2).returns(fault)
-    assert not Router.for_call(Policy(fallbacks={"a": ["b"]}), "a").returns(
+        assert not on_fallback(2).would_return(fault)
+    assert not Router.for_call(Policy(fallbacks={"a": ["b"]}), "a").would_return(
         failure(FailureClass.OVERLOADED))  # not at the chain's end
     context = Router.for_call(Policy(context_fallbacks={"a": ["large"]}), "a")
     assert context.move("context_length", failure(FailureClass.CONTEXT_LENGTH, retryable=False))
-    assert not context.returns(failure(FailureClass.OVERLOADED))  # "a" cannot hold the prompt
+    # "a" cannot hold the prompt
+    assert not context.would_return(failure(FailureClass.OVERLOADED))
 
 
 def test_context_length_goes_to_the_context_chain_only() -> None:
@@ -296,6 +299,43 @@ def test_a_fallback_that_is_down_gives_the_attempts_back_to_the_primary() -> Non
     # A 503 moves at once; the fallback's 503 sends the rest back (the official: a, a, a).
     assert handler.models == ["a", "b", "a", "a"]
     assert answer.model == "a" and outcome(answer).served_by == "a"
+
+
+def test_a_primary_whose_circuit_is_open_is_not_gone_back_to() -> None:
+    """The fallback's one overload is retried there, as before: going back to a primary that
+    is down would spend the attempts its circuit was opened to save."""
+    clock = FakeClock()
+    handler = ByModel()
+    with client(handler, clock, fallbacks={"a": ["b"]}) as c:
+        c.chat.completions.create(model="a", messages=MESSAGES)
+        clock.advance(40.0)  # its last success long gone: a primary that is down
+        handler.answers["a"] = (503, None)
+        for _ in range(6):
+            c.chat.completions.create(model="a", messages=MESSAGES)  # b serves; a's circuit opens
+        handler.models.clear()
+        handler.answers["b"] = [(529, "overloaded"), 200]
+        answer = c.chat.completions.create(model="a", messages=MESSAGES)
+    assert handler.models == ["b", "b"] and answer.model == "b"
+
+
+def test_going_back_to_the_primary_waits_for_its_own_retry_after() -> None:
+    clock = FakeClock()
+    handler = ByModel(a=[(429, "rate_limit_exceeded", 10), 200], b=(529, "overloaded"))
+    with client(handler, clock, fallbacks={"a": ["b"]}) as c:
+        began = clock.now()
+        answer = c.chat.completions.create(model="a", messages=MESSAGES)
+    assert handler.models == ["a", "b", "a"] and answer.model == "a"
+    assert clock.now() - began >= 10.0  # a asked for 10 s: the official client waits them
+
+
+def test_a_call_that_cannot_go_back_ends_as_every_target_failed() -> None:
+    clock = FakeClock()
+    handler = ByModel()
+    with client(handler, clock, fallbacks={"a": ["b"]}, max_attempts=1) as c:
+        handler.answers["a"] = (529, "overloaded")
+        handler.answers["b"] = (529, "overloaded")
+        with pytest.raises(AllTargetsFailed):
+            c.chat.completions.create(model="a", messages=MESSAGES)
 
 
 def test_a_primary_failure_stays_on_the_primary_while_the_fallback_is_unavailable() -> None:

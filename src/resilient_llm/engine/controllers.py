@@ -303,6 +303,10 @@ class ConcurrencyLimit:
     _cut_base: float = 0.0
     #: The limit before the latest cut (what the overshoot it answers was allowed).
     _before_cut: float = math.inf
+    #: The limit grew since the latest cut (it is probing for more slots), and had grown
+    #: before the latest cut (the overshoot that cut answers was such a probe).
+    _grew: bool = False
+    _grew_before_cut: bool = False
     _cut_drops: int = 0
     _last_drop: float | None = None
     _threshold: float = 0.0
@@ -344,7 +348,7 @@ class ConcurrencyLimit:
         self._last_drop = now
         if self._cut_since is None or now - self._cut_since >= self.window:
             self._cut_since = now
-            self._before_cut = self.limit
+            self._before_cut, self._grew_before_cut, self._grew = self.limit, self._grew, False
             self._cut_base = max(self.minimum, min(self.limit, sent))
             self._cut_drops = 0
             self.limit = max(self.minimum, self._cut_base * 0.9)
@@ -352,16 +356,17 @@ class ConcurrencyLimit:
         self.limit = max(self.minimum, min(self.limit, self._cut_base - self._cut_drops))
 
     def binds(self, inflight: float, now: float) -> bool:
-        """Were ``inflight`` requests at once about what the limit allows (0.9 of it, as it
-        stood before the cut of an overshoot still being answered)? Then the limit is what
-        holds the sending back, and a drop with that many out is its own probe for one more
-        slot meeting the provider's edge."""
-        if math.isinf(self.limit):
+        """Is a drop with ``inflight`` requests out the limit's own probe for more slots
+        meeting the provider's edge? The limit had grown since its last cut, and ``inflight``
+        is about what it allows (0.9 of it, as it stood before the cut of an overshoot still
+        being answered). One request at once probes nothing; nor does a limit that a drop
+        just engaged."""
+        if math.isinf(self.limit) or inflight <= self.minimum:
             return False
-        limit = self.limit
+        limit, grew = self.limit, self._grew
         if self._cut_since is not None and now - self._cut_since < self.window:
-            limit = max(limit, self._before_cut)
-        return inflight >= 0.9 * limit
+            limit, grew = max(limit, self._before_cut), self._grew_before_cut
+        return grew and inflight >= 0.9 * limit
 
     def _end_refusal(self, sent: float) -> None:
         """A request sent at ``sent``, after the provider began refusing, was accepted.
@@ -400,6 +405,7 @@ class ConcurrencyLimit:
         if may_grow and inflight * 2 >= self.limit:
             # Slow start: a slot per success; after it, one per round trip (TCP's window).
             step = 1.0 if not self._dropped or self.limit < self._threshold else 1.0 / self.limit
+            self._grew = self._grew or self.limit < self.maximum
             self.limit = min(self.maximum, self.limit + step)
         gradient = self.latency.sample(rtt, now, self.window)
         if gradient is None:
@@ -413,7 +419,9 @@ class ConcurrencyLimit:
         if saturated and not self._dropped:
             return  # slow start grows per success (above)
         grown = self.limit * gradient + (4 if saturated else 0)
-        self.limit = max(self.minimum, min(self.maximum, 0.8 * self.limit + 0.2 * grown))
+        before, self.limit = self.limit, max(self.minimum,
+                                             min(self.maximum, 0.8 * self.limit + 0.2 * grown))
+        self._grew = self._grew or self.limit > before
 
 
 @dataclass(slots=True)

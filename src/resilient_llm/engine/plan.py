@@ -238,7 +238,7 @@ class Plan:
                         # The attempt will not be made here: the next target may still serve.
                         state.breaker.cancel_probe()
                         call.withdraw(action)
-                        if self.router.move(admitted.reason):
+                        if self._can_move and self.router.move(admitted.reason):
                             call.emit("fell_back", target=self.router.current.model,
                                       detail=admitted.reason)
                             continue
@@ -319,13 +319,12 @@ class Plan:
                 )
             breaker = state.breaker
             seen = breaker.transitions
-            if reason is None and not breaker.allow(now, alone=not router.has_fallback,
-                                                    rng=call.rng):
+            if reason is None and not breaker.allow(now, alone=not ready, rng=call.rng):
                 reason = "circuit_open"
             self._breaker_moved(state, seen, now)
             if reason is None:
                 break
-            if reason == "circuit_open" and not router.has_fallback:
+            if reason == "circuit_open" and not ready:
                 # nowhere else to go: wait for the target's next probe, or the end of its break
                 wait = self._hold(state, state.breaker.next_chance(now), "circuit")
                 if wait is not None:
@@ -354,16 +353,25 @@ class Plan:
         """Share of the time left one attempt may use: half while a fallback is ready."""
         return self.router.attempt_share() if self._can_move else 1.0
 
-    def _fallback_ready(self, now: float) -> bool:
-        """Could a later target of the chain take the call now: its circuit is not open, and
-        it has not asked (``Retry-After``) to be left alone for longer than moving takes?"""
+    def _ready_fallback(self, now: float) -> TargetPressure | None:
+        """The first later target of the chain that could take the call now, if any."""
         router = self.router
         for target in router.chain[router.index + 1:]:
             state = self._state_for(self._key(target))
-            if state.breaker.state(now) != "open" \
-                    and state.refusing_until <= now + FALLBACK_PATIENCE:
-                return True
-        return False
+            if self._could_take(state, now, FALLBACK_PATIENCE):
+                return state
+        return None
+
+    def _fallback_ready(self, now: float) -> bool:
+        return self._ready_fallback(now) is not None
+
+    def _could_take(self, state: TargetPressure, now: float, within: float) -> bool:
+        """Could ``state``'s target take an attempt within ``within`` seconds: its circuit is
+        not open, and it has not asked (``Retry-After``) to be left alone for longer?"""
+        seen = state.breaker.transitions
+        circuit = state.breaker.state(now)
+        self._breaker_moved(state, seen, now)  # (an open circuit's break may just have ended)
+        return circuit != "open" and state.refusing_until <= now + within
 
     def _admit_now(self, state: TargetPressure) -> bool:
         """Admission without waiting, the uncontended case; ``False``: queue for it."""
@@ -391,7 +399,7 @@ class Plan:
         if paced or (give_up_in is not None and give_up_in <= 0):
             why = (f"the pacer needs {wait:.3g} s" if paced and wait is not None
                    else "no slot freed in time")
-            if call.last_error is None and not self.router.has_fallback:
+            if call.last_error is None and not self._can_move:
                 call.note_error(TimeoutError(
                     f"admission to {self.state.key.model or 'the target'} failed: {why}"))
             return Refused("paced" if paced else "saturated")
@@ -408,11 +416,11 @@ class Plan:
         the fallback needs.
         """
         left = self.call.remaining()
-        if not self._can_move:
+        fallback = self._ready_fallback(self.call.clock.now()) if self._can_move else None
+        if fallback is None:
             if left is None:
                 return None
             return left - max(MIN_ATTEMPT, self.state.normal_latency() or 0.0)
-        fallback = self._state_for(self._key(self.router.chain[self.router.index + 1]))
         answer = fallback.normal_latency()
         waited = self.call.clock.now() - since
         patience = max(FALLBACK_PATIENCE, answer or 0.0) - waited
@@ -457,19 +465,18 @@ class Plan:
                 return Wait(0.0)
             step = "stop"
         if step == "retry":
-            if router.returns(failure, failing=state.breaker.snapshot(now).streak >= 2):
-                # Back to the first target: its own retry, paced by its own state, not by the
-                # Retry-After of the fallback that refused.
-                call.emit("fell_back", target=router.current.model, detail="chain_exhausted")
-                state = self._state_for(self._key(router.current))
-                result = Failed(replace(failure, retry_after=None), result.last, result.error)
+            back = self._back_to_first(failure, state, result, now)
+            if back is not None:
+                return back
             decision = self._decide(state, result)
             if isinstance(decision, Wait):
                 return decision
-            if decision.reason == "budget" and router.move("retry_budget"):
+            ready = self._fallback_ready(now)
+            if decision.reason == "budget" and ready and router.move("retry_budget"):
                 call.emit("fell_back", target=router.current.model, detail="retry_budget")
                 return Wait(0.0)
-            if decision.reason == "deadline" and router.move(failure.kind.value, failure):
+            if decision.reason == "deadline" and ready \
+                    and router.move(failure.kind.value, failure):
                 # no time for another try here: the next target may still answer in time
                 call.emit("fell_back", target=router.current.model, detail=failure.kind.value)
                 return Wait(0.0)
@@ -483,7 +490,31 @@ class Plan:
             return self._end(decision, result)
         return self._end(GiveUp("not_retryable", failure), result)
 
-    def _decide(self, state: TargetPressure, result: Failed) -> Wait | GiveUp:
+    def _back_to_first(self, failure: Failure, state: TargetPressure, result: Failed,
+                       now: float) -> Wait | None:
+        """The chain's last target failed as one to leave: the retry goes to the first target
+        when that target could take it in the time left (a :class:`Wait` for its own backoff,
+        not the Retry-After of the fallback that refused, and no shorter than its own);
+        ``None`` to decide on the last target as before."""
+        call, router = self.call, self.router
+        if not router.would_return(failure, failing=state.breaker.snapshot(now).streak >= 2):
+            return None
+        first = self._state_for(self._key(router.chain[0]))
+        left = call.remaining()
+        quiet = max(0.0, first.refusing_until - now)
+        if not self._could_take(first, now, quiet) or (
+                left is not None and quiet + MIN_ATTEMPT > left):
+            return None
+        decision = self._decide(first, Failed(replace(failure, retry_after=None), result.last,
+                                              result.error), at_least=quiet)
+        if not isinstance(decision, Wait):
+            return None
+        router.back_to_first()
+        call.emit("fell_back", target=router.current.model, detail="chain_exhausted")
+        return decision
+
+    def _decide(self, state: TargetPressure, result: Failed, *,
+                at_least: float = 0.0) -> Wait | GiveUp:
         call, failure = self.call, result.failure
         now = call.clock.now()
         budget_ok = not failure.retryable or state.record_retry(now)
@@ -495,7 +526,7 @@ class Plan:
             # A first retry is not widened by the throttle it answers (one transient 429
             # must not cost more than the official SDK's 0.375-0.5 s); later ones are.
             pressure=state.pressure(now, throttle_recency=call.attempts > 1),
-            floor=state.time_until_available(now),
+            floor=max(state.time_until_available(now), at_least),
             budget_ok=budget_ok,
             # A throttle while the target's slots are all taken: the retry will queue for a
             # slot, and completions (not a random wait) clock it out, so it waits only for
@@ -506,13 +537,17 @@ class Plan:
     # --- hedging (the async driver's second attempt) ------------------------------------------
 
     def hedge(self) -> tuple[Send, Target, TargetPressure] | None:
-        """A second, concurrent attempt: the next target of the chain, else the same target.
+        """A second, concurrent attempt: the next target of the chain that could take it,
+        else the same target.
 
         ``None`` when the attempt cap, the deadline or the target's admission forbids it now
         (a hedge never waits for admission: it would only add load to a busy target).
         """
         call, router = self.call, self.router
-        target = router.chain[router.index + 1] if router.has_fallback else router.current
+        now = call.clock.now()
+        target = next((t for t in router.chain[router.index + 1:]
+                       if self._could_take(self._state_for(self._key(t)), now,
+                                           FALLBACK_PATIENCE)), router.current)
         model = target.model or call.target
         state = self._state_for(self._key(target))
         action = call.next_attempt(self.requested, target=model)

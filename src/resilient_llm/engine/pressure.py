@@ -126,8 +126,10 @@ class TargetPressure:
         self._waiting: list[Waiter] = []
         self._last_throttle: float | None = None
         #: Until when the target asked (``Retry-After`` on a refusal) not to be sent to: a
-        #: fallback refusing for longer than moving takes is not somewhere to go.
+        #: fallback refusing for longer than moving takes is not somewhere to go. Forgotten
+        #: once a request sent after that refusal is accepted.
         self.refusing_until = -math.inf
+        self._refused_at = -math.inf
         self.throttles = 0
         self._remaining_fraction: float | None = None
         self._baseline: float | None = None
@@ -461,6 +463,9 @@ class TargetPressure:
                 self.budget.on_failure()
             if retry_after is not None and latency is None:
                 self.refusing_until = max(self.refusing_until, now + retry_after)
+                self._refused_at = now
+            elif latency is not None and now - latency >= self._refused_at:
+                self.refusing_until = -math.inf
             if latency is not None:
                 if now - self._last_success > self._stale_after() > 0:
                     self._silence = (self._last_success, now)

@@ -14,11 +14,15 @@ over across regions too. When to move on, and when not:
 * a target whose circuit is open, whose expected latency exceeds the time left, or which is
   saturated while the call is ``batch`` is skipped without an attempt (the last target of a
   chain is never skipped for latency or saturation: it is the last chance);
-* while a fallback remains, one attempt may use at most half of the time left, so a target
+* while a fallback is ready, one attempt may use at most half of the time left, so a target
   that never answers cannot take the fallback's budget with it;
+* a fallback is somewhere to go only while it could take the call (its circuit is not open,
+  it has not asked to be left alone): otherwise the call stays where it is, as the official
+  client would, and a move after a failure becomes a retry (so with ``[a, b, c]`` and ``c``
+  down, a failing ``b`` is retried);
 * when the last target fails as one that would be left, the call's remaining retries (after
-  their backoff) go to the first target: a fallback that is down must not take attempts the
-  official client would have spent on the model asked for.
+  their backoff) go to the first target if it could take them: a fallback that is down must
+  not take attempts the official client would have spent on the model asked for.
 
 With ``RESILIENT_LLM_ALLOWED_REGIONS`` set, a target whose region is outside the set (or
 unknown) is never used: if the chain has nothing else left, the call fails closed with
@@ -38,7 +42,7 @@ from .failure import NEVER_FALL_BACK, Failure, FailureClass
 
 __all__ = ["BUDGET_SHARE", "FALLBACK_PATIENCE", "Router", "Step", "Target"]
 
-#: Share of the remaining time one attempt may use while a fallback remains.
+#: Share of the remaining time one attempt may use while a fallback is ready.
 BUDGET_SHARE = 0.5
 #: With a fallback ready, the longest a call waits on a target's pacer before moving on (s).
 FALLBACK_PATIENCE = 0.05
@@ -172,31 +176,33 @@ class Router:
             return "move"
         return "retry" if self.tries_here < 2 and not failing else "move"
 
-    def returns(self, failure: Failure, *, failing: bool = False) -> bool:
-        """After the chain's last target failed: spend the call's remaining attempts on its
-        first target (``True``) rather than on the last one.
+    def would_return(self, failure: Failure, *, failing: bool = False) -> bool:
+        """After the chain's last target failed: should the call's remaining attempts go to
+        its first target rather than to the last one (see :meth:`back_to_first`)?
 
         Only when the last target failed as one that would be left if there were somewhere to
         go (see :meth:`after_failure`): a fallback that is down or throttled for seconds must
         not take the rest of the call's attempts, when the official client would have spent
-        them on the model asked for, which may only have been busy. The fallbacks, tried and
-        failed, are not tried again in this call (bouncing between a busy primary and a down
-        fallback gave the primary half the attempts the official client gives it). Never
-        after a context-length move: the earlier targets' windows were too small."""
+        them on the model asked for, which may only have been busy. Never after a
+        context-length move: the earlier targets' windows were too small. (Whether the first
+        target could take the call now is the plan's question: its circuit, its Retry-After.)
+        """
         if self.index == 0 or self.has_fallback or self.on_context_chain:
             return False
         kind = failure.kind
         if kind in NEVER_FALL_BACK or kind is FailureClass.CONTEXT_LENGTH or not failure.retryable:
             return False
-        leaving = kind in _MOVE_AT_ONCE or failing or self.tries_here >= 2 or (
+        return kind in _MOVE_AT_ONCE or failing or self.tries_here >= 2 or (
             kind is FailureClass.RATE_LIMITED
             and (failure.retry_after or 0) > _SHORT_RETRY_AFTER)
-        if not leaving:
-            return False
+
+    def back_to_first(self) -> None:
+        """Spend the call's remaining attempts on the first target. The later targets, tried
+        or skipped, are not gone to again in this call: bouncing between a busy primary and
+        a down fallback gave the primary half the attempts the official client gives it."""
         self.chain = self.chain[:1]
         self.index = 0
         self.tries_here = 0
-        return True
 
     def failed_here(self, error: BaseException) -> None:
         """An attempt on the current target failed with ``error`` (kept as its cause)."""

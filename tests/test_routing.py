@@ -328,6 +328,21 @@ def test_going_back_to_the_primary_waits_for_its_own_retry_after() -> None:
     assert clock.now() - began >= 10.0  # a asked for 10 s: the official client waits them
 
 
+def test_a_primary_that_asked_for_quiet_is_skipped_then_gone_back_to_after_it() -> None:
+    clock = FakeClock()
+    handler = ByModel(a=[(429, "rate_limit_exceeded", 3), 200], b=[200, (529, "overloaded"), 200])
+    with client(handler, clock, fallbacks={"a": ["b"]}) as c:
+        first = c.chat.completions.create(model="a", messages=MESSAGES)
+        assert handler.models == ["a", "b"] and first.model == "b"  # a asked for 3 s
+        began = clock.now()
+        second = c.chat.completions.create(model="a", messages=MESSAGES)
+    # a still wants quiet: skipped for b, whose overload sends the retry back to a once
+    # a's 3 s are over (a retry of a that it had none of yet).
+    assert handler.models == ["a", "b", "b", "a"] and second.model == "a"
+    assert clock.now() - began >= 3.0 - 1e-9
+    assert outcome(second).reason == "refusing"
+
+
 def test_a_call_that_cannot_go_back_ends_as_every_target_failed() -> None:
     clock = FakeClock()
     handler = ByModel()

@@ -219,7 +219,7 @@ class Call:
     ) -> Send | GiveUp:
         """Plan the next attempt, or give up when the deadline or the attempt cap forbids one.
 
-        ``share`` < 1 caps this attempt to that share of the time left (a fallback remains and
+        ``share`` < 1 caps this attempt to that share of the time left (a fallback is ready and
         must keep a budget of its own). ``target`` names another model than the call's for
         this one attempt (a hedge on the next target of the chain).
         """
@@ -269,14 +269,16 @@ class Call:
         floor: float = 0.0,
         budget_ok: bool = True,
         queued: bool = False,
+        retry: int | None = None,
     ) -> Wait | GiveUp:
         """Decide what follows a failed attempt: a bounded backoff, or the end of the call.
 
         ``pressure`` (0–1) widens the backoff window; ``floor`` is the pacer's time until
         capacity (the wait is never shorter); ``budget_ok`` is the target's retry budget;
-        ``queued``: the retry will queue for a slot, so it waits only ``max(hint, floor)``. A
-        retry that fits after the server's hint is always taken: the jitter and spread are
-        clipped so that 0.2 s remain for the attempt.
+        ``queued``: the retry will queue for a slot, so it waits only ``max(hint, floor)``;
+        ``retry``: which retry of its target this is (default: of the call), for the backoff
+        window. A retry that fits after the server's hint is always taken: the jitter and
+        spread are clipped so that 0.2 s remain for the attempt.
         """
         self.last_failure = failure
         if error is not None:
@@ -290,12 +292,13 @@ class Call:
         if not budget_ok:
             return GiveUp("budget", failure)
         left = self.remaining()
+        retry = self.attempts if retry is None else retry
         if queued:
             wait = max(failure.retry_after or 0.0, floor)
             if left is not None and wait + MIN_ATTEMPT > left:
                 return GiveUp("deadline", failure)
             return Wait(wait)
-        if left is not None and clipped(retry=self.attempts, failure=failure,
+        if left is not None and clipped(retry=retry, failure=failure,
                                         max_backoff=self.policy.max_backoff,
                                         limit=left - _RETRY_RESERVE, pressure=pressure):
             # The deadline clips this wait. Once is the retry that fits; twice in a row is a
@@ -304,7 +307,7 @@ class Call:
                 return GiveUp("deadline", failure)
             self._clipped = True
         delay = backoff_delay(
-            retry=self.attempts,
+            retry=retry,
             failure=failure,
             rng=self.rng,
             max_backoff=self.policy.max_backoff,

@@ -307,6 +307,8 @@ class ConcurrencyLimit:
     #: before the latest cut (the overshoot that cut answers was such a probe).
     _grew: bool = False
     _grew_before_cut: bool = False
+    #: When the latest drop started a cut (Gradient2's latency cuts move ``_cut_since`` too).
+    _drop_cut_at: float | None = None
     _cut_drops: int = 0
     _last_drop: float | None = None
     _threshold: float = 0.0
@@ -347,7 +349,7 @@ class ConcurrencyLimit:
         self._dropped = True
         self._last_drop = now
         if self._cut_since is None or now - self._cut_since >= self.window:
-            self._cut_since = now
+            self._cut_since = self._drop_cut_at = now
             self._before_cut, self._grew_before_cut, self._grew = self.limit, self._grew, False
             self._cut_base = max(self.minimum, min(self.limit, sent))
             self._cut_drops = 0
@@ -364,7 +366,7 @@ class ConcurrencyLimit:
         if math.isinf(self.limit) or inflight <= self.minimum:
             return False
         limit, grew = self.limit, self._grew
-        if self._cut_since is not None and now - self._cut_since < self.window:
+        if self._drop_cut_at is not None and now - self._drop_cut_at < self.window:
             limit, grew = max(limit, self._before_cut), self._grew_before_cut
         return grew and inflight >= 0.9 * limit
 
@@ -401,6 +403,7 @@ class ConcurrencyLimit:
         if self._last_drop is not None and now - self._last_drop >= self.release_after \
                 and not self._dropped:
             self.limit = math.inf  # long calm since the last pushback: lift the limit
+            self._grew = self._grew_before_cut = False
             return
         if may_grow and inflight * 2 >= self.limit:
             # Slow start: a slot per success; after it, one per round trip (TCP's window).

@@ -305,10 +305,13 @@ class Plan:
             now = call.clock.now()
             reason = None
             # Latency and saturation only matter with somewhere to go: a fallback whose
-            # circuit is open is not (a busy primary skipped for it failed calls the official
-            # client's retries on the primary would have served).
+            # circuit is open, or which asked to be left alone, is not (a busy primary skipped
+            # for it failed calls the official client's retries on the primary would have
+            # served). Without one, the target's breaker sees a caller that is alone.
             self._can_move = ready = router.has_fallback and self._fallback_ready(now)
-            if ready:
+            if ready and state.refusing_until > now + FALLBACK_PATIENCE:
+                reason = "refusing"  # it asked for quiet (Retry-After); a fallback is ready
+            elif ready:
                 reason = router.skip_reason(
                     circuit_open=False,
                     expected_latency=state.expected_latency(),
@@ -499,22 +502,29 @@ class Plan:
         call, router = self.call, self.router
         if not router.would_return(failure, failing=state.breaker.snapshot(now).streak >= 2):
             return None
+        if call.attempts >= call.max_attempts or not self.replayable:
+            return None  # no retry at all: nothing to spend on either target
         first = self._state_for(self._key(router.chain[0]))
         left = call.remaining()
         quiet = max(0.0, first.refusing_until - now)
-        if not self._could_take(first, now, quiet) or (
-                left is not None and quiet + MIN_ATTEMPT > left):
-            return None
+        if not self._could_take(first, now, quiet) or first.breaker.next_chance(now) > quiet \
+                or (left is not None and quiet + MIN_ATTEMPT > left):
+            return None  # its circuit would refuse the call, or its quiet outlasts the call
+        # Its own retry: the backoff of the attempts it had, not of the call's (the official
+        # client's next retry of it would wait no longer).
+        name = router.chain[0].model or call.target
+        tried = sum(1 for attempt in call.record.attempts if attempt.target == name)
         decision = self._decide(first, Failed(replace(failure, retry_after=None), result.last,
-                                              result.error), at_least=quiet)
+                                              result.error), at_least=quiet,
+                                retry=max(1, tried))  # (skipped so far: its first retry)
         if not isinstance(decision, Wait):
             return None
         router.back_to_first()
         call.emit("fell_back", target=router.current.model, detail="chain_exhausted")
         return decision
 
-    def _decide(self, state: TargetPressure, result: Failed, *,
-                at_least: float = 0.0) -> Wait | GiveUp:
+    def _decide(self, state: TargetPressure, result: Failed, *, at_least: float = 0.0,
+                retry: int | None = None) -> Wait | GiveUp:
         call, failure = self.call, result.failure
         now = call.clock.now()
         budget_ok = not failure.retryable or state.record_retry(now)
@@ -532,6 +542,7 @@ class Plan:
             # slot, and completions (not a random wait) clock it out, so it waits only for
             # what the provider asked. A random wait would leave slots idle.
             queued=failure.throttle and state.slots_full(),
+            retry=retry,
         )
 
     # --- hedging (the async driver's second attempt) ------------------------------------------

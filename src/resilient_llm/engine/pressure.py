@@ -472,11 +472,11 @@ class TargetPressure:
                 self._last_success = now
                 self.cubic.record_accept(now)
             previous = self._last_throttle
-            # A 429 with as many requests in flight as an engaged concurrency limit allows: the
-            # limit's probe for one more slot met the provider's edge, and the limit answers it
-            # (below). Cutting the send rate as well paced warm bursts against a 40-slot
-            # provider at 0.8x what its slots serve, for seconds after each probe. 429s with
-            # fewer in flight than the limit allows are rate-shaped: they slow the send rate.
+            # A 429 while an engaged concurrency limit that grew since its last cut probes for
+            # more, with as many in flight as it allows (and more than one): the probe met the
+            # provider's edge, and the limit answers it (below). Cutting the send rate as well
+            # paced warm bursts against a 40-slot provider at 0.8x what its slots serve, for
+            # seconds after each probe. Other 429s are rate-shaped: they slow the send rate.
             probe = throttled and self.concurrency.binds(self.inflight + 1, now)
             if throttled:
                 self.throttles += 1

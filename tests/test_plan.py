@@ -21,8 +21,6 @@ from resilient_llm.engine.breaker import ALONE_WARMUP
 from resilient_llm.engine.call import Call, Send, Wait
 from resilient_llm.engine.classify import Failure, FailureClass
 from resilient_llm.engine.plan import (
-    HEAD_POLL,
-    LINE_POLL,
     REFUSAL_PATIENCE,
     Admit,
     Admitted,
@@ -35,6 +33,7 @@ from resilient_llm.engine.plan import (
     Served,
 )
 from resilient_llm.engine.pressure import RateLimits, TargetKey, TargetPressure
+from resilient_llm.engine.queue import HEAD_POLL, LINE_POLL
 from resilient_llm.testing import FakeClock, FakeRandom
 
 SERVER_ERROR = Failure(FailureClass.SERVER_ERROR, True)

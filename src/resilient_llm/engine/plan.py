@@ -63,6 +63,7 @@ from .actions import (
 from .call import MIN_ATTEMPT, Call, GiveUp, Send, Wait
 from .classify import Failure, FailureClass, unknown_failure
 from .pressure import Admission, RateLimits, TargetPressure
+from .queue import AdmissionQueue
 from .routing import FALLBACK_PATIENCE, Router, Target
 
 __all__ = [
@@ -388,7 +389,9 @@ class Plan:
 
     def enqueue(self, admit: Admit) -> AdmissionQueue:
         """Join ``admit``'s queue: the drivers ask the returned place for their turn."""
-        return AdmissionQueue(self, admit)
+        call = self.call
+        return AdmissionQueue(admit, call.policy.priority, call.clock,
+                              patience=self._queue_wait, give_up_in=self._give_up_in)
 
     def _queue_wait(self, admission: Admission, since: float) -> float | Refused | None:
         """While queued (since ``since``) and not admitted: the seconds to sleep before asking
@@ -684,55 +687,3 @@ class Plan:
         )
         error.__cause__ = router.causes.get(str(router.current))
         return error
-
-
-#: How often the first waiter in line asks again (seconds), and the others (a safety net: they
-#: are woken when they reach the head).
-HEAD_POLL = 0.05
-LINE_POLL = 1.0
-
-
-class AdmissionQueue:
-    """One request's place in a target's admission queue, without I/O: the drivers and the
-    simulator ask :meth:`turn`, then sleep or wait to be woken as it says, and call
-    :meth:`leave` if they stop for any other reason (an exception, a cancellation)."""
-
-    __slots__ = ("_began", "_plan", "_queued", "state", "waiter")
-
-    def __init__(self, plan: Plan, admit: Admit) -> None:
-        self._plan = plan
-        self.state = admit.state
-        self._began = plan.call.clock.now()
-        self._queued = False
-        self.waiter = admit.state.enqueue(plan.call.policy.priority, admit.cost)
-
-    def turn(self) -> Admitted | Refused | float | None:
-        """Admitted or :class:`Refused`: the wait is over (a refused request has left the
-        queue). A number: sleep that long, then ask again. ``None``: wait until woken by a
-        release, at most :meth:`poll` seconds."""
-        now = self._plan.call.clock.now()
-        admission = self.state.try_admit(self.waiter, now)
-        if admission.granted:
-            return Admitted(admission.pressure, now - self._began if self._queued else None)
-        self._queued = True
-        wait = self._plan._queue_wait(admission, self._began)
-        if isinstance(wait, Refused):
-            self.leave()
-        return wait
-
-    def poll(self, longest: float | None = None) -> float:
-        """How long to wait for a wake-up before asking again, at most.
-
-        The first in line asks every ``HEAD_POLL`` seconds: the clock alone can admit it (an
-        attempt in flight too long stops holding its slot). The others are woken when they
-        reach the head, so they ask every ``LINE_POLL`` seconds only as a safety net; a driver
-        whose wake-ups cannot cross threads passes ``longest=HEAD_POLL``. Less when the
-        request stops waiting sooner."""
-        if longest is None:
-            longest = HEAD_POLL if self.state.first_in_line(self.waiter) else LINE_POLL
-        give_up_in = self._plan._give_up_in(self._began)
-        return longest if give_up_in is None else max(0.0, min(longest, give_up_in))
-
-    def leave(self) -> None:
-        """Stop waiting (idempotent)."""
-        self.state.cancel(self.waiter)

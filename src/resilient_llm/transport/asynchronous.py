@@ -29,7 +29,6 @@ from ..engine.classify import (
 )
 from ..engine.hedge import MAX_RACERS, hedge_stats
 from ..engine.plan import (
-    HEAD_POLL,
     Action,
     Admit,
     Admitted,
@@ -40,6 +39,7 @@ from ..engine.plan import (
     Served,
 )
 from ..engine.pressure import TargetPressure
+from ..engine.queue import HEAD_POLL
 from .bodies import AsyncBoundedBody
 from .decoding import EventView, aread_capped
 from .recovery import AsyncResume, recovery_for

@@ -309,7 +309,8 @@ class Plan:
             # circuit is open, or which asked to be left alone, is not (a busy primary skipped
             # for it failed calls the official client's retries on the primary would have
             # served). Without one, the target's breaker sees a caller that is alone.
-            self._can_move = ready = router.has_fallback and self._fallback_ready(now)
+            self._can_move = ready = router.has_fallback \
+                and self._ready_fallback(now) is not None
             if ready and state.refusing_until > now + FALLBACK_PATIENCE:
                 reason = "refusing"  # it asked for quiet (Retry-After); a fallback is ready
             elif ready:
@@ -362,20 +363,21 @@ class Plan:
         router = self.router
         for target in router.chain[router.index + 1:]:
             state = self._state_for(self._key(target))
-            if self._could_take(state, now, FALLBACK_PATIENCE):
+            if self._could_take(state, now):
                 return state
         return None
 
-    def _fallback_ready(self, now: float) -> bool:
-        return self._ready_fallback(now) is not None
+    def _could_take(self, state: TargetPressure, now: float) -> bool:
+        """Could ``state``'s target take an attempt now: its circuit is not open, and it has
+        not asked (``Retry-After``) to be left alone for longer than moving takes?"""
+        return not self._circuit_open(state, now) \
+            and state.refusing_until <= now + FALLBACK_PATIENCE
 
-    def _could_take(self, state: TargetPressure, now: float, within: float) -> bool:
-        """Could ``state``'s target take an attempt within ``within`` seconds: its circuit is
-        not open, and it has not asked (``Retry-After``) to be left alone for longer?"""
+    def _circuit_open(self, state: TargetPressure, now: float) -> bool:
         seen = state.breaker.transitions
         circuit = state.breaker.state(now)
         self._breaker_moved(state, seen, now)  # (an open circuit's break may just have ended)
-        return circuit != "open" and state.refusing_until <= now + within
+        return circuit == "open"
 
     def _admit_now(self, state: TargetPressure) -> bool:
         """Admission without waiting, the uncontended case; ``False``: queue for it."""
@@ -462,8 +464,8 @@ class Plan:
             call.note_error(result.error)  # an exception is noted by ``after_failure``
         step = router.after_failure(failure, failing=router.has_fallback and (
             state.breaker.snapshot(now).streak >= 2))
-        if step == "move" and failure.kind is not FailureClass.CONTEXT_LENGTH \
-                and not self._fallback_ready(now):
+        ready = router.has_fallback and self._ready_fallback(now) is not None
+        if step == "move" and failure.kind is not FailureClass.CONTEXT_LENGTH and not ready:
             step = "retry"  # the fallbacks are down or refusing for now: stay, as the SDK does
         if step == "move":
             if router.move(failure.kind.value, failure):
@@ -477,7 +479,6 @@ class Plan:
             decision = self._decide(state, result)
             if isinstance(decision, Wait):
                 return decision
-            ready = self._fallback_ready(now)
             if decision.reason == "budget" and ready and router.move("retry_budget"):
                 call.emit("fell_back", target=router.current.model, detail="retry_budget")
                 return Wait(0.0)
@@ -510,7 +511,7 @@ class Plan:
         first = self._state_for(self._key(router.chain[0]))
         left = call.remaining()
         quiet = max(0.0, first.refusing_until - now)
-        if not self._could_take(first, now, quiet) or first.breaker.next_chance(now) > quiet \
+        if self._circuit_open(first, now) or first.breaker.next_chance(now) > quiet \
                 or (left is not None and quiet + MIN_ATTEMPT > left):
             return None  # its circuit would refuse the call, or its quiet outlasts the call
         # Its own retry: the backoff of the attempts it had, not of the call's (the official
@@ -560,8 +561,8 @@ class Plan:
         call, router = self.call, self.router
         now = call.clock.now()
         target = next((t for t in router.chain[router.index + 1:]
-                       if self._could_take(self._state_for(self._key(t)), now,
-                                           FALLBACK_PATIENCE)), router.current)
+                       if self._could_take(self._state_for(self._key(t)), now)),
+                      router.current)
         model = target.model or call.target
         state = self._state_for(self._key(target))
         action = call.next_attempt(self.requested, target=model)

@@ -618,14 +618,36 @@ def test_no_concurrency_limit_until_the_provider_pushes_back_and_none_after_long
 
 def test_a_drop_of_the_only_request_in_flight_sets_no_limit() -> None:
     """One request in flight cannot have been too many at once: a limit of one learnt from it
-    would hold a later burst the official SDK sends at once. More in flight are evidence."""
+    would hold a later burst the official SDK sends at once. More in flight are evidence, but
+    a first cut starts from four at least: from two or three, a chance refusal left a limit of
+    one or two."""
     limit = ConcurrencyLimit()
-    limit.on_drop(0.0, inflight=1)
+    assert limit.on_drop(0.0, inflight=1) is False
     assert math.isinf(limit.limit)
-    limit.on_drop(0.0, inflight=3)
-    assert limit.limit == 2.0
+    assert limit.on_drop(0.0, inflight=3) is True
+    assert limit.limit == 3.0  # from four: x 0.9, and one fewer for the drop
     limit.on_drop(2.0, inflight=1)  # an engaged limit is cut as before
     assert limit.limit == 1.0
+
+
+def test_a_drop_sent_with_no_more_in_flight_than_the_provider_served_cuts_nothing() -> None:
+    """A refusal of a request sent with as many in flight as one the provider just served is
+    not about how many at once (an overloaded shared pool, random 529s): the limit neither
+    engages nor falls. One sent with more than ever served is evidence, and cuts as before."""
+    limit = ConcurrencyLimit()
+    limit.on_served(0.0, sent_with=6)
+    assert limit.served(1.0) == 6
+    assert limit.on_drop(1.0, inflight=3, sent_with=5) is False
+    assert math.isinf(limit.limit)
+    assert limit.on_drop(1.5, inflight=8, sent_with=8) is True
+    assert limit.limit == 7.0
+    assert limit.on_drop(3.0, inflight=6, sent_with=6) is False
+    assert limit.limit == 7.0
+    # what was served is remembered for 10 to 20 s, then forgotten
+    assert limit.served(15.0) == 6
+    assert limit.served(25.0) == 0
+    assert limit.on_drop(25.0, inflight=6, sent_with=6) is True
+    assert limit.limit < 7.0
 
 
 def test_slow_start_climbs_back_to_half_the_old_limit_after_an_episode() -> None:

@@ -203,3 +203,43 @@ def test_the_demos_brownout_is_served_in_full_within_the_deadline(
     failures = [repr(error) for _, error in results if error is not None]
     assert failures == []
     assert max(seconds for seconds, _ in results) <= 3.0 + 0.3
+
+
+def test_overload_answers_at_random_do_not_hold_calls_in_the_client(
+    provider: FaultProvider, server: FaultServer,
+) -> None:
+    """Anthropic answers 529 to a share of requests whatever the load (an overloaded pool
+    others share). Cutting the concurrency limit for each, as for a provider full up, held the
+    caller's own requests back until its calls ran out of time: 30 % refused at random, 20
+    calls/s, a 2 s deadline, served 72 % of the calls (the official client: 92 %). A refusal
+    of a request sent with no more in flight than the provider just served cuts nothing:
+    calls are not held in the client (only until the first answers, at most one round trip)."""
+    import threading
+
+    ok, refused = Fault.ok(text="done", delay=0.1), Fault.status(529)
+    provider.script(*([ok, ok, ok, refused] * 80))
+    waits: list[float] = []
+    failures: list[BaseException] = []
+    with Anthropic(base_url=server.anthropic_base_url, api_key="sk-ant-test",
+                   policy=Policy(deadline=5)) as client:
+        def caller() -> None:
+            for _ in range(6):
+                try:
+                    message = client.messages.create(
+                        model="claude-test", max_tokens=16,
+                        messages=[{"role": "user", "content": "hello"}])
+                except anthropic.APIStatusError as error:  # four 529s in a row: the provider's
+                    failures.append(error)
+                else:
+                    waits.append(outcome(message).queue_wait)
+
+        threads = [threading.Thread(target=caller) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert len(waits) + len(failures) == 48
+    assert all(error.status_code == 529 for error in failures)
+    assert len(failures) <= 2
+    held = [wait for wait in waits if wait > 0.05]
+    assert len(held) <= 4 and max(waits) < 0.3, f"calls waited in the client: {held}"

@@ -133,7 +133,7 @@ class Plan:
     """
 
     __slots__ = ("_can_move", "_cost", "_cost_of", "_last", "_refusal_waited", "_refused",
-                 "_sent_at",
+                 "_sent_at", "_sent_with",
                  "_states", "_states_of", "call", "replayable", "requested", "requested_model",
                  "router", "state", "target")
 
@@ -166,6 +166,9 @@ class Plan:
         self._refused: tuple[GiveUp, Failed] | None = None
         #: When the attempt being made was admitted (its failure's release reads it).
         self._sent_at = 0.0
+        #: The target of the latest attempt, and how many attempts to it were in flight
+        #: (that one included) when it was sent.
+        self._sent_with: tuple[TargetPressure, int] | None = None
         #: A later target could take the call (decided with each target picked).
         self._can_move = False
 
@@ -248,7 +251,7 @@ class Plan:
             except BaseException:
                 state.breaker.cancel_probe()  # the planned attempt will not be made
                 raise
-            self._sent_at = call.clock.now()
+            self._sent_at, self._sent_with = call.clock.now(), (state, state.inflight)
             try:
                 result = yield action
             except BaseException:
@@ -601,7 +604,7 @@ class Plan:
     def release(self, state: TargetPressure, started: float, failure: Failure | None) -> None:
         """An admitted attempt ended (``failure=None``: it succeeded; a stream: its first output
         arrived): free its slot and let the target learn from it."""
-        call = self.call
+        call, sent = self.call, self._sent_with
         now = call.clock.now()
         state.release(
             now,
@@ -618,6 +621,7 @@ class Plan:
             or failure.kind is FailureClass.RATE_LIMITED,
             retry_after=None if failure is None else failure.retry_after,
             patience=call.record.deadline_budget,
+            sent_with=sent[1] if sent is not None and sent[0] is state else None,
         )
 
     # --- how a request ends -------------------------------------------------------------------

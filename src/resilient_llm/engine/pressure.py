@@ -14,7 +14,9 @@ on. For each target:
   the rate, whatever burst the headers describe. Without headers CUBIC's bucket starts full,
   so it delays only a caller that sends faster than the rate.
 * **Concurrency limit** — none until the provider pushes back (a 429, an overload answer, a
-  timeout not cut short by the caller's deadline; not a 503, which is the breaker's); then
+  timeout not cut short by the caller's deadline; not a 503, which is the breaker's) with
+  more in flight than the provider served lately (a refusal at a load it serves says nothing
+  about how many at once); then
   AIMD (one ×0.9 cut and a slot less per further drop in each second), slow start back to
   where it stood, Gradient2 on latency per 1 s window, and no limit again after 30 s calm.
   Growth stops while the provider reports less than 10 % of its request limit remaining.
@@ -79,7 +81,8 @@ __all__ = [
 BATCH_SHARE = 0.75
 #: Seconds an interactive admission keeps the headroom reserved for interactive work.
 INTERACTIVE_MEMORY = 30.0
-#: Seconds after a 429 during which the concurrency limit does not grow.
+#: Seconds after a 429 that cut the send rate or the limit during which the concurrency
+#: limit does not grow.
 _GROWTH_PAUSE = 2.0
 #: A 429 slows the send rate only when another came within this many seconds: one alone is a blip.
 _BLIP_WINDOW = 10.0
@@ -125,6 +128,8 @@ class TargetPressure:
         self._silence: tuple[float, float] | None = None
         self._waiting: list[Waiter] = []
         self._last_throttle: float | None = None
+        #: The latest 429 that cut the send rate or the concurrency limit.
+        self._pushed_back = -math.inf
         #: Until when the target asked (``Retry-After`` on a refusal) not to be sent to: a
         #: fallback refusing for longer than moving takes is not somewhere to go. Forgotten
         #: once a request sent after that refusal is accepted.
@@ -444,8 +449,11 @@ class TargetPressure:
         succeeded: bool,
         retry_after: float | None = None,
         patience: float | None = None,
+        sent_with: int | None = None,
     ) -> None:
         """An admitted attempt ended: free its slot and learn from how it went.
+
+        ``sent_with``: how many attempts were in flight (this one included) when it was sent.
 
         ``patience`` is the deadline budget of the call (a throttle never paces the target
         slower than two requests per such budget). ``throttled`` (a 429) slows the send rate
@@ -489,13 +497,15 @@ class TargetPressure:
             repeated = self.cubic_rate is not None or (
                 previous is not None and now - previous <= _BLIP_WINDOW)
             accepted = previous is None or self._last_success > previous
-            if throttled and not probe and repeated and accepted and self.cubic.measured > 0 and (
-                    retry_after is not None
-                    or (self.requests is not None and not self._cubic_bucket)
-                    or self.cubic_rate is not None):
+            rate_shaped = throttled and (
+                retry_after is not None
+                or (self.requests is not None and not self._cubic_bucket)
+                or self.cubic_rate is not None)
+            if rate_shaped and not probe and repeated and accepted and self.cubic.measured > 0:
                 current = self.requests.rate if self.requests is not None else None
                 self.cubic_rate = self.cubic.on_throttle(now, current, patience)
                 self._follow_cubic(now)
+                self._pushed_back = now
             if throttled and self.requests is not None and not self._cubic_bucket:
                 # A 429 is ground truth, headers a hint: the next request is due when the
                 # provider said, not before, and the burst the headers allow is not believed
@@ -511,13 +521,19 @@ class TargetPressure:
             # A 429 may be a rate limit or a concurrency cap (a provider's headers describe
             # both the same way): it slows the rate (above) and counts as a drop.
             if dropped or throttled:
-                self.concurrency.on_drop(now, self.inflight + 1)
+                if self.concurrency.on_drop(now, self.inflight + 1, sent_with) and throttled:
+                    self._pushed_back = now
             elif latency is not None:
-                # No growth while the provider says its limit is nearly spent, or just sent
-                # a 429: more slots would only meet the rate limit again.
+                if sent_with is not None:
+                    self.concurrency.on_served(now, sent_with)
+                # No growth while the provider says its limit is nearly spent, or just pushed
+                # back with a 429 that cut the rate or the limit: more slots would only meet
+                # the limit again. A 429 that cut nothing (sent at a load the provider serves)
+                # says nothing of the kind: random 429s every 0.2 s held a limit of four for
+                # 30 s.
                 may_grow = (self._remaining_fraction is None
                             or self._remaining_fraction >= 0.1) and (
-                    self._last_throttle is None or now - self._last_throttle >= _GROWTH_PAUSE)
+                    now - self._pushed_back >= _GROWTH_PAUSE)
                 self.concurrency.on_sample(latency, now, self.inflight + 1, may_grow)
                 self._learn_latency(latency)
             self._wake_head()

@@ -259,6 +259,12 @@ def _matrix() -> list[Cell]:
                    # would make more calls with whichever client fails faster)
                    Traffic("poisson", duration=20.0, rate=50.0), deadline=2.0, checks=never)
               for ratio in (0.3, 0.5, 0.8, 0.9)]
+    # Overload answers a share of requests gets whatever the load (a pool others share):
+    # no evidence of a cap on how many at once.
+    cells += [Cell(f"partial failure {ratio:.0%} of 529s, deadline 2 s",
+                   _p(service_time=0.1, fail_ratio=ratio, fail_status=529, retry_after=None),
+                   Traffic("poisson", duration=20.0, rate=50.0), deadline=2.0, checks=never)
+              for ratio in (0.3, 0.5)]
     cells.append(Cell("absurd headers once, deadline 10 s",
                       _p(service_time=0.1, absurd_at=0), Traffic("sequential", duration=30.0),
                       deadline=10.0, checks=never | {"absurd"}))
@@ -382,6 +388,7 @@ _REDUCED_NAMES = (
     "healthy, 64 in flight, 100 ms", "Poisson 1.5x capacity (20 slots x 0.5 s)",
     "outage 503 15 s, 4/s caller, fallback", "absurd headers once, deadline 10 s",
     "partial failure 50%, deadline 2 s", "batch flood of 400 + interactive, 5 slots",
+    "partial failure 50% of 529s, deadline 2 s",
     "transient 429, Retry-After 1 s, deadline 2 s", "partial failure 80%, deadline 2 s",
     "healthy, 256 in flight, 1000 ms", "outage silent 10 s, 2x-capacity Poisson",
     "burst of 200 at once, 20 slots x 0.2 s, slot headers",

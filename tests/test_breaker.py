@@ -149,6 +149,19 @@ def test_a_target_that_never_succeeded_lets_callers_without_a_fallback_try_for_a
     assert not breaker.allow(0.5, alone=True, rng=rng)  # down, as far as anyone can tell
 
 
+def test_served_lately_says_whether_the_target_answered_within_the_window() -> None:
+    """What lets a caller with nowhere else to go through an open circuit (a partial
+    failure); a fleet's breaker asks it of its local breaker and of the fleet's window."""
+    breaker, rng = Breaker(thresholds=Thresholds(break_for=5.0)), FakeRandom(fixed=0.0)
+    assert not breaker.served_lately(0.0)
+    breaker.record(0.5, None, rng)
+    for i in range(breaker.thresholds.min_calls):
+        breaker.record(1.0 + i * 0.01, DOWN, rng)
+    assert breaker.state(1.1) == "open" and breaker.served_lately(1.1)
+    assert breaker.allow(1.1, alone=True, rng=rng) and not breaker.allow(1.1, rng=rng)
+    assert not breaker.served_lately(0.5 + breaker.thresholds.window + 0.1)
+
+
 def test_the_snapshot_counts_health_failures_in_a_row() -> None:
     breaker, rng = Breaker(), FakeRandom(fixed=0.0)
     for at, outcome, streak in ((0.0, DOWN, 1), (0.1, None, 0), (0.2, DOWN, 1),

@@ -142,10 +142,10 @@ class Breaker:
         such caller a second goes as a probe (the official SDK would send them all), so a
         target that came back serves again within a second, not only after the break. A
         target that never succeeded is tried for its first ``ALONE_WARMUP`` answers. A
-        fleet's breaker does neither: its circuit opened on the fleet's evidence, and its
-        half-open probe is fleet-wide."""
+        fleet's breaker does neither (its half-open probe is fleet-wide), and lets such a
+        caller through while the fleet was served lately (``FleetBreaker``)."""
         if now - self._last_success <= self.thresholds.window:
-            return True
+            return True  # (served_lately, lock held)
         if not self.alone_probes:
             return False
         if self._last_success == -float("inf") and self._recorded < ALONE_WARMUP:
@@ -216,6 +216,12 @@ class Breaker:
             )
 
     # coordination: a fleet's view of the circuit, applied to the local state
+
+    def served_lately(self, now: float) -> bool:
+        """Did the target answer a request within the window (seen from here)? A caller with
+        nowhere else to go is then let through an open circuit: a partial failure."""
+        with self._lock:
+            return now - self._last_success <= self.thresholds.window
 
     @property
     def probe_out(self) -> bool:

@@ -86,10 +86,12 @@ class Cut(NamedTuple):
 
 class BreakerView(NamedTuple):
     """``fail``, ``open`` and ``state``: seconds the fleet's circuit stays open, and the fleet's
-    weighted failure count (``None`` from ``open``, which does not read the window)."""
+    weighted failure and success counts (``None`` from ``open``, which does not read the
+    window)."""
 
     open_left: float
     failures: float | None
+    successes: float | None = None
 
 
 class ProbeVerdict(NamedTuple):
@@ -123,7 +125,8 @@ def _cut(raw: list[Any]) -> Cut:
 
 
 def _breaker_view(raw: list[Any]) -> BreakerView:
-    return BreakerView(float(raw[0]), float(raw[1]) if len(raw) > 1 else None)
+    return BreakerView(float(raw[0]), float(raw[1]) if len(raw) > 1 else None,
+                       float(raw[2]) if len(raw) > 2 else None)
 
 
 def _probe_verdict(raw: list[Any]) -> ProbeVerdict:

@@ -377,6 +377,12 @@ def fleet_cells() -> list[Cell]:
                    _p(**_CAPPED), Traffic("poisson", duration=30.0, rate=60.0), processes=n,
                    deadline=10.0, redis=True, checks=never)
               for n in (4, 64)]
+    # Half the requests failing, nowhere else to go: the fleet's circuit must not refuse
+    # what each worker alone would still try (the official client's retries serve 77 %).
+    cells.append(Cell("fleet of 4, partial failure 50%, deadline 2 s, with Redis",
+                      _p(service_time=0.1, fail_ratio=0.5, retry_after=None),
+                      Traffic("poisson", duration=20.0, rate=50.0), processes=4,
+                      deadline=2.0, redis=True, checks=never | {"fleet"}))
     return cells
 
 

@@ -630,6 +630,21 @@ def test_a_drop_of_the_only_request_in_flight_sets_no_limit() -> None:
     assert limit.limit == 1.0
 
 
+def test_drops_of_one_overshoot_leave_what_the_provider_held_not_a_slot_less_each() -> None:
+    """A brownout (answers ten times slower) doubles what is in flight for a while: the drops
+    of requests sent with 21 to 28 in flight say the provider holds 20, not that each of them
+    was one more too many (that left a limit of 8 on 20 slots). A burst's drops, sent with
+    ever more in flight, still leave what the provider held."""
+    brownout = ConcurrencyLimit()
+    for sent_with in range(21, 29):
+        brownout.on_drop(0.0, inflight=sent_with, sent_with=sent_with)
+    assert brownout.limit == pytest.approx(21 * 0.9)  # x 0.9 from the first drop's 21, once
+    burst = ConcurrencyLimit()
+    for sent_with in range(21, 201):
+        burst.on_drop(0.0, inflight=200, sent_with=sent_with)
+    assert burst.limit == 20.0
+
+
 def test_a_drop_sent_with_no_more_in_flight_than_the_provider_served_cuts_nothing() -> None:
     """A refusal of a request sent with as many in flight as one the provider just served is
     not about how many at once (an overloaded shared pool, random 529s): the limit neither

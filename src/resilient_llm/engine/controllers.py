@@ -334,9 +334,9 @@ class ConcurrencyLimit:
         (:meth:`served`) is no evidence of a limit on how many at once, and changes nothing.
         ``True`` when the drop counted.
 
-        One multiplicative cut (× 0.9) per window, then one slot less per further drop in
-        that window: the drops of one overshoot are one signal, and each says the provider
-        held one request fewer than was sent. Twenty rejections of a first wave of 40 leave
+        One multiplicative cut (× 0.9) per window, and no more than the provider held: fewer
+        than ``sent_with`` (or, not known, one slot less per further drop in that window): the
+        drops of one overshoot are one signal. Twenty rejections of a first wave of 40 leave
         20; a burst of 400 of which 380 are rejected leaves 20 (not 360, not 400 · 0.9³⁸⁰).
         The first drop sets the limit from ``inflight`` (default: the limit), the evidence of
         what the provider was asked to hold; a drop of the only request in flight says nothing
@@ -381,7 +381,15 @@ class ConcurrencyLimit:
             self._cut_drops = 0
             self.limit = max(self.minimum, self._cut_base * 0.9)
         self._cut_drops += 1
-        self.limit = max(self.minimum, min(self.limit, self._cut_base - self._cut_drops))
+        if sent_with is None:
+            self.limit = max(self.minimum, min(self.limit, self._cut_base - self._cut_drops))
+        else:
+            # Refused with ``sent_with`` in flight: the provider holds fewer (four at least,
+            # as above). Counting a slot less per drop instead read a brownout's refusals
+            # (latency x 10: twice the requests in flight for a while) as twice the excess,
+            # and left a limit of 8 on a provider of 20 slots.
+            held = max(float(sent_with - 1), self.FEW)
+            self.limit = max(self.minimum, min(self.limit, held))
         return True
 
     def binds(self, inflight: float, now: float) -> bool:

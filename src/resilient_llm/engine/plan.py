@@ -422,7 +422,9 @@ class Plan:
 
         A slot given to a call that cannot finish in its time left is lost to the calls
         queued behind it: under contention, a call stops waiting once what is left is shorter
-        than an answer of the target may normally take. With a fallback ready, a call waits on
+        than an answer of the target may normally take, or took lately (in a brownout, answers
+        ten times slower: a slot went to a call that had a second left for a two-second answer).
+        With a fallback ready, a call waits on
         this target no longer than the fallback would take to answer, and never into the time
         the fallback needs.
         """
@@ -431,7 +433,9 @@ class Plan:
         if fallback is None:
             if left is None:
                 return None
-            return left - max(MIN_ATTEMPT, self.state.normal_latency() or 0.0)
+            state = self.state
+            return left - max(MIN_ATTEMPT, state.normal_latency() or 0.0,
+                              state.expected_latency() or 0.0)
         answer = fallback.normal_latency()
         waited = self.call.clock.now() - since
         patience = max(FALLBACK_PATIENCE, answer or 0.0) - waited

@@ -45,7 +45,8 @@ class FleetBreaker:
       it is re-read when older than ``view_ttl`` = max(2τ, 1 s), or every
       ``BREAKER_CHECK_EVERY`` while the fleet reports failures); open → no; half-open → ask
       Redis for the fleet's one probe (granted to one worker; the others stay open, asking
-      again every ``PROBE_POLL`` or when the new break ends).
+      again every ``PROBE_POLL`` or when the new break ends). A caller with nowhere else to go
+      passes while the target served anyone in the fleet within the window.
     * ``record``: a health failure is reported at once (the fleet trips when its window
       crosses the thresholds); the local window's own trip is published; successes are
       counted and sent with the next lease refill. The probe's outcome closes or reopens
@@ -122,8 +123,10 @@ class FleetBreaker:
             if state == "open":
                 if self._local.allow(now, alone=alone, rng=rng):
                     return True
-                if not alone or self._served_lately(now):
-                    return alone
+                if not alone:
+                    return False
+                if self._served_lately(now):
+                    return True
                 if self._checking or now - self._view_at < BREAKER_CHECK_EVERY:
                     return False
                 self._checking = True  # no success of its own: did the fleet see one?

@@ -645,6 +645,18 @@ def test_drops_of_one_overshoot_leave_what_the_provider_held_not_a_slot_less_eac
     assert burst.limit == 20.0
 
 
+def test_a_rate_shaped_429_counts_at_any_load_and_a_slot_less_each() -> None:
+    """A 429 with ``Retry-After`` (or from a target that publishes rate limits) may be a rate
+    limit: fewer at once also holds the rate, and a rate limit holds no number at once to read
+    from ``sent_with`` (each process of a fleet counts only its own requests)."""
+    limit = ConcurrencyLimit()
+    limit.on_served(0.0, sent_with=10)
+    assert limit.on_drop(1.0, inflight=8, sent_with=8, rate_shaped=True) is True
+    assert limit.limit == 7.0  # from 8: x 0.9, one fewer for the drop
+    limit.on_drop(1.1, inflight=7, sent_with=3, rate_shaped=True)
+    assert limit.limit == 6.0  # a slot less, not "fewer than 3"
+
+
 def test_a_drop_sent_with_no_more_in_flight_than_the_provider_served_cuts_nothing() -> None:
     """A refusal of a request sent with as many in flight as one the provider just served is
     not about how many at once (an overloaded shared pool, random 529s): the limit neither

@@ -522,7 +522,8 @@ class TargetPressure:
             # A 429 may be a rate limit or a concurrency cap (a provider's headers describe
             # both the same way): it slows the rate (above) and counts as a drop.
             if dropped or throttled:
-                if self.concurrency.on_drop(now, self.inflight + 1, sent_with) and throttled:
+                if self.concurrency.on_drop(now, self.inflight + 1, sent_with,
+                                            rate_shaped=rate_shaped) and throttled:
                     self._pushed_back = now
             elif latency is not None:
                 if sent_with is not None:

@@ -162,6 +162,22 @@ def test_served_lately_says_whether_the_target_answered_within_the_window() -> N
     assert not breaker.served_lately(0.5 + breaker.thresholds.window + 0.1)
 
 
+def test_an_attempt_that_was_not_the_probe_neither_closes_nor_trips_a_half_open_circuit(
+) -> None:
+    """A fleet lets a caller with nowhere else to go through while another worker probes: its
+    answer is counted as if the circuit were open; only the probe's closes or trips it."""
+    breaker, rng = Breaker(thresholds=Thresholds(break_for=1.0)), FakeRandom(fixed=0.0)
+    trip(breaker, rng)
+    assert breaker.state(2.0) == "half_open"
+    breaker.record(2.0, None, rng, probe=False)
+    assert breaker.state(2.0) == "half_open" and breaker.served_lately(2.0)
+    breaker.record(2.1, DOWN, rng, probe=False)
+    assert breaker.state(2.1) == "half_open"
+    assert breaker.allow(2.2)  # the probe right is still there
+    breaker.record(2.3, None, rng)
+    assert breaker.state(2.3) == "closed"
+
+
 def test_the_snapshot_counts_health_failures_in_a_row() -> None:
     breaker, rng = Breaker(), FakeRandom(fixed=0.0)
     for at, outcome, streak in ((0.0, DOWN, 1), (0.1, None, 0), (0.2, DOWN, 1),

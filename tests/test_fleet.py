@@ -40,7 +40,7 @@ from resilient_llm.fleet import (
 )
 from resilient_llm.fleet.lease import Dimension, learned_rate
 from resilient_llm.fleet.link import Link, reset_links
-from resilient_llm.fleet.tuning import IDLE_TTL
+from resilient_llm.fleet.tuning import BREAKER_CHECK_EVERY, IDLE_TTL
 from resilient_llm.testing import Fault, FaultProvider
 from tests.redis_server import redis_url  # noqa: F401
 
@@ -237,6 +237,49 @@ def test_an_open_circuit_lets_callers_with_nowhere_else_to_go_through_while_the_
     assert d.state(time.monotonic()) == "open"
     assert not e.allow(time.monotonic(), alone=True)
     assert not c.allow(time.monotonic()) and c.allow(time.monotonic(), alone=True)
+
+
+def test_a_worker_open_on_its_own_failures_learns_that_the_fleet_was_served(
+    redis_url: str, links: list[Link],  # noqa: F811
+) -> None:
+    """A worker whose circuit opened on its own failures, before anyone was served, asks the
+    fleet again (at most every BREAKER_CHECK_EVERY) for a caller with nowhere else to go:
+    once another worker reports a success, such callers pass."""
+    key = _key("served-later")
+    a, b = (_worker(redis_url, key, links).breaker for _ in range(2))
+    rng = random.Random(2)
+    for _ in range(5):
+        b.record(time.monotonic(), OUTAGE, rng)
+    assert b.state(time.monotonic()) == "open"
+    assert not b.allow(time.monotonic(), alone=True)  # nobody was served: down
+    a.record(time.monotonic(), None, rng)  # served, reported with a's next failure report
+    a.record(time.monotonic(), OUTAGE, rng)
+    time.sleep(BREAKER_CHECK_EVERY + 0.05)
+    assert b.allow(time.monotonic(), alone=True)
+    assert not b.allow(time.monotonic())  # a caller with a fallback still goes there
+
+
+def test_a_caller_let_through_during_another_workers_probe_does_not_close_the_circuit(
+    redis_url: str, links: list[Link],  # noqa: F811
+) -> None:
+    key = _key("probe-alone")
+    a, b = (_worker(redis_url, key, links).breaker for _ in range(2))
+    for br in (a, b):
+        br.thresholds.break_for = 0.3
+    rng = random.Random(3)
+    a.record(time.monotonic(), None, rng)
+    for _ in range(6):
+        a.record(time.monotonic(), OUTAGE, rng)
+    assert not b.allow(time.monotonic())  # b reads the fleet's open circuit
+    time.sleep(0.5)  # past break_for · U(1, 1.5)
+    assert a.allow(time.monotonic())  # a holds the fleet's probe
+    assert not b.allow(time.monotonic())  # one probe for the fleet
+    assert b.allow(time.monotonic(), alone=True)  # the fleet was served within the window
+    b.record(time.monotonic(), None, rng)
+    assert b.state(time.monotonic()) != "closed"  # only the probe closes it
+    a.record(time.monotonic(), None, rng)  # the probe succeeds: closed for all
+    time.sleep(0.3)
+    assert b.allow(time.monotonic())
 
 
 def test_batch_cannot_take_the_interactive_reserve(

@@ -673,6 +673,8 @@ def test_a_drop_sent_with_no_more_in_flight_than_the_provider_served_cuts_nothin
     # what was served is remembered for 10 to 20 s, then forgotten
     assert limit.served(15.0) == 6
     assert limit.served(25.0) == 0
+    limit.on_served(19.9, sent_with=1)  # a later stretch does not keep an old one alive
+    assert limit.served(19.95) == 6 and limit.served(20.5) == 1
     assert limit.on_drop(25.0, inflight=6, sent_with=6) is True
     assert limit.limit < 7.0
 

@@ -160,21 +160,27 @@ class Breaker:
         with self._lock:
             self._probe_out = False
 
-    def record(self, now: float, failure: Failure | None, rng: RandomSource) -> None:
-        """The outcome of an attempt that :meth:`allow` let through."""
+    def record(self, now: float, failure: Failure | None, rng: RandomSource, *,
+               probe: bool = True) -> None:
+        """The outcome of an attempt that :meth:`allow` let through.
+
+        ``probe=False``: the attempt was not the half-open probe (a fleet's caller with
+        nowhere else to go let through while another worker probes): in half-open it is
+        counted as if the circuit were open, and neither closes nor trips it."""
         healthy = not counts_for_health(failure)
         if failure is not None and healthy and failure.kind is not FailureClass.RATE_LIMITED:
             healthy = True  # a 4xx answer proves the target is up
         elif failure is not None and failure.kind is FailureClass.RATE_LIMITED:
-            with self._lock:  # says nothing about health; a rate-limited probe may be retried
-                self._probe_out = False
+            if probe:
+                with self._lock:  # says nothing about health; a rate-limited probe may retry
+                    self._probe_out = False
             return
         with self._lock:
             self._recorded += 1
             if healthy:
                 self._last_success = now
             state = self._current(now)
-            if state == "half_open":
+            if state == "half_open" and probe:
                 self._probe_out = False
                 if healthy:
                     self._state = "closed"

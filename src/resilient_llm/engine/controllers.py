@@ -317,12 +317,14 @@ class ConcurrencyLimit:
     _refused_since: float | None = None
     _before_refusal: float = math.inf
     #: The most requests in flight (counted as each was sent) with which one was served, in
-    #: the ``SERVED_HOLD`` seconds from ``_served_since`` and in the ones before.
+    #: the stretch of ``SERVED_HOLD`` seconds from ``_served_since`` and in the one before
+    #: (from ``_before_since``); each counts for ``2 × SERVED_HOLD`` seconds from its start.
     _served: int = 0
     _served_before: int = 0
     _served_since: float = -math.inf
+    _before_since: float = -math.inf
     SERVED_HOLD = 10.0
-    #: The fewest requests at once a first drop engages a limit from.
+    #: The fewest requests at once a first cut starts from.
     FEW = 4.0
 
     def on_drop(self, now: float = 0.0, inflight: int | None = None,
@@ -338,8 +340,9 @@ class ConcurrencyLimit:
         ``True`` when the drop counted.
 
         One multiplicative cut (× 0.9) per window, and no more than the provider held: fewer
-        than ``sent_with`` for an overload answer, else one slot less per further drop in that
-        window (the drops of one overshoot are one signal). Twenty rejections of a first wave
+        than ``sent_with`` for a drop that is not ``rate_shaped`` (an overload answer, a bare
+        429, a timeout), else one slot less per further drop in that window (the drops of one
+        overshoot are one signal). Twenty rejections of a first wave
         of 40 leave 20; a burst of 400 of which 380 are rejected leaves 20 (not 360, not
         400 · 0.9³⁸⁰).
         The first drop sets the limit from ``inflight`` (default: the limit), the evidence of
@@ -362,9 +365,9 @@ class ConcurrencyLimit:
             # for, and most of it ran out of time.
             return False
         if math.isinf(self.limit):
-            # Nor do two or three, before anything was served: a first cut from so few took
-            # the limit to one on a chance refusal (30 % refused at random), with the caller
-            # sending four at once on average: its calls queued out of time.
+            # Nor do two or three, before anything was served: a first cut starts from four at
+            # least (from so few, a chance refusal, 30 % refused at random, took the limit to
+            # one while the caller sent four at once on average: its calls queued out of time).
             sent = max(sent, self.FEW)
         if self._refused_since is None:
             self._refused_since, self._before_refusal = now, self.limit
@@ -431,17 +434,16 @@ class ConcurrencyLimit:
     def served(self, now: float) -> int:
         """The most requests in flight with which one sent lately (in the last 10–20 s) was
         served; 0 when none was."""
-        age = now - self._served_since
-        if age > 2 * self.SERVED_HOLD:
-            return 0
-        return self._served if age > self.SERVED_HOLD else max(self._served,
-                                                                self._served_before)
+        hold = 2 * self.SERVED_HOLD
+        best = self._served if now - self._served_since <= hold else 0
+        if now - self._before_since <= hold:
+            best = max(best, self._served_before)
+        return best
 
     def on_served(self, now: float, sent_with: int) -> None:
         """A request sent with ``sent_with`` in flight (itself included) was served."""
-        age = now - self._served_since
-        if age > self.SERVED_HOLD:
-            self._served_before = self._served if age <= 2 * self.SERVED_HOLD else 0
+        if now - self._served_since > self.SERVED_HOLD:  # a new stretch; the last one stays
+            self._served_before, self._before_since = self._served, self._served_since
             self._served, self._served_since = sent_with, now
         elif sent_with > self._served:
             self._served = sent_with

@@ -422,9 +422,7 @@ class Plan:
 
         A slot given to a call that cannot finish in its time left is lost to the calls
         queued behind it: under contention, a call stops waiting once what is left is shorter
-        than an answer of the target may normally take, or took lately (in a brownout, answers
-        ten times slower: a slot went to a call that had a second left for a two-second answer).
-        With a fallback ready, a call waits on
+        than an answer of the target may normally take. With a fallback ready, a call waits on
         this target no longer than the fallback would take to answer, and never into the time
         the fallback needs.
         """
@@ -433,9 +431,7 @@ class Plan:
         if fallback is None:
             if left is None:
                 return None
-            state = self.state
-            return left - max(MIN_ATTEMPT, state.normal_latency() or 0.0,
-                              state.expected_latency() or 0.0)
+            return left - max(MIN_ATTEMPT, self.state.normal_latency() or 0.0)
         answer = fallback.normal_latency()
         waited = self.call.clock.now() - since
         patience = max(FALLBACK_PATIENCE, answer or 0.0) - waited
@@ -580,6 +576,7 @@ class Plan:
             state.cancel(waiter)
             call.withdraw(action)  # planned, never made
             return None
+        self._sent_with = None  # two attempts in flight: a release cannot tell whose count
         return action, target, state
 
     # --- what the drivers report while an attempt runs ----------------------------------------

@@ -16,9 +16,11 @@ on. For each target:
 * **Concurrency limit** — none until the provider pushes back (a 429, an overload answer, a
   timeout not cut short by the caller's deadline; not a 503, which is the breaker's) with
   more in flight than the provider served lately (a refusal at a load it serves says nothing
-  about how many at once); then
-  AIMD (one ×0.9 cut per second, and never above what the provider held: fewer than were
-  in flight when the refused request was sent), slow start back to
+  about how many at once; a 429 with ``Retry-After`` or rate-limit headers counts at any
+  load); then
+  AIMD (one ×0.9 cut per second; then, for an overload answer, never above what the
+  provider held, fewer than were in flight when the refused request was sent, and for a
+  rate-shaped 429 a slot less per further drop), slow start back to
   where it stood, Gradient2 on latency per 1 s window, and no limit again after 30 s calm.
   Growth stops while the provider reports less than 10 % of its request limit remaining.
 * **Retry budget** — gRPC retry throttling: 10 tokens, −1 per failed attempt, +0.1 per

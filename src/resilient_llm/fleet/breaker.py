@@ -68,7 +68,7 @@ class FleetBreaker:
         self._probe_hold = 0.0
         self._fleet_failures = 0.0
         self._view_at = -math.inf
-        #: When a view of the fleet's window last showed a success in it.
+        #: When a worker of the fleet last reported a success (as the latest view said).
         self._fleet_served_at = -math.inf
         self._checking = False
         self._successes = 0
@@ -164,6 +164,11 @@ class FleetBreaker:
         return self._local.served_lately(now) or (
             now - self._fleet_served_at <= self.thresholds.window)
 
+    def _adopt_served(self, now: float, served_ago: float | None) -> None:
+        """The fleet last reported a success ``served_ago`` seconds ago (lock held)."""
+        if served_ago is not None and served_ago >= 0:
+            self._fleet_served_at = max(self._fleet_served_at, now - served_ago)
+
     def _check(self, now: float) -> bool:
         result = self._link.call(STATE, [self._key], [f"{self.thresholds.window:g}"])
         with self._lock:
@@ -171,8 +176,7 @@ class FleetBreaker:
             if result is not None:
                 self._view_at = now
                 self._fleet_failures = result.failures or 0.0
-                if result.successes:
-                    self._fleet_served_at = now
+                self._adopt_served(now, result.served_ago)
                 if result.open_left > 0:
                     self._open_for(now, result.open_left)
             return self._local.state(now) == "closed"
@@ -223,13 +227,19 @@ class FleetBreaker:
         owner = _owner()
         with self._lock:
             probing = self._fleet_probe is not None and self._fleet_probe == owner
+            # (the local probe right, when Redis could not be asked for the fleet's)
+            claimed = probing or self._probe_owner == owner
             before = self._local.state(now)
         if failure is not None and failure.kind is FailureClass.RATE_LIMITED:
             if probing:
                 self.cancel_probe()  # says nothing about health: let the next caller probe
             return
         healthy = not counts_for_health(failure)
-        self._local.record(now, failure, rng)
+        # A caller with nowhere else to go, let through while another worker probes, neither
+        # closes nor trips the circuit here: only the fleet's probe does (a success of such a
+        # caller closed it locally, and its colleagues' next failure re-opened the fleet's
+        # circuit over the probe's success).
+        self._local.record(now, failure, rng, probe=claimed)
         with self._lock:
             after = self._local.state(now)
             open_left = self._local.open_left(now)
@@ -261,7 +271,6 @@ class FleetBreaker:
             self._view_at = now
             if result.failures is not None:
                 self._fleet_failures = result.failures
-            if result.successes:
-                self._fleet_served_at = now
+            self._adopt_served(now, result.served_ago)
             if result.open_left > 0 and self._fleet_probe is None:
                 self._open_for(now, result.open_left)

@@ -85,13 +85,13 @@ class Cut(NamedTuple):
 
 
 class BreakerView(NamedTuple):
-    """``fail``, ``open`` and ``state``: seconds the fleet's circuit stays open, and the fleet's
-    weighted failure and success counts (``None`` from ``open``, which does not read the
-    window)."""
+    """``fail``, ``open`` and ``state``: seconds the fleet's circuit stays open, the fleet's
+    weighted failure count, and seconds since a worker last reported a success (negative:
+    never; ``None`` from ``open``, which does not read the window)."""
 
     open_left: float
     failures: float | None
-    successes: float | None = None
+    served_ago: float | None = None
 
 
 class ProbeVerdict(NamedTuple):

@@ -1,6 +1,6 @@
 -- KEYS: brk. ARGV: 1 worker, 2 window (s), 3 min calls, 4 failure ratio, 5 open (s),
--- 6 successes to add, 7 idle ttl (ms). Returns: open left (s), fleet failures, fleet
--- successes (weighted over the window as the failures are).
+-- 6 successes to add, 7 idle ttl (ms). Returns: open left (s), fleet failures, seconds
+-- since the fleet last reported a success (-1: never).
 local bk = KEYS[1]
 local now = clock()
 local est_f, est_n = window(bk, now, tonumber(ARGV[2]), 1, tonumber(ARGV[6]))
@@ -11,4 +11,4 @@ if st ~= 'o' and est_n >= tonumber(ARGV[3]) and est_f >= tonumber(ARGV[4]) * est
   redis.call('HINCRBY', bk, 'opens', 1)
 end
 redis.call('PEXPIRE', bk, tonumber(ARGV[7]))
-return {fmt(open_left(bk, now)), fmt(est_f), fmt(est_n - est_f)}
+return {fmt(open_left(bk, now)), fmt(est_f), fmt(served_ago(bk, now))}

@@ -84,8 +84,15 @@ local function window(key, now, win, add_fail, add_ok)
   if dirty then
     redis.call('HSET', key, 'fb', fmt(fb), 'fc', fc, 'sc', sc, 'pf', pf, 'ps', ps)
   end
+  if add_ok > 0 then redis.call('HSET', key, 'ls', fmt(now)) end
   local weight = math.max(0, 1 - (now - fb) / win)
   return fc + pf * weight, fc + sc + (pf + ps) * weight
+end
+-- Seconds since a success was last reported to the breaker's window (-1: never).
+local function served_ago(key, now)
+  local ls = redis.call('HGET', key, 'ls')
+  if not ls then return -1 end
+  return math.max(0, now - tonumber(ls))
 end
 local function open_left(key, now)
   local b = redis.call('HMGET', key, 'st', 'ou')

@@ -259,14 +259,14 @@ def _matrix() -> list[Cell]:
                    # would make more calls with whichever client fails faster)
                    Traffic("poisson", duration=20.0, rate=50.0), deadline=2.0, checks=never)
               for ratio in (0.3, 0.5, 0.8, 0.9)]
-    # Overload answers a share of requests gets whatever the load (a pool others share):
-    # no evidence of a cap on how many at once.
     # A brownout answered with 529s: the limit must keep what the provider holds.
     cells.append(Cell("brownout x10 for 10 s, 529s, 2x its capacity, deadline 3 s",
                       _p(service_time=0.2, brownout=(5.0, 15.0, 10.0), concurrency=20,
                          overload_status=529, retry_after=None),
                       Traffic("poisson", duration=30.0, rate=20.0), deadline=3.0,
                       checks=never))
+    # Overload answers a share of requests gets whatever the load (a pool others share):
+    # no evidence of a cap on how many at once.
     cells += [Cell(f"partial failure {ratio:.0%} of 529s, deadline 2 s",
                    _p(service_time=0.1, fail_ratio=ratio, fail_status=529, retry_after=None),
                    Traffic("poisson", duration=20.0, rate=50.0), deadline=2.0, checks=never)

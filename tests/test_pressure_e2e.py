@@ -219,7 +219,7 @@ def test_overload_answers_at_random_do_not_hold_calls_in_the_client(
     ok, refused = Fault.ok(text="done", delay=0.1), Fault.status(529)
     provider.script(*([ok, ok, ok, refused] * 80))
     waits: list[float] = []
-    failures: list[BaseException] = []
+    failures: list[anthropic.APIStatusError] = []
     with Anthropic(base_url=server.anthropic_base_url, api_key="sk-ant-test",
                    policy=Policy(deadline=5)) as client:
         def caller() -> None:

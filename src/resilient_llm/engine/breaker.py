@@ -144,8 +144,8 @@ class Breaker:
         target that never succeeded is tried for its first ``ALONE_WARMUP`` answers. A
         fleet's breaker does neither (its half-open probe is fleet-wide), and lets such a
         caller through while the fleet was served lately (``FleetBreaker``)."""
-        if now - self._last_success <= self.thresholds.window:
-            return True  # (served_lately, lock held)
+        if self._served(now):
+            return True
         if not self.alone_probes:
             return False
         if self._last_success == -float("inf") and self._recorded < ALONE_WARMUP:
@@ -227,7 +227,11 @@ class Breaker:
         """Did the target answer a request within the window (seen from here)? A caller with
         nowhere else to go is then let through an open circuit: a partial failure."""
         with self._lock:
-            return now - self._last_success <= self.thresholds.window
+            return self._served(now)
+
+    def _served(self, now: float) -> bool:
+        """``served_lately`` with the lock held."""
+        return now - self._last_success <= self.thresholds.window
 
     @property
     def probe_out(self) -> bool:

@@ -364,14 +364,13 @@ class ConcurrencyLimit:
             # 529 to a lone call, a burst of 20 waited for slots the official SDK never waits
             # for, and most of it ran out of time.
             return False
+        if self._refused_since is None:
+            self._refused_since, self._before_refusal = now, self.limit
         if math.isinf(self.limit):
             # Nor do two or three, before anything was served: a first cut starts from four at
             # least (from so few, a chance refusal, 30 % refused at random, took the limit to
             # one while the caller sent four at once on average: its calls queued out of time).
             sent = max(sent, self.FEW)
-        if self._refused_since is None:
-            self._refused_since, self._before_refusal = now, self.limit
-        if math.isinf(self.limit):
             self.limit = min(self.maximum, max(self.minimum, sent))
             self._cut_since = None
             self.latency.restart()

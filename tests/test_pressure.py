@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from resilient_llm._policy import Priority
-from resilient_llm.engine.controllers import EventRate, Gradient2
+from resilient_llm.engine.controllers import EventRate, Gradient2, RefusalShare
 from resilient_llm.engine.parts import Demand
 from resilient_llm.engine.pressure import (
     BATCH_SHARE,
@@ -453,14 +453,78 @@ def test_headers_alone_never_hold_a_request_longer_than_half_the_deadline_that_s
 
 
 def test_a_429s_retry_after_drains_the_pacer_for_at_most_half_the_deadline_that_saw_it() -> None:
-    """``Retry-After: 3600`` once: the next request is due in half the deadline of the call
-    that was told (0.5 s of 1 s), not in an hour."""
+    """``Retry-After: 3600`` from a target whose 429s are half its recent answers: the
+    next request is due in half the deadline of the call that was told (0.5 s of 1 s), not in
+    an hour."""
     for patience, due in ((1.0, 0.5), (None, 3600.0)):
         state = TargetPressure(KEY, now=0.0)
-        state.observe(RateLimits(limit=60, remaining=0, reset=30.0), None, now=0.0)  # 2/s
+        state.observe(RateLimits(limit=60, remaining=1, reset=30.0), None, now=0.0)  # 2/s
+        state.refusals.share = 0.5  # half the recent answers were 429s: a rate limit's
         state.release(0.0, priority="interactive", latency=None, throttled=True, dropped=False,
                       succeeded=True, retry_after=3600.0, patience=patience)
         assert state.time_until_available(0.0) == pytest.approx(due, rel=0.01)
+
+
+def test_429s_are_a_rate_limits_answers_above_a_quarter_of_answers_and_a_minute_after_a_cut(
+) -> None:
+    refusals = RefusalShare()
+    assert not refusals.limited(0.0)  # presumed not limited until 429s show it
+    for i in range(500):  # one in ten refused: a share the provider refuses at any rate
+        refusals.record(i % 10 == 0)
+    assert 0.05 < refusals.share < 0.15 and not refusals.limited(0.0)
+    for _ in range(60):  # then every other one: a limit met
+        refusals.record(True)
+        refusals.record(False)
+    assert refusals.share > RefusalShare.SHARE and refusals.limited(0.0)
+    calm = RefusalShare()
+    calm.on_rate_cut(10.0)  # a 429 cut the send rate: its next 429s are a limit's too
+    assert calm.limited(69.9) and not calm.limited(70.1)
+
+
+def test_a_429_whose_headers_say_the_limit_is_spent_is_a_rate_limits_answer() -> None:
+    """A provider's own headers on its 429 (``remaining: 0``) say the refusal is its limit's,
+    whatever share of answers were 429s: the next request is due when ``Retry-After`` says.
+    The same 429 with headers that show plenty left is read by the share alone."""
+    for remaining, paced in ((0, True), (500, False)):
+        state = TargetPressure(KEY, now=0.0)
+        state.observe(RateLimits(limit=600, remaining=remaining, reset=30.0), None, now=0.0)
+        state.release(0.0, priority="interactive", latency=None, throttled=True,
+                      dropped=False, succeeded=True, retry_after=2.0, patience=30.0)
+        assert (state.time_until_available(0.0) >= 2.0) is paced
+
+
+def test_429s_a_target_gives_at_random_slow_nothing_until_a_quarter_of_its_answers_are() -> None:
+    """A provider that refuses one request in ten whatever the rate (a quota a neighbour
+    spends), with ``Retry-After: 1``: the official client retries the refused ones and serves
+    99 % of 20 calls/s with a 2 s deadline. Read as a rate limit, each 429 cut the send rate
+    and the concurrency limit, and 34 % were served. Below a quarter of the answers, a 429
+    changes no rate, no limit and no pacer; above it, it is a rate limit's answer again."""
+    state = TargetPressure(KEY, now=0.0)
+    state.observe(RateLimits(limit=3000, remaining=2000, reset=20.0), None, now=0.0)
+    now = 0.0
+    for i in range(300):  # 20 calls/s, 4 in flight, every tenth refused
+        now += 0.05
+        state.cubic.record_send(now)
+        state.inflight = 5
+        refused = i % 10 == 9
+        state.release(now, priority="interactive", latency=None if refused else 0.2,
+                      throttled=refused, dropped=False, succeeded=not refused,
+                      retry_after=1.0 if refused else None, patience=2.0, sent_with=4)
+        assert state.cubic_rate is None
+        assert math.isinf(state.concurrency.limit)
+        assert state.time_until_available(now) == 0.0
+    assert 0.05 < state.refusals.share < RefusalShare.SHARE
+    for i in range(100):  # then half of them: a limit met
+        now += 0.05
+        state.cubic.record_send(now)
+        state.inflight = 5
+        refused = i % 2 == 1
+        state.release(now, priority="interactive", latency=None if refused else 0.2,
+                      throttled=refused, dropped=False, succeeded=not refused,
+                      retry_after=1.0 if refused else None, patience=2.0, sent_with=4)
+    assert state.refusals.share > RefusalShare.SHARE
+    assert state.cubic_rate is not None
+    assert state.time_until_available(now) > 0.0
 
 
 class _IdlePacer:
@@ -628,6 +692,19 @@ def test_a_drop_of_the_only_request_in_flight_sets_no_limit() -> None:
     assert limit.limit == 3.0  # from four: x 0.9, and one fewer for the drop
     limit.on_drop(2.0, inflight=1)  # an engaged limit is cut as before
     assert limit.limit == 1.0
+
+
+def test_before_any_limit_a_drop_sent_with_four_or_fewer_in_flight_engages_none() -> None:
+    """The first limit is four at least, so a refusal of a request sent with four or fewer in
+    flight says nothing that limit would hold: at 50 calls/s of 0.2 s, a chance refusal of
+    an early request (before the first answer) engaged four slots where ten were needed."""
+    limit = ConcurrencyLimit()
+    assert limit.on_drop(0.1, inflight=6, sent_with=4) is False
+    assert math.isinf(limit.limit)
+    assert limit.on_drop(0.2, inflight=8, sent_with=7) is True
+    assert limit.limit == 6.0  # fewer than the seven the refused request was sent with
+    assert limit.on_drop(1.5, inflight=3, sent_with=3) is True  # an engaged limit learns
+    assert limit.limit < 6.0
 
 
 def test_drops_of_one_overshoot_leave_what_the_provider_held_not_a_slot_less_each() -> None:
@@ -834,6 +911,7 @@ def test_a_429_at_the_concurrency_limit_cuts_the_limit_not_the_send_rate(
         state.cubic.record_send(i * 0.05)
         state.cubic.record_accept(i * 0.05 + 0.2)
     state.concurrency.on_drop(0.5, inflight=11)
+    state.refusals.share = 0.5  # half the recent answers were 429s: a rate limit's
     limit = state.concurrency.limit
     assert limit == pytest.approx(9.9)
 
@@ -867,6 +945,8 @@ def test_throttles_with_nothing_accepted_between_do_not_slow_the_send_rate(
     state = TargetPressure(KEY, now=0.0)
     for i in range(20):
         state.cubic.record_send(10.0 + i * 0.1)  # a measured send rate
+    state.refusals.share = 0.5  # half the recent answers were 429s: a rate limit's
+
     def ended(now: float, *, accepted: bool) -> None:
         state.release(now, priority="interactive", latency=0.05 if accepted else None,
                       throttled=not accepted, dropped=False, succeeded=accepted,

@@ -12,12 +12,17 @@ on. For each target:
   growing with time (no cap from the measured rate, which the pacer itself holds down) and
   forgotten at 2·W_max; while it is remembered the bucket holds at most ``BURST_SECONDS`` of
   the rate, whatever burst the headers describe. Without headers CUBIC's bucket starts full,
-  so it delays only a caller that sends faster than the rate.
+  so it delays only a caller that sends faster than the rate. A 429 does any of this (and
+  counts against the concurrency limit at any load, and tells the fleet) only as a rate
+  limit's answer: its own headers say a limit is spent, the fleet paces the target, or 429s
+  are more than a quarter of the target's recent answers or cut the rate within a minute
+  (``RefusalShare``). A provider that refuses a smaller share whatever the rate (a quota a
+  neighbour spends) is retried as the official client retries it, not paced.
 * **Concurrency limit** — none until the provider pushes back (a 429, an overload answer, a
   timeout not cut short by the caller's deadline; not a 503, which is the breaker's) with
-  more in flight than the provider served lately (a refusal at a load it serves says nothing
-  about how many at once; a 429 with ``Retry-After`` or rate-limit headers counts at any
-  load); then
+  more in flight than the provider served lately and, before any limit, more than four (a
+  refusal at a load it serves says nothing about how many at once; a rate limit's 429 counts
+  at any load); then
   AIMD (one ×0.9 cut per second; then, for an overload answer, never above what the
   provider held, fewer than were in flight when the refused request was sent, and for a
   rate-shaped 429 a slot less per further drop), slow start back to
@@ -56,6 +61,7 @@ from .controllers import (
     ConcurrencyLimit,
     Cubic,
     RateLimits,
+    RefusalShare,
     RetryBudget,
     TokenBucket,
     estimate_tokens,
@@ -139,6 +145,9 @@ class TargetPressure:
         self.refusing_until = -math.inf
         self._refused_at = -math.inf
         self.throttles = 0
+        self.refusals = RefusalShare()
+        #: The latest rate-limit headers said a limit is spent (read by the next release).
+        self._spent = False
         self._remaining_fraction: float | None = None
         self._baseline: float | None = None
         self._recent: float | None = None
@@ -465,6 +474,7 @@ class TargetPressure:
         rate-limit headers is a concurrency cap: it only cuts the limit. A 429 also drains the
         header-learned bucket so that its next request is due when ``Retry-After`` says (at
         once without one): the provider's answer beats its headers, and agrees with its hint.
+        Each only while 429s are a rate limit's answers (the module docstring says when).
         """
         with self._lock:
             self._free_slot(priority)
@@ -492,6 +502,8 @@ class TargetPressure:
             if throttled:
                 self.throttles += 1
                 self._last_throttle = now
+            if throttled or latency is not None:
+                self.refusals.record(throttled)
             # A send rate is known once one 0.5 s bucket of sends was measured: a 429 to a
             # caller that has sent a request or two says nothing about the rate to keep; nor
             # does one 429 alone (paced at 0.7 x its rate, a burst after it ran out of time),
@@ -504,12 +516,18 @@ class TargetPressure:
                 retry_after is not None
                 or (self.requests is not None and not self._cubic_bucket)
                 or self.cubic_rate is not None)
-            if rate_shaped and not probe and repeated and accepted and self.cubic.measured > 0:
+            # A rate limit's answer? (In a fleet its pace says: each process sees too few.)
+            spent, self._spent = self._spent, False
+            engaged = (self.cubic_rate is not None or spent or self.refusals.limited(now)
+                       or (self.pacer is not None and self.pacer.engaged()))
+            if rate_shaped and not probe and repeated and accepted and engaged \
+                    and self.cubic.measured > 0:
                 current = self.requests.rate if self.requests is not None else None
                 self.cubic_rate = self.cubic.on_throttle(now, current, patience)
                 self._follow_cubic(now)
                 self._pushed_back = now
-            if throttled and self.requests is not None and not self._cubic_bucket:
+                self.refusals.on_rate_cut(now)
+            if throttled and engaged and self.requests is not None and not self._cubic_bucket:
                 # A 429 is ground truth, headers a hint: the next request is due when the
                 # provider said, not before, and the burst the headers allow is not believed
                 # while the throttle is remembered (a per-minute limit may be enforced over
@@ -525,23 +543,23 @@ class TargetPressure:
             # both the same way): it slows the rate (above) and counts as a drop.
             if dropped or throttled:
                 if self.concurrency.on_drop(now, self.inflight + 1, sent_with,
-                                            rate_shaped=rate_shaped) and throttled:
-                    self._pushed_back = now
+                                            rate_shaped=rate_shaped and engaged) and throttled \
+                        and (sent_with is None or sent_with > self.concurrency.limit):
+                    self._pushed_back = now  # (not for a limit of four set from fewer)
             elif latency is not None:
                 if sent_with is not None:
                     self.concurrency.on_served(now, sent_with)
                 # No growth while the provider says its limit is nearly spent, or just pushed
                 # back with a 429 that cut the rate or the limit: more slots would only meet
-                # the limit again. A 429 that cut nothing (sent at a load the provider serves)
-                # says nothing of the kind: random 429s every 0.2 s held a limit of four for
-                # 30 s.
+                # the limit again. A 429 that cut nothing says nothing of the kind (random 429s
+                # every 0.2 s held a limit of four for 30 s).
                 may_grow = (self._remaining_fraction is None
                             or self._remaining_fraction >= 0.1) and (
                     now - self._pushed_back >= _GROWTH_PAUSE)
                 self.concurrency.on_sample(latency, now, self.inflight + 1, may_grow)
                 self._learn_latency(latency)
             self._wake_head()
-        if throttled and self.pacer is not None:
+        if throttled and engaged and self.pacer is not None:
             self.pacer.throttled(now)
 
     def _clamp_burst(self, now: float) -> None:
@@ -593,6 +611,8 @@ class TargetPressure:
                 self._follow_cubic(now)
                 if requests.limit > 0:
                     self._remaining_fraction = requests.remaining / requests.limit
+            self._spent = (requests is not None and requests.remaining < 1) or (
+                tokens is not None and tokens.remaining < max(1.0, cost))
             if tokens is not None:
                 if self.tokens is None:
                     self.tokens = TokenBucket(UNPACED, max(tokens.limit, 1.0),

@@ -84,3 +84,36 @@ async def test_an_enclosing_anyio_deadline_counts() -> None:
         async with deadline(30):
             inner = remaining()
             assert inner is not None and inner <= 1
+
+
+def test_sync_code_asks_anyio_nothing_when_trio_is_merely_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """httpcore imports trio whenever it is installed: outside any event loop the deadline is
+    still read without asking anyio (whose answer there is an exception raised and caught)."""
+    import trio  # noqa: F401 - imported, not running
+
+    asked: list[bool] = []
+
+    def effective_deadline() -> float:
+        asked.append(True)
+        return math.inf
+
+    monkeypatch.setattr(anyio, "current_effective_deadline", effective_deadline)
+    assert current_deadline() is None
+    with deadline(5):
+        left = remaining()
+        assert left is not None and 4 < left <= 5
+    assert not asked
+
+
+def test_an_enclosing_deadline_of_a_trio_run_counts() -> None:
+    import trio
+
+    async def main() -> float | None:
+        with trio.fail_after(1):
+            await trio.lowlevel.checkpoint()
+            return remaining()
+
+    left = trio.run(main)
+    assert left is not None and left <= 1

@@ -282,6 +282,31 @@ def test_a_callers_trace_extension_still_runs_and_is_given_back(server: HostileP
     assert request.extensions["trace"] is trace
 
 
+def test_the_send_guard_lets_go_once_a_reused_connections_head_is_written() -> None:
+    """A kept-alive connection is found by its tagged write timeout as soon as the request's
+    head is written; from the body on, httpcore calls the caller's own trace, not the guard."""
+    hooks: dict[str, Any] = {}
+    request: httpx2.Request | None = None
+
+    def trace(name: str, info: dict[str, Any]) -> None:
+        assert request is not None
+        hooks[name] = request.extensions["trace"]
+
+    transport = ResilientTransport(policy=Policy(deadline=5))
+    with FaultProvider().serve() as running, httpx2.Client(transport=transport) as client:
+        for _ in range(2):  # the second request reuses the first one's connection
+            request = client.build_request("POST",
+                                           running.openai_base_url + "/chat/completions",
+                                           json={"model": "m", "messages": MESSAGES},
+                                           extensions={"trace": trace})
+            hooks.clear()
+            assert client.send(request).status_code == 200
+    assert "connection.connect_tcp.complete" not in hooks
+    assert hooks["http11.send_request_headers.started"] is not trace  # the guard's
+    assert hooks["http11.send_request_body.started"] is trace
+    assert request is not None and request.extensions["trace"] is trace
+
+
 def test_the_send_guard_leaves_no_trace_extension_behind(server: HostileProvider) -> None:
     transport = ResilientTransport(policy=Policy(deadline=5))
     with httpx2.Client(transport=transport) as client:

@@ -59,9 +59,20 @@ def on_asyncio() -> bool:
         return False
 
 
+def _in_trio_run() -> bool:
+    """Might this thread be inside a trio run? (``trio`` imported is not enough to say so:
+    httpcore imports it whenever it is installed.) trio's public ``in_trio_run`` (trio 0.26+)
+    says exactly; without it, any imported trio counts."""
+    trio: Any = sys.modules.get("trio")
+    if trio is None:
+        return False
+    in_run = getattr(getattr(trio, "lowlevel", None), "in_trio_run", None)
+    return in_run is None or bool(in_run())
+
+
 def _anyio_deadline(clock: Clock) -> float | None:
     """anyio's effective deadline translated onto ``clock``, when running inside an event loop."""
-    if _asyncio_running_loop() is None and "trio" not in sys.modules:
+    if _asyncio_running_loop() is None and not _in_trio_run():
         return None  # plain sync code: the fast path, no exception raised and caught
     anyio: Any = sys.modules.get("anyio")
     if anyio is None:

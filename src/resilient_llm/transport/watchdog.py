@@ -219,8 +219,10 @@ _CONNECTED = frozenset({
 })
 
 
-#: httpcore HTTP/1.1 trace events after the request head is written on the chosen connection.
-_SENT = frozenset({"http11.send_request_body.started", "http11.receive_response_headers.started"})
+#: httpcore HTTP/1.1 trace events after the request head is written on the chosen connection
+#: (the first one ends the guard's part: httpcore calls no hook of its for the body's events).
+_SENT = frozenset({"http11.send_request_headers.complete", "http11.send_request_body.started",
+                   "http11.receive_response_headers.started"})
 
 
 class SendGuard:

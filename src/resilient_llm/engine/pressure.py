@@ -543,9 +543,8 @@ class TargetPressure:
             # both the same way): it slows the rate (above) and counts as a drop.
             if dropped or throttled:
                 if self.concurrency.on_drop(now, self.inflight + 1, sent_with,
-                                            rate_shaped=rate_shaped and engaged) and throttled \
-                        and (sent_with is None or sent_with > self.concurrency.limit):
-                    self._pushed_back = now  # (not for a limit of four set from fewer)
+                                            rate_shaped=rate_shaped and engaged) and throttled:
+                    self._pushed_back = now
             elif latency is not None:
                 if sent_with is not None:
                     self.concurrency.on_served(now, sent_with)

@@ -336,10 +336,10 @@ class ConcurrencyLimit:
 
         A drop of a request sent with no more in flight than one the provider served lately
         (:meth:`served`) is no evidence of a limit on how many at once, and changes nothing,
-        unless it is ``rate_shaped`` (a 429 with ``Retry-After``, or from a target that
-        publishes rate limits): fewer at once is then how the pacer's rate is held too (a
-        quantized limit with a fallback, four workers: 5 % more attempts met 429s without it).
-        ``True`` when the drop counted.
+        unless it is ``rate_shaped`` (a rate limit's 429: see :class:`RefusalShare`): fewer
+        at once is then how the pacer's rate is held too (a quantized limit with a fallback,
+        four workers: 5 % more attempts met 429s without it). Before any limit, nor does a
+        drop sent with ``FEW`` or fewer in flight. ``True`` when the drop counted.
 
         One multiplicative cut (× 0.9) per window, and no more than the provider held: fewer
         than ``sent_with`` for a drop that is not ``rate_shaped`` (an overload answer, a bare

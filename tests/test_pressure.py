@@ -502,26 +502,24 @@ def test_429s_a_target_gives_at_random_slow_nothing_until_a_quarter_of_its_answe
     state = TargetPressure(KEY, now=0.0)
     state.observe(RateLimits(limit=3000, remaining=2000, reset=20.0), None, now=0.0)
     now = 0.0
-    for i in range(300):  # 20 calls/s, 4 in flight, every tenth refused
+
+    def answer(refused: bool) -> None:  # 20 calls/s, 4 in flight
+        nonlocal now
         now += 0.05
         state.cubic.record_send(now)
         state.inflight = 5
-        refused = i % 10 == 9
         state.release(now, priority="interactive", latency=None if refused else 0.2,
                       throttled=refused, dropped=False, succeeded=not refused,
                       retry_after=1.0 if refused else None, patience=2.0, sent_with=4)
+
+    for i in range(300):  # every tenth refused
+        answer(i % 10 == 9)
         assert state.cubic_rate is None
         assert math.isinf(state.concurrency.limit)
         assert state.time_until_available(now) == 0.0
     assert 0.05 < state.refusals.share < RefusalShare.SHARE
     for i in range(100):  # then half of them: a limit met
-        now += 0.05
-        state.cubic.record_send(now)
-        state.inflight = 5
-        refused = i % 2 == 1
-        state.release(now, priority="interactive", latency=None if refused else 0.2,
-                      throttled=refused, dropped=False, succeeded=not refused,
-                      retry_after=1.0 if refused else None, patience=2.0, sent_with=4)
+        answer(i % 2 == 1)
     assert state.refusals.share > RefusalShare.SHARE
     assert state.cubic_rate is not None
     assert state.time_until_available(now) > 0.0

@@ -6,8 +6,9 @@ Each test takes real (short) time: it proves wall-clock behaviour the simulator 
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import anthropic
 import openai
@@ -22,6 +23,19 @@ from resilient_llm.testing import Fault, FaultProvider, FaultServer
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
 pytestmark = pytest.mark.slow
+
+
+def _from_threads(threads: int, calls: int, call: Callable[[], None]) -> None:
+    """Make ``calls`` calls one after another in each of ``threads`` threads at once."""
+    def caller() -> None:
+        for _ in range(calls):
+            call()
+
+    workers = [threading.Thread(target=caller) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
 
 
 @pytest.fixture
@@ -214,30 +228,23 @@ def test_overload_answers_at_random_do_not_hold_calls_in_the_client(
     calls/s, a 2 s deadline, served 72 % of the calls (the official client: 92 %). A refusal
     of a request sent with no more in flight than the provider just served cuts nothing:
     calls are not held in the client (only until the first answers, at most one round trip)."""
-    import threading
-
     ok, refused = Fault.ok(text="done", delay=0.1), Fault.status(529)
     provider.script(*([ok, ok, ok, refused] * 80))
     waits: list[float] = []
     failures: list[anthropic.APIStatusError] = []
     with Anthropic(base_url=server.anthropic_base_url, api_key="sk-ant-test",
                    policy=Policy(deadline=5)) as client:
-        def caller() -> None:
-            for _ in range(6):
-                try:
-                    message = client.messages.create(
-                        model="claude-test", max_tokens=16,
-                        messages=[{"role": "user", "content": "hello"}])
-                except anthropic.APIStatusError as error:  # four 529s in a row: the provider's
-                    failures.append(error)
-                else:
-                    waits.append(outcome(message).queue_wait)
+        def call() -> None:
+            try:
+                message = client.messages.create(
+                    model="claude-test", max_tokens=16,
+                    messages=[{"role": "user", "content": "hello"}])
+            except anthropic.APIStatusError as error:  # four 529s in a row: the provider's
+                failures.append(error)
+            else:
+                waits.append(outcome(message).queue_wait)
 
-        threads = [threading.Thread(target=caller) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+        _from_threads(8, 6, call)
     assert len(waits) + len(failures) == 48
     assert all(error.status_code == 529 for error in failures)
     assert len(failures) <= 2
@@ -254,29 +261,22 @@ def test_429s_a_provider_gives_at_random_are_retried_not_paced(
     calls/s with a 2 s deadline, 34 % were served (the official client, retrying the refused
     ones, 99 %). Below a quarter of the answers, a 429 is retried as the official client
     retries it: every call is served and none waits in the client for admission."""
-    import threading
-
     ok, refused = Fault.ok(text="done", delay=0.1), Fault.status(429, headers={"retry-after": "1"})
     provider.script(*([ok] * 9 + [refused]) * 12)
     waits: list[float] = []
     failures: list[Exception] = []
     with OpenAI(base_url=server.openai_base_url, api_key="sk-test",
                 policy=Policy(deadline=5)) as client:
-        def caller() -> None:
-            for _ in range(12):
-                try:
-                    completion = client.chat.completions.create(model="gpt-test",
-                                                                messages=MESSAGES)
-                except openai.APIError as error:
-                    failures.append(error)
-                else:
-                    waits.append(outcome(completion).queue_wait)
+        def call() -> None:
+            try:
+                completion = client.chat.completions.create(model="gpt-test",
+                                                            messages=MESSAGES)
+            except openai.APIError as error:
+                failures.append(error)
+            else:
+                waits.append(outcome(completion).queue_wait)
 
-        threads = [threading.Thread(target=caller) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+        _from_threads(8, 12, call)
     assert failures == []
     assert len(waits) == 96
     held = [wait for wait in waits if wait > 0.05]

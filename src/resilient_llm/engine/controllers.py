@@ -344,9 +344,8 @@ class ConcurrencyLimit:
         One multiplicative cut (× 0.9) per window, and no more than the provider held: fewer
         than ``sent_with`` for a drop that is not ``rate_shaped`` (an overload answer, a bare
         429, a timeout), else one slot less per further drop in that window (the drops of one
-        overshoot are one signal). Twenty rejections of a first wave
-        of 40 leave 20; a burst of 400 of which 380 are rejected leaves 20 (not 360, not
-        400 · 0.9³⁸⁰).
+        overshoot are one signal). Twenty rejections of a first wave of 40 leave 20; a burst
+        of 400 of which 380 are rejected leaves 20 (not 360, not 400 · 0.9³⁸⁰).
         The first drop sets the limit from ``inflight`` (default: the limit), the evidence of
         what the provider was asked to hold; a drop of the only request in flight says nothing
         about how many at once the provider takes, and engages no limit.

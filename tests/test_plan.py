@@ -354,6 +354,36 @@ def test_a_full_primary_holds_a_call_with_a_fallback_no_longer_than_the_fallback
     assert states["m"].inflight == 1 and not states["m"]._waiting  # the waiter left the queue
 
 
+def test_a_call_behind_others_on_a_paced_primary_moves_on_at_once_when_their_turns_take_longer(
+) -> None:
+    """The primary paces 4.5 requests/s with one request left in its bucket (the head of its
+    queue may go now) and two calls queued ahead: this call's turn is 0.44 s away at the
+    soonest, longer than the fallback takes, so it moves at once (it waited out its whole
+    patience first: a fleet with a fallback ready served 0.35 x the calls it serves now).
+    Without a fallback the same place waits to be woken: those ahead may leave sooner than
+    their pace says."""
+    for fallbacks in ({"m": ["f"]}, {}):
+        clock = FakeClock()
+        plan, states = _plan(clock, fallbacks=fallbacks)
+        primary = states["m"]
+        primary.observe(RateLimits(limit=10, remaining=1, reset=2.0), None, now=clock.now())
+        ahead = [primary.enqueue("interactive", 0.0) for _ in range(2)]
+        if fallbacks:
+            result, actions = _drive(plan, _script(None), clock, queue=True)
+            assert result == "response from f #1"
+            assert [a.target for a in actions if isinstance(a, Send)] == ["f"]
+            assert clock.sleeps == []
+            assert plan.router.reason == "paced"
+            assert primary._waiting == ahead  # it left the queue
+            continue
+        flow = plan.run()
+        admit = next(flow)
+        assert isinstance(admit, Admit)
+        place = plan.enqueue(admit)
+        assert place.turn() is None  # wait to be woken
+        place.leave()
+
+
 def test_only_the_first_in_line_polls_often() -> None:
     """Waiters behind the head are woken when they reach it, so they ask rarely (400 queued
     calls polling every 50 ms spent as much CPU as their requests); the head asks every 50 ms,

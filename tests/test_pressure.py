@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -459,7 +460,7 @@ def test_a_429s_retry_after_drains_the_pacer_for_at_most_half_the_deadline_that_
     for patience, due in ((1.0, 0.5), (None, 3600.0)):
         state = TargetPressure(KEY, now=0.0)
         state.observe(RateLimits(limit=60, remaining=1, reset=30.0), None, now=0.0)  # 2/s
-        state.refusals.share = 0.5  # half the recent answers were 429s: a rate limit's
+        state.refusals.answers, state.refusals.refused = 300.0, 150.0  # half: a limit's
         state.release(0.0, priority="interactive", latency=None, throttled=True, dropped=False,
                       succeeded=True, retry_after=3600.0, patience=patience)
         assert state.time_until_available(0.0) == pytest.approx(due, rel=0.01)
@@ -472,10 +473,22 @@ def test_429s_are_a_rate_limits_answers_above_a_quarter_of_answers_and_a_minute_
     for i in range(500):  # one in ten refused: a share the provider refuses at any rate
         refusals.record(i % 10 == 0)
     assert 0.05 < refusals.share < 0.15 and not refusals.limited(0.0)
-    for _ in range(60):  # then every other one: a limit met
+    for _ in range(150):  # then every other one: a limit met
         refusals.record(True)
         refusals.record(False)
     assert refusals.share > RefusalShare.SHARE and refusals.limited(0.0)
+    cold = RefusalShare()
+    for _ in range(31):  # a share speaks from 30 answers on (decayed: the 32nd)
+        cold.record(True)
+        assert not cold.limited(0.0)
+    cold.record(True)  # a cold burst refused outright: a limit's answers
+    assert cold.limited(0.0)
+    rng = random.Random(4)
+    for share in (0.15, 0.2):  # refused at random: never a limit's, however long
+        steady = RefusalShare()
+        for _ in range(5000):
+            steady.record(rng.random() < share)
+            assert not steady.limited(0.0)
     calm = RefusalShare()
     calm.on_rate_cut(10.0)  # a 429 cut the send rate: its next 429s are a limit's too
     assert calm.limited(69.9) and not calm.limited(70.1)
@@ -518,7 +531,7 @@ def test_429s_a_target_gives_at_random_slow_nothing_until_a_quarter_of_its_answe
         assert math.isinf(state.concurrency.limit)
         assert state.time_until_available(now) == 0.0
     assert 0.05 < state.refusals.share < RefusalShare.SHARE
-    for i in range(100):  # then half of them: a limit met
+    for i in range(300):  # then half of them: a limit met
         answer(i % 2 == 1)
     assert state.refusals.share > RefusalShare.SHARE
     assert state.cubic_rate is not None
@@ -553,7 +566,13 @@ class _IdlePacer:
                 now: float) -> None:
         pass
 
-    def throttled(self, now: float) -> None:
+    def answered(self, refused: bool) -> None:
+        pass
+
+    def refusing(self, now: float) -> bool:
+        return False
+
+    def throttled(self, now: float, *, limited: bool) -> None:
         pass
 
     def view(self, now: float) -> None:
@@ -909,7 +928,7 @@ def test_a_429_at_the_concurrency_limit_cuts_the_limit_not_the_send_rate(
         state.cubic.record_send(i * 0.05)
         state.cubic.record_accept(i * 0.05 + 0.2)
     state.concurrency.on_drop(0.5, inflight=11)
-    state.refusals.share = 0.5  # half the recent answers were 429s: a rate limit's
+    state.refusals.answers, state.refusals.refused = 300.0, 150.0  # half: a limit's
     limit = state.concurrency.limit
     assert limit == pytest.approx(9.9)
 
@@ -943,7 +962,7 @@ def test_throttles_with_nothing_accepted_between_do_not_slow_the_send_rate(
     state = TargetPressure(KEY, now=0.0)
     for i in range(20):
         state.cubic.record_send(10.0 + i * 0.1)  # a measured send rate
-    state.refusals.share = 0.5  # half the recent answers were 429s: a rate limit's
+    state.refusals.answers, state.refusals.refused = 300.0, 150.0  # half: a limit's
 
     def ended(now: float, *, accepted: bool) -> None:
         state.release(now, priority="interactive", latency=0.05 if accepted else None,

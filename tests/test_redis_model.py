@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 
+from resilient_llm.engine.controllers import RefusalShare, over_share
 from resilient_llm.engine.pressure import TargetKey
 from resilient_llm.fleet import fleet_keys, scripts, tuning
 from resilient_llm.testing.sim.redis_model import ModelLink, RedisError, RedisModel
@@ -82,10 +83,11 @@ def _keys() -> tuple[str, str, str]:
 def _acquire(worker: str, keys: tuple[str, str, str], *, want: int = 4, batch: bool = False,
              learned: tuple[str, str, str, str] = ("", "", "", ""),
              remaining: tuple[str, str, str] = ("", "", ""), successes: int = 0,
-             demand: float = 0.0, per_call: float = 30.0) -> list[Any]:
+             demand: float = 0.0, per_call: float = 30.0,
+             refused: int = 0) -> list[Any]:
     return [worker, want, f"{per_call:.3f}", "1" if batch else "0", "0.2500", *learned,
             *remaining, successes, "http://sim.invalid:80", "m", "30", int(tuning.IDLE_TTL * 1000),
-            f"{demand:.4f}"]
+            f"{demand:.4f}", refused]
 
 
 def _fail(worker: str, successes: int = 0) -> list[Any]:
@@ -112,11 +114,15 @@ def test_a_random_fleet_conversation_gets_the_same_replies(twin: Twin) -> None:
             grant = twin.run(scripts.ACQUIRE, list(keys), _acquire(
                 worker, keys, want=rng.randint(1, 40), batch=rng.random() < 0.3,
                 learned=learned, remaining=remaining, successes=rng.randint(0, 3),
-                demand=rng.choice((0.0, 5.0, 50.0))))
+                demand=rng.choice((0.0, 5.0, 50.0)),
+                refused=rng.choice((0, 0, 1, 2, 39))))
             seen.add("granted" if grant.granted else "wait")
+            seen.add("refusing" if grant.refusing else "not refusing")
+            seen.add("cut before" if grant.since_cut >= 0 else "never cut")
         elif roll < 0.6:
             cut = twin.run(scripts.THROTTLE, [rk], [f"{tuning.THROTTLE_COOLDOWN:g}",
-                                                    int(tuning.IDLE_TTL * 1000)])
+                                                    int(tuning.IDLE_TTL * 1000),
+                                                    rng.choice((0, 1, 29)), rng.choice("01")])
             seen.add("cut" if cut.cut else "no cut")
         elif roll < 0.72:
             view = twin.run(scripts.FAIL, [bk], _fail(worker, rng.randint(0, 2)))
@@ -136,7 +142,8 @@ def test_a_random_fleet_conversation_gets_the_same_replies(twin: Twin) -> None:
         real, model = twin.state(key)
         assert real == model
     # the conversation went through every branch worth comparing
-    assert seen >= {"granted", "wait", "cut", "no cut", "open", "closed", "probe", "held"}
+    assert seen >= {"granted", "wait", "cut", "no cut", "open", "closed", "probe", "held",
+                    "refusing", "not refusing", "cut before", "never cut"}
 
 
 def test_a_quantized_flood_gets_the_same_leases(twin: Twin) -> None:
@@ -147,7 +154,7 @@ def test_a_quantized_flood_gets_the_same_leases(twin: Twin) -> None:
         twin.clock.now += rng.expovariate(200.0)
         worker = f"p{rng.randrange(64)}"
         if step % 37 == 36:
-            twin.run(scripts.THROTTLE, [rk], ["1", int(tuning.IDLE_TTL * 1000)])
+            twin.run(scripts.THROTTLE, [rk], ["1", int(tuning.IDLE_TTL * 1000), 0, "1"])
             continue
         grant = twin.run(scripts.ACQUIRE, list(keys), _acquire(
             worker, keys, want=rng.randint(1, 3), learned=("", "3000", "", ""),
@@ -223,11 +230,40 @@ class Fleet:
         assert grant is not None
         return grant
 
-    def throttle(self) -> scripts.Cut:
+    def throttle(self, *, refused: int = 0, limited: bool = True) -> scripts.Cut:
         cut = self.link.call(scripts.THROTTLE, self.keys[:1],
-                             [f"{tuning.THROTTLE_COOLDOWN:g}", int(tuning.IDLE_TTL * 1000)])
+                             [f"{tuning.THROTTLE_COOLDOWN:g}", int(tuning.IDLE_TTL * 1000),
+                              refused, "1" if limited else "0"])
         assert cut is not None
         return cut
+
+
+def test_the_fleet_judges_its_429s_by_the_rule_each_worker_judges_its_own() -> None:
+    """Permits leased and 429s reported: the fleet's verdict is ``over_share`` of its attempts
+    (the permits it granted, each decaying the counts as a worker's ``RefusalShare`` decays
+    them per answer) and its 429s. 20 % refused never tips it; a burst refused outright does
+    from 30 attempts on."""
+    rng = random.Random(5)
+    for share in (0.0, 0.2, 0.35, 0.6, 1.0):
+        fleet, mirror = Fleet(), RefusalShare()
+        for _ in range(60):
+            granted = fleet.acquire(want=rng.randint(1, 12)).granted
+            keep = (1 - mirror.WEIGHT) ** granted
+            mirror.answers = mirror.answers * keep + (1 - keep) / mirror.WEIGHT
+            mirror.refused *= keep
+            refused = sum(rng.random() < share for _ in range(granted))
+            mirror.refused += refused
+            cut = fleet.throttle(refused=refused, limited=False)
+            assert cut.refusing is over_share(mirror.answers, mirror.refused)
+            fleet.clock.now += 0.3
+        assert cut.refusing is (share > 0.3)
+    burst = Fleet()  # refused outright: a limit's answers once there are enough of them
+    for _ in range(29):
+        burst.acquire()
+        assert not burst.throttle(refused=1, limited=False).refusing
+    for _ in range(3):  # the 32nd permit: 30 attempts, decayed
+        burst.acquire()
+    assert burst.throttle(refused=3, limited=False).refusing
 
 
 def test_an_unpaced_fleet_paces_from_what_the_provider_accepted_after_a_429() -> None:

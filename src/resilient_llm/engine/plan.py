@@ -406,9 +406,13 @@ class Plan:
         call = self.call
         wait = admission.wait
         give_up_in = self._give_up_in(since)
-        paced = wait is not None and give_up_in is not None and wait > give_up_in
+        expected = wait
+        if wait is None and self._can_move and \
+                self._ready_fallback(call.clock.now()) is not None:
+            expected = admission.turn  # behind others: at least what their pace takes
+        paced = expected is not None and give_up_in is not None and expected > give_up_in
         if paced or (give_up_in is not None and give_up_in <= 0):
-            why = (f"the pacer needs {wait:.3g} s" if paced and wait is not None
+            why = (f"the pacer needs {expected:.3g} s" if paced and expected is not None
                    else "no slot freed in time")
             if call.last_error is None and not self._can_move:
                 call.note_error(TimeoutError(

@@ -3,31 +3,23 @@
 State is keyed by target: (endpoint, credential hash, model), the scope a provider throttles
 on. For each target:
 
-* **Pacer** — token buckets for requests and tokens. Seeded from rate-limit headers: with
-  ``limit`` L, ``remaining`` R and ``reset`` T (time until the bucket is full again, read as at
-  most a minute) the fill rate is ``(L − R) / T`` and the level is ``R``. A 429 drains the
-  requests bucket until its ``Retry-After`` (the provider's answer beats its headers) and the
-  fill rate follows CUBIC (botocore's adaptive mode: C = 0.4, β = 0.7, floor 0.5/s):
-  ``rate = C·(t − t_429 − K)³ + W_max``, ``K = ∛(W_max·(1 − β)/C)``, one cut per overshoot,
-  growing with time (no cap from the measured rate, which the pacer itself holds down) and
-  forgotten at 2·W_max; while it is remembered the bucket holds at most ``BURST_SECONDS`` of
-  the rate, whatever burst the headers describe. Without headers CUBIC's bucket starts full,
-  so it delays only a caller that sends faster than the rate. A 429 does any of this (and
-  counts against the concurrency limit at any load, and tells the fleet) only as a rate
-  limit's answer: its own headers say a limit is spent, the fleet paces the target, or 429s
-  are more than a quarter of the target's recent answers or cut the rate within a minute
-  (``RefusalShare``). A provider that refuses a smaller share whatever the rate (a quota a
-  neighbour spends) is retried as the official client retries it, not paced.
+* **Pacer** — token buckets for requests and tokens, seeded from rate-limit headers (limit
+  L, remaining R, reset T read as at most a minute: fill rate ``(L − R) / T``, level R). A
+  429 drains the requests bucket until its ``Retry-After`` and the fill rate follows CUBIC
+  (botocore's: C = 0.4, β = 0.7, floor 0.5/s; ``rate = C·(t − t_429 − K)³ + W_max``,
+  ``K = ∛(W_max·(1 − β)/C)``), one cut per overshoot, growing with time and forgotten at
+  2·W_max; meanwhile the bucket holds at most ``BURST_SECONDS`` of the rate. A 429 does this
+  (and counts against the concurrency limit at any load, and cuts the fleet's rate) only as
+  a rate limit's answer: its headers say a limit is spent, or 429s are with confidence over
+  a quarter of the recent answers, of this process or of the fleet, or cut the rate within
+  a minute (``RefusalShare``). A share refused at any rate is retried, not paced.
 * **Concurrency limit** — none until the provider pushes back (a 429, an overload answer, a
-  timeout not cut short by the caller's deadline; not a 503, which is the breaker's) with
-  more in flight than the provider served lately and, before any limit, more than four (a
-  refusal at a load it serves says nothing about how many at once; a rate limit's 429 counts
-  at any load); then
-  AIMD (one ×0.9 cut per second; then, for an overload answer, never above what the
-  provider held, fewer than were in flight when the refused request was sent, and for a
-  rate-shaped 429 a slot less per further drop), slow start back to
-  where it stood, Gradient2 on latency per 1 s window, and no limit again after 30 s calm.
-  Growth stops while the provider reports less than 10 % of its request limit remaining.
+  timeout not cut short by the caller's deadline; not a 503, the breaker's) with more in
+  flight than it served lately and, before any limit, more than four (a rate limit's 429
+  counts at any load); then AIMD (one ×0.9 cut per second; for an overload answer never above
+  what the provider held, for a rate-shaped 429 a slot less per further drop), slow start
+  back, Gradient2 on latency per 1 s window, no limit again after 30 s calm, and no growth
+  while under 10 % of the request limit remains.
 * **Retry budget** — gRPC retry throttling: 10 tokens, −1 per failed attempt, +0.1 per
   success; a retry is allowed above 5 tokens, while anything recent succeeded, or before the
   first success; one retry per second in reserve.
@@ -272,7 +264,7 @@ class TargetPressure:
             self.touched = now
             pressure = self._pressure(now)
             if not self._waiting or self._waiting[0] is not waiter:
-                return Admission(False, None, pressure)
+                return Admission(False, None, pressure, self._turn_in(waiter, now))
             limit = self.concurrency.limit
             cap = limit if waiter.priority == "interactive" else self._batch_cap(limit, now)
             holding = self._holding(now) if self.inflight >= limit else self.inflight
@@ -360,6 +352,18 @@ class TargetPressure:
         if self.tokens is not None and cost > 0:
             wait = max(wait, self.tokens.wait_for(cost, now))
         return wait
+
+    def _turn_in(self, waiter: Waiter, now: float) -> float | None:
+        """The soonest the pace admits ``waiter`` after those ahead of it (lock held)."""
+        if waiter not in self._waiting:
+            return None
+        ahead, pacer, bucket = self._waiting.index(waiter), self.pacer, self.requests
+        if pacer is not None and pacer.engaged():
+            return pacer.backlog(ahead)
+        if bucket is None:
+            return None
+        bucket.refill(now)
+        return max(0.0, (ahead + 1 - bucket.level) / bucket.rate)
 
     def _follow_cubic(self, now: float) -> None:
         """Set the requests bucket's rate to what CUBIC allows now (lock held).
@@ -493,22 +497,18 @@ class TargetPressure:
                 self._last_success = now
                 self.cubic.record_accept(now)
             previous = self._last_throttle
-            # A 429 while an engaged concurrency limit that grew since its last cut probes for
-            # more, with as many in flight as it allows (and more than one): the probe met the
-            # provider's edge, and the limit answers it (below). Cutting the send rate as well
-            # paced warm bursts against a 40-slot provider at 0.8x what its slots serve, for
-            # seconds after each probe. Other 429s are rate-shaped: they slow the send rate.
+            # A 429 to a grown limit probing with all it allows in flight (more than one) met
+            # the provider's edge: the limit answers it (below). Cutting the send rate too
+            # paced warm bursts at 40 slots at 0.8x what they serve. Other 429s slow the rate.
             probe = throttled and self.concurrency.binds(self.inflight + 1, now)
             if throttled:
                 self.throttles += 1
                 self._last_throttle = now
             if throttled or latency is not None:
                 self.refusals.record(throttled)
-            # A send rate is known once one 0.5 s bucket of sends was measured: a 429 to a
-            # caller that has sent a request or two says nothing about the rate to keep; nor
-            # does one 429 alone (paced at 0.7 x its rate, a burst after it ran out of time),
-            # nor one with nothing accepted since the last (a throttle episode refuses every
-            # rate: paced at its floor, callers waited ~2 s after it ended).
+            # No cut before a send rate is measured (one 0.5 s bucket), for one 429 alone (a
+            # burst after it ran out of time), or with nothing accepted since the last (a
+            # throttle episode refuses every rate: callers waited ~2 s after it ended).
             repeated = self.cubic_rate is not None or (
                 previous is not None and now - previous <= _BLIP_WINDOW)
             accepted = previous is None or self._last_success > previous
@@ -516,10 +516,10 @@ class TargetPressure:
                 retry_after is not None
                 or (self.requests is not None and not self._cubic_bucket)
                 or self.cubic_rate is not None)
-            # A rate limit's answer? (In a fleet its pace says: each process sees too few.)
+            # A rate limit's answer? (In a fleet, the fleet's answers say: one sees too few.)
             spent, self._spent = self._spent, False
             engaged = (self.cubic_rate is not None or spent or self.refusals.limited(now)
-                       or (self.pacer is not None and self.pacer.engaged()))
+                       or (self.pacer is not None and self.pacer.refusing(now)))
             if rate_shaped and not probe and repeated and accepted and engaged \
                     and self.cubic.measured > 0:
                 current = self.requests.rate if self.requests is not None else None
@@ -549,17 +549,18 @@ class TargetPressure:
                 if sent_with is not None:
                     self.concurrency.on_served(now, sent_with)
                 # No growth while the provider says its limit is nearly spent, or just pushed
-                # back with a 429 that cut the rate or the limit: more slots would only meet
-                # the limit again. A 429 that cut nothing says nothing of the kind (random 429s
-                # every 0.2 s held a limit of four for 30 s).
+                # back with a 429 that cut the rate or the limit (one that cut nothing says
+                # nothing of the kind: random 429s every 0.2 s held a limit of four for 30 s).
                 may_grow = (self._remaining_fraction is None
                             or self._remaining_fraction >= 0.1) and (
                     now - self._pushed_back >= _GROWTH_PAUSE)
                 self.concurrency.on_sample(latency, now, self.inflight + 1, may_grow)
                 self._learn_latency(latency)
             self._wake_head()
-        if throttled and engaged and self.pacer is not None:
-            self.pacer.throttled(now)
+        if self.pacer is not None and (throttled or latency is not None):
+            self.pacer.answered(throttled)
+            if throttled:
+                self.pacer.throttled(now, limited=engaged)
 
     def _clamp_burst(self, now: float) -> None:
         """While a 429 is remembered, the header-learned requests bucket holds at most

@@ -36,11 +36,14 @@ class TargetKey:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """The answer to "may this attempt start now?"; ``wait`` is ``None`` when unknown."""
+    """The answer to "may this attempt start now?"; ``wait`` is ``None`` when unknown.
+    ``turn``, for a waiter behind others: the soonest the pace lets its turn come (seconds),
+    what a call with a fallback ready weighs against moving on."""
 
     granted: bool
     wait: float | None = None
     pressure: float = 0.0
+    turn: float | None = None
 
 
 fast_frozen_init(Admission)

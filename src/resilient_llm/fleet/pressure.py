@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._policy import Priority
+from ..engine.controllers import RefusalShare
 from ..engine.parts import Demand
 from ..engine.pressure import RateLimits, TargetKey, TargetPressure
 from .breaker import FleetBreaker
@@ -84,6 +85,13 @@ class LeasePacer:
         self._mode = "fleet"
         self._local_share = 1.0
         self._last_throttle_sent = -math.inf
+        # 429s this worker got since its last report (the fleet counts attempts as the permits
+        # it grants: counted by answers, whose 429s come and are reported sooner than their
+        # successes, a large fleet read its early share of 429s as twice the true one), and
+        # what the fleet's say
+        self._refused = 0
+        self._over_share = False
+        self._cut_at = -math.inf
         self._rng = link.rng
 
     @property
@@ -147,7 +155,9 @@ class LeasePacer:
             left = call_budget()
             ahead = 0.0 if priority == "batch" else min(self._tau, left if left is not None
                                                         else self._tau)
-            args = self._acquire_args(priority, want, per_call, max(0.0, ahead), now, pool.rate)
+            refused, self._refused = self._refused, 0
+            args = self._acquire_args(priority, want, per_call, max(0.0, ahead), now, pool.rate,
+                                      refused)
             self._refilling = True
         sent = self._link.now()
         result: Grant | None = None
@@ -159,13 +169,15 @@ class LeasePacer:
                 self._refilling = False
                 if result is not None:
                     self._install(pool, result, now, rtt, per_call)
+                else:  # reported with the next refill
+                    self._refused += refused
         if result is not None:
             COUNTERS.add("refills")
             self._breaker.adopt(now + rtt, result.open_left, result.failures)
         return True
 
     def _acquire_args(self, priority: Priority, want: int, per_call: float, ahead: float,
-                      now: float, demand: float) -> list[Any]:
+                      now: float, demand: float, refused: int) -> list[Any]:
         req, tok = self._req, self._tok
         observed = max(req.observed_at, tok.observed_at)
         fresh = observed > 0
@@ -178,6 +190,7 @@ class LeasePacer:
             self._breaker.take_successes(),
             self._target.endpoint, self._target.model or "-",
             f"{self._breaker.thresholds.window:g}", int(IDLE_TTL * 1000), f"{demand:.4f}",
+            refused,
         ]
         return args
 
@@ -188,6 +201,7 @@ class LeasePacer:
         self._breaker.view_ttl = max(2 * result.tau, 1.0)
         self._fleet_rate = result.rate if result.rate > 0 else None
         self._active = max(1, result.active)
+        self._learn_refusals(result.refusing, result.since_cut, now)
         if granted < 1:
             COUNTERS.add("empty_refills")
             pool.hint_until = now + rtt + result.wait * self._rng.uniform(1.0, 1.1)
@@ -249,20 +263,45 @@ class LeasePacer:
             if changed and self._mode == "fleet":  # unpaced or stale leases: refill now
                 self._drop_leases(hints=True)
 
-    def throttled(self, now: float) -> None:
+    def answered(self, refused: bool) -> None:
+        with self._lock:
+            self._refused += refused
+
+    def refusing(self, now: float) -> bool:
+        # The fleet's share of 429s says what each worker's own few answers cannot.
+        return self._mode == "fleet" and (self._over_share
+                                          or now < self._cut_at + RefusalShare.MEMORY)
+
+    def throttled(self, now: float, *, limited: bool) -> None:
+        # Every 429 reports this worker's 429s (at most one round trip per 0.25 s): the fleet's
+        # share of them, not this worker's few answers, says whether they are a limit's.
         if self._mode != "fleet" or not self._rate_shaped():
             return
         with self._lock:
-            self._drop_leases(hints=False)
+            if limited:
+                self._drop_leases(hints=False)
             if now - self._last_throttle_sent < 0.25:
                 return
             self._last_throttle_sent = now
+            refused, self._refused = self._refused, 0
         result = self._link.call(THROTTLE, [self._keys[0]],
-                                 [f"{THROTTLE_COOLDOWN:g}", int(IDLE_TTL * 1000)])
-        if result is not None and result.cut:
-            COUNTERS.add("throttles_shared")
-            with self._lock:
+                                 [f"{THROTTLE_COOLDOWN:g}", int(IDLE_TTL * 1000), refused,
+                                  "1" if limited else "0"])
+        with self._lock:
+            if result is None:  # reported with the next refill
+                self._refused += refused
+                return
+            self._learn_refusals(result.refusing, result.since_cut, now)
+            if result.cut:
                 self._fleet_rate = result.rate
+                self._drop_leases(hints=False)
+        if result.cut:
+            COUNTERS.add("throttles_shared")
+
+    def _learn_refusals(self, over_share: bool, since_cut: float, now: float) -> None:
+        self._over_share = over_share
+        if since_cut >= 0:
+            self._cut_at = max(self._cut_at, now - since_cut)
 
     def _rate_shaped(self) -> bool:
         """Does a 429 speak of the send rate (the provider publishes limits)? A bare 429 from

@@ -61,7 +61,10 @@ def fleet_keys(key: TargetKey) -> tuple[str, str, str]:
 class Grant(NamedTuple):
     """``acquire``: a lease of ``granted`` permits (or, at 0, how long to ``wait``) and the fleet's
     view. Permit ``j`` may be used from ``first + j·spacing`` and is void after ``void_first +
-    j·void_spacing + tau`` (seconds after the server's now); ``rate`` is ``-1`` while unpaced."""
+    j·void_spacing + tau`` (seconds after the server's now); ``rate`` is ``-1`` while unpaced.
+    ``refusing``: the fleet's 429s are, with confidence, more than a quarter of its answers
+    (``engine.controllers.over_share``); ``since_cut``: seconds since a 429 last cut the
+    fleet's rate (``-1``: never)."""
 
     granted: int
     first: float
@@ -75,13 +78,19 @@ class Grant(NamedTuple):
     tokens_paced: bool
     void_first: float
     void_spacing: float
+    refusing: bool
+    since_cut: float
 
 
 class Cut(NamedTuple):
-    """``throttle``: whether this report cut the fleet's rate (at most one per cooldown)."""
+    """``throttle``: whether this report cut the fleet's rate (at most one per cooldown, and
+    only as a rate limit's answer), and the fleet's ``refusals`` and ``since_cut`` (as in
+    :class:`Grant`)."""
 
     cut: bool
     rate: float
+    refusing: bool
+    since_cut: float
 
 
 class BreakerView(NamedTuple):
@@ -117,11 +126,11 @@ class Released(NamedTuple):
 def _grant(raw: list[Any]) -> Grant:
     return Grant(int(raw[0]), float(raw[1]), float(raw[2]), float(raw[3]), float(raw[4]),
                  int(raw[5]), float(raw[6]), float(raw[7]), float(raw[8]), int(raw[9]) == 1,
-                 float(raw[10]), float(raw[11]))
+                 float(raw[10]), float(raw[11]), int(raw[12]) == 1, float(raw[13]))
 
 
 def _cut(raw: list[Any]) -> Cut:
-    return Cut(int(raw[0]) == 1, float(raw[1]))
+    return Cut(int(raw[0]) == 1, float(raw[1]), int(raw[2]) == 1, float(raw[3]))
 
 
 def _breaker_view(raw: list[Any]) -> BreakerView:
@@ -169,12 +178,15 @@ def _prelude() -> str:
         tau_unknown=tuning.TAU_UNKNOWN, cubic_c=tuning.CUBIC_C, cubic_beta=tuning.CUBIC_BETA,
         min_rate=tuning.MIN_RATE, active=tuning.ACTIVE_WINDOW,
         reserve=tuning.INTERACTIVE_RESERVE, burst_seconds=tuning.BURST_SECONDS,
+        refusal_weight=tuning.REFUSAL_WEIGHT, refusal_share=tuning.REFUSAL_SHARE,
+        refusal_z=tuning.REFUSAL_Z, refusal_least=tuning.REFUSAL_LEAST,
+        refusal_memory=tuning.REFUSAL_MEMORY,
     )
 
 
 #: KEYS rate, brk, who. Leases permits, learns limits, registers the worker, counts successes.
 ACQUIRE = Script("acquire", _grant)
-#: KEYS rate. The fleet's CUBIC cut after a throttle.
+#: KEYS rate. A 429's report: counts the answers, cuts the fleet's rate (CUBIC) when limited.
 THROTTLE = Script("throttle", _cut)
 #: KEYS brk. A health failure into the fleet's window; trips the fleet's circuit.
 FAIL = Script("fail", _breaker_view)

@@ -3,7 +3,7 @@ rendered from them (``scripts.py``), so both sides of a lease agree on every num
 
 from __future__ import annotations
 
-from ..engine.controllers import MIN_RATE, Cubic
+from ..engine.controllers import MIN_RATE, Cubic, RefusalShare
 from ..engine.pressure import BURST_SECONDS
 
 __all__ = [
@@ -21,6 +21,11 @@ __all__ = [
     "OP_TIMEOUT",
     "PROBE_EVERY",
     "PROBE_POLL",
+    "REFUSAL_LEAST",
+    "REFUSAL_MEMORY",
+    "REFUSAL_SHARE",
+    "REFUSAL_WEIGHT",
+    "REFUSAL_Z",
     "TAU_MAX",
     "TAU_UNKNOWN",
     "THROTTLE_COOLDOWN",
@@ -56,3 +61,13 @@ MAX_LEASE = 1000
 #: The shared CUBIC cut after a throttle: the local controller's constants (botocore's).
 CUBIC_C = Cubic().C
 CUBIC_BETA = Cubic().BETA
+
+#: When the fleet's 429s are a rate limit's answers: the local ``RefusalShare``'s rule over the
+#: whole fleet's answers (counts decayed by this weight per answer, above this share at this
+#: many standard deviations from this many answers on, or for this many seconds after a 429
+#: cut the fleet's rate).
+REFUSAL_WEIGHT = RefusalShare.WEIGHT
+REFUSAL_SHARE = RefusalShare.SHARE
+REFUSAL_Z = RefusalShare.Z
+REFUSAL_LEAST = RefusalShare.LEAST
+REFUSAL_MEMORY = RefusalShare.MEMORY

@@ -1,11 +1,14 @@
 -- KEYS: rate, brk, who. ARGV: 1 worker, 2 want (calls), 3 tokens per call, 4 batch (0/1),
 -- 5 ahead (s), 6-9 learned rr rc tr tc ('' unknown), 10-11 observed remaining (requests,
 -- tokens), 12 observation age (s), 13 successes to add, 14 endpoint, 15 model, 16 breaker
--- window (s), 17 idle ttl (ms), 18 this worker's demand (calls/s, 0 unknown).
+-- window (s), 17 idle ttl (ms), 18 this worker's demand (calls/s, 0 unknown), 19 429s this
+-- worker got since its last report.
 -- Returns: k, first use (s after now; permit j from first + j·spacing), spacing (s), tau (s),
 -- rate (-1 unpaced), active workers, wait (s, when k = 0), breaker open left (s), fleet
 -- failures, tokens paced (1/0), first void base (s), void spacing (s): permit j is void after
--- void base + j·void spacing + tau (the earliest dimension's slot, so lateness stays <= tau).
+-- void base + j·void spacing + tau (the earliest dimension's slot, so lateness stays <= tau),
+-- whether the fleet's 429s are over a quarter of its answers (1/0; see refusals in the
+-- prelude), seconds since a 429 last cut its rate (-1 never).
 local rk, bk, wk = KEYS[1], KEYS[2], KEYS[3]
 local worker, want, per_call = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local batch, ahead = ARGV[4] == '1', tonumber(ARGV[5])
@@ -100,6 +103,7 @@ end
 -- What the provider accepted (the successes the workers report): a throttle's base when the
 -- fleet knows no rate of its own.
 meter(rk, f, 'sb', 'sn', 'sm', tonumber(ARGV[13]), now)
+local over, since_cut = refusals(rk, f, k, num(ARGV[19], 0), now)
 local est_f = window(bk, now, tonumber(ARGV[16]), 0, tonumber(ARGV[13]))
 local open = open_left(bk, now)
 local ttl = tonumber(ARGV[17])
@@ -111,4 +115,5 @@ if r then rate = r elseif rt then rate = rt / per_call end
 local paced_tokens = 0
 if rt then paced_tokens = 1 end
 return {k, fmt(use_first), fmt(use_spacing), fmt(tau), fmt(rate), active, fmt(wait),
-        fmt(open), fmt(est_f), paced_tokens, fmt(void_first), fmt(void_spacing)}
+        fmt(open), fmt(est_f), paced_tokens, fmt(void_first), fmt(void_spacing), over and 1 or 0,
+        fmt(since_cut)}

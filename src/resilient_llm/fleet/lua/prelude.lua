@@ -3,6 +3,8 @@
 local HEADROOM, BUDGET, TAU_MAX, TAU_UNKNOWN = $headroom, $budget, $tau_max, $tau_unknown
 local C3, BETA, FLOOR, ACTIVE, RESERVE = $cubic_c, $cubic_beta, $min_rate, $active, $reserve
 local BURST = $burst_seconds
+local REFUSAL_WEIGHT, REFUSAL_SHARE, REFUSAL_Z = $refusal_weight, $refusal_share, $refusal_z
+local REFUSAL_LEAST, REFUSAL_MEMORY = $refusal_least, $refusal_memory
 local function num(v, d)
   if v == nil or v == false or v == '' then return d end
   return tonumber(v)
@@ -69,6 +71,32 @@ local function meter(key, f, b_, c_, m_, n, now)
     end
     redis.call('HSET', key, b_, fmt(b), c_, n, m_, fmt(m))
   end
+end
+-- Are the fleet's 429s, with confidence, more than REFUSAL_SHARE of its attempts? Counts of
+-- attempts (`qa`: the permits acquire grants, whether used or not, so the share errs low)
+-- and of 429s (`qr`, as workers report them), each decayed by REFUSAL_WEIGHT per later
+-- permit, and the
+-- Wilson score lower bound of qr/qa at REFUSAL_Z from REFUSAL_LEAST answers on (the local
+-- RefusalShare's rule, engine.controllers.over_share). Also seconds since a 429 last cut the
+-- fleet's rate (`lc`; -1: never), and whether the fleet's 429s are a rate limit's answers
+-- (over the share, or a recent cut).
+local function refusals(key, f, sent, refused, now)
+  local qa, qr = num(f.qa, 0), num(f.qr, 0)
+  if sent > 0 or refused > 0 then
+    local keep = (1 - REFUSAL_WEIGHT) ^ sent
+    qa, qr = qa * keep + (1 - keep) / REFUSAL_WEIGHT, qr * keep + refused
+    f.qa, f.qr = fmt(qa), fmt(qr)
+    redis.call('HSET', key, 'qa', f.qa, 'qr', f.qr)
+  end
+  local over = false
+  if qa >= REFUSAL_LEAST and qa > 0 then
+    local p, z, z2 = math.min(1, qr / qa), REFUSAL_Z, REFUSAL_Z * REFUSAL_Z
+    local spread = z * math.sqrt(math.max(0, p * (1 - p)) / qa + z2 / (4 * qa * qa))
+    over = (p + z2 / (2 * qa) - spread) / (1 + z2 / qa) > REFUSAL_SHARE
+  end
+  local since = -1
+  if f.lc then since = math.max(0, now - tonumber(f.lc)) end
+  return over, since, over or (since >= 0 and since < REFUSAL_MEMORY)
 end
 -- The fleet's failure window (two buckets of `win` seconds, the older one weighted down).
 local function window(key, now, win, add_fail, add_ok)

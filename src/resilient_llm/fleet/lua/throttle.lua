@@ -1,11 +1,21 @@
--- KEYS: rate. ARGV: 1 cooldown (s), 2 idle ttl (ms). Returns: cut (1/0), the fleet's new rate.
+-- KEYS: rate. ARGV: 1 cooldown (s), 2 idle ttl (ms), 3 429s this worker got since its last
+-- report (this one included), 4 limited (1: its own answers say its 429 is a rate limit's).
+-- Returns: cut (1/0), the fleet's new rate, whether its 429s are over a quarter of its answers
+-- (1/0), seconds since a 429 last cut its rate (-1 never). A 429 cuts only as a rate limit's
+-- answer, in the worker's judgement or in the fleet's (its share of 429s, or a cut within
+-- REFUSAL_MEMORY): each worker alone sees too few answers to tell a limit from 429s given
+-- at random.
 local rk = KEYS[1]
 local now = clock()
 local f = fields(rk)
+local over, since_cut, limited = refusals(rk, f, 0, num(ARGV[3], 0), now)
 local r, rt, tau = pace(rk, f, now)
-if f.ct and now - tonumber(f.ct) < tonumber(ARGV[1]) then
-  return {0, fmt(r or -1)}
+local function answer(cut, rate)
+  redis.call('PEXPIRE', rk, tonumber(ARGV[2]))
+  return {cut, fmt(rate or -1), over and 1 or 0, fmt(since_cut)}
 end
+if not (limited or ARGV[4] == '1') then return answer(0, r) end
+if f.ct and now - tonumber(f.ct) < tonumber(ARGV[1]) then return answer(0, r) end
 -- The headers' burst is not believed from now on (see pace in the prelude).
 if not f.qb then redis.call('HSET', rk, 'qb', 1) end
 f.qb = '1'
@@ -20,20 +30,18 @@ if r then
   new_rate = BETA * base
 else
   local accepted = num(f.sm, 0)
-  if accepted <= 0 then
-    redis.call('PEXPIRE', rk, tonumber(ARGV[2]))
-    return {0, fmt(-1)}
-  end
+  if accepted <= 0 then return answer(0, nil) end
   base = math.max(HEADROOM * accepted, FLOOR)
   K = 0
   new_rate = base
 end
-redis.call('HSET', rk, 'ct', fmt(now), 'ck', fmt(K), 'cw', fmt(base))
+-- (`lc` outlives the recovery: while it is recent, the fleet's 429s are a rate limit's answers.)
+redis.call('HSET', rk, 'ct', fmt(now), 'ck', fmt(K), 'cw', fmt(base), 'lc', fmt(now))
 redis.call('HINCRBY', rk, 'th', 1)
+since_cut = 0
 -- The provider's bucket is empty: nobody has a burst left.
 local g = fields(rk)
 local r2, rt2, tau2 = pace(rk, g, now)
 if r then redis.call('HSET', rk, 'ra', fmt(math.max(num(f.ra, now), now + tau2))) end
 if rt then redis.call('HSET', rk, 'ta', fmt(math.max(num(f.ta, now), now + tau2))) end
-redis.call('PEXPIRE', rk, tonumber(ARGV[2]))
-return {1, fmt(new_rate)}
+return answer(1, new_rate)

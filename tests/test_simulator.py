@@ -173,7 +173,10 @@ def test_under_overload_more_calls_succeed_with_fewer_attempts(name: str) -> Non
     metrics = run_cell(cell(name), range(2))
     ours, control = metrics["resilient"], metrics["control"]
     assert ours.success >= control.success
-    assert ours.attempts < control.attempts
+    if "huge" in name:  # a Retry-After past the deadline: neither retries, one attempt each
+        assert ours.attempts <= control.attempts
+    else:
+        assert ours.attempts < control.attempts
     assert ours.share_429 < control.share_429
 
 

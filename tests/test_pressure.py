@@ -566,9 +566,6 @@ class _IdlePacer:
                 now: float) -> None:
         pass
 
-    def answered(self, refused: bool) -> None:
-        pass
-
     def refusing(self, now: float) -> bool:
         return False
 

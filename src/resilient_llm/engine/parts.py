@@ -157,18 +157,15 @@ class Pacer(Protocol):
         """Rate-limit headers from a response of the target."""
         ...
 
-    def answered(self, refused: bool) -> None:
-        """An attempt of this process was answered: a 429 (``refused``) or a success."""
-        ...
-
     def refusing(self, now: float) -> bool:
         """Are 429s a rate limit's answers for everyone this pacer paces (what
         ``controllers.RefusalShare`` says of one process, said of all of them)?"""
         ...
 
     def throttled(self, now: float, *, limited: bool) -> None:
-        """An attempt of this process got a 429; ``limited``: the state reads it as a rate
-        limit's answer (its own evidence, or :meth:`refusing`)."""
+        """An attempt of this process got a 429 (counted towards :meth:`refusing`);
+        ``limited``: the state reads it as a rate limit's answer (its own evidence, or
+        :meth:`refusing`)."""
         ...
 
     def view(self, now: float) -> SharedView | None:

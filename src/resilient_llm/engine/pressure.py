@@ -355,9 +355,10 @@ class TargetPressure:
 
     def _turn_in(self, waiter: Waiter, now: float) -> float | None:
         """The soonest the pace admits ``waiter`` after those ahead of it (lock held)."""
-        if waiter not in self._waiting:
+        try:
+            ahead, pacer, bucket = self._waiting.index(waiter), self.pacer, self.requests
+        except ValueError:  # it left the queue
             return None
-        ahead, pacer, bucket = self._waiting.index(waiter), self.pacer, self.requests
         if pacer is not None and pacer.engaged():
             return pacer.backlog(ahead)
         if bucket is None:
@@ -557,10 +558,8 @@ class TargetPressure:
                 self.concurrency.on_sample(latency, now, self.inflight + 1, may_grow)
                 self._learn_latency(latency)
             self._wake_head()
-        if self.pacer is not None and (throttled or latency is not None):
-            self.pacer.answered(throttled)
-            if throttled:
-                self.pacer.throttled(now, limited=engaged)
+        if throttled and self.pacer is not None:
+            self.pacer.throttled(now, limited=engaged)
 
     def _clamp_burst(self, now: float) -> None:
         """While a 429 is remembered, the header-learned requests bucket holds at most

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._policy import Priority
-from ..engine.controllers import RefusalShare
 from ..engine.parts import Demand
 from ..engine.pressure import RateLimits, TargetKey, TargetPressure
 from .breaker import FleetBreaker
@@ -27,7 +26,7 @@ from .lease import Dimension, Lease, lease_size
 from .link import Link, call_budget, link_for
 from .scripts import ACQUIRE, THROTTLE, Grant, fleet_keys
 from .stats import COUNTERS, FleetStats, fleet_stats
-from .tuning import IDLE_TTL, TAU_UNKNOWN, THROTTLE_COOLDOWN
+from .tuning import IDLE_TTL, REFUSAL_MEMORY, TAU_UNKNOWN, THROTTLE_COOLDOWN
 
 __all__ = ["FleetPressure", "FleetSnapshot", "LeasePacer", "fleet_pressure"]
 
@@ -263,21 +262,20 @@ class LeasePacer:
             if changed and self._mode == "fleet":  # unpaced or stale leases: refill now
                 self._drop_leases(hints=True)
 
-    def answered(self, refused: bool) -> None:
-        with self._lock:
-            self._refused += refused
-
     def refusing(self, now: float) -> bool:
         # The fleet's share of 429s says what each worker's own few answers cannot.
         return self._mode == "fleet" and (self._over_share
-                                          or now < self._cut_at + RefusalShare.MEMORY)
+                                          or now < self._cut_at + REFUSAL_MEMORY)
 
     def throttled(self, now: float, *, limited: bool) -> None:
         # Every 429 reports this worker's 429s (at most one round trip per 0.25 s): the fleet's
         # share of them, not this worker's few answers, says whether they are a limit's.
-        if self._mode != "fleet" or not self._rate_shaped():
+        if self._mode != "fleet":
             return
         with self._lock:
+            self._refused += 1  # reported now or with the next refill
+            if not self._rate_shaped():
+                return
             if limited:
                 self._drop_leases(hints=False)
             if now - self._last_throttle_sent < 0.25:

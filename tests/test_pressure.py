@@ -6,12 +6,13 @@ import asyncio
 import math
 import random
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from resilient_llm._policy import Priority
-from resilient_llm.engine.controllers import EventRate, Gradient2, RefusalShare
+from resilient_llm.engine.controllers import EventRate, Gradient2
 from resilient_llm.engine.parts import Demand
 from resilient_llm.engine.pressure import (
     BATCH_SHARE,
@@ -25,6 +26,7 @@ from resilient_llm.engine.pressure import (
     TokenBucket,
     estimate_tokens,
 )
+from resilient_llm.engine.refusals import RefusalShare
 from resilient_llm.engine.registry import PressureRegistry
 from resilient_llm.providers._ratelimits import (
     parse_anthropic,
@@ -490,7 +492,8 @@ def test_429s_are_a_rate_limits_answers_above_a_quarter_of_answers_and_a_minute_
             steady.record(rng.random() < share)
             assert not steady.limited(0.0)
     calm = RefusalShare()
-    calm.on_rate_cut(10.0)  # a 429 cut the send rate: its next 429s are a limit's too
+    # a 429 cut the send rate: its next 429s are a limit's too
+    calm.on_rate_cut(10.0, sent=30.0, accepted=20.0)
     assert calm.limited(69.9) and not calm.limited(70.1)
 
 
@@ -971,3 +974,52 @@ def test_throttles_with_nothing_accepted_between_do_not_slow_the_send_rate(
         ended(12.2, accepted=True)
     ended(12.5, accepted=False)
     assert (state.cubic_rate is not None) is accepted_between
+
+
+def _offer(state: TargetPressure, refuse: Callable[[float], bool], *, rate: float,
+           seconds: float, start: float = 0.0) -> tuple[float, int]:
+    """Offer ``rate`` attempts a second for ``seconds``; each admitted one is answered at
+    once, a 429 with ``Retry-After: 1`` when ``refuse(now)``. The end, and attempts sent."""
+    now, sent = start, 0
+    while now < start + seconds:
+        now += 1.0 / rate
+        if state.admit_now("interactive", 0.0, now) is None:
+            continue  # paced: this attempt waits (the caller's business)
+        sent += 1
+        refused = refuse(now)
+        state.release(now, priority="interactive", latency=None if refused else 0.1,
+                      throttled=refused, dropped=False, succeeded=not refused,
+                      retry_after=1.0 if refused else None, patience=2.0, sent_with=1)
+    return now, sent
+
+
+def test_a_cut_for_429s_refused_at_any_rate_is_tried_and_undone() -> None:
+    """30 % refused at random at 60 attempts a second: the share cuts the rate once, the
+    cut is held while tried, and undone when the share stays; the pacer then admits every
+    attempt offered. The trial's 429s cut no concurrency limit."""
+    rng = random.Random(7)
+    state = TargetPressure(KEY, now=0.0)
+    now, _ = _offer(state, lambda _: rng.random() < 0.3, rate=60.0, seconds=15.0)
+    assert state.refusals.acquitted(now)
+    assert state.cubic_rate is None and math.isinf(state.concurrency.limit)
+    _, sent = _offer(state, lambda _: rng.random() < 0.3, rate=60.0, seconds=5.0, start=now)
+    assert sent >= 299  # every attempt of the next five seconds admitted at once
+
+
+def test_a_cut_for_a_rate_limits_429s_is_tried_and_stands() -> None:
+    """A limit of 20 a second met at 60 attempts a second: the cut is tried, stands, and the
+    pacer holds the sends near the limit."""
+    bucket = TokenBucket(20.0, 5.0, 5.0, 0.0)
+
+    def refuse(now: float) -> bool:
+        bucket.refill(now)
+        if bucket.level < 1.0:
+            return True
+        bucket.level -= 1.0
+        return False
+
+    state = TargetPressure(KEY, now=0.0)
+    now, _ = _offer(state, refuse, rate=60.0, seconds=15.0)
+    assert state.cubic_rate is not None and not state.refusals.acquitted(now)
+    _, sent = _offer(state, refuse, rate=60.0, seconds=5.0, start=now)
+    assert sent <= 5 * 20 * 1.5  # paced near the limit, not at the 60 a second offered

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import redis
 
-from resilient_llm.engine.controllers import RefusalShare, over_share
 from resilient_llm.engine.pressure import TargetKey
+from resilient_llm.engine.refusals import RefusalShare, over_share
 from resilient_llm.fleet import fleet_keys, scripts, tuning
 from resilient_llm.testing.sim.redis_model import ModelLink, RedisError, RedisModel
 from tests.redis_server import redis_url  # noqa: F401

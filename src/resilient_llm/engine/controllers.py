@@ -4,10 +4,10 @@
 * :class:`Cubic` — the send rate after 429s (botocore's adaptive mode), recovering with time.
 * :class:`ConcurrencyLimit` — AIMD on drops, slow start per success, :class:`Gradient2` on
   latency.
-* :class:`RefusalShare` — whether a target's 429s are a rate limit's answers.
 * :class:`RetryBudget` — gRPC retry throttling.
 
-None of them locks, sleeps or reads a clock; ``engine.pressure`` composes them per target.
+None of them locks, sleeps or reads a clock; ``engine.pressure`` composes them per target,
+with ``engine.refusals`` (whether a target's 429s are a rate limit's answers).
 """
 
 from __future__ import annotations
@@ -26,11 +26,9 @@ __all__ = [
     "EventRate",
     "Gradient2",
     "RateLimits",
-    "RefusalShare",
     "RetryBudget",
     "TokenBucket",
     "estimate_tokens",
-    "over_share",
 ]
 
 #: The lowest send rate any controller sets (requests per second).
@@ -141,6 +139,17 @@ class EventRate:
             self._closed.append((self._bucket, self._count))
         self._bucket, self._count = start, 1
 
+    def mean(self, within: float) -> float:
+        """Events per second over the closed half-seconds of the last ``within`` seconds
+        before the current one (:attr:`rate` before one closed)."""
+        if self._bucket is None:
+            return 0.0
+        counts = [(start, count) for start, count in self._closed
+                  if start >= self._bucket - within]
+        if not counts:
+            return self.rate
+        return sum(count for _, count in counts) / (self._bucket - counts[0][0])
+
     def peak(self, now: float, within: float) -> float:
         """The most events in one half-second that began within ``within`` seconds before
         ``now``, per second (0: none): a burst's own rate, whatever came (or did not) before
@@ -184,6 +193,16 @@ class Cubic:
         After an overshoot it is what the provider let through, the better ``W_max`` (the
         send rate then counts every rejected request too)."""
         return self._accepted.rate
+
+    @property
+    def sent_lately(self) -> float:
+        """Requests sent per second over the last two seconds."""
+        return self._sent.mean(2.0)
+
+    @property
+    def accepted_lately(self) -> float:
+        """Requests accepted per second over the last two seconds."""
+        return self._accepted.mean(2.0)
 
     def record_send(self, now: float) -> None:
         self._sent.record(now)
@@ -337,7 +356,7 @@ class ConcurrencyLimit:
 
         A drop of a request sent with no more in flight than one the provider served lately
         (:meth:`served`) is no evidence of a limit on how many at once, and changes nothing,
-        unless it is ``rate_shaped`` (a rate limit's 429: see :class:`RefusalShare`): fewer
+        unless it is ``rate_shaped`` (a rate limit's 429: see ``engine.refusals``): fewer
         at once is then how the pacer's rate is held too (a quantized limit with a fallback,
         four workers: 5 % more attempts met 429s without it). Before any limit, nor does a
         drop sent with ``FEW`` or fewer in flight. ``True`` when the drop counted.
@@ -493,70 +512,6 @@ class ConcurrencyLimit:
         before, self.limit = self.limit, max(self.minimum,
                                              min(self.maximum, 0.8 * self.limit + 0.2 * grown))
         self._grew = self._grew or self.limit > before
-
-
-@dataclass(slots=True)
-class RefusalShare:
-    """Are a target's 429s a rate limit's answers, or a share it refuses whatever the rate?
-
-    A rate limit refuses the excess of a caller above it; a provider may also refuse a share
-    of requests at any rate (a quota a neighbour spends, a pool others overload), and a bare
-    429 cannot say which. Read as a rate limit, each 429 of 10 % refused at random cut the
-    send rate and the concurrency limit: 34 % of 20 calls/s with a 2 s deadline were served,
-    where the official client, retrying the refused ones, served 99 %. So without headers that
-    say the limit is spent, 429s are a rate limit's answers when they are, with confidence,
-    more than ``SHARE`` of the recent answers (:func:`over_share` over counts that decay by
-    ``WEIGHT`` per answer, about 330 answers), and for ``MEMORY`` seconds after one cut the
-    send rate (a limit met again after its throttle is forgotten is answered at its first
-    429s). A burst met by a limit shows it at its ``LEAST``-th answer; 20 % refused at random
-    almost never does (the share's bound stays near 0.2 over about 330 answers), where an
-    average over 100 crossed a quarter by chance (87 % of 20 calls/s served against the
-    official client's 96 %). A caller half again above a rate limit is refused a third of
-    the time.
-    """
-
-    WEIGHT = 0.003
-    SHARE = 0.25
-    Z = 2.0
-    #: Answers (decayed) before a share speaks at all: a run of early 429s is chance as often.
-    LEAST = 30.0
-    MEMORY = 60.0
-    #: Answers seen, and 429s among them, each decayed by ``WEIGHT`` per later answer.
-    answers: float = 0.0
-    refused: float = 0.0
-    _until: float = -math.inf
-
-    def record(self, refused: bool) -> None:
-        """An answer: a 429 (``refused``) or a success."""
-        keep = 1.0 - self.WEIGHT
-        self.answers = self.answers * keep + 1.0
-        self.refused = self.refused * keep + refused
-
-    @property
-    def share(self) -> float:
-        """The share of recent answers that were 429s (0 before any)."""
-        return self.refused / self.answers if self.answers else 0.0
-
-    def on_rate_cut(self, now: float) -> None:
-        """A 429 cut the send rate."""
-        self._until = now + self.MEMORY
-
-    def limited(self, now: float) -> bool:
-        """Are 429s a rate limit's answers now?"""
-        return now < self._until or over_share(self.answers, self.refused)
-
-
-def over_share(answers: float, refused: float, share: float = RefusalShare.SHARE,
-               z: float = RefusalShare.Z, least: float = RefusalShare.LEAST) -> bool:
-    """Is ``refused / answers`` above ``share`` with confidence? From ``least`` answers on, its
-    Wilson score lower bound at ``z`` standard deviations,
-    ``(p + z²/2n − z·√(p(1−p)/n + z²/4n²)) / (1 + z²/n)``, is.
-    (``fleet/lua/prelude.lua`` computes the same over the fleet's answers.)"""
-    if answers < least or answers <= 0:
-        return False
-    p, n, z2 = refused / answers, answers, z * z
-    spread = z * math.sqrt(max(0.0, p * (1 - p)) / n + z2 / (4 * n * n))
-    return (p + z2 / (2 * n) - spread) / (1 + z2 / n) > share
 
 
 @dataclass(slots=True)

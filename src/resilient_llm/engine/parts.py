@@ -159,7 +159,7 @@ class Pacer(Protocol):
 
     def refusing(self, now: float) -> bool:
         """Are 429s a rate limit's answers for everyone this pacer paces (what
-        ``controllers.RefusalShare`` says of one process, said of all of them)?"""
+        ``refusals.RefusalShare`` says of one process, said of all of them)?"""
         ...
 
     def throttled(self, now: float, *, limited: bool) -> None:

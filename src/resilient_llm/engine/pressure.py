@@ -9,10 +9,10 @@ on. For each target:
   (botocore's: C = 0.4, β = 0.7, floor 0.5/s; ``rate = C·(t − t_429 − K)³ + W_max``,
   ``K = ∛(W_max·(1 − β)/C)``), one cut per overshoot, growing with time and forgotten at
   2·W_max; meanwhile the bucket holds at most ``BURST_SECONDS`` of the rate. A 429 does this
-  (and counts against the concurrency limit at any load, and cuts the fleet's rate) only as
-  a rate limit's answer: its headers say a limit is spent, or 429s are with confidence over
-  a quarter of the recent answers, of this process or of the fleet, or cut the rate within
-  a minute (``RefusalShare``). A share refused at any rate is retried, not paced.
+  only as a rate limit's answer (``engine.refusals``: headers that say a limit is spent, or
+  a confident share over a quarter, of this process or the fleet; a cut whose trial shows
+  the share refused at any rate is undone). Only a cut shown to stand, spent headers or the
+  fleet's share count such 429s against the concurrency limit at any load.
 * **Concurrency limit** — none until the provider pushes back (a 429, an overload answer, a
   timeout not cut short by the caller's deadline; not a 503, the breaker's) with more in
   flight than it served lately and, before any limit, more than four (a rate limit's 429
@@ -53,12 +53,12 @@ from .controllers import (
     ConcurrencyLimit,
     Cubic,
     RateLimits,
-    RefusalShare,
     RetryBudget,
     TokenBucket,
     estimate_tokens,
 )
 from .parts import CircuitBreaker, Demand, Pacer, SharedView
+from .refusals import RefusalShare
 from .target import Admission, PressureSnapshot, TargetKey
 from .waiter import Waiter
 
@@ -82,8 +82,7 @@ __all__ = [
 BATCH_SHARE = 0.75
 #: Seconds an interactive admission keeps the headroom reserved for interactive work.
 INTERACTIVE_MEMORY = 30.0
-#: Seconds after a 429 that cut the send rate or the limit during which the concurrency
-#: limit does not grow.
+#: Seconds after a 429 that cut the send rate or the limit without growth of the limit.
 _GROWTH_PAUSE = 2.0
 #: A 429 slows the send rate only when another came within this many seconds: one alone is a blip.
 _BLIP_WINDOW = 10.0
@@ -215,6 +214,7 @@ class TargetPressure:
             else:
                 self._interactive_at = now
             self.cubic.record_send(now)
+            self.refusals.sent()
             self.budget.requests += 1
             return self._pressure(now, pacing)
 
@@ -286,6 +286,7 @@ class TargetPressure:
                 self._interactive_at = now
             self._take(waiter.cost, now, waiter.priority)
             self.cubic.record_send(now)
+            self.refusals.sent()
             self.budget.requests += 1
             self._wake_head()
             return Admission(True, 0.0, pressure)
@@ -377,15 +378,10 @@ class TargetPressure:
         if self.cubic_rate is None:
             return
         bucket = self.requests
-        if self.cubic.expired(now):
-            self.cubic_rate = None  # recovered with time: the throttle is forgotten
-            if self._cubic_bucket:
-                self.requests, self._cubic_bucket = None, False
-            elif bucket is not None:
-                bucket.refill(now)
-                bucket.rate = self._header_rate
+        if self.cubic.expired(now):  # recovered with time: the throttle is forgotten
+            self._forget_cubic(now)
             return
-        rate = self.cubic.rate(now) or self.cubic_rate
+        rate = self._cubic_now(now, self.cubic_rate)
         if bucket is None:
             burst = max(1.0, rate * BURST_SECONDS)
             self.requests = TokenBucket(rate, burst, burst, now)  # starts full
@@ -455,31 +451,18 @@ class TargetPressure:
             self._free_slot(priority)
             self._wake_head()
 
-    def release(
-        self,
-        now: float,
-        *,
-        priority: Priority,
-        latency: float | None,
-        throttled: bool,
-        dropped: bool,
-        succeeded: bool,
-        retry_after: float | None = None,
-        patience: float | None = None,
-        sent_with: int | None = None,
-    ) -> None:
+    def release(self, now: float, *, priority: Priority, latency: float | None,
+                throttled: bool, dropped: bool, succeeded: bool,
+                retry_after: float | None = None, patience: float | None = None,
+                sent_with: int | None = None) -> None:
         """An admitted attempt ended: free its slot and learn from how it went.
 
-        ``sent_with``: how many attempts were in flight (this one included) when it was sent.
-
-        ``patience`` is the deadline budget of the call (a throttle never paces the target
-        slower than two requests per such budget). ``throttled`` (a 429) slows the send rate
-        (CUBIC) when it is rate-shaped: it carried a
-        ``Retry-After`` or the target publishes rate limits. A bare 429 from a provider without
-        rate-limit headers is a concurrency cap: it only cuts the limit. A 429 also drains the
-        header-learned bucket so that its next request is due when ``Retry-After`` says (at
-        once without one): the provider's answer beats its headers, and agrees with its hint.
-        Each only while 429s are a rate limit's answers (the module docstring says when).
+        ``sent_with``: attempts in flight (this one included) when it was sent; ``patience``:
+        the call's deadline budget (a throttle never paces slower than two requests per it).
+        A 429 (``throttled``) slows the send rate (CUBIC) when rate-shaped (a ``Retry-After``,
+        or published rate limits; a bare 429 without them only cuts the concurrency limit)
+        and drains the header-learned bucket until its ``Retry-After``: the provider's answer
+        beats its headers. Each only while 429s are a rate limit's (the module docstring).
         """
         with self._lock:
             self._free_slot(priority)
@@ -517,17 +500,20 @@ class TargetPressure:
                 retry_after is not None
                 or (self.requests is not None and not self._cubic_bucket)
                 or self.cubic_rate is not None)
-            # A rate limit's answer? (In a fleet, the fleet's answers say: one sees too few.)
-            spent, self._spent = self._spent, False
-            engaged = (self.cubic_rate is not None or spent or self.refusals.limited(now)
-                       or (self.pacer is not None and self.pacer.refusing(now)))
+            spent, self._spent = self._spent, False  # (a fleet's share: the pacer's)
+            if self.refusals.acquitted(now) and self.cubic_rate is not None:
+                self._forget_cubic(now)  # the cut did not lower the share: refused at any rate
+            said = spent or (self.pacer is not None and self.pacer.refusing(now))
+            shown = said or self.cubic_rate is not None
+            engaged = shown or self.refusals.limited(now)
             if rate_shaped and not probe and repeated and accepted and engaged \
-                    and self.cubic.measured > 0:
+                    and self.cubic.measured > 0 and not self.refusals.trying:
                 current = self.requests.rate if self.requests is not None else None
                 self.cubic_rate = self.cubic.on_throttle(now, current, patience)
                 self._follow_cubic(now)
                 self._pushed_back = now
-                self.refusals.on_rate_cut(now)
+                self.refusals.on_rate_cut(now, self.cubic.sent_lately,
+                                          self.cubic.accepted_lately, shown=said)
             if throttled and engaged and self.requests is not None and not self._cubic_bucket:
                 # A 429 is ground truth, headers a hint: the next request is due when the
                 # provider said, not before, and the burst the headers allow is not believed
@@ -535,16 +521,16 @@ class TargetPressure:
                 # much shorter windows).
                 bucket = self.requests
                 bucket.refill(now)
-                rate = min(bucket.rate, self.cubic.rate(now) or bucket.rate)
+                rate = min(bucket.rate, self._cubic_now(now, bucket.rate))
                 if rate < UNPACED:  # (for at most half the deadline of the call told so)
                     hold = min(retry_after or 0.0, (patience or math.inf) / 2)
                     bucket.level = min(bucket.level, 1.0 - rate * hold)
                 self._clamp_burst(now)
             # A 429 may be a rate limit or a concurrency cap (a provider's headers describe
             # both the same way): it slows the rate (above) and counts as a drop.
-            if dropped or throttled:
+            if dropped or (throttled and not self.refusals.trying):  # (a trial's: its own)
                 if self.concurrency.on_drop(now, self.inflight + 1, sent_with,
-                                            rate_shaped=rate_shaped and engaged) and throttled:
+                                            rate_shaped=rate_shaped and shown) and throttled:
                     self._pushed_back = now
             elif latency is not None:
                 if sent_with is not None:
@@ -561,13 +547,28 @@ class TargetPressure:
         if throttled and self.pacer is not None:
             self.pacer.throttled(now, limited=engaged)
 
+    def _cubic_now(self, now: float, otherwise: float) -> float:
+        """CUBIC's rate (``otherwise`` with no cut), held at the cut while tried (lock held)."""
+        if self.cubic_rate is None or self.refusals.holding:
+            return otherwise if self.cubic_rate is None else self.cubic_rate
+        return self.cubic.rate(now) or self.cubic_rate
+
+    def _forget_cubic(self, now: float) -> None:  # (lock held)
+        """No throttle is remembered: the rate the headers allow, if any."""
+        self.cubic_rate, self.cubic.last_throttle = None, None
+        if self._cubic_bucket:
+            self.requests, self._cubic_bucket = None, False
+        elif self.requests is not None:
+            self.requests.refill(now)
+            self.requests.rate = self._header_rate
+
     def _clamp_burst(self, now: float) -> None:
         """While a 429 is remembered, the header-learned requests bucket holds at most
         ``BURST_SECONDS`` of the allowed rate (lock held)."""
         bucket = self.requests
         if bucket is None or self.cubic_rate is None:
             return
-        rate = self.cubic.rate(now) or self.cubic_rate
+        rate = self._cubic_now(now, self.cubic_rate)
         bucket.capacity = min(bucket.capacity, max(1.0, rate * BURST_SECONDS))
         bucket.level = min(bucket.level, bucket.capacity)
 

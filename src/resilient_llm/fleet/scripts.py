@@ -63,7 +63,7 @@ class Grant(NamedTuple):
     view. Permit ``j`` may be used from ``first + j·spacing`` and is void after ``void_first +
     j·void_spacing + tau`` (seconds after the server's now); ``rate`` is ``-1`` while unpaced.
     ``refusing``: the fleet's 429s are, with confidence, more than a quarter of its answers
-    (``engine.controllers.over_share``); ``since_cut``: seconds since a 429 last cut the
+    (``engine.refusals.over_share``); ``since_cut``: seconds since a 429 last cut the
     fleet's rate (``-1``: never)."""
 
     granted: int

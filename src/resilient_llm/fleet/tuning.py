@@ -3,8 +3,9 @@ rendered from them (``scripts.py``), so both sides of a lease agree on every num
 
 from __future__ import annotations
 
-from ..engine.controllers import MIN_RATE, Cubic, RefusalShare
+from ..engine.controllers import MIN_RATE, Cubic
 from ..engine.pressure import BURST_SECONDS
+from ..engine.refusals import RefusalShare
 
 __all__ = [
     "ACTIVE_WINDOW",

@@ -77,7 +77,7 @@ end
 -- and of 429s (`qr`, as workers report them), each decayed by REFUSAL_WEIGHT per later
 -- permit, and the
 -- Wilson score lower bound of qr/qa at REFUSAL_Z from REFUSAL_LEAST answers on (the local
--- RefusalShare's rule, engine.controllers.over_share). Also seconds since a 429 last cut the
+-- RefusalShare's rule, engine.refusals.over_share). Also seconds since a 429 last cut the
 -- fleet's rate (`lc`; -1: never), and whether the fleet's 429s are a rate limit's answers
 -- (over the share, or a recent cut).
 local function refusals(key, f, sent, refused, now)

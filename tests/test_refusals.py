@@ -1,0 +1,162 @@
+"""Whether a target's 429s are a rate limit's answers: the share rule and the trial of a cut
+(``engine.refusals``), in virtual time with seeded randomness."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from resilient_llm.engine.controllers import Cubic
+from resilient_llm.engine.refusals import RefusalShare, over_share
+
+SENDS = RefusalShare.TRIAL_SENDS
+
+
+def trying(refusals: RefusalShare) -> bool:
+    """Is a cut on trial? (A call, so that a type checker does not narrow it between steps.)"""
+    return refusals.trying
+
+
+def limited_share(share: float = 0.3) -> RefusalShare:
+    """Refusals whose recent answers were ``share`` 429s (counted as from 300 answers)."""
+    refusals = RefusalShare()
+    refusals.answers, refusals.refused = 300.0, 300.0 * share
+    return refusals
+
+
+def run_trial(refusals: RefusalShare, *, start: float, rate: float, share: float,
+              rng: random.Random | None = None, sends: int = SENDS) -> float:
+    """``sends`` attempts from ``start`` at ``rate`` a second, each refused with probability
+    ``share`` (without ``rng``: every ``1 / share``-th, as a limit refuses its excess); the
+    time of the last."""
+    now, owed = start, 0.0
+    for _ in range(sends):
+        now += 1.0 / rate
+        refusals.sent()
+        if rng is None:
+            owed += share
+            refused, owed = owed >= 1.0, owed - (owed >= 1.0)
+        else:
+            refused = rng.random() < share
+        refusals.record(refused)
+    return now
+
+
+def test_a_cut_that_leaves_the_share_as_it_was_is_undone() -> None:
+    """30 % refused at any rate: 60 sent and 42 accepted a second before the cut, 40 sent a
+    second after it, still 30 % refused (a limit would have refused none). Over 200 seeds the
+    trial undoes the cut nearly always and lets it stand about as often as thirty sends at
+    30 % show three 429s or fewer (1 %)."""
+    verdicts = {"undone": 0, "stands": 0}
+    for seed in range(200):
+        refusals = limited_share(0.35)
+        assert refusals.limited(0.0)
+        refusals.on_rate_cut(0.0, sent=60.0, accepted=42.0)
+        assert trying(refusals) and refusals.limited(0.0)
+        now = run_trial(refusals, start=0.0, rate=40.0, share=0.3, rng=random.Random(seed))
+        if refusals.acquitted(now):
+            verdicts["undone"] += 1
+            # For a minute, 429s at the share found are not a limit's.
+            assert not refusals.limited(now) and not refusals.limited(now + 59.0)
+            assert refusals.acquitted(now + 59.0) and not refusals.acquitted(now + 61.0)
+        else:
+            assert not trying(refusals)
+            refusals.on_rate_cut(now + 1.0, sent=40.0, accepted=28.0)
+            verdicts["stands"] += not trying(refusals)  # (else the next cut is tried)
+    assert verdicts["undone"] >= 180 and verdicts["stands"] <= 4, verdicts
+
+
+def test_a_cut_after_which_the_share_falls_as_a_limits_would_stands() -> None:
+    """A limit accepting 20 a second, met at 30 a second (a third refused): paced at 21 a
+    second after the cut, it refuses 1 − 20/21 of them. The cut stands, and no further cut
+    is tried while it is remembered."""
+    for rate in (10.0, 15.0, 20.0, 21.0):
+        refusals = limited_share(0.33)
+        refusals.on_rate_cut(0.0, sent=30.0, accepted=20.0)
+        now = run_trial(refusals, start=0.0, rate=rate, share=max(0.0, 1.0 - 20.0 / rate))
+        assert not refusals.acquitted(now), rate
+        assert not trying(refusals) and refusals.limited(now)
+        refusals.on_rate_cut(now + 1.0, sent=21.0, accepted=20.0)
+        assert not trying(refusals)  # confirmed: the next cuts are CUBIC's own
+        assert refusals.limited(now + 60.0)
+
+
+def test_a_cut_that_does_not_slow_the_sends_says_nothing_and_the_next_cut_is_tried() -> None:
+    refusals = limited_share(0.3)
+    refusals.on_rate_cut(0.0, sent=30.0, accepted=21.0)
+    now = run_trial(refusals, start=0.0, rate=29.0, share=0.3, rng=random.Random(1), sends=28)
+    assert now < Cubic.COOLDOWN and not refusals.acquitted(now) and trying(refusals)
+    refusals.sent()  # the 29th, at the same pace, a second on: nothing learnt
+    assert not refusals.acquitted(Cubic.COOLDOWN + 0.01)
+    assert not trying(refusals)
+    # The next cut is tried against the rates before the first.
+    refusals.on_rate_cut(2.0, sent=29.0, accepted=20.0)
+    assert trying(refusals)
+    now = run_trial(refusals, start=2.0, rate=20.0, share=0.3, rng=random.Random(2))
+    assert refusals.acquitted(now)
+
+
+def test_predictions_too_close_to_tell_apart_decide_nothing() -> None:
+    """Sends slowed from 30 to 25 a second while 20 were accepted: a limit would refuse 20 %,
+    a share at any rate a third. Thirty sends cannot tell those apart at three standard
+    errors, so the cut neither stands nor is undone: the next one is tried."""
+    refusals = limited_share(0.33)
+    refusals.on_rate_cut(0.0, sent=30.0, accepted=20.0)
+    now = run_trial(refusals, start=0.0, rate=25.0, share=0.33, rng=random.Random(3))
+    assert not refusals.acquitted(now) and not trying(refusals)
+    refusals.on_rate_cut(now + 0.1, sent=25.0, accepted=17.0)
+    assert trying(refusals)  # still the first cut's rates: the episode is on trial
+
+
+def test_while_acquitted_a_share_well_above_the_one_found_is_a_limits_again() -> None:
+    refusals = limited_share(0.35)
+    refusals.on_rate_cut(0.0, sent=60.0, accepted=42.0)
+    rng = random.Random(5)
+    now = run_trial(refusals, start=0.0, rate=40.0, share=0.3, rng=rng)
+    assert refusals.acquitted(now) and not refusals.limited(now)
+    for _ in range(400):  # a limit met on top: most attempts now refused
+        refusals.record(rng.random() < 0.7)
+    assert refusals.limited(now + 1.0)
+    refusals.on_rate_cut(now + 1.0, sent=60.0, accepted=18.0)  # a new episode, tried anew
+    assert trying(refusals) and not refusals.acquitted(now + 1.0)
+
+
+def test_sends_and_429s_outside_a_trial_count_for_nothing_in_the_next() -> None:
+    refusals = limited_share(0.3)
+    for _ in range(100):
+        refusals.sent()
+        refusals.record(True)
+    refusals.on_rate_cut(0.0, sent=60.0, accepted=42.0)
+    now = run_trial(refusals, start=0.0, rate=40.0, share=0.3, rng=random.Random(6))
+    assert refusals.acquitted(now)  # the hundred 429s before the cut were not its trial's
+
+
+def test_no_trial_without_a_send_rate_and_the_cut_is_remembered() -> None:
+    refusals = limited_share(0.3)
+    refusals.on_rate_cut(0.0, sent=0.0, accepted=0.0)
+    assert not trying(refusals) and refusals.limited(59.0)
+
+
+@pytest.mark.parametrize(("answers", "refused", "expected"), [
+    (29.0, 29.0, False),  # too few answers to speak
+    (30.0, 30.0, True),
+    (300.0, 60.0, False),  # a fifth: under a quarter
+    (300.0, 120.0, True),  # two fifths: over a quarter with confidence
+    (300.0, 84.0, False),  # 28 %: over a quarter, but not with confidence
+])
+def test_the_share_rule_is_a_wilson_lower_bound(answers: float, refused: float,
+                                                 expected: bool) -> None:
+    assert over_share(answers, refused) is expected
+
+
+def test_a_cut_the_providers_headers_or_the_fleet_called_a_limits_is_not_tried() -> None:
+    """Headers that say the limit is spent are the provider's word (a burst against slot
+    headers was slower by a tenth while its cuts were tried): no trial while remembered."""
+    refusals = limited_share(0.35)
+    refusals.on_rate_cut(0.0, sent=100.0, accepted=40.0, shown=True)
+    assert not trying(refusals)
+    refusals.on_rate_cut(1.0, sent=100.0, accepted=40.0)  # its next cut, by the share alone
+    assert not trying(refusals)
+    refusals.on_rate_cut(62.0, sent=100.0, accepted=40.0)  # forgotten: a new episode
+    assert trying(refusals)

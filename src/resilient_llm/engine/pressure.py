@@ -528,9 +528,9 @@ class TargetPressure:
                 self._clamp_burst(now)
             # A 429 may be a rate limit or a concurrency cap (a provider's headers describe
             # both the same way): it slows the rate (above) and counts as a drop.
-            if dropped or (throttled and not self.refusals.trying):  # (a trial's: its own)
-                if self.concurrency.on_drop(now, self.inflight + 1, sent_with,
-                                            rate_shaped=rate_shaped and shown) and throttled:
+            if dropped or throttled:  # (a cut on trial is not yet shown to be a limit's)
+                if self.concurrency.on_drop(now, self.inflight + 1, sent_with, rate_shaped=(
+                        rate_shaped and shown and not self.refusals.trying)) and throttled:
                     self._pushed_back = now
             elif latency is not None:
                 if sent_with is not None:

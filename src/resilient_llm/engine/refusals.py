@@ -58,6 +58,8 @@ class RefusalShare:
     MEMORY = 60.0
     TRIAL_SENDS = 30
     TRIAL_DROP = 0.85
+    #: A trial takes at most about this long: slower senders' cuts are not tried.
+    TRIAL_TIME = 2.0
     RETRIAL = 10.0
     MARGIN = 0.1
     #: Answers seen, and 429s among them, each decayed by ``WEIGHT`` per later answer.
@@ -106,7 +108,9 @@ class RefusalShare:
             self._untried_until = math.inf
         if now < self._untried_until:
             pass
-        elif self._before is None and sent > 0:  # the episode's rates, before its first cut
+        elif self._before is None and sent * self.TRIAL_TIME >= self.TRIAL_SENDS:
+            # the episode's rates before its first cut (a trial is only as long as it is short:
+            # 5 streams a second took six seconds to try, short of the slots they needed)
             self._before, self._acquitted_until = (sent, accepted), -math.inf
             self._tries = 0
         if self._before is not None and self._trial_start is None \

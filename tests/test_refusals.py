@@ -132,10 +132,17 @@ def test_sends_and_429s_outside_a_trial_count_for_nothing_in_the_next() -> None:
     assert refusals.acquitted(now)  # the hundred 429s before the cut were not its trial's
 
 
-def test_no_trial_without_a_send_rate_and_the_cut_is_remembered() -> None:
-    refusals = limited_share(0.3)
-    refusals.on_rate_cut(0.0, sent=0.0, accepted=0.0)
-    assert not trying(refusals) and refusals.limited(59.0)
+def test_no_trial_for_a_sender_too_slow_to_finish_one_soon_and_the_cut_is_remembered(
+) -> None:
+    """Thirty sends at 10 a second would hold a cut for three seconds: a stream's slots are
+    needed sooner. Such cuts stand as CUBIC makes them."""
+    fastest = RefusalShare.TRIAL_SENDS / RefusalShare.TRIAL_TIME
+    for sent in (0.0, 10.0, 0.99 * fastest):
+        refusals = limited_share(0.3)
+        refusals.on_rate_cut(0.0, sent=sent, accepted=0.7 * sent)
+        assert not trying(refusals) and refusals.limited(59.0)
+    refusals.on_rate_cut(1.0, sent=fastest, accepted=0.7 * fastest)  # fast enough now: tried
+    assert trying(refusals)
 
 
 @pytest.mark.parametrize(("answers", "refused", "expected"), [

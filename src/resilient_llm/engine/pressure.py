@@ -11,8 +11,8 @@ on. For each target:
   2·W_max; meanwhile the bucket holds at most ``BURST_SECONDS`` of the rate. A 429 does this
   only as a rate limit's answer (``engine.refusals``: headers that say a limit is spent, or
   a confident share over a quarter, of this process or the fleet; a cut whose trial shows
-  the share refused at any rate is undone). Only a cut shown to stand, spent headers or the
-  fleet's share count such 429s against the concurrency limit at any load.
+  the share refused at any rate is undone). While a cut is tried, its 429s count against
+  the concurrency limit only as a cap's (not at any load).
 * **Concurrency limit** — none until the provider pushes back (a 429, an overload answer, a
   timeout not cut short by the caller's deadline; not a 503, the breaker's) with more in
   flight than it served lately and, before any limit, more than four (a rate limit's 429
@@ -504,8 +504,7 @@ class TargetPressure:
             if self.refusals.acquitted(now) and self.cubic_rate is not None:
                 self._forget_cubic(now)  # the cut did not lower the share: refused at any rate
             said = spent or (self.pacer is not None and self.pacer.refusing(now))
-            shown = said or self.cubic_rate is not None
-            engaged = shown or self.refusals.limited(now)
+            engaged = said or self.cubic_rate is not None or self.refusals.limited(now)
             if rate_shaped and not probe and repeated and accepted and engaged \
                     and self.cubic.measured > 0 and not self.refusals.trying:
                 current = self.requests.rate if self.requests is not None else None
@@ -528,9 +527,9 @@ class TargetPressure:
                 self._clamp_burst(now)
             # A 429 may be a rate limit or a concurrency cap (a provider's headers describe
             # both the same way): it slows the rate (above) and counts as a drop.
-            if dropped or throttled:  # (a cut on trial is not yet shown to be a limit's)
+            if dropped or throttled:  # (a cut on trial is not yet a limit's: a cap's at most)
                 if self.concurrency.on_drop(now, self.inflight + 1, sent_with, rate_shaped=(
-                        rate_shaped and shown and not self.refusals.trying)) and throttled:
+                        rate_shaped and engaged and not self.refusals.trying)) and throttled:
                     self._pushed_back = now
             elif latency is not None:
                 if sent_with is not None:

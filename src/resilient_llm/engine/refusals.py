@@ -37,17 +37,19 @@ class RefusalShare:
 
     A provider may refuse more than a quarter at any rate: 30 % of 50 calls/s refused with
     ``Retry-After: 1`` and a 2 s deadline, cut after cut took the rate to a crawl, and 38 % of
-    the calls were served against the official client's 91 %. So each cut is tried: the rate
-    is held where it was cut (no CUBIC growth, no further cut, its 429s cut no concurrency)
-    until ``TRIAL_SENDS`` more attempts were sent. A limit that accepted ``a`` requests a
+    the calls were served against the official client's 91 %. So a cut made on the share alone, by a
+    sender fast enough to send ``TRIAL_SENDS`` attempts within ``TRIAL_TIME`` seconds, is
+    tried: no further cut until that many more were sent, and meanwhile its 429s count
+    against the concurrency limit only as a cap's. A limit that accepted ``a`` requests a
     second lately refuses about ``1 − a / r`` of attempts sent at ``r`` after the cut; a share
     refused at any rate stays ``1 − a / s``, as at the send rate ``s`` before the cut. Once
     the two predictions are three standard errors apart, a share nearer the second undoes the
     cut (:meth:`acquitted`) and, for ``MEMORY`` seconds, 429s are a limit's only with
     confidence ``MARGIN`` above the share found refused at any rate; a share within a third
-    of the way from the first confirms the limit (no more trials while it is remembered).
-    Anything else, or a cut that did not slow the sends below ``TRIAL_DROP`` of ``s`` within
-    a second, says nothing, and the next cut is tried.
+    of the way from the first confirms the limit (no trial for ``RETRIAL`` seconds). Anything
+    else, or a cut that did not slow the sends below ``TRIAL_DROP`` of ``s`` within a
+    second, says nothing, and the next cut is tried with the rate held where it was cut
+    (:attr:`holding`). Cuts the headers or the fleet called a limit's are not tried.
     """
 
     WEIGHT = 0.003
@@ -59,7 +61,7 @@ class RefusalShare:
     TRIAL_SENDS = 30
     TRIAL_DROP = 0.85
     #: A trial takes at most about this long: slower senders' cuts are not tried.
-    TRIAL_TIME = 2.0
+    TRIAL_TIME = 1.5
     RETRIAL = 10.0
     MARGIN = 0.1
     #: Answers seen, and 429s among them, each decayed by ``WEIGHT`` per later answer.

@@ -18,6 +18,11 @@ def trying(refusals: RefusalShare) -> bool:
     return refusals.trying
 
 
+def held(refusals: RefusalShare) -> bool:
+    """Is the rate held at the cut? (A call, as :func:`trying`.)"""
+    return refusals.holding
+
+
 def limited_share(share: float = 0.3) -> RefusalShare:
     """Refusals whose recent answers were ``share`` 429s (counted as from 300 answers)."""
     refusals = RefusalShare()
@@ -85,6 +90,7 @@ def test_a_cut_after_which_the_share_falls_as_a_limits_would_stands() -> None:
 def test_a_cut_that_does_not_slow_the_sends_says_nothing_and_the_next_cut_is_tried() -> None:
     refusals = limited_share(0.3)
     refusals.on_rate_cut(0.0, sent=30.0, accepted=21.0)
+    assert not held(refusals)  # the first cut grows back as CUBIC grows it
     now = run_trial(refusals, start=0.0, rate=29.0, share=0.3, rng=random.Random(1), sends=28)
     assert now < Cubic.COOLDOWN and not refusals.acquitted(now) and trying(refusals)
     refusals.sent()  # the 29th, at the same pace, a second on: nothing learnt
@@ -92,7 +98,7 @@ def test_a_cut_that_does_not_slow_the_sends_says_nothing_and_the_next_cut_is_tri
     assert not trying(refusals)
     # The next cut is tried against the rates before the first.
     refusals.on_rate_cut(2.0, sent=29.0, accepted=20.0)
-    assert trying(refusals)
+    assert trying(refusals) and held(refusals)  # the next is held where it was cut
     now = run_trial(refusals, start=2.0, rate=20.0, share=0.3, rng=random.Random(2))
     assert refusals.acquitted(now)
 
@@ -167,3 +173,12 @@ def test_a_cut_the_providers_headers_or_the_fleet_called_a_limits_is_not_tried()
     assert not trying(refusals)
     refusals.on_rate_cut(62.0, sent=100.0, accepted=40.0)  # forgotten: a new episode
     assert trying(refusals)
+
+
+def test_a_trial_the_sender_paused_in_says_nothing_and_blocks_no_later_cut() -> None:
+    refusals = limited_share(0.35)
+    refusals.on_rate_cut(0.0, sent=60.0, accepted=42.0)
+    run_trial(refusals, start=0.0, rate=40.0, share=0.3, rng=random.Random(8), sends=10)
+    assert trying(refusals)
+    assert not refusals.acquitted(RefusalShare.RETRIAL + 1.0)  # then nothing for a while
+    assert not trying(refusals)

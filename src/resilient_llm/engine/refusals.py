@@ -127,7 +127,9 @@ class RefusalShare:
             return now < self._acquitted_until
         (sent, accepted), n = self._before, self._trial_sent
         rate = n / max(now - self._trial_start, 1e-9)
-        if rate > self.TRIAL_DROP * sent:
+        if now - self._trial_start > self.RETRIAL:
+            self._trial_start = None  # the sender paused: a stale trial says nothing
+        elif rate > self.TRIAL_DROP * sent:
             if now - self._trial_start >= Cubic.COOLDOWN:
                 self._trial_start = None  # the cut did not slow the sends: try the next one
         elif n >= self.TRIAL_SENDS:

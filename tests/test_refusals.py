@@ -182,3 +182,26 @@ def test_a_trial_the_sender_paused_in_says_nothing_and_blocks_no_later_cut() -> 
     assert trying(refusals)
     assert not refusals.acquitted(RefusalShare.RETRIAL + 1.0)  # then nothing for a while
     assert not trying(refusals)
+
+
+def test_no_trial_when_the_rates_before_the_cut_show_no_share_refused() -> None:
+    """Answers lag the sends they answer: just after the sends slowed, more may have been
+    accepted than sent in the same two seconds. No share was refused by those rates, so
+    there is nothing to try (and no square root of a negative variance)."""
+    for accepted in (40.0, 60.0):
+        refusals = limited_share(0.35)
+        refusals.on_rate_cut(0.0, sent=40.0, accepted=accepted)
+        assert not trying(refusals) and refusals.limited(1.0)
+        assert not refusals.acquitted(1.0)
+
+
+def test_a_cut_during_an_acquittal_ends_it_and_is_not_undone() -> None:
+    """After a trial undid a cut, the provider's headers say a limit is spent and the rate is
+    cut again: that cut is not tried and must not be undone by the old verdict."""
+    refusals = limited_share(0.35)
+    refusals.on_rate_cut(0.0, sent=60.0, accepted=42.0)
+    now = run_trial(refusals, start=0.0, rate=40.0, share=0.3, rng=random.Random(9))
+    assert refusals.acquitted(now)
+    refusals.on_rate_cut(now + 1.0, sent=60.0, accepted=42.0, shown=True)
+    assert not trying(refusals)
+    assert not refusals.acquitted(now + 1.5) and refusals.limited(now + 1.5)

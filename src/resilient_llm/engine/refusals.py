@@ -104,22 +104,23 @@ class RefusalShare:
         """A 429 cut the send rate; lately, ``sent`` requests a second were sent and
         ``accepted`` accepted. ``shown``: the provider's headers (or the fleet) said it was a
         limit's, so the cut is not tried while it is remembered."""
+        self._acquitted_until = -math.inf  # a cut ends an acquittal, tried or not
         if now >= self._until:  # the throttle was forgotten: a new episode
             self._before, self._untried_until = None, -math.inf
         if shown and self._before is None:
             self._untried_until = math.inf
-        if now < self._untried_until:
-            pass
-        elif self._before is None and sent * self.TRIAL_TIME >= self.TRIAL_SENDS:
-            # the episode's rates before its first cut (a trial is only as long as it is short:
-            # 5 streams a second took six seconds to try, short of the slots they needed)
-            self._before, self._acquitted_until = (sent, accepted), -math.inf
-            self._tries = 0
-        if self._before is not None and self._trial_start is None \
-                and now >= self._untried_until:
+        self._until = now + self.MEMORY
+        if now < self._untried_until or self._trial_start is not None:
+            return
+        # The episode's rates before its first cut: a trial needs a share refused then, and
+        # a sender fast enough to end it soon (5 streams a second took six seconds to try,
+        # short of the slots they needed).
+        if self._before is None and 0.0 <= accepted < sent \
+                and sent * self.TRIAL_TIME >= self.TRIAL_SENDS:
+            self._before, self._tries = (sent, accepted), 0
+        if self._before is not None:
             self._trial_start, self._trial_sent, self._trial_refused = now, 0, 0
             self._tries += 1
-        self._until = now + self.MEMORY
 
     def acquitted(self, now: float) -> bool:
         """Did a trial find the 429s refused at any rate (its cut should be undone)?"""
@@ -154,9 +155,8 @@ class RefusalShare:
     @property
     def holding(self) -> bool:
         """Is the rate held at the cut? While a later cut of the episode is tried: the first
-        said nothing, and a rate growing back as CUBIC grows it would say nothing again (20
-        calls/s, 30 % refused at random: 86 % served, 89 % held; the official client 92 %).
-        The first is not held: a limit met by bursts drains them as CUBIC grows back."""
+        said nothing, and a rate growing back as CUBIC grows it would say nothing again. The
+        first is not held: a limit met by bursts drains them as CUBIC grows back."""
         return self._trial_start is not None and self._tries > 1
 
     def limited(self, now: float) -> bool:

@@ -220,3 +220,18 @@ def test_main_returns_the_command_status(monkeypatch: pytest.MonkeyPatch,
 def test_cli_module_is_documented() -> None:
     text = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
     assert "python -m resilient_llm config" in text
+
+
+@pytest.mark.parametrize(("args", "env", "shown"), [
+    (("config",), {}, ("false", "default")),
+    (("config",), {"RESILIENT_LLM_STRICT": "1"}, ("true", "environment")),
+    (("config", "--strict"), {}, ("true", "argument")),
+])
+def test_config_shows_the_strict_setting_and_its_source(
+    args: tuple[str, ...], env: dict[str, str], shown: tuple[str, str],
+) -> None:
+    proc = _cli(*args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    line = next(line for line in proc.stdout.splitlines()
+                if line.startswith("RESILIENT_LLM_STRICT "))
+    assert line.split()[1:] == list(shown)

@@ -153,6 +153,14 @@ def test_every_public_client_class_has_a_drop_in(sdk: Any, dropin: Any) -> None:
         assert "policy" in copy_params and ours.with_options is ours.copy
 
 
+@pytest.mark.parametrize("sdk,dropin", [(openai, openai_dropin), (anthropic, anthropic_dropin)])
+def test_the_official_aliases_name_the_drop_ins(sdk: Any, dropin: Any) -> None:
+    for alias in ("Client", "AsyncClient"):  # openai.Client is openai.OpenAI
+        official = getattr(sdk, alias)
+        assert getattr(dropin, alias) is getattr(dropin, official.__name__)
+        assert alias in dropin.__all__
+
+
 def test_the_test_table_covers_every_cloud_class() -> None:
     clouds = {n.removeprefix("Async") for sdk in (openai, anthropic)
               for n in official_client_classes(sdk)} - {"OpenAI", "Anthropic"}

@@ -507,6 +507,21 @@ def test_stream_stall_finite_then_continues(env: Env) -> None:
     assert gaps.index(max(gaps)) == 1 and max(gaps) >= 0.1
 
 
+@pytest.mark.parametrize("fault", [Fault.first_token_delay(0),
+                                   Fault.stream_stall(after_events=2, seconds=0)],
+                         ids=["first_token_delay", "stream_stall"])
+def test_whole_seconds_are_a_pause_not_a_cut(env: Env, fault: Fault) -> None:
+    env.provider.script(fault)  # an int step once read as a cut of the connection
+    assert chat_stream_text(env.openai_client()) == TEXT
+
+
+def test_seconds_are_stored_as_floats_and_flags_are_refused() -> None:
+    assert Fault.ok(chunk_delay=1).chunk_delay == 1.0
+    assert isinstance(Fault.stream_stall(seconds=2).seconds, float)
+    with pytest.raises(TypeError, match="delay must be a number of seconds"):
+        Fault.ok(delay=True)
+
+
 def test_stream_stall_forever_trips_the_read_timeout(env: Env) -> None:
     env.provider.script(Fault.stream_stall(after_events=2), Fault.stream_stall(after_events=4))
     with pytest.raises(openai.APITimeoutError):

@@ -180,3 +180,63 @@ def test_header_wait_timeouts_are_clipped_to_the_first_token_limit() -> None:
     send = Send(1, {"connect": 5.0, "read": 600.0, "write": 1.0, "pool": None}, 2.0, 90.0)
     assert first_token_timeouts(send) == {"connect": 2.0, "read": 2.0, "write": 1.0,
                                           "pool": 2.0}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_the_first_token_limit_is_named_in_process_too(
+    provider: FaultProvider, sdk: str, mode: str,
+) -> None:
+    """The in-process transport's own read timeout fires at the limit (the read timeout is
+    clipped to it) before the watchdog does: still the limit's failure and message, not a
+    bare "Request timed out." read as a stall; and not the SDK's 600 s either."""
+    import httpx2
+
+    provider.script(Fault.first_token_delay(5.0))
+    policy = Policy(first_token_timeout=0.2, max_attempts=1)
+    sync_http, async_http = httpx2.Client, httpx2.AsyncClient
+    kinds: list[str] = []
+
+    def create(client: Any) -> Any:
+        if sdk == "openai":
+            return client.chat.completions.create(model=GPT, messages=MESSAGES, stream=True)
+        return client.messages.create(model=CLAUDE, max_tokens=8, messages=MESSAGES,
+                                      stream=True)
+
+    def sync() -> BaseException:
+        cls = OpenAI if sdk == "openai" else Anthropic
+        base = "http://fault.test/v1" if sdk == "openai" else "http://fault.test"
+        with cls(base_url=base, api_key="k", policy=policy,
+                 http_client=sync_http(transport=provider.transport())) as client:
+            try:
+                create(client)
+            except Exception as exc:  # the SDK's timeout error
+                return exc
+        raise AssertionError("the call did not fail")
+
+    async def main() -> BaseException:
+        cls = AsyncOpenAI if sdk == "openai" else AsyncAnthropic
+        base = "http://fault.test/v1" if sdk == "openai" else "http://fault.test"
+        async with cls(base_url=base, api_key="k", policy=policy,
+                       http_client=async_http(transport=provider.transport())) as client:
+            try:
+                await create(client)
+            except Exception as exc:
+                return exc
+        raise AssertionError("the call did not fail")
+
+    from resilient_llm import subscribe
+
+    def note(_record: Any, event: Any) -> None:
+        if event.kind == "attempt_finished" and event.failure is not None:
+            kinds.append(event.failure.kind.value)
+
+    unsubscribe = subscribe(note)
+    try:
+        error = sync() if mode == "sync" else anyio.run(main)
+    finally:
+        unsubscribe()
+    assert kinds == ["first_token_timeout"]
+    message = str(error)
+    assert "no stream output within the first-token limit of 0.2 s" in message
+    assert "600" not in message

@@ -107,3 +107,97 @@ def test_config_command_reports_bad_values() -> None:
     )
     assert proc.returncode == 2
     assert "RESILIENT_LLM_DEADLINE='nope' is invalid" in proc.stderr
+
+
+# --- a policy given to a client keeps the environment under it ------------------------------------
+
+
+def test_a_client_policy_keeps_the_environment_under_its_own_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from resilient_llm.openai import OpenAI
+
+    monkeypatch.setenv("RESILIENT_LLM_ENABLED", "false")
+    monkeypatch.setenv("RESILIENT_LLM_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("RESILIENT_LLM_DEADLINE", "50")
+    client = OpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1",
+                    policy=Policy(deadline=20))
+    policy = client.policy
+    assert policy.enabled is False  # the kill switch reaches a client built with policy=
+    assert policy.max_attempts == 3 and policy.source("max_attempts") == "environment"
+    assert policy.deadline == 20 and policy.source("deadline") == "argument"
+    copy = client.with_options(timeout=3)
+    assert copy.policy is policy  # a copy does not read the environment again
+    other = client.with_options(policy=Policy(max_attempts=2))
+    assert other.policy.max_attempts == 2 and other.policy.enabled is False
+
+
+def test_an_explicit_argument_wins_over_the_environment_in_a_client_policy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from resilient_llm.openai import OpenAI
+
+    monkeypatch.setenv("RESILIENT_LLM_REDIS_URL", "redis://127.0.0.1:9/0")
+    client = OpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1",
+                    policy=Policy(redis_url=None))
+    assert client.policy.redis_url is None
+
+
+def test_without_environment_a_client_keeps_the_very_policy_it_was_given() -> None:
+    from resilient_llm.openai import OpenAI
+
+    policy = Policy(deadline=7)
+    client = OpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", policy=policy)
+    assert client.policy is policy
+
+
+def test_strict_mode_and_bad_variables_reach_a_client_built_with_a_policy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from resilient_llm.openai import OpenAI
+
+    monkeypatch.setenv("RESILIENT_LLM_STRICT", "1")
+    monkeypatch.setenv("RESILIENT_LLM_DEADLNE", "3")
+    with pytest.raises(ConfigError, match="RESILIENT_LLM_DEADLNE"):
+        OpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", policy=Policy(deadline=2))
+    monkeypatch.delenv("RESILIENT_LLM_DEADLNE")
+    monkeypatch.setenv("RESILIENT_LLM_MAX_ATTEMPTS", "lots")
+    with pytest.raises(ConfigError, match="RESILIENT_LLM_MAX_ATTEMPTS='lots'"):
+        OpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", policy=Policy(deadline=2))
+
+
+# --- values as deployment templates and callers write them ----------------------------------------
+
+
+@pytest.mark.parametrize("name", ["cache_secrett", "idempotency_secrets", "redis_uri"])
+def test_an_unknown_keyword_never_echoes_its_value_and_names_the_closest(name: str) -> None:
+    value = "redis://:hunter2hunter2@host/0" if "redis" in name else "hunter2hunter2hunter2"
+    with pytest.raises(ConfigError) as info:
+        Policy(**{name: value})
+    message = str(info.value)
+    assert "hunter2" not in message and "hunter2" not in repr(info.value.value)
+    assert f"Policy({name}=...)" in message and "did you mean" in message
+
+
+def test_an_empty_namespace_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESILIENT_LLM_CACHE_NAMESPACE", "")
+    assert Policy.from_env().cache_namespace is None
+    assert Policy(cache_namespace="").cache_namespace is None
+    with pytest.raises(ConfigError, match="cache_namespace"):
+        Policy(cache_namespace="   ")
+
+
+def test_choices_and_flags_are_read_as_written_in_templates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RESILIENT_LLM_PRIORITY", "BATCH")
+    monkeypatch.setenv("RESILIENT_LLM_ENABLED", " true ")
+    monkeypatch.setenv("RESILIENT_LLM_LINT_PROMPTS", " Strict")
+    policy = Policy.from_env()
+    assert (policy.priority, policy.enabled, policy.lint_prompts) == ("batch", True, "strict")
+
+
+@pytest.mark.parametrize("field", ["deadline", "max_attempts", "hedge_delay", "max_backoff"])
+def test_true_or_false_is_not_a_number(field: str) -> None:
+    with pytest.raises(ConfigError, match="not true or false"):
+        Policy(**{field: True})

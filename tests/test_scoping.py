@@ -73,3 +73,20 @@ def test_resilient_with_a_deadline_sets_and_restores_both() -> None:
         assert effective_policy(base).max_attempts == 2
     assert effective_policy(base) is base
     assert current_deadline() is None
+
+
+@pytest.mark.parametrize("value", [-1, 0, float("inf"), "soon", True])
+def test_a_bad_deadline_of_resilient_is_a_config_error_at_decoration(value: object) -> None:
+    from resilient_llm import ConfigError
+
+    with pytest.raises(ConfigError, match=r"resilient\(deadline=\.\.\.\)=.* is invalid"):
+        resilient(deadline=value)  # type: ignore[arg-type]
+
+
+def test_a_bad_setting_of_resilient_is_a_config_error_at_decoration() -> None:
+    from resilient_llm import ConfigError
+
+    with pytest.raises(ConfigError, match="max_attempts"):
+        resilient(max_attempts=0)
+    with pytest.raises(ConfigError, match="did you mean cache_secret"):
+        resilient(cache_secrett="a-secret-nobody-may-see")

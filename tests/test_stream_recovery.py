@@ -191,6 +191,9 @@ def test_a_broken_stream_delivers_the_full_answer_exactly_once(
     assert recovery.regenerated_tokens == (1 if expected_mode == "prefill" else 40)
     assert result.finished and result.error is None and result.served_by == FALLBACK[api]
     assert [a.target for a in result.attempts] == [PRIMARY[api], PRIMARY[api], FALLBACK[api]]
+    # the attempt that broke did not produce the answer: its class says how it ended
+    assert [a.failure for a in result.attempts] == [FAULTS[kind], "overloaded", None]
+    assert [a.ok for a in result.attempts] == [False, False, True]
     continued = provider.requests[-1]
     if expected_mode == "prefill":
         assert continued.prefill == DELIVERED.rstrip()
@@ -352,6 +355,8 @@ def test_recovery_off_restores_stream_interrupted(
         read(server, "chat", mode, pol)
     assert info.value.partial_text == DELIVERED
     assert len(provider.requests) == 1
+    (attempt,) = info.value.attempts
+    assert attempt.failure == "stream_cut" and not attempt.ok
 
 
 def test_the_recovery_settings_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ from ._errors import (
 )
 from ._policy import Policy
 from ._public_names import show_as_package as _show_as_package
-from .caching.keys import prompt_cache_key
+from .caching.keys import prefix_fingerprint, prompt_cache_key, shards_for_rate
 from .caching.lint import Finding, lint_prompt
 from .context.attributes import attributes
 from .context.deadline import deadline, remaining
@@ -72,11 +72,13 @@ __all__ = [
     "deadline_headers",
     "lint_prompt",
     "outcome",
+    "prefix_fingerprint",
     "pressure_snapshot",
     "prompt_cache_key",
     "remaining",
     "resilient",
     "run",
+    "shards_for_rate",
     "side_effect",
     "subscribe",
     "tool",

@@ -16,7 +16,15 @@ from ._errors import ConfigError
 
 
 def _config(args: argparse.Namespace) -> int:
-    from ._policy import Policy, report_unknown_env, unknown_env_message, unknown_env_vars
+    from ._policy import (
+        STRICT_VAR,
+        Policy,
+        Source,
+        report_unknown_env,
+        strict_env,
+        unknown_env_message,
+        unknown_env_vars,
+    )
 
     if args.markdown:
         from ._config_reference import render_markdown
@@ -33,6 +41,10 @@ def _config(args: argparse.Namespace) -> int:
         print(f"resilient-llm: {exc}", file=sys.stderr)
         return 2
     rows = policy.describe()
+    # Not a Policy field: it governs how the others are read.
+    source: Source = "argument" if args.strict else \
+        "environment" if STRICT_VAR in os.environ else "default"
+    rows.append((STRICT_VAR, "", "true" if args.strict or strict_env() else "false", source))
     width = max(len(row[0]) for row in rows)
     value_width = min(48, max(len(row[2]) for row in rows))
     print(f"{'variable':<{width}}  {'value':<{value_width}}  source")

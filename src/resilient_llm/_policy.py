@@ -118,6 +118,8 @@ class Policy(BaseModel):
     prices_file: str | None = None
 
     _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
+    #: Made by :meth:`from_env`: the environment is already under its arguments.
+    _over_env: bool = PrivateAttr(default=False)
 
     ENV_PREFIX: ClassVar[str] = ENV_PREFIX
 
@@ -135,6 +137,18 @@ class Policy(BaseModel):
     @classmethod
     def _accept_timedelta(cls, value: Any) -> Any:
         return as_seconds(value)
+
+    @field_validator("enabled", "hedge", "idempotency_fail_open", "prompt_cache_key",
+                     "cache_breakpoint", "stable_tool_order", "response_cache", "telemetry",
+                     "capture_content", mode="before")
+    @classmethod
+    def _tidy_flag(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value  # " true" from a template
+
+    @field_validator("priority", "idempotency_on_expired_lease", "lint_prompts", mode="before")
+    @classmethod
+    def _tidy_choice(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value  # BATCH is batch
 
     @field_validator(*BOUNDS, mode="before")
     @classmethod
@@ -209,7 +223,7 @@ class Policy(BaseModel):
     @field_validator("cache_namespace")
     @classmethod
     def _check_namespace(cls, value: str | None) -> str | None:
-        if value is None:
+        if value is None or value == "":  # unset, as an empty variable leaves the others
             return None
         if not value.strip() or len(value) > 128:
             raise ValueError("bad namespace")
@@ -251,7 +265,21 @@ class Policy(BaseModel):
         sources: dict[str, Source] = dict.fromkeys(env, "environment")
         sources.update(dict.fromkeys(overrides, "argument"))
         policy._sources = sources
+        policy._over_env = True
         return policy
+
+    def over_env(self) -> Policy:
+        """This policy's own settings (those given as arguments) over the ``RESILIENT_LLM_*``
+        variables, over the defaults: what a client built with ``policy=`` runs under, so the
+        environment's kill switch, secrets, Redis URL and strict check still reach it."""
+        if self._over_env:
+            return self
+        own = {name: getattr(self, name) for name, source in self._sources.items()
+               if source == "argument"}
+        layered = type(self).from_env(**own)
+        same = all(getattr(layered, name) == getattr(self, name)
+                   for name in type(self).model_fields)
+        return self if same else layered  # nothing set in the environment: this very policy
 
     def replace(self, **changes: Any) -> Policy:
         """A validated copy with ``changes`` applied; it remembers where each value came from."""
@@ -382,14 +410,22 @@ def _check_redis_url(url: str, setting: str) -> None:
         raise ValueError(exc.accepted) from None
 
 
+#: What a :class:`ConfigError` shows for a value it must not echo (unknown settings may be
+#: misspelled secrets).
+NOT_SHOWN = "(value not shown)"
+
+
 def _config_error(exc: ValidationError, values: Mapping[str, Any]) -> ConfigError:
     first = exc.errors()[0]
     field = str(first["loc"][0]) if first["loc"] else "?"
     if first["type"] == "extra_forbidden":
-        known = ", ".join(Policy.model_fields)
-        error = ConfigError(
-            f"Policy({field}=...)", values.get(field), f"unknown setting; known: {known}"
-        )
+        # A misspelled secret is still a secret: its value is not shown.
+        import difflib
+
+        close = difflib.get_close_matches(field, list(Policy.model_fields), n=1)
+        hint = f"did you mean {close[0]}?" if close else \
+            f"known: {', '.join(Policy.model_fields)}"
+        error = ConfigError(f"Policy({field}=...)", NOT_SHOWN, f"unknown setting; {hint}")
     else:
         accepted = ACCEPTED.get(field, first["msg"])
         ctx = first.get("ctx") or {}
@@ -481,7 +517,7 @@ def report_unknown_env(*, strict: bool | None = None,
         name = unknown[0]
         closest = closest_env_var(name)
         hint = f"did you mean {closest}?" if closest else "it is not a resilient-llm setting"
-        raise ConfigError(name, "(value not shown)",
+        raise ConfigError(name, NOT_SHOWN,
                           f"unknown variable, an error in strict mode; {hint} "
                           "Rename or unset it")
     for name in unknown:

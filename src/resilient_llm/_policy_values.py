@@ -107,6 +107,8 @@ def as_seconds(value: Any) -> Any:
 
 def ascii_number(value: Any, *, integer: bool) -> Any:
     """Numbers in text are ASCII decimals: ``float("٣")`` is 3.0, which no one meant."""
+    if isinstance(value, bool):  # an int to Python, never a number of seconds or attempts
+        raise ValueError("a number, not true or false")
     pattern = _INT_TEXT if integer else _FLOAT_TEXT
     if isinstance(value, str) and value.strip() and not pattern.fullmatch(value.strip()):
         raise ValueError("not a plain ASCII decimal number")

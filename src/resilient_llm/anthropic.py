@@ -144,6 +144,11 @@ class AsyncAnthropic(_AnthropicErrors, _KeepsCredentials, _OwnErrorsPassThrough,
 finish_class(Anthropic, _anthropic.Anthropic)
 finish_class(AsyncAnthropic, _anthropic.AsyncAnthropic)
 
+#: The official aliases (``anthropic.Client`` is ``anthropic.Anthropic``), so code that uses
+#: them swaps its import too.
+Client = Anthropic
+AsyncClient = AsyncAnthropic
+
 _SYNC = (_AnthropicErrors, _OwnErrorsPassThrough, SyncDropIn)
 _ASYNC = (_AnthropicErrors, _OwnErrorsPassThrough, AsyncDropIn)
 
@@ -174,6 +179,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time the table above defines
             _anthropic.AsyncAnthropicVertex): ...
 
 __all__ = sorted(["PRIVATE_HOOKS", "SUPPORTED_VERSIONS", "Anthropic", "AsyncAnthropic",
+                  "AsyncClient", "Client",
                   *export_cloud_classes(globals(), _anthropic, _CLOUD_CLASSES,
                                         sync_bases=_SYNC, async_bases=_ASYNC)])
 

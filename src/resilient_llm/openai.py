@@ -56,13 +56,18 @@ class AsyncOpenAI(_OpenAIErrors, AsyncDropIn, _openai.AsyncOpenAI):
 finish_class(OpenAI, _openai.OpenAI)
 finish_class(AsyncOpenAI, _openai.AsyncOpenAI)
 
+#: The official aliases (``openai.Client`` is ``openai.OpenAI``), so code that uses them
+#: swaps its import too.
+Client = OpenAI
+AsyncClient = AsyncOpenAI
+
 if TYPE_CHECKING:  # what type checkers see; at run time the table below defines them
     class AzureOpenAI(_OpenAIErrors, SyncDropIn, _openai.AzureOpenAI): ...
     class AsyncAzureOpenAI(_OpenAIErrors, AsyncDropIn, _openai.AsyncAzureOpenAI): ...
     class BedrockOpenAI(_OpenAIErrors, SyncDropIn, _openai.BedrockOpenAI): ...
     class AsyncBedrockOpenAI(_OpenAIErrors, AsyncDropIn, _openai.AsyncBedrockOpenAI): ...
 
-__all__ = sorted(["AsyncOpenAI", "OpenAI", *export_cloud_classes(
+__all__ = sorted(["AsyncClient", "AsyncOpenAI", "Client", "OpenAI", *export_cloud_classes(
     globals(), _openai, _CLOUD_CLASSES,
     sync_bases=(_OpenAIErrors, SyncDropIn), async_bases=(_OpenAIErrors, AsyncDropIn))])
 

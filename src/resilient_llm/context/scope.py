@@ -7,6 +7,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
+from .._errors import ConfigError
 from .._policy import Policy, Priority
 from .deadline import Deadline
 from .overrides import OVERRIDES, Overrides, effective_policy, freeze, merged
@@ -103,7 +104,12 @@ def resilient(
     if deadline is not None:
         from .deadline import to_seconds
 
-        seconds = to_seconds(deadline, name="deadline")
+        try:
+            seconds = to_seconds(deadline, name="deadline")
+        except (TypeError, ValueError):
+            raise ConfigError("resilient(deadline=...)", deadline,
+                              "expected a positive, finite number of seconds or a timedelta"
+                              ) from None
     if changes:
         Policy(**changes)  # validate now, at decoration time, not on the first call
     frozen: Overrides = tuple((k, freeze(v), v) for k, v in sorted(changes.items()))

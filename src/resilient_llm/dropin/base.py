@@ -19,6 +19,7 @@ import copy
 import functools
 import inspect
 import itertools
+import re
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
@@ -281,6 +282,10 @@ def translate_error(
     return ours
 
 
+#: The timeout an SDK's message names (anthropic: "Request to HOST timed out after 600s").
+_SDK_TIMEOUT = re.compile(r" after [0-9.]+ ?s\b")
+
+
 def _explain(error: BaseException, cause: BaseException | None) -> None:
     """Say on the SDK's error what our transport knows happened.
 
@@ -293,6 +298,8 @@ def _explain(error: BaseException, cause: BaseException | None) -> None:
     first = error.args[0]
     if not isinstance(first, str) or str(cause) in first:
         return
+    if isinstance(cause, LimitTimeout):  # "timed out after 600s" names the SDK's timeout,
+        first = _SDK_TIMEOUT.sub("", first)  # not the limit that ran out
     text = f"{first.rstrip('.')}: {cause}"
     error.args = (text, *error.args[1:])
     if isinstance(getattr(error, "message", None), str):
@@ -441,7 +448,8 @@ class DropIn:
     def __init__(self, *args: Any, policy: Policy | None = None, **kwargs: Any) -> None:
         if args:  # some official constructors (AnthropicBedrock, ...) take positional arguments
             kwargs = _as_keywords(type(self), args, kwargs)
-        policy = policy if policy is not None else Policy.from_env()
+        # A policy given here keeps the environment under the settings it does not make.
+        policy = Policy.from_env() if policy is None else policy.over_env()
         self._resilient_policy = policy
         # Any max_retries the caller passes counts, the SDK's default value included; copy()
         # passes one always and corrects the flag afterwards.
@@ -461,7 +469,7 @@ class DropIn:
         """As the official ``copy``/``with_options``; ``policy`` replaces this client's policy."""
         extra = dict(kwargs.pop("_extra_kwargs", None) or {})
         extra.update(self._resilient_inherited(kwargs))
-        policy = policy if policy is not None else self._resilient_policy
+        policy = self._resilient_policy if policy is None else policy.over_env()
         takes_policy = _takes_policy(type(self))
         if takes_policy:
             extra["policy"] = policy

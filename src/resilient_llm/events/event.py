@@ -25,6 +25,7 @@ EventKind = Literal[
     "stream_finished",
     "stream_interrupted",
     "stream_recovered",
+    "stream_broke",
 ]
 
 

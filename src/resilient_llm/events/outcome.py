@@ -8,14 +8,18 @@ the call's record, which the engine's events keep current. For a stream the outc
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._fastinit import fast_frozen_init
 from .event import Event
+
+if TYPE_CHECKING:
+    from ..engine.failure import Failure
 
 __all__ = ["AttemptInfo", "CallRecord", "Outcome", "StreamRecovery", "outcome", "register"]
 
@@ -185,6 +189,8 @@ class CallRecord:
         elif kind == "stream_finished":
             self.elapsed = event.at
             self.finished = True
+        elif kind == "stream_broke":
+            self.attempt_broke(event.failure)
         elif kind in ("gave_up", "stream_interrupted"):
             self.elapsed = event.at
             self.finished = True
@@ -196,6 +202,15 @@ class CallRecord:
         """Fold an ``attempt_started`` (also called directly when nobody needs the event)."""
         self._pending[attempt] = (target, at, self._waited)
         self._waited = 0.0
+
+    def attempt_broke(self, failure: Failure | None) -> None:
+        """The stream of the latest attempt broke after its first output: it did not produce
+        the answer after all (a recovery's continuation, if any, is an attempt of its own)."""
+        last = self.attempts[-1] if self.attempts else None
+        if failure is None or last is None or last.failure is not None:
+            return  # reported already, or nothing streamed
+        self.attempts[-1] = dataclasses.replace(last, failure=failure.kind.value,
+                                                detail=failure.describe())
 
     def degraded_by(self, served: str | None) -> bool:
         """Is an answer by ``served`` degraded: another model than the one asked for, or the

@@ -24,9 +24,15 @@ __all__ = [
 ]
 
 
-def _check_seconds(name: str, value: float, *, allow_inf: bool = False) -> None:
+def _check_seconds(fault: object, name: str, *, allow_inf: bool = False) -> None:
+    """Check ``fault.name`` is seconds and store it as a float: the drivers tell a pause
+    (a float step) from a cut by its type, so a whole number must not become a cut."""
+    value = getattr(fault, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
     if math.isnan(value) or value < 0 or (math.isinf(value) and not allow_inf):
         raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    object.__setattr__(fault, name, float(value))  # frozen dataclass
 
 
 def _check_events(value: int | None) -> None:
@@ -80,7 +86,7 @@ class Fault:
     delay: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_seconds("delay", self.delay)
+        _check_seconds(self, "delay")
 
     @staticmethod
     def ok(
@@ -239,7 +245,7 @@ class Ok(Fault):
 
     def __post_init__(self) -> None:
         Fault.__post_init__(self)
-        _check_seconds("chunk_delay", self.chunk_delay)
+        _check_seconds(self, "chunk_delay")
         if self.usage is not None and not isinstance(self.usage, Usage):
             raise TypeError(f"usage must be a Usage, got {self.usage!r}")
 
@@ -306,7 +312,7 @@ class StreamStall(_StreamFault):
 
     def __post_init__(self) -> None:
         _StreamFault.__post_init__(self)
-        _check_seconds("seconds", self.seconds, allow_inf=True)
+        _check_seconds(self, "seconds", allow_inf=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -343,4 +349,4 @@ class FirstTokenDelay(_StreamFault):
 
     def __post_init__(self) -> None:
         _StreamFault.__post_init__(self)
-        _check_seconds("seconds", self.seconds)
+        _check_seconds(self, "seconds")

@@ -322,8 +322,9 @@ class AsyncResilientTransport(
             call.attempt_finished(None, response.status_code, send)
             raise
         except httpx2.TransportError as exc:
-            error = exc
-            failure = consumer.peek_failed(exc, first_token_passed=False)
+            late = consumer.timed_out_at_limit(exc, anyio.current_time(), first_by)
+            error = None if late else exc  # the limit's own error says more than "timed out"
+            failure = consumer.peek_failed(exc, first_token_passed=late)
         if failure is not None or consumer.scanner.failure is not None:
             await response.aclose()
         verdict = consumer.verdict(failure, error, plan, send, request, response)

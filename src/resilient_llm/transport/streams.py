@@ -82,6 +82,12 @@ class StreamConsumer:
         return None
 
     @staticmethod
+    def timed_out_at_limit(exc: BaseException, now: float, first_by: float) -> bool:
+        """Is ``exc`` a read timeout at the first-token limit ``first_by`` (the attempt's read
+        timeout is clipped to it)? Then the limit ran out, whichever timer noticed first."""
+        return isinstance(exc, httpx2.TimeoutException) and now >= first_by - _TIMER_SLACK
+
+    @staticmethod
     def peek_failed(exc: BaseException | None, *, first_token_passed: bool) -> Failure:
         """Reading failed before any output: ``exc`` (a transport error, or ``None``) after the
         first-token limit passed or not."""
@@ -229,6 +235,7 @@ class StreamConsumer:
         sent = scanner.failure
         self.broke = sent if sent is not None and sent.kind is kind \
             else Failure(kind, True, message=message)
+        call.emit("stream_broke", failure=self.broke)
         return StreamInterrupted(
             f"stream interrupted after output had started ({kind.value}: {message}); "
             f"{len(scanner.text)} characters of partial text are on the exception",
@@ -243,6 +250,10 @@ class StreamConsumer:
         kind = FailureClass(error.failure)
         self.call.emit("stream_interrupted", failure=stream_interruption(kind), detail=kind.value)
         return error
+
+
+#: How early a read timeout may fire and still be the first-token limit's (timer granularity).
+_TIMER_SLACK = 0.01
 
 
 def _as_is(chunk: bytes) -> tuple[bytes]:

@@ -200,7 +200,8 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
             call.attempt_finished(None, response.status_code, send)
             raise
         except httpx2.TransportError as exc:
-            late = guard.fired == "first_token"
+            late = guard.fired == "first_token" or consumer.timed_out_at_limit(
+                exc, time.monotonic(), first_by)
             # Our watchdog closed the socket: report the limit, not the "peer closed" it caused.
             error = None if late else exc
             failure = consumer.peek_failed(exc, first_token_passed=late)

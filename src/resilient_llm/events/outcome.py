@@ -291,8 +291,10 @@ def lookup(result: Any) -> CallRecord | None:
 def outcome(result: Any) -> Outcome:
     """What happened to the call that produced ``result``: attempts, timings, who served it.
 
-    ``result`` is what a drop-in client returned (a parsed response, a stream, or a raw
-    response). Raises ``LookupError`` for objects no resilient-llm call produced, e.g. when
+    ``result`` is what a drop-in client returned (a parsed response, a stream or a stream
+    helper, or a raw response). Objects the SDK builds from those later (``raw.parse()``, a
+    helper's ``get_final_message()``) are not linked: pass the raw response or the stream.
+    Raises ``LookupError`` for objects no resilient-llm call produced, e.g. when
     ``RESILIENT_LLM_ENABLED=false``.
     """
     record = lookup(result)

@@ -58,6 +58,23 @@ def test_status_classes(status: int, body: bytes, kind: FailureClass, retryable:
     assert (failure.kind, failure.retryable, failure.status) == (kind, retryable, status)
 
 
+@pytest.mark.parametrize(("status", "body"), [
+    (404, _openai_body(None, "server_error")),
+    (400, _anthropic_body("api_error")),
+    (400, _anthropic_body("overloaded_error")),
+    (422, _anthropic_body("timeout_error")),
+    (403, _anthropic_body("rate_limit_error")),
+])
+def test_a_client_error_is_not_retried_whatever_its_body_says(status: int, body: bytes) -> None:
+    """The official SDKs retry 408, 409, 429 and 5xx only: a gateway's 404 "server_error"
+    fails again seconds later. The body still names the class."""
+    failure = classify_status(status, {}, body)
+    assert failure is not None and not failure.retryable
+    assert failure.kind is not FailureClass.INVALID_REQUEST  # the body's class, for reports
+    forced = classify_status(status, {"x-should-retry": "true"}, body)
+    assert forced is not None and forced.retryable
+
+
 def test_success_is_not_a_failure() -> None:
     assert classify_status(200, {}, b"{}") is None
     assert classify_status(302, {}, None) is None

@@ -70,6 +70,36 @@ def test_errors_a_fallback_cannot_fix_stop_at_once() -> None:
         assert router.after_failure(failure(kind, retryable=False)) == "stop"
 
 
+def test_an_error_the_server_asks_to_retry_is_retried_on_the_same_target() -> None:
+    """x-should-retry: true on a 400 makes it retryable: retried where it failed (the
+    official SDKs retry it), never moved to a fallback that could not fix it either."""
+    router = Router.for_call(Policy(fallbacks={"a": ["b"]}), "a")
+    for kind in (FailureClass.AUTH, FailureClass.INVALID_REQUEST):
+        assert router.after_failure(failure(kind, retryable=True, status=400)) == "retry"
+    assert router.after_failure(failure(FailureClass.INVALID_REQUEST, retryable=True),
+                                failing=True) == "retry"
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+@pytest.mark.parametrize("status", [400, 404, 422])
+def test_x_should_retry_on_a_client_error_is_honoured_end_to_end(sdk: str, status: int) -> None:
+    provider = FaultProvider()
+    provider.script(Fault.status(status, headers={"x-should-retry": "true"}), Fault.ok(text="ok"))
+    http = httpx2.Client(transport=provider.transport())
+    if sdk == "openai":
+        with OpenAI(base_url="http://fault.test/v1", api_key="k", http_client=http) as client:
+            answer = client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+            assert answer.choices[0].message.content == "ok"
+    else:
+        from resilient_llm.anthropic import Anthropic
+
+        with Anthropic(base_url="http://fault.test", api_key="k", http_client=http) as client:
+            message = client.messages.create(model="claude-sonnet-4-6", max_tokens=8,
+                                             messages=[{"role": "user", "content": "hi"}])
+            assert message.content[0].text == "ok"  # type: ignore[union-attr]
+    assert [r.status for r in provider.requests] == [status, 200]
+
+
 def test_long_rate_limit_moves_short_one_retries() -> None:
     router = Router.for_call(Policy(fallbacks={"a": ["b"]}), "a")
     assert router.after_failure(failure(FailureClass.RATE_LIMITED, retry_after=1)) == "retry"

@@ -102,6 +102,10 @@ def parse_retry_after(
     return value
 
 
+#: The client errors the official SDKs retry: a timeout, a lock conflict, a rate limit.
+_RETRIED_4XX = frozenset({408, 409, 429})
+
+
 def _should_retry_header(headers: Mapping[str, str]) -> bool | None:
     value = headers.get("x-should-retry")
     if value == "true":
@@ -232,7 +236,11 @@ def classify_error_body(
         kind = FailureClass.SERVER_ERROR
     else:
         kind = FailureClass.INVALID_REQUEST
-    retryable = kind in _RETRYABLE
+    # The status decides, as in the official SDKs: a 4xx other than 408, 409 and 429 is not
+    # retried whatever its body says (a gateway's 404 "server_error" or 403 "rate_limit_error"
+    # fails again, seconds later); the body only names the class.
+    retryable = kind in _RETRYABLE and not (
+        status is not None and 400 <= status < 500 and status not in _RETRIED_4XX)
     forced = _should_retry_header(headers)
     if forced is not None:
         retryable = forced

@@ -166,8 +166,10 @@ class Router:
         kind = failure.kind
         if kind is FailureClass.CONTEXT_LENGTH:
             return "move" if self.context_chain else "stop"
-        if kind in NEVER_FALL_BACK or not failure.retryable:
+        if not failure.retryable:
             return "stop"  # includes quota exhaustion: the account, not the model, is out
+        if kind in NEVER_FALL_BACK:
+            return "retry"  # retryable only as the server asked (x-should-retry): here only
         if not self.has_fallback:
             return "retry"
         if kind in _MOVE_AT_ONCE:

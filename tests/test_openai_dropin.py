@@ -71,6 +71,51 @@ def test_outcome_of_a_retried_call(provider: FaultProvider) -> None:
     assert keys == {result.idempotency_key}
 
 
+@pytest.mark.parametrize(("client_kwargs", "call_kwargs", "budget"), [
+    ({}, {}, 600.0),                               # the SDK's default timeout lifts nothing
+    ({}, {"timeout": 900}, 900.0),                  # a longer timeout for this call
+    ({"timeout": 1800}, {}, 1800.0),                # on the client
+    ({"timeout": httpx2.Timeout(5, read=1200)}, {}, 1200.0),
+    ({}, {"timeout": 30}, 600.0),                   # a shorter one is per attempt, as before
+])
+def test_an_explicit_longer_timeout_lifts_the_default_deadline(
+    provider: FaultProvider, client_kwargs: dict[str, Any], call_kwargs: dict[str, Any],
+    budget: float,
+) -> None:
+    """The default deadline stands for the official 600 s per attempt: a caller who asked
+    to wait longer for one answer is not cut at 600 s."""
+    with inproc(provider, **client_kwargs) as client:
+        completion = client.chat.completions.create(model=GPT, messages=MSGS, **call_kwargs)
+    assert outcome(completion).deadline_budget == budget
+
+
+def test_a_deadline_the_caller_set_is_not_lifted_by_a_timeout(
+    provider: FaultProvider, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RESILIENT_LLM_DEADLINE", "20")
+    with inproc(provider) as client:
+        completion = client.chat.completions.create(model=GPT, messages=MSGS, timeout=900)
+    assert outcome(completion).deadline_budget == 20.0
+
+
+def test_the_stream_limits_are_lifted_only_from_their_defaults() -> None:
+    from resilient_llm.dropin.base import call_policy
+
+    class Options:
+        timeout: Any = 900.0
+
+    default = openai.DEFAULT_TIMEOUT
+    lifted = call_policy(Policy(), Options(), default, default)
+    assert (lifted.deadline, lifted.first_token_timeout, lifted.stream_idle_timeout) == (
+        900.0, 900.0, 900.0)
+    own = call_policy(Policy(first_token_timeout=60), Options(), default, default)
+    assert (own.first_token_timeout, own.stream_idle_timeout) == (60.0, 900.0)
+    Options.timeout = None  # no per-call value: the client's, unless it is the SDK's default
+    assert call_policy(Policy(), Options(), default, default) == Policy()
+    assert call_policy(Policy(), Options(), 120.0, default).first_token_timeout == 300.0
+    assert call_policy(Policy(), Options(), 1e9, default).deadline == 86400.0
+
+
 def test_raw_responses_report_the_retries_of_the_one_retry_layer(
     provider: FaultProvider,
 ) -> None:

@@ -19,7 +19,7 @@ __all__ = [
     "parse_chain_map", "parse_continuation", "parse_recovery", "region_name",
 ]
 
-_MAX_DEADLINE = 24 * 3600.0
+MAX_DEADLINE = 24 * 3600.0
 _MIN_DEADLINE = 0.01
 #: Longest path through fallback chains (a chain's fallback may have its own chain).
 _MAX_CHAIN_DEPTH = 32
@@ -33,7 +33,7 @@ STORE_SCHEMES = ("memory", "sqlite:///", "redis://", "rediss://")
 # What each setting accepts, in words: used in every ConfigError.
 ACCEPTED: dict[str, str] = {
     "enabled": "expected true or false",
-    "deadline": f"expected seconds, a number from {_MIN_DEADLINE:g} to {_MAX_DEADLINE:g}",
+    "deadline": f"expected seconds, a number from {_MIN_DEADLINE:g} to {MAX_DEADLINE:g}",
     "max_attempts": "expected a whole number from 1 to 20 (attempts per call across all targets)",
     "fallbacks": (
         'expected a JSON object mapping a model to a list of fallback models, e.g. '
@@ -284,7 +284,7 @@ SECONDS_FIELDS = ("deadline", "first_token_timeout", "stream_idle_timeout", "max
                    "tool_reserve", "response_cache_ttl")
 #: Numeric ranges: (low, high, low excluded). Infinity means "no upper bound" but a finite value.
 BOUNDS: dict[str, tuple[float, float, bool]] = {
-    "deadline": (_MIN_DEADLINE, _MAX_DEADLINE, False),
+    "deadline": (_MIN_DEADLINE, MAX_DEADLINE, False),
     "first_token_timeout": (0.0, math.inf, True),
     "stream_idle_timeout": (0.0, math.inf, True),
     "max_backoff": (0.0, 300.0, True),

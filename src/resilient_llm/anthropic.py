@@ -128,6 +128,7 @@ class _AnthropicErrors:
     _resilient_timeout_error: type[Exception] = _anthropic.APITimeoutError
     _resilient_connection_error: type[Exception] = _anthropic.APIConnectionError
     _resilient_auth_error: type[Exception] = _anthropic.AuthenticationError
+    _resilient_default_timeout = _anthropic.DEFAULT_TIMEOUT
 
 
 class Anthropic(_AnthropicErrors, _KeepsCredentials, _OwnErrorsPassThrough, SyncDropIn,

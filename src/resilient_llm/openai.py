@@ -43,6 +43,7 @@ class _OpenAIErrors:
     _resilient_timeout_error: type[Exception] = _openai.APITimeoutError
     _resilient_connection_error: type[Exception] = _openai.APIConnectionError
     _resilient_auth_error: type[Exception] = _openai.AuthenticationError
+    _resilient_default_timeout = _openai.DEFAULT_TIMEOUT
 
 
 class OpenAI(_OpenAIErrors, SyncDropIn, _openai.OpenAI):

@@ -35,6 +35,7 @@ from .._errors import (
     RetryBudgetExhausted,
 )
 from .._policy import Policy
+from .._policy_values import MAX_DEADLINE
 from ..context.scope import effective_policy
 from ..engine.call import Call, end_call, start_call
 from ..engine.classify import FailureClass
@@ -225,6 +226,33 @@ def explicit_attempts(options: Any, client_max_retries: int, client_explicit: bo
     if per_call < 0:
         raise ValueError("max_retries must be a non-negative integer")
     return per_call + 1
+
+
+#: The policy's limits an explicit longer timeout lifts while they are at their defaults.
+_LIFTED = ("deadline", "first_token_timeout", "stream_idle_timeout")
+
+
+def call_policy(policy: Policy, options: Any, client_timeout: Any, sdk_default: Any) -> Policy:
+    """``policy``, with its default deadline, first-token and stream-idle limits raised to the
+    read timeout the caller set (per call, or on the client) when that is longer.
+
+    The defaults stand for the official client's 600 s per attempt: a caller who asked the SDK
+    to wait 900 s for a long non-streamed answer, or for a reasoning model's first token, is
+    not cut short after the provider did, and billed, the work. A limit set in the
+    environment, a policy or a scope is the caller's own and holds; the SDK's default timeout
+    lifts nothing.
+    """
+    timeout = getattr(options, "timeout", None)
+    if timeout is None or _is_not_given(timeout):
+        timeout = client_timeout
+        if timeout == sdk_default:
+            return policy
+    read = timeout.read if isinstance(timeout, httpx2.Timeout) else timeout
+    if isinstance(read, bool) or not isinstance(read, (int, float)):
+        return policy
+    lifted = {name: min(float(read), MAX_DEADLINE) for name in _LIFTED
+              if read > getattr(policy, name) and policy.source(name) == "default"}
+    return policy.replace(**lifted) if lifted else policy
 
 
 def _is_not_given(value: object) -> bool:
@@ -437,6 +465,8 @@ class DropIn:
     _resilient_timeout_error: type[Exception]
     _resilient_connection_error: type[Exception]
     _resilient_auth_error: type[Exception]
+    #: The SDK's own default timeout: a client built without ``timeout=`` has it.
+    _resilient_default_timeout: Any
     _resilient_policy: Policy
     #: The policy calls run under: ``_resilient_policy`` in the client's cloud region.
     _resilient_call_policy: Policy
@@ -517,7 +547,8 @@ class DropIn:
         self, options: Any, stream: bool
     ) -> tuple[CallScope, Any, str | None, Any]:
         """Open the call; returns (scope, this call's options, response-cache key, cache hit)."""
-        policy = self._resilient_call_policy
+        policy = call_policy(self._resilient_call_policy, options,
+                             getattr(self, "timeout", None), self._resilient_default_timeout)
         scope = CallScope(
             policy, model_of(options),
             explicit_attempts(options, self.max_retries,  # type: ignore[attr-defined]

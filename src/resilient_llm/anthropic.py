@@ -41,12 +41,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise missing_sdk("anthropic") from exc
 
 from ._errors import ResilientLLMError
+from ._sdk_errors import SdkErrors, register_sdk
 from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
 from .dropin.clouds import export_cloud_classes, missing_class
 from .dropin.seams import SEAMS
 from .transport import ForeignTransportError
 
 check_sdk_version("anthropic", _anthropic.__version__)
+register_sdk("anthropic", SdkErrors(base=_anthropic.APIError,
+                                    connection=_anthropic.APIConnectionError,
+                                    timeout=_anthropic.APITimeoutError))
 
 #: The cloud client classes, each with the first anthropic release that ships it (every one is
 #: in the oldest supported release, so all are exported there and since).

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+from ._sdk_errors import SdkErrors, register_sdk
 from ._sdk_versions import check_sdk_version, missing_sdk
 
 try:
@@ -27,6 +28,8 @@ from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
 from .dropin.clouds import export_cloud_classes, missing_class
 
 check_sdk_version("openai", _openai.__version__)
+register_sdk("openai", SdkErrors(base=_openai.APIError, connection=_openai.APIConnectionError,
+                                 timeout=_openai.APITimeoutError))
 
 #: The cloud client classes, each with the first openai release that ships it (every one is
 #: in the oldest supported release, so all are exported there and since).

@@ -19,7 +19,6 @@ import copy
 import functools
 import inspect
 import itertools
-import re
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
@@ -27,13 +26,6 @@ import httpx2
 from pydantic import BaseModel
 
 from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
-from .._errors import (
-    AllTargetsFailed,
-    CircuitOpen,
-    DeadlineExceeded,
-    ResilientLLMError,
-    RetryBudgetExhausted,
-)
 from .._policy import Policy
 from .._policy_values import MAX_DEADLINE
 from ..context.scope import effective_policy
@@ -42,8 +34,8 @@ from ..engine.classify import FailureClass
 from ..events.outcome import register
 from ..transport import AsyncResilientTransport, ForeignTransportError, ResilientTransport
 from ..transport.legacy import legacy_client_kind, wrap_legacy_client
-from ..transport.shared import LimitTimeout, StreamFailedEarly
 from .bodies import field_of, observe_cache, prepare_body
+from .errors import translate_error
 from .signing import Resign, note_options
 
 __all__ = [
@@ -260,88 +252,6 @@ def _is_not_given(value: object) -> bool:
     return type(value).__name__ == "NotGiven"
 
 
-def translate_error(
-    exc: BaseException,
-    *,
-    status_error: Callable[[httpx2.Response], BaseException],
-    timeout_error: Callable[[httpx2.Request], BaseException],
-    connection_error: Callable[[httpx2.Request], BaseException],
-) -> BaseException:
-    """Our error with its cause in the provider's own exception type, or ``exc`` unchanged.
-
-    The transport raises resilient-llm errors; some SDKs wrap foreign exceptions (anthropic
-    turns them into ``APIConnectionError``): unwrap those so users see ours.
-    """
-    ours = exc
-    if not isinstance(ours, ResilientLLMError):
-        cause = exc.__cause__
-        if isinstance(cause, ResilientLLMError):
-            ours = cause
-        else:
-            if isinstance(cause, ForeignTransportError):
-                exc.__cause__ = cause.original
-            _explain(exc, cause)
-            return exc
-    def sdk_error(cause: BaseException | None) -> BaseException | None:
-        mapped: BaseException | None = None
-        if isinstance(cause, httpx2.HTTPStatusError):
-            mapped = status_error(cause.response)
-        elif isinstance(cause, httpx2.TimeoutException) and _has_request(cause):
-            mapped = timeout_error(cause.request)
-        elif isinstance(cause, httpx2.TransportError) and _has_request(cause):
-            mapped = connection_error(cause.request)
-        if mapped is not None:
-            mapped.__cause__ = (cause.original if isinstance(cause, ForeignTransportError)
-                                else cause)
-            _explain(mapped, cause)
-        return mapped
-
-    if isinstance(ours, (DeadlineExceeded, RetryBudgetExhausted)):
-        mapped = sdk_error(ours.cause)
-        if mapped is not None:
-            ours.cause = mapped
-            ours.__cause__ = mapped
-    elif isinstance(ours, AllTargetsFailed):
-        ours.causes = {t: sdk_error(c) or c for t, c in ours.causes.items()}
-        last = next(reversed(ours.causes.values()), None)
-        ours.__cause__ = last
-    elif isinstance(ours, CircuitOpen):
-        ours.__cause__ = sdk_error(ours.__cause__) or ours.__cause__
-    return ours
-
-
-#: The timeout an SDK's message names (anthropic: "Request to HOST timed out after 600s").
-_SDK_TIMEOUT = re.compile(r" after [0-9.]+ ?s\b")
-
-
-def _explain(error: BaseException, cause: BaseException | None) -> None:
-    """Say on the SDK's error what our transport knows happened.
-
-    The SDKs' ``APITimeoutError`` and ``APIConnectionError`` have fixed messages ("Request timed
-    out.", "Connection error."); when the cause is a limit of the policy or a stream that
-    failed before any output, its description is appended (the type stays the SDK's own).
-    """
-    if not isinstance(cause, (LimitTimeout, StreamFailedEarly)) or not error.args:
-        return
-    first = error.args[0]
-    if not isinstance(first, str) or str(cause) in first:
-        return
-    if isinstance(cause, LimitTimeout):  # "timed out after 600s" names the SDK's timeout,
-        first = _SDK_TIMEOUT.sub("", first)  # not the limit that ran out
-    text = f"{first.rstrip('.')}: {cause}"
-    error.args = (text, *error.args[1:])
-    if isinstance(getattr(error, "message", None), str):
-        error.message = text  # type: ignore[attr-defined]
-
-
-def _has_request(exc: httpx2.RequestError) -> bool:
-    try:
-        exc.request  # noqa: B018 - raises RuntimeError when unset
-    except RuntimeError:
-        return False
-    return True
-
-
 __all__ += ["FailureClass", "explicit_attempts", "model_of"]
 
 
@@ -541,6 +451,7 @@ class DropIn:
             "status_error": self._make_status_error_from_response,  # type: ignore[attr-defined]
             "timeout_error": lambda request: timeout_error(request=request),  # type: ignore[call-arg]
             "connection_error": lambda request: connection_error(request=request),  # type: ignore[call-arg]
+            "provider": self._resilient_provider,
         }
 
     def _resilient_begin(

@@ -25,6 +25,7 @@ from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from .._errors import DeadlineExceeded
 from .._fastinit import fast_frozen_init
 from .._policy import Policy
+from .._sdk_errors import as_sdk_error, request_of
 from ..context.deadline import current_deadline
 from ..events.bus import Event, EventKind, emit, needed, start
 from ..events.outcome import CallRecord
@@ -356,12 +357,15 @@ class Call:
         last = f"; last failure: {self.last_failure.describe()}" if self.last_failure else ""
         shown = f" of {budget:.3g} s" if budget is not None else ""
         self.emit("gave_up", failure=self.last_failure, detail="deadline")
-        return DeadlineExceeded(
+        error = DeadlineExceeded(
             f"deadline{shown} exceeded{what}{last}",
             cause=cause,
             attempts=self.record.attempts,
             budget=budget,
         )
+        # Also the SDK's timeout error (a stream's reads raise it past the drop-in's
+        # translation): handlers written for the official client catch it.
+        return as_sdk_error(error, provider=self.record.provider, request=request_of(cause))
 
 
 _CALL: contextvars.ContextVar[Call | None] = contextvars.ContextVar(

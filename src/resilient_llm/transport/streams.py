@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 import httpx2
 
 from .._errors import StreamInterrupted
+from .._sdk_errors import as_sdk_error, request_of
 from ..engine.call import Call, Send
 from ..engine.classify import (
     STREAM_FAULTS,
@@ -236,7 +237,7 @@ class StreamConsumer:
         self.broke = sent if sent is not None and sent.kind is kind \
             else Failure(kind, True, message=message)
         call.emit("stream_broke", failure=self.broke)
-        return StreamInterrupted(
+        error = StreamInterrupted(
             f"stream interrupted after output had started ({kind.value}: {message}); "
             f"{len(scanner.text)} characters of partial text are on the exception",
             partial_text=scanner.text,
@@ -244,6 +245,10 @@ class StreamConsumer:
             cause=cause,
             attempts=call.record.attempts,
         )
+        # Raised through the SDK's stream iterator, where the official client raises its
+        # connection error (its timeout error for a stall): handlers for those catch it.
+        return as_sdk_error(error, provider=call.record.provider, request=request_of(cause),
+                            timed_out=kind is FailureClass.STREAM_STALL)
 
     def report(self, error: StreamInterrupted) -> StreamInterrupted:
         """The stream ends with ``error``: tell the call (its record and telemetry)."""

@@ -8,6 +8,7 @@ behaviour runs in-process on an injected clock; closing upstream runs over loopb
 
 from __future__ import annotations
 
+import io
 import ssl
 from typing import Any
 
@@ -350,3 +351,58 @@ def test_azure_integer_resets_and_garbage() -> None:
         "x-ratelimit-limit-tokens": "lots", "x-ratelimit-remaining-tokens": "1",
     })
     assert found == {"requests": found["requests"]} and found["requests"].reset == 7.0
+
+
+class _OneShot(io.RawIOBase):
+    """A file that can be read once (a pipe, a socket): not seekable."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), len(self._data))
+        buffer[:n] = self._data[:n]
+        self._data = self._data[n:]
+        return n
+
+
+@pytest.mark.parametrize("kind", ["bytes", "bytesio", "file", "one-shot"])
+def test_an_upload_is_retried_when_its_file_can_be_read_again(
+    kind: str, tmp_path: Any,
+) -> None:
+    """The official client retries a multipart upload after a 500 (it rewinds the file);
+    so does the drop-in, whenever httpx2 can render the body again."""
+    content = b'{"custom_id": "1"}\n'
+    bodies: list[bytes] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        bodies.append(request.read())
+        if len(bodies) == 1:
+            return httpx2.Response(500, json={"error": {"type": "server_error"}})
+        return httpx2.Response(200, json={
+            "id": "file-1", "object": "file", "bytes": len(content), "created_at": 0,
+            "filename": "batch.jsonl", "purpose": "batch", "status": "processed"})
+
+    path = tmp_path / "batch.jsonl"
+    path.write_bytes(content)
+    makers: dict[str, Any] = {
+        "bytes": lambda: ("batch.jsonl", content), "bytesio": lambda: io.BytesIO(content),
+        "file": lambda: path.open("rb"), "one-shot": lambda: io.BufferedReader(_OneShot(content)),
+    }
+    file = makers[kind]()
+    http = httpx2.Client(transport=httpx2.MockTransport(handler))
+    with OpenAI(base_url="http://fault.test/v1", api_key="k", http_client=http,
+                policy=Policy(max_backoff=0.01)) as client:
+        if kind == "one-shot":
+            with pytest.raises(openai.InternalServerError):
+                client.files.create(file=file, purpose="batch")
+            assert len(bodies) == 1  # not sent again: it could not be read again
+            return
+        created = client.files.create(file=file, purpose="batch")
+    assert created.id == "file-1" and len(bodies) == 2
+    assert bodies[0] == bodies[1] and content in bodies[1]  # the same body, file and all
+    if kind == "file":
+        file.close()

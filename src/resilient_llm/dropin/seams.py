@@ -24,6 +24,11 @@ class Seam:
 
 
 SEAMS: tuple[Seam, ...] = (
+    Seam("httpx2._multipart.MultipartStream", "fields", "transport.shared.is_replayable",
+         "a multipart upload is retried when every file renders again (text, bytes, or a "
+         "seekable file httpx2 seeks back to 0), as the official SDKs retry uploads"),
+    Seam("httpx2._multipart.FileField", "file", "transport.shared.is_replayable",
+         "the file of one multipart field: text, bytes, or a file object"),
     Seam("httpx2.Client", "_mounts", "dropin.base.wrap_http_client",
          "the SDK's default client keeps its limits, proxies and socket options: its transport "
          "is wrapped as the catch-all mount instead of being replaced"),

@@ -111,8 +111,39 @@ def streaming(request: httpx2.Request) -> bool:
 
 
 def is_replayable(request: httpx2.Request) -> bool:
-    """Bytes bodies can be sent again; one-shot streams cannot (as in the official SDKs)."""
-    return isinstance(request.stream, httpx2.ByteStream)
+    """Can the body be sent again as it was? Bytes can, and a multipart upload whose files are
+    bytes or seekable (httpx2 renders it again from its fields, seeking each file back to 0,
+    as the official SDKs' retries do); a one-shot iterator cannot."""
+    stream = request.stream
+    return isinstance(stream, httpx2.ByteStream) or _replayable_multipart(stream)
+
+
+_DATA_FIELD = object()
+
+
+def _replayable_multipart(stream: object) -> bool:
+    """httpx2's ``MultipartStream`` with every file text, bytes or a seekable file object (its
+    ``fields`` and their ``file``: seams listed in ``dropin.seams``)."""
+    if type(stream).__name__ != "MultipartStream":
+        return False
+    fields = getattr(stream, "fields", None)
+    if not isinstance(fields, list):
+        return False
+    for field in fields:
+        file = getattr(field, "file", _DATA_FIELD)
+        if file is _DATA_FIELD or isinstance(file, (str, bytes)):
+            continue
+        if getattr(file, "closed", False) or not _seekable(file):
+            return False  # (a file closed since the first send cannot be read again)
+    return True
+
+
+def _seekable(file: object) -> bool:
+    seekable = getattr(file, "seekable", None)
+    try:
+        return callable(seekable) and bool(seekable())
+    except (OSError, ValueError):
+        return False
 
 
 def target_of(request: httpx2.Request) -> str | None:

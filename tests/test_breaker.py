@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from resilient_llm import Failure, FailureClass
-from resilient_llm.engine.breaker import ALONE_WARMUP, Breaker, Thresholds, counts_for_health
+from resilient_llm.engine.breaker import (
+    ALONE_PROBE_EVERY,
+    ALONE_WARMUP,
+    Breaker,
+    Thresholds,
+    counts_for_health,
+)
 from resilient_llm.testing import FakeRandom
 
 DOWN = Failure(FailureClass.SERVER_ERROR, True, status=503)
@@ -73,20 +79,23 @@ def test_a_caller_without_fallback_is_admitted_while_the_target_is_partly_up() -
     assert all(breaker.allow(now, alone=True, rng=rng) for _ in range(200))
 
 
-def test_a_dead_target_lets_one_caller_without_fallback_through_a_second() -> None:
+def test_a_dead_target_lets_one_caller_without_fallback_through_per_probe_interval() -> None:
     """No success in the window: the target looks down. Callers with nowhere else to go are
-    refused but for one a second, which probes it (not a trickle of doomed calls); callers
-    with a fallback are all refused."""
-    breaker, rng = Breaker(), FakeRandom(seed=2)
+    refused but for one every ``ALONE_PROBE_EVERY`` (a quarter second), which probes it (not
+    a trickle of doomed calls); callers with a fallback are all refused."""
+    breaker, rng, every = Breaker(), FakeRandom(seed=2), ALONE_PROBE_EVERY
     for i in range(ALONE_WARMUP):
-        breaker.record(i * 0.01, DOWN, rng)
-    # tripped at the fifth failure (0.04 s): the first such probe a second later
-    assert sum(breaker.allow(0.5, alone=True, rng=rng) for _ in range(200)) == 0
-    assert sum(breaker.allow(1.1, alone=True, rng=rng) for _ in range(200)) == 1
-    assert sum(breaker.allow(1.5, alone=True, rng=rng) for _ in range(200)) == 0
-    assert not breaker.allow(2.2, rng=rng)
-    assert sum(breaker.allow(2.2, alone=True, rng=rng) for _ in range(200)) == 1
-    assert breaker.state(2.2) == "open"
+        breaker.record(i * 0.001, DOWN, rng)
+    # tripped at the fifth failure (0.004 s): the first such probe one interval later
+    tripped = 0.004
+    assert sum(breaker.allow(tripped + every / 2, alone=True, rng=rng) for _ in range(200)) == 0
+    first = tripped + every + 0.01
+    assert sum(breaker.allow(first, alone=True, rng=rng) for _ in range(200)) == 1
+    assert sum(breaker.allow(first + every / 2, alone=True, rng=rng) for _ in range(200)) == 0
+    second = first + every + 0.01
+    assert not breaker.allow(second, rng=rng)
+    assert sum(breaker.allow(second, alone=True, rng=rng) for _ in range(200)) == 1
+    assert breaker.state(second) == "open"
 
 
 def test_a_probe_without_fallback_that_is_served_lets_such_callers_through_again() -> None:
@@ -130,7 +139,7 @@ def test_a_breaker_without_alone_probes_refuses_callers_without_a_fallback_when_
     for breaker in (quiet, probing):
         for i in range(ALONE_WARMUP):
             breaker.record(i * 0.01, DOWN, rng)
-    assert probing.allow(1.1, alone=True, rng=rng)  # one a second, as a probe
+    assert probing.allow(1.1, alone=True, rng=rng)  # one per interval, as a probe
     assert not quiet.allow(1.1, alone=True, rng=rng)  # a fleet probes fleet-wide instead
 
 
@@ -146,7 +155,7 @@ def test_a_target_that_never_succeeded_lets_callers_without_a_fallback_try_for_a
     for i in range(ALONE_WARMUP - breaker.thresholds.min_calls):
         assert breaker.allow(0.1 + i * 0.001, alone=True, rng=rng)
         breaker.record(0.1 + i * 0.001, DOWN, rng)
-    assert not breaker.allow(0.5, alone=True, rng=rng)  # down, as far as anyone can tell
+    assert not breaker.allow(0.2, alone=True, rng=rng)  # down, as far as anyone can tell
 
 
 def test_served_lately_says_whether_the_target_answered_within_the_window() -> None:

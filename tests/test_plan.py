@@ -6,6 +6,7 @@ random source, gives the plan its own pressure states, and answers each action i
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -17,7 +18,7 @@ from resilient_llm import (
     Policy,
     RetryBudgetExhausted,
 )
-from resilient_llm.engine.breaker import ALONE_WARMUP
+from resilient_llm.engine.breaker import ALONE_PROBE_EVERY, ALONE_WARMUP
 from resilient_llm.engine.call import Call, Send, Wait
 from resilient_llm.engine.classify import Failure, FailureClass
 from resilient_llm.engine.plan import (
@@ -177,23 +178,27 @@ def _open_circuit(clock: FakeClock) -> tuple[Plan, dict[str | None, TargetPressu
                 cost=lambda: 0.0), states
 
 
-def test_an_open_circuit_without_fallback_holds_the_call_as_long_as_the_sdk_would_retry(
+def test_an_open_circuit_without_fallback_lets_the_call_probe_as_the_sdk_would_retry(
 ) -> None:
     """Refused by an open circuit with nowhere else to go, a call waits for the target's next
-    probe (one caller a second) instead of failing at once, sending nothing meanwhile; it
-    fails with ``CircuitOpen`` no sooner than the official SDK's retries would have
-    (``REFUSAL_PATIENCE``), after one attempt instead of three."""
+    probe (one caller per ``ALONE_PROBE_EVERY``) instead of failing at once, sending nothing
+    meanwhile; its attempts go out one per probe interval at most, and it ends with the
+    provider's own last answer, as the official SDK's retries would (about as soon)."""
     clock = FakeClock()
     plan, _ = _open_circuit(clock)
     start = clock.now()
-    error, actions = _drive(plan, _script(SERVER_ERROR), clock)
-    assert isinstance(error, CircuitOpen)
-    kinds = [type(a).__name__ for a in actions]
-    assert kinds[0] == "Wait" and actions[0].reason == "circuit"  # type: ignore[attr-defined]
-    assert sum(isinstance(a, Send) for a in actions) == 1  # the probe its turn allowed
-    held = sum(a.seconds for a in actions if isinstance(a, Wait) and a.reason == "circuit")
-    assert held <= REFUSAL_PATIENCE + 1e-9
-    assert clock.now() - start >= REFUSAL_PATIENCE - 1e-9
+    result, actions = _drive(plan, _script(*[SERVER_ERROR] * 10), clock)
+    assert result == "error response #4"  # the provider's answer, not CircuitOpen
+    assert isinstance(actions[0], Wait) and actions[0].reason == "circuit"
+    sent, elapsed = [], 0.0
+    for action in actions:
+        if isinstance(action, Wait):
+            elapsed += action.seconds
+        elif isinstance(action, Send):
+            sent.append(elapsed)
+    assert len(sent) == 4
+    assert all(b - a >= ALONE_PROBE_EVERY - 1e-9 for a, b in itertools.pairwise(sent))
+    assert clock.now() - start <= REFUSAL_PATIENCE + 1e-9
 
 
 def test_a_call_held_by_an_open_circuit_is_served_when_its_probe_succeeds() -> None:

@@ -24,7 +24,7 @@ from resilient_llm import (
     pressure_snapshot,
     resilient,
 )
-from resilient_llm.engine.breaker import ALONE_WARMUP, Breaker, Thresholds
+from resilient_llm.engine.breaker import ALONE_PROBE_EVERY, ALONE_WARMUP, Breaker, Thresholds
 from resilient_llm.engine.routing import Router, Target
 from resilient_llm.openai import OpenAI
 from resilient_llm.testing import FakeClock, FakeRandom, Fault, FaultProvider, FaultServer
@@ -425,8 +425,9 @@ def test_open_circuit_sends_calls_straight_to_the_fallback() -> None:
 
 def test_single_target_with_open_circuit_waits_for_its_probe_not_failing_at_once() -> None:
     """With nowhere else to go, a call refused by an open circuit waits (sending nothing) for
-    the target's next probe, one a second, rather than fail in a millisecond: a worker that
-    calls again at once would otherwise hammer the down target with first attempts."""
+    the target's next probe (one per ``ALONE_PROBE_EVERY``) rather than fail in a
+    millisecond: a worker that calls again at once would otherwise hammer the down target
+    with first attempts."""
     handler = ByModel(a=(503, None))
     clock = FakeClock()
     with client(handler, clock, max_attempts=1) as c:
@@ -439,11 +440,11 @@ def test_single_target_with_open_circuit_waits_for_its_probe_not_failing_at_once
         with pytest.raises(openai.InternalServerError):  # the probe's own answer
             c.chat.completions.create(model="a", messages=MESSAGES)
         assert handler.models == ["a"]  # one request: the probe its turn allowed
-        assert 0 < clock.now() - start <= 1.0
-        # Within that second of the probe, the next call waits for the next one; with a
-        # deadline too short for that it fails at once, with nothing sent.
+        assert 0 < clock.now() - start <= ALONE_PROBE_EVERY
+        # Right after that probe, the next call waits for the next one; with a deadline too
+        # short for that it fails at once, with nothing sent.
     handler.models.clear()
-    with client(handler, clock, max_attempts=1, deadline=0.5) as short, \
+    with client(handler, clock, max_attempts=1, deadline=ALONE_PROBE_EVERY / 2) as short, \
             pytest.raises(CircuitOpen) as info:
         short.chat.completions.create(model="a", messages=MESSAGES)
     assert handler.models == [] and info.value.target == "a"

@@ -7,7 +7,7 @@ through; its success closes the circuit, its failure opens it again. Defaults fo
 anchor scaled to LLM traffic: 50 % over 30 s with at least 5 attempts, 5 s breaks. A caller
 with no fallback is not refused by an open circuit while the target answered within the window
 (a partial failure is still tried as the official SDK would try it); a target that looks down
-gets one such caller a second, as a probe.
+gets one such caller every quarter second, as a probe.
 
 Only failures that say something about the target's health count: overload, 5xx, timeouts,
 connection faults and stream faults. 4xx answers and 429 (the caller's own quota, paced by
@@ -31,8 +31,12 @@ __all__ = [
 
 BreakerState = Literal["closed", "open", "half_open"]
 #: While a circuit is open and nothing in its window succeeded, one caller without a fallback
-#: per this many seconds is let through as a probe.
-ALONE_PROBE_EVERY = 1.0
+#: per this many seconds is let through as a probe. A target that came back serves callers
+#: that wait for it within this time: 8 closed-loop callers through a 3 s outage of 503s
+#: (loopback) were served 6, 17, 48 calls in the half-seconds after it at 1 s, 27, 71, 74 at
+#: 0.25 s, the official client 36, 64, 68 (which sends every call to the down target: about
+#: 20 a second there, against 4).
+ALONE_PROBE_EVERY = 0.25
 #: Attempts a target that never succeeded still gets from callers without a fallback: its
 #: first answers are often its fast failures, and a target failing 90 % of requests would
 #: otherwise wait ten probes (ten seconds) for the success that lets such callers through.
@@ -89,7 +93,7 @@ class Breaker:
     methods under "coordination" below, as the fleet's view arrives.
     """
 
-    #: Callers without a fallback probe a target that looks down, one a second.
+    #: Callers without a fallback probe a target that looks down, one per ``ALONE_PROBE_EVERY``.
     alone_probes = True
 
     def __init__(self, *, thresholds: Thresholds | None = None,
@@ -139,8 +143,8 @@ class Breaker:
     def _admit_alone(self, now: float) -> bool:
         """A caller with no fallback, through an open circuit (lock held): let through while
         the target answered within the window (a partial failure); else it looks down, and one
-        such caller a second goes as a probe (the official SDK would send them all), so a
-        target that came back serves again within a second, not only after the break. A
+        such caller every ``ALONE_PROBE_EVERY`` goes as a probe (the official SDK would send
+        them all), so a target that came back serves again at once, not only after the break. A
         target that never succeeded is tried for its first ``ALONE_WARMUP`` answers. A
         fleet's breaker does neither (its half-open probe is fleet-wide), and lets such a
         caller through while the fleet was served lately (``FleetBreaker``)."""
@@ -201,7 +205,7 @@ class Breaker:
                     self.transitions += 1
 
     def _trip(self, now: float, rng: RandomSource) -> None:
-        self._alone_probe_at = now  # the first probe without a fallback comes a second later
+        self._alone_probe_at = now  # the first probe without a fallback comes one interval on
         self._state = "open"
         self._open_until = now + self.thresholds.break_for * rng.uniform(1.0, 1.5)
 
@@ -275,7 +279,7 @@ class Breaker:
 
     def next_chance(self, now: float) -> float:
         """Seconds until :meth:`allow` may let a caller with nowhere else to go through
-        (``alone``): 0 when it may now; else the next per-second probe, or the end of the
+        (``alone``): 0 when it may now; else the next such probe, or the end of the
         break, or (a half-open probe out) one probe interval."""
         with self._lock:
             state = self._current(now)

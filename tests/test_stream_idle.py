@@ -130,3 +130,41 @@ def test_keepalives_before_any_output_end_at_the_first_token_limit(
     with pytest.raises(openai.APIConnectionError):
         sync() if mode == "sync" else anyio.run(main)
     assert 0.8 <= time.monotonic() - started < 1.4
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_idle_limit_holds_in_process_as_over_a_socket(mode: str) -> None:
+    """``FaultProvider.transport()`` (no socket): a stall past the idle limit ends the stream
+    there, as over a network (the sync client's watchdog shuts the in-process line down),
+    not when the attempt's read timeout runs out minutes later."""
+    import httpx2
+
+    from resilient_llm.testing import Fault, FaultProvider
+
+    provider = FaultProvider()
+    provider.script(Fault.stream_stall(after_events=4))  # silent for ever after 4 events
+    policy = Policy(stream_recovery="off", stream_idle_timeout=0.3, deadline=30)
+    messages: Any = [{"role": "user", "content": "hi"}]
+
+    def sync() -> None:
+        with OpenAI(base_url="http://fault.test/v1", api_key="k", policy=policy,
+                    http_client=httpx2.Client(transport=provider.transport())) as client:
+            for _ in client.chat.completions.create(model="gpt-4.1", messages=messages,
+                                                    stream=True):
+                pass
+
+    async def main() -> None:
+        async with AsyncOpenAI(base_url="http://fault.test/v1", api_key="k", policy=policy,
+                               http_client=httpx2.AsyncClient(
+                                   transport=provider.transport())) as client:
+            async for _ in await client.chat.completions.create(
+                    model="gpt-4.1", messages=messages, stream=True):
+                pass
+
+    started = time.monotonic()
+    with pytest.raises(StreamInterrupted) as info:
+        sync() if mode == "sync" else anyio.run(main)
+    assert info.value.failure == "stream_stall" and info.value.partial_text
+    assert time.monotonic() - started < 3.0
+    (request,) = provider.requests
+    assert request.client_disconnected  # the provider saw the client leave

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import select
+import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 
@@ -62,16 +64,31 @@ class _Waits:
     def freed(self) -> httpx2.RemoteProtocolError:
         return httpx2.RemoteProtocolError(_NO_RESPONSE, request=self.request)
 
-    def wait_sync(self, seconds: float) -> None:
+    def cut(self) -> httpx2.RemoteProtocolError:
+        return httpx2.RemoteProtocolError(_CUT_MESSAGE, request=self.request)
+
+    def wait_sync(self, seconds: float, line: _Line | None = None) -> None:
+        """Wait ``seconds`` (bounded by the read timeout). A provider reset frees an endless
+        or timed-out wait; a client watchdog shutting the ``line`` down ends any wait, as it
+        ends a read on a real socket."""
         wait, fires = self.budget(seconds)
-        release = self.plan.release
-        if math.isinf(wait) or fires:
-            if release is not None and release.wait(None if math.isinf(wait) else wait):
+        release = self.plan.release if math.isinf(wait) or fires else None
+        end = time.monotonic() + wait
+        while (left := end - time.monotonic()) > 0:
+            step = left if release is None else min(left, _POLL)
+            if line is not None:
+                if line.shut_within(step):
+                    raise self.cut()
+            elif release is not None:
+                release.wait(step)
+            else:
+                time.sleep(step)
+            if release is not None and release.is_set():
                 raise self.freed()
-            if math.isinf(wait):  # pragma: no cover - an event always exists
-                raise self.freed()
+        if math.isinf(wait):  # pragma: no cover - the loop never ends without raising
+            raise self.freed()
+        if fires:
             raise self.timed_out()
-        time.sleep(wait)
 
     async def wait_async(self, seconds: float) -> None:
         wait, fires = self.budget(seconds)
@@ -84,6 +101,32 @@ class _Waits:
         await anyio.sleep(wait)
         if fires:
             raise self.timed_out()
+
+
+class _Line:
+    """The connection of an in-process streamed answer, as a socket pair: the client's end is
+    the response's ``network_stream`` socket, so the client's watchdog bounds the waits of the
+    body (first token, stream idle, the deadline) by shutting it down, as over a network."""
+
+    __slots__ = ("client", "server")
+
+    def __init__(self) -> None:
+        self.client, self.server = socket.socketpair()
+
+    def get_extra_info(self, name: str) -> object:
+        return self.client if name == "socket" else None
+
+    def shut_within(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True once the client's end was shut down (it reads EOF)."""
+        try:
+            readable, _, _ = select.select([self.client], [], [], seconds)
+        except (OSError, ValueError):  # closed meanwhile
+            return True
+        return bool(readable)
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.close()
 
 
 def _cut_error(plan: Plan, sent: int, request: httpx2.Request) -> httpx2.RemoteProtocolError:
@@ -166,21 +209,26 @@ class _SyncBody(_Body, httpx2.SyncByteStream):
 
     def __init__(self, provider: PlanSource, waits: _Waits) -> None:
         super().__init__(provider, waits)
+        self.line = _Line()
         self._gen = self._run()
 
     def _run(self) -> Generator[bytes, None, None]:
-        with self._recording((httpx2.ReadTimeout,)):
-            for step in self._steps():
-                if isinstance(step, bytes):
-                    yield step
-                else:
-                    self._waits.wait_sync(step)
+        try:
+            with self._recording((httpx2.ReadTimeout,)):
+                for step in self._steps():
+                    if isinstance(step, bytes):
+                        yield step
+                    else:
+                        self._waits.wait_sync(step, self.line)
+        finally:
+            self.line.close()
 
     def __iter__(self) -> Iterator[bytes]:
         return self._gen
 
     def close(self) -> None:
         self._gen.close()
+        self.line.close()
         self._close()
 
 
@@ -263,11 +311,14 @@ class FaultTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
                 plan.status, headers=plan.headers, content=plan.body, request=waits.request
             )
         self.provider._answering(plan)  # the status is logged once the client can read it
+        body = body_cls(self.provider, waits)
+        extensions = {"network_stream": body.line} if isinstance(body, _SyncBody) else {}
         return httpx2.Response(
             plan.status,
             headers=_response_headers(plan),
-            stream=body_cls(self.provider, waits),
+            stream=body,
             request=waits.request,
+            extensions=extensions,
         )
 
     def __repr__(self) -> str:

@@ -108,10 +108,22 @@ def test_a_probe_without_fallback_that_is_served_lets_such_callers_through_again
     assert not breaker.allow(1.3)  # callers with a fallback wait for the half-open probe
 
 
-def test_a_fleets_breaker_leaves_probing_to_its_fleet_wide_probe() -> None:
-    from resilient_llm.fleet import FleetBreaker
-
-    assert Breaker.alone_probes and not FleetBreaker.alone_probes
+def test_a_fleets_local_breaker_probes_only_a_target_it_saw_serve() -> None:
+    """A target nobody served is the fleet-wide probe's; one that served before and then went
+    down is probed from each process as a lone client probes it, so its return is seen at
+    once, not at the fleet's next half-open probe seconds later."""
+    rng = FakeRandom(fixed=0.0)
+    fleet_local = Breaker(probes_unserved=False)
+    for i in range(ALONE_WARMUP):
+        fleet_local.record(i * 0.001, DOWN, rng)
+    assert not any(fleet_local.allow(t, alone=True, rng=rng) for t in (0.1, 0.5, 2.0))
+    served = Breaker(probes_unserved=False)
+    served.record(0.0, None, rng)
+    for i in range(ALONE_WARMUP):
+        served.record(40.0 + i * 0.001, DOWN, rng)  # down for longer than the window
+    assert served.state(40.1) == "open" and not served.served_lately(40.1)
+    assert served.allow(40.1 + ALONE_PROBE_EVERY, alone=True, rng=rng)
+    assert not served.allow(40.1 + ALONE_PROBE_EVERY, rng=rng)  # a fallback: move on
 
 
 def test_a_fleets_view_moves_the_local_breaker_through_its_public_methods() -> None:

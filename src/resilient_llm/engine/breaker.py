@@ -95,10 +95,14 @@ class Breaker:
 
     #: Callers without a fallback probe a target that looks down, one per ``ALONE_PROBE_EVERY``.
     alone_probes = True
+    #: ... a target this breaker never saw serve too (its first ``ALONE_WARMUP`` answers,
+    #: then probes). A fleet's does not: a target nobody served is the fleet-wide probe's.
+    probes_unserved = True
 
     def __init__(self, *, thresholds: Thresholds | None = None,
-                 alone_probes: bool = True) -> None:
+                 alone_probes: bool = True, probes_unserved: bool = True) -> None:
         self.alone_probes = alone_probes
+        self.probes_unserved = probes_unserved
         self.thresholds = Thresholds() if thresholds is None else thresholds
         self._events: deque[tuple[float, bool]] = deque(maxlen=1024)
         self._state: BreakerState = "closed"
@@ -146,11 +150,12 @@ class Breaker:
         such caller every ``ALONE_PROBE_EVERY`` goes as a probe (the official SDK would send
         them all), so a target that came back serves again at once, not only after the break. A
         target that never succeeded is tried for its first ``ALONE_WARMUP`` answers. A
-        fleet's breaker does neither (its half-open probe is fleet-wide), and lets such a
-        caller through while the fleet was served lately (``FleetBreaker``)."""
+        fleet's breaker probes only a target it saw serve (one nobody served is the
+        fleet-wide half-open probe's), and lets such a caller through while the fleet was
+        served lately (``FleetBreaker``)."""
         if self._served(now):
             return True
-        if not self.alone_probes:
+        if not self._probing():
             return False
         if self._last_success == -float("inf") and self._recorded < ALONE_WARMUP:
             return True  # never succeeded yet: too few answers to call it down
@@ -286,9 +291,14 @@ class Breaker:
             if state == "closed" or (state == "half_open" and not self._probe_out):
                 return 0.0
             wait = max(0.0, self._open_until - now) if state == "open" else ALONE_PROBE_EVERY
-            if self.alone_probes:
+            if self._probing():
                 wait = min(wait, max(0.0, ALONE_PROBE_EVERY - (now - self._alone_probe_at)))
             return wait
+
+    def _probing(self) -> bool:
+        """Do callers with nowhere else to go probe this target now (lock held)?"""
+        return self.alone_probes and (self.probes_unserved
+                                      or self._last_success != -float("inf"))
 
     def open_left(self, now: float) -> float:
         """Seconds the circuit stays open (0 unless it is open)."""

@@ -386,6 +386,13 @@ def fleet_cells() -> list[Cell]:
                       Traffic("sequential", duration=45.0, think=0.2), processes=4,
                       deadline=10.0, fallback=True, redis=True,
                       checks=never | {"recovers", "fallback_fast"}))
+    # An outage longer than the breaker's window, nowhere else to go: the workers that saw
+    # the target serve probe it as lone clients do, so its return is seen at once (the
+    # fleet-wide half-open probe alone came seconds later).
+    cells.append(Cell("fleet of 4, outage 503 40 s, 8 workers, no fallback, with Redis",
+                      _p(service_time=0.1, outage=(5.0, 45.0, "503"), retry_after=None),
+                      Traffic("workers", duration=70.0, n=8), processes=4, deadline=10.0,
+                      redis=True, checks=frozenset({"recovers", "fleet"})))
     cells += [Cell(f"fleet of {n}, Poisson 1.5x capacity (20 slots x 0.5 s), with Redis",
                    _p(**_CAPPED), Traffic("poisson", duration=30.0, rate=60.0), processes=n,
                    deadline=10.0, redis=True, checks=never)

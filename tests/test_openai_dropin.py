@@ -111,6 +111,8 @@ def test_the_stream_limits_are_lifted_only_from_their_defaults() -> None:
         900.0, 900.0, 900.0)
     own = call_policy(Policy(first_token_timeout=60), Options(), default, default)
     assert (own.first_token_timeout, own.stream_idle_timeout) == (60.0, 900.0)
+    Options.timeout = default  # as anthropic passes it for a long non-streamed answer
+    assert call_policy(Policy(), Options(), default, default) == Policy()
     Options.timeout = None  # no per-call value: the client's, unless it is the SDK's default
     assert call_policy(Policy(), Options(), default, default) == Policy()
     assert call_policy(Policy(), Options(), 120.0, default).first_token_timeout == 300.0

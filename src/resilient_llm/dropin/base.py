@@ -237,8 +237,8 @@ def call_policy(policy: Policy, options: Any, client_timeout: Any, sdk_default: 
     timeout = getattr(options, "timeout", None)
     if timeout is None or _is_not_given(timeout):
         timeout = client_timeout
-        if timeout == sdk_default:
-            return policy
+    if timeout == sdk_default:  # (anthropic passes it per call for a long non-streamed answer)
+        return policy
     read = timeout.read if isinstance(timeout, httpx2.Timeout) else timeout
     if isinstance(read, bool) or not isinstance(read, (int, float)):
         return policy

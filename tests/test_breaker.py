@@ -144,9 +144,10 @@ def test_a_fleets_view_moves_the_local_breaker_through_its_public_methods() -> N
     assert breaker.snapshot(4.0).calls == 0
 
 
-def test_a_breaker_without_alone_probes_refuses_callers_without_a_fallback_when_down() -> None:
+def test_a_fleets_local_breaker_refuses_callers_without_a_fallback_at_a_target_never_served(
+) -> None:
     rng = FakeRandom(fixed=0.0)
-    quiet = Breaker(thresholds=Thresholds(break_for=5.0), alone_probes=False)
+    quiet = Breaker(thresholds=Thresholds(break_for=5.0), probes_unserved=False)
     probing = Breaker(thresholds=Thresholds(break_for=5.0))
     for breaker in (quiet, probing):
         for i in range(ALONE_WARMUP):

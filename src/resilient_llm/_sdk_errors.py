@@ -29,8 +29,6 @@ E = TypeVar("E", bound=ResilientLLMError)
 class SdkErrors:
     """An SDK's errors for a failure without a provider answer to mirror."""
 
-    #: The base of every error the SDK raises for a request (``openai.APIError``).
-    base: type[Exception]
     #: The request did not complete (``APIConnectionError``).
     connection: type[Exception]
     #: It did not complete in time (``APITimeoutError``).
@@ -62,8 +60,6 @@ def as_sdk_error(error: E, like: BaseException | None = None, *, provider: str |
     changed in place and returned; without an SDK to mirror it is returned as it is.
     """
     own = _own_class(type(error))
-    if like is not None and isinstance(like, ResilientLLMError):
-        like = None
     if like is not None:
         sdk: type[BaseException] = type(like)
         copied = {name: value for name, value in vars(like).items() if not name.startswith("__")}

@@ -48,8 +48,7 @@ from .dropin.seams import SEAMS
 from .transport import ForeignTransportError
 
 check_sdk_version("anthropic", _anthropic.__version__)
-register_sdk("anthropic", SdkErrors(base=_anthropic.APIError,
-                                    connection=_anthropic.APIConnectionError,
+register_sdk("anthropic", SdkErrors(connection=_anthropic.APIConnectionError,
                                     timeout=_anthropic.APITimeoutError))
 
 #: The cloud client classes, each with the first anthropic release that ships it (every one is

@@ -28,7 +28,7 @@ from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
 from .dropin.clouds import export_cloud_classes, missing_class
 
 check_sdk_version("openai", _openai.__version__)
-register_sdk("openai", SdkErrors(base=_openai.APIError, connection=_openai.APIConnectionError,
+register_sdk("openai", SdkErrors(connection=_openai.APIConnectionError,
                                  timeout=_openai.APITimeoutError))
 
 #: The cloud client classes, each with the first openai release that ships it (every one is

@@ -93,15 +93,12 @@ class Breaker:
     methods under "coordination" below, as the fleet's view arrives.
     """
 
-    #: Callers without a fallback probe a target that looks down, one per ``ALONE_PROBE_EVERY``.
-    alone_probes = True
-    #: ... a target this breaker never saw serve too (its first ``ALONE_WARMUP`` answers,
-    #: then probes). A fleet's does not: a target nobody served is the fleet-wide probe's.
-    probes_unserved = True
-
     def __init__(self, *, thresholds: Thresholds | None = None,
-                 alone_probes: bool = True, probes_unserved: bool = True) -> None:
-        self.alone_probes = alone_probes
+                 probes_unserved: bool = True) -> None:
+        #: Callers without a fallback probe a target that looks down, one per
+        #: ``ALONE_PROBE_EVERY``; with ``probes_unserved``, a target this breaker never saw
+        #: serve too (its first ``ALONE_WARMUP`` answers, then probes). A fleet's local
+        #: breaker does not: a target nobody served is the fleet-wide probe's.
         self.probes_unserved = probes_unserved
         self.thresholds = Thresholds() if thresholds is None else thresholds
         self._events: deque[tuple[float, bool]] = deque(maxlen=1024)
@@ -297,8 +294,7 @@ class Breaker:
 
     def _probing(self) -> bool:
         """Do callers with nowhere else to go probe this target now (lock held)?"""
-        return self.alone_probes and (self.probes_unserved
-                                      or self._last_success != -float("inf"))
+        return self.probes_unserved or self._last_success != -float("inf")
 
     def open_left(self, now: float) -> float:
         """Seconds the circuit stays open (0 unless it is open)."""

@@ -54,14 +54,12 @@ class FleetBreaker:
     While Redis is unreachable it is the local breaker, unchanged.
     """
 
-    #: Callers with nowhere else to go probe a target that looks down from each process that
-    #: saw it serve, as a lone client's do: after an outage longer than the window, the
-    #: fleet's half-open probe alone came seconds after the target's return (4 workers with
-    #: Redis served 0.39 of capacity through a 40 s outage where apart they served 0.42). A
-    #: target no one here saw serve is left to the fleet-wide probe.
-    alone_probes = True
-
     def __init__(self, link: Link, key: str, *, thresholds: Thresholds | None = None) -> None:
+        # Callers with nowhere else to go probe a target that looks down from each process
+        # that saw it serve, as a lone client's do: after an outage longer than the window,
+        # the fleet's half-open probe alone came seconds after the target's return (4 workers
+        # with Redis served 0.39 of capacity through a 40 s outage where apart they served
+        # 0.42). A target no one here saw serve is left to the fleet-wide probe.
         self._local = Breaker(thresholds=thresholds, probes_unserved=False)
         self._lock = threading.Lock()
         self._link = link

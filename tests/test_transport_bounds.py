@@ -24,9 +24,9 @@ from resilient_llm.openai import AsyncOpenAI, OpenAI
 from resilient_llm.testing import Fault, FaultProvider, Hostile, HostileProvider
 from resilient_llm.transport.watchdog import (
     _WATCHDOG,
+    KnownSockets,
     SendGuard,
     SyncGuard,
-    _Sockets,
     _Watchdog,
     write_tag,
 )
@@ -325,7 +325,7 @@ def test_write_tags_are_distinct_and_within_a_millisecond_of_the_write_timeout()
 
 
 def test_a_tag_finds_the_one_socket_carrying_it_and_nothing_when_ambiguous() -> None:
-    known = _Sockets()
+    known = KnownSockets()
     pairs = [socket.socketpair() for _ in range(3)]
     try:
         mine, other, closed = (pair[0] for pair in pairs)
@@ -347,8 +347,26 @@ def test_a_tag_finds_the_one_socket_carrying_it_and_nothing_when_ambiguous() -> 
                 sock.close()
 
 
+def test_each_transport_looks_up_only_its_own_pools_sockets() -> None:
+    """The look-up of a reused connection scans what one pool holds: with many clients in a
+    process (or many connections in another pool) a call does not pay for theirs."""
+    transports = [ResilientTransport(policy=Policy(deadline=5)) for _ in range(2)]
+    with FaultProvider().serve() as running:
+        clients = [httpx2.Client(transport=transport) for transport in transports]
+        for client in clients:
+            for _ in range(3):  # one connection each, reused
+                assert client.post(running.openai_base_url + "/chat/completions",
+                                   json={"model": "m", "messages": MESSAGES}).status_code == 200
+        known = [[ref() for ref in transport._sockets._known.values()]
+                 for transport in transports]
+        assert [len(sockets) for sockets in known] == [1, 1]
+        assert known[0][0] is not known[1][0]
+        for client in clients:
+            client.close()
+
+
 def test_a_socket_is_known_once_and_forgotten_when_it_goes() -> None:
-    known = _Sockets()
+    known = KnownSockets()
     first, second = socket.socketpair()
     try:
         known.add(first)
@@ -415,7 +433,7 @@ def test_a_watchdog_thread_that_could_not_start_is_started_by_the_next_watch(
 def test_the_send_guard_gives_the_tagged_timeouts_back() -> None:
     timeouts = {"connect": 1.0, "read": 2.0, "write": 3.0, "pool": 4.0}
     request = httpx2.Request("POST", "http://127.0.0.1:9/v1/x", extensions={"timeout": timeouts})
-    guard = SendGuard(request, time.monotonic() + 5)
+    guard = SendGuard(request, time.monotonic() + 5, KnownSockets())
     request.extensions["trace"]("http11.send_request_headers.started", {"request": request})
     tagged = request.extensions["timeout"]
     assert tagged is not timeouts and tagged["write"] != 3.0 and 3.0 <= tagged["write"] < 3.001

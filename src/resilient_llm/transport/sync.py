@@ -13,7 +13,9 @@ from collections.abc import Callable, Generator, Iterator
 
 import httpx2
 
+from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from .._errors import ResponseTooLarge, StreamInterrupted
+from .._policy import Policy
 from ..engine.call import Send, Wait
 from ..engine.classify import Failure, classify_status, deadline_failure
 from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Refused, Reply, Served
@@ -35,7 +37,7 @@ from .shared import (
     streaming,
 )
 from .streams import StreamConsumer
-from .watchdog import SendGuard, SyncGuard, real_deadline
+from .watchdog import KnownSockets, SendGuard, SyncGuard, real_deadline
 
 __all__ = ["ResilientTransport"]
 
@@ -51,6 +53,20 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
     """
 
     _default_inner = httpx2.HTTPTransport
+
+    def __init__(
+        self,
+        inner: httpx2.BaseTransport | None = None,
+        *,
+        policy: Policy | None = None,
+        provider: str = "openai",
+        clock: Clock = SYSTEM_CLOCK,
+        rng: RandomSource = SYSTEM_RANDOM,
+        retry_exceptions: Callable[[Exception], bool] | None = None,
+    ) -> None:
+        super().__init__(inner, policy=policy, provider=provider, clock=clock, rng=rng,
+                         retry_exceptions=retry_exceptions)
+        self._sockets = KnownSockets()  # the wrapped pool's connections, for the guards
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         plan, outgoing = self._base.start(request)
@@ -115,7 +131,7 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
     ) -> Result:
         call, base = plan.call, self._base
         response: httpx2.Response | None = None
-        sending = SendGuard(request, real_deadline(call))
+        sending = SendGuard(request, real_deadline(call), self._sockets)
         sent_at = time.monotonic()
         stream = streaming(request)
         if stream:  # connect, headers and first event share the first-token limit
@@ -146,7 +162,7 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
         if status < 400 and is_event_stream(kind):
             return self._peek_stream(request, response, plan, send, state, started,
                                      sent_at + send.first_token_timeout)
-        guard = SyncGuard(response, real_deadline(call), "deadline")
+        guard = SyncGuard(response, real_deadline(call), "deadline", self._sockets)
         reads = status >= 400 or is_json(kind)
         try:
             body = read_capped(response, call.policy.max_response_bytes) if reads else b""
@@ -182,7 +198,7 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
         consumer = StreamConsumer(call, self._base.wire,
                                   EventView(response, call.policy.max_response_bytes),
                                   content_type=content_type(response))
-        guard = SyncGuard(response, first_by, "first_token")
+        guard = SyncGuard(response, first_by, "first_token", self._sockets)
         inner = response.stream
         assert isinstance(inner, httpx2.SyncByteStream)
         chunks = iter(inner)

@@ -24,7 +24,7 @@ import httpx2
 
 from ..engine.call import Call
 
-__all__ = ["SendGuard", "SyncGuard", "real_deadline", "write_tag"]
+__all__ = ["KnownSockets", "SendGuard", "SyncGuard", "real_deadline", "write_tag"]
 
 
 class _Watch:
@@ -109,12 +109,14 @@ if hasattr(os, "register_at_fork"):  # (not on Windows, which has no fork)
     os.register_at_fork(after_in_child=_WATCHDOG.forked)
 
 
-class _Sockets:
-    """Every connection socket the guards have seen, so a reused one can be found again.
+class KnownSockets:
+    """The connection sockets one transport's guards have seen, so a reused one is found again.
 
     A kept-alive connection taken from the pool fires no connect event: its socket was seen
-    when it was created (or with an earlier response on it) and is looked up here. Weak
-    references only: a socket leaves the set when its connection is dropped.
+    when it was created (or with an earlier response on it) and is looked up here. One set per
+    transport (its pool), not per process: the look-up scans the set, so it costs what that
+    pool holds, and another pool's sockets are never candidates. Weak references only: a
+    socket leaves the set when its connection is dropped.
     """
 
     def __init__(self) -> None:
@@ -154,8 +156,6 @@ class _Sockets:
         return found
 
 
-_SOCKETS = _Sockets()
-
 #: Tags differ by a microsecond at least; the socket keeps a timeout to the nanosecond.
 _TAG_TOLERANCE = 1e-7
 _TAGS = itertools.count()
@@ -174,10 +174,10 @@ def write_tag(write: float | None, left: float) -> float:
     return base + (next(_TAGS) % 997 + 1) * 1e-6
 
 
-def _socket_of(response: httpx2.Response) -> socket.socket | None:
+def _socket_of(response: httpx2.Response, known: KnownSockets) -> socket.socket | None:
     sock = _stream_socket(response.extensions.get("network_stream"))
     if sock is not None:
-        _SOCKETS.add(sock)  # the connection may be reused by a later request
+        known.add(sock)  # the connection may be reused by a later request
     return sock
 
 
@@ -186,8 +186,9 @@ class SyncGuard:
 
     __slots__ = ("_watch",)
 
-    def __init__(self, response: httpx2.Response, expires_at: float | None, limit: str) -> None:
-        sock = _socket_of(response)
+    def __init__(self, response: httpx2.Response, expires_at: float | None, limit: str,
+                 known: KnownSockets) -> None:
+        sock = _socket_of(response, known)
         self._watch: _Watch | None = None
         if sock is not None and expires_at is not None:
             self._watch = _WATCHDOG.watch(sock, expires_at, limit)
@@ -242,11 +243,13 @@ class SendGuard:
     watched (several calls share one socket: shutting it down would fail them all).
     """
 
-    __slots__ = ("_expires_at", "_extensions", "_previous", "_request", "_tag", "_timeouts",
-                 "_watch")
+    __slots__ = ("_expires_at", "_extensions", "_known", "_previous", "_request", "_tag",
+                 "_timeouts", "_watch")
 
-    def __init__(self, request: httpx2.Request, expires_at: float | None) -> None:
+    def __init__(self, request: httpx2.Request, expires_at: float | None,
+                 known: KnownSockets) -> None:
         self._request = request
+        self._known = known
         self._expires_at = expires_at
         self._watch: _Watch | None = None
         self._tag: float | None = None
@@ -266,13 +269,13 @@ class SendGuard:
         if name in _CONNECTED:
             sock = _stream_socket(info.get("return_value"))
             if sock is not None:
-                _SOCKETS.add(sock)
+                self._known.add(sock)
                 self._watch = _WATCHDOG.watch(sock, expires_at, "deadline")
                 self._unhook()
         elif name == "http11.send_request_headers.started":
             self._mark(info, expires_at)
         elif name in _SENT and self._tag is not None:
-            sock = _SOCKETS.tagged(self._tag)
+            sock = self._known.tagged(self._tag)
             if sock is not None:
                 self._watch = _WATCHDOG.watch(sock, expires_at, "deadline")
                 self._unhook()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ._errors import ResilientLLMError
 
@@ -69,13 +69,33 @@ def as_sdk_error(error: E, like: BaseException | None = None, *, provider: str |
             return error
         sdk = errors.timeout if timed_out or isinstance(error, TimeoutError) \
             else errors.connection
-        copied = {"request": request}
+        copied = _attributes_of(sdk, request)
     state = error.__dict__
     for name, value in copied.items():
         state.setdefault(name, value)
     state["message"] = str(error)  # the SDK's ``.message``: what happened, as ``str()`` says
     error.__class__ = _typed_class(own, sdk)
     return error
+
+
+def _attributes_of(sdk: type[BaseException], request: Any) -> dict[str, Any]:
+    """The attributes the SDK's own ``sdk(request=request)`` has: its ``body``, ``code``,
+    ``type`` (``None`` without an answer), and its ``request`` as the SDK keeps it (newer
+    SDKs drop the credentials' headers from it). Built by the SDK when there is a request."""
+    if request is not None:
+        try:
+            model = cast(Any, sdk)(request=request)
+        except Exception:  # (an SDK whose constructor differs: the defaults below)
+            pass
+        else:
+            return {name: value for name, value in vars(model).items()
+                    if not name.startswith("__")}
+    declared = {name for cls in sdk.__mro__ for name in getattr(cls, "__annotations__", {})}
+    return {"request": request, **dict.fromkeys(declared & _ANSWER_FIELDS)}
+
+
+#: What an SDK error says of the provider's answer: nothing, when there was none.
+_ANSWER_FIELDS = frozenset({"body", "code", "param", "type"})
 
 
 def request_of(error: BaseException | None) -> Any:

@@ -98,37 +98,41 @@ class StreamScanner:
     deltas: int = 0
     sequence: int | None = None
     ids: dict[str, str] = field(default_factory=dict)
+    #: The wire recognised an event of this stream as one of the kinds it knows.
+    known: bool = False
+    #: A stream of another kind (another endpoint's events: transcriptions, speech, images,
+    #: Assistants runs): committed at its first event and judged by nothing after it, as the
+    #: official SDKs judge it (no finish reason is expected, and nothing is resumed).
+    opaque: bool = False
     _buffer: bytes = b""
 
     def feed(self, chunk: bytes) -> None:
         """Parse every complete event in ``chunk`` (plus what was buffered before)."""
-        data = self._buffer + chunk if self._buffer else chunk
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *blocks, self._buffer = data.split(b"\n\n")
-        for block in blocks:
-            if block:
-                self._event(block)
-            if self.failure is not None:
-                return
+        self.events_of(chunk)
 
     def events_of(self, chunk: bytes) -> bytes:
         """As :meth:`feed`, returning the complete events of ``chunk`` (with what was buffered
         before) that parsed without a failure, each ended by a blank line: the bytes that may
         reach the caller when output must stop exactly at an event's end. An unfinished event
-        stays buffered; the event that failed, and anything after it, is not returned."""
+        stays buffered; the event that failed, and anything after it, is not returned.
+
+        Line ends are CRLF, LF or CR, as the SSE format allows: a chunk that ends with a CR
+        keeps it until the next one shows whether an LF follows (one CRLF read in two chunks
+        is one line end, not a blank line that ends the event)."""
         data = self._buffer + chunk if self._buffer else chunk
+        held = b""
         if b"\r" in data:
+            if data.endswith(b"\r"):
+                data, held = data[:-1], b"\r"
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *blocks, self._buffer = data.split(b"\n\n")
+        *blocks, rest = data.split(b"\n\n")
+        self._buffer = rest + held
         for n, block in enumerate(blocks):
             if block:
                 self._event(block)
             if self.failure is not None:
                 return b"\n\n".join(blocks[:n]) + b"\n\n" if n else b""
-        if not self._buffer:
-            return data  # whole events only: as they came
-        return data[: len(data) - len(self._buffer)]
+        return data[: len(data) - len(rest)] if rest else data
 
     def _event(self, block: bytes) -> None:
         try:
@@ -173,6 +177,17 @@ class StreamScanner:
         parts = self.parts
         return self.resumable and len(parts) == 1 and parts[0].kind == "text"
 
+    def recognised(self) -> None:
+        """The wire knows this event's kind: the stream is one it can judge."""
+        self.known = True
+
+    def unknown(self) -> None:
+        """The wire does not know this event's kind. A stream whose first event is such is of
+        another kind (:attr:`opaque`); later ones are ignored."""
+        if not self.known:
+            self.opaque = self.committed = True
+            self.resumable = False
+
     def fail(self, kind: FailureClass, message: str) -> None:
         self.failure = Failure(kind=kind, retryable=True, message=message)
 
@@ -186,8 +201,9 @@ class StreamScanner:
 
     @property
     def complete(self) -> bool:
-        """The stream delivered its end: a finish reason or its terminal event."""
-        return self.terminal or self.finished
+        """The stream delivered its end: a finish reason or its terminal event (a stream of a
+        kind the wire does not know ends where its body ends)."""
+        return self.terminal or self.finished or self.opaque
 
     @property
     def pending(self) -> bytes:

@@ -77,12 +77,16 @@ class AnthropicWire:
     name = "anthropic"
 
     def inspect(self, event: str | None, data: str, scanner: StreamScanner) -> None:
-        if event == "ping":
+        if event == "ping" or scanner.opaque:
             return
         obj = scanner.parse(data)
         if not isinstance(obj, Mapping):
             return
         kind = event or obj.get("type")
+        if kind not in _MESSAGE_EVENTS:
+            scanner.unknown()  # (a legacy completion's stream: the SDK reads it as it comes)
+            return
+        scanner.recognised()
         if kind == "error":
             scanner.failure = classify_stream_error(obj)
         elif kind == "message_stop":
@@ -123,6 +127,10 @@ class AnthropicWire:
 
 
 ANTHROPIC = AnthropicWire()
+
+#: The events of a Messages stream (``ping`` aside), the stream this wire judges.
+_MESSAGE_EVENTS = frozenset({"message_start", "content_block_start", "content_block_delta",
+                             "content_block_stop", "message_delta", "message_stop", "error"})
 
 
 # --- rate-limit headers ---------------------------------------------------------------------

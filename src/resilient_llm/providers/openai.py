@@ -16,6 +16,8 @@ from ._sse import StreamScanner
 
 __all__ = ["OPENAI", "RATE_LIMIT_DIMENSIONS", "OpenAIWire", "RateLimit", "rate_limits"]
 
+#: The ``object`` of the stream chunks this wire judges (chat and legacy completions).
+_CHUNK_OBJECTS = ("chat.completion.chunk", "text_completion")
 _DELTA_OUTPUT_KEYS = ("tool_calls", "function_call", "refusal", "reasoning_content", "audio")
 
 
@@ -26,6 +28,8 @@ class OpenAIWire:
     name = "openai"
 
     def inspect(self, event: str | None, data: str, scanner: StreamScanner) -> None:
+        if scanner.opaque:
+            return  # another endpoint's stream: the SDK reads it as it comes
         if data == "[DONE]":
             scanner.terminal = True
             return
@@ -33,14 +37,22 @@ class OpenAIWire:
         if obj is None:
             return
         if not isinstance(obj, Mapping):
+            scanner.unknown()
             return
         kind = obj.get("type")
         if isinstance(kind, str) and kind.startswith(("response.", "error")):
+            scanner.recognised()
             self._responses_event(kind, obj, scanner)
             return
         if obj.get("error") and not obj.get("choices"):
+            scanner.recognised()
             scanner.failure = classify_error_body(None, obj)
             return
+        if "choices" not in obj and obj.get("object") not in _CHUNK_OBJECTS:
+            # Transcriptions, speech, images, Assistants runs: events of other kinds.
+            scanner.unknown()
+            return
+        scanner.recognised()
         usage = obj.get("usage")
         if usage:
             scanner.usage = usage
@@ -53,6 +65,9 @@ class OpenAIWire:
             index = _note_finish(choice, scanner)
             delta = choice.get("delta")
             if not isinstance(delta, Mapping):
+                text = choice.get("text")  # a legacy completion's chunk: output, never resumed
+                if isinstance(text, str) and text:
+                    scanner.output(("legacy", index), "other", text)
                 continue
             content = delta.get("content")
             if isinstance(content, str) and content:

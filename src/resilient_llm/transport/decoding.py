@@ -173,7 +173,7 @@ class EventView:
 
     def __call__(self, chunk: bytes) -> Iterator[bytes]:
         for piece in self._inflater.pieces(chunk):
-            end = max(piece.rfind(b"\n\n"), piece.rfind(b"\r\n\r\n"))
+            end = max(piece.rfind(b"\n\n"), piece.rfind(b"\r\n\r\n"), piece.rfind(b"\r\r"))
             self._pending = len(piece) - end if end >= 0 else self._pending + len(piece)
             if self._pending > self.limit:
                 raise _too_large(self.limit, "stream event")

@@ -85,7 +85,12 @@ def is_event_stream(content_type: str) -> bool:
 
 
 def is_json(content_type: str) -> bool:
-    return "json" in content_type
+    """A JSON document (``application/json``, ``text/json``, ``application/problem+json``): the
+    drivers read it whole, with the size cap. JSON Lines (``application/jsonl``,
+    ``application/x-ndjson``: batch results, file downloads) is not one: the SDK reads it line
+    by line as it arrives, and it may be far larger."""
+    media = content_type.partition(";")[0].strip().lower()
+    return media.endswith(("/json", "+json"))
 
 
 def body_of(request: httpx2.Request) -> bytes:

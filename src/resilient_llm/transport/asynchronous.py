@@ -86,6 +86,7 @@ class AsyncResilientTransport(
             reply: Reply = None
             try:
                 if isinstance(action, Send):
+                    self._ensure_open()
                     request = await outgoing.aprepare(plan.target, action)
                     if vet is not None:
                         reply = vet(await self._attempt(request, plan, action, plan.state))
@@ -335,8 +336,8 @@ class AsyncResilientTransport(
         return response
 
     async def aclose(self) -> None:
+        self._closed = True
         await self._inner.aclose()
-
 
 
 class _AttemptLimit:

@@ -298,6 +298,14 @@ class WrappingTransport(Generic[InnerT]):
         self._inner: InnerT = inner if inner is not None else type(self)._default_inner()
         self._base = DriverBase(policy=policy, provider=provider, clock=clock, rng=rng,
                                 retry_exceptions=retry_exceptions)
+        self._closed = False
+
+    def _ensure_open(self) -> None:
+        """Before each attempt: a retry, a fallback or a stream's continuation of a call whose
+        client was closed meanwhile is not sent (httpx2 checks a call's first request only;
+        the closed pool would take the connection, and nobody would ever close it)."""
+        if self._closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
 
     @property
     def inner(self) -> InnerT:

@@ -86,6 +86,7 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
             reply: Reply = None
             try:
                 if isinstance(action, Send):
+                    self._ensure_open()
                     reply = vet(self._attempt(outgoing.prepare(plan.target, action), plan,
                                               action, plan.state))
                 elif isinstance(action, Wait):
@@ -232,6 +233,7 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
         return response
 
     def close(self) -> None:
+        self._closed = True
         self._inner.close()
 
 

@@ -24,7 +24,8 @@ from .._clock import SYSTEM_CLOCK, Clock
 from .._errors import DeadlineExceeded
 from .scoping import VarScope, decorate
 
-__all__ = ["Deadline", "current_deadline", "deadline", "remaining", "to_seconds"]
+__all__ = ["Deadline", "cancel_scope_deadline", "current_deadline", "deadline", "remaining",
+           "to_seconds"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -87,6 +88,12 @@ def _anyio_deadline(clock: Clock) -> float | None:
         return clock.now() + (effective - now)
     except Exception:  # not inside a task of a supported backend
         return None
+
+
+def cancel_scope_deadline(clock: Clock = SYSTEM_CLOCK) -> float | None:
+    """The effective deadline of the enclosing anyio cancel scopes, on ``clock`` (``None``
+    outside async code, or without one)."""
+    return _anyio_deadline(clock)
 
 
 def current_deadline(*, clock: Clock = SYSTEM_CLOCK, include_anyio: bool = True) -> float | None:

@@ -26,7 +26,7 @@ from .._errors import DeadlineExceeded
 from .._fastinit import fast_frozen_init
 from .._policy import Policy
 from .._sdk_errors import as_sdk_error, request_of
-from ..context.deadline import current_deadline
+from ..context.deadline import cancel_scope_deadline, current_deadline
 from ..events.bus import Event, EventKind, emit, needed, start
 from ..events.outcome import CallRecord
 from .backoff import backoff_delay, clipped
@@ -144,6 +144,7 @@ class Call:
         "policy",
         "record",
         "rng",
+        "scope_cancels",
         "started_at",
         "target",
     )
@@ -159,8 +160,12 @@ class Call:
         rng: RandomSource = SYSTEM_RANDOM,
         record: CallRecord | None = None,
         started_at: float | None = None,
+        scope_cancels: bool = False,
     ) -> None:
         self.policy = policy
+        #: The deadline is an enclosing anyio cancel scope's (``move_on_after``,
+        #: ``fail_after``): the scope, not this call, ends it there (see ``start_call``).
+        self.scope_cancels = scope_cancels
         self.target = target
         self.clock = clock
         self.rng = rng
@@ -386,12 +391,23 @@ def start_call(
     clock: Clock = SYSTEM_CLOCK,
     rng: RandomSource = SYSTEM_RANDOM,
 ) -> tuple[Call, contextvars.Token[Call | None]]:
-    """Begin a logical call: its deadline is the earlier of the policy's budget and any scope."""
+    """Begin a logical call: its deadline is the earlier of the policy's budget and any scope.
+
+    When an enclosing anyio cancel scope's deadline is the earliest, that scope ends the call
+    (``scope_cancels``): the async driver waits for its cancellation instead of raising
+    :class:`DeadlineExceeded`, which would escape a ``move_on_after`` that expects to swallow
+    its own cancellation (the official client is cancelled there, silently)."""
     now = clock.now()
     at = now + policy.deadline
-    scoped = current_deadline(clock=clock)
+    scoped = current_deadline(clock=clock, include_anyio=False)
     if scoped is not None:
         at = min(at, scoped)
+    ambient = cancel_scope_deadline(clock)
+    # (an async ``deadline()`` opens a cancel scope at its own instant: that one is ours)
+    scope_cancels = ambient is not None and ambient < at - _SAME_INSTANT
+    if scope_cancels:
+        assert ambient is not None
+        at = ambient
     call = Call(
         policy=policy,
         target=target,
@@ -400,8 +416,13 @@ def start_call(
         clock=clock,
         rng=rng,
         started_at=now,
+        scope_cancels=scope_cancels,
     )
     return call, _CALL.set(call)
+
+
+#: Two deadlines this close (seconds) are one: the same instant read through two clocks.
+_SAME_INSTANT = 0.001
 
 
 def end_call(token: contextvars.Token[Call | None]) -> None:

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import httpx2
 
-from .._errors import ResponseTooLarge, StreamInterrupted
+from .._errors import DeadlineExceeded, ResponseTooLarge, StreamInterrupted
 from ..context.deadline import on_asyncio
 from ..engine.call import Call, Send, Wait
 from ..engine.classify import (
@@ -81,27 +81,31 @@ class AsyncResilientTransport(
         """Carry out ``flow``'s actions. ``vet`` sees each attempt's result first; without
         one (the caller's own request, not a stream recovery's) streams may be hedged, and a
         stream that breaks after its first output may be resumed."""
-        action = next(flow)
-        while (response := ended(action)) is None:
-            reply: Reply = None
-            try:
-                if isinstance(action, Send):
-                    self._ensure_open()
-                    request = await outgoing.aprepare(plan.target, action)
-                    if vet is not None:
-                        reply = vet(await self._attempt(request, plan, action, plan.state))
-                    elif plan.call.policy.hedge and streaming(request):
-                        reply = await self._hedged(plan, outgoing, request, action)
-                    else:
-                        reply = await self._attempt(request, plan, action, plan.state)
-                elif isinstance(action, Wait):
-                    await plan.call.clock.asleep(action.seconds)
-                elif isinstance(action, Admit):
-                    reply = await self._queue(plan, action)
-            except BaseException as exc:
-                flow.throw(exc)  # the plan frees what the action held, then re-raises
-                raise
-            action = flow.send(reply)
+        try:
+            action = next(flow)
+            while (response := ended(action)) is None:
+                reply: Reply = None
+                try:
+                    if isinstance(action, Send):
+                        self._ensure_open()
+                        request = await outgoing.aprepare(plan.target, action)
+                        if vet is not None:
+                            reply = vet(await self._attempt(request, plan, action, plan.state))
+                        elif plan.call.policy.hedge and streaming(request):
+                            reply = await self._hedged(plan, outgoing, request, action)
+                        else:
+                            reply = await self._attempt(request, plan, action, plan.state)
+                    elif isinstance(action, Wait):
+                        await plan.call.clock.asleep(action.seconds)
+                    elif isinstance(action, Admit):
+                        reply = await self._queue(plan, action)
+                except BaseException as exc:
+                    flow.throw(exc)  # the plan frees what the action held, then re-raises
+                    raise
+                action = flow.send(reply)
+        except DeadlineExceeded:
+            await _scope_ends(plan.call)
+            raise
         stream = response.stream
         if vet is None and isinstance(stream, _AsyncStream):
             recovery = recovery_for(plan, outgoing, response, stream.consumer)
@@ -340,6 +344,23 @@ class AsyncResilientTransport(
         await self._inner.aclose()
 
 
+async def _scope_ends(call: Call) -> None:
+    """The call's deadline is an enclosing anyio cancel scope's (``move_on_after``,
+    ``fail_after``) and it ran out, or nothing fits before it: let the scope end the call when
+    it passes, as it ends the official client's. Raised here, ``DeadlineExceeded`` would escape
+    a ``move_on_after`` (which swallows only its own cancellation) and fail its task group.
+    If the scope does not cancel (shielded, or its deadline moved), the error goes on."""
+    if call.scope_cancels:
+        import anyio
+
+        left = call.remaining()
+        await anyio.sleep(max(0.0, left if left is not None else 0.0) + _SCOPE_SLACK)
+
+
+#: How long past the scope's deadline to wait for its cancellation (timer granularity).
+_SCOPE_SLACK = 0.05
+
+
 class _AttemptLimit:
     """Ends one attempt after ``seconds`` (``None``: never) and says whether it did.
 
@@ -449,14 +470,18 @@ class _AsyncStream(httpx2.AsyncByteStream):
     async def _iterate(self) -> AsyncIterator[bytes]:
         consumer, resume = self.consumer, self.resume
         try:
-            async for chunk in self._read(consumer, resume is not None):
-                yield chunk
-        except StreamInterrupted as error:
-            if resume is None:
-                raise consumer.report(error) from error.__cause__
-            await self._inner.aclose()
-            async for chunk in resume(error, consumer):
-                yield chunk
+            try:
+                async for chunk in self._read(consumer, resume is not None):
+                    yield chunk
+            except StreamInterrupted as error:
+                if resume is None:
+                    raise consumer.report(error) from error.__cause__
+                await self._inner.aclose()
+                async for chunk in resume(error, consumer):
+                    yield chunk
+        except DeadlineExceeded:
+            await _scope_ends(consumer.call)
+            raise
 
     async def _read(self, consumer: StreamConsumer, whole: bool) -> AsyncIterator[bytes]:
         """The upstream's bytes (``whole``: whole events only); a break raises

@@ -275,6 +275,40 @@ def test_other_application_errors_propagate_unretried() -> None:
     assert info.value is bug and len(calls) == 1  # as openai 3.54 does
 
 
+def test_the_applications_own_requests_through_a_shared_http_client_stay_as_they_were() -> None:
+    """``http_client=`` the application also uses for its own requests (or shares with an
+    official SDK client during a migration): those go out once, untouched; before, a 503 of
+    another service was sent four times, each with an ``Idempotency-Key``."""
+    seen: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        if request.url.path == "/payments/charge":
+            return httpx2.Response(503, json={"error": "down"})
+        if len([r for r in seen if r.url.path.endswith("/chat/completions")]) <= 2:
+            return httpx2.Response(503, json={"error": {"message": "busy", "type": "server"}})
+        return httpx2.Response(200, json={
+            "id": "c", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "ok"}}]})
+
+    http = httpx2.Client(transport=httpx2.MockTransport(handler))
+    client = OpenAI(api_key="k", base_url="http://llm.test/v1", http_client=http,
+                    policy=Policy(deadline=10, max_attempts=3))
+    client._resilient_clock = FakeClock()
+    official = openai.OpenAI(api_key="k", base_url="http://llm.test/v1", http_client=http,
+                             max_retries=0)
+    assert http.post("http://pay.test/payments/charge", json={"cents": 5}).status_code == 503
+    with pytest.raises(openai.InternalServerError):
+        official.chat.completions.create(model="m", messages=[])
+    answer = client.chat.completions.create(model="m", messages=[])  # the drop-in retries
+    assert answer.choices[0].message.content == "ok"
+    paths = [r.url.path for r in seen]
+    # the application's once, the official client's once, the drop-in's twice (a retry)
+    assert paths == ["/payments/charge"] + ["/v1/chat/completions"] * 3
+    assert "idempotency-key" not in seen[0].headers
+
+
 # --- async ----------------------------------------------------------------------------------------
 
 

@@ -16,9 +16,12 @@ import pytest
 from resilient_llm import (
     AllTargetsFailed,
     CircuitOpen,
+    ConfigError,
     DeadlineExceeded,
     Policy,
+    ResidencyViolation,
     ResilientLLMError,
+    ResponseTooLarge,
     StreamInterrupted,
 )
 from resilient_llm._sdk_errors import as_sdk_error
@@ -180,3 +183,38 @@ def test_without_the_sdk_there_is_nothing_to_mirror() -> None:
     error = as_sdk_error(DeadlineExceeded("late"), provider="some-other-sdk")
     assert type(error) is DeadlineExceeded
     assert isinstance(error, ResilientLLMError)
+
+
+OWN_ERRORS = [
+    AllTargetsFailed("every target failed", causes={"m": ValueError("boom")}),
+    CircuitOpen("the circuit is open", target="m", retry_at=3.0),
+    StreamInterrupted("broke", partial_text="Hel", failure="stream_cut"),
+    ConfigError("RESILIENT_LLM_DEADLINE", -1, "a positive number of seconds"),
+    ResidencyViolation("outside the allowed regions", target="m", region="us-east-1"),
+    ResponseTooLarge("too large", limit=65536),
+    DeadlineExceeded("late", budget=2.0),
+]
+
+
+@pytest.mark.parametrize("error", OWN_ERRORS, ids=lambda e: type(e).__name__)
+def test_our_own_errors_survive_pickling(error: ResilientLLMError) -> None:
+    """Errors whose constructors take keyword-only arguments could not be rebuilt: a
+    ``multiprocessing.Pool`` whose worker raised one hung, a ``ProcessPoolExecutor`` broke."""
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error) and str(copy) == str(error)
+    assert {k: repr(v) for k, v in vars(copy).items()} == \
+        {k: repr(v) for k, v in vars(error).items()}
+
+
+def _raise_circuit_open() -> None:
+    raise CircuitOpen("the circuit is open", target="m", retry_at=1.0)
+
+
+def test_a_process_pool_hands_our_error_back_to_its_parent() -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool, \
+            pytest.raises(CircuitOpen) as caught:
+        pool.submit(_raise_circuit_open).result(timeout=60)
+    assert caught.value.target == "m" and caught.value.retry_at == 1.0

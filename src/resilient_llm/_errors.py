@@ -58,6 +58,21 @@ class ResilientLLMError(Exception):
         super().__init__(message)
         self.attempts = tuple(attempts)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by state: the constructors take arguments the default pickling does not
+        pass again, and a ``multiprocessing`` pool that could not rebuild an error a worker
+        raised hung (``Pool``) or broke (``ProcessPoolExecutor``)."""
+        return (rebuild_error, (type(self), self.args, dict(vars(self))))
+
+
+def rebuild_error(cls: type[BaseException], args: tuple[Any, ...],
+                  state: dict[str, Any]) -> BaseException:
+    """An error of ``cls`` with ``args`` and attributes ``state``, its constructor not run."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class ConfigError(ResilientLLMError, ValueError):
     """A setting is invalid. The message names the variable, the value and what is accepted."""

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from ._errors import ResilientLLMError
+from ._errors import ResilientLLMError, rebuild_error
 
 __all__ = ["SdkErrors", "as_sdk_error", "register_sdk", "request_of", "sdk_errors"]
 
@@ -144,8 +144,6 @@ def _reduce(self: BaseException) -> tuple[Any, ...]:
 
 def _restore(own: type[BaseException], sdk: type[BaseException], args: tuple[Any, ...],
              state: dict[str, Any]) -> BaseException:
-    error = own.__new__(own, *args)
-    error.args = args
-    error.__dict__.update(state)
+    error = rebuild_error(own, args, state)
     error.__class__ = _typed_class(own, sdk)
     return error

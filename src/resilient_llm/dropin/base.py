@@ -77,6 +77,10 @@ def wrap_http_client(
 ) -> None:
     """Route every request of ``client`` through a resilient transport (idempotent).
 
+    The client may be the caller's own (``http_client=``): only the drop-in's calls become
+    resilient; a request the application (or an official SDK client sharing it) sends
+    through it goes out as it is, once, as before the drop-in was made.
+
     The wrapped default transport is added as the catch-all ``all://`` mount, and every other
     mount (proxies, the caller's own) is wrapped in place; ``client._transport`` itself stays
     the SDK's, so code that inspects it (connection-pool checks, as in the SDKs' own tests)
@@ -98,7 +102,7 @@ def wrap_http_client(
     def wrap(inner: Any) -> Any:
         tapped = attach(inner, policy, asynchronous=is_async)  # telemetry's tap and listener
         return ours_type(tapped, policy=policy, provider=provider, clock=clock, rng=rng,
-                         retry_exceptions=retryable)
+                         retry_exceptions=retryable, calls_only=True)
 
     if legacy is not None:
         wrap_legacy_client(client, wrap, is_async=is_async)

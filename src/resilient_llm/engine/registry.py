@@ -7,6 +7,7 @@ the engine never imports the fleet.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 
@@ -62,6 +63,16 @@ class PressureRegistry:
             states = list(self._targets.values())
         return [state.snapshot(now) for state in states]
 
+    def forked(self) -> None:
+        """In a child process just forked: the parent's states belong to its threads (calls
+        queued or in flight that will never end here) and a lock may have been held by one
+        of them at the fork. Kept, a child's every call to a target the parent was busy with
+        queued behind those ghosts until its deadline. The child starts afresh, as a new
+        process would."""
+        self._lock = threading.Lock()
+        self._targets = LRUCache(maxsize=self._targets.maxsize)
+        self.generation += 1
+
     def clear(self) -> None:
         """Forget every target (tests, reconfiguration); cached lookups notice by generation."""
         with self._lock:
@@ -70,6 +81,8 @@ class PressureRegistry:
 
 
 registry = PressureRegistry()
+if hasattr(os, "register_at_fork"):  # (not on Windows, which has no fork)
+    os.register_at_fork(after_in_child=registry.forked)
 
 
 def pressure_snapshot() -> list[PressureSnapshot]:

@@ -72,6 +72,8 @@ class AsyncResilientTransport(
     ) -> Coroutine[Any, Any, httpx2.Response]:
         """The request's plan, performed by :meth:`_perform`'s coroutine (returned, not
         awaited here: one frame less between the caller and the wire)."""
+        if self._passes_through():
+            return self._inner.handle_async_request(request)
         plan, outgoing = self._base.start(request)
         return self._perform(plan, plan.run(), outgoing, None)
 

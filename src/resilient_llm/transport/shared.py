@@ -294,11 +294,20 @@ class WrappingTransport(Generic[InnerT]):
         clock: Clock = SYSTEM_CLOCK,
         rng: RandomSource = SYSTEM_RANDOM,
         retry_exceptions: Callable[[Exception], bool] | None = None,
+        calls_only: bool = False,
     ) -> None:
         self._inner: InnerT = inner if inner is not None else type(self)._default_inner()
         self._base = DriverBase(policy=policy, provider=provider, clock=clock, rng=rng,
                                 retry_exceptions=retry_exceptions)
         self._closed = False
+        #: Only requests of a drop-in client's calls are resilient; any other request through
+        #: the same ``httpx2`` client (the application's own, an official SDK client sharing
+        #: it) is sent as it is, once.
+        self._calls_only = calls_only
+
+    def _passes_through(self) -> bool:
+        """Is the request at hand none of a drop-in call's (with ``calls_only``)?"""
+        return self._calls_only and current_call() is None
 
     def _ensure_open(self) -> None:
         """Before each attempt: a retry, a fallback or a stream's continuation of a call whose

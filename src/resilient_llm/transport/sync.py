@@ -63,12 +63,15 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
         clock: Clock = SYSTEM_CLOCK,
         rng: RandomSource = SYSTEM_RANDOM,
         retry_exceptions: Callable[[Exception], bool] | None = None,
+        calls_only: bool = False,
     ) -> None:
         super().__init__(inner, policy=policy, provider=provider, clock=clock, rng=rng,
-                         retry_exceptions=retry_exceptions)
+                         retry_exceptions=retry_exceptions, calls_only=calls_only)
         self._sockets = KnownSockets()  # the wrapped pool's connections, for the guards
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        if self._passes_through():
+            return self._inner.handle_request(request)
         plan, outgoing = self._base.start(request)
         response = self._perform(plan, plan.run(), outgoing, _as_is)
         stream = response.stream

@@ -1023,3 +1023,36 @@ def test_a_cut_for_a_rate_limits_429s_is_tried_and_stands() -> None:
     assert state.cubic_rate is not None and not state.refusals.acquitted(now)
     _, sent = _offer(state, refuse, rate=60.0, seconds=5.0, start=now)
     assert sent <= 5 * 20 * 1.5  # paced near the limit, not at the 60 a second offered
+
+
+def test_slots_cut_for_429s_read_as_a_limits_come_back_when_found_refused_at_any_rate() -> None:
+    """30 % refused at random at 50 calls/s: drops read as a rate limit's took a slot each
+    (five to one and a half) and the slots stayed cut after the trial undid the rate's cut;
+    calls queued out of their 2 s deadline. The verdict now gives them back."""
+    limit = ConcurrencyLimit()
+    limit.on_served(0.0, sent_with=4)
+    assert limit.on_drop(0.1, inflight=5, sent_with=6)  # a cap's evidence: not forgiven
+    engaged = limit.limit
+    for n, at in enumerate((2.0, 2.1, 2.2)):
+        limit.on_drop(at, inflight=5 - n, sent_with=5 - n, rate_shaped=True)
+    assert limit.limit < engaged - 2
+    limit.forgive_rate_cuts()
+    assert limit.limit == engaged
+    limit.on_drop(9.0, inflight=8, sent_with=9)  # a cut that is no rate limit's
+    cut = limit.limit
+    limit.forgive_rate_cuts()
+    assert limit.limit == cut  # nothing to give back
+
+
+def test_a_retry_waits_ahead_of_calls_that_began_after_it() -> None:
+    """Within a priority, the call that began first is admitted first: a retry does not go
+    to the back of the line behind calls that arrived while it backed off."""
+    state = TargetPressure(KEY, now=0.0)
+    newer = state.enqueue("interactive", 1.0, since=5.0)
+    retry = state.enqueue("interactive", 1.0, since=1.0)
+    batch = state.enqueue("batch", 1.0, since=0.0)
+    assert state.first_in_line(retry)
+    state.cancel(retry)
+    assert state.first_in_line(newer)
+    state.cancel(newer)
+    assert state.first_in_line(batch)

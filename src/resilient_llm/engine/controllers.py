@@ -338,6 +338,9 @@ class ConcurrencyLimit:
     #: limit then: a refusal that is an episode (see ``_end_refusal``) gives that limit back.
     _refused_since: float | None = None
     _before_refusal: float = math.inf
+    #: The limit before the first drop read as a rate limit's since the last verdict on them
+    #: (``None``: none since): :meth:`forgive_rate_cuts` gives it back.
+    _before_rate_cuts: float | None = None
     #: The most requests in flight (counted as each was sent) with which one was served, in
     #: the stretch of ``SERVED_HOLD`` seconds from ``_served_since`` and in the one before
     #: (from ``_before_since``); each counts for ``2 × SERVED_HOLD`` seconds from its start.
@@ -393,6 +396,8 @@ class ConcurrencyLimit:
             return False
         if self._refused_since is None:
             self._refused_since, self._before_refusal = now, self.limit
+        if rate_shaped and self._before_rate_cuts is None:
+            self._before_rate_cuts = self.limit
         if math.isinf(self.limit):
             # Nor do two or three, before anything was served: a first cut starts from four at
             # least (from so few, a chance refusal, 30 % refused at random, took the limit to
@@ -426,6 +431,15 @@ class ConcurrencyLimit:
             held = max(float(sent_with - 1), self.FEW)
             self.limit = max(self.minimum, min(self.limit, held))
         return True
+
+    def forgive_rate_cuts(self) -> None:
+        """The 429s read as a rate limit's were refused at any rate (``engine.refusals``): the
+        slots their drops took come back. Kept, 30 % refused at random at 50 calls/s took the
+        limit from five to one and a half; it stayed there after the rate's cut was undone,
+        and for a second the calls queued out of their 2 s deadline."""
+        before, self._before_rate_cuts = self._before_rate_cuts, None
+        if before is not None and before > self.limit:
+            self.limit = before
 
     def binds(self, inflight: float, now: float) -> bool:
         """Is a drop with ``inflight`` requests out the limit's own probe for more slots

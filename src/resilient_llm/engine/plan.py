@@ -396,7 +396,8 @@ class Plan:
         """Join ``admit``'s queue: the drivers ask the returned place for their turn."""
         call = self.call
         return AdmissionQueue(admit, call.policy.priority, call.clock,
-                              patience=self._queue_wait, give_up_in=self._give_up_in)
+                              patience=self._queue_wait, give_up_in=self._give_up_in,
+                              since=call.started_at)
 
     def _queue_wait(self, admission: Admission, since: float) -> float | Refused | None:
         """While queued (since ``since``) and not admitted: the seconds to sleep before asking

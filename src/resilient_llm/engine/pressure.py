@@ -154,8 +154,8 @@ class TargetPressure:
 
     # admission
 
-    def enqueue(self, priority: Priority, cost: float) -> Waiter:
-        waiter = Waiter(priority, cost)
+    def enqueue(self, priority: Priority, cost: float, since: float = math.inf) -> Waiter:
+        waiter = Waiter(priority, cost, since)
         with self._lock:
             self._waiting.append(waiter)
             self._waiting.sort(key=lambda w: w.rank)
@@ -502,7 +502,8 @@ class TargetPressure:
                 or self.cubic_rate is not None)
             spent, self._spent = self._spent, False  # (a fleet's share: the pacer's)
             if self.refusals.acquitted(now) and self.cubic_rate is not None:
-                self._forget_cubic(now)  # the cut did not lower the share: refused at any rate
+                self._forget_cubic(now)  # refused at any rate: undo the rate's cut, and
+                self.concurrency.forgive_rate_cuts()  # the slots cut as a rate limit's
             said = spent or (self.pacer is not None and self.pacer.refusing(now))
             engaged = said or self.cubic_rate is not None or self.refusals.limited(now)
             if rate_shaped and not probe and repeated and accepted and engaged \

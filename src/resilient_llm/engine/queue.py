@@ -7,6 +7,7 @@ it says.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from .._clock import Clock
@@ -35,14 +36,15 @@ class AdmissionQueue:
 
     def __init__(self, admit: Admit, priority: Priority, clock: Clock, *,
                  patience: Callable[[Admission, float], float | Refused | None],
-                 give_up_in: Callable[[float], float | None]) -> None:
+                 give_up_in: Callable[[float], float | None],
+                 since: float = math.inf) -> None:
         self._clock = clock
         self._patience = patience
         self._give_up_in = give_up_in
         self.state = admit.state
         self._began = clock.now()
         self._queued = False
-        self.waiter = admit.state.enqueue(priority, admit.cost)
+        self.waiter = admit.state.enqueue(priority, admit.cost, since)
 
     def turn(self) -> Admitted | Refused | float | None:
         """Admitted or :class:`Refused`: the wait is over (a refused request has left the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,10 +23,12 @@ class Waiter:
     ``notify`` when the driver could set one up (else the caller notices at its next poll).
     """
 
-    __slots__ = ("async_event", "cost", "event", "loop_thread", "notify", "priority", "seq")
+    __slots__ = ("async_event", "cost", "event", "loop_thread", "notify", "priority", "seq",
+                 "since")
 
-    def __init__(self, priority: Priority, cost: float) -> None:
+    def __init__(self, priority: Priority, cost: float, since: float = math.inf) -> None:
         self.priority = priority
+        self.since = since
         self.seq = next(_arrivals)
         self.cost = cost
         self.event = threading.Event()
@@ -43,6 +46,7 @@ class Waiter:
                 notify()  # another thread: ask the task's loop to wake it
 
     @property
-    def rank(self) -> tuple[int, int]:
-        """Interactive before batch, then first come first served."""
-        return (0 if self.priority == "interactive" else 1, self.seq)
+    def rank(self) -> tuple[int, float, int]:
+        """Interactive before batch, then the call that began first (a retry is not sent to
+        the back of the line), then first come first served."""
+        return (0 if self.priority == "interactive" else 1, self.since, self.seq)

@@ -90,3 +90,24 @@ def test_closing_an_async_client_sends_nothing_more(flavor: str) -> None:
     sent, outcomes = anyio.run(main)
     assert sent == 3
     assert len(outcomes) == 3 and all(isinstance(o, Exception) for o in outcomes)
+
+
+def test_a_transport_reused_by_a_new_client_after_a_close_serves_it() -> None:
+    """httpx2 lets a transport outlive a client that closed it (its pool opens new
+    connections): a call of the next client is sent, and retried, as before."""
+    import httpx2
+
+    from resilient_llm import ResilientTransport
+    from resilient_llm.testing import FakeClock
+
+    answers = iter([503, 200, 200])
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(next(answers), json={})
+
+    transport = ResilientTransport(httpx2.MockTransport(handler), policy=POLICY,
+                                   clock=FakeClock())  # (no real sleep for the backoff)
+    with httpx2.Client(transport=transport) as first:
+        assert first.get("http://llm.test/v1/models").status_code == 200  # 503, then retried
+    with httpx2.Client(transport=transport) as second:
+        assert second.get("http://llm.test/v1/models").status_code == 200

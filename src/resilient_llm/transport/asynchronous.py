@@ -74,7 +74,7 @@ class AsyncResilientTransport(
         awaited here: one frame less between the caller and the wire)."""
         if self._passes_through():
             return self._inner.handle_async_request(request)
-        plan, outgoing = self._base.start(request)
+        plan, outgoing = self._start(request)
         return self._perform(plan, plan.run(), outgoing, None)
 
     async def _perform(self, plan: Plan, flow: Generator[Action, Reply, None],
@@ -89,7 +89,7 @@ class AsyncResilientTransport(
                 reply: Reply = None
                 try:
                     if isinstance(action, Send):
-                        self._ensure_open()
+                        self._ensure_open(outgoing)
                         request = await outgoing.aprepare(plan.target, action)
                         if vet is not None:
                             reply = vet(await self._attempt(request, plan, action, plan.state))
@@ -342,7 +342,7 @@ class AsyncResilientTransport(
         return response
 
     async def aclose(self) -> None:
-        self._closed = True
+        self._closings += 1
         await self._inner.aclose()
 
 

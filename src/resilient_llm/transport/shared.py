@@ -299,7 +299,9 @@ class WrappingTransport(Generic[InnerT]):
         self._inner: InnerT = inner if inner is not None else type(self)._default_inner()
         self._base = DriverBase(policy=policy, provider=provider, clock=clock, rng=rng,
                                 retry_exceptions=retry_exceptions)
-        self._closed = False
+        #: Times this transport was closed: a call sends nothing once it was closed after
+        #: the call began (a transport reused by a new client after a close still serves it).
+        self._closings = 0
         #: Only requests of a drop-in client's calls are resilient; any other request through
         #: the same ``httpx2`` client (the application's own, an official SDK client sharing
         #: it) is sent as it is, once.
@@ -309,12 +311,17 @@ class WrappingTransport(Generic[InnerT]):
         """Is the request at hand none of a drop-in call's (with ``calls_only``)?"""
         return self._calls_only and current_call() is None
 
-    def _ensure_open(self) -> None:
+    def _ensure_open(self, outgoing: Outgoing) -> None:
         """Before each attempt: a retry, a fallback or a stream's continuation of a call whose
         client was closed meanwhile is not sent (httpx2 checks a call's first request only;
         the closed pool would take the connection, and nobody would ever close it)."""
-        if self._closed:
+        if outgoing.opened != self._closings:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
+
+    def _start(self, request: httpx2.Request) -> tuple[Plan, Outgoing]:
+        plan, outgoing = self._base.start(request)
+        outgoing.opened = self._closings
+        return plan, outgoing
 
     @property
     def inner(self) -> InnerT:
@@ -444,12 +451,14 @@ class Outgoing:
     """The request each attempt sends: the caller's, or a copy rewritten for a fallback's model
     or region (built once per target)."""
 
-    __slots__ = ("_bodies", "_started", "call", "edit", "provider", "request",
+    __slots__ = ("_bodies", "_started", "call", "edit", "opened", "provider", "request",
                  "requested_model")
 
     def __init__(self, request: httpx2.Request, call: Call, provider: str,
                  edit: Callable[[Target, dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.request = request
+        #: The transport's count of closes when the call began (see ``_ensure_open``).
+        self.opened = 0
         self._started = False  # the request as it came (signed by the SDK) not sent yet
         self.call = call
         self.provider = provider

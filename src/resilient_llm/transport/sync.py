@@ -72,7 +72,7 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         if self._passes_through():
             return self._inner.handle_request(request)
-        plan, outgoing = self._base.start(request)
+        plan, outgoing = self._start(request)
         response = self._perform(plan, plan.run(), outgoing, _as_is)
         stream = response.stream
         if isinstance(stream, _SyncStream):
@@ -89,7 +89,7 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
             reply: Reply = None
             try:
                 if isinstance(action, Send):
-                    self._ensure_open()
+                    self._ensure_open(outgoing)
                     reply = vet(self._attempt(outgoing.prepare(plan.target, action), plan,
                                               action, plan.state))
                 elif isinstance(action, Wait):
@@ -236,7 +236,7 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
         return response
 
     def close(self) -> None:
-        self._closed = True
+        self._closings += 1
         self._inner.close()
 
 

@@ -218,3 +218,41 @@ def test_a_process_pool_hands_our_error_back_to_its_parent() -> None:
             pytest.raises(CircuitOpen) as caught:
         pool.submit(_raise_circuit_open).result(timeout=60)
     assert caught.value.target == "m" and caught.value.retry_at == 1.0
+
+
+@pytest.mark.parametrize("flavor", ["openai", "anthropic"])
+@pytest.mark.parametrize("recovery", ["off", "continue"])
+def test_an_error_event_after_output_raises_the_sdks_error_for_it(flavor: str,
+                                                                  recovery: str) -> None:
+    """The official clients raise their own error for an error event in a stream (OpenAI:
+    ``APIError`` with the event's error as ``body``; Anthropic: ``APIStatusError`` for the 200
+    response, the event as ``body``). The drop-ins' ``StreamInterrupted`` for it, recovery off
+    or failed, is that error too (before: the SDK's connection error)."""
+    results = []
+    for official in (True, False):
+        provider = FaultProvider()
+        provider.default = Fault.error_event(after_events=4)
+        http = httpx2.Client(transport=provider.transport())
+        policy = Policy(deadline=10, stream_recovery=recovery, max_attempts=2)
+        if flavor == "openai":
+            client: Any = openai.OpenAI(base_url="http://f.test/v1", api_key="k",
+                                        http_client=http, max_retries=0) if official else \
+                OpenAI(base_url="http://f.test/v1", api_key="k", http_client=http, policy=policy)
+            base: Any = openai.APIError
+            stream = client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
+        else:
+            client = anthropic.Anthropic(base_url="http://f.test", api_key="k",
+                                         http_client=http, max_retries=0) if official else \
+                Anthropic(base_url="http://f.test", api_key="k", http_client=http, policy=policy)
+            base = anthropic.APIStatusError
+            stream = client.messages.create(model="m", max_tokens=50, stream=True,
+                                            messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(base) as caught:
+            for _ in stream:
+                pass
+        error = caught.value
+        results.append((error.body, getattr(error, "status_code", None)))
+        if not official:
+            assert isinstance(error, StreamInterrupted) and error.partial_text
+    assert results[1] == results[0]

@@ -15,12 +15,14 @@ The drop-in modules register their SDK here (``register_sdk``); nothing here imp
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from ._errors import ResilientLLMError, rebuild_error
 
-__all__ = ["SdkErrors", "as_sdk_error", "register_sdk", "request_of", "sdk_errors"]
+__all__ = ["SdkErrors", "as_sdk_error", "register_sdk", "request_of", "sdk_errors",
+           "stream_error_of"]
 
 E = TypeVar("E", bound=ResilientLLMError)
 
@@ -33,6 +35,8 @@ class SdkErrors:
     connection: type[Exception]
     #: It did not complete in time (``APITimeoutError``).
     timeout: type[Exception]
+    #: The error the SDK raises for an error event in a stream (its data, the response).
+    stream_error: Callable[[Any, Any], BaseException] | None = None
 
 
 _SDKS: dict[str, SdkErrors] = {}
@@ -96,6 +100,14 @@ def _attributes_of(sdk: type[BaseException], request: Any) -> dict[str, Any]:
 
 #: What an SDK error says of the provider's answer: nothing, when there was none.
 _ANSWER_FIELDS = frozenset({"body", "code", "param", "type"})
+
+
+def stream_error_of(provider: str | None, event: Any, response: Any) -> BaseException | None:
+    """The error ``provider``'s SDK raises for the error event ``event`` of a stream."""
+    errors = sdk_errors(provider)
+    if errors is None or errors.stream_error is None:
+        return None
+    return errors.stream_error(event, response)
 
 
 def request_of(error: BaseException | None) -> Any:

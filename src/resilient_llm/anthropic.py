@@ -48,8 +48,17 @@ from .dropin.seams import SEAMS
 from .transport import ForeignTransportError
 
 check_sdk_version("anthropic", _anthropic.__version__)
+
+
+def _stream_error(event: Any, response: Any) -> BaseException:
+    """What the SDK raises for ``event: error`` in a stream: its status error for the
+    response (a 200: ``APIStatusError``), with the event as the body."""
+    return _anthropic.APIStatusError(f"{event}", response=response, body=event)
+
+
 register_sdk("anthropic", SdkErrors(connection=_anthropic.APIConnectionError,
-                                    timeout=_anthropic.APITimeoutError))
+                                    timeout=_anthropic.APITimeoutError,
+                                    stream_error=_stream_error))
 
 #: The cloud client classes, each with the first anthropic release that ships it (every one is
 #: in the oldest supported release, so all are exported there and since).

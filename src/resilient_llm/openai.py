@@ -14,7 +14,7 @@ is always off, so attempts never multiply.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._sdk_errors import SdkErrors, register_sdk
 from ._sdk_versions import check_sdk_version, missing_sdk
@@ -28,8 +28,19 @@ from .dropin.base import AsyncDropIn, SyncDropIn, finish_class
 from .dropin.clouds import export_cloud_classes, missing_class
 
 check_sdk_version("openai", _openai.__version__)
+
+
+def _stream_error(event: Any, response: Any) -> BaseException:
+    """What the SDK raises for ``data: {"error": ...}`` in a stream (its ``Stream``'s rule)."""
+    error = event.get("error")
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str) or not message:
+        message = "An error occurred during streaming"
+    return _openai.APIError(message=message, request=response.request, body=error)
+
+
 register_sdk("openai", SdkErrors(connection=_openai.APIConnectionError,
-                                 timeout=_openai.APITimeoutError))
+                                 timeout=_openai.APITimeoutError, stream_error=_stream_error))
 
 #: The cloud client classes, each with the first openai release that ships it (every one is
 #: in the oldest supported release, so all are exported there and since).

@@ -98,6 +98,9 @@ class StreamScanner:
     deltas: int = 0
     sequence: int | None = None
     ids: dict[str, str] = field(default_factory=dict)
+    #: The error event that failed the stream (its parsed data), when one did: the drop-ins
+    #: raise the SDK's own error for it, as the official client does.
+    error_event: Any = None
     #: The wire recognised an event of this stream as one of the kinds it knows.
     known: bool = False
     #: A stream of another kind (another endpoint's events: transcriptions, speech, images,

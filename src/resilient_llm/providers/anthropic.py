@@ -89,6 +89,7 @@ class AnthropicWire:
         scanner.recognised()
         if kind == "error":
             scanner.failure = classify_stream_error(obj)
+            scanner.error_event = obj
         elif kind == "message_stop":
             scanner.terminal = True
         elif kind == "content_block_delta":

@@ -47,6 +47,7 @@ class OpenAIWire:
         if obj.get("error") and not obj.get("choices"):
             scanner.recognised()
             scanner.failure = classify_error_body(None, obj)
+            scanner.error_event = obj
             return
         if "choices" not in obj and obj.get("object") not in _CHUNK_OBJECTS:
             # Transcriptions, speech, images, Assistants runs: events of other kinds.

@@ -309,7 +309,7 @@ class AsyncResilientTransport(
         call = plan.call
         consumer = StreamConsumer(call, self._base.wire,
                                   EventView(response, call.policy.max_response_bytes),
-                                  content_type=content_type(response))
+                                  content_type=content_type(response), response=response)
         inner = response.stream
         assert isinstance(inner, httpx2.AsyncByteStream)
         chunks = inner.__aiter__()

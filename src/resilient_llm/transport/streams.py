@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 import httpx2
 
 from .._errors import StreamInterrupted
-from .._sdk_errors import as_sdk_error, request_of
+from .._sdk_errors import as_sdk_error, request_of, stream_error_of
 from ..engine.call import Call, Send
 from ..engine.classify import (
     STREAM_FAULTS,
@@ -41,12 +41,18 @@ __all__ = ["StreamConsumer"]
 class StreamConsumer:
     """One streamed attempt's bytes, inspected as they arrive (the driver does the reading)."""
 
-    __slots__ = ("billed", "broke", "buffered", "call", "nested", "scanner", "view")
+    __slots__ = ("billed", "broke", "buffered", "call", "event_error", "nested", "response",
+                 "scanner", "view")
 
     def __init__(self, call: Call, wire: Wire,
                  view: Callable[[bytes], Iterable[bytes]] | None = None, *,
-                 content_type: str = "text/event-stream") -> None:
+                 content_type: str = "text/event-stream",
+                 response: httpx2.Response | None = None) -> None:
         self.call = call
+        #: The streamed response (the SDK's error for an error event carries it).
+        self.response = response
+        #: An error event's break, and the SDK's error for it (see :meth:`interrupted`).
+        self.event_error: tuple[FailureClass, BaseException | None] | None = None
         #: Server-sent events, or Amazon's binary framing (Bedrock): the same questions asked
         #: of either (output, end, failure), by the scanner of the response's framing.
         self.scanner = (EventStreamScanner(wire) if is_aws_event_stream(content_type)
@@ -246,8 +252,17 @@ class StreamConsumer:
             attempts=call.record.attempts,
         )
         # Raised through the SDK's stream iterator, where the official client raises its
-        # connection error (its timeout error for a stall): handlers for those catch it.
-        return as_sdk_error(error, provider=call.record.provider, request=request_of(cause),
+        # connection error (its timeout error for a stall; for an error event, the error it
+        # raises for that event): handlers for those catch it.
+        like = None
+        if sent is not None and sent.kind is kind and scanner.error_event is not None \
+                and self.response is not None:
+            like = stream_error_of(call.record.provider, scanner.error_event, self.response)
+            self.event_error = (kind, like)
+        elif self.event_error is not None and self.event_error[0] is kind:
+            like = self.event_error[1]  # the break a failed recovery reports again
+        return as_sdk_error(error, like, provider=call.record.provider,
+                            request=request_of(cause),
                             timed_out=kind is FailureClass.STREAM_STALL)
 
     def report(self, error: StreamInterrupted) -> StreamInterrupted:

@@ -201,7 +201,7 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
         call = plan.call
         consumer = StreamConsumer(call, self._base.wire,
                                   EventView(response, call.policy.max_response_bytes),
-                                  content_type=content_type(response))
+                                  content_type=content_type(response), response=response)
         guard = SyncGuard(response, first_by, "first_token", self._sockets)
         inner = response.stream
         assert isinstance(inner, httpx2.SyncByteStream)

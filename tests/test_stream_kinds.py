@@ -373,3 +373,18 @@ def test_a_cut_stream_raised_as_the_sdks_error_keeps_its_request_as_the_sdk_does
         assert request is not None and request.url.path.endswith(("completions", "messages"))
         results.append(any(KEY in value for value in request.headers.values()))
     assert results[1] == results[0]  # a key kept by neither, or by both (older SDKs)
+
+
+@pytest.mark.parametrize("official", [True, False], ids=["official", "drop-in"])
+def test_a_last_event_without_its_blank_line_is_the_sdks_to_drop(official: bool) -> None:
+    """A body that ends inside an event (no closing blank line): the SSE format drops it, and
+    so do the official SDKs; the drop-in (stream recovery on) hands the bytes over as they
+    came, where it used to close the event itself and deliver one chunk more."""
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
+    last = {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    body = [*sse(chunk, chunk), f"data: {json.dumps(last)}\n".encode()]
+    server = Server(body)
+    client = openai_client(server, official=official)
+    chunks = list(client.chat.completions.create(model="m", messages=[], stream=True))
+    assert [c.choices[0].delta.content for c in chunks] == ["Hi", "Hi"]

@@ -182,8 +182,10 @@ class StreamConsumer:
         return chunk, self.feed(chunk)
 
     def flush_events(self) -> bytes:
-        """The body ended: the last event if it lacked its blank line (see :meth:`feed_events`)."""
-        return self.scanner.events_of(b"\n\n") if self.scanner.pending.strip() else b""
+        """The body ended: the bytes of a last event that lacked its closing blank line, as
+        they came. The SDK decides (the official ones drop such an event, as the SSE format
+        says); :meth:`ended` still reads it for the stream's end."""
+        return self.scanner.pending
 
     def check(self) -> None:
         """Raise the StreamInterrupted of a failure :meth:`feed_events` met."""

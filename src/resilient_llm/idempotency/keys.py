@@ -7,8 +7,10 @@ the same; ``list`` and ``tuple`` are the same; numbers compare by exact value (`
 Python; ``-0.0`` is ``0``; ``bool`` is not a number; NaN equals NaN); strings are NFC-normalised
 (a precomposed ``é`` and ``e`` + combining accent agree; compatibility forms such as ``ﬁ`` do
 not, since NFKC would change meaning); pydantic models, dataclasses and enums reduce to their
-JSON values; ``datetime``, ``date``, ``time`` and ``UUID`` to their ISO/str form; sets are
-unordered. Anything else raises ``TypeError``: pass ``key=`` or ``ignore=``.
+JSON values (a model's secret fields, masked there, by their values: two models that differ
+only in a password are two actions); ``SecretStr``/``SecretBytes`` to their values;
+``datetime``, ``date``, ``time`` and ``UUID`` to their ISO/str form; sets are unordered.
+Anything else raises ``TypeError``: pass ``key=`` or ``ignore=``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretBytes, SecretStr
 
 __all__ = ["arguments_digest", "canonical_arguments", "canonical_json", "derive_key"]
 
@@ -84,8 +86,14 @@ def _canon(value: Any, where: str) -> Any:
         return ["n", _number(value)]
     if isinstance(value, Decimal):
         return ["n", _number(value)]
+    if isinstance(value, (SecretStr, SecretBytes)):
+        return ["secret", _canon(value.get_secret_value(), where)]
     if isinstance(value, BaseModel):
-        return _canon(value.model_dump(mode="json"), where)
+        dumped = _canon(value.model_dump(mode="json"), where)
+        hidden = _secrets_of(value, where)
+        # A secret field's JSON is a mask ("**********"): two models that differ only there
+        # are two actions, so their values count too (a model without one keeps its form).
+        return ["m", dumped, hidden] if hidden else dumped
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _canon({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, where)
     if isinstance(value, Mapping):
@@ -117,6 +125,27 @@ def _canon(value: Any, where: str) -> Any:
         f"argument {where!r} holds a {type(value).__qualname__}, which has no canonical form; "
         "pass key= to derive the key yourself, or ignore= to leave the argument out"
     )
+
+
+def _secrets_of(model: BaseModel, where: str) -> list[Any]:
+    """The values of a model's secret fields, nested models' included, by field path."""
+    found: list[Any] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, (SecretStr, SecretBytes)):
+            found.append([path, _canon(value, where)])
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name, None), f"{path}.{name}")
+        elif isinstance(value, Mapping):
+            for key in sorted(value, key=str):
+                walk(value[key], f"{path}[{key!r}]")
+        elif isinstance(value, (list, tuple)):
+            for n, item in enumerate(value):
+                walk(item, f"{path}[{n}]")
+
+    walk(model, "")
+    return found
 
 
 def _dumps(structure: Any) -> str:

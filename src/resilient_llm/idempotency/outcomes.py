@@ -15,13 +15,23 @@ __all__ = ["decode_error", "encode_error"]
 
 
 def encode_error(exc: BaseException) -> str:
+    """The error as JSON: its class, its ``args`` and the attributes JSON can hold."""
     cls = type(exc)
     args: list[Any] = list(exc.args)
-    try:
-        json.dumps(args, allow_nan=False)
-    except (TypeError, ValueError):
+    if not _storable(args):
         args = [str(exc)]
-    return json.dumps({"type": f"{cls.__module__}:{cls.__qualname__}", "args": args})
+    attrs = {name: value for name, value in vars(exc).items()
+             if not name.startswith("__") and _storable(value)}
+    return json.dumps({"type": f"{cls.__module__}:{cls.__qualname__}", "args": args,
+                       "attrs": attrs})
+
+
+def _storable(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def decode_error(payload: str | None, name: str) -> BaseException:
@@ -37,12 +47,10 @@ def decode_error(payload: str | None, name: str) -> BaseException:
     found: Any = sys.modules.get(module_name)
     for part in qualname.split("."):
         found = getattr(found, part, None)
+    attrs = data.get("attrs")
     exc: BaseException | None = None
     if isinstance(found, type) and issubclass(found, Exception):
-        try:
-            exc = found(*args)
-        except Exception:
-            exc = None
+        exc = _rebuilt(found, args, attrs if isinstance(attrs, dict) else {})
     if exc is None:
         exc = SideEffectFailed(
             f"side effect {name!r} failed earlier with {type_name}; that failure is replayed",
@@ -54,3 +62,22 @@ def decode_error(payload: str | None, name: str) -> BaseException:
             "under the same idempotency key"
         )
     return exc
+
+
+def _rebuilt(cls: type[Exception], args: list[Any], attrs: dict[str, Any]) -> Exception | None:
+    """An error of ``cls`` with ``args`` and ``attrs``, its constructor not run: a custom
+    ``__init__`` would take the recorded message for its own arguments (``code`` became
+    "card declined (insufficient_funds)"), and one with required keyword arguments could not
+    be called at all. Attributes JSON could not hold are missing; ``None`` if it cannot be
+    made."""
+    try:
+        error = cls.__new__(cls, *args)
+        error.args = tuple(args)
+    except Exception:
+        return None
+    for name, value in attrs.items():
+        try:
+            setattr(error, name, value)
+        except Exception:  # a read-only property, a slot it lacks: the rest still counts
+            continue
+    return error

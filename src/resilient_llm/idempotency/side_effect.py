@@ -29,6 +29,7 @@ outcomes: :mod:`resilient_llm.idempotency.outcomes`.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -55,6 +56,7 @@ from ..context.scoping import VarScope
 from ..context.tools import _TOOL_KEY, Budget, current_policy
 from ..stores import Begin, Ledger, open_store
 from ..stores.ledger import within
+from .handoff import Handoff
 from .keys import (
     _fingerprint,
     arguments_digest,
@@ -235,6 +237,14 @@ class _Engine:
     """Everything behind one ``@side_effect`` function: planning, the ledger protocol, drivers."""
 
     def __init__(self, func: Callable[..., Any], options: Options) -> None:
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            # Its body runs only as the caller iterates, after the ledger recorded "done":
+            # the first caller got an empty generator and the effect ran outside the limit.
+            raise TypeError(
+                f"@side_effect cannot wrap the generator function {func.__qualname__}: its "
+                "body runs only while the caller iterates, so it cannot be run once and "
+                "recorded; return a list (or another value) instead"
+            )
         self._func = func
         self._is_async = inspect.iscoroutinefunction(func)
         self._signature = inspect.signature(func)
@@ -348,6 +358,13 @@ class _Engine:
 
     def _next_poll(self, plan: _Plan, delay: float) -> float:
         """How long to sleep before asking again, or raise once the budget is spent."""
+        left = self._still_waiting(plan)
+        return delay if left is None else min(delay, left)
+
+    def _still_waiting(self, plan: _Plan) -> float | None:
+        """The time left to wait for a concurrent execution (``None``: unbounded); once it is
+        spent, the caller's ``DeadlineExceeded`` (not a store that looks unavailable, which
+        the next ``begin`` with no time left would report)."""
         left = plan.budget.left_now()
         if left is not None and left <= 0:
             raise DeadlineExceeded(
@@ -355,7 +372,7 @@ class _Engine:
                 f"same idempotency key: its limit of {plan.budget.limit or 0.0:.3f} s ran out",
                 budget=plan.budget.limit,
             )
-        return delay if left is None else min(delay, left)
+        return left
 
     def _settle(self, plan: _Plan, begun: Begin) -> Any:
         """Turn a non-run answer into the replayed result, or raise."""
@@ -442,6 +459,7 @@ class _Engine:
                 if begun.action != "wait":
                     break
                 clock.sleep(self._next_poll(plan, delay))
+                self._still_waiting(plan)
                 delay = min(delay * 2, _MAX_POLL)
         except IdempotencyStoreUnavailable as exc:
             self._unavailable(plan, exc)
@@ -504,6 +522,50 @@ class _Engine:
             except IdempotencyStoreUnavailable as exc:
                 self._store_failed(plan, what, exc)
 
+    async def _abegin(self, plan: _Plan) -> Begin:
+        """``ledger.begin`` for an async caller, whose claim is never lost to a cancellation.
+
+        A cancelled caller stops waiting, but the store's I/O (on a worker thread) runs to
+        its end: a claim it made is then freed (the effect did not run). Before, the claim
+        held the key for its whole lease, and the retry read "outcome unknown"."""
+        import anyio.lowlevel
+        import anyio.to_thread
+
+        ledger = plan.ledger
+        begin = functools.partial(within, _io_end(plan), ledger.begin, plan.key,
+                                  plan.fingerprint, lease=plan.lease, takeover=plan.takeover)
+        if not ledger.blocking:
+            begun: Begin = begin()
+            try:
+                await anyio.lowlevel.checkpoint()  # a cancellation that is already due
+            except BaseException:
+                if begun.action == "run":
+                    await self._release(plan, begun)
+                raise
+            return begun
+        handoff: Handoff[Begin] = Handoff()
+
+        def work() -> Begin:
+            answer: Begin = begin()
+            if not handoff.deliver(answer) and answer.action == "run":  # the caller left
+                with contextlib.suppress(IdempotencyStoreUnavailable):
+                    within(_io_end(plan, _RECORD_FLOOR), ledger.fail, plan.key,
+                           cast(str, answer.token), "", retryable=True)
+            return answer
+
+        try:
+            return await anyio.to_thread.run_sync(work)
+        except BaseException:
+            answer = handoff.leave()  # (delivered before the caller left, or never)
+            if answer is not None and answer.action == "run":
+                await self._release(plan, answer)
+            raise
+
+    async def _release(self, plan: _Plan, begun: Begin) -> None:
+        """Free a claim whose effect did not run (the next call may run it)."""
+        await self._aquietly(plan, "release", plan.ledger.fail, plan.key,
+                             cast(str, begun.token), "", retryable=True)
+
     async def _acall(self, run_id: str | None, call_id: str | None, args: Sequence[Any],
                      kwargs: Mapping[str, Any]) -> Any:
         plan = self._plan(run_id, call_id, args, kwargs)
@@ -517,12 +579,12 @@ class _Engine:
             plan.identify(secret, self.name)
             delay = _FIRST_POLL
             while True:
-                begun = await self._io(plan, ledger.begin, plan.key, plan.fingerprint,
-                                       lease=plan.lease, takeover=plan.takeover)
+                begun = await self._abegin(plan)
                 if begun.action != "wait":
                     break
                 await clock.asleep(self._next_poll(plan, delay))
                 await anyio.lowlevel.checkpoint()
+                self._still_waiting(plan)
                 delay = min(delay * 2, _MAX_POLL)
         except IdempotencyStoreUnavailable as exc:
             self._unavailable(plan, exc)

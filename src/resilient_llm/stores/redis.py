@@ -12,6 +12,7 @@ fleet. The ``{KEY}`` hash tag keeps both keys in one Redis Cluster slot.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import secrets
 import threading
@@ -161,13 +162,14 @@ class RedisLedger:
         record = f"{self._prefix}{{{key}}}"
         return [record, record + ":lease"]
 
-    def _call(self, work: Callable[[], _T]) -> _T:
+    def _call(self, work: Callable[[], _T], *,
+              late: Callable[[_T], None] | None = None) -> _T:
         """Run ``work`` against Redis, ending by the caller's deadline.
 
         redis-py's socket timeouts are fixed per connection, so under a deadline the work runs
         on a helper thread and the caller stops waiting when the deadline comes; the thread
-        ends within the socket timeouts. Every script is safe to send again with its token, so
-        an answer lost this way is recovered by the next call.
+        ends within the socket timeouts. ``late`` gets the answer the caller stopped waiting
+        for, if one comes (on the helper thread): what the work did must not be lost.
         """
         from redis.exceptions import RedisError
 
@@ -190,6 +192,8 @@ class RedisLedger:
             try:
                 return future.result(timeout=limit)
             except TimeoutError:
+                if late is not None:
+                    future.add_done_callback(functools.partial(_answered_late, late))
                 raise IdempotencyStoreUnavailable(
                     f"idempotency store {self._url} did not answer within the {limit:.2f} s "
                     "left of the caller's deadline"
@@ -218,10 +222,19 @@ class RedisLedger:
             lost = self._call(self._lost_history)
             if lost is not None:
                 return Begin("lost", detail=lost)
+        def release(answer: tuple[Any, ...]) -> None:
+            # The caller was told the effect did not run: a claim that came anyway is freed,
+            # or it would hold the key until its lease ran out and then read as "outcome
+            # unknown" although nothing ran.
+            if answer[0] == "run":
+                with contextlib.suppress(Exception):
+                    self._finish_script(keys=self._keys(key),
+                                        args=[token, "", "", self._retention_ms])
+
         action, attempt, payload = self._call(lambda: self._begin(
             keys=self._keys(key),
             args=[fingerprint, token, lease_ms, self._retention_ms, "1" if takeover else "0"],
-        ))
+        ), late=release)
         attempt = int(attempt)
         if action == "run":
             return Begin("run", token=token, attempt=attempt)
@@ -246,11 +259,15 @@ class RedisLedger:
         the key after checking the side effects in flight.
         """
         client, name = self._client, self.epoch_key
+        # The epoch this ledger knew before reading: another thread may adopt one meanwhile,
+        # and a marker read as absent before that is no marker that vanished (a fresh ledger
+        # used by 16 threads at once marked itself lost, failing every worker closed).
+        known = self._epoch
         stored = _text(client.get(name))
-        if stored is None and self._epoch is None:
+        if stored is None and known is None:
             client.set(name, secrets.token_hex(16), nx=True)
             stored = _text(client.get(name))
-        if stored == "lost" or stored is None or (self._epoch not in (None, stored)):
+        if stored == "lost" or stored is None or (known not in (None, stored)):
             self._mark_lost()  # adopt the next epoch once an operator deleted the marker
             return ("Redis lost its history (restarted without persistence, flushed or "
                     f"replaced): the epoch marker {name} is gone or changed")
@@ -315,6 +332,11 @@ class RedisLedger:
 
     def __repr__(self) -> str:
         return f"RedisLedger({self._url!r})"
+
+
+def _answered_late(late: Callable[[Any], None], future: Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        late(future.result())
 
 
 def _text(value: Any) -> str | None:

@@ -204,10 +204,10 @@ def test_an_assistants_run_reaches_the_caller_event_by_event() -> None:
 def test_a_legacy_completion_stream_keeps_its_text_and_completes() -> None:
     scanner = StreamScanner(OPENAI)
     scanner.feed(LEGACY[0])
-    assert scanner.committed and not scanner.complete and not scanner.opaque
+    assert (scanner.committed, scanner.complete, scanner.opaque) == (True, False, False)
     for chunk in LEGACY[1:]:
         scanner.feed(chunk)
-    assert scanner.complete and scanner.failure is None and not scanner.resumable
+    assert (scanner.complete, scanner.failure, scanner.resumable) == (True, None, False)
 
 
 def test_a_stream_whose_first_event_is_no_messages_event_is_another_kind() -> None:
@@ -215,9 +215,9 @@ def test_a_stream_whose_first_event_is_no_messages_event_is_another_kind() -> No
     events, a beta endpoint's) commits at its first event and is complete where it ends."""
     scanner = StreamScanner(ANTHROPIC)
     scanner.feed(b'event: ping\ndata: {"type": "ping"}\n\n')
-    assert not scanner.committed  # a keep-alive says nothing of the kind
+    assert (scanner.committed, scanner.opaque) == (False, False)  # a keep-alive: nothing
     scanner.feed(b'event: completion\ndata: {"type": "completion", "completion": "Hi"}\n\n')
-    assert scanner.opaque and scanner.committed and scanner.complete
+    assert (scanner.opaque, scanner.committed, scanner.complete) == (True, True, True)
     scanner.feed(b'event: error\ndata: {"type": "error", "error": {"type": "api_error"}}\n\n')
     assert scanner.failure is None  # the SDK reads it, and raises as the official client does
 

@@ -401,6 +401,23 @@ def test_unreachable_redis_falls_back_with_one_warning(
     assert fleet is not None and fleet.mode == "local"
 
 
+def test_a_redis_client_failing_outside_its_own_errors_is_redis_down(
+    links: list[Link], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cluster node that serves no slot yet makes redis-py raise ``IndexError`` while it
+    connects: every call failed with it. It is Redis being down: local pacing."""
+    w = _worker("redis://127.0.0.1:1/0", _key("noslots"), links)
+
+    def no_slots(self: Link) -> None:
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(Link, "_connect", no_slots)
+    w.observe(RateLimits(40, 20, 0.5), None, time.monotonic())
+    assert all(_admit_now(w) for _ in range(3))
+    fleet = w.snapshot(time.monotonic()).fleet
+    assert fleet is not None and fleet.mode == "local"
+
+
 def test_a_hung_redis_costs_at_most_the_operation_timeout(links: list[Link]) -> None:
     """A server that accepts connections and never answers: bounded by OP_TIMEOUT."""
     with socket.socket() as server:
@@ -556,3 +573,52 @@ def test_killing_redis_mid_run_fails_no_call() -> None:
     # client meets 38 % in benchmarks/fleet.py). Since first retries wait what the official
     # SDK's do (at most 0.5 s, not up to 2 s), those 429s' retries come back sooner.
     assert throttled <= 0.1 * len(provider.requests)
+
+
+def test_a_redis_clock_that_steps_back_does_not_lock_the_fleet_out(
+    redis_url: str, links: list[Link],  # noqa: F811
+) -> None:
+    """The rate state's instants read an hour ahead (Redis' clock stepped back: NTP, a
+    failover to a replica whose clock is behind): every call was refused for the hour, and
+    still after the keys were gone (one empty refill's wait held the worker). The state is read
+    as an empty bucket and written back; calls are admitted within the pace."""
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    others = set(client.scan_iter("rllm:*:rate"))  # (other tests' targets: left alone)
+    key = _key("clock")
+    worker = _worker(redis_url, key, links)
+    worker.observe(RateLimits(20, 10, 0.5), None, time.monotonic())
+    for _ in range(100):  # the fleet starts without credit: the first permit comes paced
+        if _admit_now(worker):
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail("no first admission")
+    rate_keys = [k for k in client.scan_iter("rllm:*:rate")
+                 if k not in others and client.hget(k, "ra")]
+    assert rate_keys
+    for name in rate_keys:
+        client.hset(name, "ra", f"{float(client.hget(name, 'ra') or 0) + 3600:.6f}")
+    began = time.monotonic()
+    admitted = 0
+    while time.monotonic() - began < 3.0 and admitted < 5:  # bounded
+        admitted += _admit_now(worker)
+        time.sleep(0.02)
+    assert admitted == 5 and time.monotonic() - began < 3.0
+    assert all(float(client.hget(k, "ra") or 0) < time.time() + 60 for k in rate_keys)
+
+
+def test_a_half_open_probe_holds_the_fleet_for_seconds_not_for_its_callers_deadline(
+    links: list[Link],
+) -> None:
+    """A probe that hangs, or whose worker died, kept every other worker from probing for the
+    caller's whole deadline (61 s at the default 600 s) while the target served again."""
+    from resilient_llm import deadline
+    from resilient_llm.fleet.tuning import PROBE_HOLD_MOST
+
+    breaker = _worker("redis://127.0.0.1:1/0", _key("hold"), links).breaker
+    with deadline(600):
+        assert breaker._hold() <= PROBE_HOLD_MOST + 1.0
+    with deadline(2):
+        assert breaker._hold() <= max(breaker.thresholds.break_for, 2.0) + 1.0

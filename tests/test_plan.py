@@ -372,7 +372,8 @@ def test_a_call_behind_others_on_a_paced_primary_moves_on_at_once_when_their_tur
         plan, states = _plan(clock, fallbacks=fallbacks)
         primary = states["m"]
         primary.observe(RateLimits(limit=10, remaining=1, reset=2.0), None, now=clock.now())
-        ahead = [primary.enqueue("interactive", 0.0) for _ in range(2)]
+        ahead = [primary.enqueue("interactive", 0.0, since=clock.now() - 1.0)  # began earlier
+                 for _ in range(2)]
         if fallbacks:
             result, actions = _drive(plan, _script(None), clock, queue=True)
             assert result == "response from f #1"

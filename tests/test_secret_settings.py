@@ -79,6 +79,10 @@ def test_redact_url_hides_every_credential() -> None:
     assert redact_url("redis://h/0?password=pw&db=1") == "redis://h/0?password=***&db=1"
     assert redact_url("redis://u:p@ss@h/0") == "redis://u:***@h/0"
     assert redact_url("memory") == "memory"
+    # a password its writer did not percent-encode ("/" and "?" are common in base64 ones)
+    assert redact_url("redis://app:a/Pw0rd@h:6379/0") == "redis://app:***@h:6379/0"
+    assert redact_url("redis://app:a?b@h:6379/0?password=x") == "redis://app:***@h:6379/0?password=***"
+    assert redact_url("redis://h:6379/0?note=a@b") == "redis://h:6379/0?note=a@b"  # no userinfo
 
 
 def test_policy_shows_no_secret(authed_redis: str, tmp_path: Path) -> None:

@@ -23,12 +23,20 @@ def redact_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    # The userinfo ends at the last "@" that no query parameter holds. A password may hold
+    # "/" or "?" that its writer did not percent-encode (a base64 one often does): cutting
+    # the authority at the first of those first showed such a password whole.
+    at = rest.rfind("@")
+    while at >= 0 and "=" in rest[:at]:
+        at = rest.rfind("@", 0, at)
+    if at >= 0:
+        user, colon, _password = rest[:at].partition(":")
+        shown = _MASK if "/" in user or "?" in user else (f"{user}:{_MASK}" if colon else _MASK)
+        rest = f"{shown}@{rest[at + 1:]}"
+        at = len(shown)
+    cut = min((i for i in (rest.find("/", at + 1), rest.find("?", at + 1)) if i >= 0),
+              default=len(rest))
     authority, tail = rest[:cut], rest[cut:]
-    if "@" in authority:
-        userinfo, _, host = authority.rpartition("@")
-        user, colon, _password = userinfo.partition(":")
-        authority = f"{user}:{_MASK}@{host}" if colon else f"{_MASK}@{host}"
     path, qmark, query = tail.partition("?")
     if qmark:
         query = "&".join(_redact_param(item) for item in query.split("&"))

@@ -25,7 +25,7 @@ from ..engine.classify import Failure, FailureClass
 from .link import Link, call_budget
 from .scripts import FAIL, OPEN, PROBE, RELEASE, RESULT, STATE
 from .stats import COUNTERS
-from .tuning import BREAKER_CHECK_EVERY, IDLE_TTL, PROBE_POLL
+from .tuning import BREAKER_CHECK_EVERY, IDLE_TTL, PROBE_HOLD_MOST, PROBE_POLL
 
 __all__ = ["FleetBreaker"]
 
@@ -186,7 +186,8 @@ class FleetBreaker:
     def _hold(self) -> float:
         """How long a probe may stay out before someone else may probe."""
         left = call_budget()
-        return max(self.thresholds.break_for, min(left if left is not None else 60.0, 60.0)) + 1.0
+        most = min(left if left is not None else PROBE_HOLD_MOST, PROBE_HOLD_MOST)
+        return max(self.thresholds.break_for, most) + 1.0
 
     def _ask_probe(self, now: float) -> bool:
         result = self._link.call(PROBE, [self._key], [self._link.worker,

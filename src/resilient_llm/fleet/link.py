@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any, TypeVar
 
+from .._errors import ConfigError
 from .._instances import Instances
 from .scripts import SCRIPTS, Script
 from .stats import COUNTERS
@@ -130,6 +131,11 @@ class Link:
             result = self._connected()[script.name](keys=keys, args=args)
         except (RedisError, OSError) as exc:
             self._failed(exc)
+            return UNANSWERED
+        except ConfigError:
+            raise  # the URL contradicts the node (names it): the caller's to fix
+        except Exception as exc:  # redis-py's own failures beyond its errors: a cluster node
+            self._failed(exc)     # that serves no slot yet raised IndexError on every call
             return UNANSWERED
         finally:
             if probe:

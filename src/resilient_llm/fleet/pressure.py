@@ -30,6 +30,9 @@ from .tuning import IDLE_TTL, REFUSAL_MEMORY, TAU_UNKNOWN, THROTTLE_COOLDOWN
 
 __all__ = ["FleetPressure", "FleetSnapshot", "LeasePacer", "fleet_pressure"]
 
+#: The longest wait one empty refill makes the pool hold before asking the fleet again.
+_MOST_HINT = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class FleetSnapshot:
@@ -203,7 +206,10 @@ class LeasePacer:
         self._learn_refusals(result.refusing, result.since_cut, now)
         if granted < 1:
             COUNTERS.add("empty_refills")
-            pool.hint_until = now + rtt + result.wait * self._rng.uniform(1.0, 1.1)
+            # (asked again within a few seconds at most: no single answer keeps the target
+            # unadmitted for long, whatever the fleet's state says)
+            wait = min(result.wait, _MOST_HINT)
+            pool.hint_until = now + rtt + wait * self._rng.uniform(1.0, 1.1)
             return
         pool.hint_until = -math.inf
         tokens = granted * per_call if result.tokens_paced else math.inf

@@ -21,6 +21,7 @@ __all__ = [
     "MIN_RATE",
     "OP_TIMEOUT",
     "PROBE_EVERY",
+    "PROBE_HOLD_MOST",
     "PROBE_POLL",
     "REFUSAL_LEAST",
     "REFUSAL_MEMORY",
@@ -56,6 +57,10 @@ PROBE_EVERY = 1.0
 BREAKER_CHECK_EVERY = 0.1
 #: How often a worker asks again while another worker holds the half-open probe, seconds.
 PROBE_POLL = 0.25
+#: The longest a half-open probe holds the fleet's probe before another worker may probe,
+#: seconds (plus one). A probe that hangs, or whose worker died, held every worker's calls
+#: for the caller's whole deadline (61 s at the default) while the target served again.
+PROBE_HOLD_MOST = 10.0
 #: Largest lease, permits.
 MAX_LEASE = 1000
 

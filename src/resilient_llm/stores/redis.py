@@ -198,7 +198,8 @@ class RedisLedger:
                     f"idempotency store {self._url} did not answer within the {limit:.2f} s "
                     "left of the caller's deadline"
                 ) from None
-        except RedisError as exc:
+        except (RedisError, IndexError) as exc:  # (a cluster node serving no slot yet:
+            # redis-py's IndexError; the ledger fails closed as for any unreachable store)
             assert self._target is not None or self._client is not None
             what = (describe_redis_failure(exc, self._target) if self._target is not None
                     else f"{type(exc).__name__}: {exc}")

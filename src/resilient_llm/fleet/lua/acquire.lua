@@ -60,9 +60,22 @@ local function start(x, k)
   return s
 end
 local dims = {}
-local function stored(v) if v then return math.max(tonumber(v), now) end end
-if r then dims[#dims + 1] = dim(stored(f.ra), r, 1, num(ARGV[10])) end
-if rt then dims[#dims + 1] = dim(stored(f.ta), rt, per_call, num(ARGV[11])) end
+-- A stored state no grant could have left (past an empty bucket plus the longest lease ahead)
+-- comes from a clock that stepped back (NTP, a failover to a replica whose clock is behind):
+-- kept, it refused every call for the step's length. It is read, and written back, as an
+-- empty bucket.
+local function stored(field, rate, units)
+  local v = num(f[field])
+  if not v then return nil end
+  local empty = now + math.max(units, rate * tau) / rate
+  if v > empty + tau + 1 then
+    v = empty
+    redis.call('HSET', rk, field, fmt(v))
+  end
+  return math.max(v, now)
+end
+if r then dims[#dims + 1] = dim(stored('ra', r, 1), r, 1, num(ARGV[10])) end
+if rt then dims[#dims + 1] = dim(stored('ta', rt, per_call), rt, per_call, num(ARGV[11])) end
 local fair = want
 if r or rt then
   local calls = r or rt / per_call

@@ -33,6 +33,12 @@ local function pace(key, f, now)
   local rt = tr and HEADROOM * tr
   local recovering = false
   local ct = num(f.ct)
+  if ct and ct > now then
+    -- A cut "in the future": Redis' clock stepped back (NTP, a failover to a replica whose
+    -- clock is behind). Read as made now, or CUBIC would sit at its floor until then.
+    ct = now
+    redis.call('HSET', key, 'ct', fmt(now))
+  end
   if ct then
     local w = num(f.cw, FLOOR)
     local c = C3 * (now - ct - num(f.ck, 0)) ^ 3 + w

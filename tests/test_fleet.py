@@ -418,6 +418,36 @@ def test_a_redis_client_failing_outside_its_own_errors_is_redis_down(
     assert fleet is not None and fleet.mode == "local"
 
 
+def test_a_slow_connect_holds_only_the_caller_making_it(
+    links: list[Link], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name server slow to answer (the connect timeout does not cover the lookup): the one
+    caller connecting waits; every other finds the link "not yet" at once and paces locally.
+    Before, they all queued behind the link's lock for the whole lookup."""
+    from resilient_llm.fleet.scripts import STATE
+
+    link = Link("redis://redis.internal:6379/0")
+    links.append(link)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_connect(self: Link) -> None:
+        entered.set()
+        release.wait(5)
+        raise OSError("name resolution timed out")
+
+    monkeypatch.setattr(Link, "_connect", slow_connect)
+    first = threading.Thread(target=lambda: link.call(STATE, ["k"], ["10"]))
+    first.start()
+    try:
+        assert entered.wait(5)
+        began = time.monotonic()
+        assert link.call(STATE, ["k"], ["10"]) is None
+        assert time.monotonic() - began < 0.5
+    finally:
+        release.set()
+        first.join()
+
+
 def test_a_hung_redis_costs_at_most_the_operation_timeout(links: list[Link]) -> None:
     """A server that accepts connections and never answers: bounded by OP_TIMEOUT."""
     with socket.socket() as server:

@@ -33,6 +33,10 @@ R = TypeVar("R")
 UNANSWERED: Any = object()
 
 
+class _Connecting(Exception):
+    """Another caller is connecting the link (see ``Link._connected``)."""
+
+
 def call_budget() -> float | None:
     """Seconds the current call has left (the tighter of its own deadline and any scope)."""
     from ..context.deadline import remaining
@@ -70,6 +74,7 @@ class Link:
         self._lock = threading.Lock()
         self._retry_at = 0.0
         self._probing = False
+        self._connecting = False
         self._down_since = 0.0
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
@@ -132,6 +137,8 @@ class Link:
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return UNANSWERED
+        except _Connecting:
+            return UNANSWERED  # another caller is connecting: pace locally meanwhile
         except ConfigError:
             raise  # the URL contradicts the node (names it): the caller's to fix
         except Exception as exc:  # redis-py's own failures beyond its errors: a cluster node
@@ -148,11 +155,22 @@ class Link:
 
     def _connected(self) -> dict[str, Any]:
         """The scripts, connecting first if needed (the node is asked whether it is a cluster
-        node, so connecting is I/O and can fail like any operation)."""
+        node, so connecting is I/O and can fail like any operation). One caller connects,
+        outside the lock; others meanwhile get :class:`_Connecting` (their target paces
+        locally): a name server slow to answer held every thread behind the lock for
+        seconds, past their deadlines (the connect timeout does not cover the lookup)."""
         with self._lock:
-            if self._client is None:
-                self._connect()
-            return self._scripts
+            if self._client is not None:
+                return self._scripts
+            if self._connecting:
+                raise _Connecting
+            self._connecting = True
+        try:
+            self._connect()
+        finally:
+            with self._lock:
+                self._connecting = False
+        return self._scripts
 
     def _failed(self, exc: BaseException) -> None:
         COUNTERS.add("errors")

@@ -223,6 +223,7 @@ class RedisLedger:
             lost = self._call(self._lost_history)
             if lost is not None:
                 return Begin("lost", detail=lost)
+
         def release(answer: tuple[Any, ...]) -> None:
             # The caller was told the effect did not run: a claim that came anyway is freed,
             # or it would hold the key until its lease ran out and then read as "outcome

@@ -249,7 +249,9 @@ def test_overload_answers_at_random_do_not_hold_calls_in_the_client(
     assert all(error.status_code == 529 for error in failures)
     assert len(failures) <= 2
     held = [wait for wait in waits if wait > 0.05]
-    assert len(held) <= 4 and max(waits) < 0.3, f"calls waited in the client: {held}"
+    # At most the first wave (a call per thread) waits, and for one round trip at most: a
+    # limit the first refusals engaged lets go once the first answers came.
+    assert len(held) <= 8 and max(waits) < 0.3, f"calls waited in the client: {held}"
 
 
 def test_429s_a_provider_gives_at_random_are_retried_not_paced(

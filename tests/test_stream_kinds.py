@@ -94,28 +94,21 @@ class Server:
         return handle
 
 
-def openai_client(server: Server, *, official: bool, asynchronous: bool = False) -> Any:
+def client_for(flavor: str, server: Server, *, official: bool,
+               asynchronous: bool = False) -> Any:
+    """An official or drop-in client of ``flavor`` (``openai``, ``anthropic``) on ``server``."""
     transport = httpx2.MockTransport(server.handler(asynchronous))
     http: Any = httpx2.AsyncClient(transport=transport) if asynchronous \
         else httpx2.Client(transport=transport)
-    options: dict[str, Any] = {"api_key": KEY, "base_url": "http://llm.test/v1",
-                               "http_client": http}
-    if official:
-        cls: Any = openai.AsyncOpenAI if asynchronous else openai.OpenAI
-        return cls(max_retries=0, **options)
-    return (AsyncOpenAI if asynchronous else OpenAI)(policy=POLICY, **options)
-
-
-def anthropic_client(server: Server, *, official: bool, asynchronous: bool = False) -> Any:
-    transport = httpx2.MockTransport(server.handler(asynchronous))
-    http: Any = httpx2.AsyncClient(transport=transport) if asynchronous \
-        else httpx2.Client(transport=transport)
-    options: dict[str, Any] = {"api_key": KEY, "base_url": "http://llm.test",
-                               "http_client": http}
-    if official:
-        cls: Any = anthropic.AsyncAnthropic if asynchronous else anthropic.Anthropic
-        return cls(max_retries=0, **options)
-    return (AsyncAnthropic if asynchronous else Anthropic)(policy=POLICY, **options)
+    options: dict[str, Any] = {"api_key": KEY, "http_client": http}
+    if flavor == "openai":
+        options["base_url"] = "http://llm.test/v1"
+        kinds: Any = ((openai.OpenAI, openai.AsyncOpenAI), (OpenAI, AsyncOpenAI))
+    else:
+        options["base_url"] = "http://llm.test"
+        kinds = ((anthropic.Anthropic, anthropic.AsyncAnthropic), (Anthropic, AsyncAnthropic))
+    cls = kinds[0 if official else 1][1 if asynchronous else 0]
+    return cls(max_retries=0, **options) if official else cls(policy=POLICY, **options)
 
 
 def run_events(client: Any) -> list[str]:
@@ -144,7 +137,7 @@ def test_a_stream_of_another_endpoints_events_is_delivered_from_one_request(
     results = []
     for official in (True, False):
         server = Server(chunks)
-        results.append((read(openai_client(server, official=official)), server.requests))
+        results.append((read(client_for("openai", server, official=official)), server.requests))
     assert results[1] == results[0]
     assert results[0][1] == 1 and len(results[0][0]) == len(chunks)
 
@@ -152,7 +145,7 @@ def test_a_stream_of_another_endpoints_events_is_delivered_from_one_request(
 def test_a_transcription_streams_from_one_request_async_too() -> None:
     async def consume(official: bool) -> tuple[list[str], int]:
         server = Server(TRANSCRIPT)
-        client = openai_client(server, official=official, asynchronous=True)
+        client = client_for("openai", server, official=official, asynchronous=True)
         stream = await client.audio.transcriptions.create(
             model="gpt-4o-transcribe", file=("a.wav", b"RIFF0000WAVE"), stream=True)
         return [event.type async for event in stream], server.requests
@@ -166,7 +159,7 @@ def test_a_legacy_completions_text_reaches_the_caller_as_it_arrives(asynchronous
     """A legacy completion's text is output (the stream commits at its first chunk): before,
     nothing reached the caller until the last chunk's finish reason."""
     server = Server(LEGACY, gate=True)
-    client = openai_client(server, official=False, asynchronous=asynchronous)
+    client = client_for("openai", server, official=False, asynchronous=asynchronous)
     gate = server.gate
     assert gate is not None
     if not asynchronous:
@@ -188,7 +181,7 @@ def test_a_legacy_completions_text_reaches_the_caller_as_it_arrives(asynchronous
 
 def test_an_assistants_run_reaches_the_caller_event_by_event() -> None:
     server = Server(RUN, gate=True)
-    client = openai_client(server, official=False)
+    client = client_for("openai", server, official=False)
     assert server.gate is not None
     with pytest.warns(DeprecationWarning):
         stream = client.beta.threads.runs.create("thread_1", assistant_id="asst_1", stream=True)
@@ -278,7 +271,7 @@ def test_a_crlf_stream_read_in_pieces_gives_the_official_clients_text(
     a text delta was lost without a word (the stream still looked complete)."""
     def text(official: bool) -> tuple[str, int]:
         server = Server(split_at_cr(ANTHROPIC_CRLF))
-        client = anthropic_client(server, official=official, asynchronous=asynchronous)
+        client = client_for("anthropic", server, official=official, asynchronous=asynchronous)
         params: Any = {"model": "claude-x", "max_tokens": 20,
                        "messages": [{"role": "user", "content": "hi"}]}
         if not asynchronous:
@@ -385,6 +378,6 @@ def test_a_last_event_without_its_blank_line_is_the_sdks_to_drop(official: bool)
     last = {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
     body = [*sse(chunk, chunk), f"data: {json.dumps(last)}\n".encode()]
     server = Server(body)
-    client = openai_client(server, official=official)
+    client = client_for("openai", server, official=official)
     chunks = list(client.chat.completions.create(model="m", messages=[], stream=True))
     assert [c.choices[0].delta.content for c in chunks] == ["Hi", "Hi"]

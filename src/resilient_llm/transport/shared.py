@@ -306,6 +306,10 @@ class WrappingTransport(Generic[InnerT]):
         #: the same ``httpx2`` client (the application's own, an official SDK client sharing
         #: it) is sent as it is, once.
         self._calls_only = calls_only
+        self._ready()
+
+    def _ready(self) -> None:
+        """A driver's own state for the wrapped pool, made once it is configured (none here)."""
 
     def _passes_through(self) -> bool:
         """Is the request at hand none of a drop-in call's (with ``calls_only``)?"""

@@ -13,9 +13,7 @@ from collections.abc import Callable, Generator, Iterator
 
 import httpx2
 
-from .._clock import SYSTEM_CLOCK, SYSTEM_RANDOM, Clock, RandomSource
 from .._errors import ResponseTooLarge, StreamInterrupted
-from .._policy import Policy
 from ..engine.call import Send, Wait
 from ..engine.classify import Failure, classify_status, deadline_failure
 from ..engine.plan import Action, Admit, Admitted, Failed, Plan, Refused, Reply, Served
@@ -50,23 +48,14 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
     this transport each form their own call under ``policy`` (default ``Policy.from_env()``).
     ``retry_exceptions`` accepts exceptions other than httpx2's that ``inner`` may raise and
     that should be retried as connection failures (the drop-ins pass their SDK's own rule).
+    ``calls_only``: only requests of a drop-in client's calls are made resilient, any other
+    goes out as it is, once (the drop-ins set it on the ``http_client`` they wrap, which the
+    application may use for its own requests too).
     """
 
     _default_inner = httpx2.HTTPTransport
 
-    def __init__(
-        self,
-        inner: httpx2.BaseTransport | None = None,
-        *,
-        policy: Policy | None = None,
-        provider: str = "openai",
-        clock: Clock = SYSTEM_CLOCK,
-        rng: RandomSource = SYSTEM_RANDOM,
-        retry_exceptions: Callable[[Exception], bool] | None = None,
-        calls_only: bool = False,
-    ) -> None:
-        super().__init__(inner, policy=policy, provider=provider, clock=clock, rng=rng,
-                         retry_exceptions=retry_exceptions, calls_only=calls_only)
+    def _ready(self) -> None:
         self._sockets = KnownSockets()  # the wrapped pool's connections, for the guards
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:

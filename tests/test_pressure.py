@@ -33,6 +33,7 @@ from resilient_llm.providers._ratelimits import (
     parse_go_duration,
     parse_openai,
 )
+from tests.refusal_windows import limit_windows
 
 KEY = TargetKey.of("https://api.test:443", "sk-secret", "gpt-4.1")
 
@@ -462,6 +463,7 @@ def test_a_429s_retry_after_drains_the_pacer_for_at_most_half_the_deadline_that_
     for patience, due in ((1.0, 0.5), (None, 3600.0)):
         state = TargetPressure(KEY, now=0.0)
         state.observe(RateLimits(limit=60, remaining=1, reset=30.0), None, now=0.0)  # 2/s
+        limit_windows(state.refusals)  # half-seconds whose 429s followed the sends
         state.refusals.answers, state.refusals.refused = 300.0, 150.0  # half: a limit's
         state.release(0.0, priority="interactive", latency=None, throttled=True, dropped=False,
                       succeeded=True, retry_after=3600.0, patience=patience)
@@ -475,15 +477,19 @@ def test_429s_are_a_rate_limits_answers_above_a_quarter_of_answers_and_a_minute_
     for i in range(500):  # one in ten refused: a share the provider refuses at any rate
         refusals.record(i % 10 == 0)
     assert 0.05 < refusals.share < 0.15 and not refusals.limited(0.0)
-    for _ in range(150):  # then every other one: a limit met
+    for _ in range(150):  # then every other one: a limit met, more refused when more sent
         refusals.record(True)
         refusals.record(False)
-    assert refusals.share > RefusalShare.SHARE and refusals.limited(0.0)
+    assert refusals.share > RefusalShare.SHARE and not refusals.limited(0.0)
+    limit_windows(refusals)
+    assert refusals.limited(0.0)
     cold = RefusalShare()
+    limit_windows(cold, allowed=3)  # a cold burst and its retries, nearly all refused
+    cold.answers = cold.refused = 0.0
     for _ in range(31):  # a share speaks from 30 answers on (decayed: the 32nd)
         cold.record(True)
         assert not cold.limited(0.0)
-    cold.record(True)  # a cold burst refused outright: a limit's answers
+    cold.record(True)  # more refused of the busier half-seconds: a limit's
     assert cold.limited(0.0)
     rng = random.Random(4)
     for share in (0.15, 0.2):  # refused at random: never a limit's, however long
@@ -514,19 +520,22 @@ def test_429s_a_target_gives_at_random_slow_nothing_until_a_quarter_of_its_answe
     spends), with ``Retry-After: 1``: the official client retries the refused ones and serves
     99 % of 20 calls/s with a 2 s deadline. Read as a rate limit, each 429 cut the send rate
     and the concurrency limit, and 34 % were served. Below a quarter of the answers, a 429
-    changes no rate, no limit and no pacer; above it, it is a rate limit's answer again."""
+    changes no rate, no limit and no pacer; above it, and refusing more of the busier
+    half-seconds, it is a rate limit's answer again."""
     state = TargetPressure(KEY, now=0.0)
     state.observe(RateLimits(limit=3000, remaining=2000, reset=20.0), None, now=0.0)
     now = 0.0
 
-    def answer(refused: bool) -> None:  # 20 calls/s, 4 in flight
+    def answer(refused: bool, step: float = 0.05) -> None:  # 20 calls/s, 4 in flight
         nonlocal now
-        now += 0.05
+        now += step
         state.cubic.record_send(now)
+        state.refusals.sent(now)  # (as an admission counts it)
         state.inflight = 5
         state.release(now, priority="interactive", latency=None if refused else 0.2,
                       throttled=refused, dropped=False, succeeded=not refused,
-                      retry_after=1.0 if refused else None, patience=2.0, sent_with=4)
+                      retry_after=1.0 if refused else None, patience=2.0, sent_with=4,
+                      sent_at=now)
 
     for i in range(300):  # every tenth refused
         answer(i % 10 == 9)
@@ -534,8 +543,11 @@ def test_429s_a_target_gives_at_random_slow_nothing_until_a_quarter_of_its_answe
         assert math.isinf(state.concurrency.limit)
         assert state.time_until_available(now) == 0.0
     assert 0.05 < state.refusals.share < RefusalShare.SHARE
-    for i in range(300):  # then half of them: a limit met
-        answer(i % 2 == 1)
+    rng = random.Random(3)
+    for _ in range(30):  # then a limit met: beyond ten a half-second, every one refused
+        sends = rng.randint(4, 26)
+        for index in range(sends):
+            answer(index >= 10, 0.5 / sends)
     assert state.refusals.share > RefusalShare.SHARE
     assert state.cubic_rate is not None
     assert state.time_until_available(now) > 0.0
@@ -921,13 +933,15 @@ def test_a_429_at_the_concurrency_limit_cuts_the_limit_not_the_send_rate(
     """A provider of 10 slots: a drop engaged a limit of 10, and the limit probes for an 11th.
     429s with the limit's worth in flight are that probe meeting the edge; the limit answers
     them, and cutting the send rate as well paced warm bursts below what the slots serve. The
-    same 429s with fewer in flight than the limit are rate-shaped: they slow the send rate."""
+    same 429s with fewer in flight than the limit are rate-shaped: they slow the send rate
+    (a cut tried, as the share alone called them a limit's)."""
     state = TargetPressure(KEY, now=0.0)
     state.observe(RateLimits(limit=100, remaining=10, reset=1.0), None, 0.0)  # headers: a rate
     for i in range(20):
         state.cubic.record_send(i * 0.05)
         state.cubic.record_accept(i * 0.05 + 0.2)
     state.concurrency.on_drop(0.5, inflight=11)
+    limit_windows(state.refusals, end=2.0)  # half-seconds whose 429s followed the sends
     state.refusals.answers, state.refusals.refused = 300.0, 150.0  # half: a limit's
     limit = state.concurrency.limit
     assert limit == pytest.approx(9.9)
@@ -949,7 +963,9 @@ def test_a_429_at_the_concurrency_limit_cuts_the_limit_not_the_send_rate(
     accepted(2.05)  # accepted between the 429s: they are not an episode refusing everything
     throttled(2.1)
     assert (state.cubic_rate is not None) is slows
-    assert state.concurrency.limit < limit  # the limit is cut either way
+    # The probe's 429s cut the limit; the others' cut is on trial (the share alone called
+    # them a limit's), and until its verdict they take no slots.
+    assert (state.concurrency.limit < limit) is not slows
 
 
 @pytest.mark.parametrize("accepted_between", [False, True])
@@ -962,6 +978,7 @@ def test_throttles_with_nothing_accepted_between_do_not_slow_the_send_rate(
     state = TargetPressure(KEY, now=0.0)
     for i in range(20):
         state.cubic.record_send(10.0 + i * 0.1)  # a measured send rate
+    limit_windows(state.refusals, end=12.0)  # half-seconds whose 429s followed the sends
     state.refusals.answers, state.refusals.refused = 300.0, 150.0  # half: a limit's
 
     def ended(now: float, *, accepted: bool) -> None:
@@ -1042,6 +1059,57 @@ def test_slots_cut_for_429s_read_as_a_limits_come_back_when_found_refused_at_any
     cut = limit.limit
     limit.forgive_rate_cuts()
     assert limit.limit == cut  # nothing to give back
+
+
+def test_a_429_with_retry_after_takes_no_slot_while_429s_are_a_few_of_the_answers() -> None:
+    """One 429 with ``Retry-After`` among successes, sent with more in flight than any served
+    so far (the first second of 50 calls/s): 30 % refused at random engaged a limit of four
+    for the six at once the caller needed, and calls queued out of a 2 s deadline. A 429
+    with a rate limit's hint is a cap's evidence only when 429s are over a quarter of the
+    answers; a bare 429 still is at once (a cap refusing with no hint)."""
+    for hint, engages in ((1.0, False), (None, True)):
+        state = TargetPressure(KEY, now=0.0)
+        for sent_with in (1, 2, 3):
+            state.release(0.1 * sent_with, priority="interactive", latency=0.1,
+                          throttled=False, dropped=False, succeeded=True, sent_with=sent_with)
+        state.inflight = 6
+        state.release(0.4, priority="interactive", latency=None, throttled=True,
+                      dropped=False, succeeded=True, retry_after=hint, patience=2.0,
+                      sent_with=6, sent_at=0.38)
+        assert math.isinf(state.concurrency.limit) is not engages, hint
+    often = TargetPressure(KEY, now=0.0)  # over a quarter: the hint no longer spares a slot
+    often.refusals.answers, often.refusals.refused = 300.0, 150.0
+    often.concurrency.on_served(0.3, sent_with=3)
+    often.inflight = 6
+    often.release(0.4, priority="interactive", latency=None, throttled=True, dropped=False,
+                  succeeded=True, retry_after=1.0, patience=2.0, sent_with=6, sent_at=0.38)
+    assert not math.isinf(often.concurrency.limit)
+
+
+def test_a_cut_put_on_trial_gives_back_the_slots_its_episodes_429s_took() -> None:
+    """429s read as a limit's took the slots one by one before the share-based cut that is
+    tried; while it is, they are not a limit's, and the slots come back at once rather than
+    after the verdict (five to one: a second and a half of calls queued out of their 2 s
+    deadline)."""
+    state = TargetPressure(KEY, now=0.0)
+    state.concurrency.on_served(0.0, sent_with=5)
+    state.concurrency.on_drop(0.1, inflight=6, sent_with=7)  # a cap's evidence: stays
+    engaged = state.concurrency.limit
+    for n, at in enumerate((0.5, 0.6, 0.7)):  # then drops read as a limit's
+        state.concurrency.on_drop(at, inflight=5 - n, sent_with=5 - n, rate_shaped=True)
+    assert state.concurrency.limit < engaged
+    limit_windows(state.refusals, end=2.0)  # 429s that follow the sends, a third of them
+    state.refusals.answers, state.refusals.refused = 300.0, 100.0
+    for i in range(80):  # 40 sent a second, two thirds accepted: fast enough to be tried
+        state.cubic.record_send(0.05 + 0.025 * i)
+        if i % 3:
+            state.cubic.record_accept(0.05 + 0.025 * i)
+    for at, ok in ((2.0, False), (2.05, True), (2.1, False)):
+        state.release(at, priority="interactive", latency=0.05 if ok else None,
+                      throttled=not ok, dropped=False, succeeded=True,
+                      retry_after=None if ok else 1.0, patience=10.0, sent_at=at - 0.02)
+    assert state.cubic_rate is not None and state.refusals.trying
+    assert state.concurrency.limit == engaged
 
 
 def test_a_retry_waits_ahead_of_calls_that_began_after_it() -> None:

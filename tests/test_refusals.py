@@ -1,5 +1,6 @@
-"""Whether a target's 429s are a rate limit's answers: the share rule and the trial of a cut
-(``engine.refusals``), in virtual time with seeded randomness."""
+"""Whether a target's 429s are a rate limit's answers: the share rule, whether the share
+follows the send rate, and the trial of a cut (``engine.refusals``), in virtual time with
+seeded randomness."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import random
 import pytest
 
 from resilient_llm.engine.controllers import Cubic
-from resilient_llm.engine.refusals import RefusalShare, over_share
+from resilient_llm.engine.refusals import RefusalShare, SendWindows, over_share
+from tests.refusal_windows import limit_windows
 
 SENDS = RefusalShare.TRIAL_SENDS
 
@@ -24,8 +26,10 @@ def held(refusals: RefusalShare) -> bool:
 
 
 def limited_share(share: float = 0.3) -> RefusalShare:
-    """Refusals whose recent answers were ``share`` 429s (counted as from 300 answers)."""
+    """Refusals whose recent answers were ``share`` 429s (counted as from 300 answers), in
+    half-seconds whose 429s followed the send rate (a limit's, so far as that shows)."""
     refusals = RefusalShare()
+    limit_windows(refusals)
     refusals.answers, refusals.refused = 300.0, 300.0 * share
     return refusals
 
@@ -38,13 +42,13 @@ def run_trial(refusals: RefusalShare, *, start: float, rate: float, share: float
     now, owed = start, 0.0
     for _ in range(sends):
         now += 1.0 / rate
-        refusals.sent()
+        refusals.sent(now)
         if rng is None:
             owed += share
             refused, owed = owed >= 1.0, owed - (owed >= 1.0)
         else:
             refused = rng.random() < share
-        refusals.record(refused)
+        refusals.record(refused, now)
     return now
 
 
@@ -74,8 +78,9 @@ def test_a_cut_that_leaves_the_share_as_it_was_is_undone() -> None:
 
 def test_a_cut_after_which_the_share_falls_as_a_limits_would_stands() -> None:
     """A limit accepting 20 a second, met at 30 a second (a third refused): paced at 21 a
-    second after the cut, it refuses 1 − 20/21 of them. The cut stands, and no further cut
-    is tried while it is remembered."""
+    second after the cut, it refuses 1 − 20/21 of them. The cut stands; the next cut is
+    tried too (a chance run of successes among 429s given at random would otherwise spare
+    every later cut a trial: cut after cut served 45 % of the calls)."""
     for rate in (10.0, 15.0, 20.0, 21.0):
         refusals = limited_share(0.33)
         refusals.on_rate_cut(0.0, sent=30.0, accepted=20.0)
@@ -83,7 +88,7 @@ def test_a_cut_after_which_the_share_falls_as_a_limits_would_stands() -> None:
         assert not refusals.acquitted(now), rate
         assert not trying(refusals) and refusals.limited(now)
         refusals.on_rate_cut(now + 1.0, sent=21.0, accepted=20.0)
-        assert not trying(refusals)  # confirmed: the next cuts are CUBIC's own
+        assert trying(refusals) and held(refusals)  # held where cut while it is tried
         assert refusals.limited(now + 60.0)
 
 
@@ -93,7 +98,7 @@ def test_a_cut_that_does_not_slow_the_sends_says_nothing_and_the_next_cut_is_tri
     assert not held(refusals)  # the first cut grows back as CUBIC grows it
     now = run_trial(refusals, start=0.0, rate=29.0, share=0.3, rng=random.Random(1), sends=28)
     assert now < Cubic.COOLDOWN and not refusals.acquitted(now) and trying(refusals)
-    refusals.sent()  # the 29th, at the same pace, a second on: nothing learnt
+    refusals.sent(Cubic.COOLDOWN)  # the 29th, at the same pace, a second on: nothing learnt
     assert not refusals.acquitted(Cubic.COOLDOWN + 0.01)
     assert not trying(refusals)
     # The next cut is tried against the rates before the first.
@@ -121,18 +126,20 @@ def test_while_acquitted_a_share_well_above_the_one_found_is_a_limits_again() ->
     rng = random.Random(5)
     now = run_trial(refusals, start=0.0, rate=40.0, share=0.3, rng=rng)
     assert refusals.acquitted(now) and not refusals.limited(now)
-    for _ in range(400):  # a limit met on top: most attempts now refused
-        refusals.record(rng.random() < 0.7)
-    assert refusals.limited(now + 1.0)
-    refusals.on_rate_cut(now + 1.0, sent=60.0, accepted=18.0)  # a new episode, tried anew
-    assert trying(refusals) and not refusals.acquitted(now + 1.0)
+    for _ in range(400):  # a limit met on top: most attempts now refused, more of busier
+        refusals.record(rng.random() < 0.7)  # half-seconds
+    later = now + 20.0  # (the half-seconds of the trial forgotten)
+    limit_windows(refusals, end=later, allowed=5)
+    assert refusals.limited(later)
+    refusals.on_rate_cut(later, sent=60.0, accepted=18.0)  # a new episode, tried anew
+    assert trying(refusals) and not refusals.acquitted(later)
 
 
 def test_sends_and_429s_outside_a_trial_count_for_nothing_in_the_next() -> None:
     refusals = limited_share(0.3)
     for _ in range(100):
-        refusals.sent()
-        refusals.record(True)
+        refusals.sent(-0.5)
+        refusals.record(True, -0.5)
     refusals.on_rate_cut(0.0, sent=60.0, accepted=42.0)
     now = run_trial(refusals, start=0.0, rate=40.0, share=0.3, rng=random.Random(6))
     assert refusals.acquitted(now)  # the hundred 429s before the cut were not its trial's
@@ -180,7 +187,7 @@ def test_a_trial_the_sender_paused_in_says_nothing_and_blocks_no_later_cut() -> 
     refusals.on_rate_cut(0.0, sent=60.0, accepted=42.0)
     run_trial(refusals, start=0.0, rate=40.0, share=0.3, rng=random.Random(8), sends=10)
     assert trying(refusals)
-    assert not refusals.acquitted(RefusalShare.RETRIAL + 1.0)  # then nothing for a while
+    assert not refusals.acquitted(RefusalShare.STALE + 1.0)  # then nothing for a while
     assert not trying(refusals)
 
 
@@ -205,3 +212,65 @@ def test_a_cut_during_an_acquittal_ends_it_and_is_not_undone() -> None:
     refusals.on_rate_cut(now + 1.0, sent=60.0, accepted=42.0, shown=True)
     assert not trying(refusals)
     assert not refusals.acquitted(now + 1.5) and refusals.limited(now + 1.5)
+
+
+def test_429s_whose_share_grows_with_the_send_rate_follow_it() -> None:
+    """Half-seconds of 4 to 26 attempts: a limit refusing all beyond ten shows it over twelve
+    of them, every seed; a quarter, a third or half refused at any rate almost never does
+    (at ``Z`` = 3, two seeds in a hundred at most)."""
+    for seed in range(100):
+        limit = SendWindows()
+        limit_windows(limit, seed=seed)
+        assert limit.follows(0.0), seed
+    for share in (0.25, 0.33, 0.5):
+        chance = 0
+        for seed in range(100):
+            windows = SendWindows()
+            limit_windows(windows, share=share, seed=seed)
+            chance += windows.follows(0.0) is True
+        assert chance <= 2, (share, chance)
+
+
+def test_a_steady_senders_429s_say_nothing_of_the_rate() -> None:
+    """The same attempts every half-second: no busier one to compare, whatever is refused."""
+    windows = SendWindows()
+    limit_windows(windows, steady=True)
+    assert windows.follows(0.0) is None  # the share alone must do (``RefusalShare``)
+
+
+def test_only_half_seconds_whose_429s_are_in_and_recent_count() -> None:
+    """The half-second under way and the one before it may still have 429s to come; those
+    more than ``KEEP`` half-seconds old are forgotten."""
+    windows = SendWindows()
+    limit_windows(windows, end=0.0)
+    assert windows.follows(0.0)
+    # Seen from the last of them (-1.5 s): three of the twelve are too recent to count,
+    # nine still do.
+    assert windows.follows(-1.5)
+    assert not windows.follows(-4.0)  # six too recent: fewer than LEAST left
+    later = 0.5 * SendWindows.KEEP + 1.0
+    assert not windows.follows(later)  # all of them too old
+    windows.sent(later)  # and dropped once a new half-second begins
+    assert len(windows._counts) == 1
+
+
+def test_without_the_share_following_the_rate_429s_are_not_a_limits() -> None:
+    """Half of the answers 429s, but as many refused in busy half-seconds as in quiet ones:
+    no cut; the same share in half-seconds a limit shaped: a limit's."""
+    at_random = RefusalShare()
+    limit_windows(at_random, share=0.5)
+    at_random.answers, at_random.refused = 300.0, 150.0
+    assert at_random.often() and not at_random.limited(0.0)
+    assert limited_share(0.5).limited(0.0)
+
+
+def test_a_trial_counts_the_answers_to_its_own_attempts_only() -> None:
+    """A cut comes on a 429; the successes of attempts sent before it, slower than 429s,
+    arrive during the trial. Counted, thirty 200s made 30 % refused at random look like a
+    limit's drop to nothing; the trial counts only what it sent."""
+    refusals = limited_share(0.35)
+    refusals.on_rate_cut(0.0, sent=60.0, accepted=42.0)
+    for _ in range(30):  # answers to attempts sent before the cut
+        refusals.record(False, -0.05)
+    now = run_trial(refusals, start=0.0, rate=40.0, share=0.3, rng=random.Random(5))
+    assert refusals.acquitted(now)

@@ -613,8 +613,7 @@ class Plan:
         call, sent = self.call, self._sent_with
         now = call.clock.now()
         state.release(
-            now,
-            priority=call.policy.priority,
+            now, priority=call.policy.priority, sent_at=started,
             latency=None if failure is not None else now - started,
             # Only a 429 says "send slower"; overload and timeouts say "fewer at once" (unless
             # nothing has succeeded for a while: a target that answers nobody is down).

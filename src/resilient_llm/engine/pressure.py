@@ -9,10 +9,10 @@ on. For each target:
   (botocore's: C = 0.4, β = 0.7, floor 0.5/s; ``rate = C·(t − t_429 − K)³ + W_max``,
   ``K = ∛(W_max·(1 − β)/C)``), one cut per overshoot, growing with time and forgotten at
   2·W_max; meanwhile the bucket holds at most ``BURST_SECONDS`` of the rate. A 429 does this
-  only as a rate limit's answer (``engine.refusals``: headers that say a limit is spent, or
-  a confident share over a quarter, of this process or the fleet; a cut whose trial shows
-  the share refused at any rate is undone). While a cut is tried, its 429s count against
-  the concurrency limit only as a cap's (not at any load).
+  only as a rate limit's answer (``engine.refusals``: headers that say a limit is spent, a
+  confident share over a quarter that grows with the send rate, or the fleet's share; a cut
+  whose trial shows the share refused at any rate is undone). A 429 with a ``Retry-After``
+  or a header bucket behind it takes no concurrency slot but as a limit's, nor on trial.
 * **Concurrency limit** — none until the provider pushes back (a 429, an overload answer, a
   timeout not cut short by the caller's deadline; not a 503, the breaker's) with more in
   flight than it served lately and, before any limit, more than four (a rate limit's 429
@@ -95,8 +95,6 @@ BURST_SECONDS = 0.1
 #: least ``_STALE_MIN`` seconds) no longer holds a concurrency slot.
 _STALE_FACTOR = 1.0
 _STALE_MIN = 1.0
-
-
 
 
 class TargetPressure:
@@ -214,7 +212,7 @@ class TargetPressure:
             else:
                 self._interactive_at = now
             self.cubic.record_send(now)
-            self.refusals.sent()
+            self.refusals.sent(now)
             self.budget.requests += 1
             return self._pressure(now, pacing)
 
@@ -286,7 +284,7 @@ class TargetPressure:
                 self._interactive_at = now
             self._take(waiter.cost, now, waiter.priority)
             self.cubic.record_send(now)
-            self.refusals.sent()
+            self.refusals.sent(now)
             self.budget.requests += 1
             self._wake_head()
             return Admission(True, 0.0, pressure)
@@ -454,10 +452,11 @@ class TargetPressure:
     def release(self, now: float, *, priority: Priority, latency: float | None,
                 throttled: bool, dropped: bool, succeeded: bool,
                 retry_after: float | None = None, patience: float | None = None,
-                sent_with: int | None = None) -> None:
+                sent_with: int | None = None, sent_at: float | None = None) -> None:
         """An admitted attempt ended: free its slot and learn from how it went.
 
-        ``sent_with``: attempts in flight (this one included) when it was sent; ``patience``:
+        ``sent_with``, ``sent_at``: attempts in flight (this one included) when it was sent,
+        and when; ``patience``:
         the call's deadline budget (a throttle never paces slower than two requests per it).
         A 429 (``throttled``) slows the send rate (CUBIC) when rate-shaped (a ``Retry-After``,
         or published rate limits; a bare 429 without them only cuts the concurrency limit)
@@ -466,10 +465,7 @@ class TargetPressure:
         """
         with self._lock:
             self._free_slot(priority)
-            if succeeded:
-                self.budget.on_success()
-            else:
-                self.budget.on_failure()
+            (self.budget.on_success if succeeded else self.budget.on_failure)()
             if retry_after is not None and latency is None:
                 self.refusing_until = max(self.refusing_until, now + retry_after)
                 self._refused_at = now
@@ -488,8 +484,8 @@ class TargetPressure:
             if throttled:
                 self.throttles += 1
                 self._last_throttle = now
-            if throttled or latency is not None:
-                self.refusals.record(throttled)
+            if throttled or latency is not None:  # (by when it was sent: see refusals)
+                self.refusals.record(throttled, sent_at)
             # No cut before a send rate is measured (one 0.5 s bucket), for one 429 alone (a
             # burst after it ran out of time), or with nothing accepted since the last (a
             # throttle episode refuses every rate: callers waited ~2 s after it ended).
@@ -512,8 +508,9 @@ class TargetPressure:
                 self.cubic_rate = self.cubic.on_throttle(now, current, patience)
                 self._follow_cubic(now)
                 self._pushed_back = now
-                self.refusals.on_rate_cut(now, self.cubic.sent_lately,
-                                          self.cubic.accepted_lately, shown=said)
+                if self.refusals.on_rate_cut(now, self.cubic.sent_lately,
+                                             self.cubic.accepted_lately, shown=said):
+                    self.concurrency.forgive_rate_cuts()  # on trial: 429s take no slots
             if throttled and engaged and self.requests is not None and not self._cubic_bucket:
                 # A 429 is ground truth, headers a hint: the next request is due when the
                 # provider said, not before, and the burst the headers allow is not believed
@@ -526,11 +523,15 @@ class TargetPressure:
                     hold = min(retry_after or 0.0, (patience or math.inf) / 2)
                     bucket.level = min(bucket.level, 1.0 - rate * hold)
                 self._clamp_burst(now)
-            # A 429 may be a rate limit or a concurrency cap (a provider's headers describe
-            # both the same way): it slows the rate (above) and counts as a drop.
-            if dropped or throttled:  # (a cut on trial is not yet a limit's: a cap's at most)
-                if self.concurrency.on_drop(now, self.inflight + 1, sent_with, rate_shaped=(
-                        rate_shaped and engaged and not self.refusals.trying)) and throttled:
+            # A 429 may be a rate limit or a concurrency cap: it slows the rate (above) and is
+            # a drop; with a Retry-After or a header bucket behind it, as a limit's answer or,
+            # when 429s are over a quarter of the answers, a cap's; not on trial (30 % refused
+            # at random cut five slots to one: calls queued out of their 2 s deadline).
+            limits = rate_shaped and engaged and not self.refusals.trying
+            often = not self.refusals.trying and self.refusals.often()
+            if dropped or (throttled and (limits or often or not rate_shaped)):
+                if self.concurrency.on_drop(now, self.inflight + 1, sent_with,
+                                            rate_shaped=limits) and throttled:
                     self._pushed_back = now
             elif latency is not None:
                 if sent_with is not None:
@@ -605,8 +606,7 @@ class TargetPressure:
                 level = self.requests.level
                 self.requests.observe(requests, now, floor=self.cubic.measured, most=most)
                 self._header_rate = self.requests.rate
-                if self.cubic_rate is not None:  # while a 429 is remembered, headers that
-                    # say "plenty left" do not refill the bucket
+                if self.cubic_rate is not None:  # (remembered 429s: "plenty left" adds none)
                     self.requests.level = min(self.requests.level, level)
                 self._follow_cubic(now)
                 if requests.limit > 0:
@@ -665,11 +665,9 @@ class TargetPressure:
         throttle = 0.0
         if self._last_throttle is not None and throttle_recency:
             throttle = max(0.0, 1.0 - (now - self._last_throttle) / 10.0)
-        inflation = 0.0
-        if self._baseline is not None and self._recent is not None:
-            # Pressure only beyond twice the baseline plus an absolute 50 ms: jitter on
-            # sub-millisecond answers is not load; 1.0 at four times the baseline.
-            normal = 2 * self._baseline + _LATENCY_FLOOR
+        inflation, normal = 0.0, self._normal()
+        if normal is not None and self._recent is not None:
+            # Jitter on sub-millisecond answers is not load (the absolute 50 ms of ``normal``)
             inflation = max(0.0, self._recent - normal) / normal
         if pacing is None:
             pacing = self._pacer_wait(0.0, now) if self.requests is not None else 0.0

@@ -86,11 +86,19 @@ class World:
     def __init__(self, loop: Loop, models: Mapping[str, ProviderModel], seed: int) -> None:
         self.loop = loop
         self.models = dict(models)
+        self._calls = 0
         for index, model in enumerate(self.models.values()):
             model.start(loop, seed * 31 + index)
 
-    def serve(self, model: str, tokens: float | None = None) -> Reply:
-        return self.models[model].serve(self.loop.now, tokens)
+    def number(self) -> int:
+        """A number for a new call: calls begun in the same order (open-loop traffic) have
+        the same numbers whichever client makes them."""
+        self._calls += 1
+        return self._calls
+
+    def serve(self, model: str, tokens: float | None = None,
+              key: tuple[int, int] | None = None) -> Reply:
+        return self.models[model].serve(self.loop.now, tokens, key)
 
 
 class ResilientClient:
@@ -142,7 +150,9 @@ class ResilientClient:
         cost = _COST if tokens is None else tokens  # the drivers' estimate from the body
         plan = Plan(call, states=self.state, requested=None, replayable=True,
                     cost=lambda: cost)
-        return (yield from _within(context, _drive(self.world, plan, priority, tokens)))
+        number = self.world.number()
+        return (yield from _within(context, _drive(self.world, plan, priority, tokens,
+                                                   number)))
 
 
 def _within(context: contextvars.Context, process: Generator[float, None, T]) -> Generator[
@@ -156,8 +166,8 @@ def _within(context: contextvars.Context, process: Generator[float, None, T]) ->
         return result
 
 
-def _drive(world: World, plan: Plan, priority: Priority,
-           tokens: float | None = None) -> Generator[float, None, CallResult]:
+def _drive(world: World, plan: Plan, priority: Priority, tokens: float | None = None,
+           number: int = 0) -> Generator[float, None, CallResult]:
     """Perform the plan's actions on virtual time, as the sync driver does on real time."""
     loop, call = world.loop, plan.call
     start = loop.now
@@ -189,7 +199,8 @@ def _drive(world: World, plan: Plan, priority: Priority,
             try:
                 if isinstance(action, Send):
                     started = loop.now
-                    answer = world.serve(plan.target.model or call.target or "", tokens)
+                    answer = world.serve(plan.target.model or call.target or "", tokens,
+                                         (number, attempts))
                     attempts += 1
                     call.attempt_started(action)
                     read = action.timeouts.get("read")
@@ -301,9 +312,9 @@ class ControlClient:
         start = loop.now
         attempts = throttled = 0
         in_attempts = 0.0
-        last = "none"
+        last, number = "none", self.world.number()
         for retry in range(self.MAX_RETRIES + 1):
-            reply = self.world.serve(model, tokens)
+            reply = self.world.serve(model, tokens, (number, attempts))
             attempts += 1
             latency = min(reply.latency, self.TIMEOUT)
             yield latency

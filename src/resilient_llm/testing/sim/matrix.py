@@ -416,6 +416,7 @@ _REDUCED_NAMES = (
     "partial failure 50%, deadline 2 s", "batch flood of 400 + interactive, 5 slots",
     "partial failure 50% of 529s, deadline 2 s",
     "transient 429, Retry-After 1 s, deadline 2 s", "partial failure 80%, deadline 2 s",
+    "partial failure 30% of 429s, Retry-After 1 s, deadline 2 s",
     "healthy, 256 in flight, 1000 ms", "outage silent 10 s, 2x-capacity Poisson",
     "burst of 200 at once, 20 slots x 0.2 s, slot headers",
     "bursts of 200 every 4 s, 20 slots x 0.2 s, slot headers",

@@ -92,6 +92,7 @@ class ProviderModel:
     attempts: int = 0
     _loop: Loop | None = None
     _rng: random.Random = field(default_factory=random.Random)
+    _seed: int = 0
     _level: float = 0.0
     _tokens: float = 0.0
     _header_level: float = 0.0
@@ -101,7 +102,8 @@ class ProviderModel:
     def start(self, loop: Loop, seed: int) -> None:
         """Bind to ``loop`` at its current time, with full buckets and a seeded random source."""
         self._loop = loop
-        self._rng = random.Random(seed * 7919 + self.seed)
+        self._seed = seed * 7919 + self.seed
+        self._rng = random.Random(self._seed)
         self.started = self._updated = loop.now
         self._level = self.burst if self.burst is not None else 0.0
         self._tokens = self.token_rate if self.token_rate is not None else 0.0
@@ -127,8 +129,10 @@ class ProviderModel:
         ends = [w[1] for w in (self.outage, self.brownout) if w is not None]
         return max(ends) if ends else None
 
-    def serve(self, now: float, tokens: float | None = None) -> Reply:
-        """Answer one attempt arriving at ``now`` (of ``tokens``: ``tokens_per_request``)."""
+    def serve(self, now: float, tokens: float | None = None,
+              key: tuple[int, int] | None = None) -> Reply:
+        """Answer one attempt arriving at ``now`` (of ``tokens``: ``tokens_per_request``);
+        ``key``: its call's number and its own among the call's attempts."""
         assert self._loop is not None, "call start() first"
         t = now - self.started
         index = self.attempts
@@ -141,7 +145,7 @@ class ProviderModel:
             if kind == "refused" or kind == "silent":
                 return Reply(0.001 if kind == "refused" else math.inf, None, {}, kind)
             return self._status(int(kind), 0.01 if kind == "503" else 0.005)
-        if self.fail_ratio and self._rng.random() < self.fail_ratio:
+        if self.fail_ratio and self._chance(key) < self.fail_ratio:
             return self._status(self.fail_status, self._latency(t) * 0.2)
         if self.concurrency is not None and self.inflight >= self.concurrency:
             # the hint, when given: until the next slot frees
@@ -167,6 +171,14 @@ class ProviderModel:
         return Reply(latency, 200, headers, tail=self.stream_tail)
 
     # --- internals
+
+    def _chance(self, key: tuple[int, int] | None) -> float:
+        """A uniform draw; for a ``key`` the same whichever client sends that attempt (common
+        random numbers: two clients that retry alike meet the same share refused alike, and
+        a difference between them is their own, not the order their attempts drew in)."""
+        if key is None:
+            return self._rng.random()
+        return random.Random(f"{self._seed}:{key[0]}:{key[1]}").random()
 
     def _done(self) -> None:
         self.inflight -= 1

@@ -37,11 +37,11 @@ class SendWindows:
     standard errors above ``r̄ / s̄``; ``False`` when it is ``Z_ANY_RATE`` below one, a
     limit's slope, or before twice ``LEAST`` half-seconds (at 40 % refused at random, a
     dozen of them could not yet tell, and the share alone cut the rate); ``None`` when
-    neither, or when the sends were too even to tell (their variance
-    under ``VARIED`` of their mean, where arrivals at random have their mean: a steady
-    sender, a paced one): the share alone must do (most attempts refused leave little room
-    between the share and one: four processes apart against a quantized limit, whose 429s
-    were 70 % of the answers, were otherwise retried as the official client retries them).
+    neither, or when the sends were too even to tell (their variance under ``VARIED`` of
+    their mean, where arrivals at random have their mean: a steady sender, a paced one): the
+    share alone must do (most attempts refused leave little room between the share and one:
+    four processes apart against a quantized limit, whose 429s were 70 % of the answers,
+    were otherwise retried as the official client retries them).
     """
 
     WIDTH = 0.5
@@ -104,9 +104,10 @@ class RefusalShare:
     say the limit is spent, 429s are a rate limit's answers when they are, with confidence,
     more than ``SHARE`` of the recent answers (:func:`over_share` over counts that decay by
     ``WEIGHT`` per answer, about 330 answers) **and** their share follows the send rate
-    (:class:`SendWindows`), and for ``MEMORY`` seconds after one cut the send rate (a limit
-    met again after its throttle is forgotten is answered at its first 429s). A burst met by
-    a limit shows it at its ``LEAST``-th answer; 20 % refused at random almost never does.
+    (:class:`SendWindows`; over ``MOST`` of them, the share alone), and for ``MEMORY``
+    seconds after one cut the send rate (a limit met again after its throttle is forgotten
+    is answered at its first 429s). A burst refused outright by a limit shows it at its
+    ``LEAST``-th answer; 20 % refused at random almost never does.
     The share alone read 30 % refused at random as a limit's; cut after cut, 38 % of 50
     calls/s were served against the official client's 91 %.
 

@@ -272,5 +272,6 @@ def test_a_trial_counts_the_answers_to_its_own_attempts_only() -> None:
     refusals.on_rate_cut(0.0, sent=60.0, accepted=42.0)
     for _ in range(30):  # answers to attempts sent before the cut
         refusals.record(False, -0.05)
-    now = run_trial(refusals, start=0.0, rate=40.0, share=0.3, rng=random.Random(5))
+    assert not refusals.acquitted(0.01) and trying(refusals)  # (a release asks at each answer)
+    now = run_trial(refusals, start=0.01, rate=40.0, share=0.3, rng=random.Random(5))
     assert refusals.acquitted(now)

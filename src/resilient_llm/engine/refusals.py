@@ -155,9 +155,8 @@ class RefusalShare:
     _trial_refused: int = 0
     _trial_answered: int = 0
     _acquitted_until: float = -math.inf
-    #: No trial until then: the headers or the fleet said the cuts are a limit's (until the
-    #: throttle is forgotten).
-    _untried_until: float = -math.inf
+    #: The headers or the fleet said this episode's cuts are a limit's: none is tried.
+    _shown: bool = False
     #: Trials in this episode so far.
     _tries: int = 0
     #: The share found refused at any rate by the last trial that undid its cut.
@@ -194,11 +193,11 @@ class RefusalShare:
         limit's, so the cut is not tried while it is remembered. Is a cut on trial now?"""
         self._acquitted_until = -math.inf  # a cut ends an acquittal, tried or not
         if now >= self._until:  # the throttle was forgotten: a new episode
-            self._before, self._untried_until = None, -math.inf
+            self._before, self._shown = None, False
         if shown and self._before is None:
-            self._untried_until = math.inf
+            self._shown = True
         self._until = now + self.MEMORY
-        if now < self._untried_until or self._trial_start is not None:
+        if self._shown or self._trial_start is not None:
             return self._trial_start is not None
         # The episode's rates before its first cut: a trial needs a share refused then, and
         # a sender fast enough to end it soon (5 streams a second took six seconds to try,

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from benchmarks.fleet import RedisProcess, run_fleet
 
+from resilient_llm.engine.breaker import ALONE_WARMUP
 from resilient_llm.engine.classify import Failure, FailureClass
 from resilient_llm.engine.plan import REFUSAL_PATIENCE
 from resilient_llm.engine.pressure import RateLimits, TargetKey
@@ -268,13 +269,16 @@ def test_an_open_circuit_lets_callers_with_nowhere_else_to_go_through_while_the_
     assert a.state(time.monotonic()) == "open"
     assert not b.allow(time.monotonic())  # a caller with a fallback goes there
     assert b.allow(time.monotonic(), alone=True)  # b had no success, but the fleet had one
-    # A target that served nobody: its open circuit keeps callers with nowhere else to go out.
+    # A target that served nobody: its open circuit keeps callers with nowhere else to go out
+    # of a worker that saw enough answers of its own to call it down.
     down = _key("down")
     d, e = (_worker(redis_url, down, links).breaker for _ in range(2))
     assert d.allow(time.monotonic())
     for _ in range(5):
         d.record(time.monotonic(), OUTAGE, rng)
     assert d.state(time.monotonic()) == "open"
+    for _ in range(ALONE_WARMUP):
+        e.record(time.monotonic(), OUTAGE, rng)
     assert not e.allow(time.monotonic(), alone=True)
     assert not c.allow(time.monotonic()) and c.allow(time.monotonic(), alone=True)
 
@@ -288,7 +292,7 @@ def test_a_worker_open_on_its_own_failures_learns_that_the_fleet_was_served(
     key = _key("served-later")
     a, b = (_worker(redis_url, key, links).breaker for _ in range(2))
     rng = random.Random(2)
-    for _ in range(5):
+    for _ in range(ALONE_WARMUP):
         b.record(time.monotonic(), OUTAGE, rng)
     assert b.state(time.monotonic()) == "open"
     assert not b.allow(time.monotonic(), alone=True)  # nobody was served: down
@@ -297,6 +301,30 @@ def test_a_worker_open_on_its_own_failures_learns_that_the_fleet_was_served(
     time.sleep(BREAKER_CHECK_EVERY + 0.05)
     assert b.allow(time.monotonic(), alone=True)
     assert not b.allow(time.monotonic())  # a caller with a fallback still goes there
+
+
+def test_a_worker_with_few_answers_lets_callers_with_nowhere_else_to_go_through_the_fleets_break(
+    redis_url: str, links: list[Link],  # noqa: F811
+) -> None:
+    """Half the requests failing fast: the workers' pooled 503s trip the fleet's circuit
+    before any success is back. Until the fleet has had ``ALONE_WARMUP`` answers, none a
+    success, callers with nowhere else to go are let through, as a lone client's breaker lets
+    them try a target it never saw serve (refused, 503s to half the requests served 93.42 %
+    with Redis against 93.43 % apart); a caller with a fallback goes there."""
+    key = _key("warm-up")
+    a, b = (_worker(redis_url, key, links).breaker for _ in range(2))
+    rng = random.Random(4)
+    for _ in range(5):
+        a.record(time.monotonic(), OUTAGE, rng)
+    assert a.state(time.monotonic()) == "open"
+    assert b.allow(time.monotonic(), alone=True)  # reads the fleet's break, yet lets it by
+    assert b.state(time.monotonic()) == "open"
+    assert b.allow(time.monotonic(), alone=True)  # and again, from its local view
+    assert not b.allow(time.monotonic())
+    for _ in range(ALONE_WARMUP - 6):
+        a.record(time.monotonic(), OUTAGE, rng)
+    b.record(time.monotonic(), OUTAGE, rng)  # the fleet's reply to it: ALONE_WARMUP answers
+    assert not b.allow(time.monotonic(), alone=True)  # down, as far as the fleet can tell
 
 
 def test_a_caller_let_through_during_another_workers_probe_does_not_close_the_circuit(
@@ -551,19 +579,21 @@ def test_a_batch_flood_does_not_slow_interactive_calls(redis_url: str) -> None: 
 def test_a_circuit_opened_by_one_worker_stops_the_others(redis_url: str) -> None:  # noqa: F811
     provider = FaultProvider(default=Fault.status(500))
     break_for = 0.5
+    run_for = 5.0  # past the warm-up (about 15 attempts a second here)
     with provider.serve() as server:
         cfg = _workers(server.openai_base_url, "sk-breaker", redis_url, threads=1,
-                       interval=0.02, duration=2.6, break_for=break_for)
+                       interval=0.02, duration=run_for, break_for=break_for)
         _, results = run_fleet([cfg] * 4)
     times = sorted(e.started_at for e in provider.requests)
-    # Trip phase: the fleet needs 5 failures, not 5 per worker (plus what was in flight).
-    trip = next(i for i in range(1, len(times)) if times[i] - times[i - 1] > 0.3)
-    assert trip <= 5 + 3
+    # Warm-up: callers with nowhere else to go try a target nobody was served by for the
+    # fleet's first ALONE_WARMUP answers, not that many per worker (plus one in flight each).
+    trip = ALONE_WARMUP + len(results)
+    assert len(times) > trip
     # Then exactly one probe per open interval (break_for · U(1, 1.5)), fleet-wide, until the
     # last call is over: a call refused by the open circuit waits (up to REFUSAL_PATIENCE) for
-    # the next probe, so the last calls of the 2.6 s run may probe after it.
+    # the next probe, so the last calls of the run may probe after it.
     probes = times[trip:]
-    assert 2 <= len(probes) <= math.ceil((2.6 + REFUSAL_PATIENCE) / break_for)
+    assert 2 <= len(probes) <= math.ceil((run_for + REFUSAL_PATIENCE) / break_for)
     assert all(b - a >= 0.9 * break_for for a, b in itertools.pairwise(probes))
     opened = sum(r["errors"].get("CircuitOpen", 0) for r in results)
     # The fleet was refused by the circuit one worker opened (the probe bound above is what shows
@@ -573,7 +603,7 @@ def test_a_circuit_opened_by_one_worker_stops_the_others(redis_url: str) -> None
     # take before it failed, so a worker fails a call or two a second, not hundreds.
     assert opened >= 1
     assert all(r["errors"] for r in results)
-    assert opened <= len(results) * math.ceil(2.6 / REFUSAL_PATIENCE)
+    assert opened <= len(results) * math.ceil(run_for / REFUSAL_PATIENCE)
 
 
 def test_killing_redis_mid_run_fails_no_call() -> None:

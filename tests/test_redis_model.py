@@ -128,7 +128,7 @@ def test_a_random_fleet_conversation_gets_the_same_replies(twin: Twin) -> None:
             view = twin.run(scripts.FAIL, [bk], _fail(worker, rng.randint(0, 2)))
             seen.add("open" if view.open_left > 0 else "closed")
         elif roll < 0.76:
-            twin.run(scripts.OPEN, [bk], [worker, "2.500", int(tuning.IDLE_TTL * 1000)])
+            twin.run(scripts.OPEN, [bk], [worker, "2.500", int(tuning.IDLE_TTL * 1000), "30"])
         elif roll < 0.86:
             verdict = twin.run(scripts.PROBE, [bk], [worker, "6.000", "0.25"])
             seen.add(verdict.verdict)

@@ -15,6 +15,7 @@ import threading
 
 from .._clock import RandomSource
 from ..engine.breaker import (
+    ALONE_WARMUP,
     Breaker,
     BreakerSnapshot,
     BreakerState,
@@ -23,7 +24,7 @@ from ..engine.breaker import (
 )
 from ..engine.classify import Failure, FailureClass
 from .link import Link, call_budget
-from .scripts import FAIL, OPEN, PROBE, RELEASE, RESULT, STATE
+from .scripts import FAIL, OPEN, PROBE, RELEASE, RESULT, STATE, BreakerView
 from .stats import COUNTERS
 from .tuning import BREAKER_CHECK_EVERY, IDLE_TTL, PROBE_HOLD_MOST, PROBE_POLL
 
@@ -59,7 +60,8 @@ class FleetBreaker:
         # that saw it serve, as a lone client's do: after an outage longer than the window,
         # the fleet's half-open probe alone came seconds after the target's return (4 workers
         # with Redis served 0.39 of capacity through a 40 s outage where apart they served
-        # 0.42). A target no one here saw serve is left to the fleet-wide probe.
+        # 0.42). A target no one in the fleet saw serve is tried for the fleet's first
+        # ALONE_WARMUP answers (``_passes_alone``), then left to the fleet-wide probe.
         self._local = Breaker(thresholds=thresholds, probes_unserved=False)
         self._lock = threading.Lock()
         self._link = link
@@ -72,6 +74,8 @@ class FleetBreaker:
         self._view_at = -math.inf
         #: When a worker of the fleet last reported a success (as the latest view said).
         self._fleet_served_at = -math.inf
+        #: Answers the workers ever reported (as the latest view said).
+        self._fleet_answers = 0
         self._checking = False
         self._successes = 0
         #: How old the fleet view may be before ``allow`` re-reads it (set to the lease
@@ -127,7 +131,7 @@ class FleetBreaker:
                     return True
                 if not alone:
                     return False
-                if self._served_lately(now):
+                if self._passes_alone(now):
                     return True
                 if self._checking or now - self._view_at < BREAKER_CHECK_EVERY:
                     return False
@@ -140,8 +144,8 @@ class FleetBreaker:
                     return True
                 self._checking = True
             else:
-                if alone and self._served_lately(now):
-                    return True  # (as through an open circuit: see _served_lately)
+                if alone and self._passes_alone(now):
+                    return True  # (as through an open circuit: see _passes_alone)
                 if self._local.probe_out and now - self._probe_since < self._probe_hold:
                     return False
                 self._local.claim_probe()
@@ -150,10 +154,20 @@ class FleetBreaker:
                 self._probe_hold = self._hold()
         if state == "open":
             self._check(now)
-            return self._served_lately(now)
+            return self._passes_alone(now)
         if state == "closed":
-            return self._check(now) or (alone and self._served_lately(now))
+            return self._check(now) or (alone and self._passes_alone(now))
         return self._ask_probe(now)
+
+    def _passes_alone(self, now: float) -> bool:
+        """May a caller with nowhere else to go pass the fleet's open circuit? While the
+        target served anyone lately (``_served_lately``), or while it never served anyone and
+        the fleet has had fewer than ``ALONE_WARMUP`` answers, as a lone client's breaker
+        tries a target it never saw serve: half the requests failing fast, the workers'
+        pooled 503s tripped the fleet's circuit before any success was back, and four
+        workers with Redis served 93.42 % of the calls against 93.43 % apart."""
+        return self._served_lately(now) or (self._fleet_served_at == -math.inf
+                                             and self._fleet_answers < ALONE_WARMUP)
 
     def _served_lately(self, now: float) -> bool:
         """Was the target serving anyone, here or elsewhere in the fleet, within the window?
@@ -162,14 +176,17 @@ class FleetBreaker:
         official SDK would try it. Refusing it (a worker with no success of its own yet, or
         another worker holding the half-open probe) left four workers with Redis serving 81 %
         of the calls with half the requests failing, where the same workers apart served
-        94 %. A target nobody was served by is down: the fleet's probe tests it."""
+        94 %. A target nobody was served by is down once the fleet saw enough answers
+        (``_passes_alone``): the fleet's probe tests it."""
         return self._local.served_lately(now) or (
             now - self._fleet_served_at <= self.thresholds.window)
 
-    def _adopt_served(self, now: float, served_ago: float | None) -> None:
-        """The fleet last reported a success ``served_ago`` seconds ago (lock held)."""
-        if served_ago is not None and served_ago >= 0:
-            self._fleet_served_at = max(self._fleet_served_at, now - served_ago)
+    def _adopt_served(self, now: float, view: BreakerView) -> None:
+        """The fleet's successes and answers as ``view`` reports them (lock held)."""
+        if view.served_ago is not None and view.served_ago >= 0:
+            self._fleet_served_at = max(self._fleet_served_at, now - view.served_ago)
+        if view.answers is not None:
+            self._fleet_answers = max(self._fleet_answers, view.answers)
 
     def _check(self, now: float) -> bool:
         result = self._link.call(STATE, [self._key], [f"{self.thresholds.window:g}"])
@@ -178,7 +195,7 @@ class FleetBreaker:
             if result is not None:
                 self._view_at = now
                 self._fleet_failures = result.failures or 0.0
-                self._adopt_served(now, result.served_ago)
+                self._adopt_served(now, result)
                 if result.open_left > 0:
                     self._open_for(now, result.open_left)
             return self._local.state(now) == "closed"
@@ -258,9 +275,10 @@ class FleetBreaker:
                 self._successes += 1
             return
         if before == "closed" and after == "open":
-            result = self._link.call(OPEN, [self._key], [self._link.worker,
-                                                         f"{open_left:.3f}",
-                                                         int(IDLE_TTL * 1000)])
+            result = self._link.call(OPEN, [self._key], [
+                self._link.worker, f"{open_left:.3f}", int(IDLE_TTL * 1000),
+                f"{self.thresholds.window:g}",
+            ])
         else:
             open_for = self.thresholds.break_for * rng.uniform(1.0, 1.5)
             result = self._link.call(FAIL, [self._key], [
@@ -274,6 +292,6 @@ class FleetBreaker:
             self._view_at = now
             if result.failures is not None:
                 self._fleet_failures = result.failures
-            self._adopt_served(now, result.served_ago)
+            self._adopt_served(now, result)
             if result.open_left > 0 and self._fleet_probe is None:
                 self._open_for(now, result.open_left)

@@ -95,12 +95,13 @@ class Cut(NamedTuple):
 
 class BreakerView(NamedTuple):
     """``fail``, ``open`` and ``state``: seconds the fleet's circuit stays open, the fleet's
-    weighted failure count, and seconds since a worker last reported a success (negative:
-    never; ``None`` from ``open``, which does not read the window)."""
+    weighted failure count, seconds since a worker last reported a success (negative:
+    never) and how many answers the workers ever reported."""
 
     open_left: float
     failures: float | None
     served_ago: float | None = None
+    answers: int | None = None
 
 
 class ProbeVerdict(NamedTuple):
@@ -135,7 +136,8 @@ def _cut(raw: list[Any]) -> Cut:
 
 def _breaker_view(raw: list[Any]) -> BreakerView:
     return BreakerView(float(raw[0]), float(raw[1]) if len(raw) > 1 else None,
-                       float(raw[2]) if len(raw) > 2 else None)
+                       float(raw[2]) if len(raw) > 2 else None,
+                       int(raw[3]) if len(raw) > 3 else None)
 
 
 def _probe_verdict(raw: list[Any]) -> ProbeVerdict:

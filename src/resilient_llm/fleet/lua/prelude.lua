@@ -104,23 +104,24 @@ local function refusals(key, f, sent, refused, now)
   if f.lc then since = math.max(0, now - tonumber(f.lc)) end
   return over, since, over or (since >= 0 and since < REFUSAL_MEMORY)
 end
--- The fleet's failure window (two buckets of `win` seconds, the older one weighted down).
+-- The fleet's failure window (two buckets of `win` seconds, the older one weighted down):
+-- weighted failures and answers, and every answer ever counted (`na`).
 local function window(key, now, win, add_fail, add_ok)
-  local w = redis.call('HMGET', key, 'fb', 'fc', 'sc', 'pf', 'ps')
+  local w = redis.call('HMGET', key, 'fb', 'fc', 'sc', 'pf', 'ps', 'na')
   local fb, fc, sc = num(w[1], now), num(w[2], 0), num(w[3], 0)
-  local pf, ps = num(w[4], 0), num(w[5], 0)
+  local pf, ps, na = num(w[4], 0), num(w[5], 0), num(w[6], 0)
   local dirty = add_fail > 0 or add_ok > 0
   if now - fb >= win then
     if now - fb < 2 * win then pf, ps = fc, sc else pf, ps = 0, 0 end
     fb, fc, sc, dirty = now, 0, 0, true
   end
-  fc, sc = fc + add_fail, sc + add_ok
+  fc, sc, na = fc + add_fail, sc + add_ok, na + add_fail + add_ok
   if dirty then
-    redis.call('HSET', key, 'fb', fmt(fb), 'fc', fc, 'sc', sc, 'pf', pf, 'ps', ps)
+    redis.call('HSET', key, 'fb', fmt(fb), 'fc', fc, 'sc', sc, 'pf', pf, 'ps', ps, 'na', na)
   end
   if add_ok > 0 then redis.call('HSET', key, 'ls', fmt(now)) end
   local weight = math.max(0, 1 - (now - fb) / win)
-  return fc + pf * weight, fc + sc + (pf + ps) * weight
+  return fc + pf * weight, fc + sc + (pf + ps) * weight, na
 end
 -- Seconds since a success was last reported to the breaker's window (-1: never).
 local function served_ago(key, now)

@@ -550,7 +550,12 @@ def test_429s_a_target_gives_at_random_slow_nothing_until_a_quarter_of_its_answe
             answer(index >= 10, 0.5 / sends)
     assert state.refusals.share > RefusalShare.SHARE
     assert state.cubic_rate is not None
-    assert state.time_until_available(now) > 0.0
+    # The cut is on trial: its 429s do not hold the sender until their Retry-After, but the
+    # cut rate paces it, with no burst the headers promised.
+    assert state.refusals.trying and state.requests is not None
+    assert state.requests.rate == pytest.approx(state.cubic_rate)
+    assert state.requests.capacity == 1.0
+    assert state.time_until_available(now) == 0.0
 
 
 class _IdlePacer:

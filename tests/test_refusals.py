@@ -264,6 +264,25 @@ def test_without_the_share_following_the_rate_429s_are_not_a_limits() -> None:
     assert limited_share(0.5).limited(0.0)
 
 
+def test_a_sender_too_slow_to_try_a_cut_needs_the_send_rate_to_show_a_limit() -> None:
+    """Sends too even to tell a limit's 429s from a share refused at any rate (a process
+    given every fourth call): a sender fast enough to try a cut lets the share decide (the
+    trial undoes a wrong cut); one too slow to try it in ``TRIAL_TIME`` does not, but for a
+    share over ``MOST``. Four processes apart given 25 calls/s between them, 30 % refused at
+    random, were cut on the share alone and never tried: 83.9 % served where the official
+    client served 91.4 %."""
+    slow_enough = RefusalShare.TRIAL_SENDS / RefusalShare.TRIAL_TIME
+    steady = RefusalShare()
+    limit_windows(steady, share=0.35, steady=True)
+    steady.answers, steady.refused = 300.0, 105.0
+    assert steady.often() and steady._windows.follows(0.0) is None
+    assert steady.limited(0.0, sent=slow_enough + 1.0)
+    assert steady.limited(0.0)  # (no send rate known: the share decides, as before)
+    assert not steady.limited(0.0, sent=slow_enough - 1.0)
+    steady.refused = 210.0  # 70 %: bursts refused outright
+    assert steady.limited(0.0, sent=slow_enough - 1.0)
+
+
 def test_a_trial_counts_the_answers_to_its_own_attempts_only() -> None:
     """A cut comes on a 429; the successes of attempts sent before it, slower than 429s,
     arrive during the trial. Counted, thirty 200s made 30 % refused at random look like a

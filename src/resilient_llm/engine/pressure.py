@@ -501,7 +501,8 @@ class TargetPressure:
                 self._forget_cubic(now)  # refused at any rate: undo the rate's cut, and
                 self.concurrency.forgive_rate_cuts()  # the slots cut as a rate limit's
             said = spent or (self.pacer is not None and self.pacer.refusing(now))
-            engaged = said or self.cubic_rate is not None or self.refusals.limited(now)
+            engaged = said or self.cubic_rate is not None or self.refusals.limited(
+                now, self.cubic.sent_lately)
             if rate_shaped and not probe and repeated and accepted and engaged \
                     and self.cubic.measured > 0 and not self.refusals.trying:
                 current = self.requests.rate if self.requests is not None else None
@@ -512,15 +513,16 @@ class TargetPressure:
                                              self.cubic.accepted_lately, shown=said):
                     self.concurrency.forgive_rate_cuts()  # on trial: 429s take no slots
             if throttled and engaged and self.requests is not None and not self._cubic_bucket:
-                # A 429 is ground truth, headers a hint: the next request is due when the
-                # provider said, not before, and the burst the headers allow is not believed
-                # while the throttle is remembered (a per-minute limit may be enforced over
-                # much shorter windows).
+                # A 429 is ground truth, headers a hint: no burst is believed while the throttle
+                # is remembered (a per-minute limit may be enforced over much shorter windows),
+                # and the next request is due when the provider said (for at most half the
+                # deadline of the call told so; on trial, 30 % refused at random held 6 s).
                 bucket = self.requests
                 bucket.refill(now)
                 rate = min(bucket.rate, self._cubic_now(now, bucket.rate))
-                if rate < UNPACED:  # (for at most half the deadline of the call told so)
-                    hold = min(retry_after or 0.0, (patience or math.inf) / 2)
+                if rate < UNPACED:
+                    hold = 0.0 if self.refusals.trying else min(retry_after or 0.0,
+                                                                (patience or math.inf) / 2)
                     bucket.level = min(bucket.level, 1.0 - rate * hold)
                 self._clamp_burst(now)
             # A 429 may be a rate limit or a concurrency cap: it slows the rate (above) and is

@@ -403,6 +403,17 @@ def fleet_cells() -> list[Cell]:
                       _p(service_time=0.1, fail_ratio=0.5, retry_after=None),
                       Traffic("poisson", duration=20.0, rate=50.0), processes=4,
                       deadline=2.0, redis=True, checks=never | {"fleet"}))
+    # 429s given at random to processes sharing a key that publishes limits: each process
+    # is given every fourth call (too evenly, and too few, to tell by the send rate), the
+    # fleet judges its share in Redis. (At 50 calls/s the fleet's untried cuts still cost
+    # 0.7 points against apart: docs/pressure.md.)
+    cells += [Cell(f"fleet of 4, 30% of 429s at random, {rate:g} calls/s, headers 3000/min, "
+                   "with Redis",
+                   _p(service_time=0.1, fail_ratio=0.3, fail_status=429, retry_after=1.0,
+                      header_limit=3000.0),
+                   Traffic("poisson", duration=20.0, rate=rate), processes=4, deadline=2.0,
+                   redis=True, checks=never)
+              for rate in (25.0, 50.0)]
     return cells
 
 
@@ -429,5 +440,6 @@ _REDUCED_NAMES = (
 #: ``tests/test_simulator.py`` asserts the quantized bound on one seed of its own.
 REDUCED: list[Cell] = [cell for cell in MATRIX if cell.name in _REDUCED_NAMES]
 #: The fleet's cells in CI: the cheap one here; the quantized fleet of 4 on one seed of its own.
-_FLEET_REDUCED = ("fleet of 4, one 503, headers 3000/min, fallback, with Redis",)
+_FLEET_REDUCED = ("fleet of 4, one 503, headers 3000/min, fallback, with Redis",
+                  "fleet of 4, 30% of 429s at random, 25 calls/s, headers 3000/min, with Redis")
 REDUCED += [cell for cell in MATRIX if cell.name in _FLEET_REDUCED]

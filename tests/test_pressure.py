@@ -339,6 +339,19 @@ def test_event_rate_counts_the_bucket_that_starts_at_zero() -> None:
     assert rate.rate == pytest.approx(0.8 * 5 / 0.5)
 
 
+def test_event_rate_counts_events_a_clock_stepped_back_to_in_the_current_half_second() -> None:
+    """A state kept across clocks (a fake one restarted; the send rate a 429 asks for)
+    sees time go back: those events count in the half-second it is in, and the mean over
+    the closed ones neither divides by zero nor counts a half-second twice."""
+    rate = EventRate()
+    for now in (1000.0, 1000.1, 1002.0, 1003.0):
+        rate.record(now)
+    rate.record(1000.2)  # the clock stepped back
+    assert rate.mean(2.0) == pytest.approx(1 / 1.0)  # from 1002.0 to 1003.0: one event
+    rate.record(1003.6)
+    assert rate.mean(2.0) == pytest.approx(3 / 1.5)  # and two in 1003.0 (one stepped back)
+
+
 def test_gradient2_reports_once_per_full_window() -> None:
     latency = Gradient2(min_samples=3)
     assert latency.sample(0.2, now=0.0, window=1.0) is None

@@ -131,8 +131,8 @@ class EventRate:
     def record(self, now: float) -> None:
         """One event at ``now``; the rate moves when a new bucket starts."""
         start = math.floor(now * 2) / 2
-        if start == self._bucket:
-            self._count += 1
+        if self._bucket is not None and start <= self._bucket:
+            self._count += 1  # (a clock that stepped back counts in the current half-second)
             return
         if self._bucket is not None:
             self.rate = 0.8 * (self._count / max(start - self._bucket, 0.5)) + 0.2 * self.rate
@@ -145,7 +145,7 @@ class EventRate:
         if self._bucket is None:
             return 0.0
         counts = [(start, count) for start, count in self._closed
-                  if start >= self._bucket - within]
+                  if self._bucket - within <= start < self._bucket]
         if not counts:
             return self.rate
         return sum(count for _, count in counts) / (self._bucket - counts[0][0])

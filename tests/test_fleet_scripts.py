@@ -36,6 +36,8 @@ def test_the_acquire_reply_is_read_by_name() -> None:
 
 def test_the_breaker_replies_are_read_by_name() -> None:
     assert scripts.FAIL.decode(["0.500000", "3.000000"]) == scripts.BreakerView(0.5, 3.0)
+    assert scripts.STATE.decode(["0.000000", "1.500000", "2.250000", 49]) == scripts.BreakerView(
+        open_left=0.0, failures=1.5, served_ago=2.25, answers=49)
     assert scripts.OPEN.decode(["0.250000", "5.000000", "-1.000000", 5]) == scripts.BreakerView(
         open_left=0.25, failures=5.0, served_ago=-1.0, answers=5)
     assert scripts.STATE.decode(["0.000000", "0.000000"]).failures == 0.0

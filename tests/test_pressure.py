@@ -339,17 +339,23 @@ def test_event_rate_counts_the_bucket_that_starts_at_zero() -> None:
     assert rate.rate == pytest.approx(0.8 * 5 / 0.5)
 
 
-def test_event_rate_counts_events_a_clock_stepped_back_to_in_the_current_half_second() -> None:
+def test_event_rate_survives_a_clock_that_steps_back() -> None:
     """A state kept across clocks (a fake one restarted; the send rate a 429 asks for)
-    sees time go back: those events count in the half-second it is in, and the mean over
-    the closed ones neither divides by zero nor counts a half-second twice."""
+    sees time go back: an event a half-second behind counts in the current one; further
+    back, the closed half-seconds start over. The mean neither divides by zero nor counts a
+    half-second twice."""
     rate = EventRate()
     for now in (1000.0, 1000.1, 1002.0, 1003.0):
         rate.record(now)
-    rate.record(1000.2)  # the clock stepped back
+    rate.record(1002.7)  # a half-second behind: counted in 1003.0
     assert rate.mean(2.0) == pytest.approx(1 / 1.0)  # from 1002.0 to 1003.0: one event
     rate.record(1003.6)
-    assert rate.mean(2.0) == pytest.approx(3 / 1.5)  # and two in 1003.0 (one stepped back)
+    assert rate.mean(2.0) == pytest.approx(3 / 1.5)  # and two in 1003.0
+    rate.record(1000.2)  # three seconds back: start over
+    assert rate.mean(2.0) == rate.rate  # nothing closed since
+    rate.record(1000.6)
+    assert rate.mean(2.0) == pytest.approx(1 / 0.5)  # 1000.0 alone
+    assert rate.peak(1000.7, 2.0) == pytest.approx(2.0)
 
 
 def test_gradient2_reports_once_per_full_window() -> None:
@@ -569,6 +575,10 @@ def test_429s_a_target_gives_at_random_slow_nothing_until_a_quarter_of_its_answe
     assert state.requests.rate == pytest.approx(state.cubic_rate)
     assert state.requests.capacity == 1.0
     assert state.time_until_available(now) == 0.0
+    # Unless the headers say the limit is spent: then the provider's Retry-After holds.
+    state.observe(RateLimits(limit=3000, remaining=0, reset=20.0), None, now=now)
+    answer(True, 0.01)
+    assert state.refusals.trying and state.time_until_available(now) >= 0.9  # (1 s asked)
 
 
 class _IdlePacer:

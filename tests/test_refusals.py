@@ -281,6 +281,11 @@ def test_a_sender_too_slow_to_try_a_cut_needs_the_send_rate_to_show_a_limit() ->
     assert not steady.limited(0.0, sent=slow_enough - 1.0)
     steady.refused = 210.0  # 70 %: bursts refused outright
     assert steady.limited(0.0, sent=slow_enough - 1.0)
+    shaped = RefusalShare()  # a slow sender whose half-seconds do show a limit: cut
+    limit_windows(shaped, allowed=10)
+    shaped.answers, shaped.refused = 300.0, 105.0
+    assert shaped._windows.follows(0.0) is True
+    assert shaped.limited(0.0, sent=slow_enough - 1.0)
 
 
 def test_a_trial_counts_the_answers_to_its_own_attempts_only() -> None:

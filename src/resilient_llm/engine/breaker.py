@@ -98,7 +98,8 @@ class Breaker:
         #: Callers without a fallback probe a target that looks down, one per
         #: ``ALONE_PROBE_EVERY``; with ``probes_unserved``, a target this breaker never saw
         #: serve too (its first ``ALONE_WARMUP`` answers, then probes). A fleet's local
-        #: breaker does not: a target nobody served is the fleet-wide probe's.
+        #: breaker does not: a target nobody served is tried for the fleet's first
+        #: ``ALONE_WARMUP`` answers, then left to the fleet-wide probe (``FleetBreaker``).
         self.probes_unserved = probes_unserved
         self.thresholds = Thresholds() if thresholds is None else thresholds
         self._events: deque[tuple[float, bool]] = deque(maxlen=1024)
@@ -147,9 +148,10 @@ class Breaker:
         such caller every ``ALONE_PROBE_EVERY`` goes as a probe (the official SDK would send
         them all), so a target that came back serves again at once, not only after the break. A
         target that never succeeded is tried for its first ``ALONE_WARMUP`` answers. A
-        fleet's breaker probes only a target it saw serve (one nobody served is the
-        fleet-wide half-open probe's), and lets such a caller through while the fleet was
-        served lately (``FleetBreaker``)."""
+        fleet's breaker probes only a target it saw serve, lets such a caller through while
+        the fleet was served lately, and tries a target nobody served for the fleet's first
+        ``ALONE_WARMUP`` answers (then it is the fleet-wide half-open probe's:
+        ``FleetBreaker``)."""
         if self._served(now):
             return True
         if not self._probing():
@@ -238,6 +240,11 @@ class Breaker:
     def _served(self, now: float) -> bool:
         """``served_lately`` with the lock held."""
         return now - self._last_success <= self.thresholds.window
+
+    @property
+    def served_ever(self) -> bool:
+        """Did the target ever answer a request (seen from here)?"""
+        return self._last_success != -float("inf")
 
     @property
     def probe_out(self) -> bool:

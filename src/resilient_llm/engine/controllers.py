@@ -132,7 +132,11 @@ class EventRate:
         """One event at ``now``; the rate moves when a new bucket starts."""
         start = math.floor(now * 2) / 2
         if self._bucket is not None and start <= self._bucket:
-            self._count += 1  # (a clock that stepped back counts in the current half-second)
+            if start >= self._bucket - 0.5:  # (a clock a little behind: the same half-second)
+                self._count += 1
+            else:  # a clock that stepped back (a state that outlived its clock): start over
+                self._closed.clear()
+                self._bucket, self._count = start, 1
             return
         if self._bucket is not None:
             self.rate = 0.8 * (self._count / max(start - self._bucket, 0.5)) + 0.2 * self.rate

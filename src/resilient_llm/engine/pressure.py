@@ -5,14 +5,15 @@ on. For each target:
 
 * **Pacer** — token buckets for requests and tokens, seeded from rate-limit headers (limit
   L, remaining R, reset T read as at most a minute: fill rate ``(L − R) / T``, level R). A
-  429 drains the requests bucket until its ``Retry-After`` and the fill rate follows CUBIC
-  (botocore's: C = 0.4, β = 0.7, floor 0.5/s; ``rate = C·(t − t_429 − K)³ + W_max``,
-  ``K = ∛(W_max·(1 − β)/C)``), one cut per overshoot, growing with time and forgotten at
-  2·W_max; meanwhile the bucket holds at most ``BURST_SECONDS`` of the rate. A 429 does this
-  only as a rate limit's answer (``engine.refusals``: headers that say a limit is spent, a
-  confident share over a quarter that grows with the send rate, or the fleet's share; a cut
-  whose trial shows the share refused at any rate is undone). A 429 with a ``Retry-After``
-  or a header bucket behind it takes no concurrency slot but as a limit's, nor on trial.
+  429 drains the requests bucket until its ``Retry-After`` (on trial, its burst, unless the
+  headers say it is spent) and the fill rate follows CUBIC (botocore's: C = 0.4, β = 0.7,
+  floor 0.5/s; ``rate = C·(t − t_429 − K)³ + W_max``, ``K = ∛(W_max·(1 − β)/C)``), one cut
+  per overshoot, growing with time and forgotten at 2·W_max; meanwhile the bucket holds at
+  most ``BURST_SECONDS`` of the rate. A 429 does this only as a rate limit's answer
+  (``engine.refusals``: headers that say a limit is spent, a confident share over a quarter
+  that grows with the send rate, or the fleet's share; a cut whose trial shows the share
+  refused at any rate is undone). A 429 with a ``Retry-After`` or a header bucket behind it
+  takes no concurrency slot but as a limit's, nor on trial.
 * **Concurrency limit** — none until the provider pushes back (a 429, an overload answer, a
   timeout not cut short by the caller's deadline; not a 503, the breaker's) with more in
   flight than it served lately and, before any limit, more than four (a rate limit's 429
@@ -460,8 +461,8 @@ class TargetPressure:
         the call's deadline budget (a throttle never paces slower than two requests per it).
         A 429 (``throttled``) slows the send rate (CUBIC) when rate-shaped (a ``Retry-After``,
         or published rate limits; a bare 429 without them only cuts the concurrency limit)
-        and drains the header-learned bucket until its ``Retry-After``: the provider's answer
-        beats its headers. Each only while 429s are a rate limit's (the module docstring).
+        and drains the header-learned bucket until its ``Retry-After`` (on trial, its burst):
+        the provider's answer beats its headers. Each only while 429s are a limit's.
         """
         with self._lock:
             self._free_slot(priority)
@@ -501,8 +502,8 @@ class TargetPressure:
                 self._forget_cubic(now)  # refused at any rate: undo the rate's cut, and
                 self.concurrency.forgive_rate_cuts()  # the slots cut as a rate limit's
             said = spent or (self.pacer is not None and self.pacer.refusing(now))
-            engaged = said or self.cubic_rate is not None or self.refusals.limited(
-                now, self.cubic.sent_lately)
+            engaged = throttled and (said or self.cubic_rate is not None
+                                     or self.refusals.limited(now, self.cubic.sent_lately))
             if rate_shaped and not probe and repeated and accepted and engaged \
                     and self.cubic.measured > 0 and not self.refusals.trying:
                 current = self.requests.rate if self.requests is not None else None
@@ -513,16 +514,15 @@ class TargetPressure:
                                              self.cubic.accepted_lately, shown=said):
                     self.concurrency.forgive_rate_cuts()  # on trial: 429s take no slots
             if throttled and engaged and self.requests is not None and not self._cubic_bucket:
-                # A 429 is ground truth, headers a hint: no burst is believed while the throttle
-                # is remembered (a per-minute limit may be enforced over much shorter windows),
-                # and the next request is due when the provider said (for at most half the
-                # deadline of the call told so; on trial, 30 % refused at random held 6 s).
+                # A 429 is ground truth, headers a hint: no burst while the throttle is known (a
+                # minute's limit may be enforced in shorter windows), and no request before the
+                # provider said (at most half the call's deadline; on trial, the burst only).
                 bucket = self.requests
                 bucket.refill(now)
                 rate = min(bucket.rate, self._cubic_now(now, bucket.rate))
                 if rate < UNPACED:
-                    hold = 0.0 if self.refusals.trying else min(retry_after or 0.0,
-                                                                (patience or math.inf) / 2)
+                    hold = 0.0 if self.refusals.trying and not spent else min(
+                        retry_after or 0.0, (patience or math.inf) / 2)
                     bucket.level = min(bucket.level, 1.0 - rate * hold)
                 self._clamp_burst(now)
             # A 429 may be a rate limit or a concurrency cap: it slows the rate (above) and is

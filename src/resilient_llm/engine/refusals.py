@@ -39,7 +39,8 @@ class SendWindows:
     dozen of them could not yet tell, and the share alone cut the rate); ``None`` when
     neither, or when the sends were too even to tell (their variance under ``VARIED`` of
     their mean, where arrivals at random have their mean: a steady sender, a paced one): the
-    share alone must do (most attempts refused leave little room between the share and one:
+    share alone must do, for a sender fast enough to try its cut (most attempts refused leave
+    little room between the share and one:
     four processes apart against a quantized limit, whose 429s were 70 % of the answers,
     were otherwise retried as the official client retries them).
     """

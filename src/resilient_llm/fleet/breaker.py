@@ -47,7 +47,8 @@ class FleetBreaker:
       ``BREAKER_CHECK_EVERY`` while the fleet reports failures); open → no; half-open → ask
       Redis for the fleet's one probe (granted to one worker; the others stay open, asking
       again every ``PROBE_POLL`` or when the new break ends). A caller with nowhere else to go
-      passes while the target served anyone in the fleet within the window.
+      passes while the target served anyone in the fleet within the window, or, served by
+      nobody yet, for the fleet's first ``ALONE_WARMUP`` answers.
     * ``record``: a health failure is reported at once (the fleet trips when its window
       crosses the thresholds); the local window's own trip is published; successes are
       counted and sent with the next lease refill. The probe's outcome closes or reopens
@@ -74,8 +75,8 @@ class FleetBreaker:
         self._view_at = -math.inf
         #: When a worker of the fleet last reported a success (as the latest view said).
         self._fleet_served_at = -math.inf
-        #: Answers the workers ever reported (as the latest view said).
-        self._fleet_answers = 0
+        #: Answers the workers ever reported (as the latest view said; ``None``: not read).
+        self._fleet_answers: int | None = None
         self._checking = False
         self._successes = 0
         #: How old the fleet view may be before ``allow`` re-reads it (set to the lease
@@ -162,12 +163,15 @@ class FleetBreaker:
     def _passes_alone(self, now: float) -> bool:
         """May a caller with nowhere else to go pass the fleet's open circuit? While the
         target served anyone lately (``_served_lately``), or while it never served anyone and
-        the fleet has had fewer than ``ALONE_WARMUP`` answers, as a lone client's breaker
-        tries a target it never saw serve: half the requests failing fast, the workers'
-        pooled 503s tripped the fleet's circuit before any success was back, and four
-        workers with Redis served 93.42 % of the calls against 93.43 % apart."""
-        return self._served_lately(now) or (self._fleet_served_at == -math.inf
-                                             and self._fleet_answers < ALONE_WARMUP)
+        the fleet has had fewer than ``ALONE_WARMUP`` answers (as Redis last said; unread, it
+        is asked first), as a lone client's breaker tries a target it never saw serve: half
+        the requests failing fast, the workers' pooled 503s tripped the fleet's circuit
+        before any success was back, and four workers with Redis served 93.42 % of the calls
+        against 93.43 % apart."""
+        answers = self._fleet_answers
+        return self._served_lately(now) or (
+            answers is not None and answers < ALONE_WARMUP
+            and self._fleet_served_at == -math.inf and not self._local.served_ever)
 
     def _served_lately(self, now: float) -> bool:
         """Was the target serving anyone, here or elsewhere in the fleet, within the window?
@@ -186,7 +190,7 @@ class FleetBreaker:
         if view.served_ago is not None and view.served_ago >= 0:
             self._fleet_served_at = max(self._fleet_served_at, now - view.served_ago)
         if view.answers is not None:
-            self._fleet_answers = max(self._fleet_answers, view.answers)
+            self._fleet_answers = max(self._fleet_answers or 0, view.answers)
 
     def _check(self, now: float) -> bool:
         result = self._link.call(STATE, [self._key], [f"{self.thresholds.window:g}"])

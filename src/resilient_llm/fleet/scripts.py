@@ -192,7 +192,7 @@ ACQUIRE = Script("acquire", _grant)
 THROTTLE = Script("throttle", _cut)
 #: KEYS brk. A health failure into the fleet's window; trips the fleet's circuit.
 FAIL = Script("fail", _breaker_view)
-#: KEYS brk. Publishes a circuit this worker's window tripped.
+#: KEYS brk. Publishes a circuit this worker's window tripped (and counts the failure that did).
 OPEN = Script("open", _breaker_view)
 #: KEYS brk. Asks for the fleet's one half-open probe.
 PROBE = Script("probe", _probe_verdict)

@@ -82,7 +82,11 @@ def test_a_child_forked_while_the_parent_queued_calls_is_served_at_once() -> Non
             threading.Event().wait(0.02)
 
         def child() -> str:
-            answer = client.chat.completions.create(model="m", messages=messages)
+            # A client of its own, for the same target (the pressure state is per target and
+            # per process, not per client): the parent's idle pooled connections, shared with
+            # the parent's threads that go on using them, garbled a request under load.
+            own = OpenAI(base_url=server.openai_base_url, api_key="k", policy=Policy(deadline=5))
+            answer = own.chat.completions.create(model="m", messages=messages)
             return answer.choices[0].message.content or "empty"
 
         result = in_child(child)

@@ -513,7 +513,7 @@ class TargetPressure:
                 if self.refusals.on_rate_cut(now, self.cubic.sent_lately,
                                              self.cubic.accepted_lately, shown=said):
                     self.concurrency.forgive_rate_cuts()  # on trial: 429s take no slots
-            if throttled and engaged and self.requests is not None and not self._cubic_bucket:
+            if engaged and self.requests is not None and not self._cubic_bucket:
                 # A 429 is ground truth, headers a hint: no burst while the throttle is known (a
                 # minute's limit may be enforced in shorter windows), and no request before the
                 # provider said (at most half the call's deadline; on trial, the burst only).

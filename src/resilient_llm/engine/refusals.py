@@ -39,10 +39,10 @@ class SendWindows:
     dozen of them could not yet tell, and the share alone cut the rate); ``None`` when
     neither, or when the sends were too even to tell (their variance under ``VARIED`` of
     their mean, where arrivals at random have their mean: a steady sender, a paced one): the
-    share alone must do, for a sender fast enough to try its cut (most attempts refused leave
-    little room between the share and one:
-    four processes apart against a quantized limit, whose 429s were 70 % of the answers,
-    were otherwise retried as the official client retries them).
+    share alone must do, for a sender fast enough to try its cut (most attempts refused
+    leave little room between the share and one: four processes apart against a quantized
+    limit, whose 429s were 70 % of the answers, were otherwise retried as the official
+    client retries them).
     """
 
     WIDTH = 0.5
@@ -209,8 +209,7 @@ class RefusalShare:
         # The episode's rates before its first cut: a trial needs a share refused then, and
         # a sender fast enough to end it soon (5 streams a second took six seconds to try,
         # short of the slots they needed).
-        if self._before is None and 0.0 <= accepted < sent \
-                and sent * self.TRIAL_TIME >= self.TRIAL_SENDS:
+        if self._before is None and 0.0 <= accepted < sent and self.triable(sent):
             self._before, self._tries = (sent, accepted), 0
         if self._before is not None:
             self._trial_start, self._trial_sent, self._trial_refused = now, 0, 0
@@ -252,6 +251,11 @@ class RefusalShare:
         first is not held: a limit met by bursts drains them as CUBIC grows back."""
         return self._trial_start is not None and self._tries > 1
 
+    def triable(self, sent: float) -> bool:
+        """Is a sender of ``sent`` requests a second fast enough to try a cut (to send
+        ``TRIAL_SENDS`` attempts within ``TRIAL_TIME`` seconds)?"""
+        return sent * self.TRIAL_TIME >= self.TRIAL_SENDS
+
     def often(self) -> bool:
         """Are 429s more than ``SHARE`` of the recent answers, with confidence (whether or not
         they follow the send rate)?"""
@@ -269,7 +273,7 @@ class RefusalShare:
         if not over_share(self.answers, self.refused, share=share):
             return False
         follows = self._windows.follows(now)
-        if follows is None and sent is not None and sent * self.TRIAL_TIME < self.TRIAL_SENDS:
+        if follows is None and sent is not None and not self.triable(sent):
             follows = False
         return follows is not False or over_share(self.answers, self.refused,
                                                   share=max(share, self.MOST))
@@ -286,4 +290,3 @@ def over_share(answers: float, refused: float, share: float = RefusalShare.SHARE
     p, n, z2 = refused / answers, answers, z * z
     spread = z * math.sqrt(max(0.0, p * (1 - p)) / n + z2 / (4 * n * n))
     return (p + z2 / (2 * n) - spread) / (1 + z2 / n) > share
-

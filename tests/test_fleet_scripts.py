@@ -26,12 +26,12 @@ def test_a_script_renders_with_the_tuning_constants(script: scripts.Script[objec
 
 def test_the_acquire_reply_is_read_by_name() -> None:
     raw = [3, "0.010000", "0.100000", "0.900000", "40.000000", 2, "0.000000", "0.000000",
-           "1.500000", 1, "-0.050000", "0.025000", 1, "-1.000000"]
+           "1.500000", 1, "-0.050000", "0.025000", 1, "-1.000000", "2.500000"]
     grant = scripts.ACQUIRE.decode(raw)
     assert grant == scripts.Grant(granted=3, first=0.01, spacing=0.1, tau=0.9, rate=40.0,
                                   active=2, wait=0.0, open_left=0.0, failures=1.5,
                                   tokens_paced=True, void_first=-0.05, void_spacing=0.025,
-                                  refusing=True, since_cut=-1.0)
+                                  refusing=True, since_cut=-1.0, acquitted=2.5)
 
 
 def test_the_breaker_replies_are_read_by_name() -> None:
@@ -44,5 +44,5 @@ def test_the_breaker_replies_are_read_by_name() -> None:
     assert scripts.PROBE.decode(["held", "0.250000"]) == scripts.ProbeVerdict("held", 0.25)
     assert scripts.RESULT.decode(["ignored"]).verdict == "ignored"
     assert scripts.RELEASE.decode([1]).freed and not scripts.RELEASE.decode([0]).freed
-    assert scripts.THROTTLE.decode([0, "-1", 0, "-1"]) == scripts.Cut(
-        cut=False, rate=-1.0, refusing=False, since_cut=-1.0)
+    assert scripts.THROTTLE.decode([0, "-1", 0, "-1", "-1"]) == scripts.Cut(
+        cut=False, rate=-1.0, refusing=False, since_cut=-1.0, acquitted=-1.0)

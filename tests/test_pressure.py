@@ -612,8 +612,11 @@ class _IdlePacer:
     def refusing(self, now: float) -> bool:
         return False
 
-    def throttled(self, now: float, *, limited: bool) -> None:
+    def throttled(self, now: float, *, limited: bool, spent: bool = False) -> None:
         pass
+
+    def acquitted(self, since: float) -> bool:
+        return False
 
     def view(self, now: float) -> None:
         return None
@@ -639,6 +642,57 @@ class _Permits(_IdlePacer):
 
     def take(self, cost: float, now: float, priority: Priority) -> None:
         self.taken += 1
+
+
+class _FleetWord(_IdlePacer):
+    """A pacer that says 429s are a limit's for everyone, until its fleet acquits them."""
+
+    def __init__(self) -> None:
+        self.says_limited, self.acquitted_at = True, -math.inf
+        self.reports: list[tuple[bool, bool]] = []
+
+    def refusing(self, now: float) -> bool:
+        return self.says_limited
+
+    def acquitted(self, since: float) -> bool:
+        return self.acquitted_at > since
+
+    def throttled(self, now: float, *, limited: bool, spent: bool = False) -> None:
+        self.reports.append((limited, spent))
+
+
+def test_a_cut_made_on_the_fleets_word_is_undone_when_the_fleets_trial_acquits_its_429s() -> None:
+    """A worker that sends too little to judge its 429s cuts on the fleet's word (a
+    process given a quarter of 50 calls/s, 30 % refused at random). When the fleet's trial of
+    its own cut finds the share refused at any rate, the worker forgets its cut too, and its
+    429s are a limit's again only well above the share it sees."""
+    pacer = _FleetWord()
+    state = TargetPressure(KEY, now=0.0, pacer=pacer)
+    state.observe(RateLimits(limit=3000, remaining=2000, reset=20.0), None, now=0.0)
+    now = 0.0
+
+    def answer(refused: bool) -> None:  # 12.5 calls/s
+        nonlocal now
+        now += 0.08
+        state.cubic.record_send(now)
+        state.refusals.sent(now)
+        state.release(now, priority="interactive", latency=None if refused else 0.1,
+                      throttled=refused, dropped=False, succeeded=not refused,
+                      retry_after=1.0 if refused else None, patience=2.0, sent_with=1,
+                      sent_at=now)
+
+    for i in range(100):
+        answer(i % 10 < 3)
+    assert state.cubic_rate is not None and state.refusals.limited(now)
+    assert pacer.reports[-1] == (True, False)  # a limit's, as the fleet says; not spent
+    pacer.says_limited, pacer.acquitted_at = False, now
+    answer(False)
+    assert state.cubic_rate is None
+    assert state.time_until_available(now) == pytest.approx(0.0, abs=1e-6)
+    for i in range(30):
+        answer(i % 10 < 3)
+    assert state.cubic_rate is None and not state.refusals.limited(now)
+    assert pacer.reports[-1] == (False, False)
 
 
 def test_an_engaged_pacers_permits_decide_admission_over_the_own_buckets() -> None:

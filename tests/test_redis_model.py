@@ -122,7 +122,7 @@ def test_a_random_fleet_conversation_gets_the_same_replies(twin: Twin) -> None:
         elif roll < 0.6:
             cut = twin.run(scripts.THROTTLE, [rk], [f"{tuning.THROTTLE_COOLDOWN:g}",
                                                     int(tuning.IDLE_TTL * 1000),
-                                                    rng.choice((0, 1, 29)), rng.choice("01")])
+                                                    rng.choice((0, 1, 29)), rng.choice("012")])
             seen.add("cut" if cut.cut else "no cut")
         elif roll < 0.72:
             view = twin.run(scripts.FAIL, [bk], _fail(worker, rng.randint(0, 2)))
@@ -144,6 +144,32 @@ def test_a_random_fleet_conversation_gets_the_same_replies(twin: Twin) -> None:
     # the conversation went through every branch worth comparing
     assert seen >= {"granted", "wait", "cut", "no cut", "open", "closed", "probe", "held",
                     "refusing", "not refusing", "cut before", "never cut"}
+
+
+def _report(twin: Twin, keys: tuple[str, str, str], served: int, refused: int,
+            limited: str = "0") -> scripts.Cut:
+    """0.1 s later, one worker's lease reports ``served`` successes, then its 429s."""
+    twin.clock.now += 0.1
+    twin.run(scripts.ACQUIRE, list(keys), _acquire(
+        "w0", keys, want=served + refused, successes=served, demand=50.0,
+        learned=("", "3000", "", "")))
+    cut: scripts.Cut = twin.run(scripts.THROTTLE, [keys[0]], [
+        f"{tuning.THROTTLE_COOLDOWN:g}", int(tuning.IDLE_TTL * 1000), refused, limited])
+    return cut
+
+
+def test_a_fleet_cuts_trial_gets_the_same_replies(twin: Twin) -> None:
+    """A worker's cut tried over the answers reported (20 % refused before it, then the same
+    share or none): the trial's counts, its verdict and the acquittal agree on both."""
+    for after_refused in (1, 0):
+        keys = _keys()
+        for _ in range(30):
+            _report(twin, keys, 4, 1)
+        assert _report(twin, keys, 4, 1, limited="1").cut
+        replies = [_report(twin, keys, 3, after_refused) for _ in range(20)]
+        assert any(r.acquitted >= 0 for r in replies) is (after_refused == 1)
+        real, model = twin.state(keys[0])
+        assert real == model
 
 
 def test_a_quantized_flood_gets_the_same_leases(twin: Twin) -> None:
@@ -230,10 +256,11 @@ class Fleet:
         assert grant is not None
         return grant
 
-    def throttle(self, *, refused: int = 0, limited: bool = True) -> scripts.Cut:
+    def throttle(self, *, refused: int = 0, limited: bool = True,
+                 shown: bool = False) -> scripts.Cut:
         cut = self.link.call(scripts.THROTTLE, self.keys[:1],
                              [f"{tuning.THROTTLE_COOLDOWN:g}", int(tuning.IDLE_TTL * 1000),
-                              refused, "1" if limited else "0"])
+                              refused, "2" if shown else "1" if limited else "0"])
         assert cut is not None
         return cut
 
@@ -314,3 +341,64 @@ def test_a_throttle_shortens_the_lease_window_a_header_rate_allowed() -> None:
     recovered = fleet.acquire(learned=learned)
     assert recovered.rate == pytest.approx(95, rel=0.01)
     assert recovered.tau <= tuning.BURST_SECONDS
+
+
+def _answered(fleet: Fleet, seconds: float, served: int,
+              refused: int) -> scripts.Cut | scripts.Grant:
+    """Every 0.1 s for ``seconds``: a permit for each attempt, ``served`` successes and
+    ``refused`` 429s reported (a worker reports 429s as they come, successes with a lease)."""
+    reply: scripts.Cut | scripts.Grant | None = None
+    for _ in range(round(seconds / 0.1)):
+        fleet.clock.now += 0.1
+        reply = fleet.acquire(successes=served, want=served + refused)
+        if refused:
+            reply = fleet.throttle(refused=refused, limited=False)
+    assert reply is not None
+    return reply
+
+
+def _cut_at_a_fifth_refused() -> Fleet:
+    """3 s of 50 answers/s, a fifth of them 429s (under the fleet's quarter), then a worker
+    that reads its 429s as a limit's cuts the rate."""
+    fleet = Fleet()
+    _answered(fleet, 3.0, served=4, refused=1)
+    cut = fleet.throttle(refused=1, limited=True)
+    assert cut.cut and cut.since_cut == 0.0 and cut.acquitted == -1.0
+    return fleet
+
+
+def test_a_fleet_cut_after_which_the_same_share_is_refused_is_undone() -> None:
+    """After the cut the fleet answers 40/s, a quarter of them 429s: a limit the fleet had
+    been 10/s above would refuse none at 40/s, so the share is refused at any rate. The trial
+    undoes the cut (the fleet is unpaced again, nobody remembers a cut), and for a minute a
+    worker's reading of its 429s as a limit's cuts nothing; a share 0.1 above the one found
+    does."""
+    fleet = _cut_at_a_fifth_refused()
+    assert fleet.acquire().rate > 0  # paced at the cut
+    cut = _answered(fleet, 0.5 + 1.0, served=3, refused=1)  # the lag, then 40 answers
+    assert cut.acquitted >= 0.0 and cut.since_cut == -1.0 and not cut.refusing
+    assert fleet.acquire().rate == -1.0  # unpaced, as before the cut
+    fleet.clock.now += tuning.THROTTLE_COOLDOWN
+    assert not fleet.throttle(refused=1, limited=True).cut
+    assert fleet.throttle(refused=1, shown=True).cut  # the headers say the limit is spent
+    fleet.clock.now += tuning.REFUSAL_MEMORY
+    assert fleet.throttle(refused=1, limited=True).cut  # the acquittal was forgotten
+
+
+def test_a_fleet_cut_after_which_429s_stop_stands() -> None:
+    """The same cut, after which the 40 answers a second are all served: a limit's answers.
+    The trial ends without undoing it; the next overshoot cuts again."""
+    fleet = _cut_at_a_fifth_refused()
+    cut = _answered(fleet, 0.5 + 1.0, served=4, refused=0)
+    assert cut.acquitted == -1.0 and cut.since_cut > 0.0
+    assert fleet.acquire().rate > 0
+    fleet.clock.now += tuning.THROTTLE_COOLDOWN
+    assert fleet.throttle(refused=1, limited=True).cut
+
+
+def test_while_a_fleet_cut_is_tried_no_other_cut_is_made_unless_the_headers_say_so() -> None:
+    fleet = _cut_at_a_fifth_refused()
+    fleet.clock.now += tuning.THROTTLE_COOLDOWN + 0.1  # the trial has 11 answers: not over
+    _answered(fleet, 0.2, served=4, refused=2)
+    assert not fleet.throttle(refused=1, limited=True).cut
+    assert fleet.throttle(refused=1, shown=True).cut

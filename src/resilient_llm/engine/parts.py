@@ -110,8 +110,9 @@ class Demand:
 class Pacer(Protocol):
     """Where a target's admissions get their permits besides its own token buckets.
 
-    The state calls :meth:`wait` and :meth:`take` with its lock held and every other method
-    without it; a pacer must not call back into the state.
+    The state calls :meth:`wait`, :meth:`take`, :meth:`refusing` and :meth:`acquitted` with
+    its lock held and every other method without it; a pacer must not call back into the
+    state.
     """
 
     @property
@@ -162,10 +163,15 @@ class Pacer(Protocol):
         ``refusals.RefusalShare`` says of one process, said of all of them)?"""
         ...
 
-    def throttled(self, now: float, *, limited: bool) -> None:
+    def throttled(self, now: float, *, limited: bool, spent: bool = False) -> None:
         """An attempt of this process got a 429 (counted towards :meth:`refusing`);
         ``limited``: the state reads it as a rate limit's answer (its own evidence, or
-        :meth:`refusing`)."""
+        :meth:`refusing`); ``spent``: the provider's headers said the limit is spent."""
+        ...
+
+    def acquitted(self, since: float) -> bool:
+        """Did everyone's 429s, since ``since``, prove refused at any rate (a cut made on
+        :meth:`refusing`'s word is to be undone)?"""
         ...
 
     def view(self, now: float) -> SharedView | None:

@@ -64,19 +64,9 @@ from .target import Admission, PressureSnapshot, TargetKey
 from .waiter import Waiter
 
 __all__ = [
-    "BATCH_SHARE",
-    "INTERACTIVE_MEMORY",
-    "Admission",
-    "ConcurrencyLimit",
-    "Cubic",
-    "PressureSnapshot",
-    "RateLimits",
-    "RetryBudget",
-    "SharedView",
-    "TargetKey",
-    "TargetPressure",
-    "TokenBucket",
-    "estimate_tokens",
+    "BATCH_SHARE", "INTERACTIVE_MEMORY", "Admission", "ConcurrencyLimit", "Cubic",
+    "PressureSnapshot", "RateLimits", "RetryBudget", "SharedView", "TargetKey", "TargetPressure",
+    "TokenBucket", "estimate_tokens",
 ]
 
 #: Share of the concurrency limit ``batch`` calls may hold while interactive work is about.
@@ -498,7 +488,12 @@ class TargetPressure:
                 or (self.requests is not None and not self._cubic_bucket)
                 or self.cubic_rate is not None)
             spent, self._spent = self._spent, False  # (a fleet's share: the pacer's)
-            if self.refusals.acquitted(now) and self.cubic_rate is not None:
+            acquitted = self.refusals.acquitted(now)
+            cut = self.refusals.last_cut  # (the fleet's trial may undo a cut on its word)
+            if cut > -math.inf and self.pacer is not None and self.pacer.acquitted(cut):
+                self.refusals.acquit(now)
+                acquitted = True
+            if acquitted and self.cubic_rate is not None:
                 self._forget_cubic(now)  # refused at any rate: undo the rate's cut, and
                 self.concurrency.forgive_rate_cuts()  # the slots cut as a rate limit's
             said = spent or (self.pacer is not None and self.pacer.refusing(now))
@@ -548,7 +543,7 @@ class TargetPressure:
                 self._learn_latency(latency)
             self._wake_head()
         if throttled and self.pacer is not None:
-            self.pacer.throttled(now, limited=engaged)
+            self.pacer.throttled(now, limited=engaged, spent=spent)
 
     def _cubic_now(self, now: float, otherwise: float) -> float:
         """CUBIC's rate (``otherwise`` with no cut), held at the cut while tried (lock held)."""

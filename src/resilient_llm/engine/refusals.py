@@ -168,6 +168,8 @@ class RefusalShare:
     _tries: int = 0
     #: The share found refused at any rate by the last trial that undid its cut.
     _any_rate_share: float = 0.0
+    #: When a 429 last cut the send rate (``-inf``: not since the last acquittal).
+    last_cut: float = -math.inf
     #: Sends and 429s per half-second of sending.
     _windows: SendWindows = field(default_factory=SendWindows)
 
@@ -199,6 +201,7 @@ class RefusalShare:
         ``accepted`` accepted. ``shown``: the provider's headers (or the fleet) said it was a
         limit's, so the cut is not tried while it is remembered. Is a cut on trial now?"""
         self._acquitted_until = -math.inf  # a cut ends an acquittal, tried or not
+        self.last_cut = now
         if now >= self._until:  # the throttle was forgotten: a new episode
             self._before, self._shown = None, False
         if shown and self._before is None:
@@ -238,6 +241,13 @@ class RefusalShare:
                 self._acquitted_until, self._until = now + self.MEMORY, -math.inf
                 self._any_rate_share = max(after, anyway)
         return now < self._acquitted_until
+
+    def acquit(self, now: float) -> None:
+        """Others found the 429s refused at any rate (the fleet's trial of its cut): as if a
+        trial of this sender's had, at the share it sees."""
+        self._before, self._trial_start, self.last_cut = None, None, -math.inf
+        self._acquitted_until, self._until = now + self.MEMORY, -math.inf
+        self._any_rate_share = self.share
 
     @property
     def trying(self) -> bool:

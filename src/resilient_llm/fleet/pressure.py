@@ -94,6 +94,7 @@ class LeasePacer:
         self._refused = 0
         self._over_share = False
         self._cut_at = -math.inf
+        self._acquitted_at = -math.inf
         self._rng = link.rng
 
     @property
@@ -203,7 +204,7 @@ class LeasePacer:
         self._breaker.view_ttl = max(2 * result.tau, 1.0)
         self._fleet_rate = result.rate if result.rate > 0 else None
         self._active = max(1, result.active)
-        self._learn_refusals(result.refusing, result.since_cut, now)
+        self._learn_refusals(result.refusing, result.since_cut, result.acquitted, now)
         if granted < 1:
             COUNTERS.add("empty_refills")
             # (asked again within a few seconds at most: no single answer keeps the target
@@ -273,7 +274,13 @@ class LeasePacer:
         return self._mode == "fleet" and (self._over_share
                                           or now < self._cut_at + REFUSAL_MEMORY)
 
-    def throttled(self, now: float, *, limited: bool) -> None:
+    def acquitted(self, since: float) -> bool:
+        # The fleet's trial of its cut found its 429s refused at any rate: a cut made since
+        # on the fleet's word stands on nothing.
+        with self._lock:
+            return self._acquitted_at > since
+
+    def throttled(self, now: float, *, limited: bool, spent: bool = False) -> None:
         # Every 429 reports this worker's 429s (at most one round trip per 0.25 s): the fleet's
         # share of them, not this worker's few answers, says whether they are a limit's.
         if self._mode != "fleet":
@@ -290,22 +297,27 @@ class LeasePacer:
             refused, self._refused = self._refused, 0
         result = self._link.call(THROTTLE, [self._keys[0]],
                                  [f"{THROTTLE_COOLDOWN:g}", int(IDLE_TTL * 1000), refused,
-                                  "1" if limited else "0"])
+                                  "2" if spent else "1" if limited else "0"])
         with self._lock:
             if result is None:  # reported with the next refill
                 self._refused += refused
                 return
-            self._learn_refusals(result.refusing, result.since_cut, now)
+            self._learn_refusals(result.refusing, result.since_cut, result.acquitted, now)
             if result.cut:
                 self._fleet_rate = result.rate
                 self._drop_leases(hints=False)
         if result.cut:
             COUNTERS.add("throttles_shared")
 
-    def _learn_refusals(self, over_share: bool, since_cut: float, now: float) -> None:
+    def _learn_refusals(self, over_share: bool, since_cut: float, acquitted: float,
+                        now: float) -> None:
         self._over_share = over_share
         if since_cut >= 0:
             self._cut_at = max(self._cut_at, now - since_cut)
+        if acquitted >= 0:
+            self._acquitted_at = max(self._acquitted_at, now - acquitted)
+            if self._acquitted_at >= self._cut_at:  # the cut it remembered was undone
+                self._cut_at = -math.inf
 
     def _rate_shaped(self) -> bool:
         """Does a 429 speak of the send rate (the provider publishes limits)? A bare 429 from

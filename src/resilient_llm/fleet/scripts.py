@@ -64,7 +64,8 @@ class Grant(NamedTuple):
     j·void_spacing + tau`` (seconds after the server's now); ``rate`` is ``-1`` while unpaced.
     ``refusing``: the fleet's 429s are, with confidence, more than a quarter of its answers
     (``engine.refusals.over_share``); ``since_cut``: seconds since a 429 last cut the
-    fleet's rate (``-1``: never)."""
+    fleet's rate (``-1``: never); ``acquitted``: seconds since a trial of such a cut found the
+    fleet's 429s refused at any rate and undid it (``-1``: never)."""
 
     granted: int
     first: float
@@ -80,17 +81,19 @@ class Grant(NamedTuple):
     void_spacing: float
     refusing: bool
     since_cut: float
+    acquitted: float
 
 
 class Cut(NamedTuple):
     """``throttle``: whether this report cut the fleet's rate (at most one per cooldown, and
-    only as a rate limit's answer), and the fleet's ``refusals`` and ``since_cut`` (as in
-    :class:`Grant`)."""
+    only as a rate limit's answer), and the fleet's ``refusing``, ``since_cut`` and
+    ``acquitted`` (as in :class:`Grant`)."""
 
     cut: bool
     rate: float
     refusing: bool
     since_cut: float
+    acquitted: float
 
 
 class BreakerView(NamedTuple):
@@ -127,11 +130,13 @@ class Released(NamedTuple):
 def _grant(raw: list[Any]) -> Grant:
     return Grant(int(raw[0]), float(raw[1]), float(raw[2]), float(raw[3]), float(raw[4]),
                  int(raw[5]), float(raw[6]), float(raw[7]), float(raw[8]), int(raw[9]) == 1,
-                 float(raw[10]), float(raw[11]), int(raw[12]) == 1, float(raw[13]))
+                 float(raw[10]), float(raw[11]), int(raw[12]) == 1, float(raw[13]),
+                 float(raw[14]))
 
 
 def _cut(raw: list[Any]) -> Cut:
-    return Cut(int(raw[0]) == 1, float(raw[1]), int(raw[2]) == 1, float(raw[3]))
+    return Cut(int(raw[0]) == 1, float(raw[1]), int(raw[2]) == 1, float(raw[3]),
+               float(raw[4]))
 
 
 def _breaker_view(raw: list[Any]) -> BreakerView:
@@ -182,7 +187,10 @@ def _prelude() -> str:
         reserve=tuning.INTERACTIVE_RESERVE, burst_seconds=tuning.BURST_SECONDS,
         refusal_weight=tuning.REFUSAL_WEIGHT, refusal_share=tuning.REFUSAL_SHARE,
         refusal_z=tuning.REFUSAL_Z, refusal_least=tuning.REFUSAL_LEAST,
-        refusal_memory=tuning.REFUSAL_MEMORY,
+        refusal_memory=tuning.REFUSAL_MEMORY, trial_sends=tuning.TRIAL_SENDS,
+        trial_time=tuning.TRIAL_TIME, trial_drop=tuning.TRIAL_DROP,
+        trial_stale=tuning.TRIAL_STALE, trial_margin=tuning.TRIAL_MARGIN,
+        trial_lag=tuning.TRIAL_LAG, cooldown=tuning.TRIAL_COOLDOWN,
     )
 
 

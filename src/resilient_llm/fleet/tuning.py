@@ -31,6 +31,13 @@ __all__ = [
     "TAU_MAX",
     "TAU_UNKNOWN",
     "THROTTLE_COOLDOWN",
+    "TRIAL_COOLDOWN",
+    "TRIAL_DROP",
+    "TRIAL_LAG",
+    "TRIAL_MARGIN",
+    "TRIAL_SENDS",
+    "TRIAL_STALE",
+    "TRIAL_TIME",
 ]
 
 #: Fraction of the header-learned rate the fleet paces at (room for clock and network jitter).
@@ -77,3 +84,14 @@ REFUSAL_SHARE = RefusalShare.SHARE
 REFUSAL_Z = RefusalShare.Z
 REFUSAL_LEAST = RefusalShare.LEAST
 REFUSAL_MEMORY = RefusalShare.MEMORY
+#: A fleet cut not shown by headers is tried as the local one is (``RefusalShare``'s trial),
+#: counting from ``TRIAL_LAG`` seconds after the cut: workers report their 429s at most every
+#: 0.25 s, so those of attempts sent before the cut arrive late.
+TRIAL_SENDS = RefusalShare.TRIAL_SENDS
+TRIAL_TIME = RefusalShare.TRIAL_TIME
+TRIAL_DROP = RefusalShare.TRIAL_DROP
+TRIAL_STALE = RefusalShare.STALE
+TRIAL_MARGIN = RefusalShare.MARGIN
+TRIAL_LAG = 0.5
+#: A trial whose cut did not slow the fleet's sends ends after this long (CUBIC's cooldown).
+TRIAL_COOLDOWN = Cubic.COOLDOWN

@@ -8,7 +8,8 @@
 -- failures, tokens paced (1/0), first void base (s), void spacing (s): permit j is void after
 -- void base + j·void spacing + tau (the earliest dimension's slot, so lateness stays <= tau),
 -- whether the fleet's 429s are over a quarter of its answers (1/0; see refusals in the
--- prelude), seconds since a 429 last cut its rate (-1 never).
+-- prelude), seconds since a 429 last cut its rate (-1 never), seconds since a trial found
+-- the fleet's 429s refused at any rate (-1 never).
 local rk, bk, wk = KEYS[1], KEYS[2], KEYS[3]
 local worker, want, per_call = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local batch, ahead = ARGV[4] == '1', tonumber(ARGV[5])
@@ -116,7 +117,8 @@ end
 -- What the provider accepted (the successes the workers report): a throttle's base when the
 -- fleet knows no rate of its own.
 meter(rk, f, 'sb', 'sn', 'sm', tonumber(ARGV[13]), now)
-local over, since_cut = refusals(rk, f, k, num(ARGV[19], 0), now)
+local over, since_cut, _, acquitted = refusals(rk, f, k, num(ARGV[19], 0), tonumber(ARGV[13]),
+                                               now)
 local est_f = window(bk, now, tonumber(ARGV[16]), 0, tonumber(ARGV[13]))
 local open = open_left(bk, now)
 local ttl = tonumber(ARGV[17])
@@ -129,4 +131,4 @@ local paced_tokens = 0
 if rt then paced_tokens = 1 end
 return {k, fmt(use_first), fmt(use_spacing), fmt(tau), fmt(rate), active, fmt(wait),
         fmt(open), fmt(est_f), paced_tokens, fmt(void_first), fmt(void_spacing), over and 1 or 0,
-        fmt(since_cut)}
+        fmt(since_cut), fmt(acquitted)}

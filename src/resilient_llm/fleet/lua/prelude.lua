@@ -5,6 +5,9 @@ local C3, BETA, FLOOR, ACTIVE, RESERVE = $cubic_c, $cubic_beta, $min_rate, $acti
 local BURST = $burst_seconds
 local REFUSAL_WEIGHT, REFUSAL_SHARE, REFUSAL_Z = $refusal_weight, $refusal_share, $refusal_z
 local REFUSAL_LEAST, REFUSAL_MEMORY = $refusal_least, $refusal_memory
+local TRIAL_SENDS, TRIAL_TIME, TRIAL_DROP = $trial_sends, $trial_time, $trial_drop
+local TRIAL_STALE, TRIAL_MARGIN, TRIAL_LAG = $trial_stale, $trial_margin, $trial_lag
+local COOLDOWN = $cooldown
 local function num(v, d)
   if v == nil or v == false or v == '' then return d end
   return tonumber(v)
@@ -78,15 +81,55 @@ local function meter(key, f, b_, c_, m_, n, now)
     redis.call('HSET', key, b_, fmt(b), c_, n, m_, fmt(m))
   end
 end
--- Are the fleet's 429s, with confidence, more than REFUSAL_SHARE of its attempts? Counts of
+-- A fleet cut on trial (the local RefusalShare's trial, over the answers the workers report):
+-- from TRIAL_LAG after the cut (workers report their answers late), the answers (`tn`) and
+-- the 429s among them (`tq`). Refused at any rate, the share stays near 1 - a/s, as at the
+-- rate s answered before the cut (`tbs`; `tba` the rate accepted); a limit's falls to
+-- 1 - a/r at the trial's rate r. Once TRIAL_SENDS answers or more came at under TRIAL_DROP
+-- of s and the two predictions are three standard errors apart, a share nearer the first
+-- undoes the cut (forgets CUBIC's state and `lc`) and, for REFUSAL_MEMORY, raises the share
+-- that reads as a limit's above the one found (`aq`, `as`; `at`: when); one nearer the
+-- second ends the trial. A trial ends saying nothing after 4 TRIAL_SENDS answers still
+-- too few to tell, after TRIAL_STALE seconds, or when its cut did not slow the answers.
+local function trial(key, f, now)
+  local ts = num(f.ts)
+  if not ts or now < ts then return end
+  local elapsed, n = now - ts, num(f.tn, 0)
+  local s, a = num(f.tbs, 0), num(f.tba, 0)
+  local rate = n / math.max(elapsed, 1e-9)
+  local ended, acquit = false, false
+  local after, anyway = 0, 1 - a / math.max(s, 1e-9)
+  if elapsed > TRIAL_STALE then
+    ended = true
+  elseif rate > TRIAL_DROP * s then
+    ended = elapsed >= COOLDOWN
+  elseif n >= TRIAL_SENDS then
+    after = num(f.tq, 0) / n
+    local limits = math.max(0, 1 - a / rate)
+    local apart = anyway - limits >= 3 * math.sqrt(anyway * (1 - anyway) / n)
+    ended = apart or n >= 4 * TRIAL_SENDS
+    acquit = apart and after > (anyway + limits) / 2
+  end
+  if not ended then return end
+  redis.call('HDEL', key, 'ts', 'tn', 'tq', 'tbs', 'tba')
+  f.ts = nil
+  if acquit then
+    redis.call('HDEL', key, 'ct', 'ck', 'cw', 'lc')
+    f.ct, f.lc = nil, nil
+    f.aq, f.as, f.at = fmt(now + REFUSAL_MEMORY), fmt(math.max(after, anyway)), fmt(now)
+    redis.call('HSET', key, 'aq', f.aq, 'as', f.as, 'at', f.at)
+  end
+end
+-- Are the fleet's 429s (`refused` more now, among `served` successes and `sent` permits),
+-- with confidence, more than REFUSAL_SHARE of its attempts (after an acquittal, TRIAL_MARGIN above the share it found refused at any rate)? Counts of
 -- attempts (`qa`: the permits acquire grants, whether used or not, so the share errs low)
 -- and of 429s (`qr`, as workers report them), each decayed by REFUSAL_WEIGHT per later
--- permit, and the
--- Wilson score lower bound of qr/qa at REFUSAL_Z from REFUSAL_LEAST answers on (the local
--- RefusalShare's rule, engine.refusals.over_share). Also seconds since a 429 last cut the
--- fleet's rate (`lc`; -1: never), and whether the fleet's 429s are a rate limit's answers
--- (over the share, or a recent cut).
-local function refusals(key, f, sent, refused, now)
+-- permit, and the Wilson score lower bound of qr/qa at REFUSAL_Z from REFUSAL_LEAST answers
+-- on (the local RefusalShare's rule, engine.refusals.over_share). Also seconds since a 429
+-- last cut the fleet's rate (`lc`; -1: never), whether the fleet's 429s are a rate limit's
+-- answers (over the share, or a recent cut), and seconds since a trial found them refused at
+-- any rate (-1: never).
+local function refusals(key, f, sent, refused, served, now)
   local qa, qr = num(f.qa, 0), num(f.qr, 0)
   if sent > 0 or refused > 0 then
     local keep = (1 - REFUSAL_WEIGHT) ^ sent
@@ -94,15 +137,25 @@ local function refusals(key, f, sent, refused, now)
     f.qa, f.qr = fmt(qa), fmt(qr)
     redis.call('HSET', key, 'qa', f.qa, 'qr', f.qr)
   end
+  meter(key, f, 'rb', 'rn', 'rm', refused, now)  -- the 429s' rate: a trial's before its cut
+  local ts = num(f.ts)
+  if ts and now >= ts and refused + served > 0 then
+    f.tn = redis.call('HINCRBY', key, 'tn', refused + served)
+    f.tq = redis.call('HINCRBY', key, 'tq', refused)
+  end
+  trial(key, f, now)
+  local share = REFUSAL_SHARE
+  if f.aq and now < tonumber(f.aq) then share = math.max(share, num(f.as, 0) + TRIAL_MARGIN) end
   local over = false
   if qa >= REFUSAL_LEAST and qa > 0 then
     local p, z, z2 = math.min(1, qr / qa), REFUSAL_Z, REFUSAL_Z * REFUSAL_Z
     local spread = z * math.sqrt(math.max(0, p * (1 - p)) / qa + z2 / (4 * qa * qa))
-    over = (p + z2 / (2 * qa) - spread) / (1 + z2 / qa) > REFUSAL_SHARE
+    over = (p + z2 / (2 * qa) - spread) / (1 + z2 / qa) > share
   end
-  local since = -1
+  local since, acquitted = -1, -1
   if f.lc then since = math.max(0, now - tonumber(f.lc)) end
-  return over, since, over or (since >= 0 and since < REFUSAL_MEMORY)
+  if f.at then acquitted = math.max(0, now - tonumber(f.at)) end
+  return over, since, over or (since >= 0 and since < REFUSAL_MEMORY), acquitted
 end
 -- The fleet's failure window (two buckets of `win` seconds, the older one weighted down):
 -- weighted failures and answers, and every answer ever counted (`na`).

@@ -1,21 +1,29 @@
 -- KEYS: rate. ARGV: 1 cooldown (s), 2 idle ttl (ms), 3 429s this worker got since its last
--- report (this one included), 4 limited (1: its own answers say its 429 is a rate limit's).
+-- report (this one included), 4 limited (1: the worker reads its 429 as a rate limit's, 2:
+-- the provider's headers said the limit is spent).
 -- Returns: cut (1/0), the fleet's new rate, whether its 429s are over a quarter of its answers
--- (1/0), seconds since a 429 last cut its rate (-1 never). A 429 cuts only as a rate limit's
--- answer, in the worker's judgement or in the fleet's (its share of 429s, or a cut within
--- REFUSAL_MEMORY): each worker alone sees too few answers to tell a limit from 429s given
--- at random.
+-- (1/0), seconds since a 429 last cut its rate (-1 never), seconds since a trial found its
+-- 429s refused at any rate (-1 never). A 429 cuts only as a rate limit's answer, in the
+-- worker's judgement or in the fleet's (its share of 429s, or a cut within REFUSAL_MEMORY):
+-- each worker alone sees too few answers to tell a limit from 429s given at random. A cut
+-- neither the headers nor the fleet's share called a limit's is tried (see trial in the
+-- prelude), and none follows it until the trial ends: a worker's judgement may be a chance
+-- run of its few answers, or the fleet's own cut, read back.
 local rk = KEYS[1]
 local now = clock()
 local f = fields(rk)
-local over, since_cut, limited = refusals(rk, f, 0, num(ARGV[3], 0), now)
+local over, since_cut, limited, acquitted = refusals(rk, f, 0, num(ARGV[3], 0), 0, now)
 local r, rt, tau = pace(rk, f, now)
 local function answer(cut, rate)
   redis.call('PEXPIRE', rk, tonumber(ARGV[2]))
-  return {cut, fmt(rate or -1), over and 1 or 0, fmt(since_cut)}
+  return {cut, fmt(rate or -1), over and 1 or 0, fmt(since_cut), fmt(acquitted)}
 end
-if not (limited or ARGV[4] == '1') then return answer(0, r) end
+local shown = ARGV[4] == '2'
+-- After an acquittal a worker's judgement is not enough: it may be the fleet's, read back.
+local judged = ARGV[4] == '1' and not (f.aq and now < tonumber(f.aq))
+if not (limited or judged or shown) then return answer(0, r) end
 if f.ct and now - tonumber(f.ct) < tonumber(ARGV[1]) then return answer(0, r) end
+if f.ts and not shown then return answer(0, r) end
 -- The headers' burst is not believed from now on (see pace in the prelude).
 if not f.qb then redis.call('HSET', rk, 'qb', 1) end
 f.qb = '1'
@@ -38,7 +46,21 @@ end
 -- (`lc` outlives the recovery: while it is recent, the fleet's 429s are a rate limit's answers.)
 redis.call('HSET', rk, 'ct', fmt(now), 'ck', fmt(K), 'cw', fmt(base), 'lc', fmt(now))
 redis.call('HINCRBY', rk, 'th', 1)
+redis.call('HDEL', rk, 'aq', 'as')  -- a cut ends an acquittal
 since_cut = 0
+-- On trial when only a worker's judgement (or the memory of such a cut) made it, with a
+-- share refused before it and answers fast enough to end it. Not when the headers said the
+-- limit is spent, nor when the fleet's own share says so: 64 workers against a quantized
+-- limit report answers too unevenly for a trial to measure rates by (one undid the cut and
+-- left 60 % of the attempts refused).
+local a = num(f.sm, 0)
+local s = a + num(f.rm, 0)
+if shown or over then
+  redis.call('HDEL', rk, 'ts', 'tn', 'tq', 'tbs', 'tba')
+elseif not f.ts and a >= 0 and a < s and s * TRIAL_TIME >= TRIAL_SENDS then
+  redis.call('HSET', rk, 'ts', fmt(now + TRIAL_LAG), 'tn', 0, 'tq', 0, 'tbs', fmt(s),
+             'tba', fmt(a))
+end
 -- The provider's bucket is empty: nobody has a burst left.
 local g = fields(rk)
 local r2, rt2, tau2 = pace(rk, g, now)

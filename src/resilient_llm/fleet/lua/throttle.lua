@@ -5,10 +5,10 @@
 -- (1/0), seconds since a 429 last cut its rate (-1 never), seconds since a trial found its
 -- 429s refused at any rate (-1 never). A 429 cuts only as a rate limit's answer, in the
 -- worker's judgement or in the fleet's (its share of 429s, or a cut within REFUSAL_MEMORY):
--- each worker alone sees too few answers to tell a limit from 429s given at random. A cut
--- neither the headers nor the fleet's share called a limit's is tried (see trial in the
--- prelude), and none follows it until the trial ends: a worker's judgement may be a chance
--- run of its few answers, or the fleet's own cut, read back.
+-- each worker alone sees too few answers to tell a limit from 429s given at random. The
+-- first cut of an episode that neither the headers nor the fleet's share called a limit's
+-- is tried (see trial in the prelude), and only they cut again until the trial ends: a
+-- worker's judgement may be a chance run of its few answers, or the fleet's cut read back.
 local rk = KEYS[1]
 local now = clock()
 local f = fields(rk)
@@ -23,7 +23,8 @@ local shown = ARGV[4] == '2'
 local judged = ARGV[4] == '1' and not (f.aq and now < tonumber(f.aq))
 if not (limited or judged or shown) then return answer(0, r) end
 if f.ct and now - tonumber(f.ct) < tonumber(ARGV[1]) then return answer(0, r) end
-if f.ts and not shown then return answer(0, r) end
+if f.ts and not (shown or over) then return answer(0, r) end
+local episode = since_cut >= 0 and since_cut < REFUSAL_MEMORY
 -- The headers' burst is not believed from now on (see pace in the prelude).
 if not f.qb then redis.call('HSET', rk, 'qb', 1) end
 f.qb = '1'
@@ -48,16 +49,18 @@ redis.call('HSET', rk, 'ct', fmt(now), 'ck', fmt(K), 'cw', fmt(base), 'lc', fmt(
 redis.call('HINCRBY', rk, 'th', 1)
 redis.call('HDEL', rk, 'aq', 'as')  -- a cut ends an acquittal
 since_cut = 0
--- On trial when only a worker's judgement (or the memory of such a cut) made it, with a
--- share refused before it and answers fast enough to end it. Not when the headers said the
--- limit is spent, nor when the fleet's own share says so: 64 workers against a quantized
--- limit report answers too unevenly for a trial to measure rates by (one undid the cut and
--- left 60 % of the attempts refused).
+-- On trial when only a worker's judgement made it, the first of an episode, with a share
+-- refused before it and answers fast enough to end it. Not when the headers said the limit
+-- is spent, nor when the fleet's own share says so: 64 workers against a quantized limit
+-- report answers too unevenly for a trial to measure rates by (one undid the cut and left
+-- 60 % of the attempts refused). Nor the cuts that follow in the episode: a limit met again
+-- as CUBIC grows back is answered at once (tried, each held the next cut up to 2 s: 2 % of
+-- the attempts after 10 s were refused).
 local a = num(f.sm, 0)
 local s = a + num(f.rm, 0)
-if shown or over then
+if shown or over or episode then
   redis.call('HDEL', rk, 'ts', 'tn', 'tq', 'tbs', 'tba')
-elseif not f.ts and a >= 0 and a < s and s * TRIAL_TIME >= TRIAL_SENDS then
+elseif a >= 0 and a < s and s * TRIAL_TIME >= TRIAL_SENDS then
   redis.call('HSET', rk, 'ts', fmt(now + TRIAL_LAG), 'tn', 0, 'tq', 0, 'tbs', fmt(s),
              'tba', fmt(a))
 end

@@ -402,3 +402,16 @@ def test_while_a_fleet_cut_is_tried_no_other_cut_is_made_unless_the_headers_say_
     _answered(fleet, 0.2, served=4, refused=2)
     assert not fleet.throttle(refused=1, limited=True).cut
     assert fleet.throttle(refused=1, shown=True).cut
+
+
+def test_an_empty_lease_says_when_the_next_permit_fits_not_a_whole_lease() -> None:
+    """40/s learned: once the window is spent, a worker asking for 20 permits is told to come
+    back when one fits (about 1/38 s), not when 20 would (about 0.5 s): told the latter, every
+    worker of a fleet often slept together while permits went unused."""
+    fleet = Fleet()
+    learned = ("40", "40", "", "")
+    while fleet.acquire(learned=learned, want=20).granted:
+        pass
+    empty = fleet.acquire(learned=learned, want=20)
+    assert empty.granted == 0
+    assert 0.0 < empty.wait <= 1.5 / (tuning.HEADROOM * 40)

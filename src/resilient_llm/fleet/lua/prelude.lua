@@ -121,7 +121,8 @@ local function trial(key, f, now)
   end
 end
 -- Are the fleet's 429s (`refused` more now, among `served` successes and `sent` permits),
--- with confidence, more than REFUSAL_SHARE of its attempts (after an acquittal, TRIAL_MARGIN above the share it found refused at any rate)? Counts of
+-- with confidence, more than REFUSAL_SHARE of its attempts (after an acquittal, TRIAL_MARGIN
+-- above the share it found refused at any rate)? Counts of
 -- attempts (`qa`: the permits acquire grants, whether used or not, so the share errs low)
 -- and of 429s (`qr`, as workers report them), each decayed by REFUSAL_WEIGHT per later
 -- permit, and the Wilson score lower bound of qr/qa at REFUSAL_Z from REFUSAL_LEAST answers

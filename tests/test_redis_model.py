@@ -415,3 +415,36 @@ def test_an_empty_lease_says_when_the_next_permit_fits_not_a_whole_lease() -> No
     empty = fleet.acquire(learned=learned, want=20)
     assert empty.granted == 0
     assert 0.0 < empty.wait <= 1.5 / (tuning.HEADROOM * 40)
+
+
+def test_the_fleets_trial_reads_its_answers_as_one_process_reads_its_own() -> None:
+    """Random trials set in the rate hash, then read by the script: it ends them when
+    ``trial_verdict`` can tell (or after four times ``TRIAL_SENDS`` answers), and undoes the
+    cut exactly when the verdict acquits."""
+    from resilient_llm.engine.refusals import trial_verdict
+
+    rng = random.Random(11)
+    seen = set()
+    for _ in range(200):
+        fleet = Fleet()
+        sent = rng.uniform(20.0, 80.0)
+        accepted = rng.uniform(0.3, 0.95) * sent
+        rate = rng.uniform(0.3, 0.84) * sent
+        answered = rng.randint(tuning.TRIAL_SENDS, 5 * tuning.TRIAL_SENDS)
+        if answered / rate > tuning.TRIAL_STALE:
+            continue
+        refused = rng.randint(0, answered)
+        now = fleet.clock.now
+        fleet.model.command("HSET", fleet.keys[0], "ts", f"{now - answered / rate:.6f}",
+                            "tn", str(answered), "tq", str(refused), "tbs", f"{sent:.6f}",
+                            "tba", f"{accepted:.6f}", "lc", f"{now - 1:.6f}",
+                            "ct", f"{now - 1:.6f}", "ck", "1", "cw", "40")
+        verdict = trial_verdict(float(f"{sent:.6f}"), float(f"{accepted:.6f}"), rate,
+                                answered, refused)
+        cut = fleet.throttle(refused=0, limited=False)
+        ended = fleet.model.command("HGET", fleet.keys[0], "ts") is None
+        assert ended is (verdict.apart or answered >= 4 * tuning.TRIAL_SENDS)
+        assert (cut.acquitted >= 0) is verdict.acquit
+        assert (cut.since_cut == -1.0) is verdict.acquit
+        seen.add((verdict.apart, verdict.acquit))
+    assert seen == {(False, False), (True, False), (True, True)}

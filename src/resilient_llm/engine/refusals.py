@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .controllers import Cubic
 
-__all__ = ["RefusalShare", "SendWindows", "over_share"]
+__all__ = ["RefusalShare", "SendWindows", "Verdict", "over_share", "trial_verdict"]
 
 
 @dataclass(slots=True)
@@ -232,14 +233,12 @@ class RefusalShare:
             if now - self._trial_start >= Cubic.COOLDOWN:
                 self._trial_start = None  # the cut did not slow the sends: try the next one
         elif n >= self.TRIAL_SENDS:
-            after, self._trial_start = self._trial_refused / n, None
-            # Refused at any rate, the share stays; a limit's refuses what it did not accept.
-            anyway, limits = 1.0 - accepted / sent, max(0.0, 1.0 - accepted / rate)
-            apart = anyway - limits >= 3.0 * math.sqrt(anyway * (1.0 - anyway) / n)
-            if apart and after > (anyway + limits) / 2:
+            self._trial_start = None
+            verdict = trial_verdict(sent, accepted, rate, n, self._trial_refused)
+            if verdict.acquit:
                 self._before = None
                 self._acquitted_until, self._until = now + self.MEMORY, -math.inf
-                self._any_rate_share = max(after, anyway)
+                self._any_rate_share = verdict.found
         return now < self._acquitted_until
 
     def acquit(self, now: float) -> None:
@@ -287,6 +286,31 @@ class RefusalShare:
             follows = False
         return follows is not False or over_share(self.answers, self.refused,
                                                   share=max(share, self.MOST))
+
+
+class Verdict(NamedTuple):
+    """A trial's reading: could it tell (``apart``), are the 429s refused at any rate
+    (``acquit``), and the share it found so (``found``)."""
+
+    apart: bool
+    acquit: bool
+    found: float
+
+
+def trial_verdict(sent: float, accepted: float, rate: float, answered: int,
+                  refused: int) -> Verdict:
+    """A cut's trial: before it, ``sent`` a second and ``accepted`` of them; since, ``answered``
+    attempts sent at ``rate`` a second, ``refused`` of them 429s.
+
+    Refused at any rate, the share stays ``1 − accepted / sent``; a limit's refuses what it did
+    not accept, ``max(0, 1 − accepted / rate)``. The two are ``apart`` once three standard
+    errors of the first separate them; the 429s are refused at any rate when, apart, the share
+    found is nearer the first. (``fleet/lua/prelude.lua``'s ``trial`` reads the fleet's the
+    same way.)"""
+    anyway, limits = 1.0 - accepted / sent, max(0.0, 1.0 - accepted / rate)
+    after = refused / answered
+    apart = anyway - limits >= 3.0 * math.sqrt(anyway * (1.0 - anyway) / answered)
+    return Verdict(apart, apart and after > (anyway + limits) / 2, max(after, anyway))
 
 
 def over_share(answers: float, refused: float, share: float = RefusalShare.SHARE,

@@ -81,7 +81,7 @@ local function meter(key, f, b_, c_, m_, n, now)
     redis.call('HSET', key, b_, fmt(b), c_, n, m_, fmt(m))
   end
 end
--- A fleet cut on trial (the local RefusalShare's trial, over the answers the workers report):
+-- A fleet cut on trial (engine.refusals.trial_verdict, over the answers the workers report):
 -- from TRIAL_LAG after the cut (workers report their answers late), the answers (`tn`) and
 -- the 429s among them (`tq`). Refused at any rate, the share stays near 1 - a/s, as at the
 -- rate s answered before the cut (`tbs`; `tba` the rate accepted); a limit's falls to

@@ -41,7 +41,7 @@ from resilient_llm.fleet import (
 )
 from resilient_llm.fleet.lease import Dimension, learned_rate
 from resilient_llm.fleet.link import Link, reset_links
-from resilient_llm.fleet.tuning import BREAKER_CHECK_EVERY, IDLE_TTL
+from resilient_llm.fleet.tuning import BREAKER_CHECK_EVERY, CONNECT_WAIT, IDLE_TTL
 from resilient_llm.testing import Fault, FaultProvider
 from tests.redis_server import redis_url  # noqa: F401
 
@@ -448,12 +448,13 @@ def test_a_redis_client_failing_outside_its_own_errors_is_redis_down(
     assert fleet is not None and fleet.mode == "local"
 
 
-def test_a_slow_connect_holds_only_the_caller_making_it(
+def test_a_slow_connect_holds_no_caller_past_the_connect_wait(
     links: list[Link], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A name server slow to answer (the connect timeout does not cover the lookup): the one
-    caller connecting waits; every other finds the link "not yet" at once and paces locally.
-    Before, they all queued behind the link's lock for the whole lookup."""
+    """A name server slow to answer (no socket timeout covers the lookup): the connect runs on
+    a thread of its own; the caller that started it and every caller after it wait at most
+    ``CONNECT_WAIT`` from its start, then pace locally. Before, the caller connecting waited
+    for the whole lookup (on an event loop: every call of the loop did)."""
     from resilient_llm.fleet.scripts import STATE
 
     link = Link("redis://redis.internal:6379/0")
@@ -466,16 +467,127 @@ def test_a_slow_connect_holds_only_the_caller_making_it(
         raise OSError("name resolution timed out")
 
     monkeypatch.setattr(Link, "_connect", slow_connect)
-    first = threading.Thread(target=lambda: link.call(STATE, ["k"], ["10"]))
-    first.start()
     try:
-        assert entered.wait(5)
         began = time.monotonic()
         assert link.call(STATE, ["k"], ["10"]) is None
-        assert time.monotonic() - began < 0.5
+        assert entered.is_set()
+        assert CONNECT_WAIT - 0.01 <= time.monotonic() - began < CONNECT_WAIT + 0.3
+        began = time.monotonic()
+        assert link.call(STATE, ["k"], ["10"]) is None  # the lookup still hangs: no wait now
+        assert time.monotonic() - began < 0.05
+        assert fleet_stats().errors == 0  # not yet known down: nothing failed
     finally:
         release.set()
-        first.join()
+    deadline = time.monotonic() + 5
+    while fleet_stats().errors == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not link.up and fleet_stats().errors == 1  # the connect reported its failure once
+
+
+def test_a_connect_that_ends_late_serves_the_callers_after_it(
+    redis_url: str, links: list[Link], monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+) -> None:
+    """The callers that stopped waiting paced locally; the connect goes on, and once it is
+    done the next caller goes through Redis without connecting again."""
+    from resilient_llm.fleet.scripts import STATE
+
+    link = Link(redis_url)
+    links.append(link)
+    release = threading.Event()
+    connect = Link._connect
+    connects = []
+
+    def late_connect(self: Link) -> None:
+        connects.append(1)
+        release.wait(5)
+        connect(self)
+
+    monkeypatch.setattr(Link, "_connect", late_connect)
+    key = fleet_keys(_key("late"))[1]
+    assert link.call(STATE, [key], ["30"]) is None
+    release.set()
+    deadline = time.monotonic() + 5
+    while link._client is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert link.call(STATE, [key], ["30"]) is not None
+    assert link.up and len(connects) == 1 and fleet_stats().round_trips == 1
+
+
+def test_a_url_the_node_contradicts_reaches_a_caller_though_found_late(
+    links: list[Link], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``ConfigError`` is the user's to fix, not an outage: found by a connect no caller
+    waited for any more, it is raised to the next caller (once), and the link stays up."""
+    from resilient_llm._errors import ConfigError
+    from resilient_llm.fleet.scripts import STATE
+
+    link = Link("redis://127.0.0.1:1/3")
+    links.append(link)
+    release, ended = threading.Event(), threading.Event()
+
+    def contradicted(self: Link) -> None:
+        try:
+            release.wait(5)
+            raise ConfigError("RESILIENT_LLM_REDIS_URL", "redis://127.0.0.1:1/3",
+                              "this node belongs to a Redis Cluster, which has database 0 only")
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(Link, "_connect", contradicted)
+    assert link.call(STATE, ["k"], ["10"]) is None
+    release.set()
+    assert ended.wait(5)
+    deadline = time.monotonic() + 5
+    while link._connecting is not None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the connect's thread records what it found after ``_connect``
+    with pytest.raises(ConfigError, match="database 0"):
+        link.call(STATE, ["k"], ["10"])
+    assert link.up and fleet_stats().errors == 0
+
+
+def test_an_event_loop_is_not_held_by_a_slow_name_lookup(
+    links: list[Link], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Async calls admit through the link on the loop's thread: a lookup that hangs for
+    seconds holds the loop at most ``CONNECT_WAIT``, once; other tasks keep running."""
+    import asyncio
+
+    from resilient_llm.fleet.scripts import STATE
+
+    link = Link("redis://redis.internal:6379/0")
+    links.append(link)
+    release = threading.Event()
+
+    def hung_lookup(self: Link) -> None:
+        release.wait(5)
+        raise OSError("name resolution timed out")
+
+    monkeypatch.setattr(Link, "_connect", hung_lookup)
+
+    async def main() -> tuple[float, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        began = time.monotonic()
+        for _ in range(20):  # twenty admissions, 10 ms apart
+            assert link.call(STATE, ["k"], ["10"]) is None
+            await asyncio.sleep(0.01)
+        spent = time.monotonic() - began
+        task.cancel()
+        return spent, ticks
+
+    try:
+        spent, ticks = asyncio.run(main())
+    finally:
+        release.set()
+    assert spent < 0.2 + CONNECT_WAIT + 0.3  # 20 × 10 ms of sleeps, one connect wait at most
+    assert ticks >= 10
 
 
 def test_a_hung_redis_costs_at_most_the_operation_timeout(links: list[Link]) -> None:

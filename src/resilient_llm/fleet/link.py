@@ -8,6 +8,7 @@ is imported only when the first link connects.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -21,7 +22,7 @@ from .._errors import ConfigError
 from .._instances import Instances
 from .scripts import SCRIPTS, Script
 from .stats import COUNTERS
-from .tuning import OP_TIMEOUT, PROBE_EVERY
+from .tuning import CONNECT_WAIT, OP_TIMEOUT, PROBE_EVERY
 
 __all__ = ["Link", "call_budget", "link_for", "reset_links"]
 
@@ -74,10 +75,18 @@ class Link:
         self._lock = threading.Lock()
         self._retry_at = 0.0
         self._probing = False
-        self._connecting = False
         self._down_since = 0.0
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
+        #: The connect in flight: when it started, and set when it ended (either way).
+        self._connecting: tuple[float, threading.Event] | None = None
+        #: A URL the node contradicts, found by a connect no caller waited for: the next
+        #: caller raises it (it is the caller's to fix, not an outage).
+        self._misconfigured: ConfigError | None = None
+        #: A client given up after a failure, closed by the next connect (not under callers
+        #: whose operations may still be running on it).
+        self._dropped: Any = None
+        self._generation = 0
 
     def _connect(self) -> None:
         from redis.backoff import NoBackoff
@@ -154,29 +163,79 @@ class Link:
         return result
 
     def _connected(self) -> dict[str, Any]:
-        """The scripts, connecting first if needed (the node is asked whether it is a cluster
-        node, so connecting is I/O and can fail like any operation). One caller connects,
-        outside the lock; others meanwhile get :class:`_Connecting` (their target paces
-        locally): a name server slow to answer held every thread behind the lock for
-        seconds, past their deadlines (the connect timeout does not cover the lookup)."""
+        """The scripts; connecting first if needed. Connecting is I/O (the name lookup, which
+        no socket timeout covers, then the node is asked whether it is a cluster node), so it
+        runs on a thread of its own: callers wait for it at most ``CONNECT_WAIT`` from its
+        start (and never past their own deadline), then get :class:`_Connecting` and pace
+        locally meanwhile. A name server slow to answer held the caller, and on an event loop
+        every call of the loop, for the whole lookup."""
         with self._lock:
-            if self._client is not None:
-                return self._scripts
-            if self._connecting:
-                raise _Connecting
-            self._connecting = True
+            scripts = self._ready()
+            if scripts is not None:
+                return scripts
+            if self._connecting is None:
+                self._connecting = (time.monotonic(), threading.Event())
+                threading.Thread(target=self._connect_in_background, args=(self._generation,),
+                                 name="resilient-llm-redis-connect", daemon=True).start()
+            started, done = self._connecting
+        wait = started + CONNECT_WAIT - time.monotonic()
+        left = call_budget()
+        if left is not None:
+            wait = min(wait, left)
+        if wait <= 0 or not done.wait(wait):
+            raise _Connecting
+        with self._lock:
+            scripts = self._ready()
+        if scripts is not None:
+            return scripts
+        raise _Connecting  # it failed: the connect reported the outage itself
+
+    def _ready(self) -> dict[str, Any] | None:
+        """Under the lock: the scripts once connected, else ``None``; a contradiction the
+        connect found is raised (once)."""
+        if self._client is not None:
+            return self._scripts
+        misconfigured, self._misconfigured = self._misconfigured, None
+        if misconfigured is not None:
+            raise misconfigured
+        return None
+
+    def _connect_in_background(self, generation: int) -> None:
+        """Connect; on failure the link is down (reported here, once: the callers that waited
+        only pace locally). A link closed meanwhile discards what it made."""
+        with self._lock:
+            dropped, self._dropped = self._dropped, None
+        if dropped is not None:
+            with contextlib.suppress(Exception):
+                dropped.close()
+        failure: BaseException | None = None
         try:
             self._connect()
-        finally:
+        except ConfigError as exc:
             with self._lock:
-                self._connecting = False
-        return self._scripts
-
+                self._misconfigured = exc
+        except Exception as exc:  # redis-py's errors, OSError, and its failures beyond them
+            failure = exc
+        with self._lock:
+            connecting, self._connecting = self._connecting, None
+            stale = generation != self._generation
+            client = self._client if stale else None
+            if stale:
+                self._client = None
+        if client is not None:
+            client.close()
+        if failure is not None and not stale:
+            self._failed(failure)
+        if connecting is not None:
+            connecting[1].set()
     def _failed(self, exc: BaseException) -> None:
         COUNTERS.add("errors")
         now = time.monotonic()
         with self._lock:
             self._retry_at = now + PROBE_EVERY
+            # Reconnecting resolves the name again: the probe does it on the connect thread.
+            if self._client is not None:
+                self._dropped, self._client = self._client, None
             if not self.up:
                 return
             self.up = False
@@ -203,9 +262,13 @@ class Link:
                     self.label, down_for)
 
     def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        with self._lock:
+            self._generation += 1  # a connect in flight discards its client
+            clients = [self._client, self._dropped]
+            self._client = self._dropped = None
+        for client in clients:
+            if client is not None:
+                client.close()
 
 
 _LINKS: Instances[tuple[str, int], Link] = Instances(lambda slot: Link(slot[0]))

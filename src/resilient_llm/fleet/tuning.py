@@ -12,6 +12,7 @@ __all__ = [
     "BREAKER_CHECK_EVERY",
     "BUDGET",
     "BURST_SECONDS",
+    "CONNECT_WAIT",
     "CUBIC_BETA",
     "CUBIC_C",
     "HEADROOM",
@@ -58,6 +59,9 @@ IDLE_TTL = 300.0
 THROTTLE_COOLDOWN = 1.0
 #: Bound of one Redis operation, seconds (connect and read); skipped when the call has less left.
 OP_TIMEOUT = 0.05
+#: Longest a caller waits for the link's connect (name lookup, TCP connect, the cluster
+#: question: two operations' bounds), seconds; past it the caller paces locally meanwhile.
+CONNECT_WAIT = 2 * OP_TIMEOUT
 #: While Redis is unreachable, one operation tries it again this often, seconds.
 PROBE_EVERY = 1.0
 #: A worker that saw fleet failures re-reads the fleet breaker at most this often, seconds.

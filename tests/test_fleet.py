@@ -130,6 +130,26 @@ def test_pooled_headers_average_out_rounding() -> None:
     assert dim.rate == pytest.approx(40.0, rel=0.06)
 
 
+def test_a_rate_is_known_only_once_the_headers_said_enough_units_missing() -> None:
+    """A fresh 40/s bucket drained by a burst shows whole levels: its first set (38 left, reset
+    50 ms) reads 30/s. That worker reported 30/s, the fleet paced at 29/s, the bucket stayed
+    nearly full and nothing corrected it (1 end-to-end run in 8). Now the worker waits for
+    ``EVIDENCE_LEAST`` units of evidence: the burst's first sets read 35/s, not 30/s (each
+    still errs half a unit low: the rest of the bias is open, see ``docs/fleet.md``)."""
+    dim = Dimension()
+    dim.observe(RateLimits(40, 38, 0.050), 0.0)
+    assert dim.rate is None
+    dim.observe(RateLimits(40, 36, 0.100), 0.0)
+    assert dim.rate is None  # 6 units: still fewer than EVIDENCE_LEAST
+    dim.observe(RateLimits(40, 34, 0.150), 0.0)
+    assert dim.rate == pytest.approx(35.0)  # (1.5 + 3.5 + 5.5) / 0.3
+    dim.observe(RateLimits(40, 30, 0.250), 0.0)
+    assert dim.rate == pytest.approx(36.36, abs=0.01)  # the bias shrinks as sets say more
+    pooled = Dimension()
+    pooled.observe(RateLimits(40, 28, 0.300), 0.0)  # one set saying enough alone
+    assert pooled.rate == pytest.approx(40.0, rel=0.05)
+
+
 def test_keys_share_one_cluster_slot_per_credential() -> None:
     from redis.crc import key_slot
 
@@ -358,7 +378,8 @@ def test_batch_cannot_take_the_interactive_reserve(
     key = _key("priority")
     batch, interactive = _worker(redis_url, key, links), _worker(redis_url, key, links)
     for w in (batch, interactive):  # 40/s, bucket 20, 17 remaining: τ = 0.45 s, 17 permits
-        w.observe(RateLimits(20, 17, 0.0625), None, time.monotonic())
+        for _ in range(4):  # (enough sets to know a rate: EVIDENCE_LEAST)
+            w.observe(RateLimits(20, 17, 0.0625), None, time.monotonic())
     assert not _admit_now(batch, "batch")  # a new fleet state starts without credit
     time.sleep(0.5)  # the credit of a full window accrues
     burst = 0.95 * 40 * (0.9 * 20 - 1) / (0.95 * 40)  # r·τ permits
@@ -630,10 +651,11 @@ def test_four_workers_share_one_limit_without_429s(redis_url: str) -> None:  # n
     """The steady state is the last 3 s of 6. An empty refill used to make a worker wait
     until a whole fair-share lease fitted (about 0.5 s at 40/s among four): all four often
     stalled together, and over 2–4 s the fleet used 57–61 of the 80 requests it had in a
-    quarter of the runs. Now it waits for one permit. Still open: in about one run in five
-    the fleet learns 31–35/s of the 40 from the headers and keeps it (95 of 120 over 3–6 s),
-    hence 0.75. The provider admits its burst (40) on top of its rate after the fleet
-    under-used it, with no 429: that is not the fleet overshooting."""
+    quarter of the runs. Now it waits for one permit. And in one run in eight the fleet
+    learned 30/s of the 40 from one worker's first header set and kept it (86 of 120 over
+    3–6 s): a rate is now known only from enough evidence (113–114 in 10 of 10 runs). The
+    provider admits its burst (40) on top of its rate after the fleet under-used it, with no
+    429: that is not the fleet overshooting."""
     rps = 40.0
     provider = FaultProvider(rate_limit_rps=rps, tokens_per_minute=200_000, service_time=0.05)
     with provider.serve() as server:
@@ -645,7 +667,7 @@ def test_four_workers_share_one_limit_without_429s(redis_url: str) -> None:  # n
     assert throttled <= 0.01 * len(log)
     steady = [e for e in log if e.status == 200 and start + 3.0 <= e.started_at < start + 6.0]
     assert len(steady) <= rps * 3.0 + rps  # sustained admitted rate <= R (plus the burst)
-    assert len(steady) >= 0.75 * rps * 3.0  # and the fleet uses what it has
+    assert len(steady) >= 0.85 * rps * 3.0  # and the fleet uses what it has
     trips = sum(r["stats"]["round_trips"] - r["half"]["round_trips"] for r in results)
     admissions = sum(r["stats"]["admissions"] - r["half"]["admissions"] for r in results)
     assert trips / admissions <= 0.2

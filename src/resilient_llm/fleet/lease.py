@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ..engine.controllers import RateLimits
-from .tuning import MAX_LEASE
+from .tuning import EVIDENCE_LEAST, MAX_LEASE
 
 __all__ = ["Dimension", "Lease", "header_evidence", "learned_rate", "lease_size"]
 
@@ -110,6 +110,12 @@ class Dimension:
     The rate pools the last 16 header sets: ``Σ missing / Σ reset``. A single nearly full
     bucket (4 missing of 40) can be off by an eighth through rounding; pooled, each set
     weighs by how much it says and the rounding errors average out.
+
+    No rate is known until the pooled sets say ``EVIDENCE_LEAST`` units were missing. A fresh
+    bucket drained by a burst has whole levels, so each set's "middle" reading is half a unit
+    short: one set of 2 missing read 30/s of a 40/s limit. Reported to the fleet, that rate
+    paced it at 29/s, the bucket then stayed nearly full, no set said enough to correct it,
+    and the fleet kept three quarters of its limit for the rest of the run (1 run in 8).
     """
 
     __slots__ = ("capacity", "evidence", "observed_at", "remaining")
@@ -134,6 +140,8 @@ class Dimension:
 
     @property
     def rate(self) -> float | None:
-        if not self.evidence:
+        evidence = self.evidence
+        missing = sum(m for m, _ in evidence)
+        if missing + 0.5 * len(evidence) < EVIDENCE_LEAST:  # (each set's m is L − R − ½)
             return None
-        return sum(m for m, _ in self.evidence) / sum(r for _, r in self.evidence)
+        return missing / sum(r for _, r in evidence)

@@ -430,6 +430,35 @@ def test_a_watchdog_thread_that_could_not_start_is_started_by_the_next_watch(
         writer.close()
 
 
+def test_a_finished_watch_lets_go_of_its_socket_and_its_instant_passes_quietly() -> None:
+    """A finished watch stays in the heap until its instant (the default deadline is a minute
+    away): it held its socket meanwhile, so the socket objects of every call of the last
+    minute stayed alive. Now it lets go at once; the instant coming shuts nothing down, and
+    the watchdog goes on serving the next watch."""
+    import weakref
+
+    watchdog = _Watchdog()
+    reader, writer = socket.socketpair()
+    watch = watchdog.watch(reader, time.monotonic() + 0.05, "deadline")
+    watch.finish()
+    assert watch.sock is None and watch.done
+    gone = weakref.ref(reader)
+    reader.close()
+    del reader
+    gc.collect()
+    assert gone() is None  # nothing of the watchdog's holds the socket
+    time.sleep(0.1)  # the finished watch's instant passes
+    assert not watch.fired
+    other, other_writer = socket.socketpair()
+    try:
+        other.settimeout(3)  # without a watchdog: a timeout, not a hang
+        live = watchdog.watch(other, time.monotonic() + 0.05, "deadline")
+        assert other.recv(1) == b"" and live.fired  # only a shutdown ends this read
+    finally:
+        for sock in (other, other_writer, writer):
+            sock.close()
+
+
 def test_the_send_guard_gives_the_tagged_timeouts_back() -> None:
     timeouts = {"connect": 1.0, "read": 2.0, "write": 3.0, "pool": 4.0}
     request = httpx2.Request("POST", "http://127.0.0.1:9/v1/x", extensions={"timeout": timeouts})

@@ -33,11 +33,18 @@ class _Watch:
     __slots__ = ("done", "expires_at", "fired", "limit", "sock")
 
     def __init__(self, sock: socket.socket, expires_at: float, limit: str) -> None:
-        self.sock = sock
+        self.sock: socket.socket | None = sock
         self.expires_at = expires_at
         self.limit = limit
         self.fired = False
         self.done = False
+
+    def finish(self) -> None:
+        """The phase is over. The entry stays in the heap until its instant (or until the
+        heap is compacted), so it lets go of the socket now: the sockets of every call of
+        the last deadline's length were kept alive (closed, but their objects held)."""
+        self.done = True
+        self.sock = None
 
 
 class _Watchdog:
@@ -100,8 +107,10 @@ class _Watchdog:
                     continue
                 heapq.heappop(self._heap)
                 entry.fired = True
-            with contextlib.suppress(OSError):
-                entry.sock.shutdown(socket.SHUT_RDWR)
+                sock = entry.sock
+            if sock is not None:  # (None: the phase ended as its instant came)
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 _WATCHDOG = _Watchdog()
@@ -209,7 +218,7 @@ class SyncGuard:
 
     def close(self) -> None:
         if self._watch is not None:
-            self._watch.done = True
+            self._watch.finish()
 
 
 #: httpcore trace events that hand over a fresh connection's network stream.
@@ -313,7 +322,7 @@ class SendGuard:
     def close(self) -> None:
         """The send is over: stop watching; give the request its ``trace`` and timeouts back."""
         if self._watch is not None:
-            self._watch.done = True
+            self._watch.finish()
         self._unhook()
         tagged = self._extensions
         if tagged is not None:

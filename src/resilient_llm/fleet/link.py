@@ -175,7 +175,8 @@ class Link:
                 return scripts
             if self._connecting is None:
                 self._connecting = (time.monotonic(), threading.Event())
-                threading.Thread(target=self._connect_in_background, args=(self._generation,),
+                threading.Thread(target=self._connect_in_background,
+                                 args=(self._connecting, self._generation),
                                  name="resilient-llm-redis-connect", daemon=True).start()
             started, done = self._connecting
         wait = started + CONNECT_WAIT - time.monotonic()
@@ -200,7 +201,8 @@ class Link:
             raise misconfigured
         return None
 
-    def _connect_in_background(self, generation: int) -> None:
+    def _connect_in_background(self, attempt: tuple[float, threading.Event],
+                               generation: int) -> None:
         """Connect; on failure the link is down (reported here, once: the callers that waited
         only pace locally). A link closed meanwhile discards what it made."""
         with self._lock:
@@ -217,7 +219,8 @@ class Link:
         except Exception as exc:  # redis-py's errors, OSError, and its failures beyond them
             failure = exc
         with self._lock:
-            connecting, self._connecting = self._connecting, None
+            if self._connecting is attempt:
+                self._connecting = None
             stale = generation != self._generation
             client = self._client if stale else None
             if stale:
@@ -226,8 +229,8 @@ class Link:
             client.close()
         if failure is not None and not stale:
             self._failed(failure)
-        if connecting is not None:
-            connecting[1].set()
+        attempt[1].set()
+
     def _failed(self, exc: BaseException) -> None:
         COUNTERS.add("errors")
         now = time.monotonic()

@@ -111,11 +111,13 @@ class Dimension:
     bucket (4 missing of 40) can be off by an eighth through rounding; pooled, each set
     weighs by how much it says and the rounding errors average out.
 
-    No rate is known until the pooled sets say ``EVIDENCE_LEAST`` units were missing. A fresh
-    bucket drained by a burst has whole levels, so each set's "middle" reading is half a unit
-    short: one set of 2 missing read 30/s of a 40/s limit. Reported to the fleet, that rate
-    paced it at 29/s, the bucket then stayed nearly full, no set said enough to correct it,
-    and the fleet kept three quarters of its limit for the rest of the run (1 run in 8).
+    Until the pooled sets say ``EVIDENCE_LEAST`` units were missing, the rate is the most they
+    allow (``Σ (L − R) / Σ reset``), not their middle. A fresh bucket drained by a burst has
+    whole levels, so each set's middle reading is half a unit short: one set of 2 missing read
+    30/s of a 40/s limit. Reported to the fleet, that rate paced it at 29/s, the bucket then
+    stayed nearly full, no set said enough to correct it, and the fleet kept three quarters
+    of its limit for the rest of the run (1 run in 8). A rate read too high is corrected: the
+    fleet drains the bucket, and the sets that follow say more.
     """
 
     __slots__ = ("capacity", "evidence", "observed_at", "remaining")
@@ -141,7 +143,10 @@ class Dimension:
     @property
     def rate(self) -> float | None:
         evidence = self.evidence
-        missing = sum(m for m, _ in evidence)
-        if missing + 0.5 * len(evidence) < EVIDENCE_LEAST:  # (each set's m is L − R − ½)
+        if not evidence:
             return None
+        missing = sum(m for m, _ in evidence)  # (each set's m is L − R − ½)
+        most = missing + 0.5 * len(evidence)
+        if most < EVIDENCE_LEAST:
+            missing = most
         return missing / sum(r for _, r in evidence)

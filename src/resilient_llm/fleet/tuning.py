@@ -73,9 +73,9 @@ PROBE_POLL = 0.25
 #: seconds (plus one). A probe that hangs, or whose worker died, held every worker's calls
 #: for the caller's whole deadline (61 s at the default) while the target served again.
 PROBE_HOLD_MOST = 10.0
-#: Units a worker's pooled header sets must show missing before it knows (and reports) a
-#: rate: each set read from a whole level is half a unit short, so the rate errs low by at
-#: most ``½ · sets / missing`` (5 % for one set of 10).
+#: Units a worker's pooled header sets must show missing before their middle reading is its
+#: rate (before, the most they allow): each set read from a whole level is half a unit
+#: short, so the middle errs low by at most ``½ · sets / missing`` (5 % for one set of 10).
 EVIDENCE_LEAST = 10.0
 #: Largest lease, permits.
 MAX_LEASE = 1000

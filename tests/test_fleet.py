@@ -508,6 +508,31 @@ def test_a_slow_connect_holds_no_caller_past_the_connect_wait(
     assert not link.up and fleet_stats().errors == 1  # the connect reported its failure once
 
 
+def test_a_connect_thread_that_cannot_start_leaves_nothing_pending(
+    redis_url: str, links: list[Link], monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+) -> None:
+    """A process at its thread limit: the operation fails (Redis counts as down, local
+    pacing), and the probe after ``PROBE_EVERY`` starts a connect again and rejoins. A connect
+    left pending would have kept every later caller local for good."""
+    from resilient_llm.fleet.scripts import STATE
+
+    link = Link(redis_url)
+    links.append(link)
+    real_start = threading.Thread.start
+
+    def refuse(thread: threading.Thread) -> None:
+        monkeypatch.setattr(threading.Thread, "start", real_start)  # only this once
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    key = fleet_keys(_key("threads"))[1]
+    assert link.call(STATE, [key], ["30"]) is None
+    assert not link.up and fleet_stats().errors == 1
+    link._retry_at = 0.0  # the probe is due (PROBE_EVERY, without sleeping)
+    assert link.call(STATE, [key], ["30"]) is not None
+    assert link.up and fleet_stats().rejoins == 1
+
+
 def test_a_connect_that_ends_late_serves_the_callers_after_it(
     redis_url: str, links: list[Link], monkeypatch: pytest.MonkeyPatch,  # noqa: F811
 ) -> None:

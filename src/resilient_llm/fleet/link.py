@@ -174,10 +174,13 @@ class Link:
             if scripts is not None:
                 return scripts
             if self._connecting is None:
-                self._connecting = (time.monotonic(), threading.Event())
+                attempt = (time.monotonic(), threading.Event())
+                # A thread that cannot start (a process at its thread limit) fails this
+                # operation, and the next one tries again: no connect is left pending.
                 threading.Thread(target=self._connect_in_background,
-                                 args=(self._connecting, self._generation),
+                                 args=(attempt, self._generation),
                                  name="resilient-llm-redis-connect", daemon=True).start()
+                self._connecting = attempt
             started, done = self._connecting
         wait = started + CONNECT_WAIT - time.monotonic()
         left = call_budget()

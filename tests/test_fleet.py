@@ -530,7 +530,7 @@ def test_a_connect_thread_that_cannot_start_leaves_nothing_pending(
     assert not link.up and fleet_stats().errors == 1
     link._retry_at = 0.0  # the probe is due (PROBE_EVERY, without sleeping)
     assert link.call(STATE, [key], ["30"]) is not None
-    assert link.up and fleet_stats().rejoins == 1
+    assert fleet_stats().rejoins == 1 and link.usable()  # (up again)
 
 
 def test_a_connect_that_ends_late_serves_the_callers_after_it(

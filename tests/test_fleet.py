@@ -130,7 +130,7 @@ def test_pooled_headers_average_out_rounding() -> None:
     assert dim.rate == pytest.approx(40.0, rel=0.06)
 
 
-def test_a_rate_is_known_only_once_the_headers_said_enough_units_missing() -> None:
+def test_until_the_headers_said_enough_the_rate_is_the_most_they_allow() -> None:
     """A fresh 40/s bucket drained by a burst shows whole levels: its first set (38 left, reset
     50 ms) reads 30/s. That worker reported 30/s, the fleet paced at 29/s, the bucket stayed
     nearly full and nothing corrected it (1 end-to-end run in 8). Now, until the sets show
@@ -381,7 +381,7 @@ def test_batch_cannot_take_the_interactive_reserve(
     key = _key("priority")
     batch, interactive = _worker(redis_url, key, links), _worker(redis_url, key, links)
     for w in (batch, interactive):  # 40/s, bucket 20, 17 remaining: τ = 0.45 s, 17 permits
-        for _ in range(4):  # (enough sets to know a rate: EVIDENCE_LEAST)
+        for _ in range(4):  # (enough for their middle, 40/s: EVIDENCE_LEAST; one reads 48)
             w.observe(RateLimits(20, 17, 0.0625), None, time.monotonic())
     assert not _admit_now(batch, "batch")  # a new fleet state starts without credit
     time.sleep(0.5)  # the credit of a full window accrues

@@ -447,7 +447,10 @@ def test_a_finished_watch_lets_go_of_its_socket_and_its_instant_passes_quietly()
     del reader
     gc.collect()
     assert gone() is None  # nothing of the watchdog's holds the socket
-    time.sleep(0.1)  # the finished watch's instant passes
+    until = time.monotonic() + 5  # the thread drops the finished watch at its instant:
+    while watchdog._heap and time.monotonic() < until:  # wait for that, not a guessed time
+        time.sleep(0.005)
+    assert not watchdog._heap
     assert not watch.fired
     other, other_writer = socket.socketpair()
     try:

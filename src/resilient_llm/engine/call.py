@@ -373,14 +373,30 @@ class Call:
         return as_sdk_error(error, provider=self.record.provider, request=request_of(cause))
 
 
-_CALL: contextvars.ContextVar[Call | None] = contextvars.ContextVar(
+class _Running:
+    """The running call, in a slot the call empties when it ends.
+
+    Every context copied while the call runs keeps the slot: asyncio's timers keep theirs,
+    cancelled, until the loop purges them (up to a few hundred), tasks until they are
+    collected. Empty, it keeps nothing of the finished call (its record, its response's
+    usage) alive, and leaves nothing for the garbage collector to promote.
+    """
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Call) -> None:
+        self.call: Call | None = call
+
+
+_CALL: contextvars.ContextVar[_Running | None] = contextvars.ContextVar(
     "resilient_llm_call", default=None
 )
 
 
 def current_call() -> Call | None:
     """The call a drop-in client method is running, if any (read by the transport)."""
-    return _CALL.get()
+    running = _CALL.get()
+    return None if running is None else running.call
 
 
 def start_call(
@@ -390,7 +406,7 @@ def start_call(
     max_attempts: int | None = None,
     clock: Clock = SYSTEM_CLOCK,
     rng: RandomSource = SYSTEM_RANDOM,
-) -> tuple[Call, contextvars.Token[Call | None]]:
+) -> tuple[Call, contextvars.Token[_Running | None]]:
     """Begin a logical call: its deadline is the earlier of the policy's budget and any scope.
 
     When an enclosing anyio cancel scope's deadline is the earliest, that scope ends the call
@@ -418,12 +434,15 @@ def start_call(
         started_at=now,
         scope_cancels=scope_cancels,
     )
-    return call, _CALL.set(call)
+    return call, _CALL.set(_Running(call))
 
 
 #: Two deadlines this close (seconds) are one: the same instant read through two clocks.
 _SAME_INSTANT = 0.001
 
 
-def end_call(token: contextvars.Token[Call | None]) -> None:
+def end_call(token: contextvars.Token[_Running | None]) -> None:
+    running = _CALL.get()
     _CALL.reset(token)
+    if running is not None:
+        running.call = None

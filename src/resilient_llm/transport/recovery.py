@@ -78,7 +78,8 @@ class Recovery:
         self.api = api
         url = outgoing.request.url
         self.origin = f"{url.scheme}://{url.host}:{url.port or ''}"
-        self.outgoing = Outgoing(outgoing.request, self.call, outgoing.provider, self._edit)
+        self._source = outgoing
+        self._outgoing: Outgoing | None = None
         #: The first break: its class and cause end the call if nothing recovers it.
         self.original: StreamInterrupted | None = None
         self.original_failure: Failure | None = None
@@ -89,6 +90,16 @@ class Recovery:
         self.target: str | None = None
         self._offset = 0
         self._broke: Failure | None = None
+
+    @property
+    def outgoing(self) -> Outgoing:
+        """The continuation attempts' request, with this recovery's edits. Built at the first
+        break: it refers back to the recovery, a reference cycle that only a stream that broke
+        should carry (the others are freed as soon as the caller drops them)."""
+        if self._outgoing is None:
+            source = self._source
+            self._outgoing = Outgoing(source.request, self.call, source.provider, self._edit)
+        return self._outgoing
 
     # --- a break ----------------------------------------------------------------------------
 
@@ -112,7 +123,7 @@ class Recovery:
             self.original, self.original_failure = error, failure
         outer = consumer.scanner
         if outer.complete or not outer.resumable or len(outer.choices) > 1 \
-                or not _json_object(self.outgoing.request):
+                or not _json_object(self._source.request):
             return None  # a whole answer (then a break), or output it cannot continue
         outer.resume()
         self._offset = len(outer.text)

@@ -13,6 +13,7 @@ built in :mod:`resilient_llm.engine.classify`.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 
 import httpx2
@@ -41,7 +42,7 @@ __all__ = ["StreamConsumer"]
 class StreamConsumer:
     """One streamed attempt's bytes, inspected as they arrive (the driver does the reading)."""
 
-    __slots__ = ("billed", "broke", "buffered", "call", "event_error", "nested", "response",
+    __slots__ = ("_response", "billed", "broke", "buffered", "call", "event_error", "nested",
                  "scanner", "view")
 
     def __init__(self, call: Call, wire: Wire,
@@ -49,8 +50,10 @@ class StreamConsumer:
                  content_type: str = "text/event-stream",
                  response: httpx2.Response | None = None) -> None:
         self.call = call
-        #: The streamed response (the SDK's error for an error event carries it).
-        self.response = response
+        #: The streamed response (the SDK's error for an error event carries it). Weakly: the
+        #: response's stream holds this consumer, and a cycle would leave both (and the call
+        #: they refer to) to the garbage collector.
+        self._response = None if response is None else weakref.ref(response)
         #: An error event's break, and the SDK's error for it (see :meth:`interrupted`).
         self.event_error: tuple[FailureClass, BaseException | None] | None = None
         #: Server-sent events, or Amazon's binary framing (Bedrock): the same questions asked
@@ -257,9 +260,10 @@ class StreamConsumer:
         # connection error (its timeout error for a stall; for an error event, the error it
         # raises for that event): handlers for those catch it.
         like = None
+        response = self._response() if self._response is not None else None
         if sent is not None and sent.kind is kind and scanner.error_event is not None \
-                and self.response is not None:
-            like = stream_error_of(call.record.provider, scanner.error_event, self.response)
+                and response is not None:
+            like = stream_error_of(call.record.provider, scanner.error_event, response)
             self.event_error = (kind, like)
         elif self.event_error is not None and self.event_error[0] is kind:
             like = self.event_error[1]  # the break a failed recovery reports again

@@ -20,6 +20,7 @@ import httpx2
 import openai
 import pytest
 
+from resilient_llm import Policy
 from resilient_llm.anthropic import Anthropic, AsyncAnthropic
 from resilient_llm.engine.call import Call, current_call
 from resilient_llm.openai import AsyncOpenAI, OpenAI
@@ -133,6 +134,48 @@ def test_an_async_call_leaves_no_reference_cycle(
         return found
 
     assert asyncio.run(run()) == []
+
+
+FAILURES: dict[str, tuple[Callable[[], tuple[Fault, ...]], Policy]] = {
+    # the SDK's error for a status nothing retries
+    "400": (lambda: (Fault.status(400),), Policy(deadline=5)),
+    # retried until the plan gives up (its Raise action ends the driver's loop)
+    "503 until the deadline": (lambda: (Fault.status(503, headers={"retry-after": "0.2"}),) * 5,
+                               Policy(deadline=0.3)),
+    # the deadline ends an attempt that hangs
+    "no answer in time": (lambda: (Fault.ok(delay=2),), Policy(deadline=0.2)),
+}
+
+
+@pytest.mark.parametrize("failure", list(FAILURES))
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failed_call_leaves_no_reference_cycle(
+    server: FaultServer, provider: FaultProvider, collector_off: Callable[[], list[str]],
+    failure: str, stream: bool,
+) -> None:
+    """The error's traceback holds the frames it passed through: none of them may hold the
+    error (the official clients' frames do not)."""
+    faults, policy = FAILURES[failure]
+    client = OpenAI(base_url=server.openai_base_url, api_key="k", policy=policy)
+
+    def call() -> None:
+        if stream:
+            for _ in client.chat.completions.create(**CHAT, stream=True):
+                pass
+        else:
+            client.chat.completions.create(**CHAT)
+
+    call()
+    collector_off()
+    provider.script(*faults())
+    try:
+        call()
+    except Exception as error:  # (pytest.raises keeps the error's frames in a cycle of its own)
+        name = type(error).__name__
+    else:
+        pytest.fail("the call did not fail")
+    left = collector_off()
+    assert left == [], f"{name}: {left}"
 
 
 def test_the_official_clients_leave_none_either(

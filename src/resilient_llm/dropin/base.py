@@ -501,9 +501,12 @@ class DropIn:
         if _refresh_credentials(self, exc, resent):
             return True
         translated = translate_error(exc, **self._resilient_errors())
-        if translated is exc:
-            raise exc
-        raise translated from translated.__cause__
+        try:
+            if translated is exc:
+                raise exc
+            raise translated from translated.__cause__
+        finally:  # the error's traceback holds this frame: no cycle through its locals
+            del exc, translated
 
     def _resilient_end(self, scope: CallScope, options: Any, key: str | None, result: T) -> T:
         if key is not None:

@@ -83,6 +83,7 @@ class AsyncResilientTransport(
         """Carry out ``flow``'s actions. ``vet`` sees each attempt's result first; without
         one (the caller's own request, not a stream recovery's) streams may be hedged, and a
         stream that breaks after its first output may be resumed."""
+        action: Action | None = None
         try:
             action = next(flow)
             while (response := ended(action)) is None:
@@ -108,6 +109,8 @@ class AsyncResilientTransport(
         except DeadlineExceeded:
             await _scope_ends(plan.call)
             raise
+        finally:  # a Raise's error has this frame in its traceback: no cycle through it
+            action = None
         stream = response.stream
         if vet is None and isinstance(stream, _AsyncStream):
             recovery = recovery_for(plan, outgoing, response, stream.consumer)
@@ -194,7 +197,10 @@ class AsyncResilientTransport(
             return winner[1]  # type: ignore[no-any-return]
         primary = next(outcome for index, outcome in finished if index == 0)
         if isinstance(primary, BaseException):
-            raise primary
+            try:
+                raise primary
+            finally:  # the error's traceback holds this frame: no cycle through its locals
+                del primary, finished
         return primary  # type: ignore[no-any-return]
 
     @staticmethod

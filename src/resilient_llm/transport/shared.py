@@ -225,7 +225,10 @@ def ended(action: Action) -> httpx2.Response | None:
     if isinstance(action, Return):
         return cast(httpx2.Response, action.value)
     if isinstance(action, Raise):
-        raise action.error
+        try:
+            raise action.error
+        finally:  # the error's traceback holds this frame: no cycle through its locals
+            del action
     return None
 
 
@@ -357,9 +360,12 @@ class DriverBase:
         (a connection failure) when it is not httpx2's and ``retry_exceptions`` accepts it (the
         official SDK would retry it); unchanged otherwise."""
         rule = self._retry_exceptions
-        if rule is None or isinstance(exc, httpx2.TransportError) or not rule(exc):
-            raise exc
-        raise ForeignTransportError(exc, request) from exc
+        try:
+            if rule is None or isinstance(exc, httpx2.TransportError) or not rule(exc):
+                raise exc
+            raise ForeignTransportError(exc, request) from exc
+        finally:  # the error's traceback holds this frame: no cycle through its locals
+            del exc
 
     @property
     def wire(self) -> Wire:

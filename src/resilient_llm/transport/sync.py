@@ -74,21 +74,24 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
                  vet: Callable[[Reply], Reply]) -> httpx2.Response:
         """Carry out ``flow``'s actions (``vet`` sees each attempt's result first)."""
         action = next(flow)
-        while (response := ended(action)) is None:
-            reply: Reply = None
-            try:
-                if isinstance(action, Send):
-                    self._ensure_open(outgoing)
-                    reply = vet(self._attempt(outgoing.prepare(plan.target, action), plan,
-                                              action, plan.state))
-                elif isinstance(action, Wait):
-                    plan.call.clock.sleep(action.seconds)
-                elif isinstance(action, Admit):
-                    reply = self._queue(plan, action)
-            except BaseException as exc:
-                flow.throw(exc)  # the plan frees what the action held, then re-raises
-                raise
-            action = flow.send(reply)
+        try:
+            while (response := ended(action)) is None:
+                reply: Reply = None
+                try:
+                    if isinstance(action, Send):
+                        self._ensure_open(outgoing)
+                        reply = vet(self._attempt(outgoing.prepare(plan.target, action), plan,
+                                                  action, plan.state))
+                    elif isinstance(action, Wait):
+                        plan.call.clock.sleep(action.seconds)
+                    elif isinstance(action, Admit):
+                        reply = self._queue(plan, action)
+                except BaseException as exc:
+                    flow.throw(exc)  # the plan frees what the action held, then re-raises
+                    raise
+                action = flow.send(reply)
+        finally:  # a Raise's error has this frame in its traceback: no cycle through it
+            del action
         return response
 
     @staticmethod
@@ -143,10 +146,7 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
         except Exception as exc:
             if sending.fired:  # the watchdog closed the connection: a timeout, not a reset
                 call.attempt_finished(deadline_failure(), None, send)
-                timeout = httpx2.ReadTimeout("deadline reached while waiting for the response",
-                                             request=request)
-                timeout.__cause__ = exc
-                raise call.deadline_error(timeout) from exc
+                raise call.deadline_error(_closed_at_deadline(request, exc)) from exc
             return base.exchange_failed(call, send, exc, request,
                                         None if response is None else response.status_code,
                                         first_token=stream and response is None)
@@ -303,3 +303,13 @@ class _SyncStream(httpx2.SyncByteStream):
 
 def _as_is(reply: Reply) -> Reply:
     return reply
+
+
+def _closed_at_deadline(request: httpx2.Request, reset: Exception) -> httpx2.ReadTimeout:
+    """What the SDK would have raised for the wait the watchdog ended (the reset it saw is
+    the cause). Built here, not in a local of the frame that raises it: the error's traceback
+    holds that frame, and the local would make a cycle of them."""
+    timeout = httpx2.ReadTimeout("deadline reached while waiting for the response",
+                                 request=request)
+    timeout.__cause__ = reset
+    return timeout

@@ -83,11 +83,15 @@ def test_a_task_group_under_move_on_after_is_not_failed(flavor: str) -> None:
 
     async def main() -> tuple[bool, int]:
         client = client_for(flavor, provider)
+        # The process's first call imports and builds what later ones reuse: outside the
+        # scope, so that a loaded machine does not spend the scope's time on it.
+        provider.script(Fault.ok())
+        await call(client, flavor)
         with anyio.move_on_after(0.3) as scope:
             async with anyio.create_task_group() as group:
                 for _ in range(5):
                     group.start_soon(call, client, flavor)
-        return scope.cancelled_caught, len(provider.requests)
+        return scope.cancelled_caught, len(provider.requests) - 1
 
     caught, sent = anyio.run(main)
     assert caught and sent == 5

@@ -10,6 +10,7 @@ that relies on it shows up as garbage found afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import gc
 from collections.abc import Callable, Iterator
@@ -59,9 +60,18 @@ def collector_off() -> Iterator[Callable[[], list[str]]]:
         gc.enable()
 
 
-def _sync_calls(server: FaultServer) -> dict[str, Callable[[], Any]]:
-    chat = OpenAI(base_url=server.openai_base_url, api_key="k")
-    messages = Anthropic(base_url=server.anthropic_base_url, api_key="k")
+@pytest.fixture
+def closing() -> Iterator[contextlib.ExitStack]:
+    """Closes the clients a test opens when it ends (after its checks: they stay reachable)."""
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+def _sync_calls(server: FaultServer,
+                closing: contextlib.ExitStack) -> dict[str, Callable[[], Any]]:
+    chat = closing.enter_context(OpenAI(base_url=server.openai_base_url, api_key="k"))
+    messages = closing.enter_context(
+        Anthropic(base_url=server.anthropic_base_url, api_key="k"))
 
     def chat_stream() -> None:
         for _ in chat.chat.completions.create(**CHAT, stream=True):
@@ -90,9 +100,10 @@ def _sync_calls(server: FaultServer) -> dict[str, Callable[[], Any]]:
                                   "message stream"])
 def test_a_sync_call_leaves_no_reference_cycle(
     server: FaultServer, provider: FaultProvider, collector_off: Callable[[], list[str]],
+    closing: contextlib.ExitStack,
     kind: str, first: str,
 ) -> None:
-    call = _sync_calls(server)[kind]
+    call = _sync_calls(server, closing)[kind]
     call()  # the first call of a client builds what every later one shares
     collector_off()  # (and what the warm-up left is not this test's business)
     if first == "503":
@@ -151,12 +162,14 @@ FAILURES: dict[str, tuple[Callable[[], tuple[Fault, ...]], Policy]] = {
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_failed_call_leaves_no_reference_cycle(
     server: FaultServer, provider: FaultProvider, collector_off: Callable[[], list[str]],
+    closing: contextlib.ExitStack,
     failure: str, stream: bool,
 ) -> None:
     """The error's traceback holds the frames it passed through: none of them may hold the
     error (the official clients' frames do not)."""
     faults, policy = FAILURES[failure]
-    client = OpenAI(base_url=server.openai_base_url, api_key="k", policy=policy)
+    client = closing.enter_context(
+        OpenAI(base_url=server.openai_base_url, api_key="k", policy=policy))
 
     def call() -> None:
         if stream:
@@ -180,11 +193,13 @@ def test_a_failed_call_leaves_no_reference_cycle(
 
 def test_the_official_clients_leave_none_either(
     server: FaultServer, collector_off: Callable[[], list[str]],
+    closing: contextlib.ExitStack,
 ) -> None:
     """The measure the drop-ins are held to (and a check that the fixture sees cycles at all:
     a deliberate one is found)."""
-    chat = openai.OpenAI(base_url=server.openai_base_url, api_key="k")
-    messages = anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="k")
+    chat = closing.enter_context(openai.OpenAI(base_url=server.openai_base_url, api_key="k"))
+    messages = closing.enter_context(
+        anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="k"))
     for _ in range(2):
         for _ in chat.chat.completions.create(**CHAT, stream=True):
             pass
@@ -219,9 +234,9 @@ def test_a_context_copied_during_a_call_does_not_keep_the_call() -> None:
                          "message": {"role": "assistant", "content": "Hello"}}],
         })
 
-    client = OpenAI(base_url="http://127.0.0.1:9/v1", api_key="k",
-                    http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
-    client.chat.completions.create(**CHAT)
+    with OpenAI(base_url="http://127.0.0.1:9/v1", api_key="k",
+                http_client=httpx2.Client(transport=httpx2.MockTransport(handler))) as client:
+        client.chat.completions.create(**CHAT)
     assert len(kept) == 1
     assert kept[0].run(current_call) is None
     held = list(kept[0].values())

@@ -12,7 +12,7 @@ from resilient_llm.testing import RecordedRequest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 NUMBERS = {3: "Three", 4: "Four", 5: "Five", 6: "Six", 7: "Seven", 8: "Eight", 9: "Nine",
-           10: "Ten", 11: "Eleven", 12: "Twelve"}
+           10: "Ten", 11: "Eleven", 12: "Twelve", 13: "Thirteen", 14: "Fourteen"}
 
 
 def _tracked_text_files() -> list[Path]:

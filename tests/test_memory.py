@@ -95,9 +95,25 @@ def _sync_calls(server: FaultServer,
     }
 
 
-@pytest.mark.parametrize("first", ["ok", "503"])
-@pytest.mark.parametrize("kind", ["chat", "chat stream", "chat stream abandoned", "message",
-                                  "message stream"])
+#: What the call meets before its answer. A retried call keeps its attempts' errors as causes,
+#: and an error's traceback holds the frames of its attempt (the call's state in their
+#: locals): the call lets go of them once served, and of a cause as soon as another
+#: replaces it. A stream resumed after a break refers to its continuation request and back
+#: until the stream ends.
+BEFORE: dict[str, Callable[[], tuple[Fault, ...]]] = {
+    "ok": lambda: (),
+    "503": lambda: (Fault.status(503),),
+    "reset": lambda: (Fault.reset(),),
+    "two resets": lambda: (Fault.reset(), Fault.reset()),
+    "stream cut": lambda: (Fault.stream_cut(after_events=3),),
+}
+
+
+@pytest.mark.parametrize(("kind", "first"), [
+    (kind, first)
+    for kind in ("chat", "chat stream", "chat stream abandoned", "message", "message stream")
+    for first in ("ok", "503", "reset", "two resets")
+] + [("chat stream", "stream cut"), ("message stream", "stream cut")])
 def test_a_sync_call_leaves_no_reference_cycle(
     server: FaultServer, provider: FaultProvider, collector_off: Callable[[], list[str]],
     closing: contextlib.ExitStack,
@@ -106,17 +122,20 @@ def test_a_sync_call_leaves_no_reference_cycle(
     call = _sync_calls(server, closing)[kind]
     call()  # the first call of a client builds what every later one shares
     collector_off()  # (and what the warm-up left is not this test's business)
-    if first == "503":
-        provider.script(Fault.status(503), Fault.ok())
+    before = BEFORE[first]()
+    provider.script(*before, Fault.ok())
     call()
     assert collector_off() == []
-    assert len(provider.requests) == (3 if first == "503" else 2)
+    assert len(provider.requests) == 2 + len(before)
 
 
-@pytest.mark.parametrize("kind", ["chat", "chat stream", "message", "message stream"])
+@pytest.mark.parametrize(("kind", "first"), [
+    (kind, first) for kind in ("chat", "chat stream", "message", "message stream")
+    for first in ("503", "reset", "two resets")
+] + [("chat stream", "stream cut"), ("message stream", "stream cut")])
 def test_an_async_call_leaves_no_reference_cycle(
     server: FaultServer, provider: FaultProvider, collector_off: Callable[[], list[str]],
-    kind: str,
+    kind: str, first: str,
 ) -> None:
     async def run() -> list[str]:
         chat = AsyncOpenAI(base_url=server.openai_base_url, api_key="k")
@@ -137,7 +156,7 @@ def test_an_async_call_leaves_no_reference_cycle(
 
         await once()
         collector_off()
-        provider.script(Fault.status(503), Fault.ok())
+        provider.script(*BEFORE[first](), Fault.ok())
         await once()
         found = collector_off()
         await chat.close()

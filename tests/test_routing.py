@@ -106,6 +106,37 @@ def test_long_rate_limit_moves_short_one_retries() -> None:
     assert router.after_failure(failure(FailureClass.RATE_LIMITED, retry_after=30)) == "move"
 
 
+def _raised(message: str) -> BaseException:
+    try:
+        try:
+            raise OSError("inner")
+        except OSError as inner:
+            raise ConnectionError(message) from inner
+    except ConnectionError as error:
+        return error
+
+
+def test_causes_keep_their_tracebacks_until_nothing_can_raise_them() -> None:
+    """A cause is raised with its traceback (the caller debugs from it); one another attempt
+    on the same target replaced, or any once the call was served, never is: their tracebacks
+    hold the attempt's frames, and through their locals the call."""
+    router = Router.for_call(Policy(fallbacks={"a": ["b"]}), "a")
+    first, second, third = _raised("1"), _raised("2"), _raised("3")
+    router.failed_here(first)
+    router.failed_here(second)
+    assert first.__traceback__ is None and first.__cause__ is not None
+    assert first.__cause__.__traceback__ is None
+    assert second.__traceback__ is not None and second.__cause__ is not None
+    assert second.__cause__.__traceback__ is not None
+    assert router.move("server_error")
+    router.failed_here(third)
+    assert router.causes == {"a": second, "b": third}
+    assert second.__traceback__ is not None and third.__traceback__ is not None
+    router.served()
+    assert all(error.__traceback__ is None for error in (second, third))
+    assert str(second) == "2" and router.causes["b"] is third  # only the frames are gone
+
+
 def test_one_retry_per_target_then_move() -> None:
     router = Router.for_call(Policy(fallbacks={"a": ["b"]}), "a")
     router.tries_here = 2

@@ -455,6 +455,7 @@ class Plan:
         if isinstance(result, Served):
             state.breaker.record(now, None, call.rng)
             self._breaker_moved(state, seen, now)
+            router.served()
             return Return(result.response)
         failure = result.failure
         self._last = result

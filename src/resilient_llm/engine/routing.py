@@ -207,9 +207,22 @@ class Router:
         self.tries_here = 0
 
     def failed_here(self, error: BaseException) -> None:
-        """An attempt on the current target failed with ``error`` (kept as its cause)."""
-        self.causes[str(self.current)] = error
+        """An attempt on the current target failed with ``error`` (kept as its cause; the one
+        it replaces will never be raised, and lets go of its traceback)."""
+        key = str(self.current)
+        replaced = self.causes.get(key)
+        self.causes[key] = error
         self.tries_here += 1
+        if replaced is not None and replaced is not error:
+            _drop_tracebacks(replaced)
+
+    def served(self) -> None:
+        """The call was served: the errors of the attempts before will not be raised (a
+        stream that breaks later ends with its own). Each lets go of its traceback, whose
+        frames hold the call's state in their locals: a cycle only the garbage collector
+        would free, on every call that was retried."""
+        for error in self.causes.values():
+            _drop_tracebacks(error)
 
     def move(self, reason: str, failure: Failure | None = None) -> bool:
         """Advance to the next target; ``False`` when the chain is exhausted."""
@@ -253,3 +266,16 @@ def _chain_of(fallbacks: object, model: str) -> Sequence[str]:
 
 def _targets(specs: Sequence[str], policy: Policy) -> list[Target]:
     return [Target.parse(spec, default_region=policy.region) for spec in specs]
+
+
+def _drop_tracebacks(error: BaseException) -> None:
+    """Forget the tracebacks of ``error`` and of the errors it was raised from or during."""
+    pending: list[BaseException] = [error]
+    seen: set[int] = set()
+    while pending and len(seen) < 32:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)

@@ -95,11 +95,16 @@ class Recovery:
     def outgoing(self) -> Outgoing:
         """The continuation attempts' request, with this recovery's edits. Built at the first
         break: it refers back to the recovery, a reference cycle that only a stream that broke
-        should carry (the others are freed as soon as the caller drops them)."""
+        should carry, until its continuations end (:meth:`ended`)."""
         if self._outgoing is None:
             source = self._source
             self._outgoing = Outgoing(source.request, self.call, source.provider, self._edit)
         return self._outgoing
+
+    def ended(self) -> None:
+        """No continuation follows (the caller's stream ended, or was closed): the recovery
+        lets go of its continuation request and the cycle through it."""
+        self._outgoing = None
 
     # --- a break ----------------------------------------------------------------------------
 
@@ -274,33 +279,37 @@ class SyncResume:
 
     def __call__(self, error: StreamInterrupted, consumer: StreamConsumer) -> Iterator[bytes]:
         recovery = self.recovery
-        while True:
-            flow = recovery.resume(error, consumer)
-            try:
-                response = self._perform(recovery.plan, flow, recovery.outgoing, recovery.vet)
-            except Exception as exc:
-                raise recovery.failed(exc) from exc
-            continuation = recovery.continuation(response)
-            if continuation is None:
-                response.close()
-                raise recovery.failed(None)
-            self._current = response
-            try:
-                for chunk in response.stream:  # type: ignore[union-attr]
-                    if (data := continuation.feed(chunk)) is not None:
+        try:
+            while True:
+                flow = recovery.resume(error, consumer)
+                try:
+                    response = self._perform(recovery.plan, flow, recovery.outgoing,
+                                             recovery.vet)
+                except Exception as exc:
+                    raise recovery.failed(exc) from exc
+                continuation = recovery.continuation(response)
+                if continuation is None:
+                    response.close()
+                    raise recovery.failed(None)
+                self._current = response
+                try:
+                    for chunk in response.stream:  # type: ignore[union-attr]
+                        if (data := continuation.feed(chunk)) is not None:
+                            yield data
+                    if (data := continuation.finish()) is not None:
                         yield data
-                if (data := continuation.finish()) is not None:
-                    yield data
-            except StreamInterrupted as again:
-                error, consumer = again, continuation.inner
-                continue
-            except (Diverged, DeadlineExceeded) as exc:
-                raise recovery.failed(exc) from exc
-            finally:
-                response.close()
-                self._current = None
-            recovery.finished()
-            return
+                except StreamInterrupted as again:
+                    error, consumer = again, continuation.inner
+                    continue
+                except (Diverged, DeadlineExceeded) as exc:
+                    raise recovery.failed(exc) from exc
+                finally:
+                    response.close()
+                    self._current = None
+                recovery.finished()
+                return
+        finally:
+            recovery.ended()
 
     def close(self) -> None:
         if self._current is not None:
@@ -318,33 +327,37 @@ class AsyncResume:
     async def __call__(self, error: StreamInterrupted,
                        consumer: StreamConsumer) -> AsyncIterator[bytes]:
         recovery = self.recovery
-        while True:
-            flow = recovery.resume(error, consumer)
-            try:
-                response = await self._perform(recovery.plan, flow, recovery.outgoing, recovery.vet)
-            except Exception as exc:
-                raise recovery.failed(exc) from exc
-            continuation = recovery.continuation(response)
-            if continuation is None:
-                await response.aclose()
-                raise recovery.failed(None)
-            self._current = response
-            try:
-                async for chunk in response.stream:  # type: ignore[union-attr]
-                    if (data := continuation.feed(chunk)) is not None:
+        try:
+            while True:
+                flow = recovery.resume(error, consumer)
+                try:
+                    response = await self._perform(recovery.plan, flow, recovery.outgoing,
+                                                   recovery.vet)
+                except Exception as exc:
+                    raise recovery.failed(exc) from exc
+                continuation = recovery.continuation(response)
+                if continuation is None:
+                    await response.aclose()
+                    raise recovery.failed(None)
+                self._current = response
+                try:
+                    async for chunk in response.stream:  # type: ignore[union-attr]
+                        if (data := continuation.feed(chunk)) is not None:
+                            yield data
+                    if (data := continuation.finish()) is not None:
                         yield data
-                if (data := continuation.finish()) is not None:
-                    yield data
-            except StreamInterrupted as again:
-                error, consumer = again, continuation.inner
-                continue
-            except (Diverged, DeadlineExceeded) as exc:
-                raise recovery.failed(exc) from exc
-            finally:
-                await response.aclose()
-                self._current = None
-            recovery.finished()
-            return
+                except StreamInterrupted as again:
+                    error, consumer = again, continuation.inner
+                    continue
+                except (Diverged, DeadlineExceeded) as exc:
+                    raise recovery.failed(exc) from exc
+                finally:
+                    await response.aclose()
+                    self._current = None
+                recovery.finished()
+                return
+        finally:
+            recovery.ended()
 
     async def aclose(self) -> None:
         if self._current is not None:

@@ -217,6 +217,18 @@ def test_main_returns_the_command_status(monkeypatch: pytest.MonkeyPatch,
     assert "RESILIENT_LLM_DEADLINE='nope' is invalid" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("deadline", ["nan", "inf", "0.001", "100000", "-1", "0"])
+def test_demo_refuses_a_deadline_the_policy_does_not_take(
+    deadline: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One line naming the option, as for its other bad values; no traceback, nothing run."""
+    assert main(["demo", "--deadline", deadline]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("demo: --") and "--deadline" in captured.err
+    assert "Traceback" not in captured.err and captured.err.count("\n") == 1
+
+
 def test_cli_module_is_documented() -> None:
     text = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
     assert "python -m resilient_llm config" in text

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from trio.testing import MockClock  # type: ignore[import-untyped, unused-ignore]
 
 from resilient_llm import (
+    ConfigError,
     DeadlineExceeded,
     IdempotencyConflict,
     IdempotencyStoreUnavailable,
@@ -793,3 +794,19 @@ def test_example_runs() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "emails sent: 1" in proc.stdout
     assert "two processes on SQLite, emails sent: 1" in proc.stdout
+
+
+@pytest.mark.parametrize(("store", "accepted"), [
+    ("postgres://user:hunter2@db/x", "unknown store"),
+    ("sqlite:///", "missing path"),
+    ("redis://user:hunter2@host:99999/0", "does not parse"),
+])
+def test_a_bad_store_is_refused_where_the_function_is_decorated(store: str,
+                                                                accepted: str) -> None:
+    """As a bad ``RESILIENT_LLM_IDEMPOTENCY_STORE`` is refused where a client is built: not at
+    the first call, and without the URL's password."""
+    with pytest.raises(ConfigError, match=r"side_effect\(store=\.\.\.\)=") as info:
+        side_effect(store=store)(lambda: None)
+    assert accepted in str(info.value) and "hunter2" not in str(info.value)
+    with pytest.raises(TypeError, match="takes a store URL or a Ledger, got int"):
+        side_effect(store=5)(lambda: None)  # type: ignore[call-overload]

@@ -58,6 +58,16 @@ def chat_text(stream: Any) -> str:
 # --- what the swap adds ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("given", [{"deadline": 5}, "deadline=5", 5])
+def test_a_policy_of_another_type_is_a_clear_error(given: Any) -> None:
+    with pytest.raises(TypeError, match=r"policy= takes a resilient_llm\.Policy, got "
+                                        + type(given).__name__) as info:
+        OpenAI(api_key="k", policy=given)
+    assert ("Policy(**settings)" in str(info.value)) == isinstance(given, dict)
+    with OpenAI(api_key="k") as client, pytest.raises(TypeError, match="got dict"):
+        client.copy(policy={"deadline": 5})  # type: ignore[arg-type]
+
+
 def test_outcome_of_a_retried_call(provider: FaultProvider) -> None:
     provider.script(Fault.status(500), Fault.ok(text=TEXT, usage=Usage(input_tokens=9,
                                                                        output_tokens=4)))

@@ -39,6 +39,29 @@ def test_a_retried_call_that_fell_back_reads_as_degraded_with_each_attempt() -> 
     assert second.duration == pytest.approx(0.35)
 
 
+def test_timings_split_the_call_into_queueing_backoff_and_attempts() -> None:
+    record = CallRecord(requested="m", deadline_budget=30.0)
+    record.apply(Event("waited", 0.1, seconds=0.1, detail="admission"))
+    _attempt(record, 1, "m", 0.1, 0.4, Failure(FailureClass.SERVER_ERROR, True, status=503),
+             503)
+    record.apply(Event("waited", 0.9, seconds=0.5, detail="backoff"))
+    record.apply(Event("waited", 1.1, seconds=0.2, detail="admission"))
+    _attempt(record, 2, "m", 1.1, 1.6, None, 200)
+    record.apply(Event("stream_committed", 1.3))
+    record.apply(Event("succeeded", 1.3, 0, "m", detail="stream"))
+    record.apply(Event("stream_finished", 2.0))
+    timings = record.outcome().timings
+    assert timings.elapsed == 2.0 and timings.time_to_first_token == 1.3
+    assert timings.queue_wait == pytest.approx(0.3)
+    assert timings.backoff == pytest.approx(0.5)
+    assert timings.attempts == pytest.approx((0.3, 0.5))
+    nothing = CallRecord(requested="m", deadline_budget=1.0)
+    nothing.apply(Event("waited", 1.0, seconds=1.0, detail="admission"))
+    nothing.apply(Event("gave_up", 1.0, detail="deadline"))
+    timings = nothing.outcome().timings  # queued, then gave up before any attempt
+    assert (timings.queue_wait, timings.backoff, timings.attempts) == (1.0, 0.0, ())
+
+
 def test_a_stream_is_unfinished_until_it_ends_and_keeps_its_first_token_time() -> None:
     record = CallRecord(requested="m", deadline_budget=None)
     _attempt(record, 1, "m", 0.0, 0.2, None, 200)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -234,3 +236,30 @@ def test_choices_and_flags_are_read_as_written_in_templates(
 def test_true_or_false_is_not_a_number(field: str) -> None:
     with pytest.raises(ConfigError, match="not true or false"):
         Policy(**{field: True})
+
+
+def test_mapping_settings_cannot_change_in_place() -> None:
+    """A policy is shared by every call of its clients: an edit in place would change them
+    all, past the checks that built it. Its mappings refuse; ``replace`` builds another."""
+    import copy
+    import pickle
+
+    policy = Policy(fallbacks={"a": ["b"]}, context_fallbacks={"b": ["c"]},
+                    stream_continuation={"x*": "prefill"},
+                    region_endpoints={"eu": "https://eu.example.com"})
+    for name in ("fallbacks", "context_fallbacks", "stream_continuation", "region_endpoints"):
+        mapping = getattr(policy, name)
+        edits: list[Callable[[Any], object]] = [
+            lambda m: m.__setitem__("z", ("q",)), lambda m: m.update(z=("q",)),
+            lambda m: m.pop(next(iter(m))), lambda m: m.clear(), lambda m: m.setdefault("z", ()),
+            lambda m: m.__delitem__(next(iter(m)))]
+        for edit in edits:
+            with pytest.raises(TypeError, match="cannot change in place"):
+                edit(mapping)
+        assert len(mapping) == 1
+    with pytest.raises(TypeError, match="cannot change in place"):
+        Policy().fallbacks["a"] = ("b",)  # type: ignore[index]
+    assert hash(policy) == hash(Policy(**policy.model_dump()))  # a frozen model hashes
+    assert pickle.loads(pickle.dumps(policy)) == policy == copy.deepcopy(policy)
+    assert policy.model_dump()["fallbacks"] == {"a": ("b",)}
+    assert policy.replace(fallbacks={"a": ["c"]}).fallbacks == {"a": ("c",)}

@@ -16,6 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from resilient_llm import (
     AllTargetsFailed,
     CircuitOpen,
+    ConfigError,
     Failure,
     FailureClass,
     Policy,
@@ -314,6 +315,23 @@ def client(handler: ByModel, clock: FakeClock | None = None, **policy: Any) -> O
     return c
 
 
+def test_attempts_that_run_out_before_the_chain_name_what_was_not_tried() -> None:
+    chain = {"gpt-4.1": ["gpt-4.1-mini", "gpt-4o"]}
+    down = {"gpt-4.1": (503, None), "gpt-4.1-mini": (503, None), "gpt-4o": (503, None)}
+    for attempts, tried in ((1, ["gpt-4.1"]), (2, ["gpt-4.1", "gpt-4.1-mini"])):
+        handler = ByModel(**down)
+        with client(handler, fallbacks=chain, max_attempts=attempts) as c, \
+                pytest.raises(AllTargetsFailed) as info:
+            c.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+        assert handler.models == tried and list(info.value.causes) == tried
+        untried = ", ".join(m for m in ("gpt-4.1-mini", "gpt-4o") if m not in tried)
+        assert str(info.value) == (
+            f"every target tried failed ({', '.join(tried)}); last failure: overloaded, "
+            f"HTTP 503, x; not tried: {untried} (no attempt left of max_attempts={attempts})")
+        assert len(info.value.attempts) == attempts
+        assert isinstance(info.value, openai.InternalServerError)  # as the official error
+
+
 def test_persistent_overload_is_answered_by_the_fallback() -> None:
     handler = ByModel(**{"gpt-4.1": (503, None)})
     with client(handler, fallbacks={"gpt-4.1": ["gpt-4.1-mini"]}) as c:
@@ -503,6 +521,21 @@ def test_resilient_decorator_scopes_fallbacks() -> None:
         assert ask(c) == "b"
         with pytest.raises(openai.InternalServerError):
             c.chat.completions.create(model="a", messages=MESSAGES)
+
+
+def test_resilient_takes_one_fallback_as_a_name() -> None:
+    """A string is one model, not a chain of its characters."""
+    handler = ByModel(**{"gpt-4.1": (503, None)})
+
+    @resilient(fallbacks="gpt-4.1-mini")
+    def ask(c: OpenAI) -> str:
+        return str(c.chat.completions.create(model="gpt-4.1", messages=MESSAGES).model)
+
+    with client(handler, max_attempts=2) as c:
+        assert ask(c) == "gpt-4.1-mini"
+    assert handler.models == ["gpt-4.1", "gpt-4.1-mini"]
+    with pytest.raises(ConfigError, match=r"resilient\(fallbacks=\.\.\.\)=3 is invalid"):
+        resilient(fallbacks=3)  # type: ignore[arg-type]
 
 
 # --- end to end over loopback HTTP ----------------------------------------------------------

@@ -360,8 +360,10 @@ def test_recovery_off_restores_stream_interrupted(
 
 
 def test_the_recovery_settings_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Policy().stream_recovery == "on"
-    assert Policy(stream_recovery="continue").stream_recovery == "on"
+    assert Policy().stream_recovery == "continue"
+    for same in ("on", "true", "1", True, " Continue "):  # "on": its earlier name
+        assert Policy(stream_recovery=same).stream_recovery == "continue"
+    assert Policy(stream_recovery=False).stream_recovery == "off"
     monkeypatch.setenv("RESILIENT_LLM_STREAM_RECOVERY", "sometimes")
     with pytest.raises(ConfigError, match="RESILIENT_LLM_STREAM_RECOVERY"):
         Policy.from_env()

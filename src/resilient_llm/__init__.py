@@ -30,7 +30,7 @@ from .engine.classify import Failure, FailureClass
 from .engine.registry import pressure_snapshot
 from .engine.target import PressureSnapshot
 from .events.bus import Event, subscribe
-from .events.outcome import AttemptInfo, Outcome, StreamRecovery, outcome
+from .events.outcome import AttemptInfo, Outcome, StreamRecovery, Timings, outcome
 from .idempotency.options import SideEffectOptions
 from .idempotency.side_effect import SideEffect, current_idempotency_key, run, side_effect
 from .transport import AsyncResilientTransport, ForeignTransportError, ResilientTransport
@@ -66,6 +66,7 @@ __all__ = [
     "SideEffectOptions",
     "StreamInterrupted",
     "StreamRecovery",
+    "Timings",
     "attributes",
     "current_idempotency_key",
     "deadline",

@@ -34,7 +34,7 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "first_token_timeout": (("Wait for a stream's first output. Reasoning models think for "
                             "minutes; the deadline still bounds the whole call."), "120"),
     "stream_idle_timeout": ("Silence allowed between stream events once output flows.", "60"),
-    "stream_recovery": (("`on`: a stream that breaks after its first output (cut, stall, "
+    "stream_recovery": (("`continue`: a stream that breaks after its first output (cut, stall, "
                         "truncation, malformed or error event) is resumed on the same or the "
                         "next target and your iterator keeps yielding the answer exactly once; "
                         "`off`: it raises `StreamInterrupted`."), "off"),

@@ -249,8 +249,16 @@ def run_demo(*, calls: int = 40, deadline: float = 3.0, workers: int = 10, seed:
     Progress goes to ``progress_stream`` (standard error by default), the table to standard
     output.
     """
-    if calls < 1 or deadline <= 0:
+    from ._errors import ConfigError
+    from ._policy import Policy
+
+    if calls < 1 or not deadline > 0:
         print("demo: --calls must be ≥ 1 and --deadline > 0", file=sys.stderr)
+        return 2
+    try:
+        Policy(deadline=deadline)  # the resilient client's deadline: the policy's range
+    except ConfigError as exc:
+        print(f"demo: --deadline {deadline:g}: {exc.accepted}", file=sys.stderr)
         return 2
     try:
         import openai

@@ -111,7 +111,10 @@ class DeadlineExceeded(ResilientLLMError, TimeoutError):
 
 
 class AllTargetsFailed(ResilientLLMError):
-    """Every target of the fallback chain failed; ``causes`` maps each target to its last error."""
+    """The fallback chain is spent: every target the call tried failed, ``causes`` maps each
+    to its last error and ``attempts`` lists every attempt. When the call's attempts
+    (``max_attempts``) ran out before the chain did, the message names the targets it did not
+    reach."""
 
     def __init__(
         self,

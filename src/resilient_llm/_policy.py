@@ -34,6 +34,7 @@ from ._policy_values import (
     SECONDS_FIELDS,
     STORE_SCHEMES,
     URL_FIELDS,
+    FrozenMap,
     as_seconds,
     ascii_number,
     json_mapping,
@@ -67,24 +68,24 @@ class Policy(BaseModel):
     enabled: bool = True
     deadline: float = 600.0
     max_attempts: int = 4
-    fallbacks: Mapping[str, tuple[str, ...]] = {}
-    context_fallbacks: Mapping[str, tuple[str, ...]] = {}
+    fallbacks: Mapping[str, tuple[str, ...]] = FrozenMap()
+    context_fallbacks: Mapping[str, tuple[str, ...]] = FrozenMap()
     first_token_timeout: float = 300.0
     stream_idle_timeout: float = 90.0
-    #: ``on``: a stream that breaks after its first output is resumed on the same or the next
-    #: target (``continue`` is accepted as a synonym); ``off``: it raises StreamInterrupted.
-    stream_recovery: Literal["on", "off"] = "on"
+    #: ``continue``: a stream that breaks after its first output is resumed on the same or
+    #: the next target (``on`` is accepted as a synonym); ``off``: it raises StreamInterrupted.
+    stream_recovery: Literal["continue", "off"] = "continue"
     #: Model patterns (exact name, ``prefix*``, ``*``) → ``prefill`` (the target continues a
     #: final partial assistant turn) or ``restart`` (regenerate and verify the delivered
     #: prefix). Unlisted: Anthropic Messages prefill, everything else restarts.
-    stream_continuation: Mapping[str, Literal["prefill", "restart"]] = {}
+    stream_continuation: Mapping[str, Literal["prefill", "restart"]] = FrozenMap()
     priority: Priority = "interactive"
     idempotency_store: str = "memory"
     redis_url: str | None = None
     cache_namespace: str | None = None
     allowed_regions: frozenset[str] | None = None
     region: str | None = None
-    region_endpoints: Mapping[str, str] = {}
+    region_endpoints: Mapping[str, str] = FrozenMap()
     max_backoff: float = 8.0
     #: The largest decoded response body the client reads into memory (a JSON answer, an
     #: error body) and the largest single stream event: a gzip bomb or a 100 GB
@@ -190,6 +191,12 @@ class Policy(BaseModel):
     @classmethod
     def _check_chains(cls, value: Any) -> Any:
         return parse_chain_map(value)
+
+    @field_validator("fallbacks", "context_fallbacks", "stream_continuation",
+                     "region_endpoints")
+    @classmethod
+    def _freeze(cls, value: Mapping[str, Any]) -> Mapping[str, Any]:
+        return FrozenMap(value)
 
     @field_validator("stream_recovery", mode="before")
     @classmethod

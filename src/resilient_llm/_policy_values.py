@@ -11,13 +11,56 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 __all__ = [
-    "ACCEPTED", "BOUNDS", "OPTIONAL_FILES", "OPTIONAL_PARSERS", "SECONDS_FIELDS",
-    "STORE_SCHEMES", "URL_FIELDS", "as_seconds", "ascii_number", "json_mapping",
-    "parse_chain_map", "parse_continuation", "parse_recovery", "region_name",
+    "ACCEPTED",
+    "BOUNDS",
+    "OPTIONAL_FILES",
+    "OPTIONAL_PARSERS",
+    "SECONDS_FIELDS",
+    "STORE_SCHEMES",
+    "URL_FIELDS",
+    "FrozenMap",
+    "as_seconds",
+    "ascii_number",
+    "json_mapping",
+    "parse_chain_map",
+    "parse_continuation",
+    "parse_recovery",
+    "region_name",
 ]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class FrozenMap(dict[K, V]):
+    """A mapping setting of a :class:`~resilient_llm.Policy`: a dict (so it serializes as one)
+    that cannot change. A policy is shared by every call of its clients; an edit in place
+    would change all of them, past the validation that built it."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a Policy's settings cannot change in place: build another with "
+                        "policy.replace(...)")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self) -> tuple[type[FrozenMap[K, V]], tuple[dict[K, V]]]:
+        return type(self), (dict(self),)
+
+    def __copy__(self) -> FrozenMap[K, V]:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> FrozenMap[K, V]:
+        return self  # its keys and values are strings and tuples of them
+
 
 MAX_DEADLINE = 24 * 3600.0
 _MIN_DEADLINE = 0.01
@@ -45,7 +88,8 @@ ACCEPTED: dict[str, str] = {
     ),
     "first_token_timeout": "expected seconds, a number > 0",
     "stream_idle_timeout": "expected seconds, a number > 0",
-    "stream_recovery": "expected on or off (resume a stream that broke after its first output)",
+    "stream_recovery": ("expected continue or off (resume a stream that broke after its first "
+                        "output, or raise StreamInterrupted)"),
     "stream_continuation": (
         'expected a JSON object mapping a model name, a name prefix ending in "*" or "*" to '
         'prefill or restart, e.g. {"deepseek-*": "prefill", "*": "restart"}'
@@ -215,14 +259,14 @@ def parse_continuation(value: Any) -> Any:
 
 def parse_recovery(value: Any) -> Any:
     if isinstance(value, bool):
-        return "on" if value else "off"
+        return "continue" if value else "off"
     if isinstance(value, str):
         lowered = value.strip().lower()
-        if lowered in ("on", "continue", "true", "1"):
-            return "on"
+        if lowered in ("continue", "on", "true", "1"):  # "on": its name before 2026-12-07
+            return "continue"
         if lowered in ("off", "false", "0"):
             return "off"
-    raise ValueError("expected on or off")
+    raise ValueError("expected continue or off")
 
 
 def _parse_hedge_delay(value: Any) -> float:

@@ -85,7 +85,8 @@ def resilient(
     """Override the policy for every drop-in client call inside (decorator or ``with`` block).
 
     ``deadline`` opens a deadline scope (nested scopes take the earlier deadline);
-    ``fallbacks`` is a list (applies to any model the calls ask for) or a model → chain map;
+    ``fallbacks`` is a model or a list of them (for any model the calls ask for) or a model →
+    chain map;
     ``priority`` is ``interactive`` or ``batch``; any other :class:`Policy` field may be passed
     by name. ``tool=True`` runs the decorated function as a deadline-aware tool: it gets the
     caller's remaining time minus ``tool_reserve`` (default ``Policy.tool_reserve``), see
@@ -97,9 +98,7 @@ def resilient(
     if max_attempts is not None:
         changes["max_attempts"] = max_attempts
     if fallbacks is not None:
-        changes["fallbacks"] = (
-            {"*": list(fallbacks)} if not isinstance(fallbacks, Mapping) else dict(fallbacks)
-        )
+        changes["fallbacks"] = _chains(fallbacks)
     seconds = None
     if deadline is not None:
         from .deadline import to_seconds
@@ -114,3 +113,17 @@ def resilient(
         Policy(**changes)  # validate now, at decoration time, not on the first call
     frozen: Overrides = tuple((k, freeze(v), v) for k, v in sorted(changes.items()))
     return _Resilient(frozen, seconds, tool or tool_reserve is not None, tool_reserve)
+
+
+def _chains(fallbacks: object) -> dict[str, Any]:
+    """``resilient(fallbacks=...)`` as the policy's model → chain map. One name is a chain of
+    one (a string is not split into its characters)."""
+    if isinstance(fallbacks, str):
+        return {"*": [fallbacks]}
+    if isinstance(fallbacks, Mapping):
+        return dict(fallbacks)
+    if isinstance(fallbacks, (list, tuple)):
+        return {"*": list(fallbacks)}
+    raise ConfigError("resilient(fallbacks=...)", fallbacks,
+                      "expected a model name, a list of model names, or a mapping of model "
+                      "name to such a list")

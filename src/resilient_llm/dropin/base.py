@@ -393,7 +393,7 @@ class DropIn:
         if args:  # some official constructors (AnthropicBedrock, ...) take positional arguments
             kwargs = _as_keywords(type(self), args, kwargs)
         # A policy given here keeps the environment under the settings it does not make.
-        policy = Policy.from_env() if policy is None else policy.over_env()
+        policy = _given_policy(policy, default=None)
         self._resilient_policy = policy
         # Any max_retries the caller passes counts, the SDK's default value included; copy()
         # passes one always and corrects the flag afterwards.
@@ -413,7 +413,7 @@ class DropIn:
         """As the official ``copy``/``with_options``; ``policy`` replaces this client's policy."""
         extra = dict(kwargs.pop("_extra_kwargs", None) or {})
         extra.update(self._resilient_inherited(kwargs))
-        policy = self._resilient_policy if policy is None else policy.over_env()
+        policy = _given_policy(policy, default=self._resilient_policy)
         takes_policy = _takes_policy(type(self))
         if takes_policy:
             extra["policy"] = policy
@@ -603,3 +603,16 @@ def finish_class(cls: type, official: type) -> None:
         method.__signature__ = merged_signature(getattr(official, name), method)
         setattr(cls, name, method)
     cls.with_options = cls.copy  # type: ignore[attr-defined]
+
+
+def _given_policy(policy: object, *, default: Policy | None) -> Policy:
+    """The policy a client runs under: ``policy=`` over the environment, else ``default`` (the
+    environment's when ``None``)."""
+    if policy is None:
+        return Policy.from_env() if default is None else default
+    if not isinstance(policy, Policy):
+        hint = " (a dict of settings: policy=Policy(**settings))" if isinstance(policy, dict) \
+            else ""
+        raise TypeError(f"policy= takes a resilient_llm.Policy, got {type(policy).__name__}"
+                        f"{hint}")
+    return policy.over_env()

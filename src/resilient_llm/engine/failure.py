@@ -55,6 +55,7 @@ _RETRYABLE = frozenset({
 #: Classes that mean "the provider is short of capacity": they feed pressure and use the
 #: longer backoff base.
 THROTTLES = frozenset({FailureClass.RATE_LIMITED, FailureClass.OVERLOADED})
+_FEWER_AT_ONCE = frozenset({FailureClass.TIMEOUT, FailureClass.OVERLOADED})
 #: Classes a fallback target cannot fix: they propagate at once.
 NEVER_FALL_BACK = frozenset({
     FailureClass.AUTH, FailureClass.CONTENT_POLICY, FailureClass.INVALID_REQUEST,
@@ -80,6 +81,14 @@ class Failure:
     def throttle(self) -> bool:
         """True when the provider said it is short of capacity (429, 529, 503)."""
         return self.kind in THROTTLES
+
+    @property
+    def asks_fewer_at_once(self) -> bool:
+        """Does it ask for fewer requests in flight? An overload answer (529,
+        ``overloaded_error``) and a timeout do. A 503 says "unavailable": an outage or a
+        partial failure, which the breaker handles; cutting the concurrency limit for it
+        would only queue calls that the official SDK sends at once."""
+        return self.kind in _FEWER_AT_ONCE and self.status != 503
 
     def describe(self) -> str:
         """A one-line human description without any request content."""

@@ -91,17 +91,6 @@ REFUSAL_PATIENCE = 1.5
 _SHORTEST_HOLD = 0.01
 
 #: Failures that cut the concurrency limit (besides 429s).
-_DROPS = frozenset({FailureClass.TIMEOUT, FailureClass.OVERLOADED})
-
-
-def _says_fewer_at_once(failure: Failure) -> bool:
-    """Does ``failure`` ask for fewer requests in flight? An overload answer (529,
-    ``overloaded_error``) and a timeout do. A 503 says "unavailable": an outage or a partial
-    failure, which the breaker handles; cutting the limit for it would only queue calls that
-    the official SDK sends at once."""
-    return failure.kind in _DROPS and failure.status != 503
-
-
 def _cut_short(state: TargetPressure, failure: Failure, send: Send) -> bool:
     """A timeout of an attempt that had less time than the target's answers normally take
     (the deadline clipped it): the call ran out of time, the target did nothing wrong."""
@@ -619,7 +608,7 @@ class Plan:
             # Only a 429 says "send slower"; overload and timeouts say "fewer at once" (unless
             # nothing has succeeded for a while: a target that answers nobody is down).
             throttled=failure is not None and failure.kind is FailureClass.RATE_LIMITED,
-            dropped=failure is not None and _says_fewer_at_once(failure) and not (
+            dropped=failure is not None and failure.asks_fewer_at_once and not (
                 failure.kind in _TIMEOUTS and state.silent(started, now)),
             # 429s are answered by pacing and Retry-After, not by spending the retry budget,
             # whose job is to stop retries multiplying load on a failing target.
@@ -665,9 +654,14 @@ class Plan:
         router, call = self.router, self.call
         call.emit("gave_up", failure=decision.failure, detail="all_targets_failed")
         names = ", ".join(router.causes) or str(router.current)
+        failure = decision.failure or (self._last.failure if self._last else call.last_failure)
+        untried = [str(t) for t in router.chain if str(t) not in router.causes]
         return AllTargetsFailed(
-            f"every target failed ({names}); last failure: "
-            f"{decision.failure.describe() if decision.failure else decision.reason}",
+            f"every target tried failed ({names}); last failure: "
+            f"{failure.describe() if failure else decision.reason}"
+            + (f"; not tried: {', '.join(untried)} (no attempt left of "
+               f"max_attempts={call.policy.max_attempts})"
+               if untried and decision.reason == "attempts" else ""),
             causes=router.causes,
             attempts=call.record.attempts,
         )

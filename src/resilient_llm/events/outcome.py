@@ -21,7 +21,8 @@ from .event import Event
 if TYPE_CHECKING:
     from ..engine.failure import Failure
 
-__all__ = ["AttemptInfo", "CallRecord", "Outcome", "StreamRecovery", "outcome", "register"]
+__all__ = ["AttemptInfo", "CallRecord", "Outcome", "StreamRecovery", "Timings", "outcome",
+           "register"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,23 @@ class StreamRecovery:
 
 
 @dataclass(frozen=True, slots=True)
+class Timings:
+    """Where a call's time went, in seconds (``Outcome.timings``).
+
+    ``elapsed``: the whole call, to the end of its stream for a stream read to the end;
+    ``time_to_first_token``: to the first output of a stream (``None`` otherwise);
+    ``queue_wait``: waiting for admission (the pacer, the concurrency limit); ``backoff``:
+    the other waits between attempts; ``attempts``: each attempt's duration, in order.
+    """
+
+    elapsed: float
+    time_to_first_token: float | None
+    queue_wait: float
+    backoff: float
+    attempts: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """The resilience facts of one logical call.
 
@@ -100,6 +118,19 @@ class Outcome:
     def retries(self) -> int:
         """Attempts beyond the first."""
         return max(0, len(self.attempts) - 1)
+
+    @property
+    def timings(self) -> Timings:
+        """The call's time, split: to its end and first output, queued, backing off, and
+        each attempt's own."""
+        waited = sum(attempt.waited_before for attempt in self.attempts)
+        return Timings(
+            elapsed=self.elapsed,
+            time_to_first_token=self.time_to_first_token,
+            queue_wait=self.queue_wait,
+            backoff=max(0.0, waited - self.queue_wait),
+            attempts=tuple(attempt.duration for attempt in self.attempts),
+        )
 
 
 @dataclass(slots=True)

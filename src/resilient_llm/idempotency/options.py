@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from typing import Literal, TypedDict
 
 from .._clock import Clock
+from .._errors import ConfigError
 from ..context.tools import _seconds_or_none
-from ..stores import Ledger
+from ..stores import Ledger, redact_url
 
 __all__ = ["ExpiredLeasePolicy", "Options", "Retryable", "SideEffectOptions"]
 
@@ -60,7 +61,7 @@ class Options:
             raise ValueError("on_expired_lease must be 'at_most_once' or 'at_least_once'")
         self.on_expired_lease = on_expired_lease
         self.key = given.get("key")
-        self.store = given.get("store")
+        self.store = _checked_store(given.get("store"))
         self.name = given.get("name")
         self.fail_open = given.get("fail_open")
         self.reserve = _seconds_or_none(given.get("reserve"), "reserve", zero_ok=True)
@@ -70,3 +71,20 @@ class Options:
         self.retryable: Retryable = given.get("retryable", (ConnectionRefusedError,))
         self.ignore = frozenset(given.get("ignore", ()))
         self.clock = given.get("clock")
+
+
+def _checked_store(store: object) -> str | Ledger | None:
+    """``store=`` as given, once checked as the policy checks its idempotency store: a bad URL
+    is an error where the function is decorated, not at its first call."""
+    if store is None or isinstance(store, Ledger):
+        return store
+    if not isinstance(store, str):
+        raise TypeError(f"side_effect(store=...) takes a store URL or a Ledger, got "
+                        f"{type(store).__name__}")
+    from .._policy import Policy
+
+    try:
+        Policy(idempotency_store=store)
+    except ConfigError as exc:
+        raise ConfigError("side_effect(store=...)", redact_url(store), exc.accepted) from None
+    return store

@@ -55,7 +55,7 @@ def recovery_for(plan: Plan, outgoing: Outgoing, response: httpx2.Response,
     a one-shot request body, a request that did not ask for a stream, a compressed stream, a
     stream that is not server-sent events, an API without known events)."""
     call = plan.call
-    if call.policy.stream_recovery != "on" or not plan.replayable:
+    if call.policy.stream_recovery != "continue" or not plan.replayable:
         return None
     if response.headers.get("content-encoding", "identity") not in ("identity", ""):
         return None

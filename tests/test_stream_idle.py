@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import httpx2
 import openai
 import pytest
 
-from resilient_llm import Policy, StreamInterrupted
+from resilient_llm import DeadlineExceeded, Policy, StreamInterrupted
 from resilient_llm.anthropic import Anthropic, AsyncAnthropic
 from resilient_llm.engine.call import end_call, start_call
 from resilient_llm.openai import AsyncOpenAI, OpenAI
@@ -77,6 +78,9 @@ def test_openai_keepalives_after_output_end_at_the_idle_limit(
     took = time.monotonic() - started
     assert IDLE <= took < IDLE + 0.6  # not the 4 s deadline
     assert info.value.failure == "stream_stall" and info.value.partial_text == "hello"
+    # Both drivers report a timeout: the sync watchdog's shutdown of the socket is not the
+    # "peer closed the connection" it causes (that would blame the server).
+    assert isinstance(info.value.cause, httpx2.ReadTimeout), repr(info.value.cause)
 
 
 @pytest.mark.slow
@@ -125,11 +129,79 @@ def test_keepalives_before_any_output_end_at_the_first_token_limit(
             await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
 
     started = time.monotonic()
-    # APITimeoutError (async) or, until the sync watchdog's error says "timeout" (issue 18
-    # item 14), its base class APIConnectionError
-    with pytest.raises(openai.APIConnectionError):
+    with pytest.raises(openai.APITimeoutError):
         sync() if mode == "sync" else anyio.run(main)
     assert 0.8 <= time.monotonic() - started < 1.4
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_deadline_that_ends_the_wait_for_the_first_output_names_it_as_the_cause(
+    server: HostileProvider, mode: str,
+) -> None:
+    """The attempt failed (no output in time): the caller's ``DeadlineExceeded`` carries that
+    failure as the SDK's timeout, not ``None``."""
+    server.script(Hostile.keepalive_stream(0.05))
+    policy = Policy(deadline=0.8, first_token_timeout=3, max_attempts=1)
+
+    def sync() -> None:
+        with OpenAI(base_url=server.base_url, api_key="k", policy=policy) as client:
+            list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+
+    async def main() -> None:
+        async with AsyncOpenAI(base_url=server.base_url, api_key="k", policy=policy) as client:
+            await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+
+    with pytest.raises(DeadlineExceeded) as info:
+        sync() if mode == "sync" else anyio.run(main)
+    assert isinstance(info.value.cause, openai.APITimeoutError), repr(info.value.cause)
+    assert [a.failure for a in info.value.attempts] == ["first_token_timeout"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("api", ["chat", "messages"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_keepalives_after_output_are_a_stall_that_recovery_resumes(
+    server: HostileProvider, mode: str, api: str,
+) -> None:
+    """With stream recovery on (the default), a stream that sends only keep-alives once output
+    has started is resumed at the idle limit: it used to run to the deadline (the comments,
+    handed on with the events, restarted the limit)."""
+    server.script(Hostile.keepalive_stream(0.05, after_events=1 if api == "chat" else 3))
+    # restart: this provider answers a prefill with its whole answer again, as no model would
+    policy = Policy(deadline=4, stream_idle_timeout=IDLE, first_token_timeout=3,
+                    stream_continuation={"*": "restart"})
+
+    def sync() -> str:
+        if api == "chat":
+            with OpenAI(base_url=server.base_url, api_key="k", policy=policy) as client:
+                return "".join(chunk.choices[0].delta.content or "" for chunk in
+                               client.chat.completions.create(model="m", messages=MESSAGES,
+                                                              stream=True) if chunk.choices)
+        with Anthropic(base_url=server.base_url, api_key="k", policy=policy) as messages, \
+                messages.messages.stream(model="m", max_tokens=8, messages=MESSAGES) as stream:
+            return "".join(stream.text_stream)
+
+    async def main() -> str:
+        text = ""
+        if api == "chat":
+            async with AsyncOpenAI(base_url=server.base_url, api_key="k",
+                                   policy=policy) as client:
+                async for chunk in await client.chat.completions.create(
+                        model="m", messages=MESSAGES, stream=True):
+                    text += chunk.choices[0].delta.content or "" if chunk.choices else ""
+            return text
+        async with AsyncAnthropic(base_url=server.base_url, api_key="k",
+                                  policy=policy) as aclient, \
+                aclient.messages.stream(model="m", max_tokens=8, messages=MESSAGES) as astream:
+            async for piece in astream.text_stream:
+                text += piece
+        return text
+
+    started = time.monotonic()
+    text = sync() if mode == "sync" else anyio.run(main)
+    assert IDLE <= time.monotonic() - started < IDLE + 1.0  # not the 4 s deadline
+    assert text == "hello"  # the whole answer once: the continuation verified the delivered
+    assert len(server.requests) == 2
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx2
 
 from ..engine.call import Call
-from .watchdog import SyncGuard
+from .watchdog import SyncGuard, closed_by_watchdog
 
 __all__ = ["AsyncBoundedBody", "SyncBoundedBody"]
 
@@ -32,7 +32,7 @@ class SyncBoundedBody(httpx2.SyncByteStream):
             yield from self._inner
         except httpx2.TransportError as exc:
             if self._guard.fired == "deadline":
-                raise self._call.deadline_error(exc) from exc
+                raise self._call.deadline_error(closed_by_watchdog("deadline", exc)) from exc
             raise
         finally:
             self._guard.close()

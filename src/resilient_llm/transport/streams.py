@@ -119,7 +119,7 @@ class StreamConsumer:
         call.attempt_finished(failure, response.status_code, send)
         left = call.remaining()
         if left is not None and left <= 0:
-            raise call.deadline_error(error)
+            raise call.deadline_error(error or _failure_exception(failure, request, send))
         sent = self.scanner.failure
         if error is None and sent is not None and sent.kind not in STREAM_FAULTS:
             # The provider sent an error event: the SDK raises its own error for those bytes.
@@ -179,9 +179,10 @@ class StreamConsumer:
         """One chunk of the committed stream, for either driver: what goes on to the caller
         (``whole``: the complete events only, ``None`` while there is none) and whether an
         event completed (:meth:`feed`). With ``whole``, :meth:`check` once it is handed over."""
-        if whole:
+        if whole:  # comments pass on with the events, but they are not events
+            before = self.scanner.events
             events = self.feed_events(chunk)
-            return (events or None), bool(events)
+            return (events or None), self.scanner.events != before
         return chunk, self.feed(chunk)
 
     def flush_events(self) -> bytes:

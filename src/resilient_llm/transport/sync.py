@@ -35,7 +35,7 @@ from .shared import (
     streaming,
 )
 from .streams import StreamConsumer
-from .watchdog import KnownSockets, SendGuard, SyncGuard, real_deadline
+from .watchdog import KnownSockets, SendGuard, SyncGuard, closed_by_watchdog, real_deadline
 
 __all__ = ["ResilientTransport"]
 
@@ -146,7 +146,7 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
         except Exception as exc:
             if sending.fired:  # the watchdog closed the connection: a timeout, not a reset
                 call.attempt_finished(deadline_failure(), None, send)
-                raise call.deadline_error(_closed_at_deadline(request, exc)) from exc
+                raise call.deadline_error(closed_by_watchdog("deadline", exc, request)) from exc
             return base.exchange_failed(call, send, exc, request,
                                         None if response is None else response.status_code,
                                         first_token=stream and response is None)
@@ -163,7 +163,7 @@ class ResilientTransport(WrappingTransport[httpx2.BaseTransport], httpx2.BaseTra
             guard.close()
             if guard.fired == "deadline":
                 call.attempt_finished(deadline_failure(), status, send)
-                raise call.deadline_error(exc) from exc
+                raise call.deadline_error(closed_by_watchdog("deadline", exc, request)) from exc
             return body_read_failed(call, send, exc, request, status)
         if reads:
             guard.close()
@@ -277,7 +277,8 @@ class _SyncStream(httpx2.SyncByteStream):
                 yield last
             consumer.ended()  # (raises a failure the last events met, as check() would)
         except httpx2.TransportError as exc:
-            error = consumer.read_failed(guard.fired, exc)
+            fired = guard.fired
+            error = consumer.read_failed(fired, closed_by_watchdog(fired, exc) if fired else exc)
             if resume is None or not isinstance(error, StreamInterrupted):
                 raise (consumer.report(error) if isinstance(error, StreamInterrupted)
                        else error) from exc
@@ -303,13 +304,3 @@ class _SyncStream(httpx2.SyncByteStream):
 
 def _as_is(reply: Reply) -> Reply:
     return reply
-
-
-def _closed_at_deadline(request: httpx2.Request, reset: Exception) -> httpx2.ReadTimeout:
-    """What the SDK would have raised for the wait the watchdog ended (the reset it saw is
-    the cause). Built here, not in a local of the frame that raises it: the error's traceback
-    holds that frame, and the local would make a cycle of them."""
-    timeout = httpx2.ReadTimeout("deadline reached while waiting for the response",
-                                 request=request)
-    timeout.__cause__ = reset
-    return timeout

@@ -24,7 +24,30 @@ import httpx2
 
 from ..engine.call import Call
 
-__all__ = ["KnownSockets", "SendGuard", "SyncGuard", "real_deadline", "write_tag"]
+__all__ = ["KnownSockets", "SendGuard", "SyncGuard", "closed_by_watchdog", "real_deadline",
+           "write_tag"]
+
+_WHY = {
+    "deadline": "deadline reached while waiting for the response",
+    "idle": "no stream event within the idle limit",
+    "first_token": "no stream output within the first-token limit",
+}
+
+
+def closed_by_watchdog(limit: str, reset: Exception,
+                       request: httpx2.Request | None = None) -> httpx2.ReadTimeout:
+    """The error of a read the watchdog ended at ``limit`` by shutting its socket: the timeout
+    the SDK would have raised (as the async driver's timeouts do), not the "peer closed the
+    connection" that the shutdown caused and that blames the server; ``reset`` is its cause.
+
+    Built here, not in a local of the frame that raises it: the error's traceback holds that
+    frame, and the local would make a reference cycle of them."""
+    if request is None and isinstance(reset, httpx2.RequestError):
+        with contextlib.suppress(RuntimeError):  # a transport error without its request
+            request = reset.request
+    timeout = httpx2.ReadTimeout(_WHY.get(limit, f"the {limit} limit passed"), request=request)
+    timeout.__cause__ = reset
+    return timeout
 
 
 class _Watch:

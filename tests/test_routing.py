@@ -552,6 +552,25 @@ def server(provider: FaultProvider) -> Iterator[FaultServer]:
         yield running
 
 
+def test_each_body_a_call_sends_has_its_own_idempotency_key(provider: FaultProvider) -> None:
+    """Retries of one body share its key; a fallback's body (another model) gets one of its
+    own, derived from the call's: a key is never sent with two payloads."""
+    provider.set_default(Fault.status(500), model="gpt-4.1")
+    provider.script(Fault.status(500), Fault.ok(), model="gpt-4.1-mini")
+    policy = Policy(fallbacks={"gpt-4.1": ["gpt-4.1-mini"]})
+    with OpenAI(base_url="http://provider.test/v1", api_key="sk-test", policy=policy,
+                http_client=httpx2.Client(transport=provider.transport())) as c:
+        c._resilient_clock = FakeClock()
+        answer = c.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+    sent = [(r.model, r.headers["idempotency-key"]) for r in provider.requests]
+    assert [model for model, _ in sent] == ["gpt-4.1", "gpt-4.1", "gpt-4.1-mini",
+                                            "gpt-4.1-mini"]
+    (first, again, fallback, retried) = [key for _, key in sent]
+    base = outcome(answer).idempotency_key
+    assert first == again == base and fallback == retried != base
+    assert base is not None and fallback.startswith(base + "-")
+
+
 def test_primary_that_never_answers_is_cut_at_a_budget_share(
     provider: FaultProvider, server: FaultServer
 ) -> None:

@@ -4,6 +4,7 @@ request, header reads, and the error for foreign transport exceptions. No I/O he
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import json
 import os
@@ -163,8 +164,15 @@ def target_of(request: httpx2.Request) -> str | None:
     return model if isinstance(model, str) else None
 
 
-def prepare_attempt(request: httpx2.Request, call: Call, send: Send, provider: str) -> None:
-    """Per-attempt request edits: clipped timeouts, the attempt number, one idempotency key."""
+def prepare_attempt(request: httpx2.Request, call: Call, send: Send, provider: str,
+                    *, other_body: bool = False) -> None:
+    """Per-attempt request edits: clipped timeouts, the attempt number, the idempotency key.
+
+    One key per call, the same on every retry of the caller's request; ``other_body``: this
+    attempt sends another body (a fallback's model, a stream's continuation), which gets a
+    key of its own derived from the call's and that body: a key is never sent with two
+    payloads (the IETF idempotency-key draft answers that with a 422, and a server that
+    stores results would hand back the first request's)."""
     request.extensions["timeout"] = send.timeouts
     record = call.record
     if record.server_address is None:
@@ -182,6 +190,10 @@ def prepare_attempt(request: httpx2.Request, call: Call, send: Send, provider: s
             request.headers["x-stainless-retry-count"] = str(send.attempt - 1)
     if request.method != "GET":
         headers = request.headers
+        if other_body and call.record.idempotency_key is not None:
+            digest = hashlib.sha256(request.content).hexdigest()[:16]
+            headers[_IDEMPOTENCY_HEADER] = f"{call.record.idempotency_key}-{digest}"
+            return
         if _IDEMPOTENCY_HEADER in headers:  # the caller's own (a miss costs no KeyError here)
             key = headers[_IDEMPOTENCY_HEADER]
         else:
@@ -510,7 +522,9 @@ class Outgoing:
             outgoing = httpx2.Request(source.method, source.url,
                                       headers=httpx2.Headers(source.headers),
                                       content=body_of(source), extensions=dict(source.extensions))
-        prepare_attempt(outgoing, self.call, send, self.provider)
+        prepare_attempt(outgoing, self.call, send, self.provider,
+                        other_body=source is not self.request
+                        and source.content != self.request.content)
         if signer is None or first:  # signing again would call token providers again
             return outgoing, _unsigned
         region = target.region

@@ -361,6 +361,29 @@ def test_every_attempt_is_signed_afresh_for_what_it_sends(name: str) -> None:
     assert len(signatures) == 3, "no attempt re-sends another attempt's signature"
 
 
+def test_the_clients_own_region_keeps_its_own_endpoint() -> None:
+    """An entry for the client's own region does not move its calls: its base URL (a proxy,
+    a VPC endpoint, another resource in that region) serves them; the map sends elsewhere
+    only the targets of other regions."""
+    own, eu = "https://proxy.internal.example", "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    policy = Policy(fallbacks={"anthropic.claude-a": ["anthropic.claude-a@eu-west-1"]},
+                    region_endpoints={"us-east-1": "https://elsewhere.example", "eu-west-1": eu})
+    name = "AnthropicBedrock"
+    script = Recorder(name, httpx2.Response(
+        503, headers={"x-amzn-errortype": "ServiceUnavailableException"},
+        json={"message": "Service unavailable"}))
+    client = anthropic_dropin.AnthropicBedrock(
+        http_client=httpx2.Client(transport=httpx2.MockTransport(script)), policy=policy,
+        base_url=own, **AWS_KEYS[name])
+    client._resilient_clock, client._resilient_rng = FakeClock(), FakeRandom(0)
+    with client:
+        client.messages.create(model="anthropic.claude-a", max_tokens=8,
+                               messages=[{"role": "user", "content": "hi"}])
+    (first_url, _, _), (url, _, _) = script.sent
+    assert first_url == f"{own}/model/anthropic.claude-a/invoke"
+    assert url == f"{eu}/model/anthropic.claude-a/invoke"
+
+
 def test_a_fallback_to_another_region_is_signed_for_that_region_and_host() -> None:
     eu = "https://bedrock-runtime.eu-west-1.amazonaws.com"
     policy = Policy(fallbacks={"anthropic.claude-a": ["anthropic.claude-b@eu-west-1"]},

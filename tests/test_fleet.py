@@ -508,6 +508,40 @@ def test_a_slow_connect_holds_no_caller_past_the_connect_wait(
     assert not link.up and fleet_stats().errors == 1  # the connect reported its failure once
 
 
+def test_a_short_call_waits_a_quarter_of_its_time_for_the_connect_and_a_client_starts_it(
+    links: list[Link], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call with 0.2 s left waits at most 0.05 s for the first connect (it waited 0.1 s,
+    and one with 0.12 s left had no time for its attempt); a client built with the URL starts
+    the connect itself, before any call."""
+    from resilient_llm import Policy, deadline
+    from resilient_llm.fleet.link import link_for
+    from resilient_llm.fleet.scripts import STATE
+    from resilient_llm.openai import OpenAI
+
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_connect(self: Link) -> None:
+        entered.set()
+        release.wait(5)
+        raise OSError("name resolution timed out")
+
+    monkeypatch.setattr(Link, "_connect", slow_connect)
+    url = "redis://redis.internal:6379/0"
+    try:
+        with OpenAI(api_key="k", base_url="http://127.0.0.1:9/v1",
+                    policy=Policy(redis_url=url)):
+            assert entered.wait(2)  # connecting, and no call was made
+        link = link_for(url)
+        links.append(link)
+        began = time.monotonic()
+        with deadline(0.2):
+            assert link.call(STATE, ["k"], ["10"]) is None
+        assert time.monotonic() - began < 0.05 + 0.03
+    finally:
+        release.set()
+
+
 def test_a_connect_thread_that_cannot_start_leaves_nothing_pending(
     redis_url: str, links: list[Link], monkeypatch: pytest.MonkeyPatch,  # noqa: F811
 ) -> None:

@@ -176,3 +176,22 @@ def test_the_key_covers_what_is_sent_beyond_the_typed_arguments() -> None:
         for _ in range(2):  # temperature 1 sent through extra_body: never from the cache
             ask_with({"extra_body": {"temperature": 1}})
     assert len(seen) == len(variants) + 2
+
+
+def test_a_fallbacks_answer_is_not_cached_for_the_request() -> None:
+    """The answer a fallback gave is not the asked-for model's: the next repeat asks that model
+    again (it may be back), and a hit never reports it as the model that served."""
+    from resilient_llm.testing import Fault, FaultProvider
+
+    provider = FaultProvider()
+    provider.script(Fault.status(503), model="gpt-4.1")
+    policy = Policy(response_cache=True, fallbacks={"gpt-4.1": ["gpt-4.1-mini"]})
+    with OpenAI(api_key="sk-test", base_url="http://provider.test/v1", policy=policy,
+                http_client=httpx2.Client(transport=provider.transport())) as client:
+        degraded = ask(client)
+        assert outcome(degraded).degraded and degraded.model == "gpt-4.1-mini"
+        fresh = ask(client)  # the primary answers now, and that answer is kept
+        assert fresh.model == "gpt-4.1" and not outcome(fresh).degraded
+        hit = ask(client)
+        assert outcome(hit).attempts == () and hit.model == "gpt-4.1"
+    assert [r.model for r in provider.requests] == ["gpt-4.1", "gpt-4.1-mini", "gpt-4.1"]

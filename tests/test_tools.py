@@ -247,3 +247,38 @@ def test_side_effect_runs_under_the_tool_limit(fake_clock: FakeClock) -> None:
 
     with deadline(5):
         assert send("a@example.com") == pytest.approx(4.0, abs=1e-3)
+
+
+def test_resilient_tool_reserve_in_a_block_is_the_reserve_of_the_tools_inside() -> None:
+    """A ``with`` block has no function to make a tool: ``tool_reserve`` applies to the tools
+    called inside, and ``tool=True`` is an error rather than nothing."""
+    from resilient_llm import ConfigError, resilient
+
+    @tool
+    def inner() -> float | None:
+        return remaining()
+
+    @resilient(tool_reserve=3)
+    def as_tool() -> tuple[float | None, float | None]:
+        return inner(), remaining()
+
+    with deadline(10):
+        assert inner() == pytest.approx(9.0, abs=0.05)  # the policy's reserve: 1 s
+        with resilient(tool_reserve=3):
+            assert inner() == pytest.approx(7.0, abs=0.05)
+        assert as_tool() == pytest.approx((6.0, 7.0), abs=0.05)  # decorated: itself a tool
+        with pytest.raises(TypeError, match="a with block has no function"), \
+                resilient(tool=True):
+            pass
+
+    async def main() -> None:
+        with deadline(10):
+            async with resilient(tool_reserve=4):
+                assert inner() == pytest.approx(6.0, abs=0.05)
+            with pytest.raises(TypeError, match="a with block has no function"):
+                async with resilient(tool=True):
+                    pass
+
+    anyio.run(main)
+    with pytest.raises(ConfigError, match="tool_reserve"):
+        resilient(tool_reserve=-1)

@@ -20,7 +20,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class _Resilient(VarScope[Overrides]):
     """The scope behind :func:`resilient` (its changes already validated)."""
 
-    __slots__ = ("_deadline", "_frozen", "_scope", "_tool", "_tool_reserve")
+    __slots__ = ("_block", "_deadline", "_frozen", "_scope", "_tool", "_tool_reserve")
 
     def __init__(self, frozen: Overrides, seconds: float | None,
                  tool: bool = False, tool_reserve: float | None = None) -> None:
@@ -29,12 +29,20 @@ class _Resilient(VarScope[Overrides]):
         self._deadline = seconds
         self._tool = tool
         self._tool_reserve = tool_reserve
+        #: In a ``with`` block there is no function to make a tool: ``tool_reserve`` is the
+        #: reserve of the tools called inside (``Policy.tool_reserve``).
+        self._block = frozen if tool_reserve is None else tuple(sorted(
+            (*frozen, ("tool_reserve", tool_reserve, tool_reserve))))
         self._scope: Deadline | None = None
 
     def _value(self) -> Overrides:
-        return merged(self._frozen)
+        return merged(self._block)
 
     def _enter(self) -> Overrides:
+        if self._tool:
+            raise TypeError("resilient(tool=True) makes the function it decorates a tool; a "
+                            "with block has no function: decorate it, or use "
+                            "resilient_llm.tool")
         overrides = super()._enter()
         if self._deadline is not None:
             self._scope = Deadline(self._deadline).__enter__()
@@ -49,6 +57,8 @@ class _Resilient(VarScope[Overrides]):
             super()._exit()
 
     async def __aenter__(self) -> _Resilient:
+        if self._tool:
+            self._enter()  # raises: a with block has no function to make a tool
         super()._enter()
         if self._deadline is not None:
             self._scope = await Deadline(self._deadline).__aenter__()
@@ -65,7 +75,7 @@ class _Resilient(VarScope[Overrides]):
 
     def __call__(self, func: F) -> F:
         frozen, seconds = self._frozen, self._deadline
-        if self._tool:
+        if self._tool or self._tool_reserve is not None:
             from .tools import tool
 
             func = cast(F, tool(reserve=self._tool_reserve)(func))
@@ -88,9 +98,11 @@ def resilient(
     ``fallbacks`` is a model or a list of them (for any model the calls ask for) or a model →
     chain map;
     ``priority`` is ``interactive`` or ``batch``; any other :class:`Policy` field may be passed
-    by name. ``tool=True`` runs the decorated function as a deadline-aware tool: it gets the
-    caller's remaining time minus ``tool_reserve`` (default ``Policy.tool_reserve``), see
-    :func:`resilient_llm.tool`. Invalid values raise :class:`ConfigError` at decoration time.
+    by name. ``tool=True`` (or a ``tool_reserve``) runs the decorated function as a
+    deadline-aware tool: it gets the caller's remaining time minus ``tool_reserve`` (default
+    ``Policy.tool_reserve``), see :func:`resilient_llm.tool`; in a ``with`` block, which has no
+    function, ``tool_reserve`` is the reserve of the tools called inside and ``tool=True`` a
+    ``TypeError``. Invalid values raise :class:`ConfigError` at decoration time.
     """
     changes = dict(policy_changes)
     if priority is not None:
@@ -112,7 +124,9 @@ def resilient(
     if changes:
         Policy(**changes)  # validate now, at decoration time, not on the first call
     frozen: Overrides = tuple((k, freeze(v), v) for k, v in sorted(changes.items()))
-    return _Resilient(frozen, seconds, tool or tool_reserve is not None, tool_reserve)
+    if tool_reserve is not None:
+        Policy(tool_reserve=tool_reserve)  # as a tool's reserve or the block's, the same range
+    return _Resilient(frozen, seconds, tool, tool_reserve)
 
 
 def _chains(fallbacks: object) -> dict[str, Any]:

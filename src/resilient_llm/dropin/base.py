@@ -403,6 +403,10 @@ class DropIn:
         if policy.enabled:
             wrap_http_client(self._client, policy=policy,  # type: ignore[attr-defined]
                              provider=self._resilient_provider)
+            if policy.redis_url:  # the fleet's link, ready by the first call
+                from ..fleet.link import warm_link
+
+                warm_link(policy.redis_url)
 
     @property
     def policy(self) -> Policy:
@@ -509,7 +513,10 @@ class DropIn:
             del exc, translated
 
     def _resilient_end(self, scope: CallScope, options: Any, key: str | None, result: T) -> T:
-        if key is not None:
+        record = scope.call.record
+        # A fallback's answer is not kept for the request: the target it asked for may be back
+        # at the next call, and a hit would report that target as the one that served.
+        if key is not None and not record.degraded_by(record.served_by):
             from ..caching.response import remember_answer
 
             remember_answer(key, scope.call.policy, result)

@@ -22,9 +22,9 @@ from .._errors import ConfigError
 from .._instances import Instances
 from .scripts import SCRIPTS, Script
 from .stats import COUNTERS
-from .tuning import CONNECT_WAIT, OP_TIMEOUT, PROBE_EVERY
+from .tuning import CONNECT_SHARE, CONNECT_WAIT, OP_TIMEOUT, PROBE_EVERY
 
-__all__ = ["Link", "call_budget", "link_for", "reset_links"]
+__all__ = ["Link", "call_budget", "link_for", "reset_links", "warm_link"]
 
 logger = logging.getLogger("resilient_llm")
 
@@ -139,19 +139,16 @@ class Link:
                 if self._probing or time.monotonic() < self._retry_at:
                     return UNANSWERED
                 self._probing = probe = True
-        from redis.exceptions import RedisError
-
+        # (No ``import redis`` on this path: the connect imports it on a thread of its own,
+        # and an import here while that one runs would wait for it, past any deadline.)
         try:
             result = self._connected()[script.name](keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
-            return UNANSWERED
         except _Connecting:
             return UNANSWERED  # another caller is connecting: pace locally meanwhile
         except ConfigError:
             raise  # the URL contradicts the node (names it): the caller's to fix
-        except Exception as exc:  # redis-py's own failures beyond its errors: a cluster node
-            self._failed(exc)     # that serves no slot yet raised IndexError on every call
+        except Exception as exc:  # redis-py's errors, OSError, and its failures beyond them
+            self._failed(exc)     # (a cluster node that served no slot yet: IndexError)
             return UNANSWERED
         finally:
             if probe:
@@ -166,26 +163,18 @@ class Link:
         """The scripts; connecting first if needed. Connecting is I/O (the name lookup, which
         no socket timeout covers, then the node is asked whether it is a cluster node), so it
         runs on a thread of its own: callers wait for it at most ``CONNECT_WAIT`` from its
-        start (and never past their own deadline), then get :class:`_Connecting` and pace
-        locally meanwhile. A name server slow to answer held the caller, and on an event loop
-        every call of the loop, for the whole lookup."""
+        start (and at most ``CONNECT_SHARE`` of their time left), then get
+        :class:`_Connecting` and pace locally meanwhile. A name server slow to answer held
+        the caller, and on an event loop every call of the loop, for the whole lookup."""
         with self._lock:
             scripts = self._ready()
             if scripts is not None:
                 return scripts
-            if self._connecting is None:
-                attempt = (time.monotonic(), threading.Event())
-                # A thread that cannot start (a process at its thread limit) fails this
-                # operation, and the next one tries again: no connect is left pending.
-                threading.Thread(target=self._connect_in_background,
-                                 args=(attempt, self._generation),
-                                 name="resilient-llm-redis-connect", daemon=True).start()
-                self._connecting = attempt
-            started, done = self._connecting
+            started, done = self._start_connect()
         wait = started + CONNECT_WAIT - time.monotonic()
         left = call_budget()
-        if left is not None:
-            wait = min(wait, left)
+        if left is not None:  # a short call keeps most of its time for its attempt
+            wait = min(wait, left * CONNECT_SHARE)
         if wait <= 0 or not done.wait(wait):
             raise _Connecting
         with self._lock:
@@ -193,6 +182,25 @@ class Link:
         if scripts is not None:
             return scripts
         raise _Connecting  # it failed: the connect reported the outage itself
+
+    def warm(self) -> None:
+        """Start connecting now (a client was built for this URL), so that its first call
+        finds the link ready; never waits for the connect."""
+        with self._lock:
+            if self._client is None and self.up:
+                self._start_connect()
+
+    def _start_connect(self) -> tuple[float, threading.Event]:
+        """Under the lock: the connect in flight, started on a thread of its own if none is.
+        A thread that cannot start (a process at its thread limit) fails this operation, and
+        the next one tries again: no connect is left pending."""
+        if self._connecting is None:
+            attempt = (time.monotonic(), threading.Event())
+            threading.Thread(target=self._connect_in_background,
+                             args=(attempt, self._generation),
+                             name="resilient-llm-redis-connect", daemon=True).start()
+            self._connecting = attempt
+        return self._connecting
 
     def _ready(self) -> dict[str, Any] | None:
         """Under the lock: the scripts once connected, else ``None``; a contradiction the
@@ -278,6 +286,16 @@ class Link:
 
 
 _LINKS: Instances[tuple[str, int], Link] = Instances(lambda slot: Link(slot[0]))
+
+
+def warm_link(url: str) -> None:
+    """A client was built to share its limits through ``url``: import the Redis client here
+    (once per process, on the constructing thread: an import on a call's path, while another
+    thread runs the same import, waits for it past the call's deadline) and start connecting
+    in the background."""
+    with contextlib.suppress(ImportError):  # not installed: the link reports it when used
+        import redis  # noqa: F401
+    link_for(url).warm()
 
 
 def link_for(url: str) -> Link:

@@ -12,6 +12,7 @@ __all__ = [
     "BREAKER_CHECK_EVERY",
     "BUDGET",
     "BURST_SECONDS",
+    "CONNECT_SHARE",
     "CONNECT_WAIT",
     "CUBIC_BETA",
     "CUBIC_C",
@@ -63,6 +64,10 @@ OP_TIMEOUT = 0.05
 #: Longest a caller waits for the link's connect (name lookup, TCP connect, the cluster
 #: question: two operations' bounds), seconds; past it the caller paces locally meanwhile.
 CONNECT_WAIT = 2 * OP_TIMEOUT
+#: The share of a call's time left that it waits for the first connect at most (a call with
+#: 0.12 s left waited 0.1 s for a Redis that accepted the connection and never answered, and
+#: had no time left for its attempt).
+CONNECT_SHARE = 0.25
 #: While Redis is unreachable, one operation tries it again this often, seconds.
 PROBE_EVERY = 1.0
 #: A worker that saw fleet failures re-reads the fleet breaker at most this often, seconds.

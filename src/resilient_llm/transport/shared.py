@@ -532,7 +532,11 @@ class Outgoing:
 
     def _for(self, target: Target) -> httpx2.Request:
         request, edit = self.request, self.edit
-        endpoint = self.call.policy.region_endpoints.get(target.region or "")
+        # The client's own region is served by its own endpoint (its base_url, Azure resource,
+        # proxy): the map only sends a target in another region elsewhere.
+        policy = self.call.policy
+        endpoint = policy.region_endpoints.get(target.region) \
+            if target.region and target.region != policy.region else None
         renamed = bool(target.model) and target.model != self.requested_model
         located = relocated(request.url, target.region)
         if not renamed and endpoint is None and edit is None and located is None:

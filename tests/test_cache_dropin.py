@@ -120,3 +120,28 @@ def test_response_cache_serves_exact_deterministic_repeats_per_tenant(
         assert len(provider.requests) == 2  # never shared across namespaces
         acme.chat.completions.create(model="gpt-4.1", messages=messages("q"), temperature=0.7)
         assert len(provider.requests) == 3  # not deterministic: not cached
+
+
+def test_a_fallback_gets_the_prompt_cache_key_of_its_own_model() -> None:
+    """The key covers the model: a fallback's attempt carries the key its model's own traffic
+    with the same prefix uses, not the primary's. A key the caller set is left alone."""
+    from resilient_llm import prompt_cache_key
+
+    messages: Any = [{"role": "system", "content": "You are terse."},
+                     {"role": "user", "content": "hi"}]
+    provider = FaultProvider()
+    provider.set_default(Fault.status(503), model="gpt-4.1")
+    policy = Policy(fallbacks={"gpt-4.1": ["gpt-4.1-mini"]}, cache_secret="s" * 32)
+    with OpenAI(api_key="sk-test", base_url="http://provider.test/v1", policy=policy,
+                http_client=httpx2.Client(transport=provider.transport())) as client:
+        client.chat.completions.create(model="gpt-4.1", messages=messages)
+        client.chat.completions.create(model="gpt-4.1", messages=messages,
+                                       prompt_cache_key="mine")
+        client.chat.completions.create(model="gpt-4.1-mini", messages=messages)
+    keys = [(r.model, r.json["prompt_cache_key"]) for r in provider.requests]
+    primary, fallback, mine_primary, mine_fallback, direct = keys
+    assert primary[0] == "gpt-4.1" and fallback[0] == "gpt-4.1-mini"
+    assert fallback[1] != primary[1] and fallback[1] == direct[1]
+    assert direct[1] == prompt_cache_key({"model": "gpt-4.1-mini", "messages": messages},
+                                         secret="s" * 32)
+    assert mine_primary[1] == mine_fallback[1] == "mine"

@@ -36,6 +36,7 @@ from resilient_llm import (
     SideEffectOptions,
     _clock,
     deadline,
+    remaining,
 )
 from resilient_llm.context import deadline as _deadline
 from resilient_llm.idempotency.options import Options
@@ -656,6 +657,35 @@ def test_store_unavailable_can_fail_open(caplog: pytest.LogCaptureFixture) -> No
         assert send("secret@example.com") == "sent"
     assert calls == [1]
     assert "without a ledger" in caplog.text and "secret@example.com" not in caplog.text
+
+
+class SilentLedger(DownLedger):
+    """A store that never answers: each operation waits as long as it may, then gives up."""
+
+    def _down(self, *args: Any, **kwargs: Any) -> Any:
+        from resilient_llm.stores.ledger import io_timeout
+
+        time.sleep(io_timeout(5.0))
+        raise IdempotencyStoreUnavailable("idempotency store test:// did not answer")
+
+    begin = complete = fail = abandon = forget = secret = _down
+
+
+def test_a_store_that_never_answers_leaves_a_fail_open_function_time_to_run() -> None:
+    """Under a deadline the store may take half the time left before the function runs: with
+    ``fail_open`` the function then runs without it (the wait took the whole limit, and the
+    function, promised to run, never did)."""
+    calls: list[float | None] = []
+
+    @side_effect(store=SilentLedger(), fail_open=True, reserve=0)
+    def send(to: str) -> str:
+        calls.append(remaining())
+        return "sent"
+
+    with deadline(0.6):
+        assert send("a@example.com") == "sent"
+    (left,) = calls
+    assert left is not None and 0.05 < left < 0.35
 
 
 def test_store_failing_after_execution_still_returns_the_result(

@@ -53,6 +53,7 @@ __all__ = [
     "prepare_anthropic_body",
     "prepare_openai_body",
     "prompt_cache_key",
+    "rekeyed_for_model",
     "shards_for_rate",
 ]
 
@@ -552,6 +553,23 @@ def prepare_openai_body(
             provider="openai", shard_key=shard_key,
         )
     return out
+
+
+def rekeyed_for_model(body: dict[str, Any], asked: object, policy: Policy,
+                      api: Literal["chat", "responses"]) -> dict[str, Any]:
+    """``body``, already renamed to a fallback's model, with the ``prompt_cache_key`` this
+    library set for the model ``asked`` made again for the fallback's (the key covers the
+    model: the fallback's answers share a cache with its own traffic). A key the caller set
+    stays."""
+    key = body.get("prompt_cache_key")
+    if key is None or not policy.prompt_cache_key:
+        return body
+    before = {name: value for name, value in body.items() if name != "prompt_cache_key"}
+    ours = prepare_openai_body({**before, "model": asked}, policy, api=api,
+                               namespace=policy.cache_namespace).get("prompt_cache_key")
+    if ours != key:
+        return body
+    return prepare_openai_body(before, policy, api=api, namespace=policy.cache_namespace)
 
 
 _MODEL_RE = re.compile(r"(opus|sonnet|haiku|fable|mythos)-(\d{1,2})(?:-(\d{1,2}))?(?!\d)")

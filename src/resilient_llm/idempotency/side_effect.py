@@ -624,9 +624,17 @@ class _Engine:
 
 def _io_end(plan: _Plan, floor: float = 0.0) -> float | None:
     """When the ledger I/O of ``plan`` must end (``time.monotonic()``): at the tool's limit, or
-    ``floor`` seconds from now when that is later (to record an outcome after the limit)."""
+    ``floor`` seconds from now when that is later (to record an outcome after the limit).
+
+    With ``fail_open``, the I/O before the function runs (``floor`` 0) gets half the time
+    left: a store that does not answer must leave the function time to run without it (it
+    took the whole limit, and the function, promised to run, never did)."""
     left = plan.budget.left_now()
-    return None if left is None else time.monotonic() + max(left, floor)
+    if left is None:
+        return None
+    if plan.fail_open and floor == 0.0:
+        left /= 2
+    return time.monotonic() + max(left, floor)
 
 
 @overload

@@ -10,7 +10,7 @@ import json
 import os
 import re
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, NoReturn, TypeVar, cast
+from typing import Any, ClassVar, Generic, Literal, NoReturn, TypeVar, cast
 from urllib.parse import quote, unquote
 
 import httpx2
@@ -549,7 +549,12 @@ class Outgoing:
         if renamed or edit is not None:
             body = json.loads(content)
             if renamed and ("model" in body or self.requested_model is None):
-                body["model"] = target.model
+                asked, body["model"] = body.get("model"), target.model
+                api = _CACHE_KEYED.get(self.provider, {}).get(url.path.rsplit("/", 1)[-1])
+                if api is not None and "prompt_cache_key" in body:
+                    from ..caching.keys import rekeyed_for_model
+
+                    body = rekeyed_for_model(body, asked, policy, api)
             if edit is not None:
                 body = edit(target, body)
             content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
@@ -577,6 +582,11 @@ class Outgoing:
             self._bodies[str(target)] = rewritten
         return rewritten
 
+
+#: The APIs whose bodies carry a ``prompt_cache_key`` the drop-in sets, by the path's end.
+_CACHE_KEYED: dict[str, dict[str, Literal["chat", "responses"]]] = {
+    "openai": {"completions": "chat", "responses": "responses"},
+}
 
 _LOCATION = re.compile(rb"/locations/([^/?]+)/")
 

@@ -68,6 +68,9 @@ async def test_late_first_token_is_hedged_and_the_loser_closed(
     assert took < 2.0
     report = outcome(stream)
     assert report.reason == "hedge" and len(provider.requests) == 2
+    # every attempt sent is in the outcome, the one cancelled too
+    assert sorted((a.number, a.failure) for a in report.attempts) == [(1, "hedge_lost"),
+                                                                      (2, None)]
     provider.wait_for(lambda log: log[0].client_disconnected, timeout=2.0)
     assert provider.requests[0].client_disconnected  # the slow attempt was cut, not left running
 

@@ -33,6 +33,9 @@ class FailureClass(str, enum.Enum):
     STREAM_MALFORMED = "stream_malformed"
     STREAM_INCOMPLETE = "stream_incomplete"
     APPLICATION_ERROR = "application_error"
+    #: A hedged attempt that another attempt of the same call beat to the first output: the
+    #: client cancelled it (it was sent, and counts as an attempt).
+    HEDGE_LOST = "hedge_lost"
 
     def __str__(self) -> str:
         return self.value

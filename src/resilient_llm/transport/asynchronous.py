@@ -22,6 +22,7 @@ from ..context.deadline import on_asyncio
 from ..engine.call import Call, Send, Wait
 from ..engine.classify import (
     Failure,
+    FailureClass,
     classify_status,
     deadline_failure,
     first_token_timeout,
@@ -58,6 +59,9 @@ from .shared import (
 from .streams import StreamConsumer
 
 __all__ = ["AsyncResilientTransport"]
+
+
+_HEDGE_LOST = Failure(FailureClass.HEDGE_LOST, False, message="another attempt answered first")
 
 
 class AsyncResilientTransport(
@@ -153,6 +157,7 @@ class AsyncResilientTransport(
                 if outcome is None:  # cancelled: it lost the race; free its slot
                     state.release(call.clock.now(), priority=call.policy.priority, latency=None,
                                   throttled=False, dropped=False, succeeded=True)
+                    call.attempt_finished(_HEDGE_LOST, None, attempt)  # (it was sent)
                 elif index > 0 and not isinstance(outcome, Served):
                     failure = outcome.failure if isinstance(outcome, Failed) \
                         else unknown_failure()

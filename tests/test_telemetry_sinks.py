@@ -429,3 +429,31 @@ def test_telemetry_off_delivers_no_event_at_all(otel: Otel) -> None:
     assert record.quiet == bus.ALL_KINDS
     _emit_degraded(record)
     assert otel.spans() == [] and listener.open_calls() == 0
+
+
+def test_every_log_line_of_a_call_carries_one_call_id(caplog: pytest.LogCaptureFixture) -> None:
+    """The call id (a hash of the call's idempotency key) is known from the call's start: the
+    line that says it skipped an open circuit, before any attempt, carries the same id as the
+    attempt's and the summary's (it carried one made from the record's address, which later
+    calls reused)."""
+    import re
+
+    from resilient_llm import Policy
+    from resilient_llm.openai import OpenAI
+    from resilient_llm.testing import Fault, FaultProvider
+
+    provider = FaultProvider()
+    provider.set_default(Fault.status(500), model="a")
+    policy = Policy(fallbacks={"a": ["b"]}, deadline=5)
+    ids: list[set[str]] = []
+    with OpenAI(base_url="http://fault.test/v1", api_key="sk-x", policy=policy,
+                http_client=httpx2.Client(transport=provider.transport())) as client:
+        for _ in range(8):  # the primary's circuit opens on the way
+            caplog.clear()
+            with caplog.at_level(logging.DEBUG, logger="resilient_llm"):
+                client.chat.completions.create(model="a",
+                                               messages=[{"role": "user", "content": "hi"}])
+            ids.append(set(re.findall(r"resilient_llm: call ([0-9a-f]{8}) ", caplog.text)))
+    assert any("moves to b (circuit_open)" in line for line in caplog.text.splitlines())
+    assert all(len(found) == 1 for found in ids), ids
+    assert len(set().union(*ids)) == len(ids)  # and no two calls share one

@@ -457,6 +457,12 @@ class DriverBase:
     def start(self, request: httpx2.Request) -> tuple[Plan, Outgoing]:
         """The plan of ``request``, and the requests its attempts send."""
         call = self._call_for(request)
+        record = call.record
+        if record.idempotency_key is None and request.method != "GET":
+            # Known from the start, so every log line of the call carries the same call id
+            # (a hash of it), the lines before its first attempt too.
+            record.idempotency_key = request.headers.get(_IDEMPOTENCY_HEADER) \
+                or f"rllm-{os.urandom(16).hex()}"
         # (partials rather than closures: one object each per request, no cells)
         plan = Plan(call, states=functools.partial(self.pressure_for, request, call),
                     requested=request.extensions.get("timeout"),

@@ -542,6 +542,42 @@ def test_a_short_call_waits_a_quarter_of_its_time_for_the_connect_and_a_client_s
         release.set()
 
 
+def test_calls_pace_locally_while_a_slow_connect_goes_on(
+    links: list[Link], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connect that outlasts ``CONNECT_WAIT`` (a slow name server) holds no call longer: the
+    targets pace locally meanwhile (each refill returned at once, and the admission asked
+    again until the connect ended: the first call took the whole lookup)."""
+    import httpx2
+
+    from resilient_llm import Policy
+    from resilient_llm.fleet.link import link_for
+    from resilient_llm.openai import OpenAI
+
+    release = threading.Event()
+
+    def slow_connect(self: Link) -> None:
+        release.wait(5)
+        raise OSError("name resolution timed out")
+
+    monkeypatch.setattr(Link, "_connect", slow_connect)
+    url = "redis://redis.internal:6379/0"
+    provider = FaultProvider()
+    try:
+        with OpenAI(api_key="k", base_url="http://provider.test/v1",
+                    http_client=httpx2.Client(transport=provider.transport()),
+                    policy=Policy(redis_url=url, deadline=10)) as client:
+            links.append(link_for(url))
+            for _ in range(3):
+                began = time.monotonic()
+                client.chat.completions.create(model="m", messages=[
+                    {"role": "user", "content": "hi"}])
+                assert time.monotonic() - began < CONNECT_WAIT + 0.3
+        assert not links[0].serving and links[0].up  # connecting still, not known down
+    finally:
+        release.set()
+
+
 def test_a_connect_thread_that_cannot_start_leaves_nothing_pending(
     redis_url: str, links: list[Link], monkeypatch: pytest.MonkeyPatch,  # noqa: F811
 ) -> None:

@@ -113,6 +113,17 @@ class Link:
         """The clock round trips are timed on (a simulated link's is virtual)."""
         return time.monotonic()
 
+    @property
+    def serving(self) -> bool:
+        """Up, and not waiting for a connect that outlasted ``CONNECT_WAIT`` (a name server
+        slow to answer): meanwhile the targets pace locally, as while the link is down (the
+        calls waited for the whole connect, one refill after another)."""
+        if not self.up:
+            return False
+        connecting = self._connecting
+        return self._client is not None or connecting is None \
+            or time.monotonic() - connecting[0] <= CONNECT_WAIT
+
     def usable(self) -> bool:
         """False while Redis is known to be down and no re-probe is due."""
         if self.up:

@@ -103,7 +103,7 @@ class LeasePacer:
         return True
 
     def sync(self) -> float:
-        mode = "fleet" if self._link.up else "local"
+        mode = "fleet" if self._link.serving else "local"
         if mode == self._mode:
             return self._local_share
         with self._lock:

@@ -300,6 +300,10 @@ class ModelLink(Link):
     def now(self) -> float:
         return self.model.now()
 
+    @property
+    def serving(self) -> bool:
+        return True
+
     def usable(self) -> bool:
         return True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -247,3 +248,14 @@ def test_config_shows_the_strict_setting_and_its_source(
     line = next(line for line in proc.stdout.splitlines()
                 if line.startswith("RESILIENT_LLM_STRICT "))
     assert line.split()[1:] == list(shown)
+
+
+def test_config_shows_a_mapping_of_names_as_given(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A value that is one name is shown as the name (it was split into its characters)."""
+    monkeypatch.setenv("RESILIENT_LLM_STREAM_CONTINUATION", '{"deepseek-*": "prefill"}')
+    monkeypatch.setenv("RESILIENT_LLM_FALLBACKS", '{"gpt-4.1": ["gpt-4.1-mini"]}')
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r'STREAM_CONTINUATION +\{"deepseek-\*": "prefill"\} +environment', out)
+    assert '{"gpt-4.1": ["gpt-4.1-mini"]}' in out

@@ -1078,3 +1078,33 @@ def test_log_limit_keeps_the_latest_requests() -> None:
         for _ in range(3):
             client.post("http://x/v1/embeddings", json={"model": "e", "input": "a"})
     assert [r.index for r in provider.requests] == [1, 2]
+
+
+@pytest.mark.parametrize(("build", "error", "says"), [
+    (lambda: FaultProvider(tokens_per_minute=math.nan), TypeError, "tokens_per_minute"),  # type: ignore[arg-type]
+    (lambda: FaultProvider(rate_limit_rps=math.inf), ValueError, "rate_limit_rps"),
+    (lambda: FaultProvider(rate_limit_rps=5, rate_limit_burst=math.inf), ValueError, "burst"),
+    (lambda: FaultProvider(default="ok"), TypeError, "default must be a Fault"),  # type: ignore[arg-type]
+    (lambda: Fault.stream_cut(after_events=1.5), TypeError, "after_events"),  # type: ignore[arg-type]
+    (lambda: Fault.ok(text=5), TypeError, "text must be a string"),  # type: ignore[arg-type]
+    (lambda: Fault.status(429.5), TypeError, "status code must be a whole number"),  # type: ignore[arg-type]
+    (lambda: FaultProvider().script(Fault.ok(), model=123), TypeError, "model must be"),  # type: ignore[arg-type]
+    (lambda: FaultProvider().set_default(Fault.ok(), model=1), TypeError, "model must be"),  # type: ignore[arg-type]
+    (lambda: FaultProvider().wait_for(lambda log: False, timeout=math.nan), ValueError,
+     "timeout"),
+    (lambda: FakeClock().advance(math.nan), ValueError, "finite"),
+    (lambda: FakeClock().sleep(math.inf), ValueError, "finite"),
+])
+def test_bad_arguments_are_refused_where_they_are_given(build: Any, error: type[Exception],
+                                                       says: str) -> None:
+    """Not at the request they would have broken (a nan token limit failed every request, a
+    nan wait never ended), and not by meaning nothing (a model that is not a name)."""
+    with pytest.raises(error, match=says):
+        build()
+
+
+def test_tool_calls_in_a_script_file_are_objects() -> None:
+    from resilient_llm.testing.__main__ import fault_from_dict
+
+    fault = fault_from_dict({"kind": "ok", "tool_calls": [{"name": "f", "arguments": "{}"}]})
+    assert fault.tool_calls == (ToolCall("f", "{}"),)  # type: ignore[attr-defined]

@@ -578,6 +578,24 @@ def test_calls_pace_locally_while_a_slow_connect_goes_on(
         release.set()
 
 
+def test_a_fleet_client_without_the_redis_package_is_a_config_error(
+    links: list[Link], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the client is built, naming the setting and the extra to install (a connect
+    thread died on it, with a traceback on stderr and the link down for good)."""
+    from resilient_llm import ConfigError, Policy
+    from resilient_llm.fleet.link import link_for
+    from resilient_llm.openai import OpenAI
+
+    url = "redis://user:hunter2@127.0.0.1:1/0"
+    links.append(link_for(url))
+    monkeypatch.setitem(sys.modules, "redis", None)  # (an import of it raises ImportError)
+    with pytest.raises(ConfigError, match=r"RESILIENT_LLM_REDIS_URL=.*pip install "
+                                          r"'resilient-llm\[redis\]'") as info:
+        OpenAI(api_key="k", base_url="http://127.0.0.1:9/v1", policy=Policy(redis_url=url))
+    assert "hunter2" not in str(info.value)
+
+
 def test_a_connect_thread_that_cannot_start_leaves_nothing_pending(
     redis_url: str, links: list[Link], monkeypatch: pytest.MonkeyPatch,  # noqa: F811
 ) -> None:

@@ -115,3 +115,25 @@ def test_absurd_rate_limit_headers_do_not_break_a_call(server: HostileProvider) 
         answer = client.chat.completions.create(model="m", messages=MESSAGES)
     assert answer.choices[0].message.content == "hello"
     assert server.requests  # the headers really were sent
+
+
+def test_max_seconds_ends_a_drip_without_sending_the_rest() -> None:
+    """The bound cuts the answer where it is: the head dripped so far, never the body after it
+    (a cut head followed by a whole JSON body), and a pause longer than the bound is cut too."""
+    with HostileProvider(max_seconds=0.5) as server:
+        server.script(Hostile.drip_headers(5.0))
+        began = time.monotonic()
+        with httpx2.Client(timeout=10) as client, pytest.raises(httpx2.TransportError):
+            client.post(server.base_url + "/chat/completions", json={"model": "m"})
+        assert time.monotonic() - began < 1.5  # not the 5 s pause
+
+
+@pytest.mark.parametrize("build", [
+    lambda: Hostile.drip_headers(-1), lambda: Hostile.drip_body(float("nan")),
+    lambda: Hostile.keepalive_stream(float("inf")), lambda: Hostile.gzip_bomb(size=-1),
+    lambda: Hostile.huge_content_length(size=-1), lambda: HostileProvider(max_seconds=0),
+    lambda: HostileProvider(max_seconds=float("nan")),
+])
+def test_bad_hostile_arguments_are_refused(build: Any) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        build()

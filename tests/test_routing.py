@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +22,7 @@ from resilient_llm import (
     FailureClass,
     Policy,
     ResidencyViolation,
+    StreamInterrupted,
     outcome,
     pressure_snapshot,
     resilient,
@@ -136,6 +138,26 @@ def test_causes_keep_their_tracebacks_until_nothing_can_raise_them() -> None:
     router.served()
     assert all(error.__traceback__ is None for error in (second, third))
     assert str(second) == "2" and router.causes["b"] is third  # only the frames are gone
+
+
+def test_the_callers_own_exception_keeps_its_traceback() -> None:
+    """A call made while the caller handles an exception: the attempts' errors have it as
+    their ``__context__``, and it is the caller's (``logger.exception``, a bare ``raise``)."""
+    router = Router.for_call(Policy(), "a")
+    try:
+        raise KeyError("missing")
+    except KeyError as own:
+        attempt = _raised("reset")
+        assert attempt.__context__ is own or attempt.__cause__.__context__ is own  # type: ignore[union-attr]
+        router.failed_here(attempt)
+        router.served()
+        assert own.__traceback__ is not None and sys.exc_info()[2] is not None
+    broke = StreamInterrupted("cut", partial_text="hel", failure="stream_cut",
+                              cause=_raised("cut"))
+    router.failed_here(broke)
+    router.failed_here(_raised("again"))  # replaces the break, which recovery may still raise
+    router.served()
+    assert broke.cause is not None and broke.cause.__traceback__ is not None
 
 
 def test_one_retry_per_target_then_move() -> None:

@@ -601,3 +601,46 @@ def test_the_deadline_bounds_a_recovery(
     assert isinstance(interrupted, StreamInterrupted)
     assert interrupted.partial_text == "".join(seen) == DELIVERED
     assert interrupted.failure == "stream_cut"
+
+
+def test_a_break_nothing_resumed_keeps_the_traceback_of_its_cause() -> None:
+    """The stream ends with the break's error, its cause as it was raised: the continuations
+    that failed after it (on the same target) do not take its traceback away."""
+    import traceback
+
+    import httpx2
+
+    from resilient_llm.openai import OpenAI
+
+    def chunk(text: str) -> bytes:
+        return ("data: " + json.dumps({
+            "id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": text},
+                         "finish_reason": None}]}) + "\n\n").encode()
+
+    class Broken(httpx2.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield chunk("Hello")
+            raise httpx2.ReadError("connection reset mid-stream")
+
+    sent: list[int] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(1)
+        if len(sent) == 1:
+            return httpx2.Response(200, headers={"content-type": "text/event-stream"},
+                                   stream=Broken())
+        return httpx2.Response(500, json={"error": {"message": "boom", "type": "server_error"}})
+
+    with OpenAI(api_key="k", base_url="http://llm.test/v1",
+                http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+                policy=Policy(deadline=10, max_attempts=3, max_backoff=0.01)) as client:
+        with pytest.raises(StreamInterrupted) as info:
+            for _ in client.chat.completions.create(model="m", stream=True, messages=[
+                    {"role": "user", "content": "hi"}]):
+                pass
+    assert len(sent) == 3 and info.value.partial_text == "Hello"
+    cause = info.value.cause
+    assert isinstance(cause, httpx2.ReadError) and cause.__traceback__ is not None
+    assert 'raise httpx2.ReadError("connection reset mid-stream")' in "".join(
+        traceback.format_exception(cause))  # the line that raised it

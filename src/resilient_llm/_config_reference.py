@@ -132,7 +132,7 @@ def _type_name(annotation: Any) -> str:
 
 
 def _default(field: str) -> str:
-    value = Policy.model_fields[field].default
+    value = Policy.model_fields[field].get_default(call_default_factory=True)
     if value is None:
         return "unset"
     if isinstance(value, bool):

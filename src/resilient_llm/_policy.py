@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     PrivateAttr,
     SecretStr,
     ValidationError,
@@ -68,8 +69,8 @@ class Policy(BaseModel):
     enabled: bool = True
     deadline: float = 600.0
     max_attempts: int = 4
-    fallbacks: Mapping[str, tuple[str, ...]] = FrozenMap()
-    context_fallbacks: Mapping[str, tuple[str, ...]] = FrozenMap()
+    fallbacks: Mapping[str, tuple[str, ...]] = Field(default_factory=FrozenMap)
+    context_fallbacks: Mapping[str, tuple[str, ...]] = Field(default_factory=FrozenMap)
     first_token_timeout: float = 300.0
     stream_idle_timeout: float = 90.0
     #: ``continue``: a stream that breaks after its first output is resumed on the same or
@@ -78,14 +79,15 @@ class Policy(BaseModel):
     #: Model patterns (exact name, ``prefix*``, ``*``) → ``prefill`` (the target continues a
     #: final partial assistant turn) or ``restart`` (regenerate and verify the delivered
     #: prefix). Unlisted: Anthropic Messages prefill, everything else restarts.
-    stream_continuation: Mapping[str, Literal["prefill", "restart"]] = FrozenMap()
+    stream_continuation: Mapping[str, Literal["prefill", "restart"]] = Field(
+        default_factory=FrozenMap)
     priority: Priority = "interactive"
     idempotency_store: str = "memory"
     redis_url: str | None = None
     cache_namespace: str | None = None
     allowed_regions: frozenset[str] | None = None
     region: str | None = None
-    region_endpoints: Mapping[str, str] = FrozenMap()
+    region_endpoints: Mapping[str, str] = Field(default_factory=FrozenMap)
     max_backoff: float = 8.0
     #: The largest decoded response body the client reads into memory (a JSON answer, an
     #: error body) and the largest single stream event: a gzip bomb or a 100 GB
@@ -332,7 +334,8 @@ class Policy(BaseModel):
                 shown = _shown_urls(value) if isinstance(value, str) \
                     else json.dumps(_shown_urls(value))
             elif isinstance(value, Mapping):
-                shown = json.dumps({k: list(v) for k, v in value.items()}) if value else "{}"
+                shown = json.dumps({k: v if isinstance(v, str) else list(v)
+                                    for k, v in value.items()}) if value else "{}"
             elif isinstance(value, SecretStr):
                 shown = "*** (set)"
             else:

@@ -31,16 +31,17 @@ unknown) is never used: if the chain has nothing else left, the call fails close
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .._errors import ResidencyViolation
+from .._errors import ResidencyViolation, StreamInterrupted
 from .._fastinit import fast_frozen_init
 from .._policy import Policy
 from .failure import NEVER_FALL_BACK, Failure, FailureClass
 
-__all__ = ["BUDGET_SHARE", "FALLBACK_PATIENCE", "Router", "Step", "Target"]
+__all__ = ["BUDGET_SHARE", "FALLBACK_PATIENCE", "Router", "Step", "Target", "drop_tracebacks"]
 
 #: Share of the remaining time one attempt may use while a fallback is ready.
 BUDGET_SHARE = 0.5
@@ -214,7 +215,7 @@ class Router:
         self.causes[key] = error
         self.tries_here += 1
         if replaced is not None and replaced is not error:
-            _drop_tracebacks(replaced)
+            drop_tracebacks(replaced)
 
     def served(self) -> None:
         """The call was served: the errors of the attempts before will not be raised (a
@@ -222,7 +223,7 @@ class Router:
         frames hold the call's state in their locals: a cycle only the garbage collector
         would free, on every call that was retried."""
         for error in self.causes.values():
-            _drop_tracebacks(error)
+            drop_tracebacks(error)
 
     def move(self, reason: str, failure: Failure | None = None) -> bool:
         """Advance to the next target; ``False`` when the chain is exhausted."""
@@ -268,13 +269,19 @@ def _targets(specs: Sequence[str], policy: Policy) -> list[Target]:
     return [Target.parse(spec, default_region=policy.region) for spec in specs]
 
 
-def _drop_tracebacks(error: BaseException) -> None:
-    """Forget the tracebacks of ``error`` and of the errors it was raised from or during."""
+def drop_tracebacks(error: BaseException, *, breaks: bool = False) -> None:
+    """Forget the tracebacks of ``error`` and of the errors it was raised from or during (the
+    transport's own). Never those of the exception being handled where the call was made
+    (the caller's own, in an ``except`` block: the chain ends there) or beyond it; a stream's
+    break (``StreamInterrupted``) only with ``breaks``: its recovery may raise it as a cause
+    until the stream ends."""
+    handling = sys.exc_info()[1]
     pending: list[BaseException] = [error]
     seen: set[int] = set()
     while pending and len(seen) < 32:
         current = pending.pop()
-        if id(current) in seen:
+        if id(current) in seen or current is handling \
+                or (not breaks and isinstance(current, StreamInterrupted)):
             continue
         seen.add(id(current))
         current.__traceback__ = None

@@ -89,8 +89,11 @@ class Link:
         self._generation = 0
 
     def _connect(self) -> None:
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        try:
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError:
+            raise _missing_redis(self.target.setting, self.label) from None
 
         from .._redis import open_redis
 
@@ -302,11 +305,20 @@ _LINKS: Instances[tuple[str, int], Link] = Instances(lambda slot: Link(slot[0]))
 def warm_link(url: str) -> None:
     """A client was built to share its limits through ``url``: import the Redis client here
     (once per process, on the constructing thread: an import on a call's path, while another
-    thread runs the same import, waits for it past the call's deadline) and start connecting
-    in the background."""
-    with contextlib.suppress(ImportError):  # not installed: the link reports it when used
+    thread runs the same import, waits for it past the call's deadline; not installed, a
+    :class:`ConfigError` now rather than at the first call) and start connecting in the
+    background."""
+    link = link_for(url)
+    try:
         import redis  # noqa: F401
-    link_for(url).warm()
+    except ImportError:
+        raise _missing_redis(link.target.setting, link.label) from None
+    link.warm()
+
+
+def _missing_redis(setting: str, label: str) -> ConfigError:
+    return ConfigError(setting, label,
+                       "the redis package is needed: pip install 'resilient-llm[redis]'")
 
 
 def link_for(url: str) -> Link:

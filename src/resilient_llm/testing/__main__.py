@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._faults import Fault, Usage
+from ._faults import Fault, ToolCall, Usage
 from ._provider import FaultProvider
 
 __all__ = ["fault_from_dict", "main"]
@@ -50,6 +50,9 @@ def fault_from_dict(spec: dict[str, Any]) -> Fault:
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(_KINDS)}")
     if isinstance(args.get("usage"), dict):
         args["usage"] = Usage(**args["usage"])
+    if isinstance(args.get("tool_calls"), list):  # {"name": ..., "arguments": "{...}"} each
+        args["tool_calls"] = [ToolCall(**call) if isinstance(call, dict) else call
+                              for call in args["tool_calls"]]
     if kind == "status":
         return Fault.status(args.pop("code"), **args)
     if kind == "first_token_delay":

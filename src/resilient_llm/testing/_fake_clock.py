@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 
@@ -28,10 +29,12 @@ class FakeClock:
         """Move time forward by ``seconds`` without recording a sleep."""
         if seconds < 0:
             raise ValueError("time only moves forward")
+        _check_finite(seconds)
         with self._lock:
             self._now += seconds
 
     def sleep(self, seconds: float) -> None:
+        _check_finite(seconds)
         with self._lock:
             self.sleeps.append(seconds)
             self._now += max(seconds, 0.0)
@@ -41,6 +44,11 @@ class FakeClock:
 
     def __repr__(self) -> str:
         return f"FakeClock(now={self._now:.6f})"
+
+
+def _check_finite(seconds: float) -> None:
+    if not math.isfinite(seconds):  # a nan would make every later now() nan
+        raise ValueError(f"seconds must be finite, got {seconds!r}")
 
 
 class FakeRandom(random.Random):

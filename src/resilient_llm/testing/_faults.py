@@ -36,8 +36,15 @@ def _check_seconds(fault: object, name: str, *, allow_inf: bool = False) -> None
 
 
 def _check_events(value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"after_events must be a whole number of events, got {value!r}")
     if value is not None and value < 0:
         raise ValueError(f"after_events must be >= 0, got {value!r}")
+
+
+def _check_text(value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"text must be a string, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +253,7 @@ class Ok(Fault):
     def __post_init__(self) -> None:
         Fault.__post_init__(self)
         _check_seconds(self, "chunk_delay")
+        _check_text(self.text)
         if self.usage is not None and not isinstance(self.usage, Usage):
             raise TypeError(f"usage must be a Usage, got {self.usage!r}")
 
@@ -265,6 +273,8 @@ class Status(Fault):
 
     def __post_init__(self) -> None:
         Fault.__post_init__(self)
+        if isinstance(self.code, bool) or not isinstance(self.code, int):
+            raise TypeError(f"status code must be a whole number, got {self.code!r}")
         if not 200 <= self.code <= 599:
             raise ValueError(f"status code must be in 200..599, got {self.code!r}")
 
@@ -294,6 +304,7 @@ class _StreamFault(Fault):
     def __post_init__(self) -> None:
         Fault.__post_init__(self)
         _check_events(self.after_events)
+        _check_text(self.text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import socket
 import socketserver
 import threading
@@ -50,6 +51,16 @@ class Hostile:
     content_type: str = "text/html; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
     keep_alive: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.interval, bool) or not isinstance(self.interval, (int, float)) \
+                or not 0 <= self.interval < math.inf:
+            raise ValueError(f"interval must be a finite number of seconds >= 0, got "
+                             f"{self.interval!r}")
+        for name in ("size", "events"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
 
     @classmethod
     def ok(cls, *, keep_alive: bool = False) -> Hostile:
@@ -152,6 +163,8 @@ class HostileProvider:
     """
 
     def __init__(self, *, max_seconds: float = 120.0) -> None:
+        if not 0 < max_seconds < math.inf:
+            raise ValueError(f"max_seconds must be finite and > 0, got {max_seconds!r}")
         self.max_seconds = max_seconds
         self.requests: list[_Request] = []
         self._script: deque[Hostile] = deque()
@@ -251,7 +264,7 @@ class HostileProvider:
                     sock.sendall(_chunk(b"".join(event + b"\n\n" for event in first)))
                 while not self._over(ends):
                     sock.sendall(_chunk(b": keep-alive\n\n"))
-                    self._pause(plan.interval)
+                    self._pause(min(plan.interval, max(0.0, ends - time.monotonic())))
                 return
             payload = _gzip(body) if kind == "gzip_stream" else body
             sock.sendall(_chunk(payload) + b"0\r\n\r\n")
@@ -263,13 +276,13 @@ class HostileProvider:
             while sent < plan.size and not self._over(ends):
                 sock.sendall(block[: min(len(block), plan.size - sent)])
                 sent += len(block)
-                self._pause(plan.interval)
+                self._pause(min(plan.interval, max(0.0, ends - time.monotonic())))
             return
         if kind == "not_json":
             page = b"<html><body><h1>502 Bad Gateway</h1>" + b" " * 200 + b"</body></html>"
             headers = [("content-type", plan.content_type)] if plan.content_type else []
-            self._drip(sock, _head(200, headers, length=len(page)), 0.0, ends)
-            self._drip(sock, page, plan.interval, ends)
+            if self._drip(sock, _head(200, headers, length=len(page)), 0.0, ends):
+                self._drip(sock, page, plan.interval, ends)
             return
         if kind in ("gzip", "gzip_bomb"):
             payload = _gzip(body) if kind == "gzip" else self._bomb(plan.size)
@@ -283,18 +296,21 @@ class HostileProvider:
                                          "code": "rate_limit_exceeded"}}).encode()
         head = _head(status, [("content-type", "application/json"), *plan.headers],
                      length=len(body), close=not plan.keep_alive)
-        self._drip(sock, head, plan.interval if kind == "drip_headers" else 0.0, ends)
-        self._drip(sock, body, plan.interval if kind == "drip_body" else 0.0, ends)
+        if self._drip(sock, head, plan.interval if kind == "drip_headers" else 0.0, ends):
+            self._drip(sock, body, plan.interval if kind == "drip_body" else 0.0, ends)
 
-    def _drip(self, sock: socket.socket, data: bytes, interval: float, ends: float) -> None:
+    def _drip(self, sock: socket.socket, data: bytes, interval: float, ends: float) -> bool:
+        """Send ``data``, one byte per ``interval``; ``False`` when ``max_seconds`` (or the
+        server's close) stopped it first: what follows must not be sent after a cut."""
         if interval <= 0:
             sock.sendall(data)
-            return
+            return True
         for i in range(len(data)):
             if self._over(ends):
-                return
+                return False
             sock.sendall(data[i:i + 1])
-            self._pause(interval)
+            self._pause(min(interval, max(0.0, ends - time.monotonic())))
+        return not self._over(ends)
 
     def _over(self, ends: float) -> bool:
         return self._closed.is_set() or time.monotonic() >= ends

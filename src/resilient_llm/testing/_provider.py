@@ -232,15 +232,23 @@ class FaultProvider:
             raise ValueError(f"capacity must be >= 1, got {capacity!r}")
         if not (math.isfinite(service_time) and service_time >= 0):
             raise ValueError(f"service_time must be finite and >= 0, got {service_time!r}")
-        if rate_limit_rps is not None and not rate_limit_rps > 0:
-            raise ValueError(f"rate_limit_rps must be > 0, got {rate_limit_rps!r}")
-        if rate_limit_burst is not None and (rate_limit_rps is None or not rate_limit_burst >= 1):
+        if rate_limit_rps is not None and not (0 < rate_limit_rps < math.inf):
+            raise ValueError(f"rate_limit_rps must be finite and > 0, got {rate_limit_rps!r}")
+        if rate_limit_burst is not None and (rate_limit_rps is None
+                                             or not 1 <= rate_limit_burst < math.inf):
             raise ValueError("rate_limit_burst needs rate_limit_rps and must be >= 1, got "
                              f"{rate_limit_burst!r}")
         if advertised_rpm is not None and advertised_rpm < 1:
             raise ValueError(f"advertised_rpm must be >= 1, got {advertised_rpm!r}")
+        for name, count in (("capacity", capacity), ("advertised_rpm", advertised_rpm),
+                            ("tokens_per_minute", tokens_per_minute), ("log_limit", log_limit)):
+            if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+                raise TypeError(f"{name} must be a whole number, got {count!r}")
         if tokens_per_minute is not None and tokens_per_minute < 1:
             raise ValueError(f"tokens_per_minute must be >= 1, got {tokens_per_minute!r}")
+        if default is not None and not isinstance(default, Fault):
+            raise TypeError(f"default must be a Fault (Fault.ok(), Fault.status(503), ...), "
+                            f"got {default!r}")
         _check_prefill(prefill)
         self._defaults = _PerModel(default if default is not None else Fault.ok())
         self._prefill: _PerModel[PrefillMode | None] = _PerModel(prefill)
@@ -290,6 +298,7 @@ class FaultProvider:
 
     def script(self, *faults: Fault, model: str | None = None) -> None:
         """Queue faults, one per request in order; with ``model`` only for that model."""
+        _check_model(model)
         for fault in faults:
             _check_fault(fault)
         with self._lock:
@@ -300,6 +309,7 @@ class FaultProvider:
 
     def set_default(self, fault: Fault, *, model: str | None = None) -> None:
         """What to answer when the queues are empty (for one model, or for all)."""
+        _check_model(model)
         _check_fault(fault)
         with self._lock:
             self._defaults.set(fault, model)
@@ -312,6 +322,7 @@ class FaultProvider:
 
     def pending(self, *, model: str | None = None) -> int:
         """How many scripted faults are still queued (global, or for ``model``)."""
+        _check_model(model)
         with self._lock:
             queue = self._queue if model is None else self._model_queues.get(model, ())
             return len(queue)
@@ -349,6 +360,8 @@ class FaultProvider:
         Server-side events (a disconnect noticed, a stream finished) happen after the client
         call returns; this waits for them without sleeping in a loop. Raises ``TimeoutError``.
         """
+        if not math.isfinite(timeout):  # (nan never ends the wait; a negative one at once)
+            raise ValueError(f"timeout must be a finite number of seconds, got {timeout!r}")
         end = time.monotonic() + timeout
         with self._changed:
             while True:
@@ -697,6 +710,11 @@ class FaultProvider:
             first = script.first_content
             steps = [*events[:first], fault.seconds, *events[first:]]
         return Plan(entry, "respond", delay, 200, headers, steps=steps, chunked=True)
+
+
+def _check_model(model: object) -> None:
+    if model is not None and not isinstance(model, str):
+        raise TypeError(f"model must be a model name (a string), got {model!r}")
 
 
 def _check_prefill(mode: object) -> None:

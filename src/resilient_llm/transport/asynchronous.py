@@ -143,6 +143,7 @@ class AsyncResilientTransport(
                 stats.record(call.clock.now() - started)
             return result
         finished: list[tuple[int, Any]] = []
+        lost: list[Send] = []
         changed = [anyio.Event()]
         running = 1
 
@@ -157,7 +158,7 @@ class AsyncResilientTransport(
                 if outcome is None:  # cancelled: it lost the race; free its slot
                     state.release(call.clock.now(), priority=call.policy.priority, latency=None,
                                   throttled=False, dropped=False, succeeded=True)
-                    call.attempt_finished(_HEDGE_LOST, None, attempt)  # (it was sent)
+                    lost.append(attempt)  # (reported below, if another attempt won)
                 elif index > 0 and not isinstance(outcome, Served):
                     failure = outcome.failure if isinstance(outcome, Failed) \
                         else unknown_failure()
@@ -198,6 +199,8 @@ class AsyncResilientTransport(
             if isinstance(outcome, Served) and (winner is None or index != winner[0]):
                 await cast(httpx2.Response, outcome.response).aclose()
         if winner is not None:
+            for attempt in lost:  # sent, and cancelled: another attempt answered first
+                call.attempt_finished(_HEDGE_LOST, None, attempt)
             stats.record(call.clock.now() - started)
             return winner[1]  # type: ignore[no-any-return]
         primary = next(outcome for index, outcome in finished if index == 0)

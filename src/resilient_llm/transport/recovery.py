@@ -27,7 +27,7 @@ import httpx2
 from .._errors import DeadlineExceeded, StreamInterrupted
 from ..engine.classify import Failure, FailureClass
 from ..engine.plan import Action, Failed, Plan, Reply
-from ..engine.routing import Target
+from ..engine.routing import Target, drop_tracebacks
 from ..events.outcome import StreamRecovery
 from .shared import Outgoing, streaming
 from .splice import (
@@ -55,7 +55,7 @@ def recovery_for(plan: Plan, outgoing: Outgoing, response: httpx2.Response,
     a one-shot request body, a request that did not ask for a stream, a compressed stream, a
     stream that is not server-sent events, an API without known events)."""
     call = plan.call
-    if call.policy.stream_recovery != "continue" or not plan.replayable:
+    if call.policy.stream_recovery == "off" or not plan.replayable:
         return None
     if response.headers.get("content-encoding", "identity") not in ("identity", ""):
         return None
@@ -90,6 +90,8 @@ class Recovery:
         self.target: str | None = None
         self._offset = 0
         self._broke: Failure | None = None
+        #: The stream ended with the break's error (:meth:`failed`): the caller has it.
+        self._raised = False
 
     @property
     def outgoing(self) -> Outgoing:
@@ -103,8 +105,12 @@ class Recovery:
 
     def ended(self) -> None:
         """No continuation follows (the caller's stream ended, or was closed): the recovery
-        lets go of its continuation request and the cycle through it."""
+        lets go of its continuation request and the cycle through it, and, unless it raised
+        the break as the stream's end, of the break's traceback (whose frames hold the
+        stream's reader)."""
         self._outgoing = None
+        if self.original is not None and not self._raised:
+            drop_tracebacks(self.original, breaks=True)
 
     # --- a break ----------------------------------------------------------------------------
 
@@ -213,6 +219,7 @@ class Recovery:
         (``DeadlineExceeded`` around it when the deadline ended the call)."""
         original = self.original
         assert original is not None
+        self._raised = True
         final = self.consumer.interrupted(FailureClass(original.failure),
                                           _describe(self.original_failure), original.cause)
         self.consumer.broke = self.original_failure

@@ -169,8 +169,8 @@ def prepare_attempt(request: httpx2.Request, call: Call, send: Send, provider: s
     """Per-attempt request edits: clipped timeouts, the attempt number, the idempotency key.
 
     One key per call, the same on every retry of the caller's request; ``other_body``: this
-    attempt sends another body (a fallback's model, a stream's continuation), which gets a
-    key of its own derived from the call's and that body: a key is never sent with two
+    attempt sends another body or path (a fallback's model, a stream's continuation), which
+    gets a key of its own derived from the call's and them: a key is never sent with two
     payloads (the IETF idempotency-key draft answers that with a 422, and a server that
     stores results would hand back the first request's)."""
     request.extensions["timeout"] = send.timeouts
@@ -191,7 +191,9 @@ def prepare_attempt(request: httpx2.Request, call: Call, send: Send, provider: s
     if request.method != "GET":
         headers = request.headers
         if other_body and call.record.idempotency_key is not None:
-            digest = hashlib.sha256(request.content).hexdigest()[:16]
+            # (the path too: Bedrock and Vertex name the model there, not in the body)
+            digest = hashlib.sha256(request.url.raw_path + b"\n" + request.content).hexdigest()
+            digest = digest[:16]
             headers[_IDEMPOTENCY_HEADER] = f"{call.record.idempotency_key}-{digest}"
             return
         if _IDEMPOTENCY_HEADER in headers:  # the caller's own (a miss costs no KeyError here)
@@ -529,8 +531,9 @@ class Outgoing:
                                       headers=httpx2.Headers(source.headers),
                                       content=body_of(source), extensions=dict(source.extensions))
         prepare_attempt(outgoing, self.call, send, self.provider,
-                        other_body=source is not self.request
-                        and source.content != self.request.content)
+                        other_body=source is not self.request and (
+                            source.content != self.request.content
+                            or source.url.raw_path != self.request.url.raw_path))
         if signer is None or first:  # signing again would call token providers again
             return outgoing, _unsigned
         region = target.region

@@ -20,8 +20,9 @@ __all__ = ["MEANINGS", "render_markdown", "rows"]
 
 #: field → (meaning, example value as it would be written in the environment).
 MEANINGS: dict[str, tuple[str, str]] = {
-    "enabled": ("`false` makes the drop-in classes behave exactly like the official ones.",
-                "false"),
+    "enabled": (("`false` makes the drop-in classes behave exactly like the official ones: "
+                 "no deadline, no fallbacks, and no `RESILIENT_LLM_ALLOWED_REGIONS` check "
+                 "either."), "false"),
     "deadline": (("Total wall-clock budget of one call across every attempt, backoff, "
                  "fallback and stream read."), "30"),
     "max_attempts": (("Attempts per call across all targets (fallbacks included). An explicit "

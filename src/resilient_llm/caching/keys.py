@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .._policy import Policy
 
 __all__ = [
+    "CACHE_KEYED_PATHS",
     "KEY_PREFIX",
     "MAX_KEY_LENGTH",
     "MAX_SHARDS",
@@ -48,6 +49,7 @@ __all__ = [
     "SECRET_ENV",
     "Provider",
     "canonical_json",
+    "keyed_api",
     "min_cacheable_tokens",
     "prefix_fingerprint",
     "prepare_anthropic_body",
@@ -553,6 +555,17 @@ def prepare_openai_body(
             provider="openai", shard_key=shard_key,
         )
     return out
+
+
+#: The OpenAI paths whose bodies get a ``prompt_cache_key``, by the path's end, and their API.
+CACHE_KEYED_PATHS: Mapping[str, Literal["chat", "responses"]] = {
+    "/chat/completions": "chat", "/responses": "responses",
+}
+
+
+def keyed_api(path: str) -> Literal["chat", "responses"] | None:
+    """The API of an OpenAI ``path`` whose bodies get a ``prompt_cache_key``, else ``None``."""
+    return next((api for end, api in CACHE_KEYED_PATHS.items() if path.endswith(end)), None)
 
 
 def rekeyed_for_model(body: dict[str, Any], asked: object, policy: Policy,

@@ -13,9 +13,6 @@ __all__ = ["field_of", "observe_cache", "prepare_body"]
 
 _MISSING: Any = object()
 
-_CACHEABLE_PATHS: dict[str, Literal["chat", "responses"]] = {
-    "/chat/completions": "chat", "/responses": "responses",
-}
 #: Prompts shorter than this are never cached by either provider: no health to track.
 _MIN_CACHED_PROMPT = 1024
 _health: Any = None
@@ -114,8 +111,9 @@ def _prepare_body(provider: Literal["openai", "anthropic"], url: str, body: dict
 
         record.findings.extend(check_prompt(body, policy.lint_prompts, provider=provider))
     if provider == "openai":
-        api = next((kind for suffix, kind in _CACHEABLE_PATHS.items() if url.endswith(suffix)),
-                   None)
+        from ..caching.keys import keyed_api
+
+        api = keyed_api(url)
         if api is not None and (policy.prompt_cache_key or policy.stable_tool_order):
             from ..caching.keys import prepare_openai_body
 

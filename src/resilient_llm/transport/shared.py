@@ -10,7 +10,7 @@ import json
 import os
 import re
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, Literal, NoReturn, TypeVar, cast
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar, cast
 from urllib.parse import quote, unquote
 
 import httpx2
@@ -559,11 +559,12 @@ class Outgoing:
             body = json.loads(content)
             if renamed and ("model" in body or self.requested_model is None):
                 asked, body["model"] = body.get("model"), target.model
-                api = _CACHE_KEYED.get(self.provider, {}).get(url.path.rsplit("/", 1)[-1])
-                if api is not None and "prompt_cache_key" in body:
-                    from ..caching.keys import rekeyed_for_model
+                if self.provider == "openai" and "prompt_cache_key" in body:
+                    from ..caching.keys import keyed_api, rekeyed_for_model
 
-                    body = rekeyed_for_model(body, asked, policy, api)
+                    api = keyed_api(url.path)
+                    if api is not None:
+                        body = rekeyed_for_model(body, asked, policy, api)
             if edit is not None:
                 body = edit(target, body)
             content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
@@ -591,11 +592,6 @@ class Outgoing:
             self._bodies[str(target)] = rewritten
         return rewritten
 
-
-#: The APIs whose bodies carry a ``prompt_cache_key`` the drop-in sets, by the path's end.
-_CACHE_KEYED: dict[str, dict[str, Literal["chat", "responses"]]] = {
-    "openai": {"completions": "chat", "responses": "responses"},
-}
 
 _LOCATION = re.compile(rb"/locations/([^/?]+)/")
 

@@ -90,7 +90,6 @@ REFUSAL_PATIENCE = 1.5
 #: The shortest hold on a refusal (no spinning on an open circuit whose next chance is now).
 _SHORTEST_HOLD = 0.01
 
-#: Failures that cut the concurrency limit (besides 429s).
 def _cut_short(state: TargetPressure, failure: Failure, send: Send) -> bool:
     """A timeout of an attempt that had less time than the target's answers normally take
     (the deadline clipped it): the call ran out of time, the target did nothing wrong."""

@@ -472,8 +472,26 @@ def test_a_redis_client_failing_outside_its_own_errors_is_redis_down(
     assert fleet is not None and fleet.mode == "local"
 
 
+@pytest.fixture
+def slow_lookup(monkeypatch: pytest.MonkeyPatch
+                ) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """Links connect as with a name server that does not answer: ``(entered, release)``,
+    set when a connect begins; the connect then fails when released (at the end at the
+    latest)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_connect(self: Link) -> None:
+        entered.set()
+        release.wait(5)
+        raise OSError("name resolution timed out")
+
+    monkeypatch.setattr(Link, "_connect", slow_connect)
+    yield entered, release
+    release.set()
+
+
 def test_a_slow_connect_holds_no_caller_past_the_connect_wait(
-    links: list[Link], monkeypatch: pytest.MonkeyPatch,
+    links: list[Link], slow_lookup: tuple[threading.Event, threading.Event],
 ) -> None:
     """A name server slow to answer (no socket timeout covers the lookup): the connect runs on
     a thread of its own; the caller that started it and every caller after it wait at most
@@ -483,14 +501,7 @@ def test_a_slow_connect_holds_no_caller_past_the_connect_wait(
 
     link = Link("redis://redis.internal:6379/0")
     links.append(link)
-    entered, release = threading.Event(), threading.Event()
-
-    def slow_connect(self: Link) -> None:
-        entered.set()
-        release.wait(5)
-        raise OSError("name resolution timed out")
-
-    monkeypatch.setattr(Link, "_connect", slow_connect)
+    entered, release = slow_lookup
     try:
         began = time.monotonic()
         assert link.call(STATE, ["k"], ["10"]) is None
@@ -509,7 +520,7 @@ def test_a_slow_connect_holds_no_caller_past_the_connect_wait(
 
 
 def test_a_short_call_waits_a_quarter_of_its_time_for_the_connect_and_a_client_starts_it(
-    links: list[Link], monkeypatch: pytest.MonkeyPatch,
+    links: list[Link], slow_lookup: tuple[threading.Event, threading.Event],
 ) -> None:
     """A call with 0.2 s left waits at most 0.05 s for the first connect (it waited 0.1 s,
     and one with 0.12 s left had no time for its attempt); a client built with the URL starts
@@ -519,31 +530,20 @@ def test_a_short_call_waits_a_quarter_of_its_time_for_the_connect_and_a_client_s
     from resilient_llm.fleet.scripts import STATE
     from resilient_llm.openai import OpenAI
 
-    entered, release = threading.Event(), threading.Event()
-
-    def slow_connect(self: Link) -> None:
-        entered.set()
-        release.wait(5)
-        raise OSError("name resolution timed out")
-
-    monkeypatch.setattr(Link, "_connect", slow_connect)
+    entered, _ = slow_lookup
     url = "redis://redis.internal:6379/0"
-    try:
-        with OpenAI(api_key="k", base_url="http://127.0.0.1:9/v1",
-                    policy=Policy(redis_url=url)):
-            assert entered.wait(2)  # connecting, and no call was made
-        link = link_for(url)
-        links.append(link)
-        began = time.monotonic()
-        with deadline(0.2):
-            assert link.call(STATE, ["k"], ["10"]) is None
-        assert time.monotonic() - began < 0.05 + 0.03
-    finally:
-        release.set()
+    with OpenAI(api_key="k", base_url="http://127.0.0.1:9/v1", policy=Policy(redis_url=url)):
+        assert entered.wait(2)  # connecting, and no call was made
+    link = link_for(url)
+    links.append(link)
+    began = time.monotonic()
+    with deadline(0.2):
+        assert link.call(STATE, ["k"], ["10"]) is None
+    assert time.monotonic() - began < 0.05 + 0.03
 
 
 def test_calls_pace_locally_while_a_slow_connect_goes_on(
-    links: list[Link], monkeypatch: pytest.MonkeyPatch,
+    links: list[Link], slow_lookup: tuple[threading.Event, threading.Event],
 ) -> None:
     """A connect that outlasts ``CONNECT_WAIT`` (a slow name server) holds no call longer: the
     targets pace locally meanwhile (each refill returned at once, and the admission asked
@@ -554,28 +554,18 @@ def test_calls_pace_locally_while_a_slow_connect_goes_on(
     from resilient_llm.fleet.link import link_for
     from resilient_llm.openai import OpenAI
 
-    release = threading.Event()
-
-    def slow_connect(self: Link) -> None:
-        release.wait(5)
-        raise OSError("name resolution timed out")
-
-    monkeypatch.setattr(Link, "_connect", slow_connect)
     url = "redis://redis.internal:6379/0"
     provider = FaultProvider()
-    try:
-        with OpenAI(api_key="k", base_url="http://provider.test/v1",
-                    http_client=httpx2.Client(transport=provider.transport()),
-                    policy=Policy(redis_url=url, deadline=10)) as client:
-            links.append(link_for(url))
-            for _ in range(3):
-                began = time.monotonic()
-                client.chat.completions.create(model="m", messages=[
-                    {"role": "user", "content": "hi"}])
-                assert time.monotonic() - began < CONNECT_WAIT + 0.3
-        assert not links[0].serving and links[0].up  # connecting still, not known down
-    finally:
-        release.set()
+    with OpenAI(api_key="k", base_url="http://provider.test/v1",
+                http_client=httpx2.Client(transport=provider.transport()),
+                policy=Policy(redis_url=url, deadline=10)) as client:
+        links.append(link_for(url))
+        for _ in range(3):
+            began = time.monotonic()
+            client.chat.completions.create(model="m", messages=[
+                {"role": "user", "content": "hi"}])
+            assert time.monotonic() - began < CONNECT_WAIT + 0.3
+    assert not links[0].serving and links[0].up  # connecting still, not known down
 
 
 def test_a_fleet_client_without_the_redis_package_is_a_config_error(

@@ -48,16 +48,16 @@ def test_only_events_restart_the_idle_limit() -> None:
     assert consumer.scanner.text == "hi"
 
 
-def openai_run(server: HostileProvider, mode: str) -> None:
+def openai_run(server: HostileProvider, mode: str, policy: Policy = POLICY) -> None:
     """Read a chat stream to its end (or its error)."""
 
     def sync() -> None:
-        with OpenAI(base_url=server.base_url, api_key="k", policy=POLICY) as client:
+        with OpenAI(base_url=server.base_url, api_key="k", policy=policy) as client:
             for _ in client.chat.completions.create(model="m", messages=MESSAGES, stream=True):
                 pass
 
     async def main() -> None:
-        async with AsyncOpenAI(base_url=server.base_url, api_key="k", policy=POLICY) as client:
+        async with AsyncOpenAI(base_url=server.base_url, api_key="k", policy=policy) as client:
             stream = await client.chat.completions.create(model="m", messages=MESSAGES,
                                                           stream=True)
             async for _ in stream:
@@ -120,17 +120,9 @@ def test_keepalives_before_any_output_end_at_the_first_token_limit(
     server.script(Hostile.keepalive_stream(0.05))
     policy = POLICY.model_copy(update={"first_token_timeout": 0.8, "stream_idle_timeout": 90.0})
 
-    def sync() -> None:
-        with OpenAI(base_url=server.base_url, api_key="k", policy=policy) as client:
-            list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
-
-    async def main() -> None:
-        async with AsyncOpenAI(base_url=server.base_url, api_key="k", policy=policy) as client:
-            await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
-
     started = time.monotonic()
     with pytest.raises(openai.APITimeoutError):
-        sync() if mode == "sync" else anyio.run(main)
+        openai_run(server, mode, policy)
     assert 0.8 <= time.monotonic() - started < 1.4
 
 
@@ -143,16 +135,8 @@ def test_a_deadline_that_ends_the_wait_for_the_first_output_names_it_as_the_caus
     server.script(Hostile.keepalive_stream(0.05))
     policy = Policy(deadline=0.8, first_token_timeout=3, max_attempts=1)
 
-    def sync() -> None:
-        with OpenAI(base_url=server.base_url, api_key="k", policy=policy) as client:
-            list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
-
-    async def main() -> None:
-        async with AsyncOpenAI(base_url=server.base_url, api_key="k", policy=policy) as client:
-            await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
-
     with pytest.raises(DeadlineExceeded) as info:
-        sync() if mode == "sync" else anyio.run(main)
+        openai_run(server, mode, policy)
     assert isinstance(info.value.cause, openai.APITimeoutError), repr(info.value.cause)
     assert [a.failure for a in info.value.attempts] == ["first_token_timeout"]
 

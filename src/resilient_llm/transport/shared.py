@@ -188,20 +188,12 @@ def prepare_attempt(request: httpx2.Request, call: Call, send: Send, provider: s
         count = request.headers.get("x-stainless-retry-count")
         if count is not None and count.isdigit() and int(count) < send.attempt - 1:
             request.headers["x-stainless-retry-count"] = str(send.attempt - 1)
-    if request.method != "GET":
-        headers = request.headers
-        if other_body and call.record.idempotency_key is not None:
-            # (the path too: Bedrock and Vertex name the model there, not in the body)
+    key = call.record.idempotency_key  # chosen when the call started (``DriverBase.start``)
+    if key is not None and request.method != "GET":
+        if other_body:  # (the path too: Bedrock and Vertex name the model there, not the body)
             digest = hashlib.sha256(request.url.raw_path + b"\n" + request.content).hexdigest()
-            digest = digest[:16]
-            headers[_IDEMPOTENCY_HEADER] = f"{call.record.idempotency_key}-{digest}"
-            return
-        if _IDEMPOTENCY_HEADER in headers:  # the caller's own (a miss costs no KeyError here)
-            key = headers[_IDEMPOTENCY_HEADER]
-        else:
-            key = call.record.idempotency_key or f"rllm-{os.urandom(16).hex()}"
-            headers[_IDEMPOTENCY_HEADER] = key
-        call.record.idempotency_key = key
+            key = f"{key}-{digest[:16]}"
+        request.headers[_IDEMPOTENCY_HEADER] = key
 
 
 def first_token_timeouts(send: Send) -> dict[str, float | None]:
@@ -461,8 +453,9 @@ class DriverBase:
         call = self._call_for(request)
         record = call.record
         if record.idempotency_key is None and request.method != "GET":
-            # Known from the start, so every log line of the call carries the same call id
-            # (a hash of it), the lines before its first attempt too.
+            # The caller's own key, or one for the call: known from the start, so every log
+            # line of the call carries the same call id (a hash of it), those before its first
+            # attempt too; every attempt sends it (``prepare_attempt``).
             record.idempotency_key = request.headers.get(_IDEMPOTENCY_HEADER) \
                 or f"rllm-{os.urandom(16).hex()}"
         # (partials rather than closures: one object each per request, no cells)
